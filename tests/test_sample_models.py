@@ -1,0 +1,63 @@
+import json
+
+import pytest
+import torch
+
+import sample_models
+from compression_core import accuracy
+from compression_core.errors import CompressionError
+from sample_models.train import train_one
+
+
+@pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
+def test_shipped_model_meets_its_accuracy_and_metadata_is_true(name):
+    sm = sample_models.load(name)
+    acc = accuracy(sm.model, sm.data.test.x, sm.data.test.y)
+    assert acc >= sm.info.min_accuracy
+    assert acc == pytest.approx(sm.trained["test_accuracy"], abs=1e-9)
+    assert tuple(sm.data.test.x.shape[1:]) == sm.info.input_shape
+    assert sm.info.classifier in dict(sm.model.named_modules())
+
+
+@pytest.mark.parametrize("dataset_model", ["digits-mlp", "mnist-lenet300"])
+def test_splits_are_fixed_disjoint_and_stratified(dataset_model):
+    d = sample_models.data(dataset_model)
+    n = len(d.train) + len(d.calib) + len(d.test)
+    assert len(d.test) == pytest.approx(0.2 * n, abs=2)
+    assert len(d.calib) == pytest.approx(0.1 * n, abs=2)
+    rows = lambda s: {tuple(r.tolist()) for r in s.x.reshape(len(s), -1)[:200]}  # noqa: E731
+    assert not rows(d.test) & rows(d.calib)
+    for split in (d.train, d.calib, d.test):
+        assert set(split.y.tolist()) == set(range(10))
+
+
+def test_weights_are_small():
+    total = sum(p.stat().st_size for p in sample_models.WEIGHTS_DIR.glob("*.pt"))
+    assert total < 5 * 1024 * 1024
+
+
+def test_unknown_model_is_a_one_line_error_naming_valid_names():
+    with pytest.raises(CompressionError) as e:
+        sample_models.load("resnet-9000")
+    msg = str(e.value)
+    assert "\n" not in msg and "digits-cnn" in msg and "resnet-9000" in msg
+
+
+def test_load_gives_independent_copies():
+    a, b = sample_models.load("digits-mlp"), sample_models.load("digits-mlp")
+    with torch.no_grad():
+        a.model.fc1.weight.zero_()
+    assert b.model.fc1.weight.abs().sum() > 0
+
+
+def test_training_is_deterministic_and_reproduces_the_shipped_model():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m1 = train_one("digits-mlp", write=False, verbose=False)
+        m2 = train_one("digits-mlp", write=False, verbose=False)
+    finally:
+        torch.set_num_threads(old)
+    assert m1["test_accuracy"] == m2["test_accuracy"]
+    shipped = json.loads(sample_models.metadata_path("digits-mlp").read_text())
+    assert m1["test_accuracy"] == shipped["test_accuracy"]
