@@ -18,11 +18,12 @@ from .measure import (
     size_bytes,
 )
 from .technique import StepConfig, StepContext, apply_step, clone_model, register, registered_configs
+from .targets import resolve_targets
 from .train import FineTuneConfig, fine_tune
 
 __all__ = [
     "CompressionError", "FineTuneConfig", "LayerStats", "ModelStats", "StepConfig", "StepContext",
     "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
-    "layer_stats", "measure", "predict", "register", "registered_configs", "shippable_state_dict",
+    "layer_stats", "measure", "predict", "register", "registered_configs", "resolve_targets", "shippable_state_dict",
     "size_bytes", "state_dict_bytes",
 ]
