@@ -17,6 +17,7 @@ from compression_core.errors import CompressionError
 
 from .data import DataSplits, Split, load_splits
 from .digits_cnn import DigitsCNN
+from .digits_lstm import DigitsLSTM
 from .digits_mlp import DigitsMLP
 from .digits_vit import DigitsViT
 from .mnist_cnn import MnistCNN
@@ -77,6 +78,8 @@ REGISTRY: dict[str, ModelInfo] = {
                   0.97, TrainSettings(epochs=30, lr=3e-3), DigitsCNN),
         ModelInfo("digits-vit", _DIGITS_TASK, "digits", "ViT dim32, 2 blocks x 4 heads, patch 2", (1, 8, 8), 10,
                   "head", 0.94, TrainSettings(epochs=80, lr=3e-3, weight_decay=0.05), DigitsViT),
+        ModelInfo("digits-lstm", _DIGITS_TASK, "digits", "LSTM 64 over the 8 pixel rows, fc10", (8, 8), 10, "fc",
+                  0.95, TrainSettings(epochs=100, lr=5e-3), DigitsLSTM),
         ModelInfo("mnist-lenet300", _MNIST_TASK, "mnist", "LeNet-300-100 (784-300-100-10)", (784,), 10, "fc3",
                   0.93, TrainSettings(epochs=15, lr=2e-3), LeNet300),
         ModelInfo("mnist-cnn", _MNIST_TASK, "mnist", "LeNet-5-style CNN + BN", (1, 28, 28), 10, "fc3", 0.95,
