@@ -150,6 +150,26 @@ def _formula_flops(module: nn.Module, out: torch.Tensor) -> int:
     return 0
 
 
+def _is_recurrent(module: nn.Module) -> bool:
+    """nn.LSTM/GRU and their dynamically quantized versions (they keep ``input_size``/``hidden_size``/``mode``)."""
+    return all(hasattr(module, a) for a in ("input_size", "hidden_size", "num_layers", "mode"))
+
+
+def _recurrent_flops(module: nn.Module, inp: tuple, out) -> int:
+    """2 x MACs of the gate matmuls: per step and layer, gates x hidden x (layer input + hidden)."""
+    x = inp[0]
+    if not isinstance(x, torch.Tensor):  # packed sequence
+        x = x.data
+    steps = x.shape[0] * (x.shape[1] if x.dim() == 3 else 1)  # batch x time (any order)
+    gates = {"LSTM": 4, "GRU": 3}.get(str(module.mode), 1)
+    dirs = 2 if module.bidirectional else 1
+    h, total = module.hidden_size, 0
+    for layer in range(module.num_layers):
+        layer_in = module.input_size if layer == 0 else h * dirs
+        total += dirs * gates * h * (layer_in + h)
+    return 2 * steps * total
+
+
 @torch.no_grad()
 def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     """(FLOPs as executed, FLOPs if zero weights were skipped) for one forward pass on ``example``.
@@ -170,6 +190,13 @@ def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
                 f, _ = per_layer.get(name, (0, density))
                 per_layer[name] = (f + _formula_flops(mod, out), density)
             hooks.append(module.register_forward_hook(hook))
+        elif _is_recurrent(module):  # torch.utils.flop_counter does not count aten.lstm
+            def rhook(mod, inp, out, name=name):
+                tensors = [t for n, t in mod.named_parameters() if n.startswith("weight")] if hasattr(mod, "weight_ih_l0") else []
+                density = (sum(float((t != 0).sum()) for t in tensors) / max(sum(t.numel() for t in tensors), 1)
+                           if tensors else 1.0)
+                per_layer[name] = (per_layer.get(name, (0, density))[0] + _recurrent_flops(mod, inp, out), density)
+            hooks.append(module.register_forward_hook(rhook))
     try:
         with FlopCounterMode(display=False) as counter:
             model(x)

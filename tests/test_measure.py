@@ -70,3 +70,10 @@ def test_quantized_layers_report_their_bits():
     rows = layer_stats(q)
     assert [r.bits for r in rows] == [8, 8, 8]
     assert size_bytes(q) < 0.4 * size_bytes(sm.model)
+
+
+def test_lstm_flops_are_counted_with_the_gate_formula():
+    sm = sample_models.load("digits-lstm")
+    total, _ = flops(sm.model, sm.data.test.x[:1])
+    # 8 steps x 4 gates x hidden 64 x (8 inputs + 64 hidden) MACs, plus the 64x10 classifier, 2 FLOPs per MAC
+    assert total == 2 * 8 * 4 * 64 * (8 + 64) + 2 * 64 * 10
