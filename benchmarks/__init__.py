@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print the tables the issues ask for (`python -m benchmarks.<name> [--json]`)."""
