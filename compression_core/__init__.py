@@ -20,10 +20,24 @@ from .measure import (
 from .technique import StepConfig, StepContext, apply_step, clone_model, register, registered_configs
 from .targets import resolve_targets
 from .train import FineTuneConfig, fine_tune
+from .prune import (
+    LayerPruneConfig,
+    LotteryTicketConfig,
+    ShrinkConfig,
+    StructuredPruneConfig,
+    ThresholdPruneConfig,
+    UnstructuredPruneConfig,
+    prune,
+)
+from .sparse import decode_sparse, encode_sparse, load_sparse, sparse_size_bytes
 
 __all__ = [
     "CompressionError", "FineTuneConfig", "LayerStats", "ModelStats", "StepConfig", "StepContext",
     "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
     "layer_stats", "measure", "predict", "register", "registered_configs", "resolve_targets", "shippable_state_dict",
     "size_bytes", "state_dict_bytes",
+]
+__all__ += [
+    "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
+    "UnstructuredPruneConfig", "decode_sparse", "encode_sparse", "load_sparse", "prune", "sparse_size_bytes",
 ]

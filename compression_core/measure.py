@@ -285,6 +285,19 @@ def _row(name, module, params, nonzero, dtype, bits, simulated=False, type_name=
     )
 
 
+def _sparse_size(model: nn.Module, layers: list[LayerStats]) -> int | None:
+    """Bytes of the sparse-encoded file (compression_core.sparse) when any weight is zero, else None."""
+    if all(layer.nonzero == layer.params for layer in layers):
+        return None
+    from .errors import CompressionError
+    from .sparse import sparse_size_bytes
+
+    try:
+        return sparse_size_bytes(model)
+    except CompressionError:  # packed/quantized modules: not a plain float state_dict
+        return None
+
+
 # ------------------------------------------------------------------------------------------------ measure
 def measure(
     model: nn.Module,
@@ -309,6 +322,7 @@ def measure(
         params=sum(layer.params for layer in layers),
         nonzero_params=sum(layer.nonzero for layer in layers),
         size_bytes=size_bytes(model),
+        sparse_size_bytes=_sparse_size(model, layers),
         simulated=simulated,
         latency_ms=lat[0] if lat else None,
         latency_iqr_ms=lat[1] if lat else None,

@@ -1,0 +1,59 @@
+"""The pruning family: ``prune(model, cfg) -> new model``; the config's type picks the technique.
+
+Unstructured (magnitude / random / threshold), structured (neurons, conv channels, attention heads), ``shrink``
+(physically remove what structured pruning zeroed), layer pruning (whole blocks) and lottery tickets. Every config
+is a registered recipe step; the input model is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..technique import ProgressFn, StepConfig, StepContext, apply_step
+from .common import coupling_plan
+from .importance import head_accuracy_drop, head_scores, unit_scores, weight_scores
+from .layers import LayerPruneConfig, block_importance, prune_layers, remove_block, removable_blocks
+from .lottery import LotteryTicketConfig, RoundStats, lottery_ticket
+from .shrink import (
+    ShrinkConfig,
+    kept_units,
+    shrink,
+    slice_bn,
+    slice_conv_in,
+    slice_conv_out,
+    slice_heads,
+    slice_linear_in,
+    slice_linear_out,
+)
+from .structured import StructuredPruneConfig, prune_structured
+from .threshold import ThresholdPruneConfig, prune_threshold
+from .unstructured import UnstructuredPruneConfig, prune_unstructured
+
+PruneConfig = (UnstructuredPruneConfig | StructuredPruneConfig | ShrinkConfig | LayerPruneConfig
+               | LotteryTicketConfig | ThresholdPruneConfig)
+
+
+def prune(model: nn.Module, cfg: StepConfig, data: Any = None, *, info: Any = None, seed: int = 0,
+          progress: ProgressFn | None = None, replay: bool = False) -> nn.Module:
+    """Apply a pruning config to a copy of ``model`` and return it (the input is never modified).
+
+    ``data`` is the sample model's ``DataSplits`` (or the ``SampleModel`` itself, which also gives ``info``); it is
+    needed by steps that train or evaluate (lottery tickets, layer pruning by importance), and ``info`` names the
+    classifier (left alone by default) and rebuilds initial weights.
+    """
+    if data is not None and hasattr(data, "data") and hasattr(data, "info"):  # a SampleModel
+        info = info if info is not None else data.info
+        data = data.data
+    ctx = StepContext(data=data, info=info, seed=seed, progress=progress, replay=replay)
+    return apply_step(model, cfg, ctx)
+
+
+__all__ = [
+    "LayerPruneConfig", "LotteryTicketConfig", "PruneConfig", "RoundStats", "ShrinkConfig", "StructuredPruneConfig",
+    "ThresholdPruneConfig", "UnstructuredPruneConfig", "block_importance", "coupling_plan", "head_accuracy_drop",
+    "head_scores", "kept_units", "lottery_ticket", "prune", "prune_layers", "prune_structured", "prune_threshold",
+    "prune_unstructured", "remove_block", "removable_blocks", "shrink", "slice_bn", "slice_conv_in",
+    "slice_conv_out", "slice_heads", "slice_linear_in", "slice_linear_out", "unit_scores", "weight_scores",
+]

@@ -1,0 +1,74 @@
+"""Unstructured magnitude pruning (Han et al. 2015, "Learning both Weights and Connections for Efficient Neural
+Networks"): zero the smallest individual weights, per layer or globally, with a random baseline.
+
+Masks are torch.nn.utils.prune reparametrisations (``weight_orig`` * ``weight_mask``), so fine-tuning keeps them
+and measurement folds them. The weights stay dense zeros: the file only shrinks with a sparse encoding (sparse.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from ..errors import CompressionError
+from ..targets import resolve_targets
+from ..technique import StepConfig, StepContext, register
+from .common import check_overrides, classifier_name
+
+
+class UnstructuredPruneConfig(StepConfig):
+    """Zero ``amount`` of the weights of each selected layer (scope "layer") or of all of them together ("global").
+
+    ``amount`` is the fraction of the weights still unpruned (torch.nn.utils.prune's convention for repeated
+    pruning); on an unpruned model it is the sparsity reached, to one weight: ``round(amount * n)`` zeros.
+    """
+
+    kind: Literal["prune_unstructured"] = "prune_unstructured"
+    amount: float = Field(default=0.5, ge=0, lt=1)
+    scope: Literal["layer", "global"] = "layer"
+    importance: Literal["l1", "random"] = "l1"
+    targets: list[str] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    overrides: dict[str, float] = Field(default_factory=dict)
+    include_classifier: bool = False
+
+
+def select_layers(model: nn.Module, cfg, ctx: StepContext | None) -> list[str]:
+    """The Linear/Conv2d layers a magnitude-pruning config selects (classifier excluded unless asked)."""
+    chosen = resolve_targets(model, cfg.targets, cfg.ignore, (nn.Linear, nn.Conv2d), classifier_name(model, ctx),
+                             cfg.include_classifier)
+    if not chosen:
+        raise CompressionError("targets: no Linear/Conv2d layer selected; check targets, ignore and include_classifier")
+    return chosen
+
+
+def prune_unstructured(model: nn.Module, cfg: UnstructuredPruneConfig, ctx: StepContext | None = None) -> nn.Module:
+    """Apply ``cfg`` to ``model`` in place (the registered handler gets a copy) and return it."""
+    chosen = select_layers(model, cfg, ctx)
+    check_overrides(cfg.overrides, chosen)
+    seed = ctx.seed if ctx is not None else 0
+    with torch.random.fork_rng(devices=[]):  # the random baseline is reproducible and leaves the global RNG alone
+        torch.manual_seed(seed)
+        per_layer = chosen if cfg.scope == "layer" else [n for n in chosen if n in cfg.overrides]
+        for name in per_layer:
+            module = model.get_submodule(name)
+            amount = cfg.overrides.get(name, cfg.amount)
+            if cfg.importance == "l1":
+                torch_prune.l1_unstructured(module, "weight", amount=amount)
+            else:
+                torch_prune.random_unstructured(module, "weight", amount=amount)
+        together = [n for n in chosen if n not in per_layer]
+        if together:
+            method = torch_prune.L1Unstructured if cfg.importance == "l1" else torch_prune.RandomUnstructured
+            params = [(model.get_submodule(n), "weight") for n in together]
+            torch_prune.global_unstructured(params, pruning_method=method, amount=cfg.amount)
+    return model
+
+
+@register(UnstructuredPruneConfig)
+def _unstructured_step(model: nn.Module, cfg: UnstructuredPruneConfig, ctx: StepContext) -> nn.Module:
+    return prune_unstructured(model, cfg, ctx)
