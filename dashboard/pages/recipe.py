@@ -1,0 +1,54 @@
+"""Recipe: export the current configuration as YAML (and the CLI command), or import a recipe and reproduce it."""
+
+import pandas as pd
+import streamlit as st
+
+import charts
+import state
+
+st.title("Recipe")
+st.markdown("A recipe is the whole configuration as a small YAML file: the model, a seed and the ordered steps. "
+            "The command line applies it with the very same library code, so it reproduces these numbers.")
+
+current = st.session_state.get("current_recipe") or state.recipe_dict(state.DEFAULT_MODEL, [])
+st.subheader("Export the current configuration")
+try:
+    text = state.to_yaml(current)
+except Exception as e:
+    st.error(state.one_line(e))
+    text = None
+if text is not None:
+    st.code(text, language="yaml")
+    st.download_button("Download recipe.yaml", text, file_name="recipe.yaml", mime="application/x-yaml",
+                       key="r_download")
+    st.markdown("Reproduce it on the command line:")
+    st.code("python -m compression_core apply recipe.yaml", language="bash")
+
+st.subheader("Import a recipe and reproduce it")
+up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)",
+                      type=["yaml", "yml", "json", "md"], key="r_upload")
+if up is not None:
+    try:
+        raw = up.getvalue()
+        recipe = state.parse_recipe_text(raw.decode("utf-8"))
+        needs_training = any(s["kind"] in ("finetune", "distill", "quantize_qat", "lottery_ticket")
+                             for s in recipe["steps"])
+        go = True
+        if needs_training:
+            go = st.button("Run this recipe (it trains)", type="primary", key="r_run")
+        if go:
+            bar = st.progress(0.0, text="applying") if needs_training else None
+            res = state.run_recipe(recipe, progress=(lambda f, m: bar.progress(f, text=m)) if bar else None)
+            base = state.baseline_view(recipe["model"])["stats"]
+            after = res["stats"]
+            state.record(recipe["model"], state.describe(recipe["steps"]), recipe, after)
+            st.success(f"Reproduced {recipe['model']}: accuracy {after['accuracy'] * 100:.2f} %, "
+                       f"size {after['size_bytes']:,} bytes.")
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.size_chart(base, after), key="r_size")
+            c2.plotly_chart(charts.accuracy_chart(base, after), key="r_acc")
+            st.dataframe(pd.DataFrame(res["steps"]), hide_index=True, width="stretch")
+    except UnicodeDecodeError:
+        st.error("recipe: the file is not UTF-8 text")
+    except Exception as e:  # CompressionError, pydantic, anything unexpected: one line, never a traceback
+        st.error(state.one_line(e))
