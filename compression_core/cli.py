@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .errors import CompressionError
 from .measure import ModelStats
@@ -78,12 +78,106 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
     from .measure import measure
 
+    if getattr(args, "bundle", None) is not None:
+        if args.model is not None:
+            raise CompressionError("measure: give --model NAME or --bundle PATH, not both")
+        from .bundle import load_bundle
+
+        recipe, model = load_bundle(args.bundle)
+        stats = measure(model, sample_models.data(recipe.model), name=recipe.name or f"{recipe.model} (bundle)",
+                        batch_size=args.batch_size, threads=args.threads)
+        print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
+        return 0
     if args.model is None:
-        raise CompressionError("measure: give --model NAME (one of " + ", ".join(sample_models.MODEL_NAMES) + ")")
+        raise CompressionError("measure: give --model NAME (one of " + ", ".join(sample_models.MODEL_NAMES) + ")"
+                               " or --bundle PATH")
     sm = sample_models.load(args.model)
     stats = measure(sm.model, sm.data, name=args.model, batch_size=args.batch_size, threads=args.threads)
     print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
     return 0
+
+
+def _progress_bar() -> "Callable[[float, str], None] | None":
+    """A one-line progress bar on stderr, only when stderr is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(frac: float, msg: str) -> None:
+        filled = int(round(frac * 30))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac * 100:5.1f}% {msg[:60]:<60}")
+        if frac >= 1.0:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+        sys.stderr.flush()
+
+    return show
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from .bundle import save_bundle
+    from .recipe import apply_recipe, load_recipe, recipe_to_dict
+
+    recipe = load_recipe(args.recipe)
+    if args.save_model is not None:
+        from pathlib import Path
+
+        if Path(args.save_model).is_dir():
+            raise CompressionError(f"--save-model: {args.save_model!r} is a directory; give a file path")
+    result = apply_recipe(recipe, progress=_progress_bar(), measure_batch_size=args.batch_size,
+                          threads=args.threads, with_latency=not args.no_latency)
+    saved = save_bundle(args.save_model, recipe, result.model) if args.save_model is not None else None
+    if args.json:
+        print(json.dumps(result.to_json_dict(), indent=2))
+        return 0
+    title = recipe.name or args.recipe
+    print(f"recipe           {title} (model {recipe.model}, seed {recipe.seed}, {len(recipe.steps)} steps)")
+    print(f"\n{'step':<6}{'kind':<22}{'seconds':>9}  touched")
+    for st in result.steps:
+        touched = ", ".join(st.touched) if st.touched else "(nothing)"
+        print(f"{st.index:<6}{st.kind:<22}{st.seconds:>9.2f}  {touched}")
+    print("\n--- before ---")
+    print(render_stats(result.before))
+    print("\n--- after ---")
+    print(render_stats(result.after))
+    b, a = result.before, result.after
+    print(f"\naccuracy {b.accuracy * 100:.2f} % -> {a.accuracy * 100:.2f} %, size {_fmt_bytes(b.size_bytes)} -> "
+          f"{_fmt_bytes(a.size_bytes)} ({a.size_bytes / b.size_bytes:.3f}x)")
+    if saved is not None:
+        print(f"saved bundle     {args.save_model} ({saved:,} bytes: weights {a.size_bytes:,} + recipe and framing)")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import validate_recipe
+
+    recipe = validate_recipe(args.recipe)
+    kinds = ", ".join(s.kind for s in recipe.steps) or "no steps"
+    print(f"OK {args.recipe}: model {recipe.model}, {len(recipe.steps)} steps ({kinds})")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .recipe import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def _add_recipe_commands(sub) -> None:
+    a = sub.add_parser("apply", help="apply a recipe (YAML/JSON/Markdown) to its sample model and report")
+    a.add_argument("recipe", metavar="RECIPE", help="recipe file (.yaml, .yml, .json or .md with front matter)")
+    a.add_argument("--json", action="store_true", help="print one JSON object: recipe, before, after, steps")
+    a.add_argument("--save-model", metavar="PATH", help="write a bundle (recipe + weights) atomically")
+    a.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
+    a.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
+    a.add_argument("--no-latency", action="store_true", help="skip the latency measurement (faster)")
+    a.set_defaults(func=_cmd_apply)
+
+    v = sub.add_parser("validate", help="check a recipe without running it (layer names, ranges, model)")
+    v.add_argument("recipe", metavar="RECIPE", help="recipe file")
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("schema", help="print the recipe JSON Schema")
+    s.set_defaults(func=_cmd_schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
     me.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     me.add_argument("--json", action="store_true", help="print one JSON object")
+    me.add_argument("--bundle", metavar="PATH", help="measure a bundle saved by `apply --save-model PATH`")
     me.set_defaults(func=_cmd_measure)
+    _add_recipe_commands(sub)
     return p
 
 

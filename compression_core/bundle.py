@@ -1,0 +1,144 @@
+"""Bundles: one file with a recipe and the compressed model's weights, rebuilt without pickled code.
+
+A bundle is ``torch.save({"format", "format_version", "recipe" (JSON text), "state_dict"})`` written atomically.
+It holds tensors and strings only, so it loads with ``torch.load(weights_only=True)``: a file that carries
+pickled modules or code is refused, never executed. To rebuild, the recipe's steps are replayed on a fresh sample
+model (``StepContext(replay=True)``: same structure and shapes, no training), then the saved weights are loaded
+over it with ``strict=True``.
+
+The weights are the *shippable* state_dict (pruning masks folded into zeros, as ``measure``'s size_bytes counts
+them), so a bundle file is that size plus the recipe text and a few bytes of framing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CompressionError
+from .io import atomic_write_bytes, shippable_state_dict
+from .recipe import RecipeBase, _run_steps, load_recipe, recipe_to_json
+
+BUNDLE_FORMAT = "compression-lab-bundle"
+BUNDLE_VERSION = 1
+
+
+def bundle_bytes(recipe: RecipeBase, model: nn.Module) -> bytes:
+    """The bytes of a bundle of ``recipe`` and ``model`` (what ``save_bundle`` writes)."""
+    buf = io.BytesIO()
+    torch.save({
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "recipe": recipe_to_json(recipe),
+        "state_dict": shippable_state_dict(model),
+    }, buf)
+    return buf.getvalue()
+
+
+def save_bundle(path: str | os.PathLike, recipe: RecipeBase, model: nn.Module) -> int:
+    """Write ``recipe`` + ``model``'s shippable weights to ``path`` atomically; returns the bytes written."""
+    data = bundle_bytes(recipe, model)
+    p = Path(path)
+    if p.is_dir():
+        raise CompressionError(f"--save-model: {str(p)!r} is a directory; give a file path such as model.bundle.pt")
+    try:
+        atomic_write_bytes(p, data)
+    except OSError as e:
+        raise CompressionError(f"--save-model: cannot write {str(p)!r}: {e.strerror or e}") from None
+    return len(data)
+
+
+def _unfold_state_dict(model: nn.Module, shipped: dict) -> dict:
+    """The inverse of ``shippable_state_dict`` for ``model``'s structure: a folded ``weight`` fills a pruned
+    module's ``weight_orig`` and its non-zeros become ``weight_mask``."""
+    target = model.state_dict()
+    out: OrderedDict = OrderedDict()
+    for key in target:
+        if key.endswith("_orig") and key[: -len("_orig")] + "_mask" in target:
+            base = key[: -len("_orig")]
+            if base in shipped:
+                out[key] = shipped[base]
+                continue
+        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in target:
+            base = key[: -len("_mask")]
+            if base in shipped and isinstance(shipped[base], torch.Tensor):
+                out[key] = (shipped[base] != 0).to(target[key].dtype)
+                continue
+        if key in shipped:
+            out[key] = shipped[key]
+    for key in shipped:  # keys the structure does not have: load_state_dict(strict=True) names them
+        folded = key + "_orig" in target
+        if key not in target and not folded:
+            out[key] = shipped[key]
+    return out
+
+
+def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
+    """The recipe and shippable state_dict stored in a bundle file (tensors and strings only)."""
+    p = Path(path)
+    label = f"bundle {str(p)!r}"
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CompressionError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise CompressionError(f"{label}: is a directory") from None
+    except pickle.UnpicklingError as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CompressionError(f"{label}: refused: it is not plain tensors and strings "
+                               f"(weights_only load failed: {first})") from None
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:
+        raise CompressionError(f"{label}: not a Compression Lab bundle ({type(e).__name__}: "
+                               f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
+    if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
+        raise CompressionError(f"{label}: not a Compression Lab bundle (no {BUNDLE_FORMAT!r} header); "
+                               "write one with `apply RECIPE --save-model PATH`")
+    if raw.get("format_version") != BUNDLE_VERSION:
+        raise CompressionError(f"{label}: format_version must be {BUNDLE_VERSION}, got {raw.get('format_version')!r}")
+    if not isinstance(raw.get("recipe"), str) or not isinstance(raw.get("state_dict"), dict):
+        raise CompressionError(f"{label}: damaged (recipe text or state_dict missing)")
+    try:
+        recipe = load_recipe_text(raw["recipe"])
+    except CompressionError as e:
+        raise CompressionError(f"{label}: its recipe is invalid: {e}") from None
+    return recipe, raw["state_dict"]
+
+
+def load_recipe_text(text: str) -> RecipeBase:
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CompressionError(f"recipe: malformed JSON at line {e.lineno}: {e.msg}") from None
+    return load_recipe(data)
+
+
+def load_bundle(path: str | os.PathLike) -> tuple[RecipeBase, nn.Module]:
+    """(recipe, model) from a bundle: a fresh sample model, the recipe's steps replayed, the weights loaded."""
+    import sample_models
+
+    recipe, shipped = read_bundle(path)
+    sm = sample_models.load(recipe.model)
+    model = _run_steps(recipe, sm.model, sm, replay=True, progress=None, reports=None)
+    state = _unfold_state_dict(model, shipped)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:
+        first = " ".join(str(e).split())[:300]
+        raise CompressionError(f"bundle {str(path)!r}: its weights do not fit the model its recipe builds "
+                               f"({type(e).__name__}: {first})") from None
+    return recipe, model.eval()
+
+
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "bundle_bytes", "load_bundle", "read_bundle", "save_bundle"]

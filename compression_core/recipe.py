@@ -1,0 +1,468 @@
+"""The versioned recipe: a sample model, a seed and an ordered list of technique steps, in YAML or JSON.
+
+Every registered technique (``compression_core.technique.register``) is a step kind: the step type is a pydantic
+discriminated union on ``kind`` built from the registry, so adding a technique adds a step kind and its JSON Schema
+with no hand-kept list. A Markdown file whose YAML front matter is the recipe (SparseML's lesson format) also loads.
+
+``apply_recipe`` is the one path from a recipe to a compressed model: the CLI (``apply``) and the dashboard call it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Union
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from . import distill as _distill  # noqa: F401  (registers the "distill" step kind)
+from . import train as _train  # noqa: F401  (registers the "finetune" step kind)
+from .errors import CompressionError
+from .measure import ModelStats, measure
+from .technique import ProgressFn, StepConfig, StepContext, apply_step, clone_model, registered_configs
+
+RECIPE_VERSION = 1
+MAX_RECIPE_BYTES = 1_000_000  # a recipe is a few hundred bytes; refuse anything absurd before parsing it
+_SUFFIXES = (".yaml", ".yml", ".json", ".md")
+
+
+class RecipeBase(BaseModel):
+    """Fields every recipe has; ``Recipe`` adds ``steps`` typed by the technique registry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: Literal[1] = Field(default=RECIPE_VERSION, description="recipe schema version")
+    model: str = Field(description="sample model name (python -m compression_core models)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds every step (step i gets a derived seed)")
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=20_000)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        import sample_models
+
+        if v not in sample_models.REGISTRY:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(sample_models.MODEL_NAMES)}")
+        return v
+
+
+def step_kinds() -> dict[str, type[StepConfig]]:
+    """Every registered technique's config class by its ``kind`` tag."""
+    return {c.model_fields["kind"].default: c for c in registered_configs()}
+
+
+@lru_cache(maxsize=8)
+def _recipe_class(configs: tuple[type[StepConfig], ...]) -> type[RecipeBase]:
+    step_type: Any = Annotated[Union[configs], Field(discriminator="kind")] if len(configs) > 1 else configs[0]
+
+    class Recipe(RecipeBase):
+        """A compression recipe: ``model``, ``seed`` and the ordered ``steps`` applied to it (schema version 1)."""
+
+        steps: list[step_type] = Field(default_factory=list, max_length=100,  # type: ignore[valid-type]
+                                       description="techniques applied in order; each picks its algorithm by kind")
+
+    return Recipe
+
+
+def recipe_class() -> type[RecipeBase]:
+    """The Recipe model for the techniques registered now (cached per registry contents)."""
+    return _recipe_class(tuple(registered_configs()))
+
+
+Recipe = recipe_class()
+
+
+def recipe_schema() -> dict:
+    """The JSON Schema of a recipe (editors autocomplete recipes from it)."""
+    return recipe_class().model_json_schema()
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def _path(loc: tuple, kinds: dict) -> str:
+    """``('steps', 2, 'prune_unstructured', 'amount')`` -> ``steps[2].amount`` (the union tag is dropped)."""
+    out = ""
+    prev_index = False
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            prev_index = True
+            continue
+        if prev_index and i >= 2 and loc[0] == "steps" and i == 2 and part in kinds:
+            prev_index = False
+            continue  # the discriminated union's tag segment
+        prev_index = False
+        out += f".{part}" if out else str(part)
+    return out or "recipe"
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    s = repr(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _message(err: dict, kinds: dict) -> str:
+    """One line for the first pydantic error: what the field must be and what it got."""
+    typ, ctx, inp, loc = err["type"], err.get("ctx") or {}, err.get("input"), tuple(err["loc"])
+    got = f", got {_short(inp)}"
+    known = ", ".join(sorted(kinds))
+    if typ in ("union_tag_invalid",):
+        return f"unknown step kind {_short(ctx.get('tag', inp))}; known kinds: {known}"
+    if typ == "union_tag_not_found":
+        return f"a step needs a 'kind'; known kinds: {known}"
+    if typ == "model_attributes_type" or typ == "model_type" or typ == "dict_type":
+        return f"must be a mapping of fields{got}"
+    if typ == "missing":
+        return "required field missing"
+    if typ == "extra_forbidden":
+        cls = None
+        if len(loc) >= 3 and loc[0] == "steps" and loc[2] in kinds and len(loc) == 4:
+            cls = kinds[loc[2]]
+        elif len(loc) == 1:
+            cls = recipe_class()
+        allowed = f"; allowed: {', '.join(cls.model_fields)}" if cls is not None else ""
+        return f"unknown field{allowed}"
+    if typ == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the allowed values')}{got}"
+    bounds = {"less_than": "<", "less_than_equal": "<=", "greater_than": ">", "greater_than_equal": ">="}
+    if typ in bounds:
+        key = {"less_than": "lt", "less_than_equal": "le", "greater_than": "gt", "greater_than_equal": "ge"}[typ]
+        return f"must be {bounds[typ]} {ctx.get(key)}{got}"
+    if typ in ("too_long", "too_short"):
+        return err["msg"].replace("List", "list").replace("Value", "value").lower() + (got if typ == "too_short" else "")
+    if typ == "value_error":
+        return str(ctx.get("error", err["msg"])).removeprefix("Value error, ")
+    if typ.startswith("int_") or typ == "int_from_float":
+        return f"must be an integer{got}"
+    if typ.startswith("float_") or typ == "finite_number":
+        return f"must be a number{got}"
+    if typ.startswith("bool_"):
+        return f"must be true or false{got}"
+    if typ.startswith("string_"):
+        return f"must be a string{got}" if typ == "string_type" else f"{err['msg'].lower()}{got}"
+    if typ in ("list_type", "tuple_type", "set_type"):
+        return f"must be a list{got}"
+    return f"{err['msg'].lower()}{got}"
+
+
+def validation_error_line(e: ValidationError) -> str:
+    """The first error of a pydantic ValidationError as ``field.path: problem`` (one line)."""
+    kinds = step_kinds()
+    errs = e.errors(include_url=False)
+    first = errs[0]
+    more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+    return f"{_path(tuple(first['loc']), kinds)}: {_message(first, kinds)}{more}"
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def parse_recipe(data: Any) -> RecipeBase:
+    """A Recipe from already-parsed data (a dict), with one-line errors."""
+    cls = recipe_class()
+    if isinstance(data, cls):
+        return data
+    if isinstance(data, RecipeBase):
+        data = data.model_dump()
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise CompressionError(f"recipe: must be a mapping with version, model, seed and steps; got {kind}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise CompressionError(validation_error_line(e)) from None
+    except RecursionError:
+        raise CompressionError("recipe: nested too deeply") from None
+
+
+def _front_matter(text: str, source: str) -> tuple[str, int]:
+    """The YAML between the leading ``---`` lines of a Markdown lesson, and its first line number offset."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        raise CompressionError(f"{source}: a Markdown recipe must start with '---' YAML front matter")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() in ("---", "..."):
+            return "\n".join(lines[1:i]), 1
+    raise CompressionError(f"{source}: front matter opened with '---' on line 1 is never closed")
+
+
+def _parse_text(text: str, source: str, fmt: str) -> Any:
+    offset = 0
+    if fmt == "md":
+        text, offset = _front_matter(text, source)
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CompressionError(f"{source}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f" at line {mark.line + 1 + offset}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CompressionError(f"{source}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise CompressionError(f"{source}: YAML nested too deeply") from None
+
+
+def load_recipe(source: str | Path | dict) -> RecipeBase:
+    """A Recipe from a file path (``.yaml``/``.yml``/``.json``/``.md`` front matter), YAML/JSON text, or a dict.
+
+    YAML is read with ``yaml.safe_load`` only (no object construction). Every problem is one CompressionError line.
+    """
+    if isinstance(source, (dict, RecipeBase)):
+        return parse_recipe(source)
+    looks_like_path = isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")
+        and (source.lower().endswith(_SUFFIXES) or Path(source).is_file())
+    )
+    if looks_like_path:
+        path = Path(source)
+        label = str(path)
+        suffix = path.suffix.lower()
+        if suffix not in _SUFFIXES:
+            raise CompressionError(f"{label}: unknown recipe file type {suffix or '(none)'!r}; use .yaml, .yml, .json or .md")
+        try:
+            if path.stat().st_size > MAX_RECIPE_BYTES:
+                raise CompressionError(f"{label}: too large for a recipe (over {MAX_RECIPE_BYTES:,} bytes)")
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CompressionError(f"{label}: no such recipe file") from None
+        except IsADirectoryError:
+            raise CompressionError(f"{label}: is a directory, not a recipe file") from None
+        except UnicodeDecodeError:
+            raise CompressionError(f"{label}: not UTF-8 text") from None
+        except OSError as e:
+            raise CompressionError(f"{label}: cannot read: {e.strerror or e}") from None
+        data = _parse_text(text, label, {"json": "json", "md": "md"}.get(suffix[1:], "yaml"))
+    elif isinstance(source, str):
+        if len(source) > MAX_RECIPE_BYTES:
+            raise CompressionError(f"recipe: too large (over {MAX_RECIPE_BYTES:,} bytes)")
+        fmt = "md" if source.lstrip().startswith("---") and "\n---" in source.lstrip()[3:] else "yaml"
+        data = _parse_text(source, "recipe", fmt)
+    else:
+        raise CompressionError(f"recipe: expected a path, YAML/JSON text or a dict, got {type(source).__name__}")
+    return parse_recipe(data)
+
+
+def recipe_to_dict(recipe: RecipeBase) -> dict:
+    """Plain data (JSON types) of a recipe, with every step's defaults filled in."""
+    data = recipe.model_dump(mode="json")
+    _drop_default_nones(data, type(recipe))
+    for step, cfg in zip(data.get("steps", []), recipe.steps):  # type: ignore[attr-defined]
+        _drop_default_nones(step, type(cfg))
+    return data
+
+
+def _drop_default_nones(d: dict, cls: type[BaseModel]) -> None:
+    """Leave out ``key: null`` where null is the field's default (reads back the same, reads better)."""
+    for key in [k for k, v in d.items() if v is None]:
+        f = cls.model_fields.get(key)
+        if f is not None and f.default is None:
+            del d[key]
+
+
+def recipe_to_yaml(recipe: RecipeBase) -> str:
+    """The recipe as YAML text (keys in schema order) that ``load_recipe`` reads back to an equal recipe."""
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True)
+
+
+def recipe_to_json(recipe: RecipeBase) -> str:
+    return json.dumps(recipe_to_dict(recipe), indent=2)
+
+
+# ---------------------------------------------------------------------------------------------- applying
+@dataclass(frozen=True)
+class StepReport:
+    """What one step did: the layers whose tensors changed (or that appeared/disappeared) and how long it took."""
+
+    index: int
+    kind: str
+    touched: list[str]
+    seconds: float
+    notes: str = ""
+
+    def to_json_dict(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "touched": list(self.touched),
+                "seconds": round(self.seconds, 4), "notes": self.notes}
+
+
+@dataclass
+class RecipeResult:
+    """The compressed model, its measurements before and after, and a report per step."""
+
+    recipe: RecipeBase
+    model: nn.Module
+    before: ModelStats | None
+    after: ModelStats | None
+    steps: list[StepReport] = field(default_factory=list)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "recipe": recipe_to_dict(self.recipe),
+            "before": self.before.to_json_dict() if self.before is not None else None,
+            "after": self.after.to_json_dict() if self.after is not None else None,
+            "steps": [s.to_json_dict() for s in self.steps],
+        }
+
+
+def step_seed(recipe_seed: int, index: int) -> int:
+    """A distinct, reproducible seed for step ``index`` of a recipe seeded with ``recipe_seed``."""
+    return (int(recipe_seed) * 1_000_003 + 7919 * (index + 1)) % (2**31 - 1)
+
+
+def _own_states(model: nn.Module) -> dict[str, tuple[str, bytes]]:
+    """Per module (named for a user: private ``_packed_params`` children fold into their layer): type + state bytes."""
+    import io as _io
+
+    out: dict[str, tuple[str, bytes]] = {}
+    for name, module in model.named_modules():
+        own: dict = {}
+        module._save_to_state_dict(own, "", False)
+        if not own:
+            continue
+        if name == "":  # tensors owned by the root (a ViT's position embedding): report them by tensor name
+            for key, value in own.items():
+                buf = _io.BytesIO()
+                torch.save(value, buf)
+                out[key] = (type(value).__name__, buf.getvalue())
+            continue
+        layer = ".".join(p for p in name.split(".") if not p.startswith("_")) or name
+        buf = _io.BytesIO()
+        torch.save(own, buf)
+        prev = out.get(layer, ("", b""))
+        out[layer] = (prev[0] + type(module).__name__, prev[1] + buf.getvalue())
+    return out
+
+
+def touched_layers(before: dict[str, tuple[str, bytes]], after: dict[str, tuple[str, bytes]]) -> list[str]:
+    """Layers whose type or tensors differ between two ``_own_states`` snapshots, in model order."""
+    names = list(after) + [n for n in before if n not in after]
+    return [n for n in names if before.get(n) != after.get(n)]
+
+
+def _prefix_error(msg: str, index: int, cfg: StepConfig) -> str:
+    """``targets: unknown layer ...`` from a handler -> ``steps[2].targets: unknown layer ...``."""
+    m = re.match(r"([A-Za-z_][\w]*)((?:\[\d+\]|\.[\w]+)*)\s*:", msg)
+    if m and m.group(1) in type(cfg).model_fields:
+        return f"steps[{index}].{msg}"
+    return f"steps[{index}] ({cfg.kind}): {msg}"
+
+
+def _run_steps(
+    recipe: RecipeBase, model: nn.Module, sm, replay: bool, progress: ProgressFn | None, reports: list | None
+) -> nn.Module:
+    steps = list(recipe.steps)  # type: ignore[attr-defined]
+    n = max(len(steps), 1)
+    for i, cfg in enumerate(steps):
+        seed = step_seed(recipe.seed, i)
+
+        def report(frac: float, msg: str, i: int = i, kind: str = cfg.kind) -> None:
+            if progress is not None:
+                progress((i + frac) / n, f"step {i + 1}/{len(steps)} {kind}: {msg}")
+
+        ctx = StepContext(data=sm.data, info=sm.info, seed=seed, progress=report, replay=replay)
+        snapshot = _own_states(model) if reports is not None else None
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        try:
+            model = apply_step(model, cfg, ctx)
+        except CompressionError as e:
+            raise CompressionError(_prefix_error(str(e), i, cfg)) from None
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # a combination a technique cannot handle: one line, never a traceback
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise CompressionError(
+                f"steps[{i}] ({cfg.kind}): cannot be applied here ({type(e).__name__}: {first})"
+            ) from None
+        seconds = time.perf_counter() - t0
+        if reports is not None:
+            touched = touched_layers(snapshot, _own_states(model))  # type: ignore[arg-type]
+            reports.append(StepReport(i, cfg.kind, touched, seconds, "replay" if replay else ""))
+        report(1.0, "done")
+    return model
+
+
+def validate_recipe(recipe: RecipeBase | str | Path | dict) -> RecipeBase:
+    """Parse and check a recipe without training: build its model and replay every step's structural change
+    (layer names resolved, shapes checked). Returns the Recipe; raises a one-line CompressionError."""
+    import sample_models
+
+    recipe = load_recipe(recipe) if not isinstance(recipe, RecipeBase) else recipe
+    sm = sample_models.load(recipe.model)
+    _run_steps(recipe, sm.model, sm, replay=True, progress=None, reports=None)
+    return recipe
+
+
+@lru_cache(maxsize=16)
+def _baseline_stats(model_name: str, batch_size: int, threads: int) -> ModelStats:
+    """The sample model's measurements without latency (deterministic, so cached per process)."""
+    import sample_models
+
+    sm = sample_models.load(model_name)
+    return measure(sm.model, sm.data, name=model_name, batch_size=batch_size, threads=threads, with_latency=False)
+
+
+def apply_recipe(
+    recipe: RecipeBase | str | Path | dict,
+    progress: ProgressFn | None = None,
+    measure_batch_size: int = 1,
+    with_latency: bool = True,
+    measure_before: bool = True,
+    measure_after: bool = True,
+    threads: int = 1,
+    replay: bool = False,
+    train_threads: int | None = 1,
+) -> RecipeResult:
+    """Apply ``recipe`` to a fresh copy of its sample model and measure it before and after.
+
+    Deterministic: torch is seeded with a per-step seed derived from ``recipe.seed`` before each step, so the same
+    recipe gives the same accuracy and size_bytes. ``measure_before=False`` / ``with_latency=False`` skip work the
+    caller does not show (the dashboard's previews); before-stats without latency are cached per process.
+    Steps run with ``train_threads`` intra-op threads (default 1): float sums depend on the thread count, so a
+    fixed count makes results identical between processes and machines (and 1 thread is fastest on these tiny
+    models); None leaves torch's setting alone.
+    """
+    import sample_models
+
+    recipe = load_recipe(recipe) if not isinstance(recipe, RecipeBase) else recipe
+    sm = sample_models.load(recipe.model)
+    before = None
+    if measure_before:
+        if with_latency:
+            before = measure(sm.model, sm.data, name=recipe.model, batch_size=measure_batch_size, threads=threads)
+        else:
+            before = _baseline_stats(recipe.model, measure_batch_size, threads)
+    reports: list[StepReport] = []
+    old_threads = torch.get_num_threads()
+    if train_threads is not None:
+        torch.set_num_threads(train_threads)
+    try:
+        model = _run_steps(recipe, sm.model, sm, replay=replay, progress=progress, reports=reports)
+    finally:
+        torch.set_num_threads(old_threads)
+    after = None
+    if measure_after:
+        try:
+            after = measure(model, sm.data, name=recipe.name or f"{recipe.model} (recipe)",
+                            batch_size=measure_batch_size, threads=threads, with_latency=with_latency)
+        except CompressionError:
+            raise
+        except Exception as e:
+            raise CompressionError(f"measure: the compressed model cannot be measured ({type(e).__name__}: "
+                                   f"{(str(e).splitlines() or [''])[0][:300]})") from None
+    return RecipeResult(recipe, model, before, after, reports)
+
+
+__all__ = [
+    "Recipe", "RecipeBase", "RecipeResult", "StepReport", "apply_recipe", "load_recipe", "parse_recipe",
+    "recipe_class", "recipe_schema", "recipe_to_dict", "recipe_to_json", "recipe_to_yaml", "step_kinds",
+    "step_seed", "touched_layers", "validate_recipe", "validation_error_line",
+]
