@@ -1,0 +1,159 @@
+"""Structured pruning and shrink: exact unit counts, BatchNorm-aware masks, shrunk == masked outputs, heads really
+removed, replay rebuilds the same shapes, layer functions, one-line errors."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import sample_models
+from compression_core import CompressionError, StepContext, apply_step, measure
+from compression_core.prune import (
+    ShrinkConfig,
+    StructuredPruneConfig,
+    UnstructuredPruneConfig,
+    prune,
+    slice_bn,
+    slice_conv_in,
+    slice_conv_out,
+    slice_heads,
+    slice_linear_in,
+    slice_linear_out,
+)
+from compression_core.prune.importance import head_scores, unit_scores
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _out(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _masked_and_shrunk(name, **cfg):
+    sm = sample_models.load(name)
+    before = {k: v.clone() for k, v in sm.model.state_dict().items()}
+    masked = prune(sm.model, StructuredPruneConfig(**cfg), sm)
+    shrunk = prune(masked, ShrinkConfig(), sm)
+    assert all(torch.equal(v, sm.model.state_dict()[k]) for k, v in before.items())  # input unchanged
+    assert any(k.endswith("_mask") for k in masked.state_dict())  # shrink did not touch its input either
+    return sm, masked, shrunk
+
+
+@pytest.mark.parametrize("name, unit, amount", [
+    ("digits-mlp", "neurons", 0.5),
+    ("digits-cnn", "channels", 0.5),
+    ("mnist-cnn", "channels", 0.5),
+    ("mnist-cnn", "neurons", 0.3),
+    ("digits-vit", "heads", 0.5),
+    ("digits-vit", "neurons", 0.25),
+])
+def test_shrunk_model_equals_masked_model_and_is_smaller(name, unit, amount):
+    sm, masked, shrunk = _masked_and_shrunk(name, unit=unit, amount=amount)
+    x = sm.data.test.x
+    assert (_out(masked, x) - _out(shrunk, x)).abs().max() <= 1e-5
+    assert _params(shrunk) < _params(sm.model)
+    assert not any(k.endswith(("_mask", "_orig")) for k in shrunk.state_dict())  # plain modules
+    assert all(not m._forward_pre_hooks for m in shrunk.modules())
+    buf = io.BytesIO()
+    torch.save(shrunk.state_dict(), buf)  # saveable with plain tensors
+    assert len(torch.load(io.BytesIO(buf.getvalue()), weights_only=True)) == len(shrunk.state_dict())
+
+
+def test_channel_masks_are_exact_and_batchnorm_aware():
+    sm = sample_models.load("digits-cnn")
+    masked = prune(sm.model, StructuredPruneConfig(unit="channels", amount=0.5, overrides={"conv1": 0.25}), sm)
+    for conv, bn, n, k in [("conv1", "bn1", 16, 4), ("conv2", "bn2", 32, 16)]:
+        c, b = masked.get_submodule(conv), masked.get_submodule(bn)
+        gone = c.weight.reshape(n, -1).abs().sum(1) == 0
+        assert int(gone.sum()) == k
+        assert torch.all(c.bias[gone] == 0) and torch.all(b.weight[gone] == 0) and torch.all(b.bias[gone] == 0)
+        assert torch.all(b.weight[~gone] != 0)
+    # the lowest L1 x BatchNorm-scale channels go first
+    scores = unit_scores(sm.model.conv2, "l1", sm.model.bn2)
+    gone = masked.conv2.weight.reshape(32, -1).abs().sum(1) == 0
+    assert scores[gone].max() <= scores[~gone].min()
+
+
+def test_head_pruning_really_removes_parameters():
+    sm, masked, shrunk = _masked_and_shrunk("digits-vit", unit="heads", amount=0.5)
+    for i, block in enumerate(shrunk.blocks):
+        assert block.attn.n_heads == 2
+        assert block.attn.qkv.weight.shape == (3 * 2 * 8, 32) and block.attn.proj.weight.shape == (32, 16)
+        kept = head_scores(sm.model.blocks[i].attn, "l1").argsort(descending=True)[:2].sort().values
+        ref = slice_heads(sm.model.blocks[i].attn, kept)
+        assert torch.equal(ref.qkv.weight, block.attn.qkv.weight)
+    assert _params(sm.model) - _params(shrunk) == 2 * 2 * (3 * 8 * 32 + 3 * 8 + 8 * 32)
+
+
+def test_shrunk_cnn_has_fewer_flops_and_smaller_file():
+    sm, masked, shrunk = _masked_and_shrunk("digits-cnn", unit="channels", amount=0.5)
+    a, b = measure(masked, sm.data, with_latency=False), measure(shrunk, sm.data, with_latency=False)
+    assert b.flops < 0.5 * a.flops and b.size_bytes < 0.6 * a.size_bytes
+    assert b.accuracy == a.accuracy
+    assert shrunk.conv1.out_channels == 8 and shrunk.bn1.num_features == 8 and shrunk.conv2.in_channels == 8
+    assert shrunk.fc1.in_features == 16 * 16
+
+
+def test_replay_rebuilds_the_same_shapes_and_loads_the_saved_state():
+    sm = sample_models.load("digits-vit")
+    steps = [StructuredPruneConfig(unit="heads", amount=0.25), StructuredPruneConfig(unit="neurons", amount=0.5),
+             ShrinkConfig()]
+    real = sm.model
+    for cfg in steps:
+        real = apply_step(real, cfg, StepContext(data=sm.data, info=sm.info))
+    rebuilt = sample_models.build("digits-vit")
+    for cfg in steps:
+        rebuilt = apply_step(rebuilt, cfg, StepContext(data=sm.data, info=sm.info, replay=True))
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+    rebuilt.load_state_dict(real.state_dict())
+    assert torch.equal(_out(rebuilt, sm.data.test.x), _out(real, sm.data.test.x))
+
+
+def test_layer_functions_match_the_dense_computation():
+    torch.manual_seed(0)
+    lin, conv, bn = nn.Linear(6, 5), nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    keep = torch.tensor([0, 2, 3])
+    x = torch.randn(2, 6)
+    assert torch.allclose(slice_linear_out(lin, keep)(x), lin(x)[:, keep])
+    xin = torch.zeros(2, 6)
+    xin[:, [1, 4]] = torch.randn(2, 2)
+    assert torch.allclose(slice_linear_in(lin, [1, 4])(xin[:, [1, 4]]), lin(xin), atol=1e-6)
+    img = torch.randn(2, 3, 5, 5)
+    assert torch.allclose(slice_conv_out(conv, keep)(img), conv(img)[:, keep], atol=1e-6)
+    img0 = img.clone()
+    img0[:, 1] = 0
+    assert torch.allclose(slice_conv_in(conv, [0, 2])(img0[:, [0, 2]]), conv(img0), atol=1e-6)
+    bn.eval()
+    feat = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(slice_bn(bn, keep)(feat[:, keep]), bn(feat)[:, keep])
+
+
+def test_structured_masks_on_top_of_unstructured_are_folded_by_shrink():
+    sm = sample_models.load("digits-mlp")
+    sparse = prune(sm.model, UnstructuredPruneConfig(amount=0.5, include_classifier=True), sm)
+    masked = prune(sparse, StructuredPruneConfig(unit="neurons", amount=0.5), sm)
+    shrunk = prune(masked, ShrinkConfig(), sm)
+    assert (_out(masked, sm.data.test.x) - _out(shrunk, sm.data.test.x)).abs().max() <= 1e-5
+    assert shrunk.fc1.out_features == 64 and shrunk.fc2.in_features == 64 and shrunk.fc2.out_features == 32
+
+
+@pytest.mark.parametrize("name, kwargs, needle", [
+    ("digits-cnn", {"unit": "channels", "amount": 0.99}, "amount: 0.99 would prune every channel of 'conv1' (16)"),
+    ("digits-cnn", {"unit": "channels", "overrides": {"conv2": 0.999}}, "every channel of 'conv2'"),
+    ("digits-mlp", {"unit": "neurons", "targets": ["fc3"]}, "targets: 'fc3' is the classifier"),
+    ("digits-mlp", {"unit": "neurons", "include_classifier": True}, "targets: 'fc3' is the classifier"),
+    ("digits-mlp", {"unit": "neurons", "targets": ["fc7"]}, "targets: unknown layer 'fc7'"),
+    ("digits-mlp", {"unit": "heads"}, "unit: 'heads' needs attention layers"),
+    ("digits-mlp", {"unit": "channels"}, "unit: this model has no prunable channels"),
+    ("digits-vit", {"unit": "neurons", "targets": ["embed"]}, "targets: the neurons of 'embed' cannot be removed"),
+])
+def test_bad_structured_configs_are_one_line_errors(name, kwargs, needle):
+    sm = sample_models.load(name)
+    with pytest.raises(CompressionError) as e:
+        prune(sm.model, StructuredPruneConfig(**kwargs), sm)
+    assert needle in str(e.value) and "\n" not in str(e.value)
