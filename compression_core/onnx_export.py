@@ -1,0 +1,241 @@
+"""Export any model the library makes to ONNX (``torch.onnx.export(..., dynamo=True)``), written atomically.
+
+Why: ONNX Runtime is what people deploy with, and on CPUs without int8 dot-product instructions its int8
+kernels are much faster than torch's (see ``compression_core.ort``). The exported graph has a dynamic batch
+dimension, one input ``input`` and one output ``logits``. torch.nn.utils.prune masks are folded into the weights
+first (the shipped zeros, not the mask). torch.ao quantized modules (``quantize_dynamic``, eager static int8) do
+not pass ``torch.export``: they get a one-line error that points to ONNX Runtime's own int8 instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CompressionError
+from .io import atomic_write_bytes
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+# protobuf cannot serialise a message over 2 GiB: larger models must keep their weights in an external file
+_PROTOBUF_LIMIT = 2**31 - 1
+_EXTERNAL_THRESHOLD = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class OnnxFile:
+    """An exported model on disk: the .onnx file and its external-data file (None when weights are inline)."""
+
+    path: Path
+    data_path: Path | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes a user ships: the .onnx file plus its external data."""
+        return onnx_size_bytes(self.path)
+
+
+def _quantized_modules(model: nn.Module) -> list[tuple[str, str]]:
+    """(name, type) of torch.ao quantized modules, which torch.export cannot trace (packed params, qtensors)."""
+    found = []
+    for name, m in model.named_modules():
+        mod = type(m).__module__
+        if mod.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.nn.quantized",
+                           "torch.ao.nn.quantizable")) and not isinstance(m, nn.Sequential):
+            found.append((name or "(model)", type(m).__name__))
+            continue
+        own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        if any(t.is_quantized for t in own):
+            found.append((name or "(model)", type(m).__name__))
+    return found
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise a one-line CompressionError if ``model`` holds parts torch.onnx's dynamo exporter cannot handle."""
+    q = _quantized_modules(model)
+    if q:
+        name, kind = q[0]
+        more = f" and {len(q) - 1} more" if len(q) > 1 else ""
+        raise CompressionError(
+            f"export: torch.ao quantized module {name} ({kind}){more} is not exportable to ONNX with "
+            "torch.onnx.export(dynamo=True); export the float model and quantize it in ONNX Runtime instead "
+            "(OrtDynamicInt8 / OrtStaticInt8 in compression_core.ort)"
+        )
+
+
+def _folded(model: nn.Module) -> nn.Module:
+    """The model itself, or a copy with torch.nn.utils.prune reparametrisations removed (weights = w * mask)."""
+    from torch.nn.utils import prune
+
+    pruned = [(m, h._tensor_name) for m in model.modules() for h in m._forward_pre_hooks.values()
+              if isinstance(h, prune.BasePruningMethod)]
+    if not pruned:
+        return model
+    from .technique import clone_model
+
+    copy = clone_model(model)
+    for m in copy.modules():
+        for h in list(m._forward_pre_hooks.values()):
+            if isinstance(h, prune.BasePruningMethod):
+                prune.remove(m, h._tensor_name)
+    return copy
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        return p.dtype if p.dtype in (torch.float16, torch.bfloat16) else torch.float32
+    return torch.float32
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter logs and warns a lot (torchvision ops skipped, deprecations): keep the CLI output readable."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, opset: int | None = None):
+    """The ONNX ModelProto of ``model`` (eval mode, dynamic batch), traced on ``example`` (any batch size).
+
+    The model is not modified. fp16/bf16 models take inputs of their own dtype.
+    """
+    check_exportable(model)
+    src = _folded(model)
+    was_training = src.training
+    src.eval()
+    x = example.to(_input_dtype(src))
+    if x.shape[0] < 2:  # torch.export specialises a batch of 1; trace on 2 so the batch stays dynamic
+        x = torch.cat([x, x])[:2] if x.shape[0] == 1 else x
+    batch = torch.export.Dim("batch")
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                src, (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False, report=False,
+            )
+    except CompressionError:
+        raise
+    except Exception as e:  # the exporter's messages are pages long: keep the first meaningful line
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CompressionError(f"export: torch.onnx.export(dynamo=True) failed for {type(model).__name__}: "
+                               f"{type(e).__name__}: {first[:300]}") from e
+    finally:
+        src.train(was_training)
+    return program.model_proto
+
+
+def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int | None = None) -> bytes:
+    """The serialized .onnx file of ``model`` with weights inline (models under 2 GiB)."""
+    proto = to_onnx(model, example, opset)
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise CompressionError("export: model is over 2 GiB; write it to a file with export_onnx(..., "
+                               "external_data=True)")
+    return proto.SerializeToString()
+
+
+def save_onnx(proto, path: str | os.PathLike, external_data: bool | None = None) -> OnnxFile:
+    """Write a ModelProto to ``path`` atomically; weights go to ``<name>.data`` beside it when ``external_data``
+    (None: only when the model is too big for one protobuf). Readers never see a partial file: everything is
+    written into a temporary folder beside the target, then moved with ``os.replace`` (data first)."""
+    import onnx
+
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise CompressionError(f"--onnx: the file name must end in .onnx, got {path.name!r}")
+    if external_data is None:
+        external_data = proto.ByteSize() > _EXTERNAL_THRESHOLD
+    if not external_data:
+        atomic_write_bytes(path, proto.SerializeToString())
+        stale = path.with_name(path.name + ".data")
+        if stale.exists():
+            stale.unlink()  # a previous export with external data: it no longer belongs to this file
+        return OnnxFile(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    location = path.name + ".data"
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        proto = _copy_proto(proto)  # save_model rewrites tensor fields in place: leave the caller's proto alone
+        onnx.save_model(proto, tmpdir / path.name, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location, size_threshold=0)
+        data_tmp = tmpdir / location
+        if data_tmp.exists():
+            os.replace(data_tmp, path.with_name(location))
+        os.replace(tmpdir / path.name, path)
+    finally:
+        for f in tmpdir.iterdir():
+            f.unlink()
+        tmpdir.rmdir()
+    data_path = path.with_name(location)
+    return OnnxFile(path, data_path if data_path.exists() else None)
+
+
+def _copy_proto(proto):
+    import onnx
+
+    if proto.ByteSize() <= _PROTOBUF_LIMIT:
+        return onnx.ModelProto.FromString(proto.SerializeToString())
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
+                external_data: bool | None = None, opset: int | None = None) -> OnnxFile:
+    """Export ``model`` to ``path`` (.onnx, atomically; external data beside it when asked or needed)."""
+    return save_onnx(to_onnx(model, example, opset), path, external_data)
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The external-data files a .onnx file refers to (without loading the weights)."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load_model(str(path), load_external_data=False)
+    files = set()
+    for t in _all_tensors(proto.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            for kv in t.external_data:
+                if kv.key == "location":
+                    files.add(path.parent / kv.value)
+    return sorted(files)
+
+
+def _all_tensors(graph):
+    """Every TensorProto in a graph: initializers, constant attributes, and those of subgraphs (If/Loop/Scan)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _all_tensors(a.g)
+            for g in a.graphs:
+                yield from _all_tensors(g)
+
+
+def onnx_size_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a .onnx file plus the external-data files it refers to: what a user ships."""
+    path = Path(path)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(path))
+
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxFile", "check_exportable", "export_onnx", "external_data_files",
+           "onnx_bytes", "onnx_size_bytes", "save_onnx", "to_onnx"]
