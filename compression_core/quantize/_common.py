@@ -1,0 +1,116 @@
+"""Shared pieces of the quantize family: layer selection, per-layer bit overrides, module swapping, the exact
+integer arithmetic of uniform quantization (``q = clamp(round(x / s) + z)``, ``dq = (q - z) * s``)."""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from ..errors import CompressionError
+from ..targets import _matches, check_pattern, resolve_targets
+from ..technique import StepContext
+
+
+# ---------------------------------------------------------------------------------------------- arithmetic
+def qrange(bits: int, symmetric: bool = True) -> tuple[int, int]:
+    """Integer range of a ``bits``-bit code: signed [-2^(b-1), 2^(b-1)-1] or unsigned [0, 2^b-1]."""
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def symmetric_scale(amax: torch.Tensor, bits: int, eps: float = 1e-12) -> torch.Tensor:
+    """Scale that maps [-amax, amax] onto the symmetric grid ``[-qmax, qmax]`` (qmax = 2^(b-1)-1)."""
+    return amax.clamp(min=eps) / qrange(bits)[1]
+
+
+def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero_point) of an asymmetric grid [0, 2^b-1] covering [min(lo, 0), max(hi, 0)] (zero exact)."""
+    qmin, qmax = qrange(bits, symmetric=False)
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp(min=eps)
+    zp = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
+    return scale, zp
+
+
+def quantize_values(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | int, qmin: int, qmax: int) -> torch.Tensor:
+    """Integer codes ``clamp(round(x / scale) + zp, qmin, qmax)`` (round half to even, like torch's kernels)."""
+    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+
+
+def dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | int) -> torch.Tensor:
+    return (q - zero_point) * scale
+
+
+def fake_quantize_weight(w: torch.Tensor, bits: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dq(q(w)), scale) with symmetric ``bits``-bit codes, one scale per output channel (dim 0) or per tensor."""
+    flat = w.detach().reshape(w.shape[0], -1)  # (out, fan_in)
+    amax = flat.abs().amax(dim=1, keepdim=True) if per_channel else flat.abs().amax().reshape(1, 1)
+    scale = symmetric_scale(amax, bits)  # (out, 1) or (1, 1)
+    qmin, qmax = qrange(bits)
+    deq = dequantize_values(quantize_values(flat, scale, 0, qmin, qmax), scale, 0)
+    return deq.reshape(w.shape), scale
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def classifier_name(model: nn.Module, ctx: StepContext) -> str | None:
+    """The sample model's classifier, or the last Linear layer when no ModelInfo is given."""
+    info = ctx.info
+    if info is not None and getattr(info, "classifier", None):
+        return info.classifier
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = name
+    return last
+
+
+def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.Module], ...], technique: str) -> list[str]:
+    """Names chosen by ``cfg.targets``/``cfg.ignore``/``cfg.include_classifier`` among ``types``; a targeted layer
+    of another type is a one-line error naming what the technique supports."""
+    allowed = "/".join(t.__name__ for t in types)
+    modules = dict(model.named_modules())
+    for t in cfg.targets or ():
+        if not t.startswith("re:") and t in modules and not isinstance(modules[t], types):
+            raise CompressionError(
+                f"targets: layer {t!r} is {type(modules[t]).__name__}; {technique} supports {allowed} layers")
+    names = resolve_targets(model, cfg.targets, cfg.ignore, types=types, classifier=classifier_name(model, ctx),
+                            include_classifier=cfg.include_classifier, field="targets")
+    return names
+
+
+def resolve_overrides(model: nn.Module, overrides: dict[str, int], types: tuple[type[nn.Module], ...],
+                      technique: str) -> dict[str, int]:
+    """Layer name -> bits for each override key (exact name or ``re:`` pattern; the first matching key wins)."""
+    candidates = [n for n, m in model.named_modules() if n and isinstance(m, types)]
+    modules = dict(model.named_modules())
+    out: dict[str, int] = {}
+    for key, bits in overrides.items():
+        check_pattern(key, "overrides")
+        if not key.startswith("re:") and key in modules and not isinstance(modules[key], types):
+            raise CompressionError(f"overrides: layer {key!r} is {type(modules[key]).__name__}; {technique} supports "
+                                   f"{'/'.join(t.__name__ for t in types)} layers")
+        hits = [n for n in candidates if _matches(n, key)]
+        if not hits:
+            raise CompressionError(f"overrides: no layer matches {key!r}; layers are: {', '.join(candidates)}")
+        for h in hits:
+            out.setdefault(h, bits)
+    return out
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
+
+
+def require_split(ctx: StepContext, split: str, field: str, why: str) -> object:
+    """``ctx.data.<split>`` or a one-line error saying the technique needs it."""
+    data = getattr(ctx.data, split, None) if ctx.data is not None else None
+    if data is None or len(getattr(data, "y", ())) == 0:
+        raise CompressionError(f"{field}: {why} needs the {split} split (data.{split}); pass the sample model's "
+                               f"data, e.g. quantize(model, cfg, data=sample.data)")
+    return data
+
+

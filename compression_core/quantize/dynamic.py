@@ -1,0 +1,38 @@
+"""Dynamic int8: int8 weights, activations quantized per batch at run time (Jacob et al. 2018, "Quantization and
+Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"; torch's quantize_dynamic).
+
+No calibration data is needed, so it is the cheapest way to shrink Linear- and LSTM-heavy models about 4x.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+
+from ..errors import CompressionError
+from ..technique import StepConfig, StepContext, register
+from . import _torch_ao
+from ._common import select_layers
+
+DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
+
+
+class DynamicInt8Config(StepConfig):
+    """Dynamic int8 of the Linear/LSTM/GRU layers selected by ``targets`` (None = all) minus ``ignore``."""
+
+    kind: Literal["quantize_dynamic"] = "quantize_dynamic"
+    targets: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+    include_classifier: bool = True  # 8-bit costs the classifier little accuracy (see benchmarks.quantization)
+
+
+@register(DynamicInt8Config)
+def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.Module:
+    names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic")
+    if not names:
+        raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")
+    ctx.report(0.0, f"dynamic int8 on {len(names)} layers")
+    out = _torch_ao.quantize_dynamic(model.eval(), names)
+    ctx.report(1.0, "done")
+    return out

@@ -1,0 +1,188 @@
+"""Weight-only int4 with real storage: two 4-bit codes per byte, per-channel or group-wise scales, dequantized at
+run time (the weight-only scheme of GPTQ/AWQ-style LLM quantization without their error correction: Frantar et
+al. 2023, "GPTQ"; Lin et al. 2024, "AWQ"; here plain round-to-nearest).
+
+No library stores int4 two per byte on CPU here (FACTS.md), so the packing is ours: ``pack_int4``/``unpack_int4``
+are the low-level functions, ``Int4Linear`` the module, ``Int4Config`` the model-level transform. Scales are
+stored in float16 so that the file is about 1/8 of fp32 (group 64: 4 + 16/64 = 4.25 bits per weight). Per-layer
+``overrides`` may keep chosen layers at 8 bits (``Int8WeightLinear``), e.g. the first and last layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..errors import CompressionError
+from ..technique import StepConfig, StepContext, register
+from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
+
+_FP16_TINY = 2.0**-14  # smallest normal float16: scales never underflow to zero
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Pack signed 4-bit codes (integers in [-8, 7], last dim even) two per byte: (..., n) -> uint8 (..., n/2).
+
+    Element ``2i`` goes to the low nibble and ``2i+1`` to the high nibble of byte ``i`` (two's complement).
+    """
+    if q.shape[-1] % 2:
+        raise ValueError(f"pack_int4: last dimension must be even, got {q.shape[-1]}")
+    if q.numel() and (int(q.min()) < -8 or int(q.max()) > 7):
+        raise ValueError("pack_int4: codes must lie in [-8, 7]")
+    u = q.to(torch.int16) & 0xF  # two's complement nibbles (..., n)
+    return (u[..., 0::2] | (u[..., 1::2] << 4)).to(torch.uint8)  # (..., n/2)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``pack_int4``: uint8 (..., m) -> int8 codes in [-8, 7] (..., 2m)."""
+    p = packed.to(torch.int16)
+    nibbles = torch.stack([p & 0xF, p >> 4], dim=-1)  # (..., m, 2)
+    signed = (nibbles ^ 8) - 8  # sign-extend 4-bit two's complement
+    return signed.reshape(*packed.shape[:-1], packed.shape[-1] * 2).to(torch.int8)  # (..., 2m)
+
+
+def _group(in_features: int, group_size: int | None) -> tuple[int, int]:
+    """(effective group size, number of groups): per channel = one even-sized group per row."""
+    row = in_features + in_features % 2
+    g = row if group_size is None else min(group_size, row)
+    return g, math.ceil(in_features / g)
+
+
+class _WeightOnlyLinear(nn.Module):
+    """Linear layer whose weight is stored as integer codes with group-wise float16 scales (and zero points)."""
+
+    bits: int = 0
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int | None, symmetric: bool):
+        super().__init__()
+        self.in_features, self.out_features, self.symmetric = in_features, out_features, symmetric
+        self.group_size, self.n_groups = _group(in_features, group_size)
+        padded = self.group_size * self.n_groups
+        self.register_buffer("qweight", self._empty_codes(out_features, padded))
+        self.register_buffer("scale", torch.ones(out_features, self.n_groups, dtype=torch.float16))
+        if symmetric:
+            self.zero_point = None
+        else:
+            self.register_buffer("zero_point", torch.zeros(out_features, self.n_groups, dtype=torch.int8))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def _empty_codes(self, rows: int, cols: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _store(self, q: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def codes(self) -> torch.Tensor:
+        """Signed integer codes (out, padded in) as int8."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, group_size: int | None, symmetric: bool) -> "_WeightOnlyLinear":
+        w = linear.weight.detach().float()  # (out, in); pruning masks already applied
+        mod = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size, symmetric)
+        padded = mod.group_size * mod.n_groups
+        wp = F.pad(w, (0, padded - w.shape[1])).reshape(w.shape[0], mod.n_groups, mod.group_size)  # (out, G, g)
+        if symmetric:
+            qmin, qmax = qrange(cls.bits)
+            scale = (wp.abs().amax(dim=2) / qmax).clamp(min=_FP16_TINY).half()  # (out, G)
+            zp = torch.zeros_like(scale, dtype=torch.int8)
+        else:  # unsigned grid shifted into the signed range: q_s = q_u - 2^(b-1), zp_s = zp_u - 2^(b-1)
+            qmin, qmax = qrange(cls.bits)
+            s, z = affine_params(wp.amin(dim=2), wp.amax(dim=2), cls.bits, eps=_FP16_TINY)
+            scale = s.half()
+            zp = (z - 2 ** (cls.bits - 1)).to(torch.int8)
+        q = quantize_values(wp, scale.float().unsqueeze(2), zp.float().unsqueeze(2), qmin, qmax)  # (out, G, g)
+        mod.qweight.copy_(mod._store(q.reshape(w.shape[0], padded).to(torch.int8)))
+        mod.scale.copy_(scale)
+        if not symmetric:
+            mod.zero_point.copy_(zp)
+        if linear.bias is not None:
+            mod.bias.data.copy_(linear.bias.detach().float())
+        return mod
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float32 weight (out, in) the layer computes with: (codes - zero_point) x scale, per group."""
+        q = self.codes().float().reshape(self.out_features, self.n_groups, self.group_size)  # (out, G, g)
+        zp = self.zero_point.float().unsqueeze(2) if self.zero_point is not None else 0.0
+        w = (q - zp) * self.scale.float().unsqueeze(2)  # (out, G, g)
+        return w.reshape(self.out_features, -1)[:, : self.in_features]  # (out, in)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Dequantized weight, so FLOP counting and inspection see the effective values."""
+        return self.dequantized_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantized_weight(), self.bias)  # (..., in) -> (..., out)
+
+    def layer_stats(self) -> dict:
+        w = self.dequantized_weight()
+        n = w.numel() + (self.bias.numel() if self.bias is not None else 0)
+        nz = int((w != 0).sum()) + (int((self.bias != 0).sum()) if self.bias is not None else 0)
+        return {"params": n, "nonzero": nz, "dtype": f"int{self.bits}", "bits": self.bits, "simulated": False}
+
+    def extra_repr(self) -> str:
+        g = "per-channel" if self.n_groups == 1 else f"group_size={self.group_size}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, {g}, "
+                f"symmetric={self.symmetric}")
+
+
+class Int4Linear(_WeightOnlyLinear):
+    """Weight-only int4 Linear: codes packed two per byte in a uint8 buffer (out, padded_in / 2)."""
+
+    bits = 4
+
+    def _empty_codes(self, rows: int, cols: int) -> torch.Tensor:
+        return torch.zeros(rows, cols // 2, dtype=torch.uint8)
+
+    def _store(self, q: torch.Tensor) -> torch.Tensor:
+        return pack_int4(q)
+
+    def codes(self) -> torch.Tensor:
+        return unpack_int4(self.qweight)
+
+
+class Int8WeightLinear(_WeightOnlyLinear):
+    """Weight-only int8 Linear (one code per byte), for layers kept at 8 bits in a mixed int4 model."""
+
+    bits = 8
+
+    def _empty_codes(self, rows: int, cols: int) -> torch.Tensor:
+        return torch.zeros(rows, cols, dtype=torch.int8)
+
+    def _store(self, q: torch.Tensor) -> torch.Tensor:
+        return q
+
+    def codes(self) -> torch.Tensor:
+        return self.qweight
+
+
+class Int4Config(StepConfig):
+    """Weight-only int4 of the selected Linear layers; ``overrides`` maps layers (name or ``re:``) to 4 or 8 bits."""
+
+    kind: Literal["quantize_int4"] = "quantize_int4"
+    group_size: Literal[16, 32, 64, 128, 256] | None = 64  # None = one scale per output channel
+    symmetric: bool = True
+    targets: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+    include_classifier: bool = False  # the classifier is tiny and the most sensitive layer at 4 bits
+    overrides: dict[str, Literal[4, 8]] = Field(default_factory=dict)
+
+
+@register(Int4Config)
+def _int4(model: nn.Module, cfg: Int4Config, ctx: StepContext) -> nn.Module:
+    names = select_layers(model, cfg, ctx, (nn.Linear,), "quantize_int4")
+    bits = {n: 4 for n in names}
+    bits.update(resolve_overrides(model, cfg.overrides, (nn.Linear,), "quantize_int4"))
+    if not bits:
+        raise CompressionError("targets: quantize_int4 selected no Linear layer; name some in targets")
+    for i, (name, b) in enumerate(bits.items()):
+        cls = Int4Linear if b == 4 else Int8WeightLinear
+        set_submodule(model, name, cls.from_float(model.get_submodule(name), cfg.group_size, cfg.symmetric))
+        ctx.report((i + 1) / len(bits), f"{name}: int{b}")
+    return model.eval()

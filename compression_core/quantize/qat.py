@@ -1,0 +1,28 @@
+"""Quantization-aware training (Jacob et al. 2018; Krishnamoorthi 2018): fake-quant modules with straight-through
+gradients are trained for a few epochs on the train split (BN kept unfolded during training), then converted to
+the same int8 modules static PTQ produces. In replay mode it builds that structure without training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from ..technique import StepContext, register
+from .static import _EagerInt8, build_int8
+
+
+class QATConfig(_EagerInt8):
+    """Quantization-aware training: fake-quant (straight-through) fine-tuning on the train split, then int8."""
+
+    kind: Literal["quantize_qat"] = "quantize_qat"
+    epochs: int = Field(default=3, ge=0, le=200)
+    lr: float = Field(default=5e-4, gt=0, le=1.0)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+@register(QATConfig)
+def _qat(model: nn.Module, cfg: QATConfig, ctx: StepContext) -> nn.Module:
+    return build_int8(model, cfg, ctx, qat=True)
