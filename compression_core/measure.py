@@ -240,14 +240,6 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
             rows.append(_row(name, module, sum(t.numel() for t in ts), sum(int((t != 0).sum()) for t in deq),
                              str(main.dtype).replace("torch.", ""), _tensor_bits(main)))
             continue
-        if hasattr(module, "_all_weight_values") and callable(getattr(module, "_weight_bias", None)):
-            wb = module._weight_bias()  # torch.ao dynamic LSTM/GRU: int8 weights packed in TorchScript objects
-            ts = list(wb["weight"].values()) + [b for b in wb["bias"].values() if b is not None]
-            deq = [t.dequantize() if t.is_quantized else t for t in ts]
-            main = ts[0]
-            rows.append(_row(name, module, sum(t.numel() for t in ts), sum(int((t != 0).sum()) for t in deq),
-                             str(main.dtype).replace("torch.", ""), _tensor_bits(main)))
-            continue
         w = getattr(module, "weight", None)
         if callable(w) and not isinstance(w, nn.Parameter) and not isinstance(w, torch.Tensor):  # torch.ao quantized
             try:
@@ -336,15 +328,12 @@ def measure(
     simulated = any(layer.simulated for layer in layers)
     # simulated (fake-quant) layers are stored as float: also report the size their bit widths would take
     theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
-    # simulated (fake-quant) layers are stored as float: also report the size their bit widths would take
-    theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
     return ModelStats(
         model=name,
         params=sum(layer.params for layer in layers),
         nonzero_params=sum(layer.nonzero for layer in layers),
         size_bytes=size_bytes(model),
         sparse_size_bytes=_sparse_size(model, layers),
-        theoretical_size_bytes=theoretical,
         theoretical_size_bytes=theoretical,
         simulated=simulated,
         latency_ms=lat[0] if lat else None,
