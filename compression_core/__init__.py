@@ -41,3 +41,19 @@ __all__ += [
     "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
     "UnstructuredPruneConfig", "decode_sparse", "encode_sparse", "load_sparse", "prune", "sparse_size_bytes",
 ]
+from .quantize import (
+    DynamicInt8Config,
+    FakeQuantConfig,
+    HalfPrecisionConfig,
+    Int4Config,
+    QATConfig,
+    StaticInt8Config,
+    load_quantized,
+    quantize,
+    save_quantized,
+)
+
+__all__ += [
+    "DynamicInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
+    "load_quantized", "quantize", "save_quantized",
+]
