@@ -30,7 +30,8 @@ def render_stats(s: ModelStats) -> str:
     lines = [
         f"model            {s.model}",
         f"params           {s.params:,} ({s.nonzero_params:,} non-zero)",
-        f"size             {_fmt_bytes(s.size_bytes)} ({s.size_bytes:,} bytes serialized state_dict)",
+        f"size             {_fmt_bytes(s.size_bytes)} ({s.size_bytes:,} bytes "
+        f"{'.onnx file' if s.runtime == 'onnxruntime' else 'serialized state_dict'})",
     ]
     if s.sparse_size_bytes is not None:
         lines.append(f"sparse-encoded   {_fmt_bytes(s.sparse_size_bytes)}")
@@ -38,7 +39,7 @@ def render_stats(s: ModelStats) -> str:
         lines.append(f"theoretical      {_fmt_bytes(s.theoretical_size_bytes)} (simulated: bits x params)")
     lat = "-" if s.latency_ms is None else f"{s.latency_ms:.3f} ms (median of {s.latency_runs} runs)"
     lines += [
-        f"latency          {lat}, batch {s.batch_size}, {s.threads} thread(s)",
+        f"latency          {lat}, batch {s.batch_size}, {s.threads} thread(s), runtime {s.runtime}",
         f"accuracy         {s.accuracy * 100:.2f} % (test split)",
         f"FLOPs            {s.flops:,} per sample ({s.nonzero_flops:,} if zeros were skipped)",
         "",
@@ -76,7 +77,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_measure(args: argparse.Namespace) -> int:
     import sample_models
 
-    from .measure import measure
+    from .measure import measure as _measure_torch
+
+    def measure(model, data, **kw):  # --runtime: torch measures the module, onnxruntime its ONNX export
+        if getattr(args, "runtime", "torch") == "onnxruntime":
+            from .ort import measure_ort
+
+            return measure_ort(model, data, **kw)
+        return _measure_torch(model, data, **kw)
 
     if getattr(args, "bundle", None) is not None:
         if args.model is not None:
@@ -180,6 +188,52 @@ def _add_recipe_commands(sub) -> None:
     s.set_defaults(func=_cmd_schema)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a bundle (or a sample model by name) to ONNX, optionally as ONNX Runtime int8."""
+    import os
+
+    import sample_models
+
+    from .onnx_export import onnx_size_bytes, save_onnx, to_onnx
+
+    if args.onnx is None:
+        raise CompressionError("export: give --onnx OUT.onnx")
+    if not os.path.exists(args.bundle) and args.bundle in sample_models.REGISTRY:
+        name, model = args.bundle, sample_models.load(args.bundle).model
+    else:
+        from .bundle import load_bundle
+
+        recipe, model = load_bundle(args.bundle)
+        name = recipe.model
+    data = sample_models.data(name)
+    proto = to_onnx(model, data.test.x[:2])
+    if args.int8 != "none":
+        import onnx
+
+        from .ort import OrtDynamicInt8, OrtStaticInt8, ort_quantize
+
+        cfg = OrtDynamicInt8() if args.int8 == "dynamic" else OrtStaticInt8()
+        proto = onnx.ModelProto.FromString(ort_quantize(proto, cfg, calib_x=data.calib.x))
+    try:
+        out = save_onnx(proto, args.onnx, external_data=True if args.external_data else None)
+    except OSError as e:
+        raise CompressionError(f"--onnx: cannot write {args.onnx!r}: {e.strerror or e}") from None
+    print(f"wrote {out.path} ({onnx_size_bytes(out.path):,} bytes"
+          + (f", weights in {out.data_path.name}" if out.data_path else "") + ")")
+    return 0
+
+
+def _add_export_command(sub) -> None:
+    e = sub.add_parser("export", help="export a bundle (or a sample model) to ONNX, written atomically")
+    e.add_argument("bundle", metavar="BUNDLE", help="bundle saved by `apply --save-model`, or a sample model name")
+    e.add_argument("--onnx", metavar="OUT.onnx", help="the .onnx file to write")
+    e.add_argument("--int8", choices=["none", "dynamic", "static"], default="none",
+                   help="quantize the export with ONNX Runtime (dynamic, or static QDQ calibrated on the "
+                        "calibration split)")
+    e.add_argument("--external-data", action="store_true", help="keep the weights in OUT.onnx.data beside it")
+    e.set_defaults(func=_cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -194,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     me.add_argument("--json", action="store_true", help="print one JSON object")
     me.add_argument("--bundle", metavar="PATH", help="measure a bundle saved by `apply --save-model PATH`")
+    me.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                    help="run it in torch (default) or export to ONNX and run it in ONNX Runtime")
     me.set_defaults(func=_cmd_measure)
     _add_recipe_commands(sub)
+    _add_export_command(sub)
     return p
 
 

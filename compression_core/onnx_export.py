@@ -175,6 +175,10 @@ def save_onnx(proto, path: str | os.PathLike, external_data: bool | None = None)
         onnx.save_model(proto, tmpdir / path.name, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=location, size_threshold=0)
         data_tmp = tmpdir / location
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmpdir.iterdir():
+            os.chmod(f, 0o666 & ~umask)  # the usual permissions, not the temporary folder's private ones
         if data_tmp.exists():
             os.replace(data_tmp, path.with_name(location))
         os.replace(tmpdir / path.name, path)
