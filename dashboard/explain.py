@@ -32,9 +32,13 @@ def why_size(before: dict, after: dict, kinds: list[str]) -> list[str]:
             f"**Simulated:** fake quantization rounds the weights to the chosen bits but still stores them as fp32, "
             f"so the real file is {_kb(after['size_bytes'])}; the *theoretical* size (bits x params) would be "
             f"{_kb(after.get('theoretical_size_bytes'))}. Use a real method (int8, int4 packed) to get it.")
-    elif ratio < 0.9 and any(k.startswith("quantize") for k in kinds):
-        out.append(f"**Real quantization:** weights are stored in fewer bits: {_kb(after['size_bytes'])} vs "
-                   f"{_kb(before['size_bytes'])} ({ratio:.2f}x). Biases, norms and the classifier stay fp32 by default.")
+    elif "quantize_half" in kinds:
+        out.append(f"**fp16/bf16:** every tensor is stored in 16 bits: {_kb(after['size_bytes'])} vs "
+                   f"{_kb(before['size_bytes'])} ({ratio:.2f}x).")
+    elif any(k in ("quantize_dynamic", "quantize_static", "quantize_qat", "quantize_int4") for k in kinds):
+        out.append(f"**Real quantization:** the chosen layers' weights are stored in fewer bits: "
+                   f"{_kb(after['size_bytes'])} vs {_kb(before['size_bytes'])} ({ratio:.2f}x). Layers left out "
+                   "(the classifier by default, norms, biases) stay fp32, and each layer stores its scales.")
     return out
 
 

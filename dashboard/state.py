@@ -9,7 +9,9 @@ The dashboard holds no compression logic: it builds a recipe and calls ``compres
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -117,15 +119,50 @@ def baseline_view(name: str) -> dict:
     return _view(sm.model, sm, measure(sm.model, sm.data, name=name, with_latency=False))
 
 
-@st.cache_resource(show_spinner=False, max_entries=24)
-def compressed(key: str, _progress: Callable[[float, str], None] | None = None) -> Any:
-    """Apply the recipe ``key`` with the library (the same ``apply_recipe`` the CLI calls); shared read-only."""
+class _ResultStore:
+    """A small process-wide LRU of compressed models by recipe key, shared read-only by every session.
+
+    Not an ``st.cache_resource`` function itself: training steps report progress to a bar on the page, and
+    Streamlit refuses elements drawn from inside a cached function.
+    """
+
+    def __init__(self, size: int = 24) -> None:
+        self.size = size
+        self.items: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[Any, float] | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key: str, value: tuple[Any, float]) -> None:
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _store() -> _ResultStore:
+    return _ResultStore()
+
+
+def compressed(key: str, progress: Callable[[float, str], None] | None = None) -> tuple[Any, float]:
+    """(RecipeResult, seconds) of the recipe ``key``, applied with the library's ``apply_recipe`` (the same path
+    the CLI takes) and cached per process; the compressed model is shared read-only."""
+    hit = _store().get(key)
+    if hit is not None:
+        return hit
     rm = _require_recipe()
     recipe = rm.parse_recipe(json.loads(key))
     t0 = time.perf_counter()
-    result = rm.apply_recipe(recipe, progress=_progress, with_latency=False, measure_before=False)
-    result_seconds = time.perf_counter() - t0
-    return result, result_seconds
+    result = rm.apply_recipe(recipe, progress=progress, with_latency=False, measure_before=False)
+    value = (result, time.perf_counter() - t0)
+    _store().put(key, value)
+    return value
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -205,6 +242,7 @@ def record(name: str, label: str, recipe: dict | None, stats: dict, lat: dict | 
             return
     rows.append({
         "id": len(rows) + 1, "key": key, "model": name, "label": label, "baseline": recipe is None,
+        "accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"],
         "accuracy_%": stats["accuracy"] * 100, "size_KB": stats["size_bytes"] / 1024,
         "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
         "theoretical_KB": None if stats.get("theoretical_size_bytes") is None else stats["theoretical_size_bytes"] / 1024,
@@ -255,48 +293,61 @@ def available_kinds() -> set[str]:
     return registered_kinds()
 
 
-def build_steps(ui: dict, training: bool) -> list[dict]:
-    """The recipe steps for the Explore page's widget values (``training=False``: the cheap preview only).
+def _config_fields(kind: str) -> dict:
+    from compression_core import registered_configs
 
-    Only field names of the library's configs are written, and only where they differ from the defaults the
-    dashboard wants, so the exported YAML stays short and the CLI reproduces the same numbers.
+    for c in registered_configs():
+        if c.model_fields["kind"].default == kind:
+            return c.model_fields
+    return {}
+
+
+def _step(kind: str, ui: dict, **fields) -> dict:
+    """A step dict with the page's layer selection added where the config takes one.
+
+    ``include_classifier`` is always written explicitly where the config has it, so "the classifier is left alone
+    unless you tick the box" holds for every technique, whatever that technique's own default is.
     """
+    known = _config_fields(kind)
+    step = {"kind": kind, **fields}
+    if "targets" in known and ui.get("targets") is not None:
+        step["targets"] = list(ui["targets"])
+    if "include_classifier" in known:
+        step["include_classifier"] = bool(ui.get("include_classifier"))
+    return step
+
+
+def build_steps(ui: dict, training: bool) -> list[dict]:
+    """The recipe steps for the Explore page's widget values (``training=False``: the cheap preview only)."""
     steps: list[dict] = []
-    target = {} if ui.get("targets") is None else {"targets": list(ui["targets"])}
-    if ui.get("include_classifier"):
-        target["include_classifier"] = True
     pk = ui.get("prune")
     if pk == "unstructured (weights)":
-        step = {"kind": "prune_unstructured", "amount": ui["amount"], "scope": ui.get("scope", "global"), **target}
-        if ui.get("overrides"):
-            step["overrides"] = dict(ui["overrides"])
-        steps.append(step)
+        steps.append(_step("prune_unstructured", ui, amount=ui["amount"], scope=ui.get("scope", "global"),
+                           **({"overrides": dict(ui["overrides"])} if ui.get("overrides") else {})))
     elif pk in ("structured (neurons / channels)", "attention heads"):
         unit = "heads" if pk == "attention heads" else ui.get("unit", "channels")
-        step = {"kind": "prune_structured", "amount": ui["amount"], "unit": unit, **target}
-        if ui.get("overrides") and unit != "heads":
-            step["overrides"] = dict(ui["overrides"])
-        steps.append(step)
+        extra = {"overrides": dict(ui["overrides"])} if ui.get("overrides") and unit != "heads" else {}
+        sub = {k: v for k, v in ui.items() if k != "targets"} if unit == "heads" else ui  # heads: per block, not per Linear
+        steps.append(_step("prune_structured", sub, amount=ui["amount"], unit=unit, **extra))
         if ui.get("shrink"):
             steps.append({"kind": "shrink"})
     elif pk == "whole layers / blocks" and ui.get("blocks"):
         steps.append({"kind": "prune_layers", "names": list(ui["blocks"])})
     elif pk == "threshold (|w| below a value)":
-        step = {"kind": "prune_threshold", "threshold": ui["threshold"], **target}
-        steps.append(step)
+        steps.append(_step("prune_threshold", ui, threshold=ui["threshold"]))
     if training and ui.get("finetune_epochs", 0) > 0 and steps:
         steps.append({"kind": "finetune", "epochs": int(ui["finetune_epochs"])})
     if training and ui.get("distill_epochs", 0) > 0:
         steps.append({"kind": "distill", "teacher": ui.get("teacher"), "epochs": int(ui["distill_epochs"])})
     qk = ui.get("quant")
     if qk == "simulated n-bit (fake quant)":
-        steps.append({"kind": "fake_quant", "bits": int(ui["bits"]), **target})
+        steps.append(_step("fake_quant", ui, bits=int(ui["bits"])))
     elif qk == "int8 static (real, calibrated)" and training and ui.get("qat_epochs", 0) > 0:
-        steps.append({"kind": "quantize_qat", "epochs": int(ui["qat_epochs"])})
+        steps.append(_step("quantize_qat", ui, epochs=int(ui["qat_epochs"])))
     elif qk in ("fp16 (real)", "bf16 (real)"):
-        steps.append({"kind": "quantize_half", "dtype": "float16" if qk.startswith("fp16") else "bfloat16"})
+        steps.append({"kind": "quantize_half", "dtype": "fp16" if qk.startswith("fp16") else "bf16"})
     elif qk is not None and QUANT_KINDS.get(qk):
-        steps.append({"kind": QUANT_KINDS[qk]})
+        steps.append(_step(QUANT_KINDS[qk], ui))
     return steps
 
 

@@ -23,6 +23,13 @@ if text is not None:
                        key="r_download")
     st.markdown("Reproduce it on the command line:")
     st.code("python -m compression_core apply recipe.yaml", language="bash")
+    if current["steps"]:
+        try:
+            shown = state.run_recipe(current)["stats"]
+            st.markdown(f"The dashboard measured this recipe at **accuracy {shown['accuracy'] * 100:.2f} %** "
+                        f"and **size_bytes {shown['size_bytes']:,}**; the command prints the same `after` numbers.")
+        except Exception as e:
+            st.error(state.one_line(e))
 
 st.subheader("Import a recipe and reproduce it")
 up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)",
