@@ -1,0 +1,78 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sample_models
+from compression_core import CompressionError, accuracy, layer_stats, measure
+from compression_core.quantize import FakeQuantConfig, FakeQuantLinear, quantize
+from compression_core.quantize._common import fake_quantize_weight, qrange
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 16), st.booleans(), st.integers(1, 6), st.integers(1, 20), st.floats(1e-3, 1e3), st.integers(0, 2**31))
+def test_fake_quant_error_is_at_most_half_a_step(bits, per_channel, rows, cols, magnitude, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g) * magnitude
+    deq, scale = fake_quantize_weight(w, bits, per_channel)  # scale: (rows, 1) or (1, 1)
+    assert bool(((deq - w).abs() <= scale / 2 * (1 + 1e-5)).all())
+    codes = torch.round(deq / scale)
+    lo, hi = qrange(bits)
+    assert bool((codes >= lo).all() and (codes <= hi).all())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_fake_quant_matches_torchs_fake_quantize_op(bits):
+    w = torch.randn(6, 3, 3, 3)
+    deq, scale = fake_quantize_weight(w, bits, per_channel=True)
+    lo, hi = qrange(bits)
+    ref = torch.fake_quantize_per_channel_affine(w, scale.flatten(), torch.zeros(6, dtype=torch.int32), 0, lo, hi)
+    assert torch.allclose(deq, ref, atol=1e-6)
+
+
+def test_simulated_model_reports_bits_and_theoretical_size():
+    sm = sample_models.load("digits-cnn")
+    q = quantize(sm.model, FakeQuantConfig(bits=4, overrides={"conv1": 8, "re:fc.*": 6}), sm.data, sm.info)
+    rows = {r.name: r for r in layer_stats(q)}
+    assert (rows["conv1"].bits, rows["conv2"].bits, rows["fc1"].bits, rows["fc2"].bits) == (8, 4, 6, 6)
+    assert rows["conv2"].simulated and not rows["bn1"].simulated
+    s = measure(q, sm.data, with_latency=False)
+    assert s.simulated
+    assert s.theoretical_size_bytes == sum(r.bits * r.params for r in s.layers) // 8
+    assert s.theoretical_size_bytes < 0.25 * s.size_bytes  # the real file is still float32
+    assert isinstance(q.fc1, FakeQuantLinear) and q.fc1.weight.dtype == torch.float32
+
+
+def test_weights_take_at_most_2_to_the_bits_values_per_channel():
+    sm = sample_models.load("digits-mlp")
+    q = quantize(sm.model, FakeQuantConfig(bits=3), sm.data, sm.info)
+    for row in q.fc2.weight:
+        assert len(torch.unique(row)) <= 8
+
+
+def test_activation_fake_quant_needs_calibration_and_works_with_it():
+    sm = sample_models.load("digits-mlp")
+    with pytest.raises(CompressionError, match="^activation_bits:.*calib"):
+        quantize(sm.model, FakeQuantConfig(activation_bits=8))
+    q = quantize(sm.model, FakeQuantConfig(bits=8, activation_bits=8), sm.data, sm.info)
+    assert float(q.fc1.act_scale) > 0
+    t = sm.data.test
+    assert accuracy(q, t.x, t.y) >= accuracy(sm.model, t.x, t.y) - 0.01
+
+
+def test_lstm_weights_can_be_simulated():
+    sm = sample_models.load("digits-lstm")
+    q = quantize(sm.model, FakeQuantConfig(bits=4), sm.data, sm.info)
+    assert {r.name: r.bits for r in layer_stats(q)} == {"lstm": 4, "fc": 32}
+    assert len(torch.unique(q.lstm.weight_hh_l0[0])) <= 16
+
+
+@pytest.mark.parametrize("bad,field", [({"bits": 1}, "bits"), ({"bits": 17}, "bits"),
+                                       ({"overrides": {"fc1": 40}}, "overrides.fc1"),
+                                       ({"weights": "per_row"}, "weights")])
+def test_bad_bits_are_one_line_errors_naming_the_field(bad, field):
+    sm = sample_models.load("digits-mlp")
+    with pytest.raises(CompressionError) as e:
+        quantize(sm.model, {"kind": "fake_quant", **bad}, sm.data)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{field}:")
