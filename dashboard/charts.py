@@ -38,7 +38,7 @@ def size_chart(before: dict, after: dict | None) -> go.Figure:
     """Grouped bars of file sizes in KB, before vs after; simulated sizes are orange and say so."""
     rows = size_rows(before, "before") + (size_rows(after, "after") if after else [])
     fig = _fig("Model size (KB)", yaxis_title="size (KB)", barmode="group")
-    colors = {"dense file (torch.save)": None, "sparse-encoded / packed file": "#2ca02c",
+    colors = {"dense file (torch.save)": AFTER, "sparse-encoded / packed file": "#2ca02c",
               "theoretical, simulated (bits x params)": SIMULATED}
     for kind in colors:
         sub = [r for r in rows if r["kind"] == kind]
@@ -47,7 +47,7 @@ def size_chart(before: dict, after: dict | None) -> go.Figure:
         fig.add_bar(
             name=kind, x=[r["model"] for r in sub], y=[r["KB"] for r in sub],
             text=[f"{r['KB']:.1f} KB" for r in sub], textposition="outside",
-            marker_color=colors[kind] or [BEFORE if r["model"] == "before" else AFTER for r in sub],
+            marker_color=colors[kind],
         )
     fig.update_yaxes(rangemode="tozero")
     return fig

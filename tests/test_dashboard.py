@@ -120,7 +120,7 @@ def test_training_runs_on_a_button_with_progress():
     at.number_input(key="x_ft").set_value(2).run()
     no_problems(at)
     assert last_row(at)["key"] == before["key"]  # nothing trains until the button
-    at.button(key="x_run").click().run()
+    at.button(key="b_run").click().run()
     no_problems(at)
     after = last_row(at)
     assert any(s["kind"] == "finetune" for s in at.session_state["current_recipe"]["steps"])
@@ -131,7 +131,7 @@ def test_training_runs_on_a_button_with_progress():
 def test_latency_on_request_states_batch_and_threads():
     at = app()
     at.radio(key=PRUNE).set_value("unstructured (weights)").run()
-    at.button(key="x_latency").click().run()
+    at.button(key="b_latency").click().run()
     no_problems(at)
     assert last_row(at)["latency_ms"] > 0
     assert any("Measured at batch 1" in m.value for m in at.markdown)

@@ -113,7 +113,7 @@ needs_training = full_steps != preview_steps
 with controls:
     if needs_training:
         done = state.recipe_key(full) in trained
-        if st.button("Run training steps", type="primary", disabled=done, key="x_run"):
+        if st.button("Run training steps", type="primary", disabled=done, key="b_run"):
             bar = st.progress(0.0, text="starting")
             try:
                 state.run_recipe(full, progress=lambda f, msg: bar.progress(f, text=msg))
@@ -145,11 +145,12 @@ with view:
         m1.metric("Accuracy" + (" (simulated)" if after["simulated"] else ""), f"{after['accuracy'] * 100:.2f} %",
                   f"{(after['accuracy'] - bstats['accuracy']) * 100:+.2f} points")
         m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
-                  f"{after['size_bytes'] / bstats['size_bytes']:.2f}x", delta_color="off")
+                  f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
         m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
-                  f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x", delta_color="off")
+                  f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off", delta_arrow="off")
         m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
-                  f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x", delta_color="off")
+                  f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
+                  delta_arrow="off")
     else:
         st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
@@ -165,7 +166,7 @@ with view:
         threads = l2.selectbox("Threads", [1, 2], key=default("x_threads", 1))
         key = state.recipe_key(current) if after is not None else None
         asked = st.session_state.setdefault("latency_asked", set())
-        if l3.button("Measure latency (before and after)", key="x_latency"):
+        if l3.button("Measure latency (before and after)", key="b_latency"):
             asked.add((key, name, batch, threads))
         lat_b = lat_a = None
         if (key, name, batch, threads) in asked:
@@ -175,7 +176,11 @@ with view:
             if lat_a:
                 state.record(name, state.describe(current["steps"]), current, after, lat_a)
             state.record(name, "baseline", None, bstats, lat_b)
-        st.plotly_chart(charts.latency_chart(lat_b, lat_a, batch, threads), key="lat_chart")
+        if lat_b is not None:
+            st.plotly_chart(charts.latency_chart(lat_b, lat_a, batch, threads), key="lat_chart")
+        else:
+            st.caption(f"Latency (ms) at batch {batch}, {threads} thread(s): press the button. Timing needs many "
+                       "repeated runs, so it is measured on request and then cached for this configuration.")
         if after is not None:
             st.markdown("\n\n".join(explain.why_speed(lat_b, lat_a, [s["kind"] for s in current["steps"]], batch)))
 
