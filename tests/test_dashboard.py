@@ -141,7 +141,7 @@ def test_impossible_combination_is_one_error_line():
     at = app()
     at.radio(key=PRUNE).set_value("structured (neurons / channels)").run()
     at.checkbox(key="x_cls_digits-cnn").check().run()
-    at.radio(key="x_unit").set_value("neurons").run()
+    at.radio(key="x_unit_digits-cnn").set_value("neurons").run()
     at.multiselect(key="x_layers_digits-cnn").set_value(["fc2"]).run()  # pruning the classifier's outputs
     assert not at.exception
     assert len(at.error) == 1 and "\n" not in at.error[0].value

@@ -44,6 +44,10 @@ with controls:
 
     st.subheader("Pruning")
     prune_opts = [k for k, v in state.PRUNE_KINDS.items() if v is None or v in kinds_available]
+    if not all_layers:
+        st.caption("This model has no Linear/Conv2d layer besides the classifier to prune: tick the box above, or "
+                   "try int8 dynamic quantization (it covers LSTM layers).")
+        prune_opts = ["none"]
     if "attention heads" in prune_opts and "vit" not in name:
         prune_opts.remove("attention heads")
     if "whole layers / blocks" in prune_opts and "vit" not in name:
@@ -59,7 +63,9 @@ with controls:
             ui["scope"] = st.radio("Ranking", ["global", "layer"], horizontal=True, key=default("x_scope", "global"),
                                    help="global: smallest weights of all chosen layers together; layer: each layer alone")
         if prune == "structured (neurons / channels)":
-            ui["unit"] = st.radio("Unit", ["channels", "neurons"], horizontal=True, key=default("x_unit", "channels"),
+            has_conv = any(r["type"] == "Conv2d" for r in bstats["layers"])
+            ui["unit"] = st.radio("Unit", ["channels", "neurons"], horizontal=True,
+                                  key=default(f"x_unit_{name}", "channels" if has_conv else "neurons"),
                                   help="channels of Conv2d layers or neurons (output rows) of Linear layers")
         if prune != "attention heads":
             with st.expander("Per-layer overrides"):
