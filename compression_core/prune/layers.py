@@ -84,10 +84,11 @@ def block_importance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict
 def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | None = None) -> nn.Module:
     """Apply ``cfg`` in place and return the model (the registered handler gets a copy)."""
     data = getattr(ctx, "data", None)
-    example = _example(model, ctx)
+    field = "names" if cfg.names is not None else "count"
+    example = _example(model, ctx, field)
     blocks = removable_blocks(model, example)
     if not blocks:
-        raise CompressionError("prune_layers: this model has no removable blocks: only blocks whose input and output "
+        raise CompressionError(f"{field}: this model has no removable blocks: only blocks whose input and output "
                                "shapes match (e.g. transformer blocks) can be removed")
     if cfg.names is not None:
         for n in cfg.names:
@@ -113,14 +114,14 @@ def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | Non
     return model
 
 
-def _example(model: nn.Module, ctx: StepContext | None) -> torch.Tensor:
+def _example(model: nn.Module, ctx: StepContext | None, field: str) -> torch.Tensor:
     data = getattr(ctx, "data", None)
     if data is not None:
         return data.calib.x[:1]
     info = getattr(ctx, "info", None)
     if info is not None:
         return torch.zeros(1, *info.input_shape)
-    raise CompressionError("prune_layers: needs the sample model's data or info to find removable blocks")
+    raise CompressionError(f"{field}: finding removable blocks needs the sample model's data or info")
 
 
 @register(LayerPruneConfig)

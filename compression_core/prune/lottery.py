@@ -105,6 +105,8 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
         return model, []
     control = bool(control) or cfg.reinit == "random"
     data = ctx.data
+    if data is None:
+        raise CompressionError("epochs: the lottery ticket trains every round, so it needs the sample model's data")
     tune = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                           seed=ctx.seed)
     init = _initial_model(model, ctx).state_dict()
