@@ -58,7 +58,7 @@ def accuracy_chart(before: dict, after: dict | None) -> go.Figure:
     labels = ["before"] + (["after"] if after else [])
     vals = [before["accuracy"] * 100] + ([after["accuracy"] * 100] if after else [])
     sim = bool(after and after.get("simulated"))
-    fig = _fig("Test accuracy (%)" + (" - after is simulated (fake-quant)" if sim else ""), yaxis_title="accuracy (%)")
+    fig = _fig("Test accuracy (%)" + (", after: simulated" if sim else ""), yaxis_title="accuracy (%)")
     fig.add_bar(name="test accuracy", x=labels, y=vals, text=[f"{v:.2f} %" for v in vals], textposition="outside",
                 marker_color=[BEFORE, SIMULATED if sim else AFTER][: len(vals)], showlegend=False)
     lo = max(0.0, min(vals) - 10)
@@ -86,7 +86,8 @@ def latency_chart(before: dict | None, after: dict | None, batch: int, threads: 
 def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | None) -> go.Figure:
     """Per-layer sparsity (%) bars with bits per weight on a second axis."""
     fig = _fig("Per-layer sparsity (%) and bits per weight", yaxis_title="sparsity (%)",
-               yaxis2=dict(title="bits per weight", overlaying="y", side="right", range=[0, 34], showgrid=False))
+               yaxis2=dict(title="bits per weight", overlaying="y", side="right", range=[0, 34], dtick=8,
+                            showgrid=False))
     layers = list(after_layers if after_layers is not None else before_layers)
     names = [r["name"] for r in layers]
     fig.add_bar(name="sparsity after (%)", x=names, y=[r["sparsity"] * 100 for r in layers], marker_color=AFTER)
@@ -101,8 +102,9 @@ def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | No
 
 def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, bins: int = 80) -> go.Figure:
     """Overlaid histograms of one layer's weights; a count of exact zeros and distinct values in the legend."""
-    fig = _fig(f"Weights of {layer}: before vs after", xaxis_title="weight value", yaxis_title="count (log)",
-               barmode="overlay")
+    log = before.size > 2000  # big layers: a log axis shows the spike of zeros and the tails together
+    fig = _fig(f"Weights of {layer}: before vs after", xaxis_title="weight value",
+               yaxis_title="count (log scale)" if log else "count", barmode="overlay")
     lo = float(min(before.min(), after.min() if after is not None else before.min()))
     hi = float(max(before.max(), after.max() if after is not None else before.max()))
     edges = np.linspace(lo, hi + 1e-9, bins + 1)
@@ -114,7 +116,8 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
         fig.add_histogram(name=f"{label}: {zeros:,} zeros of {w.size:,}, {distinct:,} distinct values", x=w.ravel(),
                           xbins=dict(start=edges[0], end=edges[-1], size=edges[1] - edges[0]),
                           marker_color=color, opacity=0.6)
-    fig.update_yaxes(type="log")
+    if log:
+        fig.update_yaxes(type="log")
     return fig
 
 

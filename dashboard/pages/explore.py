@@ -199,6 +199,10 @@ with view:
     st.plotly_chart(charts.layer_chart(bstats["layers"], after["layers"] if after else None), key="layer_chart")
     weighted = [r["name"] for r in (after or bstats)["layers"] if r["type"] not in ("BatchNorm2d", "LayerNorm")]
     if weighted:
+        sizes = {r["name"]: r["params"] for r in bstats["layers"]}
+        biggest = max(weighted, key=lambda n: sizes.get(n, 0))
+        if st.session_state.get(f"x_hist_{name}") not in weighted:
+            st.session_state[f"x_hist_{name}"] = biggest
         layer = st.selectbox("Layer for the weight histogram", weighted, key=f"x_hist_{name}")
         w_before = state.layer_weights(None, name, layer)
         w_after = state.layer_weights(state.recipe_key(current), name, layer) if after is not None else None
