@@ -23,6 +23,8 @@ from ..technique import StepConfig, StepContext, register
 from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
 
 _FP16_TINY = 2.0**-14  # smallest normal float16: scales never underflow to zero
+# byte -> (low nibble, high nibble) as signed floats, for run-time dequantization of packed codes
+_NIBBLE_LUT = torch.tensor([[((b & 0xF) ^ 8) - 8, ((b >> 4) ^ 8) - 8] for b in range(256)], dtype=torch.float32)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -105,12 +107,18 @@ class _WeightOnlyLinear(nn.Module):
             mod.bias.data.copy_(linear.bias.detach().float())
         return mod
 
+    def float_codes(self) -> torch.Tensor:
+        """The codes as float32 (out, padded in)."""
+        return self.codes().float()
+
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 weight (out, in) the layer computes with: (codes - zero_point) x scale, per group."""
-        q = self.codes().float().reshape(self.out_features, self.n_groups, self.group_size)  # (out, G, g)
-        zp = self.zero_point.float().unsqueeze(2) if self.zero_point is not None else 0.0
-        w = (q - zp) * self.scale.float().unsqueeze(2)  # (out, G, g)
-        return w.reshape(self.out_features, -1)[:, : self.in_features]  # (out, in)
+        q = self.float_codes().reshape(self.out_features, self.n_groups, self.group_size)  # (out, G, g)
+        if self.zero_point is not None:
+            q = q - self.zero_point.float().unsqueeze(2)
+        w = (q * self.scale.float().unsqueeze(2)).reshape(self.out_features, -1)  # (out, padded in)
+        # contiguous: F.linear on a sliced (strided) weight is 2-4x slower here
+        return w if w.shape[1] == self.in_features else w[:, : self.in_features].contiguous()  # (out, in)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -145,6 +153,10 @@ class Int4Linear(_WeightOnlyLinear):
 
     def codes(self) -> torch.Tensor:
         return unpack_int4(self.qweight)
+
+    def float_codes(self) -> torch.Tensor:
+        # one table lookup per byte gives both nibbles as floats: ~2x faster than unpack_int4(...).float()
+        return F.embedding(self.qweight.int(), _NIBBLE_LUT).reshape(self.qweight.shape[0], -1)  # (out, padded in)
 
 
 class Int8WeightLinear(_WeightOnlyLinear):
