@@ -35,7 +35,7 @@ from .common import emit, environment, parser, table
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 FT_EPOCHS = 3  # fine-tuning after pruning, at the learning rate and weight decay the model was trained with
-LT = LotteryTicketConfig(rounds=9, epochs=3, rate=0.2, lr=2e-3, reinit="random")  # 100% .. 13.4% weights left
+LT = LotteryTicketConfig(rounds=9, epochs=8, rate=0.2, lr=2e-3, reinit="random")  # 100% .. 13.4% weights left
 LT_SEEDS = (0, 1, 2)
 
 
