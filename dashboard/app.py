@@ -33,6 +33,7 @@ page = st.navigation({
         st.Page(str(PAGES / "learn_quantization.py"), title="Quantization", icon=":material/stairs:"),
         st.Page(str(PAGES / "learn_distillation.py"), title="Distillation", icon=":material/school:"),
         st.Page(str(PAGES / "learn_dtypes.py"), title="Data types", icon=":material/table:"),
+        st.Page(str(PAGES / "learn_runtime.py"), title="Runtimes", icon=":material/speed:"),
     ],
 })
 page.run()

@@ -66,20 +66,24 @@ def accuracy_chart(before: dict, after: dict | None) -> go.Figure:
     return fig
 
 
-def latency_chart(before: dict | None, after: dict | None, batch: int, threads: int) -> go.Figure:
-    """Median latency in ms with IQR error bars, before vs after, batch and threads in the title."""
+def latency_chart(series: dict[str, tuple[dict | None, dict | None]], batch: int, threads: int) -> go.Figure:
+    """Median latency in ms with IQR error bars, before vs after, one bar group per runtime."""
     fig = _fig(f"Latency (ms, median; batch {batch}, {threads} thread{'s' if threads > 1 else ''})",
-               yaxis_title="latency (ms)")
-    xs, ys, err = [], [], []
-    for label, s in (("before", before), ("after", after)):
-        if s and s.get("latency_ms") is not None:
-            xs.append(label)
-            ys.append(s["latency_ms"])
-            err.append(s.get("latency_iqr_ms") or 0.0)
-    fig.add_bar(name="median latency", x=xs, y=ys, error_y=dict(type="data", array=err, visible=True),
-                text=[f"{v:.3f} ms" for v in ys], textposition="outside", showlegend=False,
-                marker_color=[BEFORE if x == "before" else AFTER for x in xs])
+               yaxis_title="latency (ms)", barmode="group")
+    colors = {"before": BEFORE, "after": AFTER}
+    for label in ("before", "after"):
+        xs, ys, err = [], [], []
+        for runtime, pair in series.items():
+            s = pair[0] if label == "before" else pair[1]
+            if s and s.get("latency_ms") is not None:
+                xs.append(runtime)
+                ys.append(s["latency_ms"])
+                err.append(s.get("latency_iqr_ms") or 0.0)
+        if xs:
+            fig.add_bar(name=label, x=xs, y=ys, error_y=dict(type="data", array=err, visible=True),
+                        text=[f"{v:.3f} ms" for v in ys], textposition="outside", marker_color=colors[label])
     fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(title_text="runtime", type="category")
     return fig
 
 

@@ -194,6 +194,25 @@ def latency_view(key: str | None, name: str, batch: int, threads: int) -> dict:
     return {"latency_ms": med, "latency_iqr_ms": iqr, "latency_runs": runs}
 
 
+def ort_module():
+    """``compression_core.ort`` (ONNX Runtime measurement) if it and onnxruntime are installed, else None."""
+    try:
+        from compression_core import ort
+    except ImportError:
+        return None
+    return ort
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def ort_view(key: str | None, name: str, batch: int, threads: int) -> dict:
+    """The baseline (key None) or a recipe's result exported to ONNX and measured in ONNX Runtime: size of the
+    .onnx file, accuracy and latency through onnxruntime (the library's ``measure_ort``), cached per configuration."""
+    model = baseline(name).model if key is None else compressed(key)[0].model
+    stats = ort_module().measure_ort(model, baseline(name).data, name=name, batch_size=batch, threads=threads,
+                                     min_run_time=0.2)
+    return {k: v for k, v in stats.model_dump().items() if k != "layers"}
+
+
 def _effective_weight(module: torch.nn.Module) -> torch.Tensor | None:
     """The float weight a layer computes with, for display (masks applied, stored ints dequantized)."""
     for attr in ("display_weight", "dequantized_weight", "effective_weight"):

@@ -137,6 +137,34 @@ def test_latency_on_request_states_batch_and_threads():
     assert any("Measured at batch 1" in m.value for m in at.markdown)
 
 
+def test_onnx_runtime_side_by_side_with_torch():
+    at = app()
+    if "torch + ONNX Runtime" not in at.selectbox(key="x_runtime").options:
+        pytest.skip("compression_core.ort (onnxruntime) is not available")
+    at.radio(key=PRUNE).set_value("structured (neurons / channels)").run()
+    at.selectbox(key="x_runtime").set_value("torch + ONNX Runtime").run()
+    at.button(key="b_latency").click().run()
+    no_problems(at)
+    table = [d.value for d in at.dataframe if "runtime" in d.value.columns][0]
+    assert set(table["runtime"]) == {"torch", "ONNX Runtime"} and len(table) == 4
+    assert (table["latency (ms)"] > 0).all()
+    # the shrunk model's accuracy is the same in both runtimes (the same weights)
+    acc = table.set_index(["runtime", "model"])["accuracy (%)"]
+    assert abs(acc[("torch", "after")] - acc[("ONNX Runtime", "after")]) <= 0.3
+
+
+def test_learn_runtime_page_measures_on_a_button():
+    at = app()
+    at.switch_page("pages/learn_runtime.py").run()
+    no_problems(at)
+    if not len(at.button):
+        pytest.skip("compression_core.ort (onnxruntime) is not available")
+    at.selectbox(key="lr_model").set_value("digits-mlp").run()
+    at.button(key="lr_go").click().run()
+    no_problems(at)
+    assert any("Why the runtime matters" in m.value for m in at.markdown)
+
+
 def test_impossible_combination_is_one_error_line():
     at = app()
     at.radio(key=PRUNE).set_value("structured (neurons / channels)").run()

@@ -166,27 +166,42 @@ with view:
 
     @st.fragment
     def latency_panel():
-        """Latency is timed on request (many repeated runs) and cached per configuration."""
-        l1, l2, l3 = st.columns([1, 1, 2])
+        """Latency is timed on request (many repeated runs) and cached per configuration and runtime."""
+        l1, l2, l3, l4 = st.columns([1, 1, 1.4, 1.6])
         batch = l1.selectbox("Batch", [1, 32], key=default("x_batch", 1))
         threads = l2.selectbox("Threads", [1, 2], key=default("x_threads", 1))
+        runtimes = ["torch"] + (["torch + ONNX Runtime"] if state.ort_module() is not None else [])
+        runtime = l3.selectbox("Runtime", runtimes, key=default("x_runtime", "torch"),
+                               help="ONNX Runtime: the model exported to ONNX and run the way it is often deployed")
         key = state.recipe_key(current) if after is not None else None
         asked = st.session_state.setdefault("latency_asked", set())
-        if l3.button("Measure latency (before and after)", key="b_latency"):
-            asked.add((key, name, batch, threads))
-        lat_b = lat_a = None
-        if (key, name, batch, threads) in asked:
-            with st.spinner("timing..."):
-                lat_b = state.latency_view(None, name, batch, threads)
-                lat_a = state.latency_view(key, name, batch, threads) if key else None
-            if lat_a:
-                state.record(name, state.describe(current["steps"]), current, after, lat_a)
-            state.record(name, "baseline", None, bstats, lat_b)
-        if lat_b is not None:
-            st.plotly_chart(charts.latency_chart(lat_b, lat_a, batch, threads), key="lat_chart")
-        else:
+        if l4.button("Measure latency (before and after)", key="b_latency"):
+            asked.add((key, name, batch, threads, runtime))
+        if (key, name, batch, threads, runtime) not in asked:
             st.caption(f"Latency (ms) at batch {batch}, {threads} thread(s): press the button. Timing needs many "
                        "repeated runs, so it is measured on request and then cached for this configuration.")
+            return
+        with st.spinner("timing..."):
+            lat_b = state.latency_view(None, name, batch, threads)
+            lat_a = state.latency_view(key, name, batch, threads) if key else None
+        state.record(name, "baseline", None, bstats, lat_b)
+        if lat_a:
+            state.record(name, state.describe(current["steps"]), current, after, lat_a)
+        series = {"torch": ({**bstats, **lat_b}, {**after, **lat_a} if lat_a else None)}
+        if runtime != "torch":
+            try:
+                with st.spinner("exporting to ONNX and timing in ONNX Runtime..."):
+                    ort_b = state.ort_view(None, name, batch, threads)
+                    ort_a = state.ort_view(key, name, batch, threads) if key else None
+                series["ONNX Runtime"] = (ort_b, ort_a)
+            except Exception as e:  # a model ONNX cannot export (e.g. torch int8 modules): one line
+                st.error(state.one_line(e))
+        st.plotly_chart(charts.latency_chart(series, batch, threads), key="lat_chart")
+        if len(series) > 1:
+            rows = [{"runtime": rt, "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
+                     "accuracy (%)": round(s["accuracy"] * 100, 2), "latency (ms)": round(s["latency_ms"], 4)}
+                    for rt, pair in series.items() for lbl, s in zip(("before", "after"), pair) if s]
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
         if after is not None:
             st.markdown("\n\n".join(explain.why_speed(lat_b, lat_a, [s["kind"] for s in current["steps"]], batch)))
 
