@@ -27,12 +27,6 @@ def classifier_name(model: nn.Module, ctx: StepContext | None) -> str | None:
     return names[-1] if names else None
 
 
-def amount_for(name: str, amount: float, overrides: dict[str, float], field_name: str = "overrides") -> float:
-    """The amount for layer ``name``: its override if any, else the step's amount."""
-    value = overrides.get(name, amount)
-    return value
-
-
 def check_overrides(overrides: dict[str, float], chosen: list[str], lo: float = 0.0, hi: float = 1.0,
                     hi_open: bool = True, field_name: str = "overrides") -> None:
     """One-line errors for overrides that name a layer not selected or hold an amount out of range."""
