@@ -360,7 +360,8 @@ def build_steps(ui: dict, training: bool) -> list[dict]:
         steps.append({"kind": "distill", "teacher": ui.get("teacher"), "epochs": int(ui["distill_epochs"])})
     qk = ui.get("quant")
     if qk == "simulated n-bit (fake quant)":
-        steps.append(_step("fake_quant", ui, bits=int(ui["bits"])))
+        extra = {"overrides": dict(ui["bit_overrides"])} if ui.get("bit_overrides") else {}
+        steps.append(_step("fake_quant", ui, bits=int(ui["bits"]), **extra))
     elif qk == "int8 static (real, calibrated)" and training and ui.get("qat_epochs", 0) > 0:
         steps.append(_step("quantize_qat", ui, epochs=int(ui["qat_epochs"])))
     elif qk in ("fp16 (real)", "bf16 (real)"):

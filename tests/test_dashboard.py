@@ -107,6 +107,13 @@ def test_every_quantization_kind_renders(quant):
         assert two["simulated"] and two["theoretical_KB"] is not None and two["theoretical_KB"] < two["size_KB"]
         assert two["accuracy_%"] < row["accuracy_%"]  # 2 bits costs accuracy; 8 bits does not
         assert any("simulated" in m.label for m in at.metric)
+        at.select_slider(key="x_bits_digits-cnn_fc1").set_value(8).run()  # mixed precision: fc1 back to 8 bits
+        no_problems(at)
+        mixed = last_row(at)
+        assert at.session_state["current_recipe"]["steps"][-1]["overrides"] == {"fc1": 8}
+        assert two["theoretical_KB"] < mixed["theoretical_KB"]
+        bits = {r["name"]: r["bits"] for r in at.session_state["current_stats"]["layers"]}
+        assert bits["fc1"] == 8 and bits["conv1"] == 2 and bits["fc2"] == 32  # the classifier is left alone
     else:
         assert row["size_bytes"] < at.session_state["history"][0]["size_bytes"]
 

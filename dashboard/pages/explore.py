@@ -94,6 +94,14 @@ with controls:
     ui["quant"] = None if quant == "none" else quant
     if quant == "simulated n-bit (fake quant)":
         ui["bits"] = st.slider("Bits per weight (simulated)", 2, 16, key=default("x_bits", 8))
+        with st.expander("Per-layer bits (mixed precision)"):
+            bits_over = {}
+            for layer in chosen:
+                v = st.select_slider(f"{layer} bits", ["global"] + list(range(2, 17)),
+                                     key=default(f"x_bits_{name}_{layer}", "global"))
+                if v != "global":
+                    bits_over[layer] = int(v)
+            ui["bit_overrides"] = bits_over
     missing = [k for k, v in {**state.PRUNE_KINDS, **state.QUANT_KINDS}.items() if v and v not in kinds_available]
     if missing:
         st.caption("Not available in this build of the library yet: " + ", ".join(missing))
@@ -142,6 +150,7 @@ with view:
             after = result["stats"]
         except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
             st.error(state.one_line(e))
+    st.session_state["current_stats"] = after
     state.record(name, "baseline", None, bstats)
     if after is not None:
         state.record(name, state.describe(current["steps"]), current, after)
