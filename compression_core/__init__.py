@@ -57,3 +57,22 @@ __all__ += [
     "DynamicInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
     "load_quantized", "quantize", "save_quantized",
 ]
+from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx
+from .ort import (
+    OrtDynamicInt8,
+    OrtStaticInt8,
+    measure_in,
+    measure_ort,
+    ort_accuracy,
+    ort_latency,
+    ort_predict,
+    ort_quantize,
+    runtime_comparison,
+    why_runtime_matters,
+)
+
+__all__ += [
+    "OnnxFile", "OrtDynamicInt8", "OrtStaticInt8", "check_exportable", "export_onnx", "measure_in", "measure_ort",
+    "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict", "ort_quantize",
+    "runtime_comparison", "save_onnx", "to_onnx", "why_runtime_matters",
+]
