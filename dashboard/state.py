@@ -377,6 +377,11 @@ def describe(steps: list[dict]) -> str:
         return "baseline"
     parts = []
     for s in steps:
-        extra = [f"{k}={v}" for k, v in s.items() if k not in ("kind", "targets", "overrides") and v is not None]
+        extra = [f"{k}={v}" for k, v in s.items()
+                 if k not in ("kind", "targets", "overrides") and v is not None and (k, v) != ("include_classifier", False)]
+        if s.get("targets"):
+            extra.append(f"{len(s['targets'])} layers")
+        if s.get("overrides"):
+            extra.append(f"{len(s['overrides'])} overrides")
         parts.append(s["kind"] + (f"({', '.join(extra)})" if extra else ""))
     return " + ".join(parts)
