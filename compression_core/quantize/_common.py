@@ -114,3 +114,15 @@ def require_split(ctx: StepContext, split: str, field: str, why: str) -> object:
     return data
 
 
+
+
+def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Where each weight parameter is exactly zero (pruned), by parameter name; only weights with zeros."""
+    return {n: p == 0 for n, p in model.named_parameters() if n.endswith("weight") and bool((p == 0).any())}
+
+
+def rezero(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the weights recorded by ``zero_masks`` again (after an optimiser step)."""
+    with torch.no_grad():
+        for name, mask in masks.items():
+            model.get_parameter(name)[mask] = 0

@@ -133,10 +133,10 @@ def convert(model: nn.Module) -> nn.Module:
         return _tq.convert(model.eval(), inplace=True)
 
 
-def run_quiet(fn, *args):
-    """Run ``fn(*args)`` with torch.ao's deprecation warnings silenced (forward passes through observers)."""
+def run_quiet(fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` with torch.ao's deprecation warnings silenced (forward passes through observers)."""
     with _quiet():
-        return fn(*args)
+        return fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------- safe serialisation

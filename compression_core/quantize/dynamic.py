@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register
+from ..prune.common import fold_masks
 from . import _torch_ao
 from ._common import select_layers
 
@@ -29,6 +30,7 @@ class DynamicInt8Config(StepConfig):
 
 @register(DynamicInt8Config)
 def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.Module:
+    fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
     names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic")
     if not names:
         raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")

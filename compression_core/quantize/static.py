@@ -22,7 +22,8 @@ from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register
 from ..train import FineTuneConfig, fine_tune
 from . import _torch_ao
-from ._common import require_split, select_layers, set_submodule
+from ..prune.common import fold_masks
+from ._common import require_split, rezero, select_layers, set_submodule, zero_masks
 
 STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 # layers that run on int8 tensors unchanged, so they do not end a quantized region
@@ -91,6 +92,7 @@ def _is_plain_sequential(model: nn.Module) -> bool:
 def build_int8(model: nn.Module, cfg: _EagerInt8, ctx: StepContext, qat: bool) -> nn.Module:
     """Fuse, insert stubs and observers (or fake-quant modules), calibrate or train, convert to int8 modules."""
     technique = cfg.kind
+    fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
     names = select_layers(model, cfg, ctx, STATIC_TYPES, technique)
     if not names:
         raise CompressionError(f"targets: {technique} selected no Linear/Conv2d layer; name some in targets")
@@ -112,7 +114,9 @@ def build_int8(model: nn.Module, cfg: _EagerInt8, ctx: StepContext, qat: bool) -
     if not ctx.replay:
         if qat:
             ft = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=ctx.seed)
-            model = _torch_ao.run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report)
+            zeros = zero_masks(model)  # pruned weights stay pruned through QAT training
+            model = _torch_ao.run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report,
+                                        after_step=lambda m: rezero(m, zeros))
         else:
             bs = max(1, -(-len(data.y) // cfg.calib_batches))
             with torch.no_grad():
