@@ -27,12 +27,13 @@ from .shrink import (
     slice_linear_in,
     slice_linear_out,
 )
+from .slimming import SlimmingConfig, bn_scale_scores, slim, slimming_masks
 from .structured import StructuredPruneConfig, prune_structured
 from .threshold import ThresholdPruneConfig, prune_threshold
 from .unstructured import UnstructuredPruneConfig, prune_unstructured
 
 PruneConfig = (UnstructuredPruneConfig | StructuredPruneConfig | ShrinkConfig | LayerPruneConfig
-               | LotteryTicketConfig | ThresholdPruneConfig)
+               | LotteryTicketConfig | ThresholdPruneConfig | SlimmingConfig)
 
 
 def prune(model: nn.Module, cfg: StepConfig, data: Any = None, *, info: Any = None, seed: int = 0,
@@ -57,3 +58,4 @@ __all__ = [
     "prune_unstructured", "remove_block", "removable_blocks", "shrink", "slice_bn", "slice_conv_in",
     "slice_conv_out", "slice_heads", "slice_linear_in", "slice_linear_out", "unit_scores", "weight_scores",
 ]
+__all__ += ["SlimmingConfig", "bn_scale_scores", "slim", "slimming_masks"]
