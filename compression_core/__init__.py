@@ -24,6 +24,7 @@ from .prune import (
     LayerPruneConfig,
     LotteryTicketConfig,
     ShrinkConfig,
+    SlimmingConfig,
     StructuredPruneConfig,
     ThresholdPruneConfig,
     UnstructuredPruneConfig,
@@ -38,7 +39,7 @@ __all__ = [
     "size_bytes", "state_dict_bytes",
 ]
 __all__ += [
-    "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
+    "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "SlimmingConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
     "UnstructuredPruneConfig", "decode_sparse", "encode_sparse", "load_sparse", "prune", "sparse_size_bytes",
 ]
 from .quantize import (
