@@ -1,0 +1,168 @@
+"""Method guidance: which quantization method to use for a sample model, backed by numbers measured on it.
+
+The rule of thumb (PyTorch's quantization guide; Jacob et al. 2018; Krishnamoorthi 2018): recurrent and
+transformer models (and MLPs: Linear layers only) -> dynamic int8, since their cost is in weight matrices and their
+activations vary per input; CNNs -> static int8, since convolutions are compute-bound and calibrated activation
+ranges let whole conv-BN-ReLU regions run in integers; a CNN whose static accuracy drop exceeds
+``max_drop_pt`` -> quantization-aware training. The rule only picks the first candidate: every candidate is run on
+the model and measured (test accuracy, serialized size, latency at batch 32 on 1 thread, ratios against fp32 in the
+same run), and a method whose measured drop is over the threshold is never recommended.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from .errors import CompressionError
+from .measure import accuracy, latency, size_bytes
+from .prune.common import is_attention
+
+ModelType = Literal["recurrent", "transformer", "cnn", "mlp"]
+
+
+class Candidate(BaseModel):
+    """One measured method: accuracy, size and batch-32 latency, with ratios against fp32 from the same run."""
+
+    method: str  # quantize kind, or "fp32"
+    label: str
+    accuracy: float
+    drop_pt: float  # accuracy points lost against fp32
+    size_bytes: int
+    size_ratio: float
+    latency_ms: float
+    latency_ratio: float
+    within_threshold: bool
+    seconds: float  # time to quantize (calibrate / train)
+
+
+class Advice(BaseModel):
+    """The recommendation for one model and the measurements it rests on."""
+
+    model: str
+    model_type: ModelType
+    rule: str  # the method the model type suggests first
+    recommended: str  # a quantize kind, or "none" (keep fp32: no candidate within the threshold)
+    reason: str
+    max_drop_pt: float
+    batch_size: int
+    threads: int
+    baseline: Candidate
+    candidates: list[Candidate] = Field(default_factory=list)
+
+    def candidate(self, method: str) -> Candidate | None:
+        return next((c for c in self.candidates if c.method == method), None)
+
+    def to_json_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def model_type(model: nn.Module) -> ModelType:
+    """recurrent (LSTM/GRU/RNN), transformer (attention), cnn (Conv2d) or mlp (Linear only)."""
+    mods = list(model.modules())
+    if any(isinstance(m, nn.RNNBase) for m in mods):
+        return "recurrent"
+    if any(is_attention(m) or isinstance(m, nn.MultiheadAttention) for m in mods):
+        return "transformer"
+    if any(isinstance(m, nn.Conv2d) for m in mods):
+        return "cnn"
+    return "mlp"
+
+
+_LABELS = {"quantize_dynamic": "dynamic int8", "quantize_static": "static int8", "quantize_qat": "QAT int8"}
+
+
+def _config(method: str, qat_epochs: int):
+    from .quantize import DynamicInt8Config, QATConfig, StaticInt8Config
+
+    return {"quantize_dynamic": DynamicInt8Config(), "quantize_static": StaticInt8Config(),
+            "quantize_qat": QATConfig(epochs=qat_epochs)}[method]
+
+
+def advise(name: str, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int = 32, threads: int = 1,
+           min_run_time: float = 0.1) -> Advice:
+    """Measure the candidate methods on sample model ``name`` and recommend one (see the module docstring).
+
+    Candidates: dynamic and static int8 always; QAT for a CNN whose static drop is over ``max_drop_pt``.
+    """
+    import time
+
+    import sample_models
+    from .quantize import quantize
+
+    if max_drop_pt < 0:
+        raise CompressionError(f"max_drop_pt: must be >= 0, got {max_drop_pt}")
+    sm = sample_models.load(name)
+    x, y = sm.data.test.x, sm.data.test.y
+    example = x[:batch_size]
+    kind = model_type(sm.model)
+    rule = "quantize_static" if kind == "cnn" else "quantize_dynamic"
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        base_acc = accuracy(sm.model, x, y)
+        base_size = size_bytes(sm.model)
+        base_ms = latency(sm.model, example, threads=threads, min_run_time=min_run_time)[0]
+
+        def run(method: str) -> Candidate:
+            t0 = time.perf_counter()
+            q = quantize(sm.model, _config(method, qat_epochs), sm.data, sm.info)
+            took = time.perf_counter() - t0
+            acc = accuracy(q, x, y)
+            ms = latency(q, example, threads=threads, min_run_time=min_run_time)[0]
+            drop = 100 * (base_acc - acc)
+            return Candidate(method=method, label=_LABELS[method], accuracy=acc, drop_pt=drop,
+                             size_bytes=size_bytes(q), size_ratio=size_bytes(q) / base_size, latency_ms=ms,
+                             latency_ratio=ms / base_ms, within_threshold=drop <= max_drop_pt, seconds=took)
+
+        cands = [run("quantize_dynamic"), run("quantize_static")]
+        by = {c.method: c for c in cands}
+        if kind == "cnn" and not by["quantize_static"].within_threshold:
+            cands.append(run("quantize_qat"))
+            by["quantize_qat"] = cands[-1]
+    finally:
+        torch.set_num_threads(old)
+    base = Candidate(method="fp32", label="fp32", accuracy=base_acc, drop_pt=0.0, size_bytes=base_size,
+                     size_ratio=1.0, latency_ms=base_ms, latency_ratio=1.0, within_threshold=True, seconds=0.0)
+    order = [rule] + (["quantize_qat"] if kind == "cnn" else []) + [m for m in by if m != rule]
+    chosen = next((m for m in order if m in by and by[m].within_threshold), "none")
+    r = by.get(rule)
+    why = {"recurrent": "a recurrent model: its cost is in the LSTM/Linear weight matrices and its activations "
+                        "change with every input, so dynamic int8 (no calibration) fits",
+           "transformer": "a transformer: LayerNorm, softmax and GELU stay float, so static int8 only wraps single "
+                          "Linear layers; dynamic int8 quantizes every Linear with no calibration",
+           "mlp": "Linear layers only: dynamic int8 quantizes their weights with no calibration",
+           "cnn": "a CNN: calibrated static int8 runs whole conv-BN-ReLU regions in integer arithmetic"}[kind]
+    if chosen == rule:
+        reason = f"{why}; measured drop {r.drop_pt:+.2f} pt <= {max_drop_pt:g} pt"
+    elif chosen == "quantize_qat":
+        reason = (f"{why}, but static int8 lost {r.drop_pt:.2f} pt (> {max_drop_pt:g}); QAT ({qat_epochs} epochs) "
+                  f"lost {by['quantize_qat'].drop_pt:+.2f} pt")
+    elif chosen != "none":
+        reason = (f"{why}, but {_LABELS[rule]} lost {r.drop_pt:.2f} pt (> {max_drop_pt:g}); "
+                  f"{_LABELS[chosen]} lost {by[chosen].drop_pt:+.2f} pt")
+    else:
+        reason = f"every measured method lost more than {max_drop_pt:g} accuracy points: keep fp32"
+    return Advice(model=name, model_type=kind, rule=rule, recommended=chosen, reason=reason, max_drop_pt=max_drop_pt,
+                  batch_size=batch_size, threads=threads, baseline=base, candidates=cands)
+
+
+def render_advice(a: Advice) -> str:
+    """The advice and its measured candidates as a text table."""
+    lines = [f"model            {a.model} ({a.model_type})",
+             f"recommended      {_LABELS.get(a.recommended, a.recommended)} ({a.recommended})",
+             f"why              {a.reason}",
+             f"measured         test accuracy; size = serialized state_dict; latency batch {a.batch_size}, "
+             f"{a.threads} thread(s), median, ratio vs fp32 in the same run",
+             "",
+             f"{'method':<14}{'accuracy':>10}{'drop (pt)':>11}{'size (B)':>11}{'size x':>8}{'ms':>9}{'lat x':>8}  ok"]
+    for c in [a.baseline] + a.candidates:
+        lines.append(f"{c.label:<14}{c.accuracy:>10.4f}{c.drop_pt:>11.2f}{c.size_bytes:>11,}{c.size_ratio:>8.3f}"
+                     f"{c.latency_ms:>9.3f}{c.latency_ratio:>8.3f}  {'yes' if c.within_threshold else 'no'}")
+    return "\n".join(lines)
+
+
+__all__ = ["Advice", "Candidate", "advise", "model_type", "render_advice"]
