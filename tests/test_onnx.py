@@ -31,6 +31,7 @@ from compression_core.ort import (
     OrtDynamicInt8,
     OrtStaticInt8,
     cpu_has_int8_dot,
+    fastest_int8,
     measure_ort,
     onnx_layer_stats,
     ort_accuracy,
@@ -269,8 +270,13 @@ def test_session_uses_one_thread_and_bad_files_are_one_line(tmp_path):
 def test_runtime_comparison_and_explanation_are_measured():
     rows = runtime_comparison("digits-mlp", min_run_time=0.01)
     paths = {(r["runtime"], r["path"]) for r in rows}
-    assert paths == {("torch", "fp32"), ("torch", "int8 dynamic"), ("onnxruntime", "fp32"),
+    assert paths == {("torch", "fp32"), ("torch", "int8 dynamic"), ("torch", "int8 static"), ("onnxruntime", "fp32"),
                      ("onnxruntime", "int8 dynamic"), ("onnxruntime", "int8 static QDQ")}
+    assert all(r["agreement"] >= 0.99 for r in rows)
+    best = fastest_int8(rows)
+    assert best["ms_b32"] == min(r["ms_b32"] for r in rows if r["path"] != "fp32")
+    assert best["at_least_fp32_speed"] == (best["speedup_b32"] >= 1.0) and set(best["per_runtime"]) == {
+        "torch", "onnxruntime"}
     for r in rows:
         base = next(b for b in rows if b["runtime"] == r["runtime"] and b["path"] == "fp32")
         assert r["speedup_b32"] == pytest.approx(base["ms_b32"] / r["ms_b32"])
