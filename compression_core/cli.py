@@ -234,6 +234,24 @@ def _add_export_command(sub) -> None:
     e.set_defaults(func=_cmd_export)
 
 
+def _cmd_advise(args: argparse.Namespace) -> int:
+    from .advise import advise, render_advice
+
+    if args.model is None:
+        raise CompressionError("advise: give --model NAME")
+    a = advise(args.model, max_drop_pt=args.max_drop)
+    print(json.dumps(a.to_json_dict(), indent=2) if args.json else render_advice(a))
+    return 0
+
+
+def _add_advise_command(sub) -> None:
+    a = sub.add_parser("advise", help="recommend a quantization method for a model, backed by measured numbers")
+    a.add_argument("--model", help="sample model name (see `models`)")
+    a.add_argument("--max-drop", type=float, default=1.0, help="largest acceptable accuracy drop in points (default 1)")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=_cmd_advise)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -253,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     me.set_defaults(func=_cmd_measure)
     _add_recipe_commands(sub)
     _add_export_command(sub)
+    _add_advise_command(sub)
     return p
 
 
