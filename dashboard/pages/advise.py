@@ -1,0 +1,69 @@
+"""Advise: which quantization method suits this model, with the measured numbers behind the recommendation."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import sample_models
+from compression_core.advise import advise
+
+st.title("Advise: which quantization method for this model?")
+st.markdown(
+    "The rule of thumb: **recurrent and transformer models** (and plain MLPs) -> **dynamic int8** (weights int8, "
+    "activations quantized per batch, no calibration); **CNNs** -> **static int8** (calibrated, whole conv-BN-ReLU "
+    "regions in integers); a **CNN whose static accuracy drop is too large** -> **quantization-aware training**. "
+    "The advice below is not a table: every candidate is run on the model you pick and measured now "
+    "(test accuracy, serialized size, latency at batch 32 on 1 thread, ratios against fp32 timed in the same run)."
+)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def advice_view(name: str, max_drop: float) -> dict:
+    """The advice as plain data, cached per (model, threshold) for this process (nothing on disk)."""
+    return advise(name, max_drop_pt=max_drop).to_json_dict()
+
+
+c1, c2 = st.columns([1, 1])
+name = c1.selectbox("Model", sample_models.MODEL_NAMES, key="adv_model")
+max_drop = c2.slider("Largest acceptable accuracy drop (points)", 0.0, 5.0, 1.0, step=0.1, key="adv_drop")
+with st.spinner("quantizing and measuring each candidate..."):
+    a = advice_view(name, float(max_drop))
+
+labels = {c["method"]: c["label"] for c in a["candidates"]}
+if a["recommended"] == "none":
+    st.warning(f"**Keep fp32** for {name} ({a['model_type']}): {a['reason']}.")
+else:
+    st.success(f"**{labels[a['recommended']]}** for {name} ({a['model_type']}): {a['reason']}.")
+
+rows = [a["baseline"]] + a["candidates"]
+df = pd.DataFrame([{
+    "method": r["label"], "accuracy %": 100 * r["accuracy"], "drop (points)": r["drop_pt"],
+    "size KB": r["size_bytes"] / 1024, "size x fp32": r["size_ratio"], "latency ms (b32)": r["latency_ms"],
+    "latency x fp32": r["latency_ratio"], "within threshold": r["within_threshold"],
+    "recommended": r["method"] == a["recommended"],
+} for r in rows])
+st.dataframe(df, hide_index=True, width="stretch", column_config={
+    "accuracy %": st.column_config.NumberColumn(format="%.2f"), "drop (points)": st.column_config.NumberColumn(format="%+.2f"),
+    "size KB": st.column_config.NumberColumn(format="%.1f"), "size x fp32": st.column_config.NumberColumn(format="%.3f"),
+    "latency ms (b32)": st.column_config.NumberColumn(format="%.3f"),
+    "latency x fp32": st.column_config.NumberColumn(format="%.2f")})
+
+fig = go.Figure()
+names = [r["label"] for r in rows]
+colors = ["#2ca02c" if r["method"] == a["recommended"] else ("#7f7f7f" if r["method"] == "fp32" else "#1f77b4")
+          for r in rows]
+fig.add_bar(name="size x fp32", x=names, y=[r["size_ratio"] for r in rows], marker_color=colors, offsetgroup=0)
+fig.add_bar(name="latency x fp32 (batch 32, 1 thread)", x=names, y=[r["latency_ratio"] for r in rows],
+            marker_color=colors, marker_pattern_shape="/", offsetgroup=1)
+fig.add_scatter(name="accuracy drop (points)", x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
+                mode="markers+lines", marker=dict(size=11, color="#d62728"), line=dict(color="#d62728"))
+fig.add_hline(y=a["max_drop_pt"], line_dash="dot", line_color="#d62728", yref="y2",
+              annotation_text=f"threshold {a['max_drop_pt']:g} pt")
+fig.update_layout(title=f"Measured candidates for {name} (green = recommended)", barmode="group",
+                  yaxis=dict(title="ratio vs fp32 (lower is better)"),
+                  yaxis2=dict(title="accuracy drop (points)", overlaying="y", side="right", showgrid=False),
+                  legend=dict(orientation="h", y=-0.2), margin=dict(t=60))
+st.plotly_chart(fig, key="adv_chart")
+st.caption(f"Latency: torch.utils.benchmark median at batch {a['batch_size']}, {a['threads']} thread; the machine "
+           "may be shared, so compare the ratios (timed in the same run), not absolute milliseconds. Size: bytes of "
+           "the saved state_dict. QAT is measured only when static int8 misses the threshold on a CNN.")

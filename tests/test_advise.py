@@ -1,0 +1,100 @@
+"""Method guidance: the recommendation follows the model type and is supported by the model's own measurements;
+the CLI and the dashboard page show it; the Explore page's threshold slider drives per-layer sparsity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import sample_models
+from compression_core.advise import advise, model_type
+from compression_core.cli import main
+
+EXPECTED_TYPE = {"digits-mlp": "mlp", "digits-cnn": "cnn", "digits-vit": "transformer", "digits-lstm": "recurrent",
+                 "mnist-lenet300": "mlp", "mnist-cnn": "cnn"}
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+@pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
+def test_advice_is_supported_by_its_own_measurements(name):
+    a = advise(name, min_run_time=0.02)
+    assert a.model_type == EXPECTED_TYPE[name] == model_type(sample_models.load(name).model)
+    by = {c.method: c for c in a.candidates}
+    assert {"quantize_dynamic", "quantize_static"} <= set(by)
+    for c in a.candidates:  # ratios are computed from the measured numbers, against the same run's fp32
+        assert c.size_ratio == pytest.approx(c.size_bytes / a.baseline.size_bytes)
+        assert c.drop_pt == pytest.approx(100 * (a.baseline.accuracy - c.accuracy))
+        assert c.latency_ms > 0 and c.within_threshold == (c.drop_pt <= a.max_drop_pt)
+    if a.recommended != "none":
+        assert by[a.recommended].drop_pt <= a.max_drop_pt
+        assert by[a.recommended].size_ratio < 1.0 or a.recommended == "quantize_static"
+    else:
+        assert not any(c.within_threshold for c in a.candidates)
+    if a.model_type in ("recurrent", "transformer", "mlp") and by["quantize_dynamic"].within_threshold:
+        assert a.recommended == "quantize_dynamic"
+    if a.model_type == "cnn":
+        static = by["quantize_static"]
+        assert (a.recommended == "quantize_static") == static.within_threshold
+        if not static.within_threshold:
+            assert "quantize_qat" in by
+
+
+def test_a_cnn_whose_static_drop_is_too_large_gets_qat_when_qat_meets_the_threshold():
+    # a threshold just below the measured static drop forces the QAT branch; its own numbers decide the answer
+    first = advise("digits-cnn", min_run_time=0.02)
+    drop = first.candidate("quantize_static").drop_pt
+    if drop <= 0:
+        pytest.skip(f"static int8 lost nothing on this machine ({drop:+.2f} pt): no threshold below it")
+    a = advise("digits-cnn", max_drop_pt=max(drop - 0.01, 0.0), min_run_time=0.02)
+    qat = a.candidate("quantize_qat")
+    assert qat is not None and a.recommended != "quantize_static"
+    assert (a.recommended == "quantize_qat") == qat.within_threshold
+
+
+def test_cli_advise_json_and_errors(capsys):
+    assert main(["advise", "--model", "digits-lstm", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_type"] == "recurrent" and out["recommended"] == "quantize_dynamic"
+    assert main(["advise", "--model", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: model: unknown 'nope'")
+
+
+def test_advise_page_shows_the_advice_and_the_chart():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/advise.py").run()
+    assert not at.exception
+    at.selectbox(key="adv_model").set_value("digits-lstm").run()
+    assert not at.exception and not at.error
+    assert "dynamic int8" in at.success[0].value
+    assert len(at.get("plotly_chart")) == 1 and len(at.dataframe) == 1
+
+
+def _layer_sparsity(at: AppTest) -> dict[str, float]:
+    """Per-layer sparsity (%) bars of the Explore page's layer chart, by layer name."""
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if "Per-layer sparsity" in json.dumps(spec["layout"].get("title", "")):
+            bars = spec["data"][0]
+            return dict(zip(bars["x"], bars["y"]))
+    raise AssertionError("no per-layer sparsity chart on the page")
+
+
+def test_explore_threshold_slider_drives_per_layer_sparsity():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.radio(key="x_prune_digits-cnn").set_value("threshold (|w| below a value)").run()
+    sm = sample_models.load("digits-cnn")
+    for t in (0.02, 0.1):
+        at.slider(key="x_threshold").set_value(t).run()
+        assert not at.exception and not at.error
+        shown = _layer_sparsity(at)
+        for layer in ("conv1", "conv2", "fc1"):  # the classifier fc2 is left alone by default
+            w = sm.model.get_submodule(layer).weight
+            b = sm.model.get_submodule(layer).bias
+            expected = 100 * int((w.abs() < t).sum()) / (w.numel() + b.numel())
+            assert shown[layer] == pytest.approx(expected, abs=1e-3), (t, layer)  # the chart rounds
+        assert shown["fc2"] == pytest.approx(0.0)
