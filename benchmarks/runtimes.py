@@ -33,6 +33,7 @@ def _summary(m: dict) -> str:
     for rt, b in f["per_runtime"].items():
         verdict = "yes" if b["at_least_fp32_speed"] else "NO"
         parts.append(f"{rt}: best {b['path']} {b['speedup_b32']:.2f}x fp32 -> at least as fast: {verdict}")
+    parts.append(f"goal (int8 >= fp32 speed in its runtime, batch 32) met: {'yes' if f['goal_met'] else 'NO'}")
     return "; ".join(parts)
 
 
