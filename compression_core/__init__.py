@@ -77,3 +77,10 @@ __all__ += [
     "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict", "ort_quantize",
     "runtime_comparison", "save_onnx", "to_onnx", "why_runtime_matters",
 ]
+from .sensitivity import HeadImportance, LayerCurve, Sensitivity, sample_sensitivity, sensitivity
+from .budget import BudgetFit, FitBudgetConfig, budget_config, explicit_recipe, fit_budget, fitted_recipe
+
+__all__ += [
+    "BudgetFit", "FitBudgetConfig", "HeadImportance", "LayerCurve", "Sensitivity", "budget_config", "explicit_recipe",
+    "fit_budget", "fitted_recipe", "sample_sensitivity", "sensitivity",
+]

@@ -252,6 +252,37 @@ def _add_advise_command(sub) -> None:
     a.set_defaults(func=_cmd_advise)
 
 
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from .sensitivity import sample_sensitivity
+
+    res = sample_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
+    if args.json:
+        print(json.dumps(res.to_json_dict(), indent=2))
+        return 0
+    unit = "sparsity" if args.technique == "prune" else "bits"
+    levels = [p[0] for p in res.layers[0].points]
+    head = [f"{v * 100:.0f}%" if unit == "sparsity" else f"{v}b" for v in levels]
+    print(f"{res.model}: calibration accuracy ({res.samples} samples) with ONE layer at each {unit}; baseline "
+          f"{res.baseline_accuracy * 100:.2f} %; classifier {'included' if res.include_classifier else 'left alone'}; "
+          f"{res.seconds:.2f} s")
+    print(f"{'layer':<22}" + "".join(f"{h:>7}" for h in head))
+    for c in res.layers:
+        print(f"{c.name:<22}" + "".join(f"{a * 100:>7.1f}" for _, a in c.points))
+    for h in res.heads or []:
+        print(f"head {h.layer}[{h.head}] removed: {h.accuracy * 100:.1f} % ({h.accuracy_drop * 100:+.1f} points drop)")
+    return 0
+
+
+def _add_sensitivity_command(sub) -> None:
+    s = sub.add_parser("sensitivity", help="per-layer accuracy when one layer alone is pruned / quantized")
+    s.add_argument("--model", required=True, help="sample model name (see `models`)")
+    s.add_argument("--technique", choices=["prune", "quantize"], default="prune",
+                   help="prune: sparsity 0..95%% (magnitude); quantize: 8..2 bits (simulated)")
+    s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_cmd_sensitivity)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -272,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_commands(sub)
     _add_export_command(sub)
     _add_advise_command(sub)
+    _add_sensitivity_command(sub)
     return p
 
 

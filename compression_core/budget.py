@@ -1,0 +1,376 @@
+"""Budget fitting: per-layer sparsity (or bits) picked from the sensitivity curves to meet a size or accuracy target.
+
+Why: a uniform setting over-compresses fragile layers and under-compresses robust ones; spending the budget where
+the curves say it is cheapest keeps more accuracy at the same file size (Distiller's sensitivity-driven schedules;
+He et al. 2018 "AMC" for the per-layer idea).
+
+Greedy on the convex hull of each layer's curve: repeatedly take the move (one layer to any higher level) with the
+least predicted accuracy loss per byte saved, where a layer's predicted loss is the monotone envelope of its
+single-layer drop on the calibration split. The result is then checked for real (the real file size, the real joint
+calibration accuracy) and corrected (more moves if the file is still too big, moves undone if the joint drop is
+too large), so a fit always meets its budget.
+
+Sizes: pruning counts the sparse-encoded file (``compression_core.sparse.sparse_size_bytes``: dense, bitmask or CSR
+per tensor, whichever is smallest); quantize uses simulated (fake-quant) bits and counts the THEORETICAL size
+(bits x params / 8 summed over every layer, as ``measure``'s ``theoretical_size_bytes``), not a real packed file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from torch import nn
+
+from .errors import CompressionError
+from .measure import layer_stats
+from .prune.common import classifier_name, fold_masks
+from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
+from .quantize.fakequant import FakeQuantConfig
+from .sensitivity import Evaluator, PRUNE_LEVELS, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
+from .sparse import sparse_size_bytes
+from .technique import StepConfig, StepContext, apply_step, clone_model, register
+from .quantize._common import fake_quantize_weight
+
+FLOAT_BITS = 32
+
+
+class FitBudgetConfig(StepConfig):
+    """Fit per-layer sparsity (``technique="prune"``) or bits (``"quantize"``) to ONE target: the file at most
+    ``max_size_bytes`` (sparse-encoded for prune, theoretical for quantize) or at most ``max_accuracy_drop``
+    percentage points lost on the calibration split. The classifier is left alone unless ``include_classifier``."""
+
+    kind: Literal["fit_budget"] = "fit_budget"
+    technique: Literal["prune", "quantize"] = "prune"
+    max_size_bytes: int | None = Field(default=None, gt=0, description="file size target in bytes")
+    max_accuracy_drop: float | None = Field(default=None, ge=0, le=100,
+                                            description="calibration accuracy drop target in percentage points")
+    targets: list[str] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    include_classifier: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.max_size_bytes is None) == (self.max_accuracy_drop is None):
+            raise ValueError("max_size_bytes / max_accuracy_drop: give exactly one budget target")
+        return self
+
+
+def budget_config(spec: FitBudgetConfig | dict | None = None, **fields) -> FitBudgetConfig:
+    """A FitBudgetConfig from a config, a dict or keyword fields; bad fields are a one-line CompressionError."""
+    if isinstance(spec, FitBudgetConfig) and not fields:
+        return spec
+    data = {**(spec.model_dump() if isinstance(spec, FitBudgetConfig) else (spec or {})), **fields}
+    try:
+        return FitBudgetConfig(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "fit_budget"
+        msg = str(err.get("ctx", {}).get("error", err["msg"])).removeprefix("Value error, ")
+        if err["type"] == "value_error":
+            raise CompressionError(msg) from None
+        raise CompressionError(f"{field}: {msg}, got {err.get('input')!r}") from None
+
+
+class BudgetFit(BaseModel):
+    """What a fit chose and what it measured (calibration split; size as the file the technique would ship)."""
+
+    technique: Literal["prune", "quantize"]
+    target: dict
+    choice: dict[str, float]  # layer -> sparsity fraction (prune) or bits (quantize; 32 = left float)
+    include_classifier: bool
+    baseline_accuracy: float  # calibration
+    accuracy: float  # calibration, all layers compressed together
+    predicted_drop_points: float  # from the single-layer curves, summed
+    baseline_size_bytes: int
+    size_bytes: int
+    size_kind: Literal["sparse", "theoretical"]
+    min_size_bytes: int
+
+    def step(self) -> StepConfig | None:
+        """The explicit per-layer step this fit resolves to (a normal prune_unstructured / fake_quant step); None
+        when a quantize fit keeps every layer float (the budget needs no compression)."""
+        return explicit_step(self.technique, self.choice, self.include_classifier)
+
+
+def explicit_step(technique: str, choice: dict[str, float], include_classifier: bool) -> StepConfig | None:
+    """Per-layer overrides as a normal step: every chosen layer is listed (0 sparsity too, so replayed bundles get
+    the same masks); for quantize only the layers given fewer than 32 bits are targeted."""
+    if technique == "prune":
+        return UnstructuredPruneConfig(amount=0.0, scope="layer", targets=list(choice), include_classifier=include_classifier,
+                                       overrides={k: float(v) for k, v in choice.items()})
+    quant = {k: int(v) for k, v in choice.items() if v < FLOAT_BITS}
+    if not quant:
+        return None
+    return FakeQuantConfig(bits=max(quant.values()), targets=tuple(quant), include_classifier=include_classifier,
+                           overrides=quant)
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+def _losses(points: list[tuple[float, float]], base: float) -> list[float]:
+    """Predicted loss in points per level: the monotone envelope of the single-layer drop (never negative)."""
+    out, worst = [], 0.0
+    for _, acc in points:
+        worst = max(worst, (base - acc) * 100)
+        out.append(worst)
+    return out
+
+
+class _Fitter:
+    """The working copy, its options per layer (level, predicted loss, bytes) and the real checks."""
+
+    def __init__(self, model: nn.Module, data, cfg: FitBudgetConfig, info, curves: Sensitivity | None) -> None:
+        self.cfg, self.data = cfg, data
+        self.work = fold_masks(clone_model(model)).eval()
+        ctx = StepContext(data=data, info=info)
+        self.classifier = classifier_name(self.work, ctx)
+        if curves is None or curves.technique != cfg.technique:
+            curves = sensitivity(self.work, data, cfg.technique, info=info, targets=cfg.targets, ignore=cfg.ignore,
+                                 include_classifier=cfg.include_classifier, heads=False)
+        self.curves = curves
+        self.base = curves.baseline_accuracy
+        self.names = [c.name for c in curves.layers]
+        self.ev = Evaluator(self.work, data.calib.x, data.calib.y)
+        self.saved = {n: [t.detach().clone() for t in self._tensors(n)] for n in self.names}
+        self.levels: dict[str, list[float]] = {}
+        self.loss: dict[str, list[float]] = {}
+        self.bytes: dict[str, list[int]] = {}
+        if cfg.technique == "prune":
+            self.kind = "sparse"
+            self.base_size = self._size({})
+            for c in curves.layers:
+                pts = [p for p in c.points if p[0] > 0]
+                self.levels[c.name] = [0.0] + [p[0] for p in pts]
+                self.loss[c.name] = _losses([(0.0, self.base)] + pts, self.base)
+                # bytes of the whole file with this layer alone at each level (the others dense): additive estimate
+                self.bytes[c.name] = [self.base_size] + [self._size({c.name: p[0]}) for p in pts]
+        else:
+            self.kind = "theoretical"
+            rows = {r.name: r for r in layer_stats(self.work)}
+            self.total_bits = sum(r.bits * r.params for r in layer_stats(self.work))
+            self.base_size = self.total_bits // 8
+            for c in curves.layers:
+                r = rows[c.name]
+                pts = sorted(c.points, key=lambda p: -p[0])  # 8 bits first
+                self.levels[c.name] = [float(FLOAT_BITS)] + [p[0] for p in pts]
+                self.loss[c.name] = _losses([(FLOAT_BITS, self.base)] + pts, self.base)
+                self.bytes[c.name] = [self.base_size] + [(self.total_bits - (r.bits - int(b)) * r.params) // 8
+                                                         for b, _ in pts]
+        self.min_size = self.real_size({n: self.levels[n][-1] for n in self.names})
+
+    def _tensors(self, name: str) -> list[torch.Tensor]:
+        m = self.work.get_submodule(name)
+        if isinstance(m, nn.LSTM):
+            return [p for n, p in m.named_parameters(recurse=False) if n.startswith("weight")]
+        return [m.weight]
+
+    @torch.no_grad()
+    def _set(self, choice: dict[str, float]) -> None:
+        """Put the working copy in the state ``choice`` describes (unlisted layers restored)."""
+        for n in self.names:
+            level = choice.get(n)
+            for t, orig in zip(self._tensors(n), self.saved[n]):
+                if level is None or (self.cfg.technique == "prune" and level == 0) or level >= FLOAT_BITS:
+                    t.copy_(orig)
+                elif self.cfg.technique == "prune":
+                    t.copy_(orig * prune_mask(orig, level))
+                else:
+                    t.copy_(fake_quantize_weight(orig.float(), int(level), per_channel=True)[0])
+
+    def _size(self, choice: dict[str, float]) -> int:
+        self._set(choice)
+        try:
+            return sparse_size_bytes(self.work)
+        finally:
+            self._set({})
+
+    def real_size(self, choice: dict[str, float]) -> int:
+        if self.cfg.technique == "prune":
+            return self._size(choice)
+        bits = self.total_bits
+        rows = {r.name: r for r in layer_stats(self.work)}
+        for n, b in choice.items():
+            if b < FLOAT_BITS:
+                bits -= (rows[n].bits - int(b)) * rows[n].params
+        return bits // 8
+
+    def real_accuracy(self, choice: dict[str, float]) -> float:
+        self._set(choice)
+        try:
+            return self.ev.accuracy()
+        finally:
+            self._set({})
+
+    def predicted(self, idx: dict[str, int]) -> tuple[int, float]:
+        size = self.base_size + sum(self.bytes[n][i] - self.base_size for n, i in idx.items())
+        return size, sum(self.loss[n][i] for n, i in idx.items())
+
+    def moves(self, idx: dict[str, int]):
+        """(d_loss, d_bytes saved, layer, new index) of every move of one layer to a higher level."""
+        for n in self.names:
+            i = idx[n]
+            for j in range(i + 1, len(self.levels[n])):
+                saved = self.bytes[n][i] - self.bytes[n][j]
+                if saved > 0:
+                    yield self.loss[n][j] - self.loss[n][i], saved, n, j
+
+    def choice(self, idx: dict[str, int]) -> dict[str, float]:
+        return {n: self.levels[n][i] for n, i in idx.items()}
+
+
+def _greedy_step(f: _Fitter, idx: dict[str, int], need: int | None, allowance: float | None):
+    """The next move: the least loss per byte saved (a move that alone reaches ``need`` bytes and costs no more
+    than the greedy move is preferred); under an accuracy allowance, only moves that fit in it."""
+    cands = list(f.moves(idx))
+    if allowance is not None:
+        cands = [c for c in cands if c[0] <= allowance + 1e-9]
+    if not cands:
+        return None
+    best = min(cands, key=lambda c: (c[0] / c[1], -c[1]))
+    if need is not None:
+        finishing = [c for c in cands if c[1] >= need]
+        if finishing:
+            cheap = min(finishing, key=lambda c: (c[0], c[1]))
+            if cheap[0] <= best[0]:
+                return cheap
+    return best
+
+
+def _relax(f: _Fitter, idx: dict[str, int], budget: int) -> None:
+    """Spend what the greedy left of the size budget (its last move may overshoot on coarse levels): repeatedly
+    move a layer back to a lower level, or trade one layer down and another up, where the predicted loss falls
+    most and the real file still fits."""
+    for _ in range(200):
+        _, loss_now = f.predicted(idx)
+        best = None
+        for n in f.names:
+            for j in range(idx[n]):  # n relaxed to level j
+                trial = {**idx, n: j}
+                gain = loss_now - f.predicted(trial)[1]
+                if gain > 1e-9:
+                    cands = [trial] + [{**trial, m: k} for m in f.names if m != n
+                                       for k in range(idx[m] + 1, len(f.levels[m]))]
+                    for c in cands:
+                        size, loss = f.predicted(c)
+                        g = loss_now - loss
+                        if size <= budget and g > 1e-9 and (best is None or g > best[0]):
+                            best = (g, c)
+        if best is None:
+            return
+        if f.real_size(f.choice(best[1])) > budget:
+            return  # the estimate was optimistic here: keep what is known to fit
+        idx.update(best[1])
+
+
+def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict, info=None,
+               curves: Sensitivity | None = None) -> BudgetFit:
+    """Pick per-layer sparsity/bits for ``cfg``'s target from the sensitivity curves (computed on ``data.calib``
+    unless ``curves`` are given) and check the result for real. The input model is never modified."""
+    cfg = budget_config(cfg)
+    if data is None or getattr(data, "calib", None) is None:
+        raise CompressionError("data: fit_budget needs the sample model's calibration split (data.calib)")
+    f = _Fitter(model, data, cfg, info, curves)
+    idx = {n: 0 for n in f.names}
+    what = "sparse-encoded" if cfg.technique == "prune" else "theoretical (simulated bits x params)"
+    if cfg.max_size_bytes is not None:
+        budget = cfg.max_size_bytes
+        if budget < f.min_size:
+            top = "95 % sparsity" if cfg.technique == "prune" else f"{min(QUANT_LEVELS)} bits"
+            raise CompressionError(f"max_size_bytes: {budget} is smaller than the smallest reachable {what} size "
+                                   f"{f.min_size} bytes (every selected layer at {top}); allowed: >= {f.min_size}")
+        target = budget
+        for _ in range(1000):
+            while f.predicted(idx)[0] > target:
+                move = _greedy_step(f, idx, f.predicted(idx)[0] - target, None)
+                if move is None:
+                    break
+                idx[move[2]] = move[3]
+            real = f.real_size(f.choice(idx))
+            if real <= budget:
+                break
+            target = f.predicted(idx)[0] - (real - budget)  # the estimate was short by this much: ask for more
+            if all(i == len(f.levels[n]) - 1 for n, i in idx.items()):
+                break
+        _relax(f, idx, budget)
+    else:
+        allowance = cfg.max_accuracy_drop
+        history = []
+        while True:
+            move = _greedy_step(f, idx, None, allowance - f.predicted(idx)[1])
+            if move is None:
+                break
+            history.append((move[2], idx[move[2]]))
+            idx[move[2]] = move[3]
+        while history and (f.base - f.real_accuracy(f.choice(idx))) * 100 > allowance + 1e-9:
+            n, old = history.pop()  # the joint drop is larger than the curves predicted: undo the latest move
+            idx[n] = old
+    choice = f.choice(idx)
+    size = f.real_size(choice)
+    if cfg.max_size_bytes is not None and size > cfg.max_size_bytes:  # pragma: no cover - min_size was checked
+        raise CompressionError(f"max_size_bytes: could not reach {cfg.max_size_bytes} bytes (got {size})")
+    target = ({"max_size_bytes": cfg.max_size_bytes} if cfg.max_size_bytes is not None
+              else {"max_accuracy_drop": cfg.max_accuracy_drop})
+    return BudgetFit(technique=cfg.technique, target=target, choice=choice, include_classifier=cfg.include_classifier,
+                     baseline_accuracy=f.base, accuracy=f.real_accuracy(choice),
+                     predicted_drop_points=round(f.predicted(idx)[1], 6), baseline_size_bytes=f.base_size,
+                     size_bytes=size, size_kind=f.kind, min_size_bytes=f.min_size)
+
+
+@register(FitBudgetConfig)
+def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -> nn.Module:
+    """Fit, then apply the explicit per-layer step. In replay (bundle reload) pruning only rebuilds the masks of
+    every selected layer (the saved state_dict brings the values); quantize refits on the calibration split."""
+    if ctx.replay and cfg.technique == "prune":
+        chosen = UnstructuredPruneConfig(targets=cfg.targets, ignore=cfg.ignore, include_classifier=cfg.include_classifier)
+        from .prune.unstructured import select_layers
+
+        names = select_layers(model, chosen, ctx)
+        return prune_unstructured(model, explicit_step("prune", {n: 0.0 for n in names}, cfg.include_classifier), ctx)
+    ctx.report(0.0, "sensitivity sweep on the calibration split")
+    fit = fit_budget(model, ctx.data, cfg, info=ctx.info)
+    ctx.report(0.8, f"fitted: {fit.size_bytes} bytes ({fit.size_kind}), calib accuracy {fit.accuracy:.4f}")
+    step = fit.step()
+    return model if step is None else apply_step(model, step, ctx)
+
+
+def explicit_recipe(recipe, progress=None):
+    """The recipe with every ``fit_budget`` step replaced by the explicit per-layer step it resolves to (so it can
+    be exported and re-applied without refitting). Steps before a fit are applied to find the model it sees."""
+    import sample_models
+
+    from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
+
+    recipe = load_recipe(recipe)
+    data = recipe_to_dict(recipe)
+    sm = sample_models.load(recipe.model)
+    steps = list(recipe.steps)
+    for i, cfg in enumerate(steps):
+        if not isinstance(cfg, FitBudgetConfig):
+            continue
+        before = {**data, "steps": data["steps"][:i]}
+        model = (apply_recipe(before, with_latency=False, measure_before=False, measure_after=False).model
+                 if i else sm.model)
+        try:
+            fit = fit_budget(model, sm.data, cfg, info=sm.info)
+            step = fit.step()
+        except CompressionError as e:
+            raise CompressionError(f"steps[{i}].{e}") from None
+        data["steps"][i] = step.model_dump(mode="json") if step is not None else None
+        if progress is not None:
+            progress((i + 1) / len(steps), f"step {i}: fitted")
+    data["steps"] = [s for s in data["steps"] if s is not None]
+    return recipe_class().model_validate(data)
+
+
+def fitted_recipe(model_name: str, fit: BudgetFit, seed: int = 0):
+    """A one-step explicit recipe for a fit on a sample model (what the dashboard exports)."""
+    from .recipe import recipe_class
+
+    step = fit.step()
+    return recipe_class().model_validate({"version": 1, "model": model_name, "seed": seed,
+                                          "steps": [step.model_dump(mode="json")] if step is not None else []})
+
+
+__all__ = ["BudgetFit", "FitBudgetConfig", "budget_config", "explicit_recipe", "explicit_step", "fit_budget",
+           "fitted_recipe"]
