@@ -45,7 +45,7 @@ class LayerCurve(BaseModel):
     name: str
     type: str
     params: int  # weights the technique acts on (the weight tensor(s), not the bias)
-    points: list[tuple[float, float]]
+    points: list[tuple[int | float, float]]  # bits stay ints
 
 
 class HeadImportance(BaseModel):
@@ -94,26 +94,23 @@ class Evaluator:
         self.model, self.x, self.y = model, x, y
         self.children = list(model.children()) if isinstance(model, nn.Sequential) else None
         self.names = [n for n, _ in model.named_children()] if self.children is not None else []
-        self._inputs: list[torch.Tensor] | None = None
-
-    def _prefix_inputs(self) -> list[torch.Tensor]:
-        if self._inputs is None:
+        self._inputs: list[torch.Tensor] = []
+        if self.children is not None:  # cached NOW, from the unchanged weights
             with torch.no_grad():
-                h, inputs = self.x, []
-                for m in self.children:  # type: ignore[union-attr]
-                    inputs.append(h)  # the input of child i, (B, ...)
+                h = x
+                for m in self.children:
+                    self._inputs.append(h)  # the input of child i, (B, ...)
                     h = m(h)
-            self._inputs = inputs
-        return self._inputs
 
     @torch.no_grad()
     def accuracy(self, changed: str | None = None) -> float:
-        """Accuracy with the current weights; ``changed`` names the only layer altered since the cache was built."""
+        """Accuracy with the current weights; ``changed`` names the only layer altered since construction (the
+        cached inputs of the layers before it are reused)."""
         if self.children is None or changed is None:
             out = self.model(self.x)  # (B, classes)
         else:
             i = self.names.index(changed.split(".")[0])
-            out = self._prefix_inputs()[i]
+            out = self._inputs[i]
             for m in self.children[i:]:
                 out = m(out)  # the suffix only
         return int((out.argmax(1) == self.y).sum()) / len(self.y)

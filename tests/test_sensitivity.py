@@ -1,0 +1,109 @@
+"""Sensitivity sweeps: exact baseline at 0 %, agreement with the prune/quantize families (oracles), speed, CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import sample_models
+from compression_core import CompressionError, accuracy, prune, quantize
+from compression_core.cli import main
+from compression_core.prune import UnstructuredPruneConfig
+from compression_core.quantize import FakeQuantConfig
+from compression_core.sensitivity import PRUNE_LEVELS, QUANT_LEVELS, sensitivity
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return sample_models.load("digits-cnn")
+
+
+@pytest.fixture(scope="module")
+def cnn_prune(cnn):
+    return sensitivity(cnn.model, cnn.data, "prune", info=cnn.info, name="digits-cnn")
+
+
+def _calib_acc(sm, model):
+    return accuracy(model, sm.data.calib.x, sm.data.calib.y)
+
+
+def test_zero_sparsity_is_exactly_the_baseline(cnn, cnn_prune):
+    assert cnn_prune.baseline_accuracy == _calib_acc(cnn, cnn.model)
+    for c in cnn_prune.layers:
+        assert c.points[0] == (0.0, cnn_prune.baseline_accuracy)  # exact, not approximate
+    assert [c.name for c in cnn_prune.layers] == ["conv1", "conv2", "fc1"]  # classifier fc2 left alone
+    assert [p[0] for p in cnn_prune.layers[0].points] == list(PRUNE_LEVELS)
+
+
+def test_lenet300_zero_point_exact_and_sweep_fast():
+    sm = sample_models.load("mnist-lenet300")
+    t0 = time.perf_counter()
+    res = sensitivity(sm.model, sm.data, "prune", info=sm.info)
+    assert time.perf_counter() - t0 <= 10.0  # the issue's budget for a full sweep
+    assert all(c.points[0][1] == res.baseline_accuracy == _calib_acc(sm, sm.model) for c in res.layers)
+    assert res.layers[0].points[-1][1] < res.baseline_accuracy  # 95 % of fc1 costs accuracy
+
+
+def test_points_match_the_prune_family(cnn, cnn_prune):
+    """Oracle: each point equals pruning that layer alone with prune(UnstructuredPruneConfig) and measuring."""
+    for c in cnn_prune.layers:
+        for level, acc in c.points[1::3]:
+            pruned = prune(cnn.model, UnstructuredPruneConfig(targets=[c.name], amount=level), cnn)
+            assert acc == _calib_acc(cnn, pruned), (c.name, level)
+
+
+def test_points_match_the_quantize_family(cnn):
+    res = sensitivity(cnn.model, cnn.data, "quantize", info=cnn.info)
+    assert [p[0] for p in res.layers[0].points] == list(QUANT_LEVELS)
+    for c in res.layers:
+        for bits, acc in c.points[::3]:
+            q = quantize(cnn.model, FakeQuantConfig(targets=(c.name,), bits=bits), cnn.data, cnn.info)
+            assert acc == _calib_acc(cnn, q), (c.name, bits)
+
+
+def test_input_model_unchanged(cnn):
+    before = {k: v.clone() for k, v in cnn.model.state_dict().items()}
+    sensitivity(cnn.model, cnn.data, "prune", info=cnn.info, levels=[0.5, 0.9])
+    after = cnn.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_classifier_included_on_request(cnn):
+    res = sensitivity(cnn.model, cnn.data, "prune", info=cnn.info, include_classifier=True, levels=[0.5])
+    assert [c.name for c in res.layers][-1] == "fc2"
+
+
+def test_vit_head_importance():
+    sm = sample_models.load("digits-vit")
+    res = sensitivity(sm.model, sm.data, "prune", info=sm.info, levels=[0.0], targets=["blocks.1.mlp.fc1"])
+    assert res.layers[0].points[0][1] == res.baseline_accuracy
+    assert res.heads is not None and len(res.heads) == 8  # 2 blocks x 4 heads
+    assert any(h.accuracy_drop > 0 for h in res.heads)
+    for h in res.heads:
+        assert abs(h.accuracy + h.accuracy_drop - res.baseline_accuracy) < 1e-9
+
+
+def test_bad_arguments_are_one_line_errors(cnn):
+    for kw, field in [({"technique": "distill"}, "technique"), ({"levels": [1.5]}, "levels"),
+                      ({"targets": ["nope"]}, "targets")]:
+        with pytest.raises(CompressionError, match=f"^{field}") as e:
+            sensitivity(cnn.model, cnn.data, info=cnn.info, **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CompressionError, match="^levels"):
+        sensitivity(cnn.model, cnn.data, "quantize", info=cnn.info, levels=[1])
+
+
+def test_cli_json(capsys):
+    assert main(["sensitivity", "--model", "digits-mlp", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "digits-mlp" and out["technique"] == "prune"
+    assert {"baseline_accuracy", "layers"} <= set(out)
+    assert [layer["name"] for layer in out["layers"]] == ["fc1", "fc2"]
+    assert out["layers"][0]["points"][0] == [0.0, out["baseline_accuracy"]]
+    assert main(["sensitivity", "--model", "digits-mlp", "--technique", "quantize"]) == 0
+    assert "8b" in capsys.readouterr().out
+    assert main(["sensitivity", "--model", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: model:")
