@@ -34,6 +34,7 @@ from .technique import StepConfig, StepContext, apply_step, clone_model, registe
 from .quantize._common import fake_quantize_weight
 
 FLOAT_BITS = 32
+FIT_PRUNE_LEVELS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(20))  # 0, 0.05, .., 0.95
 
 
 class FitBudgetConfig(StepConfig):
@@ -109,30 +110,35 @@ def explicit_step(technique: str, choice: dict[str, float], include_classifier: 
 
 # ------------------------------------------------------------------------------------------------ fitting
 def _losses(points: list[tuple[float, float]], base: float) -> list[float]:
-    """Predicted loss in points per level: the monotone envelope of the single-layer drop (never negative)."""
-    out, worst = [], 0.0
-    for _, acc in points:
-        worst = max(worst, (base - acc) * 100)
-        out.append(worst)
-    return out
+    """Predicted loss in points per level, from the single-layer drop: never negative and made non-decreasing
+    with the level by taking, at each level, the smallest drop at that level or beyond (a dip in the middle of a
+    curve that later levels do not show is calibration noise, not a real cost)."""
+    drops = [max(0.0, (base - acc) * 100) for _, acc in points]
+    out, low = [], float("inf")
+    for d in reversed(drops):
+        low = min(low, d)
+        out.append(low)
+    return out[::-1]
 
 
 class _Fitter:
     """The working copy, its options per layer (level, predicted loss, bytes) and the real checks."""
 
     def __init__(self, model: nn.Module, data, cfg: FitBudgetConfig, info, curves: Sensitivity | None) -> None:
-        self.cfg, self.data = cfg, data
+        self.cfg, self.data, self.model = cfg, data, model
         self.work = fold_masks(clone_model(model)).eval()
-        ctx = StepContext(data=data, info=info)
+        self.ctx = ctx = StepContext(data=data, info=info)
         self.classifier = classifier_name(self.work, ctx)
         if curves is None or curves.technique != cfg.technique:
+            levels = FIT_PRUNE_LEVELS if cfg.technique == "prune" else None  # finer than the 10 % display grid
             curves = sensitivity(self.work, data, cfg.technique, info=info, targets=cfg.targets, ignore=cfg.ignore,
-                                 include_classifier=cfg.include_classifier, heads=False)
+                                 include_classifier=cfg.include_classifier, heads=False, levels=levels)
         self.curves = curves
         self.base = curves.baseline_accuracy
         self.names = [c.name for c in curves.layers]
         self.ev = Evaluator(self.work, data.calib.x, data.calib.y)
         self.saved = {n: [t.detach().clone() for t in self._tensors(n)] for n in self.names}
+        self._cache: dict[tuple[str, float], list[torch.Tensor]] = {}  # (layer, level) -> compressed weights
         self.levels: dict[str, list[float]] = {}
         self.loss: dict[str, list[float]] = {}
         self.bytes: dict[str, list[int]] = {}
@@ -170,13 +176,19 @@ class _Fitter:
         """Put the working copy in the state ``choice`` describes (unlisted layers restored)."""
         for n in self.names:
             level = choice.get(n)
-            for t, orig in zip(self._tensors(n), self.saved[n]):
-                if level is None or (self.cfg.technique == "prune" and level == 0) or level >= FLOAT_BITS:
-                    t.copy_(orig)
-                elif self.cfg.technique == "prune":
-                    t.copy_(orig * prune_mask(orig, level))
-                else:
-                    t.copy_(fake_quantize_weight(orig.float(), int(level), per_channel=True)[0])
+            if level is None or (self.cfg.technique == "prune" and level == 0) or level >= FLOAT_BITS:
+                new = self.saved[n]
+            else:
+                new = self._cache.get((n, level))
+                if new is None:
+                    if self.cfg.technique == "prune":
+                        new = [orig * prune_mask(orig, level) for orig in self.saved[n]]
+                    else:
+                        new = [fake_quantize_weight(orig.float(), int(level), per_channel=True)[0]
+                               for orig in self.saved[n]]
+                    self._cache[(n, level)] = new
+            for t, w in zip(self._tensors(n), new):
+                t.copy_(w)
 
     def _size(self, choice: dict[str, float]) -> int:
         self._set(choice)
@@ -186,8 +198,11 @@ class _Fitter:
             self._set({})
 
     def real_size(self, choice: dict[str, float]) -> int:
+        """The size of exactly what the explicit step produces (prune: the step applied to the input model, then
+        sparse-encoded; quantize: the theoretical size measure reports)."""
         if self.cfg.technique == "prune":
-            return self._size(choice)
+            step = explicit_step("prune", choice, self.cfg.include_classifier)
+            return sparse_size_bytes(apply_step(self.model, step, self.ctx))
         bits = self.total_bits
         rows = {r.name: r for r in layer_stats(self.work)}
         for n, b in choice.items():
@@ -238,29 +253,29 @@ def _greedy_step(f: _Fitter, idx: dict[str, int], need: int | None, allowance: f
 
 
 def _relax(f: _Fitter, idx: dict[str, int], budget: int) -> None:
-    """Spend what the greedy left of the size budget (its last move may overshoot on coarse levels): repeatedly
-    move a layer back to a lower level, or trade one layer down and another up, where the predicted loss falls
-    most and the real file still fits."""
-    for _ in range(200):
-        _, loss_now = f.predicted(idx)
+    """Refine with the REAL joint calibration accuracy (the curves assume layers do not interact, and the last
+    greedy move may overshoot on coarse levels): repeatedly take the best of "move one layer to a lower level"
+    and "move one layer down and another up" whose predicted file fits the budget, if all layers compressed
+    together classify more calibration samples correctly; stop when nothing improves (local optimum)."""
+    current = f.real_accuracy(f.choice(idx))
+    for _ in range(50):
         best = None
         for n in f.names:
-            for j in range(idx[n]):  # n relaxed to level j
+            for j in range(idx[n]):  # n relaxed to level j, alone or with one other layer compressed more
                 trial = {**idx, n: j}
-                gain = loss_now - f.predicted(trial)[1]
-                if gain > 1e-9:
-                    cands = [trial] + [{**trial, m: k} for m in f.names if m != n
-                                       for k in range(idx[m] + 1, len(f.levels[m]))]
-                    for c in cands:
-                        size, loss = f.predicted(c)
-                        g = loss_now - loss
-                        if size <= budget and g > 1e-9 and (best is None or g > best[0]):
-                            best = (g, c)
-        if best is None:
+                cands = [trial] + [{**trial, m: k} for m in f.names if m != n
+                                   for k in range(idx[m] + 1, len(f.levels[m]))]
+                for c in cands:
+                    if f.predicted(c)[0] > budget:
+                        continue
+                    acc = f.real_accuracy(f.choice(c))
+                    key = (acc, -f.predicted(c)[1])
+                    if acc > current and (best is None or key > best[0]):
+                        best = (key, c)
+        if best is None or f.real_size(f.choice(best[1])) > budget:
             return
-        if f.real_size(f.choice(best[1])) > budget:
-            return  # the estimate was optimistic here: keep what is known to fit
         idx.update(best[1])
+        current = best[0][0]
 
 
 def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict, info=None,
