@@ -130,6 +130,7 @@ class Session:
         self.mismatches: list[str] = []
         self.checked = 0
         self.first_load: float | None = None
+        self.runs = 0
 
     async def run_script(self, ws) -> tuple[float, dict]:
         from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -139,6 +140,7 @@ class Session:
         back.rerun_script.query_string = ""
         back.rerun_script.widget_states.widgets.extend(self.widgets.values())
         t0 = time.perf_counter()
+        self.runs += 1
         await ws.send(back.SerializeToString())
         elements: dict = {"_metrics": {}, "_ids": {}}
         while True:
@@ -224,6 +226,12 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return vals.get("VmRSS:", 0.0), vals.get("VmHWM:", 0.0)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     import urllib.request
 
@@ -265,8 +273,10 @@ async def _drive(n: int, port: int, duration: float, think: float, expected: dic
     sampler = asyncio.create_task(sample())
     deadline = time.monotonic() + duration
     t0 = time.monotonic()
+    cpu0, own0 = _cpu_s(pid), time.process_time()
     await asyncio.gather(*(s.main(deadline, think, expected) for s in sessions))
     mem["wall_s"] = time.monotonic() - t0
+    mem["server_cpu_s"], mem["driver_cpu_s"] = _cpu_s(pid) - cpu0, time.process_time() - own0
     stop.set()
     await sampler
     return sessions, mem
@@ -322,6 +332,9 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5) -> dict
         "interaction_max_ms": None if not times else round(max(times) * 1000, 1),
         "first_load_p50_ms": None if not loads else round(statistics.median(loads) * 1000, 1),
         "first_load_max_ms": None if not loads else round(max(loads) * 1000, 1),
+        "script_runs": sum(s.runs for s in clients),
+        "server_cpu_s": round(mem["server_cpu_s"], 1), "driver_cpu_s": round(mem["driver_cpu_s"], 1),
+        "server_cpu_ms_per_run": round(1000 * mem["server_cpu_s"] / max(1, sum(s.runs for s in clients)), 1),
         "throughput_per_s": round(len(times) / mem["wall_s"], 2) if mem["wall_s"] else None,
         "server_rss_idle_mb": round(rss_idle, 1), "server_rss_end_mb": round(rss_end, 1),
         "server_rss_peak_mb": round(max([rss_peak] + mem["samples"]), 1),
@@ -337,6 +350,8 @@ def _text(r: dict) -> str:
         f"interactions        {r['interactions']} ({r['throughput_per_s']}/s), each checked against the library",
         f"interaction time    p50 {r['interaction_p50_ms']} ms, p95 {r['interaction_p95_ms']} ms, "
         f"max {r['interaction_max_ms']} ms (slider move -> script finished)",
+        f"server CPU          {r['server_cpu_s']} s for {r['script_runs']} script runs "
+        f"({r['server_cpu_ms_per_run']} ms/run); load driver {r['driver_cpu_s']} s",
         f"first page load     p50 {r['first_load_p50_ms']} ms, max {r['first_load_max_ms']} ms",
         f"server RSS          idle {r['server_rss_idle_mb']} MB, end {r['server_rss_end_mb']} MB, "
         f"peak {r['server_rss_peak_mb']} MB",
