@@ -24,6 +24,10 @@ from compression_core import CompressionError, confusion_matrix, latency, measur
 
 DEFAULT_MODEL = "digits-cnn"
 DIGITS_MODELS = [n for n in sample_models.MODEL_NAMES if n.startswith("digits-")]
+try:  # uploads larger than the library accepts are refused before decoding (server.maxUploadSize caps at 1 MB)
+    from compression_core.recipe import MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES
+except ImportError:  # pragma: no cover
+    MAX_RECIPE_UPLOAD_BYTES = 256 * 1024
 
 
 # ------------------------------------------------------------------------------------------------ library

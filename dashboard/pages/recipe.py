@@ -5,6 +5,7 @@ import streamlit as st
 
 import charts
 import state
+from compression_core import CompressionError
 
 st.title("Recipe")
 st.markdown("A recipe is the whole configuration as a small YAML file: the model, a seed and the ordered steps. "
@@ -33,10 +34,13 @@ if text is not None:
 
 st.subheader("Import a recipe and reproduce it")
 up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)",
-                      type=["yaml", "yml", "json", "md"], key="r_upload")
+                      type=["yaml", "yml", "json", "md"], key="r_upload", max_upload_size=1)
 if up is not None:
     try:
         raw = up.getvalue()
+        if len(raw) > state.MAX_RECIPE_UPLOAD_BYTES:
+            raise CompressionError(f"recipe: the file is {len(raw):,} bytes; a recipe may be at most "
+                                   f"{state.MAX_RECIPE_UPLOAD_BYTES:,} bytes")
         recipe = state.parse_recipe_text(raw.decode("utf-8"))
         needs_training = any(s["kind"] in ("finetune", "distill", "quantize_qat", "lottery_ticket")
                              for s in recipe["steps"])
