@@ -27,6 +27,7 @@ page = st.navigation({
         st.Page(str(PAGES / "explore.py"), title="Explore", icon=":material/tune:", default=True),
         st.Page(str(PAGES / "experiments.py"), title="Experiments", icon=":material/scatter_plot:"),
         st.Page(str(PAGES / "recipe.py"), title="Recipe", icon=":material/description:"),
+        st.Page(str(PAGES / "sensitivity.py"), title="Sensitivity", icon=":material/grid_on:"),
         st.Page(str(PAGES / "advise.py"), title="Advise", icon=":material/recommend:"),
     ],
     "Learn": [

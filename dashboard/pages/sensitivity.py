@@ -1,0 +1,185 @@
+"""Sensitivity: how much pruning (or how few bits) each layer tolerates alone, and a per-layer fit to a budget."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import sample_models
+import state
+from compression_core.budget import fit_budget, fitted_recipe
+from compression_core.recipe import recipe_to_yaml
+from compression_core.sensitivity import sensitivity
+
+TECHNIQUES = {"prune (magnitude, per layer)": "prune", "quantize (simulated bits)": "quantize"}
+PRUNE_LABEL = "unstructured (weights)"  # the Explore page's pruning kind whose per-layer sliders a fit fills
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def sweep(name: str, technique: str, include_cls: bool) -> dict:
+    """The library's sensitivity sweep on the calibration split (cached per model/technique)."""
+    sm = state.baseline(name)
+    return sensitivity(sm.model, sm.data, technique, info=sm.info, include_classifier=include_cls,
+                       name=name).to_json_dict()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def fit(name: str, technique: str, include_cls: bool, target: str, value: float) -> dict:
+    """The library's budget fit (its own 5 %-step curves for pruning) and the explicit recipe it resolves to."""
+    sm = state.baseline(name)
+    spec = {"technique": technique, "include_classifier": include_cls,
+            ("max_size_bytes" if target == "size" else "max_accuracy_drop"): (int(value) if target == "size" else value)}
+    f = fit_budget(sm.model, sm.data, spec, info=sm.info)
+    return {"fit": f.model_dump(), "recipe": recipe_to_yaml(fitted_recipe(name, f))}
+
+
+def level_label(technique: str, x: float) -> str:
+    return f"{x * 100:g} %" if technique == "prune" else f"{int(x)} bits"
+
+
+def heatmap(res: dict) -> go.Figure:
+    tech = res["technique"]
+    xs = [level_label(tech, p[0]) for p in res["layers"][0]["points"]]
+    ys = [c["name"] for c in res["layers"]]
+    z = [[p[1] * 100 for p in c["points"]] for c in res["layers"]]  # (layers, levels) accuracy %
+    fig = go.Figure(go.Heatmap(
+        z=z, x=xs, y=ys, colorscale="RdYlGn", zmin=0, zmax=100, texttemplate="%{z:.1f}",
+        colorbar=dict(title="calib accuracy (%)"),
+        hovertemplate="layer %{y}<br>" + ("sparsity" if tech == "prune" else "weights") +
+                      " %{x}<br>calibration accuracy %{z:.1f} %<extra></extra>"))
+    what = "pruned (magnitude)" if tech == "prune" else "fake-quantized (simulated)"
+    fig.update_layout(title=dict(text=f"Calibration accuracy (%) with ONE layer alone {what}", x=0.0),
+                      xaxis_title="sparsity of that layer (%)" if tech == "prune" else "bits per weight of that layer",
+                      yaxis_title="layer", yaxis=dict(autorange="reversed"), height=140 + 36 * len(ys),
+                      margin=dict(l=60, r=20, t=50, b=40))
+    return fig
+
+
+def curves(res: dict) -> go.Figure:
+    tech = res["technique"]
+    fig = go.Figure()
+    for c in res["layers"]:
+        xs = [p[0] * 100 if tech == "prune" else p[0] for p in c["points"]]
+        fig.add_trace(go.Scatter(x=xs, y=[p[1] * 100 for p in c["points"]], mode="lines+markers", name=c["name"],
+                                 hovertemplate=c["name"] + ": %{y:.1f} % at %{x}<extra></extra>"))
+    fig.add_hline(y=res["baseline_accuracy"] * 100, line_dash="dash", line_color="gray",
+                  annotation_text="baseline", annotation_position="bottom left")
+    fig.update_layout(title=dict(text="Sensitivity curves: calibration accuracy (%) per layer", x=0.0),
+                      xaxis_title="sparsity of the layer (%)" if tech == "prune" else "bits per weight",
+                      yaxis_title="calibration accuracy (%)", legend_title_text="layer", height=360,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    if tech == "quantize":
+        fig.update_xaxes(autorange="reversed")
+    return fig
+
+
+def head_chart(heads: list[dict]) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[f"{h['layer']} head {h['head']}" for h in heads],
+                           y=[h["accuracy_drop"] * 100 for h in heads], name="accuracy drop",
+                           marker_color=["#d62728" if h["accuracy_drop"] > 0 else "#2ca02c" for h in heads],
+                           hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"))
+    fig.update_layout(title=dict(text="Head importance: calibration accuracy drop when ONE head is removed (points)",
+                                 x=0.0), xaxis_title="attention head", yaxis_title="accuracy drop (points)",
+                      showlegend=True, legend=dict(orientation="h", y=-0.35), height=340,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def fill_explore(name: str, f: dict) -> None:
+    """Write a pruning fit into the Explore page's own widget keys (pruning kind, per-layer ranking, layer
+    selection, classifier box and one per-layer override slider per layer)."""
+    ss = st.session_state
+    ss["x_model"] = name
+    ss[f"x_cls_{name}"] = bool(f["include_classifier"])
+    ss[f"x_layers_{name}"] = list(f["choice"])
+    ss[f"x_prune_{name}"] = PRUNE_LABEL
+    ss["x_scope"] = "layer"
+    for layer, amount in f["choice"].items():
+        ss[f"x_ovr_{name}_{layer}"] = round(float(amount), 2)
+
+
+st.title("Sensitivity: which layers can take how much compression")
+st.caption("Each layer is compressed ALONE and the model is evaluated on the calibration split (the test split is "
+           "kept for reporting). The classifier is left alone unless you tick the box. Evaluation: one working "
+           "copy, weights swapped in place, the whole calibration split in one batch, cached inputs for the layers "
+           "before the changed one.")
+c1, c2, c3 = st.columns([1, 1, 1])
+name = c1.selectbox("Model", sample_models.MODEL_NAMES, key="s_model",
+                    index=sample_models.MODEL_NAMES.index(state.DEFAULT_MODEL))
+tech_label = c2.radio("Technique", list(TECHNIQUES), key="s_technique")
+technique = TECHNIQUES[tech_label]
+sm = state.baseline(name)
+include_cls = c3.checkbox(f"Include the classifier ({sm.info.classifier})", key=f"s_cls_{name}")
+
+try:
+    with st.spinner("sweeping every layer..."):
+        res = sweep(name, technique, include_cls)
+except Exception as e:  # one line, never a traceback
+    st.error(state.one_line(e))
+    st.stop()
+
+st.caption(f"Baseline calibration accuracy {res['baseline_accuracy'] * 100:.2f} % on {res['samples']} samples; "
+           f"sweep took {res['seconds']:.2f} s.")
+st.plotly_chart(heatmap(res), key="sens_heatmap")
+st.plotly_chart(curves(res), key="sens_curves")
+if res.get("heads"):
+    st.plotly_chart(head_chart(res["heads"]), key="sens_heads")
+    st.caption("A head is removed by zeroing its value rows (its output is then exactly zero). A negative drop "
+               "means the model did slightly better without it on these samples.")
+
+st.subheader("Fit to a budget")
+size_kind = ("sparse-encoded file (dense/bitmask/CSR per tensor)" if technique == "prune"
+             else "theoretical size of simulated bits (bits x params / 8), not a real packed file")
+st.caption(f"Picks per-layer {'sparsity' if technique == 'prune' else 'bits'} from the sensitivity curves (greedy: "
+           f"least accuracy lost per byte saved, then refined on the joint calibration accuracy). Size means the "
+           f"{size_kind}.")
+f1, f2, f3 = st.columns([1, 1, 1])
+target_label = f1.radio("Budget", ["file size (KB)", "max accuracy drop (points)"], key="s_target")
+target = "size" if target_label.startswith("file") else "drop"
+if target == "size":
+    value = f2.number_input("Target file size (KB)", min_value=0.0, value=float(state.baseline_view(name)["stats"]
+                            ["size_bytes"] // 2048), step=1.0, key=f"s_kb_{name}")
+    budget_value = value * 1024
+else:
+    value = f2.number_input("Max calibration accuracy drop (points)", min_value=0.0, max_value=100.0, value=1.0,
+                            step=0.5, key="s_drop")
+    budget_value = value
+if f3.button("Fit to budget", type="primary", key="s_fit"):
+    try:
+        with st.spinner("fitting..."):
+            st.session_state["sens_fit"] = {"model": name, "technique": technique,
+                                            **fit(name, technique, include_cls, target, float(budget_value))}
+    except Exception as e:  # CompressionError (bad or impossible target): one line
+        st.session_state.pop("sens_fit", None)
+        st.error(state.one_line(e))
+    else:
+        done = st.session_state["sens_fit"]
+        if technique == "prune":
+            fill_explore(name, done["fit"])
+
+done = st.session_state.get("sens_fit")
+if done and done["model"] == name and done["technique"] == technique:
+    f = done["fit"]
+    unit = "sparsity" if technique == "prune" else "bits"
+    st.dataframe(pd.DataFrame([{"layer": k, unit: (f"{v * 100:.0f} %" if technique == "prune" else
+                                                   ("float (32)" if v >= 32 else f"{int(v)}"))}
+                               for k, v in f["choice"].items()]), hide_index=True)
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"File size ({f['size_kind']})", f"{f['size_bytes'] / 1024:,.1f} KB",
+              f"{f['size_bytes'] / f['baseline_size_bytes']:.2f}x of baseline", delta_color="off")
+    m2.metric("Calibration accuracy (all layers together)", f"{f['accuracy'] * 100:.2f} %",
+              f"{(f['accuracy'] - f['baseline_accuracy']) * 100:+.2f} points")
+    m3.metric("Smallest reachable size", f"{f['min_size_bytes'] / 1024:,.1f} KB")
+    if technique == "prune":
+        st.success("Filled the per-layer sparsity sliders on the Explore page (unstructured pruning, per-layer "
+                   "ranking). Go to Explore to see size, accuracy and latency on the test split.")
+        try:
+            st.page_link("pages/explore.py", label="Go to Explore", icon=":material/tune:")
+        except Exception:  # the link needs the router; the message above says where to go
+            pass
+    else:
+        st.info("Explore has one global bit-width slider, so a per-layer bit fit is given as a recipe: download it "
+                "and load it on the Recipe page, or run `python -m compression_core apply FILE`.")
+    st.download_button("Download the explicit per-layer recipe (YAML)", done["recipe"],
+                       file_name=f"fit-{name}-{technique}.yaml", mime="text/yaml", key="s_download")
+    with st.expander("Explicit recipe"):
+        st.code(done["recipe"], language="yaml")
