@@ -119,3 +119,16 @@ def test_impossible_size_is_a_one_line_error(cnn, curves):
     with pytest.raises(CompressionError, match=r"steps\[0\]\.max_size_bytes: 1000 is smaller"):
         apply_recipe({"version": 1, "model": "digits-cnn", "steps": [{"kind": "fit_budget", "max_size_bytes": 1000}]},
                      with_latency=False, measure_before=False)
+
+
+def test_bundle_with_a_fit_reloads_identically(tmp_path):
+    """Replay rebuilds the masks of every selected layer (prune) and the saved weights load over them."""
+    from compression_core.bundle import load_bundle, save_bundle
+
+    recipe = {"version": 1, "model": "digits-mlp",
+              "steps": [{"kind": "fit_budget", "max_accuracy_drop": 1.0}, {"kind": "finetune", "epochs": 1}]}
+    res = apply_recipe(recipe, with_latency=False, measure_before=False)
+    save_bundle(tmp_path / "fit.clb", res.recipe, res.model)
+    _, model = load_bundle(tmp_path / "fit.clb")
+    x = sample_models.data("digits-mlp").test.x
+    assert torch.equal(model(x), res.model(x))
