@@ -255,9 +255,10 @@ def pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
-async def _drive(n: int, port: int, duration: float, think: float, expected: dict, pid: int) -> tuple[list, dict]:
+async def _drive(n: int, port: int, duration: float, think: float, expected: dict, pid: int,
+                 models: list[str]) -> tuple[list, dict]:
     rng = random.Random(0)
-    sessions = [Session(i, f"ws://127.0.0.1:{port}/_stcore/stream", MODELS[i % len(MODELS)],
+    sessions = [Session(i, f"ws://127.0.0.1:{port}/_stcore/stream", models[i % len(models)],
                         random.Random(rng.random())) for i in range(n)]
     mem = {"samples": []}
     stop = asyncio.Event()
@@ -282,9 +283,10 @@ async def _drive(n: int, port: int, duration: float, think: float, expected: dic
     return sessions, mem
 
 
-def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5) -> dict:
+def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None) -> dict:
+    models = list(models or MODELS)
     t0 = time.perf_counter()
-    expected = oracle()
+    expected = oracle(models)
     oracle_s = time.perf_counter() - t0
     port = _free_port()
     report = tempfile.mktemp(prefix="workshop_baselines_", suffix=".json")
@@ -295,7 +297,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5) -> dict
     try:
         _wait_ready(port, proc)
         rss_idle = _rss_mb(proc.pid)[0]
-        clients, mem = asyncio.run(_drive(sessions, port, duration, think, expected, proc.pid))
+        clients, mem = asyncio.run(_drive(sessions, port, duration, think, expected, proc.pid, models))
         rss_end, rss_peak = _rss_mb(proc.pid)
         proc.send_signal(signal.SIGUSR1)
         t1 = time.monotonic()
@@ -320,7 +322,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5) -> dict
     os.unlink(log.name)
     return {
         "sessions": sessions, "duration_s": duration, "think_s": think, "wall_s": round(mem["wall_s"], 1),
-        "models": MODELS, "interactions": len(times), "checked": sum(s.checked for s in clients),
+        "models": models, "interactions": len(times), "checked": sum(s.checked for s in clients),
         "errors": len(errors), "error_samples": errors[:5],
         "leaks": len(mismatches), "leak_samples": mismatches[:5],
         "baselines_unchanged": bool(baselines.get("ok")), "baseline_check": baselines.get("error", "hashes equal"

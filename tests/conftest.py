@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 import pytest
@@ -40,9 +41,22 @@ def _guarded_connect_ex(self, address):
     return _real_connect_ex(self, address)
 
 
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    """Name lookups only for loopback names (used when COMPRESSION_LAB_STRICT_OFFLINE=1)."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is not None and name not in ("localhost", "") and not _is_loopback((name,)):
+        raise NetworkBlocked(f"test tried to look up a host name: {name!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
 def pytest_configure(config):
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    if os.environ.get("COMPRESSION_LAB_STRICT_OFFLINE") == "1":  # also refuse DNS lookups of non-loopback names
+        socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 
 @pytest.fixture(autouse=True)
