@@ -28,7 +28,7 @@ from .measure import layer_stats
 from .prune.common import classifier_name, fold_masks
 from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
 from .quantize.fakequant import FakeQuantConfig
-from .sensitivity import Evaluator, PRUNE_LEVELS, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
+from .sensitivity import Evaluator, intra_op_threads, PRUNE_LEVELS, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
 from .sparse import sparse_size_bytes
 from .technique import StepConfig, StepContext, apply_step, clone_model, register
 from .quantize._common import fake_quantize_weight
@@ -279,10 +279,15 @@ def _relax(f: _Fitter, idx: dict[str, int], budget: int) -> None:
 
 
 def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict, info=None,
-               curves: Sensitivity | None = None) -> BudgetFit:
+               curves: Sensitivity | None = None, threads: int | None = 1) -> BudgetFit:
     """Pick per-layer sparsity/bits for ``cfg``'s target from the sensitivity curves (computed on ``data.calib``
-    unless ``curves`` are given) and check the result for real. The input model is never modified."""
-    cfg = budget_config(cfg)
+    unless ``curves`` are given) and check the result for real. The input model is never modified.
+    ``threads``: intra-op threads while fitting (default 1, fastest on these tiny models; None: unchanged)."""
+    with intra_op_threads(threads):
+        return _fit(model, data, budget_config(cfg), info, curves)
+
+
+def _fit(model: nn.Module, data, cfg: FitBudgetConfig, info, curves: Sensitivity | None) -> BudgetFit:
     if data is None or getattr(data, "calib", None) is None:
         raise CompressionError("data: fit_budget needs the sample model's calibration split (data.calib)")
     f = _Fitter(model, data, cfg, info, curves)
