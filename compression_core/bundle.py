@@ -27,6 +27,7 @@ from .recipe import RecipeBase, _run_steps, load_recipe, recipe_to_json
 
 BUNDLE_FORMAT = "compression-lab-bundle"
 BUNDLE_VERSION = 1
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # the largest sample model bundle is ~1 MB; refuse absurd files unread
 
 
 def bundle_bytes(recipe: RecipeBase, model: nn.Module) -> bytes:
@@ -84,7 +85,11 @@ def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
     p = Path(path)
     label = f"bundle {str(p)!r}"
     try:
+        if p.is_file() and p.stat().st_size > MAX_BUNDLE_BYTES:
+            raise CompressionError(f"{label}: too large for a bundle (over {MAX_BUNDLE_BYTES // 2**20} MB)")
         raw = torch.load(p, map_location="cpu", weights_only=True)
+    except CompressionError:
+        raise
     except FileNotFoundError:
         raise CompressionError(f"{label}: no such file") from None
     except IsADirectoryError:
@@ -141,4 +146,4 @@ def load_bundle(path: str | os.PathLike) -> tuple[RecipeBase, nn.Module]:
     return recipe, model.eval()
 
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "bundle_bytes", "load_bundle", "read_bundle", "save_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "MAX_BUNDLE_BYTES", "bundle_bytes", "load_bundle", "read_bundle", "save_bundle"]

@@ -30,7 +30,7 @@ from .measure import ModelStats, measure
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, clone_model, registered_configs
 
 RECIPE_VERSION = 1
-MAX_RECIPE_BYTES = 1_000_000  # a recipe is a few hundred bytes; refuse anything absurd before parsing it
+MAX_RECIPE_BYTES = 256 * 1024  # a recipe is a few hundred bytes; refuse anything absurd before parsing it
 _SUFFIXES = (".yaml", ".yml", ".json", ".md")
 
 
@@ -242,7 +242,7 @@ def load_recipe(source: str | Path | dict) -> RecipeBase:
             raise CompressionError(f"{label}: cannot read: {e.strerror or e}") from None
         data = _parse_text(text, label, {"json": "json", "md": "md"}.get(suffix[1:], "yaml"))
     elif isinstance(source, str):
-        if len(source) > MAX_RECIPE_BYTES:
+        if len(source) > MAX_RECIPE_BYTES or len(source.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
             raise CompressionError(f"recipe: too large (over {MAX_RECIPE_BYTES:,} bytes)")
         fmt = "md" if source.lstrip().startswith("---") and "\n---" in source.lstrip()[3:] else "yaml"
         data = _parse_text(source, "recipe", fmt)
