@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from .errors import CompressionError
 from .io import atomic_write_bytes, shippable_state_dict
+from .quantize import load_safe_state_dict, safe_state_dict
 from .recipe import RecipeBase, _run_steps, load_recipe, recipe_to_json
 
 BUNDLE_FORMAT = "compression-lab-bundle"
@@ -37,9 +39,14 @@ def bundle_bytes(recipe: RecipeBase, model: nn.Module) -> bytes:
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
         "recipe": recipe_to_json(recipe),
-        "state_dict": shippable_state_dict(model),
+        "state_dict": _safe_shippable(model),
     }, buf)
     return buf.getvalue()
+
+
+def _safe_shippable(model: nn.Module) -> dict:
+    """The shippable state_dict (masks folded) in a form ``torch.load(weights_only=True)`` accepts."""
+    return safe_state_dict(model, shippable_state_dict(model))
 
 
 def save_bundle(path: str | os.PathLike, recipe: RecipeBase, model: nn.Module) -> int:
@@ -60,6 +67,9 @@ def _unfold_state_dict(model: nn.Module, shipped: dict) -> dict:
     module's ``weight_orig`` and its non-zeros become ``weight_mask``."""
     target = model.state_dict()
     out: OrderedDict = OrderedDict()
+    meta = getattr(shipped, "_metadata", None) or getattr(target, "_metadata", None)
+    if meta is not None:  # module versions: quantized modules read their state by format version
+        out._metadata = meta  # type: ignore[attr-defined]
     for key in target:
         if key.endswith("_orig") and key[: -len("_orig")] + "_mask" in target:
             base = key[: -len("_orig")]
@@ -87,7 +97,9 @@ def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
     try:
         if p.is_file() and p.stat().st_size > MAX_BUNDLE_BYTES:
             raise CompressionError(f"{label}: too large for a bundle (over {MAX_BUNDLE_BYTES // 2**20} MB)")
-        raw = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about its own deprecated quantized-tensor rebuilders
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.load(p, map_location="cpu", weights_only=True)
     except CompressionError:
         raise
     except FileNotFoundError:
@@ -136,7 +148,7 @@ def load_bundle(path: str | os.PathLike) -> tuple[RecipeBase, nn.Module]:
     model = _run_steps(recipe, sm.model, sm, replay=True, progress=None, reports=None)
     state = _unfold_state_dict(model, shipped)
     try:
-        model.load_state_dict(state, strict=True)
+        load_safe_state_dict(model, state)  # strict; repacks dynamic LSTM weights
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:

@@ -23,8 +23,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from . import distill as _distill  # noqa: F401  (registers the "distill" step kind)
-from . import train as _train  # noqa: F401  (registers the "finetune" step kind)
+# Importing the technique packages registers their step kinds (the recipe's step union is built from the registry).
+from . import distill as _distill  # noqa: F401  (distill, reinit)
+from . import prune as _prune  # noqa: F401  (prune_*, shrink, lottery_ticket)
+from . import quantize as _quantize  # noqa: F401  (quantize_*, fake_quant)
+from . import train as _train  # noqa: F401  (finetune)
 from .errors import CompressionError
 from .measure import ModelStats, measure
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, clone_model, registered_configs

@@ -155,15 +155,15 @@ def rnn_weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return {**wb["weight"], **wb["bias"]}
 
 
-def safe_state_dict(model: nn.Module) -> dict:
-    """``model.state_dict()`` with the packed TorchScript objects of dynamic LSTMs replaced by their tensors.
+def safe_state_dict(model: nn.Module, state: dict | None = None) -> dict:
+    """``model.state_dict()`` (or the given ``state`` of ``model``) with the packed TorchScript objects of dynamic LSTMs replaced by their tensors.
 
     Dynamic quantized LSTM/GRU state holds ``torch.ScriptObject`` packed params, which ``torch.load(...,
     weights_only=True)`` refuses; its int8 weights and biases are saved as plain (quantized) tensors instead under
     ``<lstm>._weight_bias.<name>`` and repacked by ``load_safe_state_dict``. Other modules' state is unchanged
     (quantized Linear/Conv state is tensors and tuples, which load with weights_only=True).
     """
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     for name, rnn in _dynamic_rnns(model):
         prefix = f"{name}." if name else ""
         for key in [k for k in state if k.startswith(prefix + "_all_weight_values.")]:
