@@ -84,3 +84,14 @@ __all__ += [
     "BudgetFit", "FitBudgetConfig", "HeadImportance", "LayerCurve", "Sensitivity", "budget_config", "explicit_recipe",
     "fit_budget", "fitted_recipe", "sample_sensitivity", "sensitivity",
 ]
+from .distill import DistillConfig, ReinitConfig, distill, distillation_loss
+from .recipe import (
+    Recipe, RecipeResult, StepReport, apply_recipe, load_recipe, recipe_schema, recipe_to_yaml, validate_recipe,
+)
+from .bundle import load_bundle, save_bundle
+
+__all__ += [
+    "DistillConfig", "Recipe", "RecipeResult", "ReinitConfig", "StepReport", "apply_recipe", "distill",
+    "distillation_loss", "load_bundle", "load_recipe", "recipe_schema", "recipe_to_yaml", "save_bundle",
+    "validate_recipe",
+]
