@@ -10,6 +10,7 @@ from .measure import (
     ModelStats,
     accuracy,
     confusion_matrix,
+    effective_weight,
     flops,
     latency,
     layer_stats,
@@ -36,7 +37,7 @@ __all__ = [
     "CompressionError", "FineTuneConfig", "LayerStats", "ModelStats", "StepConfig", "StepContext",
     "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
     "layer_stats", "measure", "predict", "register", "registered_configs", "resolve_targets", "shippable_state_dict",
-    "size_bytes", "state_dict_bytes",
+    "size_bytes", "state_dict_bytes", "effective_weight",
 ]
 __all__ += [
     "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "SlimmingConfig", "StructuredPruneConfig", "ThresholdPruneConfig",

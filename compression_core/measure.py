@@ -126,22 +126,30 @@ def latency(
 
 
 # -------------------------------------------------------------------------------------------------- FLOPs
-def _weight(module: nn.Module) -> torch.Tensor | None:
-    """The effective float weight of a layer (masks applied, quantized weights dequantized), if any."""
+def effective_weight(module: nn.Module) -> torch.Tensor | None:
+    """The float weight a layer computes with, detached (prune masks applied, quantized weights dequantized), or None.
+
+    One accessor for FLOP counting, the dashboard's histograms and anyone inspecting a compressed layer: a module's
+    own ``dequantized_weight()`` (packed int4) wins; then ``weight`` as a tensor (torch.nn.utils.prune leaves the
+    masked product there) or torch.ao's quantized ``weight()`` method, dequantized.
+    """
+    own = getattr(module, "dequantized_weight", None)
+    if callable(own):
+        return own().detach()
     w = getattr(module, "weight", None)
-    if callable(w) and not isinstance(w, nn.Parameter):  # torch.ao quantized modules: weight() method
+    if callable(w) and not isinstance(w, torch.Tensor):  # torch.ao quantized modules: weight() method
         try:
             w = w()
         except Exception:
             return None
     if isinstance(w, torch.Tensor):
-        return w.dequantize() if w.is_quantized else w
+        return (w.dequantize() if w.is_quantized else w).detach()
     return None
 
 
 def _formula_flops(module: nn.Module, out: torch.Tensor) -> int:
     """Dense multiply-add FLOPs (2 per MAC) of a Linear- or Conv-like layer for one call."""
-    w = _weight(module)
+    w = effective_weight(module)
     if w is None or not isinstance(out, torch.Tensor):
         return 0
     if w.dim() == 2:  # Linear: every output element costs in_features MACs
@@ -184,9 +192,10 @@ def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     per_layer: dict[str, tuple[int, float]] = {}
     hooks = []
     for name, module in model.named_modules():
-        if _weight(module) is not None and not any(_weight(c) is not None for c in module.children()):
+        own = effective_weight(module) is not None
+        if own and not any(effective_weight(c) is not None for c in module.children()):
             def hook(mod, inp, out, name=name):
-                w = _weight(mod)
+                w = effective_weight(mod)
                 density = float((w != 0).sum()) / max(w.numel(), 1)
                 f, _ = per_layer.get(name, (0, density))
                 per_layer[name] = (f + _formula_flops(mod, out), density)
