@@ -54,15 +54,17 @@ def size_chart(before: dict, after: dict | None) -> go.Figure:
 
 
 def accuracy_chart(before: dict, after: dict | None) -> go.Figure:
-    """Test accuracy in %, before vs after (y axis zoomed near the values so small drops are visible)."""
+    """Test accuracy in %, before vs after, bars from 0 (a zoomed axis would make a small drop look huge); the
+    change in points is written on the after bar and in the title."""
     labels = ["before"] + (["after"] if after else [])
     vals = [before["accuracy"] * 100] + ([after["accuracy"] * 100] if after else [])
     sim = bool(after and after.get("simulated"))
-    fig = _fig("Test accuracy (%)" + (", after: simulated" if sim else ""), yaxis_title="accuracy (%)")
-    fig.add_bar(name="test accuracy", x=labels, y=vals, text=[f"{v:.2f} %" for v in vals], textposition="outside",
+    delta = f": {vals[1] - vals[0]:+.2f} points" if after else ""
+    fig = _fig("Test accuracy (%)" + delta + (" (after: simulated)" if sim else ""), yaxis_title="accuracy (%)")
+    text = [f"{vals[0]:.2f} %"] + ([f"{vals[1]:.2f} % ({vals[1] - vals[0]:+.2f} pt)"] if after else [])
+    fig.add_bar(name="test accuracy", x=labels, y=vals, text=text, textposition="outside", cliponaxis=False,
                 marker_color=[BEFORE, SIMULATED if sim else AFTER][: len(vals)], showlegend=False)
-    lo = max(0.0, min(vals) - 10)
-    fig.update_yaxes(range=[lo, 101])
+    fig.update_yaxes(range=[0, 110], tickvals=[0, 20, 40, 60, 80, 100])
     return fig
 
 
@@ -104,22 +106,72 @@ def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | No
     return fig
 
 
+_MAX_LEVELS = 256  # weights taking at most this many distinct values are drawn level by level, not binned
+ZERO = "#d62728"  # exact zeros (pruned): red
+
+
+def _levels(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct non-zero values, counts) when ``w`` is quantized: at most _MAX_LEVELS distinct values, each reused
+    (on average 4 or more weights per value, so a small unquantized layer is not mistaken for levels); else None."""
+    nz = w[w != 0]
+    values, counts = np.unique(nz, return_counts=True)
+    return (values, counts) if len(values) <= _MAX_LEVELS and 4 * len(values) <= nz.size else None
+
+
+def _per_channel(w: np.ndarray) -> np.ndarray:
+    """``w`` as (channels, fan_in) divided by each output channel's max |w|: symmetric per-channel quantization
+    (scale = max|w_row| / qmax) maps every channel's codes onto the same levels code / qmax."""
+    rows = w.reshape(w.shape[0], -1)  # (out, fan_in)
+    amax = np.abs(rows).max(axis=1, keepdims=True)  # (out, 1)
+    return np.round(rows / np.where(amax == 0, 1, amax), 6)  # (out, fan_in) in [-1, 1]
+
+
 def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, bins: int = 80) -> go.Figure:
-    """Overlaid histograms of one layer's weights; a count of exact zeros and distinct values in the legend."""
+    """One layer's weights before vs after, binned on the server (the browser gets bar heights, not every weight).
+
+    Exact zeros (pruned weights) get their own red bar labelled with their count. When the after-weights take few
+    distinct values (quantized) each level is drawn as its own bar; a per-channel quantized layer is first divided
+    by each output channel's max |w| so that all channels' levels line up (the x axis says so).
+    """
+    x_title = "weight value"
+    levels = _levels(after) if after is not None else None
+    if after is not None and levels is None and after.ndim >= 2 and after.shape[0] > 1:
+        scaled = _per_channel(after)
+        levels = _levels(scaled)
+        if levels is not None:  # same scaling for before, so the two share the axis
+            before, after = _per_channel(before), scaled
+            x_title = "weight / max |weight| of its output channel (per-channel quantization: shared levels)"
+    before, after = before.ravel(), (after.ravel() if after is not None else None)
     log = before.size > 2000  # big layers: a log axis shows the spike of zeros and the tails together
-    fig = _fig(f"Weights of {layer}: before vs after", xaxis_title="weight value",
-               yaxis_title="count (log scale)" if log else "count", barmode="overlay")
-    lo = float(min(before.min(), after.min() if after is not None else before.min()))
-    hi = float(max(before.max(), after.max() if after is not None else before.max()))
-    edges = np.linspace(lo, hi + 1e-9, bins + 1)
+    per = "per bin (before) / per level (after)" if levels is not None else "per bin"
+    fig = _fig(f"Weights of {layer}: before vs after", xaxis_title=x_title,
+               yaxis_title=f"count {per}" + (" (log scale)" if log else ""), barmode="overlay")
+    both = [w for w in (before, after) if w is not None]
+    lo, hi = float(min(w.min() for w in both)), float(max(w.max() for w in both))
+    hi = hi if hi > lo else lo + 1e-6
+    edges = np.linspace(lo, hi, bins + 1)  # shared by before and after
+    width = edges[1] - edges[0]
     for label, w, color in (("before", before, BEFORE), ("after", after, AFTER)):
         if w is None:
             continue
         zeros = int((w == 0).sum())
-        distinct = len(np.unique(w))
-        fig.add_histogram(name=f"{label}: {zeros:,} zeros of {w.size:,}, {distinct:,} distinct values", x=w.ravel(),
-                          xbins=dict(start=edges[0], end=edges[-1], size=edges[1] - edges[0]),
-                          marker_color=color, opacity=0.6)
+        if label == "after" and levels is not None:
+            values, counts = levels
+            gap = float(np.diff(values).min()) if len(values) > 1 else width
+            fig.add_bar(name=f"after: {len(values)} non-zero levels (count per level)", x=values, y=counts,
+                        width=max(min(0.6 * gap, 2 * width), width / 4), marker_color=color, opacity=0.8,
+                        hovertemplate="level %{x:.4g}: %{y:,} weights<extra></extra>")
+        else:
+            counts, _ = np.histogram(w[w != 0], bins=edges)  # (bins,) zeros are drawn on their own below
+            fig.add_bar(name=f"{label}: {w.size - zeros:,} non-zero weights", x=(edges[:-1] + edges[1:]) / 2,
+                        y=counts, width=width, marker_color=color, opacity=0.6,
+                        hovertemplate="%{x:.4g}: %{y:,} weights<extra></extra>")
+        if zeros:
+            fig.add_bar(name=f"{label}: {zeros:,} exact zeros of {w.size:,} ({zeros / w.size:.0%})", x=[0.0],
+                        y=[zeros], width=max(width, (hi - lo) / 60), text=[f"{zeros:,} zeros"],
+                        textposition="outside", cliponaxis=False,
+                        marker_color=ZERO if label == "after" else "#555555", opacity=0.9,
+                        hovertemplate=f"{label}: %{{y:,}} weights exactly 0<extra></extra>")
     if log:
         fig.update_yaxes(type="log")
     return fig
@@ -186,16 +238,18 @@ def pareto_front(df: pd.DataFrame, x: str) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ Learn
 def learn_prune_histogram(before: np.ndarray, after: np.ndarray) -> go.Figure:
-    """A layer's weight histogram: weights the pruned model kept (blue) and those it set to zero (red)."""
-    zero = after == 0
-    kept, pruned = before[~zero], before[zero]
+    """A layer's weight histogram: weights the pruned model kept (blue) and those it set to zero (red), stacked
+    bars binned on the server."""
+    before, zero = before.ravel(), after.ravel() == 0
     frac = zero.mean() * 100
     fig = _fig(f"Weights of one layer: {frac:.0f} % set to zero (red)", xaxis_title="weight value (before pruning)",
-               yaxis_title="count", barmode="overlay")
-    size = float(before.max() - before.min()) / 80 or 1e-3
-    fig.add_histogram(name=f"kept ({kept.size:,})", x=kept, xbins=dict(size=size), marker_color=AFTER)
-    fig.add_histogram(name=f"pruned to zero ({pruned.size:,})", x=pruned, xbins=dict(size=size),
-                      marker_color="#d62728", opacity=0.75)
+               yaxis_title="count per bin", barmode="stack")
+    lo, hi = float(before.min()), float(before.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, 81)  # 80 bins
+    mid = (edges[:-1] + edges[1:]) / 2
+    for name, part, color in (("kept", before[~zero], AFTER), ("pruned to zero", before[zero], ZERO)):
+        counts, _ = np.histogram(part, bins=edges)
+        fig.add_bar(name=f"{name} ({part.size:,})", x=mid, y=counts, width=edges[1] - edges[0], marker_color=color)
     return fig
 
 

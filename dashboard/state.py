@@ -20,7 +20,7 @@ import torch
 import yaml
 
 import sample_models
-from compression_core import CompressionError, confusion_matrix, latency, measure
+from compression_core import CompressionError, confusion_matrix, effective_weight, latency, measure
 
 DEFAULT_MODEL = "digits-cnn"
 DIGITS_MODELS = [n for n in sample_models.MODEL_NAMES if n.startswith("digits-")]
@@ -217,35 +217,19 @@ def ort_view(key: str | None, name: str, batch: int, threads: int) -> dict:
     return {k: v for k, v in stats.model_dump().items() if k != "layers"}
 
 
-def _effective_weight(module: torch.nn.Module) -> torch.Tensor | None:
-    """The float weight a layer computes with, for display (masks applied, stored ints dequantized)."""
-    for attr in ("display_weight", "dequantized_weight", "effective_weight"):
-        fn = getattr(module, attr, None)
-        if callable(fn):
-            return fn()
-    w = getattr(module, "weight", None)
-    if callable(w) and not isinstance(w, torch.Tensor):
-        try:
-            w = w()
-        except Exception:
-            return None
-    if isinstance(w, torch.Tensor):
-        return w.dequantize() if w.is_quantized else w
-    return None
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def layer_weights(key: str | None, name: str, layer: str) -> np.ndarray | None:
-    """One layer's effective weights as float32 numpy (for the histogram), or None if the layer is gone."""
+    """One layer's effective weights (masks applied, dequantized) as float32 numpy in the layer's own shape (first
+    axis = output channel, so per-channel quantization levels can be read back), or None if the layer is gone."""
     model = baseline(name).model if key is None else compressed(key)[0].model
     try:
         module = model.get_submodule(layer)
     except AttributeError:
         return None
-    w = _effective_weight(module)
+    w = effective_weight(module)
     if w is None:
         return None
-    return w.detach().float().cpu().numpy().ravel()
+    return w.float().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ session

@@ -27,9 +27,19 @@ def int_row(name: str, bits: int, lo: int, hi: int) -> dict:
             "precision (eps: step after 1.0)": f"1 level = scale (range / {hi - lo})", "kind": "integer + scale"}
 
 
+def iinfo_row(name: str, dtype: torch.dtype) -> dict:
+    i = torch.iinfo(dtype)
+    return int_row(name, i.bits, i.min, i.max)
+
+
+def signed_row(name: str, bits: int) -> dict:
+    """A signed integer type torch has no dtype for (int4): its range follows from the bit width."""
+    return int_row(name, bits, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
 table = pd.DataFrame([
     float_row("fp32", torch.float32), float_row("fp16", torch.float16), float_row("bf16", torch.bfloat16),
-    int_row("int8", 8, -128, 127), int_row("uint8", 8, 0, 255), int_row("int4", 4, -8, 7),
+    iinfo_row("int8", torch.int8), iinfo_row("uint8", torch.uint8), signed_row("int4", 4),
 ])
 st.dataframe(table, hide_index=True, width="stretch")
 
@@ -41,18 +51,20 @@ with c1:
     layer = st.selectbox("Layer", layers, key="ldt_layer")
     mult = st.select_slider("Multiply the weights by", [1e-6, 1e-3, 1.0, 1e3, 1e5], value=1.0, key="ldt_mult",
                             help="large or tiny values show where fp16's small range over- or underflows")
-w = torch.from_numpy(state.layer_weights(None, name, layer)) * mult  # (n,)
-scale8 = float(w.abs().max()) / 127 or 1.0
+w = torch.from_numpy(state.layer_weights(None, name, layer)).reshape(-1) * mult  # (n,)
+i8, u8 = torch.iinfo(torch.int8), torch.iinfo(torch.uint8)
+i4_min, i4_max = -(2 ** 3), 2 ** 3 - 1  # int4: no torch dtype, the range follows from 4 bits
+scale8 = float(w.abs().max()) / i8.max or 1.0
 lo, hi = float(w.min()), float(w.max())
-scale_u8 = (hi - lo) / 255 or 1.0
-scale4 = float(w.abs().max()) / 7 or 1.0
+scale_u8 = (hi - lo) / (u8.max - u8.min) or 1.0
+scale4 = float(w.abs().max()) / i4_max or 1.0
 casts = {
     "fp32": w,
     "fp16": w.half().float(),
     "bf16": w.bfloat16().float(),
-    "int8": torch.fake_quantize_per_tensor_affine(w, scale8, 0, -128, 127),
-    "uint8": torch.fake_quantize_per_tensor_affine(w, scale_u8, int(round(-lo / scale_u8)), 0, 255),
-    "int4": torch.fake_quantize_per_tensor_affine(w, scale4, 0, -8, 7),
+    "int8": torch.fake_quantize_per_tensor_affine(w, scale8, 0, i8.min, i8.max),
+    "uint8": torch.fake_quantize_per_tensor_affine(w, scale_u8, int(round(-lo / scale_u8)), u8.min, u8.max),
+    "int4": torch.fake_quantize_per_tensor_affine(w, scale4, 0, i4_min, i4_max),
 }
 rows = []
 for dtype, v in casts.items():
