@@ -140,12 +140,12 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
         levels = _levels(scaled)
         if levels is not None:  # same scaling for before, so the two share the axis
             before, after = _per_channel(before), scaled
-            x_title = "weight / max |weight| of its output channel (per-channel quantization: shared levels)"
+            x_title = "weight / max |weight| of its output channel (so per-channel levels line up)"
     before, after = before.ravel(), (after.ravel() if after is not None else None)
     log = before.size > 2000  # big layers: a log axis shows the spike of zeros and the tails together
-    per = "per bin (before) / per level (after)" if levels is not None else "per bin"
     fig = _fig(f"Weights of {layer}: before vs after", xaxis_title=x_title,
-               yaxis_title=f"count {per}" + (" (log scale)" if log else ""), barmode="overlay")
+               yaxis_title="count" + (" (log scale)" if log else ""), barmode="overlay", height=360,
+               margin=dict(l=60, r=20, t=50, b=90), legend=dict(orientation="h", y=-0.3))
     both = [w for w in (before, after) if w is not None]
     lo, hi = float(min(w.min() for w in both)), float(max(w.max() for w in both))
     hi = hi if hi > lo else lo + 1e-6
@@ -163,17 +163,23 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
                         hovertemplate="level %{x:.4g}: %{y:,} weights<extra></extra>")
         else:
             counts, _ = np.histogram(w[w != 0], bins=edges)  # (bins,) zeros are drawn on their own below
-            fig.add_bar(name=f"{label}: {w.size - zeros:,} non-zero weights", x=(edges[:-1] + edges[1:]) / 2,
-                        y=counts, width=width, marker_color=color, opacity=0.6,
+            fig.add_bar(name=f"{label}: {w.size - zeros:,} non-zero weights (count per bin)",
+                        x=(edges[:-1] + edges[1:]) / 2, y=counts, width=width, marker_color=color, opacity=0.6,
                         hovertemplate="%{x:.4g}: %{y:,} weights<extra></extra>")
         if zeros:
+            color = ZERO if label == "after" else "#555555"
             fig.add_bar(name=f"{label}: {zeros:,} exact zeros of {w.size:,} ({zeros / w.size:.0%})", x=[0.0],
-                        y=[zeros], width=max(width, (hi - lo) / 60), text=[f"{zeros:,} zeros"],
-                        textposition="outside", cliponaxis=False,
-                        marker_color=ZERO if label == "after" else "#555555", opacity=0.9,
+                        y=[zeros], width=max(width, (hi - lo) / 60), marker_color=color, opacity=0.9,
                         hovertemplate=f"{label}: %{{y:,}} weights exactly 0<extra></extra>")
+            fig.add_annotation(x=0.0, y=float(np.log10(zeros)) if log else zeros, text=f"{label}: {zeros:,} zeros",
+                               showarrow=False, yanchor="bottom", xanchor="left" if label == "after" else "right",
+                               xshift=6 if label == "after" else -6, font=dict(color=color))
+    top = max(float(np.max(t.y)) for t in fig.data)
+    fig.update_xaxes(range=[lo - 2 * width, hi + 2 * width])
     if log:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", range=[-0.3, float(np.log10(max(top, 1))) + 0.5])
+    else:
+        fig.update_yaxes(range=[0, top * 1.15])
     return fig
 
 

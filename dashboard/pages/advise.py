@@ -52,16 +52,24 @@ fig = go.Figure()
 names = [r["label"] for r in rows]
 colors = ["#2ca02c" if r["method"] == a["recommended"] else ("#7f7f7f" if r["method"] == "fp32" else "#1f77b4")
           for r in rows]
-fig.add_bar(name="size x fp32", x=names, y=[r["size_ratio"] for r in rows], marker_color=colors, offsetgroup=0)
+fig.add_bar(name="size x fp32", x=names, y=[r["size_ratio"] for r in rows], marker_color=colors, offsetgroup=0,
+            texttemplate="size %{y:.2f}x", textposition="outside", cliponaxis=False)
 fig.add_bar(name="latency x fp32 (batch 32, 1 thread)", x=names, y=[r["latency_ratio"] for r in rows],
-            marker_color=colors, marker_pattern_shape="/", offsetgroup=1)
+            marker_color=colors, marker_pattern_shape="/", offsetgroup=1, texttemplate="latency %{y:.2f}x",
+            textposition="outside", cliponaxis=False)
 fig.add_scatter(name="accuracy drop (points)", x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
                 mode="markers+lines", marker=dict(size=11, color="#d62728"), line=dict(color="#d62728"))
 fig.add_hline(y=a["max_drop_pt"], line_dash="dot", line_color="#d62728", yref="y2",
-              annotation_text=f"threshold {a['max_drop_pt']:g} pt")
+              annotation_text=f"accuracy-drop threshold {a['max_drop_pt']:g} pt", annotation_position="top left",
+              annotation_font_color="#d62728")
 fig.update_layout(title=f"Measured candidates for {name} (green = recommended)", barmode="group",
-                  yaxis=dict(title="ratio vs fp32 (lower is better)"),
-                  yaxis2=dict(title="accuracy drop (points)", overlaying="y", side="right", showgrid=False),
+                  yaxis=dict(title="ratio vs fp32 (lower is better)", range=[0, 1.2 * max(
+                      max(max(r["size_ratio"], r["latency_ratio"] or 0) for r in rows), 1.0)]),
+                  # both axes start at 0 (fp32's drop of 0 sits on the floor) and the threshold is always in view
+                  yaxis2=dict(title="accuracy drop (points)", overlaying="y", side="right", showgrid=False,
+                              tickmode="auto", tickformat=".2~f", color="#d62728",
+                              range=[min(0.0, 1.2 * min(r["drop_pt"] for r in rows)),
+                                     1.25 * max(max(r["drop_pt"] for r in rows), a["max_drop_pt"], 0.1)]),
                   legend=dict(orientation="h", y=-0.2), margin=dict(t=60))
 st.plotly_chart(fig, key="adv_chart")
 st.caption(f"Latency: torch.utils.benchmark median at batch {a['batch_size']}, {a['threads']} thread; the machine "

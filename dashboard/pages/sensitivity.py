@@ -49,7 +49,8 @@ def heatmap(res: dict) -> go.Figure:
     what = "pruned (magnitude)" if tech == "prune" else "fake-quantized (simulated)"
     fig.update_layout(title=dict(text=f"Calibration accuracy (%) with ONE layer alone {what}", x=0.0),
                       xaxis_title="sparsity of that layer (%)" if tech == "prune" else "bits per weight of that layer",
-                      yaxis_title="layer", yaxis=dict(autorange="reversed"), height=140 + 36 * len(ys),
+                      yaxis_title="layer", yaxis=dict(autorange="reversed"), xaxis=dict(type="category"),
+                      height=140 + 36 * len(ys),
                       margin=dict(l=60, r=20, t=50, b=40))
     return fig
 
@@ -65,7 +66,8 @@ def curves(res: dict) -> go.Figure:
                   annotation_text="baseline", annotation_position="bottom left")
     fig.update_layout(title=dict(text="Sensitivity curves: calibration accuracy (%) per layer", x=0.0),
                       xaxis_title="sparsity of the layer (%)" if tech == "prune" else "bits per weight",
-                      yaxis_title="calibration accuracy (%)", legend_title_text="layer", height=360,
+                      yaxis_title="calibration accuracy (%)", yaxis=dict(range=[0, 102]), legend_title_text="layer",
+                      height=360,
                       margin=dict(l=50, r=20, t=50, b=40))
     if tech == "quantize":
         fig.update_xaxes(autorange="reversed")
