@@ -12,7 +12,11 @@ def why_size(before: dict, after: dict, kinds: list[str]) -> list[str]:
     out = []
     ratio = after["size_bytes"] / before["size_bytes"]
     zeros = after["params"] - after["nonzero_params"]
-    if zeros > 0 and after["params"] == before["params"] and ratio > 0.9:
+    pruned = any(k.startswith("prune") or k in ("lottery_ticket", "network_slimming", "fit_budget") for k in kinds)
+    if zeros > 0 and not pruned and after["params"] == before["params"]:
+        out.append(f"**Zeros from rounding:** {zeros:,} small weights rounded to exactly 0 at this bit width; "
+                   "nothing was pruned.")
+    if zeros > 0 and pruned and after["params"] == before["params"] and ratio > 0.9:
         out.append(
             f"**Not smaller on disk?** {zeros:,} of {after['params']:,} weights are now zero, but a normal "
             f"`torch.save` file stores zeros like any other number: {_kb(after['size_bytes'])} vs "
@@ -56,7 +60,11 @@ def why_speed(before_lat: dict | None, after_lat: dict | None, kinds: list[str],
                        "multiplication by zero still costs time. Only removing whole neurons/channels/heads (structured "
                        "pruning + shrink) or sparse kernels at very high sparsity save work on a CPU.")
         if any(k in ("quantize_dynamic", "quantize_static", "quantize_int4", "quantize_qat") for k in kinds):
-            out.append("**int8 not faster?** This CPU has no int8 dot-product instructions (AVX2, no VNNI), and "
+            from compression_core.ort import cpu_has_int8_dot, cpu_summary
+
+            dot = ("has int8 dot-product instructions, but" if cpu_has_int8_dot()
+                   else "has no int8 dot-product instructions, and")
+            out.append(f"**int8 not faster?** This CPU ({cpu_summary()}) {dot} "
                        "torch's int8 kernels add quantize/dequantize work; on tiny models that overhead dominates, "
                        "especially at batch 1. int4 weights are unpacked at run time, which costs time too.")
         if "quantize_half" in kinds:
