@@ -2,8 +2,9 @@
 
 Pruned weights are dense zeros: ``torch.save`` of the state_dict does not shrink (FACTS.md). Here each float tensor
 is stored in whichever of three forms is smallest: dense; a bitmask of the non-zeros (``numpy.packbits``, 1 bit per
-weight) plus the non-zero values; or CSR (int32 row pointers, int16/int32 column indices, values). Values stay fp32,
-so decoding is exact. The file is ``torch.save`` of plain tensors, strings and ints: it loads with
+weight) plus the non-zero values; or CSR (int32 row pointers, int16/int32 column indices, values). Values keep their
+dtype, so decoding is exact. Quantized tensors (int8 models: Deep Compression's prune-then-quantize) store their
+int8 codes the same way plus their scales and zero points; tuples and dtypes of quantized modules' state are kept. The file is ``torch.save`` of plain tensors, strings and ints: it loads with
 ``torch.load(weights_only=True)``.
 """
 
@@ -24,8 +25,10 @@ VERSION = 1
 
 
 def _encode_tensor(t: torch.Tensor) -> dict:
-    """The smallest of dense / bitmask / CSR for one tensor (non-float and quantized tensors stay dense)."""
-    if not t.is_floating_point() or t.is_quantized or t.numel() == 0:
+    """The smallest of dense / bitmask / CSR for one tensor (quantized: its int codes, plus scales)."""
+    if t.is_quantized:
+        return _encode_quantized(t)
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.uint8)) or t.numel() == 0:
         return {"enc": "dense", "data": t}
     t = t.detach().contiguous()
     flat = t.reshape(-1)
@@ -55,6 +58,51 @@ def _encode_tensor(t: torch.Tensor) -> dict:
     return {"enc": "csr", "shape": shape, "crow": crow, "col": col, "values": values}
 
 
+def _encode_quantized(t: torch.Tensor) -> dict:
+    """int codes sparse-encoded (a zero code decodes to zero), with the quantizer's parameters."""
+    codes = _encode_tensor(t.int_repr())
+    if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return {"enc": "q_tensor", "codes": codes, "scale": float(t.q_scale()), "zero_point": int(t.q_zero_point()),
+                "dtype": str(t.dtype).replace("torch.", "")}
+    if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return {"enc": "q_channel", "codes": codes, "scales": t.q_per_channel_scales(),
+                "zero_points": t.q_per_channel_zero_points(), "axis": int(t.q_per_channel_axis()),
+                "dtype": str(t.dtype).replace("torch.", "")}
+    raise CompressionError(f"sparse: quantization scheme {t.qscheme()} cannot be sparse-encoded")
+
+
+def _decode_value(entry: dict):
+    """Inverse of ``_encode_value``."""
+    enc = entry["enc"]
+    if enc == "tuple":
+        return tuple(_decode_value(e) for e in entry["items"])
+    if enc == "none":
+        return None
+    if enc == "dtype":
+        return getattr(torch, entry["name"])
+    if enc == "q_tensor":
+        return torch._make_per_tensor_quantized_tensor(_decode_tensor(entry["codes"]), entry["scale"],
+                                                       entry["zero_point"])
+    if enc == "q_channel":
+        return torch._make_per_channel_quantized_tensor(_decode_tensor(entry["codes"]), entry["scales"],
+                                                        entry["zero_points"], entry["axis"])
+    return _decode_tensor(entry)
+
+
+def _encode_value(key: str, value) -> dict:
+    """A state_dict value: a tensor, or the tuples / dtypes / None that quantized modules keep in their state."""
+    if isinstance(value, torch.Tensor):
+        return _encode_tensor(value)
+    if isinstance(value, (tuple, list)):
+        return {"enc": "tuple", "items": [_encode_value(key, v) for v in value]}
+    if value is None:
+        return {"enc": "none"}
+    if isinstance(value, torch.dtype):
+        return {"enc": "dtype", "name": str(value).replace("torch.", "")}
+    raise CompressionError(f"sparse: {key!r} is a {type(value).__name__}, not a tensor; this model's state "
+                           f"(e.g. a dynamic int8 LSTM's packed weights) cannot be sparse-encoded")
+
+
 def _decode_tensor(entry: dict) -> torch.Tensor:
     enc = entry["enc"]
     if enc == "dense":
@@ -81,12 +129,11 @@ def encode_state(state: dict) -> bytes:
     """Bytes of the sparse file of a (mask-free) state_dict."""
     tensors = OrderedDict()
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise CompressionError(f"sparse: {key!r} is a {type(value).__name__}, not a tensor; only plain "
-                                   f"(float, unquantized-module) models can be sparse-encoded")
-        tensors[key] = _encode_tensor(value)
+        tensors[key] = _encode_value(key, value)
+    # module versions: quantized modules read their state by format version (torch's state_dict._metadata)
+    meta = {k: dict(v) for k, v in (getattr(state, "_metadata", None) or {}).items()}
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, "tensors": tensors}, buf)
+    torch.save({"format": FORMAT, "version": VERSION, "tensors": tensors, "metadata": meta}, buf)
     return buf.getvalue()
 
 
@@ -105,7 +152,15 @@ def decode_sparse(data: bytes) -> OrderedDict:
         raise CompressionError(f"sparse file: not a {FORMAT} file")
     if obj.get("version") != VERSION:
         raise CompressionError(f"sparse file: version {obj.get('version')!r} is not supported; expected {VERSION}")
-    return OrderedDict((k, _decode_tensor(v)) for k, v in obj["tensors"].items())
+    try:
+        out = OrderedDict((k, _decode_value(v)) for k, v in obj["tensors"].items())
+        if obj.get("metadata"):
+            out._metadata = OrderedDict(obj["metadata"])  # type: ignore[attr-defined]
+        return out
+    except CompressionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed entry is the same user error
+        raise CompressionError(f"sparse file: malformed entry ({type(e).__name__}: {e})") from None
 
 
 def load_sparse(data: bytes, skeleton: nn.Module) -> nn.Module:
