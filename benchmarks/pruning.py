@@ -18,7 +18,7 @@ import time
 import torch
 
 import sample_models
-from compression_core import StepContext, accuracy, latency, measure, size_bytes, sparse_size_bytes
+from compression_core import StepContext, accuracy, latency, measure, size_bytes
 from compression_core.prune import (
     LotteryTicketConfig,
     ShrinkConfig,

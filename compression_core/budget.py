@@ -28,7 +28,7 @@ from .measure import layer_stats
 from .prune.common import classifier_name, fold_masks
 from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
 from .quantize.fakequant import FakeQuantConfig
-from .sensitivity import Evaluator, intra_op_threads, PRUNE_LEVELS, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
+from .sensitivity import Evaluator, intra_op_threads, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
 from .sparse import sparse_size_bytes
 from .technique import StepConfig, StepContext, apply_step, clone_model, register
 from .quantize._common import fake_quantize_weight

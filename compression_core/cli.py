@@ -122,7 +122,7 @@ def _progress_bar() -> "Callable[[float, str], None] | None":
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     from .bundle import save_bundle
-    from .recipe import apply_recipe, load_recipe, recipe_to_dict
+    from .recipe import apply_recipe, load_recipe
 
     recipe = load_recipe(args.recipe)
     if args.save_model is not None:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .errors import CompressionError
 from .measure import LayerStats, ModelStats, flops as torch_flops
-from .onnx_export import INPUT_NAME, onnx_size_bytes, to_onnx
+from .onnx_export import onnx_size_bytes, to_onnx
 from .technique import StepConfig
 
 OnnxLike = Union[bytes, str, os.PathLike, Any]  # serialized bytes, a .onnx path, or an onnx.ModelProto

@@ -10,13 +10,12 @@ with no hand-kept list. A Markdown file whose YAML front matter is the recipe (S
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import torch
 import yaml
@@ -30,7 +29,7 @@ from . import quantize as _quantize  # noqa: F401  (quantize_*, fake_quant)
 from . import train as _train  # noqa: F401  (finetune)
 from .errors import CompressionError
 from .measure import ModelStats, measure
-from .technique import ProgressFn, StepConfig, StepContext, apply_step, clone_model, registered_configs
+from .technique import ProgressFn, StepConfig, StepContext, apply_step, registered_configs
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 256 * 1024  # a recipe is a few hundred bytes; refuse anything absurd before parsing it

@@ -17,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 import streamlit as st
 import torch
-import yaml
 
 import sample_models
 from compression_core import CompressionError, confusion_matrix, effective_weight, latency, measure

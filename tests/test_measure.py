@@ -1,4 +1,3 @@
-import io
 
 import pytest
 import torch

@@ -18,7 +18,6 @@ from torch.nn.utils import prune as tprune
 import sample_models
 from compression_core import CompressionError, measure, predict, size_bytes
 from compression_core.onnx_export import (
-    INPUT_NAME,
     check_exportable,
     export_onnx,
     external_data_files,

@@ -3,7 +3,6 @@ benchmark runs (tiny) and its checks hold; the offline guard also refuses DNS lo
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess

@@ -43,7 +43,7 @@ def _select(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepContext | Non
     classifier = classifier_name(model, ctx)
     types = _TYPES.get(cfg.unit) or attention_types(model)
     if not types:
-        raise CompressionError(f"unit: 'heads' needs attention layers (qkv + proj); this model has none")
+        raise CompressionError("unit: 'heads' needs attention layers (qkv + proj); this model has none")
     asked = cfg.include_classifier or (cfg.targets is not None and classifier in cfg.targets)
     if classifier is not None and asked and classifier in resolve_targets(model, cfg.targets, cfg.ignore, types,
                                                                           classifier, True):
