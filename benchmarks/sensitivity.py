@@ -65,8 +65,8 @@ def fitted_vs_uniform(name: str) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -90,7 +90,8 @@ def main() -> None:
         "Machine shared with other engineers' jobs: timings are noisy.",
     ])
     emit(result, args.json, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
