@@ -34,7 +34,9 @@ from .technique import StepConfig, StepContext, apply_step, clone_model, registe
 from .quantize._common import fake_quantize_weight
 
 FLOAT_BITS = 32
-FIT_PRUNE_LEVELS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(20))  # 0, 0.05, .., 0.95
+# 0, 0.025, .., 0.95: a finer grid than 5% lets the fit spend the budget (on lenet300 the 5% grid left ~5 KB unused
+# and lost to uniform at one budget; 2.5% wins at all three, at ~2x the fit time)
+FIT_PRUNE_LEVELS: tuple[float, ...] = tuple(round(i * 0.025, 3) for i in range(39))
 
 
 class FitBudgetConfig(StepConfig):

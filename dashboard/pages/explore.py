@@ -8,6 +8,7 @@ import explain
 import sample_models
 import state
 from compression_core import resolve_targets
+from compression_core.budget import FIT_PRUNE_LEVELS  # the same grid the budget fit picks from
 
 
 def default(key: str, value) -> str:
@@ -71,7 +72,7 @@ with controls:
             with st.expander("Per-layer overrides"):
                 overrides = {}
                 for layer in chosen:
-                    v = st.select_slider(layer, ["global"] + [round(i * 0.05, 2) for i in range(20)],
+                    v = st.select_slider(layer, ["global"] + list(FIT_PRUNE_LEVELS),
                                          key=default(f"x_ovr_{name}_{layer}", "global"))
                     if v != "global":
                         overrides[layer] = float(v)

@@ -96,7 +96,7 @@ def fill_explore(name: str, f: dict) -> None:
     ss[f"x_prune_{name}"] = PRUNE_LABEL
     ss["x_scope"] = "layer"
     for layer, amount in f["choice"].items():
-        ss[f"x_ovr_{name}_{layer}"] = round(float(amount), 2)
+        ss[f"x_ovr_{name}_{layer}"] = round(float(amount), 3)
 
 
 st.title("Sensitivity: which layers can take how much compression")
