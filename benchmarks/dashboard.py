@@ -12,12 +12,11 @@ button and is cached). Page load is measured in Debian's chromium (`/usr/bin/chr
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from .common import emit, environment, parser, table
+from .local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -82,12 +81,9 @@ def _row(model: str, control: str, times: list[float], cached: list[float] | Non
 
 def page_load(repeats: int = 3) -> dict | None:
     """Seconds from navigation to the first plotly chart on the Explore page (first load: cold server caches)."""
-    if not Path("/usr/bin/chromium").exists():
+    if not Path(CHROMIUM).exists():
         return None
     from playwright.sync_api import sync_playwright
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_browser import ARGS, CHROMIUM, free_port, start_app
 
     port = free_port()
     t_server = time.perf_counter()
@@ -96,7 +92,7 @@ def page_load(repeats: int = 3) -> dict | None:
     loads, stages = [], []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             for _ in range(repeats):
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 t0 = time.perf_counter()
@@ -110,11 +106,7 @@ def page_load(repeats: int = 3) -> dict | None:
                 page.close()
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     return {"server_start_s": server_s, "first_load_s": loads[0], "warm_load_median_s": statistics.median(loads[1:]),
             "loads_s": loads, "stages": stages}
 

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .local_app import ROOT, free_port, stop, streamlit_argv, wait_healthy
+
 MODELS = ["digits-mlp", "digits-cnn", "digits-vit"]
 AMOUNTS = [round(i * 0.05, 2) for i in range(20)]  # the slider's values (0.0 .. 0.95, step 0.05)
 PRUNE_LABEL = "unstructured (weights)"
@@ -89,8 +89,7 @@ def _serve(port: int, report: str) -> None:
     signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=check, daemon=True).start())
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless", "true",
-                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    sys.argv = ["streamlit", *streamlit_argv(port)]
     sys.exit(cli.main())
 
 
@@ -210,12 +209,6 @@ class Session:
 
 
 # ------------------------------------------------------------------------------------------- driver
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of ``pid`` in MB, from /proc/PID/status."""
     vals = {}
@@ -230,22 +223,6 @@ def _cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by ``pid`` (from /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import urllib.request
-
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("server did not become healthy")
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -288,14 +265,14 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
     t0 = time.perf_counter()
     expected = oracle(models)
     oracle_s = time.perf_counter() - t0
-    port = _free_port()
+    port = free_port()
     report = tempfile.mktemp(prefix="workshop_baselines_", suffix=".json")
     log = tempfile.NamedTemporaryFile(prefix="workshop_server_", suffix=".log", delete=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_ready(port, proc)
+        wait_healthy(port, proc, timeout=120)
         rss_idle = _rss_mb(proc.pid)[0]
         clients, mem = asyncio.run(_drive(sessions, port, duration, think, expected, proc.pid, models))
         rss_end, rss_peak = _rss_mb(proc.pid)
@@ -306,11 +283,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
         baselines = json.loads(Path(report).read_text()) if os.path.exists(report) else {"ok": False,
                                                                                          "error": "no report"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=20)
         if os.path.exists(report):
             os.unlink(report)
     times = [t for s in clients for t in s.times]
