@@ -25,7 +25,8 @@ from torch import nn
 
 from .errors import CompressionError
 from .measure import layer_stats
-from .prune.common import classifier_name, fold_masks
+from .prune.common import fold_masks
+from .targets import classifier_name
 from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
 from .quantize.fakequant import FakeQuantConfig
 from .sensitivity import Evaluator, intra_op_threads, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity

@@ -28,7 +28,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .errors import CompressionError
-from .prune.common import classifier_name, fold_masks
+from .prune.common import fold_masks
+from .targets import classifier_name
 from .prune.importance import head_accuracy_drop, weight_scores
 from .quantize._common import fake_quantize_weight
 from .targets import resolve_targets

@@ -29,6 +29,15 @@ def check_pattern(pattern: str, field: str = "targets") -> None:
             raise CompressionError(f"{field}: bad regular expression {pattern!r}: {e}") from None
 
 
+def classifier_name(model: nn.Module, ctx=None) -> str | None:
+    """The sample model's classifier (``ctx.info.classifier``), or the last Linear layer of an unknown model."""
+    info = getattr(ctx, "info", None) if ctx is not None else None
+    if info is not None and getattr(info, "classifier", None):
+        return info.classifier
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
 def resolve_targets(
     model: nn.Module,
     targets: Iterable[str] | None,

@@ -9,21 +9,11 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
-from ..technique import StepContext
 
 # modules that map a zero input channel/feature to a zero output channel/feature, one channel at a time
 PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.Tanh, nn.Hardtanh, nn.Dropout, nn.Identity,
                 nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-def classifier_name(model: nn.Module, ctx: StepContext | None) -> str | None:
-    """The sample model's classifier, or the last Linear layer of an unknown model."""
-    info = getattr(ctx, "info", None) if ctx is not None else None
-    if info is not None and getattr(info, "classifier", None):
-        return info.classifier
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return names[-1] if names else None
 
 
 def check_overrides(overrides: dict[str, float], chosen: list[str], lo: float = 0.0, hi: float = 1.0,

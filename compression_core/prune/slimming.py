@@ -26,7 +26,8 @@ from ..errors import CompressionError
 from ..targets import resolve_targets
 from ..technique import StepConfig, StepContext, register
 from ..train import FineTuneConfig, fine_tune
-from .common import classifier_name, coupling_plan, mask_count
+from ..targets import classifier_name
+from .common import coupling_plan, mask_count
 from .shrink import shrink
 from .structured import _mask_rows, _unit_mask
 

@@ -18,7 +18,8 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import CompressionError
 from ..targets import resolve_targets
 from ..technique import StepConfig, StepContext, register
-from .common import attention_types, check_overrides, classifier_name, coupling_plan, mask_count
+from ..targets import classifier_name
+from .common import attention_types, check_overrides, coupling_plan, mask_count
 from .importance import head_scores, unit_scores
 
 

@@ -17,7 +17,8 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import CompressionError
 from ..targets import resolve_targets
 from ..technique import StepConfig, StepContext, register
-from .common import check_overrides, classifier_name
+from ..targets import classifier_name
+from .common import check_overrides
 
 
 class UnstructuredPruneConfig(StepConfig):

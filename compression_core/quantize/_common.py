@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import CompressionError
-from ..targets import _matches, check_pattern, resolve_targets
+from ..targets import _matches, check_pattern, classifier_name, resolve_targets
 from ..technique import StepContext
 
 
@@ -54,18 +54,6 @@ def fake_quantize_weight(w: torch.Tensor, bits: int, per_channel: bool) -> tuple
 
 
 # ------------------------------------------------------------------------------------------------ selection
-def classifier_name(model: nn.Module, ctx: StepContext) -> str | None:
-    """The sample model's classifier, or the last Linear layer when no ModelInfo is given."""
-    info = ctx.info
-    if info is not None and getattr(info, "classifier", None):
-        return info.classifier
-    last = None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            last = name
-    return last
-
-
 def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.Module], ...], technique: str) -> list[str]:
     """Names chosen by ``cfg.targets``/``cfg.ignore``/``cfg.include_classifier`` among ``types``; a targeted layer
     of another type is a one-line error naming what the technique supports."""
