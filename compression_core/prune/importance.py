@@ -12,12 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..measure import effective_weight  # the one accessor: masks applied, detached
 from .common import is_attention
-
-
-def effective_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
-    """The weight the forward pass uses (prune masks applied), detached."""
-    return getattr(module, name).detach()
 
 
 def weight_scores(weight: torch.Tensor, importance: str, generator: torch.Generator | None = None) -> torch.Tensor:

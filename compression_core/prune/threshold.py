@@ -15,7 +15,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..technique import StepConfig, StepContext, register
 from .common import check_overrides
-from .importance import effective_weight
+from ..measure import effective_weight
 from .unstructured import select_layers
 
 
