@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import inputs as I
 from .io import shippable_state_dict, state_dict_bytes
 
 _DTYPE_BITS = {
@@ -54,7 +55,8 @@ class ModelStats(BaseModel):
     latency_runs: int | None = None
     batch_size: int
     threads: int
-    accuracy: float
+    accuracy: float  # the workload's metric (``metric`` names it; top-1 accuracy by default)
+    metric: str = "accuracy"
     flops: int
     nonzero_flops: int
     layers: list[LayerStats]
@@ -65,36 +67,42 @@ class ModelStats(BaseModel):
 
 # ----------------------------------------------------------------------------------------------- accuracy
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for ``x`` in eval mode, batched (no_grad, not inference_mode: CSR weights fail under it)."""
+def predict(model: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
+    """Outputs for ``x`` (a tensor or a dict of tensors) in eval mode, batched; float inputs are cast to the model's
+    dtype, integer inputs (token ids) never are (no_grad, not inference_mode: CSR weights fail under it)."""
     was_training = model.training
     model.eval()
-    dtype = _input_dtype(model)
-    outs = [model(x[i : i + batch_size].to(dtype)).float() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
+    n = I.n_items(x)
+    try:
+        outs = [I.call(model, I.take(x, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)]
+    finally:
+        model.train(was_training)
     return torch.cat(outs)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: nn.Module, x: Any, y: torch.Tensor) -> float:
     """Fraction of ``x`` classified as ``y``."""
     if len(y) == 0:
         return 0.0
-    return int((predict(model, x).argmax(1) == y).sum()) / len(y)
+    return int((predict(model, x).argmax(-1) == y).sum()) / len(y)
 
 
-def confusion_matrix(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+def evaluate(model: nn.Module, data: Any, split: str = "test") -> float:
+    """The data's metric (a Workload's; top-1 accuracy for plain splits) of ``model`` on ``split``."""
+    s = getattr(data, split)
+    metric = getattr(data, "metric", None)
+    if metric is None or not callable(metric):
+        return accuracy(model, s.x, s.y)
+    return float(metric(predict(model, s.x), s.y))
+
+
+def confusion_matrix(model: nn.Module, x: Any, y: torch.Tensor, classes: int) -> torch.Tensor:
     """(classes, classes) counts: row = true class, column = predicted class."""
-    pred = predict(model, x).argmax(1)
+    pred = predict(model, x).argmax(-1)
     return torch.bincount(y * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
-def _input_dtype(model: nn.Module) -> torch.dtype:
-    """fp16/bf16 models take inputs of their own dtype; everything else takes fp32."""
-    for p in model.parameters():
-        if p.dtype in (torch.float16, torch.bfloat16):
-            return p.dtype
-        break
-    return torch.float32
+_input_dtype = I.input_dtype
 
 
 # --------------------------------------------------------------------------------------------------- size
@@ -106,19 +114,20 @@ def size_bytes(model: nn.Module) -> int:
 # ------------------------------------------------------------------------------------------------ latency
 @torch.no_grad()
 def latency(
-    model: nn.Module, example: torch.Tensor, threads: int = 1, min_run_time: float = 0.3, warmup: int = 10
+    model: nn.Module, example: Any, threads: int = 1, min_run_time: float = 0.3, warmup: int = 10
 ) -> tuple[float, float, int]:
     """(median ms, IQR ms, runs) of one forward pass on ``example`` with ``threads`` intra-op threads."""
     from torch.utils import benchmark
 
     model.eval()
-    x = example.to(_input_dtype(model))
+    args, kwargs = I.example_args(I.cast_floats(example, _input_dtype(model)))
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for _ in range(warmup):
-            model(x)
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
+            model(*args, **kwargs)
+        timer = benchmark.Timer(stmt="model(*args, **kwargs)", globals={"model": model, "args": args, "kwargs": kwargs},
+                                num_threads=threads)
         m = timer.blocked_autorange(min_run_time=min_run_time)
     finally:
         torch.set_num_threads(old_threads)
@@ -180,7 +189,7 @@ def _recurrent_flops(module: nn.Module, inp: tuple, out) -> int:
 
 
 @torch.no_grad()
-def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+def flops(model: nn.Module, example: Any) -> tuple[int, int]:
     """(FLOPs as executed, FLOPs if zero weights were skipped) for one forward pass on ``example``.
 
     torch.utils.flop_counter is exact for dense float layers but counts 0 for quantized modules and the dense
@@ -188,7 +197,7 @@ def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     count scales each layer by its weight density.
     """
     model.eval()
-    x = example.to(_input_dtype(model))
+    args, kwargs = I.example_args(I.cast_floats(example, _input_dtype(model)))
     per_layer: dict[str, tuple[int, float]] = {}
     hooks = []
     for name, module in model.named_modules():
@@ -209,7 +218,7 @@ def flops(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
             hooks.append(module.register_forward_hook(rhook))
     try:
         with FlopCounterMode(display=False) as counter:
-            model(x)
+            model(*args, **kwargs)
     finally:
         for h in hooks:
             h.remove()
@@ -261,10 +270,10 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
             nz = int((deq != 0).sum()) + (int((b != 0).sum()) if b is not None else 0)
             rows.append(_row(name, module, n, nz, str(qw.dtype).replace("torch.", ""), _tensor_bits(qw)))
             continue
-        if isinstance(module, nn.LSTM | nn.GRU | nn.RNN) or not list(module.children()) or name == "":
-            tensors = _own_tensors(module)
-            if not tensors:
-                continue
+        # every module that owns tensors itself: leaves, and also modules with children that own parameters
+        # (nn.MultiheadAttention's in_proj, a TransformerEncoderLayer subclass, a block with its own scale)
+        tensors = _own_tensors(module)
+        if tensors:
             if name == "" and list(module.children()):
                 for pname, t in tensors:  # parameters owned by the root (e.g. a ViT's position embedding)
                     rows.append(_row(pname, t, t.numel(), int((t != 0).sum()), str(t.dtype).replace("torch.", ""),
@@ -326,14 +335,13 @@ def measure(
     with_latency: bool = True,
     min_run_time: float = 0.3,
 ) -> ModelStats:
-    """Measure ``model`` on ``data.test`` (a sample_models.DataSplits). The model is not modified."""
-    x, y = data.test.x, data.test.y
+    """Measure ``model`` on ``data.test`` (a Workload, or anything with ``test.x``/``test.y``) with the data's metric.
+    The model is not modified."""
+    x = data.test.x
     layers = layer_stats(model)
-    example = x[:batch_size]
-    if len(example) < batch_size:  # a batch larger than the test split: repeat samples
-        example = x.repeat((batch_size + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:batch_size]
+    example = I.head(x, batch_size)
     lat = latency(model, example, threads=threads, min_run_time=min_run_time) if with_latency else None
-    total_flops, nonzero_flops = flops(model, x[:1])
+    total_flops, nonzero_flops = flops(model, I.take(x, slice(0, 1)))
     simulated = any(layer.simulated for layer in layers)
     # simulated (fake-quant) layers are stored as float: also report the size their bit widths would take
     theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
@@ -350,7 +358,8 @@ def measure(
         latency_runs=lat[2] if lat else None,
         batch_size=batch_size,
         threads=threads,
-        accuracy=accuracy(model, x, y),
+        accuracy=evaluate(model, data),
+        metric=getattr(getattr(data, "metric", None), "name", "accuracy"),
         flops=total_flops,
         nonzero_flops=nonzero_flops,
         layers=layers,

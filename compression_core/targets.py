@@ -30,10 +30,11 @@ def check_pattern(pattern: str, field: str = "targets") -> None:
 
 
 def classifier_name(model: nn.Module, ctx=None) -> str | None:
-    """The sample model's classifier (``ctx.info.classifier``), or the last Linear layer of an unknown model."""
-    info = getattr(ctx, "info", None) if ctx is not None else None
-    if info is not None and getattr(info, "classifier", None):
-        return info.classifier
+    """The workload's classifier (``ctx.data.classifier``), or the last Linear layer in module order."""
+    wl = getattr(ctx, "data", None) if ctx is not None else None
+    given = getattr(wl, "classifier", None)
+    if isinstance(given, str) and given:
+        return given
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return names[-1] if names else None
 

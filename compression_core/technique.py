@@ -30,18 +30,21 @@ ProgressFn = Callable[[float, str], None]
 
 @dataclass
 class StepContext:
-    """What a step may need beyond the model: the data splits, the sample model's metadata, a seed, progress.
+    """What a step may need beyond the model: the workload (data splits, metric, classifier), a seed, progress.
 
     ``replay=True`` is how a saved bundle is rebuilt: each step redoes its structural change (masks, shrinking,
     module swaps to quantized types) with the same shapes but skips training, then the bundle's state_dict is
     loaded over the result. Handlers that train must honour it.
     """
 
-    data: object  # sample_models.DataSplits
-    info: object | None = None  # sample_models.ModelInfo
+    data: object  # a compression_core.Workload (``.train/.calib/.test`` splits, ``.metric``, ``.classifier``)
     seed: int = 0
     progress: ProgressFn | None = None
     replay: bool = False  # rebuild only the structure (no training); a saved state_dict is loaded afterwards
+
+    @property
+    def workload(self):
+        return self.data
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from compression_core.errors import CompressionError
+from compression_core.workload import Workload, register_workload
 
 from .data import DataSplits, Split, load_splits
 from .digits_cnn import DigitsCNN
@@ -131,7 +132,39 @@ def load(name: str) -> SampleModel:
     return SampleModel(name, model, data(name), i, trained)
 
 
+def trained_metadata(name: str) -> dict:
+    """How the shipped weights were trained (the JSON next to them), without loading any data."""
+    p = metadata_path(name)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def workload(name: str) -> Workload:
+    """The sample model ``name`` as a compression_core Workload (weights, splits, classifier, training settings)."""
+    sm = load(name)
+    i = sm.info
+    return Workload(
+        name=name, model=sm.model, train=sm.data.train, calib=sm.data.calib, test=sm.data.test,
+        classifier=i.classifier, description=i.task, build=i.build, lr=i.train.lr, seed=i.train.seed,
+        info=_listing(name),
+    )
+
+
+def _listing(name: str) -> dict:
+    i = info(name)
+    meta = trained_metadata(name)
+    return {"task": i.task, "architecture": i.architecture, "dataset": i.dataset, "input_shape": list(i.input_shape),
+            "num_classes": i.num_classes, "classifier": i.classifier, "metric": "accuracy",
+            "baseline_metric": meta.get("test_accuracy"), "class_names": i.class_names}
+
+
+def register() -> None:
+    """Register every sample model with compression_core (the ``compression_lab.workloads`` entry point)."""
+    for name in MODEL_NAMES:
+        register_workload(name, lambda name=name: workload(name), info=_listing(name))
+
+
 __all__ = [
     "DataSplits", "ModelInfo", "MODEL_NAMES", "REGISTRY", "SampleModel", "Split", "TrainSettings",
-    "UnknownModelError", "build", "data", "info", "load", "metadata_path", "weights_path",
+    "UnknownModelError", "build", "data", "info", "load", "metadata_path", "register", "trained_metadata",
+    "weights_path", "workload",
 ]

@@ -9,33 +9,16 @@ test 20%, calibration 10%, train the remaining 70%. Nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from compression_core.workload import DataSplits, Split
+
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 CALIB_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class Split:
-    """Inputs already shaped for the model, and integer class labels."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    train: Split
-    calib: Split
-    test: Split
 
 
 def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -13,7 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-dev.txt
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-dev.txt -e .
 
 set +e
 python3 -m pytest -q "$@"
