@@ -161,6 +161,9 @@ def register() -> None:
     """Register every sample model with compression_core (the ``compression_lab.workloads`` entry point)."""
     for name in MODEL_NAMES:
         register_workload(name, lambda name=name: workload(name), info=_listing(name))
+    from . import minilm_topics  # a pretrained transformer: listed from its JSON, loaded on first use
+
+    register_workload(minilm_topics.NAME, minilm_topics.workload, info=minilm_topics.listing())
 
 
 __all__ = [
