@@ -12,14 +12,25 @@ from typing import Any
 from torch import nn
 
 from ..technique import ProgressFn, StepConfig, StepContext, apply_step
-from .common import coupling_plan
-from .importance import head_accuracy_drop, head_scores, unit_scores, weight_scores
+from ..graph import build_graph
+from .importance import (
+    bn_group_scores,
+    group_scores,
+    head_accuracy_drop,
+    head_group_scores,
+    head_scores,
+    unit_scores,
+    weight_scores,
+)
 from .layers import LayerPruneConfig, block_importance, prune_layers, remove_block, removable_blocks
 from .lottery import LotteryTicketConfig, RoundStats, lottery_ticket
 from .shrink import (
+    PrunedMultiheadAttention,
     ShrinkConfig,
     kept_units,
+    removable_units,
     shrink,
+    shrink_heads,
     slice_bn,
     slice_conv_in,
     slice_conv_out,
@@ -28,7 +39,7 @@ from .shrink import (
     slice_linear_out,
 )
 from .slimming import SlimmingConfig, bn_scale_scores, slim, slimming_masks
-from .structured import StructuredPruneConfig, prune_structured
+from .structured import StructuredPruneConfig, mask_group, mask_heads, prune_structured, select_groups
 from .threshold import ThresholdPruneConfig, prune_threshold
 from .unstructured import UnstructuredPruneConfig, prune_unstructured
 
@@ -53,9 +64,11 @@ def prune(model: nn.Module, cfg: StepConfig, data: Any = None, *, info: Any = No
 
 __all__ = [
     "LayerPruneConfig", "LotteryTicketConfig", "PruneConfig", "RoundStats", "ShrinkConfig", "StructuredPruneConfig",
-    "ThresholdPruneConfig", "UnstructuredPruneConfig", "block_importance", "coupling_plan", "head_accuracy_drop",
+    "ThresholdPruneConfig", "UnstructuredPruneConfig", "block_importance", "build_graph", "head_accuracy_drop",
     "head_scores", "kept_units", "lottery_ticket", "prune", "prune_layers", "prune_structured", "prune_threshold",
     "prune_unstructured", "remove_block", "removable_blocks", "shrink", "slice_bn", "slice_conv_in",
     "slice_conv_out", "slice_heads", "slice_linear_in", "slice_linear_out", "unit_scores", "weight_scores",
 ]
 __all__ += ["SlimmingConfig", "bn_scale_scores", "slim", "slimming_masks"]
+__all__ += ["PrunedMultiheadAttention", "bn_group_scores", "group_scores", "head_group_scores", "mask_group",
+            "mask_heads", "removable_units", "select_groups", "shrink_heads"]

@@ -54,6 +54,55 @@ def head_scores(attn: nn.Module, importance: str, generator: torch.Generator | N
     return _norm(both, importance)
 
 
+def group_scores(group, importance: str, generator: torch.Generator | None = None,
+                 model: nn.Module | None = None) -> torch.Tensor:
+    """(units,) importance of each unit of a coupled group (``compression_core.graph.Group``), scored over every
+    layer it touches: Torch-Pruning's group magnitude (``GroupMagnitudeImportance``, the L1 or L2 norm of the unit's
+    rows and columns in every member, averaged over members), BatchNorm scale (mean |gamma| over the group's
+    BatchNorms, Liu et al. 2017) or a seeded random baseline."""
+    if importance == "random":
+        return torch.rand(group.size, generator=generator)
+    if importance == "bn_scale":
+        return bn_group_scores(group, model)
+    import torch_pruning as tp
+
+    imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2, group_reduction="mean",
+                                                 normalizer=None)
+    with torch.no_grad():
+        scores = imp(group.tp_group)
+    return scores.detach().float().reshape(-1)
+
+
+def bn_group_scores(group, model: nn.Module | None = None) -> torch.Tensor:
+    """(units,) mean |gamma| of the BatchNorms normalising each unit of ``group`` (Network Slimming's criterion)."""
+    norms = [m for m in group.members if m.kind == "norm"]
+    if not norms:
+        raise ValueError(f"group {group.name!r} has no BatchNorm")
+    dg_model = group.tp_group._DG.model if model is None else model  # the model the group was traced on
+    total = torch.zeros(group.size)
+    for m in norms:
+        gamma = effective_weight(dg_model.get_submodule(m.name)).abs()
+        total += torch.stack([gamma[idx].mean() for idx in m.idxs])
+    return total / len(norms)
+
+
+def head_group_scores(model: nn.Module, heads, importance: str, generator: torch.Generator | None = None
+                      ) -> torch.Tensor:
+    """(heads,) scores of the heads of an attention (``compression_core.graph.HeadGroup``): the norm of each head's
+    q, k, v rows in its projections and its input columns of the output projection."""
+    h = heads.size
+    if importance == "random":
+        return torch.rand(h, generator=generator)
+    parts = []
+    for pname, rows in heads.producers.items():
+        mod = model.get_submodule(pname)
+        w = (mod.in_proj_weight if heads.kind == "mha" else effective_weight(mod)).detach()  # (out, in)
+        parts.append(w[rows.reshape(-1)].reshape(h, -1))  # (H, rows*in)
+    cons = effective_weight(model.get_submodule(heads.consumer))  # (out, H*d)
+    parts.append(cons[:, heads.columns.reshape(-1)].reshape(cons.shape[0], h, -1).permute(1, 0, 2).reshape(h, -1))
+    return _norm(torch.cat(parts, dim=1), importance)
+
+
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     from ..measure import accuracy

@@ -1,5 +1,6 @@
-"""Layer pruning: remove whole blocks (transformer blocks of the ViT; elsewhere any block whose input and output
-shapes match), chosen by name or by importance = accuracy drop on the calibration split when the block is skipped.
+"""Layer pruning: remove whole blocks (any block, found by tracing one forward pass, that holds weights and maps its
+input to an output of the same shape: a transformer layer, a residual block, a squeeze-excite gate), chosen by name
+or by importance = metric drop on the calibration split when the block is skipped.
 
 Depth pruning in the spirit of Fan et al. 2020 ("Reducing Transformer Depth on Demand with Structured Dropout")
 and Gromov et al. 2024 ("The Unreasonable Ineffectiveness of the Deeper Layers").
@@ -7,13 +8,15 @@ and Gromov et al. 2024 ("The Unreasonable Ineffectiveness of the Deeper Layers")
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from .. import inputs as I
 from ..errors import CompressionError
+from ..graph import example_inputs
 from ..technique import StepConfig, StepContext, register
 from .importance import skip_accuracy_drop
 
@@ -32,38 +35,84 @@ class LayerPruneConfig(StepConfig):
         return self
 
 
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+
+
 def _has_weights(m: nn.Module) -> bool:
-    return any(isinstance(x, (nn.Linear, nn.Conv2d)) for x in m.modules())
+    return any(isinstance(x, _WEIGHTED) for x in m.modules())
 
 
-def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Blocks that can be skipped: entries of a ModuleList (transformer blocks), or children of a Sequential that
-    hold weights and map their input shape to the same output shape (found by one forward pass on ``example``)."""
-    names = [f"{n}.{i}" if n else str(i) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)
-             for i, block in enumerate(m) if _has_weights(block)]
-    shapes: dict[str, bool] = {}
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    return None
+
+
+@torch.no_grad()
+def block_shapes(model: nn.Module, example: Any) -> dict[str, tuple[tuple, tuple, bool, int]]:
+    """{module: (input shape, output shape, output is a plain tensor, calls)} from one traced forward pass, for the
+    modules that hold weights and sit in a ModuleList, a Sequential or directly in the model."""
+    parents = {}
+    for pname, parent in model.named_modules():
+        for cname, child in parent.named_children():
+            full = f"{pname}.{cname}" if pname else cname
+            if pname == "" or isinstance(parent, (nn.ModuleList, nn.Sequential)):
+                parents[full] = parent
+    seen: dict[str, list] = {}
     hooks = []
-    for n, m in model.named_modules():
-        if isinstance(m, nn.Sequential):
-            for cname, child in m.named_children():
-                full = f"{n}.{cname}" if n else cname
-                if _has_weights(child):
-                    def hook(mod, inp, out, full=full):
-                        shapes[full] = isinstance(out, torch.Tensor) and tuple(inp[0].shape) == tuple(out.shape)
-                    hooks.append(child.register_forward_hook(hook))
-    if hooks:
-        try:
-            with torch.no_grad():
-                model.eval()(example)
-        finally:
-            for h in hooks:
-                h.remove()
-    return names + [n for n, ok in shapes.items() if ok and n not in names]
+    for name, m in model.named_modules():
+        if name not in parents or not _has_weights(m):
+            continue
+
+        def hook(mod, args, kwargs, out, name=name):
+            x = args[0] if args else next(iter(kwargs.values()), None)
+            y = _first_tensor(out)
+            rec = seen.setdefault(name, [None, None, False, 0])
+            rec[3] += 1
+            if isinstance(x, torch.Tensor) and y is not None:
+                rec[0], rec[1], rec[2] = tuple(x.shape), tuple(y.shape), isinstance(out, torch.Tensor)
+        hooks.append(m.register_forward_hook(hook, with_kwargs=True))
+    was = model.training
+    try:
+        I.call(model.eval(), example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {n: tuple(v) for n, v in seen.items()}
+
+
+def removable_blocks(model: nn.Module, example: Any) -> list[str]:
+    """Blocks that can be skipped, found by tracing one forward pass on ``example``: modules holding weights that
+    run once and map their input to an output of the same shape, sitting in a ModuleList (dropped), a Sequential
+    (deleted) or directly in the model (replaced by nn.Identity; they must return a plain tensor)."""
+    out = []
+    for name, (sin, sout, plain, calls) in block_shapes(model, example).items():
+        parent_name = name.rpartition(".")[0]
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if calls == 1 and sin is not None and sin == sout and (plain or isinstance(parent, nn.ModuleList)):
+            out.append(name)
+    return out
+
+
+def why_not_removable(model: nn.Module, example: Any, name: str) -> str:
+    """Why block ``name`` cannot be removed, in a few words."""
+    rec = block_shapes(model, example).get(name)
+    if rec is None:
+        return "it holds no weights, or is not a block of a ModuleList, a Sequential or the model"
+    sin, sout, plain, calls = rec
+    if calls != 1:
+        return f"it runs {calls} times per forward pass"
+    if sin != sout:
+        return f"its output shape {sout} differs from its input shape {sin}"
+    return "it returns more than a tensor outside a ModuleList"
 
 
 def remove_block(model: nn.Module, name: str) -> nn.Module:
     """Remove block ``name`` in place: a ModuleList entry is dropped (later blocks renumber), a Sequential child
-    is deleted (the other children keep their names)."""
+    is deleted (the other children keep their names), any other block becomes nn.Identity."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(parent, nn.ModuleList):
@@ -71,14 +120,16 @@ def remove_block(model: nn.Module, name: str) -> nn.Module:
         kept = [b for i, b in enumerate(parent) if i != idx]
         grand, _, attr = parent_name.rpartition(".")
         setattr(model.get_submodule(grand) if grand else model, attr, nn.ModuleList(kept))
-    else:
+    elif isinstance(parent, nn.Sequential):
         delattr(parent, child)
+    else:
+        setattr(parent, child, nn.Identity())
     return model
 
 
-def block_importance(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def block_importance(model: nn.Module, x: Any, y: torch.Tensor) -> dict[str, float]:
     """{block: accuracy drop on (x, y) when the block is skipped}; lower = less important."""
-    return skip_accuracy_drop(model, removable_blocks(model, x[:1]), x, y, remove_block)
+    return skip_accuracy_drop(model, removable_blocks(model, I.head(x, 2)), x, y, remove_block)
 
 
 def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | None = None) -> nn.Module:
@@ -93,7 +144,8 @@ def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | Non
     if cfg.names is not None:
         for n in cfg.names:
             if n not in blocks:
-                raise CompressionError(f"names: {n!r} is not a removable block; removable: {', '.join(blocks)}")
+                raise CompressionError(f"names: {n!r} is not a removable block ({why_not_removable(model, example, n)}"
+                                       f"); removable: {', '.join(blocks)}")
         chosen = list(dict.fromkeys(cfg.names))
     else:
         if cfg.count >= len(blocks):
@@ -107,21 +159,27 @@ def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | Non
             ctx.report(0.5, "accuracy drop when skipped: " + ", ".join(f"{b} {d:+.4f}" for b, d in drops.items()))
     if len(chosen) >= len(blocks):
         raise CompressionError(f"names: cannot remove every block ({', '.join(blocks)}); keep at least one")
+    chosen = [c for c in chosen if not any(c.startswith(o + ".") for o in chosen if o != c)]  # inside another
     for name in sorted(chosen, key=lambda b: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in b.split(".")], reverse=True):
         remove_block(model, name)  # from the last: removing a ModuleList entry renumbers the later ones
+    try:
+        with torch.no_grad():
+            I.call(model, example)
+    except Exception as e:  # the model's own forward relies on the block (e.g. reads its attributes)
+        msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:160]
+        raise CompressionError(f"{field}: the model no longer runs without {', '.join(chosen)} ({msg}); choose "
+                               "other blocks") from None
     if ctx is not None:
         ctx.report(1.0, f"removed {', '.join(chosen)}")
     return model
 
 
-def _example(model: nn.Module, ctx: StepContext | None, field: str) -> torch.Tensor:
-    data = getattr(ctx, "data", None)
-    if data is not None:
-        return data.calib.x[:1]
-    info = getattr(ctx, "info", None)
-    if info is not None:
-        return torch.zeros(1, *info.input_shape)
-    raise CompressionError(f"{field}: finding removable blocks needs the sample model's data or info")
+def _example(model: nn.Module, ctx: StepContext | None, field: str) -> Any:
+    try:
+        return example_inputs(ctx, field, n=2)
+    except CompressionError:
+        raise CompressionError(f"{field}: finding removable blocks traces the model on example inputs; pass the "
+                               "workload") from None
 
 
 @register(LayerPruneConfig)

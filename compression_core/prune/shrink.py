@@ -1,12 +1,12 @@
 """Shrink: turn a structured-pruned (masked) model into a physically smaller dense model.
 
-A unit whose output is exactly zero (a masked neuron, a conv channel whose BatchNorm scale and shift are zero, a
-head whose value rows or output-projection columns are zero) is removed everywhere its dimension is coupled: the
-producer's output rows, its BatchNorm channel, and the consumer's input columns (through nn.Flatten: channel c is
-columns c*H*W .. (c+1)*H*W-1); for heads the q, k, v rows of ``qkv``, the columns of ``proj`` and ``n_heads``.
-The dependency-graph idea is Torch-Pruning's (Fang et al. 2023, "DepGraph"); the graph here is the small hand-made
-``coupling_plan`` of our Sequential models and the ViT. The result has no masks, is plain torch modules, and gives
-the masked model's outputs (up to float summation order).
+A unit whose output is exactly zero in every layer of its coupled group (a masked channel's conv rows, bias and
+BatchNorm scale and shift; a head's q, k, v rows) is removed from every member of the group: the producers' rows,
+the BatchNorm channels, a depthwise conv's channels (and its ``groups``), the consumers' input columns (through a
+flatten, a concatenation or a residual add). The groups are the traced graph's (``compression_core.graph``, over
+Torch-Pruning's DependencyGraph, Fang et al. 2023, "DepGraph"), and Torch-Pruning's own pruning functions do the
+slicing; heads are sliced here (projection rows and columns, the attention's head count). The result has no masks,
+is plain torch modules, and is checked to give the masked model's outputs on the workload's inputs.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import copy
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .. import inputs as I
+from ..errors import CompressionError
+from ..graph import Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
 from ..technique import StepConfig, StepContext, register
-from .common import Group, coupling_plan, fold_masks, set_submodule
+from .common import fold_masks, set_submodule
 
 
 class ShrinkConfig(StepConfig):
@@ -119,77 +123,204 @@ def slice_heads(attn: nn.Module, keep) -> nn.Module:
     return new
 
 
+# ------------------------------------------------------------------------------------- heads
+class PrunedMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` after head pruning: q, k, v project ``embed_dim`` to ``num_heads * head_dim``
+    (fewer than ``embed_dim``), which torch's own module cannot express. Same parameter names and call signature,
+    so a ``nn.TransformerEncoderLayer`` keeps working (``_qkv_same_embed_dim = False`` sends it down its
+    non-fused path); outputs equal the masked module's."""
+
+    def __init__(self, src: nn.MultiheadAttention, keep: torch.Tensor) -> None:
+        super().__init__()
+        e, h = src.embed_dim, src.num_heads
+        d = e // h
+        rows = (keep[:, None] * d + torch.arange(d)).reshape(-1)  # (kept*d,)
+        rows3 = torch.cat([rows + part * e for part in range(3)])  # q, k, v rows of the kept heads
+        self.embed_dim, self.num_heads, self.head_dim = e, len(keep), d
+        self.kdim = self.vdim = e
+        self.batch_first, self.dropout = src.batch_first, src.dropout
+        self._qkv_same_embed_dim = False  # not torch's fused layout any more (embed_dim != heads * head_dim)
+        self.bias_k = self.bias_v = None
+        self.add_zero_attn = False
+        w = src.in_proj_weight.detach()
+        self.in_proj_weight = nn.Parameter(w[rows3].clone())  # (3*kept*d, E)
+        self.in_proj_bias = None if src.in_proj_bias is None else nn.Parameter(src.in_proj_bias.detach()[rows3].clone())
+        self.out_proj = copy.deepcopy(src.out_proj)
+        _slice_param(self.out_proj, "weight", 1, rows)
+        self.out_proj.in_features = len(rows)
+        self.train(src.training)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        batched = query.dim() == 3
+        if not batched:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        if not self.batch_first or not batched:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)  # (B, T, E)
+        b, tq, _ = query.shape
+        tk = key.shape[1]
+        h, d = self.num_heads, self.head_dim
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
+        q = F.linear(query, wq, bq).reshape(b, tq, h, d).transpose(1, 2)  # (B, H, Tq, d)
+        k = F.linear(key, wk, bk).reshape(b, tk, h, d).transpose(1, 2)  # (B, H, Tk, d)
+        v = F.linear(value, wv, bv).reshape(b, tk, h, d).transpose(1, 2)  # (B, H, Tk, d)
+        mask = torch.zeros(b, 1, tq, tk, dtype=q.dtype)  # additive
+        if attn_mask is not None:
+            if attn_mask.dim() == 3:
+                raise CompressionError("attn_mask: a per-head (3-D) mask does not fit an attention whose heads were "
+                                       "pruned; pass a 2-D mask")
+            am = attn_mask if attn_mask.dtype != torch.bool else torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(
+                attn_mask, float("-inf"))
+            mask = mask + am.to(q.dtype)
+        elif is_causal:
+            mask = mask.masked_fill(torch.ones(tq, tk, dtype=torch.bool).triu(1), float("-inf"))
+        if key_padding_mask is not None:
+            kp = key_padding_mask
+            kp = torch.zeros_like(kp, dtype=q.dtype).masked_fill(kp, float("-inf")) if kp.dtype == torch.bool else kp
+            mask = mask + kp.to(q.dtype)[:, None, None, :]
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            att = torch.softmax(q @ k.transpose(-2, -1) / d ** 0.5 + mask, dim=-1)  # (B, H, Tq, Tk)
+            y = F.dropout(att, p, self.training) @ v
+        else:
+            att = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, Tq, d)
+        y = self.out_proj(y.transpose(1, 2).reshape(b, tq, h * d))  # (B, Tq, E)
+        if not self.batch_first or not batched:
+            y = y.transpose(0, 1)
+        if not batched:
+            y = y.squeeze(1)
+        if att is not None and average_attn_weights:
+            att = att.mean(1)
+        return y, att
+
+
+@torch.no_grad()
+def _slice_param(module: nn.Module, pname: str, dim: int, keep: torch.Tensor) -> None:
+    """Keep only the slices ``keep`` of ``module.<pname>`` along ``dim`` (a new Parameter, in place)."""
+    t = getattr(module, pname, None)
+    if t is None:
+        return
+    setattr(module, pname, nn.Parameter(t.detach().index_select(dim, keep).clone(), requires_grad=t.requires_grad))
+
+
+def _set_head_counts(owner: nn.Module, heads: int, head_dim: int, kept: int) -> None:
+    """Lower the attention's own head count (an int attribute equal to the number of heads) and its total width
+    (an int attribute equal to heads * head_dim), whatever they are called."""
+    for attr, value in list(vars(owner).items()):
+        if attr.startswith("_") or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value == heads and (heads != head_dim or "dim" not in attr and "size" not in attr):
+            setattr(owner, attr, kept)
+        elif value == heads * head_dim and heads * head_dim not in (heads, head_dim):
+            setattr(owner, attr, kept * head_dim)
+
+
+def shrink_heads(model: nn.Module, hg: HeadGroup, keep: torch.Tensor) -> None:
+    """Remove every head of ``hg`` not in ``keep`` (in place)."""
+    keep = torch.as_tensor(keep, dtype=torch.long)
+    if hg.kind == "mha":
+        set_submodule(model, hg.name, PrunedMultiheadAttention(model.get_submodule(hg.name), keep))
+        return
+    for pname, rows in hg.producers.items():
+        lin = model.get_submodule(pname)
+        r = rows[keep].reshape(-1).sort().values
+        _slice_param(lin, "weight", 0, r)
+        _slice_param(lin, "bias", 0, r)
+        lin.out_features = len(r)
+    cons = model.get_submodule(hg.consumer)
+    cols = hg.columns[keep].reshape(-1).sort().values
+    _slice_param(cons, "weight", 1, cols)
+    cons.in_features = len(cols)
+    _set_head_counts(model.get_submodule(hg.name) if hg.name else model, hg.size, hg.head_dim, len(keep))
+
+
 # ------------------------------------------------------------------------------------- what is removable
-def _zero_rows(t: torch.Tensor | None, n: int) -> torch.Tensor:
-    """(n,) True where row i of ``t`` is all zero (a missing tensor counts as zero)."""
+def _zero_along(t: torch.Tensor | None, dim: int, n: int) -> torch.Tensor:
+    """(n,) True where slice i of ``t`` along ``dim`` is all zero (a missing tensor counts as zero)."""
     if t is None:
         return torch.ones(n, dtype=torch.bool)
-    return t.detach().reshape(n, -1).abs().sum(1) == 0
+    return t.detach().movedim(dim, 0).reshape(n, -1).abs().sum(1) == 0
 
 
-def removable_units(model: nn.Module, group: Group) -> torch.Tensor:
-    """(units,) True where the unit's output is exactly zero, so removing it cannot change the model's outputs.
-    ``model`` must have its masks folded."""
-    prod = model.get_submodule(group.producer)
-    if group.unit == "heads":
-        h, d = prod.n_heads, prod.head_dim
-        v = slice(2 * h * d, 3 * h * d)
-        v_zero = _zero_rows(prod.qkv.weight[v], h) & _zero_rows(None if prod.qkv.bias is None else prod.qkv.bias[v], h)
-        proj_zero = _zero_rows(prod.proj.weight.detach().t().reshape(h, -1), h)  # (H,) columns of each head
-        return v_zero | proj_zero
-    n = prod.weight.shape[0]
-    if group.bn is not None:
-        bn = model.get_submodule(group.bn)
-        if not bn.affine:
-            return torch.zeros(n, dtype=torch.bool)
-        return (bn.weight.detach() == 0) & (bn.bias.detach() == 0)
-    return _zero_rows(prod.weight, n) & _zero_rows(prod.bias, n)
+def removable_units(model: nn.Module, group: Group | HeadGroup) -> torch.Tensor:
+    """(units,) True where the unit is zero in every layer that produces it (so removing it cannot change the
+    model's outputs). ``model`` must have its masks folded."""
+    if isinstance(group, HeadGroup):
+        gone = torch.ones(group.size, dtype=torch.bool)
+        for pname, rows in group.producers.items():
+            mod = model.get_submodule(pname)
+            w = mod.in_proj_weight if group.kind == "mha" else mod.weight
+            b = mod.in_proj_bias if group.kind == "mha" else mod.bias
+            z = _zero_along(w, 0, w.shape[0]) & _zero_along(b, 0, w.shape[0])
+            gone &= z[rows].all(1)
+        return gone
+    gone = torch.ones(group.size, dtype=torch.bool)
+    for m in group.members:
+        mod = model.get_submodule(m.name)
+        if m.kind in ("out", "depthwise"):
+            d = out_dim(mod)
+            n = mod.weight.shape[d]
+            z = _zero_along(mod.weight, d, n) & _zero_along(getattr(mod, "bias", None), 0, n)
+        elif m.kind == "norm":
+            z = _zero_along(mod.weight, 0, mod.num_features) & _zero_along(mod.bias, 0, mod.num_features)
+        elif m.kind == "embed":
+            z = _zero_along(mod.weight, 1, mod.embedding_dim)
+        else:
+            continue
+        gone &= torch.tensor([bool(z[idx].all()) if idx else True for idx in m.idxs])
+    return gone
 
 
-def kept_units(model: nn.Module) -> dict[str, torch.Tensor]:
-    """{producer name: indices of the units to keep} for every coupled group (at least one unit is kept)."""
+def kept_units(model: nn.Module, graph: ModelGraph) -> dict[str, torch.Tensor]:
+    """{group name: indices of the units to keep} for every prunable group (at least one unit is kept)."""
     out = {}
-    for name, group in coupling_plan(model).items():
-        gone = removable_units(model, group)
-        keep = torch.nonzero(~gone).reshape(-1)
-        out[name] = keep if len(keep) else torch.zeros(1, dtype=torch.long)  # a zero unit is harmless
+    for unit in ("channels", "neurons", "heads"):
+        for name, group in graph.units(unit).items():
+            keep = torch.nonzero(~removable_units(model, group)).reshape(-1)
+            out[name] = keep if len(keep) else torch.zeros(1, dtype=torch.long)  # a zero unit is harmless
     return out
 
 
 def shrink(model: nn.Module, cfg: ShrinkConfig | None = None, ctx: StepContext | None = None) -> nn.Module:
-    """Fold every mask, then remove the removable units of each coupled group (in place; returns the model)."""
+    """Fold every mask, then remove the removable units of each coupled group (in place; returns the model).
+
+    Checked: the shrunk model's outputs on the workload's inputs equal the masked model's (else a one-line error)."""
     fold_masks(model)
-    plan = coupling_plan(model)
-    keeps = kept_units(model)
-    out_keep: dict[str, torch.Tensor] = {}
-    in_keep: dict[str, torch.Tensor] = {}
-    for name, group in plan.items():
+    example = example_inputs(ctx, "data")
+    graph = build_graph(model, example, probe=False)
+    keeps = kept_units(model, graph)
+    was = model.training
+    with torch.no_grad():
+        ref = I.call(model.eval(), example)
+    done = []
+    for unit in ("channels", "neurons"):
+        for name, g in graph.units(unit).items():
+            keep = keeps[name]
+            if len(keep) == g.size:
+                continue
+            gone = sorted(set(range(g.size)) - set(keep.tolist()))
+            root = model.get_submodule(g.root)
+            graph.dg.get_pruning_group(root, graph.dg.get_pruner_of_module(root).prune_out_channels, gone).prune()
+            done.append(f"{name} {g.size}->{len(keep)}")
+    for name, hg in graph.units("heads").items():
         keep = keeps[name]
-        prod = model.get_submodule(name)
-        n = prod.n_heads if group.unit == "heads" else prod.weight.shape[0]
-        if len(keep) == n:
-            continue
-        if group.unit == "heads":
-            set_submodule(model, name, slice_heads(prod, keep))
-            continue
-        out_keep[name] = keep
-        if group.bn:
-            set_submodule(model, group.bn, slice_bn(model.get_submodule(group.bn), keep))
-        cols = keep
-        if group.flatten:
-            spatial = model.get_submodule(group.consumer).in_features // n  # H*W after pooling
-            cols = (keep[:, None] * spatial + torch.arange(spatial)).reshape(-1)  # (kept*H*W,)
-        in_keep[group.consumer] = cols
-    for name in list(out_keep) + [n for n in in_keep if n not in out_keep]:
-        layer = model.get_submodule(name)
-        is_conv = isinstance(layer, nn.Conv2d)
-        if name in out_keep:
-            layer = (slice_conv_out if is_conv else slice_linear_out)(layer, out_keep[name])
-        if name in in_keep:
-            layer = (slice_conv_in if is_conv else slice_linear_in)(layer, in_keep[name])
-        set_submodule(model, name, layer)
+        if len(keep) < hg.size:
+            shrink_heads(model, hg, keep)
+            done.append(f"{name} {hg.size}->{len(keep)} heads")
+    with torch.no_grad():
+        out = I.call(model.eval(), example)
+    model.train(was)
+    diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
+    if diff > 1e-4 * (1.0 + float(ref.abs().max())):
+        raise CompressionError(f"shrink: removing the zeroed units changed the outputs by {diff:.3g} (shapes "
+                               f"{tuple(ref.shape)} -> {tuple(out.shape)}); an operation in this model is not "
+                               "supported by shrink: leave the layers around it out of prune_structured (ignore)")
     if ctx is not None:
-        ctx.report(1.0, "shrunk: " + (", ".join(f"{n} {len(k)}" for n, k in keeps.items()) or "nothing to remove"))
+        ctx.report(1.0, "shrunk: " + (", ".join(done) or "nothing to remove"))
     return model
 
 

@@ -5,8 +5,10 @@ scales of unneeded channels toward zero; then remove the channels with the small
 with one global threshold) and shrink. A channel's BatchNorm scale multiplies its whole normalised output, so a
 near-zero gamma marks a channel the network has learned to do without.
 
-Scoring (``bn_scale_scores``) is separate from removal: the masks are the structured-pruning masks of
-``prune_structured`` (conv rows, bias and BatchNorm affine parameters zeroed) and ``shrink`` removes them.
+Scoring (``bn_group_scores``: mean |gamma| over the BatchNorms of a coupled group) is separate from removal: the
+groups come from the traced graph (a residual stream's channels are scored over every BatchNorm adding into it)
+and the masks are ``prune_structured``'s (rows, biases and BatchNorm affine parameters zeroed in every member);
+``shrink`` removes them.
 
 Replay (bundles, validate): no training; ``scope="layer"`` removes ``round(amount * channels)`` per layer, so the
 shapes are the same as after training. ``scope="global"`` picks each layer's count from the trained scales, which
@@ -15,7 +17,7 @@ a replay cannot know: with ``shrink=True`` it refuses to replay (use ``scope="la
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +25,14 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
-from ..targets import resolve_targets
+from ..graph import CONVS, Group, ModelGraph, out_dim
+from ..targets import _matches, classifier_name, resolve_targets
 from ..technique import StepConfig, StepContext, register
 from ..train import FineTuneConfig, fine_tune
-from ..targets import classifier_name
-from .common import coupling_plan, mask_count
+from .common import mask_count
+from .importance import bn_group_scores
 from .shrink import shrink
-from .structured import _mask_rows, _unit_mask
+from .structured import _unit_mask, graph_for, mask_group
 
 
 class SlimmingConfig(StepConfig):
@@ -48,22 +51,34 @@ class SlimmingConfig(StepConfig):
     ignore: list[str] = Field(default_factory=list)
 
 
-def slimmable_layers(model: nn.Module, cfg: SlimmingConfig, ctx: StepContext | None = None) -> dict[str, str]:
-    """{producer layer: its BatchNorm} for the selected Linear/Conv2d layers whose outputs are normalised by a
-    BatchNorm and feed a consumer (so removing a channel is well defined); the classifier is never one."""
-    chosen = resolve_targets(model, cfg.targets, cfg.ignore, (nn.Linear, nn.Conv2d), classifier_name(model, ctx),
-                             False)
-    plan = coupling_plan(model)
-    out = {n: plan[n].bn for n in chosen if n in plan and plan[n].bn is not None}
+def slimmable_layers(model: nn.Module, cfg: SlimmingConfig, ctx: StepContext | None = None,
+                     graph: ModelGraph | None = None) -> dict[str, Group]:
+    """{group name: coupled group} for the selected conv channels / Linear neurons that a BatchNorm normalises and
+    that can be removed exactly (from the traced graph); the classifier is never one."""
+    graph = graph if graph is not None else graph_for(model, ctx)
+    classifier = classifier_name(model, ctx)
+    chosen = resolve_targets(model, cfg.targets, cfg.ignore, (nn.Linear,) + CONVS, classifier, False)
+    slimmable = {n: g for u in ("channels", "neurons") for n, g in graph.units(u).items()
+                 if any(m.kind == "norm" for m in g.members)}
+    out = {n: g for n, g in slimmable.items() if any(p in chosen for p in g.producers)
+           and not any(p in g.producers for p in resolve_ignored(model, cfg.ignore))}
     if cfg.targets is not None:
-        bad = [t for t in cfg.targets if not t.startswith("re:") and t not in out]
-        if bad:
-            raise CompressionError(f"targets: {bad[0]!r} has no BatchNorm scale to slim; slimmable: "
-                                   f"{', '.join(slimmable_layers(model, SlimmingConfig(), ctx)) or 'none'}")
+        for t in cfg.targets:
+            if t.startswith("re:"):
+                continue
+            g = graph.group_of(t)
+            if g is None or g.name not in slimmable:
+                why = f" ({g.reason})" if g is not None and g.reason else ""
+                raise CompressionError(f"targets: {t!r} has no BatchNorm scale to slim{why}; slimmable: "
+                                       f"{', '.join(slimmable) or 'none'}")
     if not out:
         raise CompressionError("targets: network_slimming needs layers followed by BatchNorm (e.g. conv-BN); "
                                "this selection has none")
     return out
+
+
+def resolve_ignored(model: nn.Module, ignore: list[str]) -> set[str]:
+    return {n for n, _ in model.named_modules() if n and any(_matches(n, p) for p in ignore)}
 
 
 def bn_scale_scores(bn: nn.Module) -> torch.Tensor:
@@ -95,10 +110,12 @@ def sparsity_train(model: nn.Module, bns: list[str], cfg: SlimmingConfig, ctx: S
     return out
 
 
-def slimming_masks(model: nn.Module, layers: dict[str, str], amount: float, scope: str) -> dict[str, torch.Tensor]:
-    """{layer: (channels,) 0/1 keep mask}: the ``amount`` of channels with the smallest |gamma|, per layer or over
-    all layers together (global: one threshold; each layer keeps at least its largest-scale channel)."""
-    scores = {n: bn_scale_scores(model.get_submodule(bn)) for n, bn in layers.items()}
+def slimming_masks(model: nn.Module, layers: dict[str, Any], amount: float, scope: str) -> dict[str, torch.Tensor]:
+    """{group: (units,) 0/1 keep mask}: the ``amount`` of units with the smallest |gamma| (``layers`` maps a name to
+    its coupled group, or to the name of its BatchNorm), per group or over all groups together (global: one
+    threshold; each group keeps at least its largest-scale unit)."""
+    scores = {n: bn_group_scores(g, model) if isinstance(g, Group) else bn_scale_scores(model.get_submodule(g))
+              for n, g in layers.items()}
     if scope == "layer":
         return {n: _unit_mask(len(s), s, amount, n, "channel") for n, s in scores.items()}
     flat = torch.cat(list(scores.values()))  # (all channels,)
@@ -118,21 +135,26 @@ def slimming_masks(model: nn.Module, layers: dict[str, str], amount: float, scop
 
 def slim(model: nn.Module, cfg: SlimmingConfig, ctx: StepContext) -> nn.Module:
     """Apply ``cfg`` (the registered handler gets a copy): sparsity training, masking, shrinking."""
-    layers = slimmable_layers(model, cfg, ctx)
+    groups = slimmable_layers(model, cfg, ctx)
     if ctx.replay and cfg.scope == "global" and cfg.shrink:
         raise CompressionError("scope: 'global' with shrink takes each layer's channel count from the trained "
                                "scale factors, so it cannot be rebuilt without training; use scope='layer' "
                                "(or shrink=false) for a recipe a bundle can reload")
     if not ctx.replay and cfg.epochs > 0:
         if ctx.data is None or getattr(ctx.data, "train", None) is None:
-            raise CompressionError("data: network_slimming trains on the train split; pass the sample model's data")
-        model = sparsity_train(model, list(layers.values()), cfg, ctx)
-    for name, keep in slimming_masks(model, layers, cfg.amount, cfg.scope).items():
-        _mask_rows(model.get_submodule(name), keep)
-        _mask_rows(model.get_submodule(layers[name]), keep)
+            raise CompressionError("data: network_slimming trains on the train split; pass a workload with one")
+        bns = sorted({m.name for g in groups.values() for m in g.members if m.kind == "norm"})
+        model = sparsity_train(model, bns, cfg, ctx)
+        groups = slimmable_layers(model, cfg, ctx)  # the trained copy's own modules
+    for name, keep in slimming_masks(model, groups, cfg.amount, cfg.scope).items():
+        mask_group(model, groups[name], keep)
     if cfg.shrink:
-        model = shrink(model)
-    ctx.report(1.0, "slimmed: " + ", ".join(f"{n} {tuple(model.get_submodule(n).weight.shape)[0]}" for n in layers))
+        model = shrink(model, ctx=ctx)
+    sizes = []
+    for name in groups:
+        w = getattr(model.get_submodule(name), "weight", None)
+        sizes.append(f"{name} {w.shape[out_dim(model.get_submodule(name))]}" if isinstance(w, torch.Tensor) else name)
+    ctx.report(1.0, "slimmed: " + ", ".join(sizes))
     return model.eval()
 
 

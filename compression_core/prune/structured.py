@@ -1,9 +1,12 @@
-"""Structured pruning: mask whole Linear neurons, conv channels (with their BatchNorm channel) or attention heads.
+"""Structured pruning: mask whole coupled groups of conv channels, Linear neurons or attention heads.
 
-Li et al. 2017 ("Pruning Filters for Efficient ConvNets", L1 filter norms), Liu et al. 2017 ("Network Slimming",
-BatchNorm scale), Michel et al. 2019 (attention heads). Masking keeps shapes (a torch.nn.utils.prune mask zeroes
-the unit's weights, bias and BatchNorm affine parameters, so the unit outputs exactly zero); ``shrink`` then
-removes the zeroed units everywhere they are coupled, which is what makes the model smaller and faster.
+Li et al. 2017 ("Pruning Filters for Efficient ConvNets", L1 filter norms), Fang et al. 2023 ("DepGraph": coupled
+groups scored as one), Liu et al. 2017 ("Network Slimming", BatchNorm scale), Michel et al. 2019 (attention heads).
+The groups come from the traced graph (``compression_core.graph``): a channel of a residual stream is removed from
+every conv that adds into it, a depthwise conv's channel with the channel it reads, a conv channel from the Linear
+columns it becomes after a flatten, a concatenated slice from every layer reading the concatenation. Masking keeps
+shapes (a torch.nn.utils.prune mask zeroes the unit's rows, biases and BatchNorm affine parameters in every member,
+so the unit outputs exactly zero everywhere); ``shrink`` then removes exactly those units.
 """
 
 from __future__ import annotations
@@ -16,54 +19,89 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
-from ..targets import resolve_targets
+from ..graph import CONVS, RECURRENT, Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
+from ..targets import _matches, classifier_name, resolve_targets
 from ..technique import StepConfig, StepContext, register
-from ..targets import classifier_name
-from .common import attention_types, check_overrides, coupling_plan, mask_count
-from .importance import head_scores, unit_scores
+from .common import check_overrides, mask_count
+from .importance import group_scores, head_group_scores
 
 
 class StructuredPruneConfig(StepConfig):
-    """Mask ``amount`` of the output units (neurons, conv channels or attention heads) of each selected layer,
-    the lowest-scoring first; ``round(amount * units)`` per layer, at least one unit must remain."""
+    """Mask ``amount`` of the units (neurons, conv channels or attention heads) of each selected coupled group,
+    the lowest-scoring first; ``round(amount * units)`` per group, at least one unit must remain."""
 
     kind: Literal["prune_structured"] = "prune_structured"
     amount: float = Field(default=0.5, ge=0, lt=1)
     unit: Literal["neurons", "channels", "heads"] = "channels"
-    importance: Literal["l1", "l2", "random"] = "l1"
+    importance: Literal["l1", "l2", "random", "bn_scale"] = "l1"
     targets: list[str] | None = None
     ignore: list[str] = Field(default_factory=list)
     overrides: dict[str, float] = Field(default_factory=dict)
     include_classifier: bool = False
 
 
-_TYPES = {"neurons": (nn.Linear,), "channels": (nn.Conv2d,)}
+_TYPES = {"neurons": (nn.Linear,), "channels": CONVS}
 
 
-def _select(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepContext | None) -> list[str]:
-    classifier = classifier_name(model, ctx)
-    types = _TYPES.get(cfg.unit) or attention_types(model)
-    if not types:
-        raise CompressionError("unit: 'heads' needs attention layers (qkv + proj); this model has none")
-    asked = cfg.include_classifier or (cfg.targets is not None and classifier in cfg.targets)
-    if classifier is not None and asked and classifier in resolve_targets(model, cfg.targets, cfg.ignore, types,
-                                                                          classifier, True):
+def graph_for(model: nn.Module, ctx: StepContext | None, field_name: str = "data") -> ModelGraph:
+    """The model's coupled groups, traced on a few inputs of the workload in ``ctx``."""
+    return build_graph(model, example_inputs(ctx, field_name))
+
+
+def _prunable_list(graph: ModelGraph, unit: str) -> str:
+    return ", ".join(graph.units(unit)) or "none"
+
+
+def select_groups(model: nn.Module, graph: ModelGraph, unit: str, targets: list[str] | None, ignore: list[str],
+                  classifier: str | None, include_classifier: bool = False, types=None
+                  ) -> tuple[dict[str, Group | HeadGroup], list[str]]:
+    """({group name: group} selected by ``targets`` / ``ignore``, the selected layer names).
+
+    A group is selected when one of its producers is selected and none is ignored (a residual stream is removed
+    from all of its convs or from none). An exact target whose units cannot be removed is a one-line error with the
+    reason; patterns select only prunable groups.
+    """
+    if unit == "heads":
+        if not graph.heads:
+            raise CompressionError("unit: 'heads' needs attention layers (scaled_dot_product_attention on projected "
+                                   "q, k, v, or nn.MultiheadAttention); this model has none")
+        types = tuple({type(model.get_submodule(n)) for n in graph.heads})
+    types = types or _TYPES[unit]
+    if targets is not None:
+        for t in targets:
+            if not t.startswith("re:") and t in dict(model.named_modules()) and isinstance(
+                    model.get_submodule(t), RECURRENT):
+                raise CompressionError(f"targets: {t!r} is a {type(model.get_submodule(t)).__name__}: its hidden "
+                                       f"size is not pruned (its gates interleave the units); prune the Linear "
+                                       f"layers around it; prunable {unit}: {_prunable_list(graph, unit)}")
+    asked = include_classifier or (targets is not None and classifier in targets)
+    if classifier is not None and asked and classifier in resolve_targets(model, targets, ignore, types, classifier,
+                                                                          True):
         raise CompressionError(f"targets: {classifier!r} is the classifier; pruning its outputs would remove "
                                f"classes; leave it out (include_classifier=false)")
-    chosen = resolve_targets(model, cfg.targets, cfg.ignore, types, classifier, cfg.include_classifier)
-    plan = coupling_plan(model)
-    prunable = [n for n, g in plan.items() if g.unit == cfg.unit]
-    for name in chosen:
-        if name not in plan or plan[name].unit != cfg.unit:
-            if cfg.targets is None or name not in cfg.targets:  # patterns select only prunable layers
+    chosen = resolve_targets(model, targets, ignore, types, classifier, include_classifier)
+    ignored = {n for n, _ in model.named_modules() if n and any(_matches(n, p) for p in ignore)}
+    if targets is not None:
+        for t in targets:
+            if t.startswith("re:") or t not in chosen:
                 continue
-            raise CompressionError(f"targets: the {cfg.unit} of {name!r} cannot be removed (its outputs feed a "
-                                   f"coupled dimension such as a residual stream or the output); prunable: "
-                                   f"{', '.join(prunable) or 'none'}")
-    chosen = [n for n in chosen if n in plan and plan[n].unit == cfg.unit]
-    if not chosen:
-        raise CompressionError(f"unit: this model has no prunable {cfg.unit}; check unit, targets and ignore")
-    return chosen
+            g = graph.group_of(t, unit)
+            if g is None:
+                raise CompressionError(f"targets: the {unit} of {t!r} cannot be removed (the traced graph has no "
+                                       f"{unit} produced by it); prunable: {_prunable_list(graph, unit)}")
+            if g.reason is not None:
+                raise CompressionError(f"targets: the {unit} of {t!r} cannot be removed: {g.reason}; prunable: "
+                                       f"{_prunable_list(graph, unit)}")
+    selected = {}
+    for name, g in graph.units(unit).items():
+        prods = [name] if unit == "heads" else g.producers
+        if any(p in chosen for p in prods) and not any(p in ignored for p in prods):
+            selected[name] = g
+    if not selected:
+        refused = graph.refused(unit)
+        why = "; refused: " + "; ".join(f"{n}: {r}" for n, r in list(refused.items())[:3]) if refused else ""
+        raise CompressionError(f"unit: this model has no prunable {unit}; check unit, targets and ignore{why}")
+    return selected, chosen
 
 
 def _unit_mask(n: int, scores: torch.Tensor, amount: float, name: str, what: str) -> torch.Tensor:
@@ -79,51 +117,85 @@ def _unit_mask(n: int, scores: torch.Tensor, amount: float, name: str, what: str
     return keep
 
 
+def _mask_dim(module: nn.Module, pname: str, dim: int, gone: list[int]) -> None:
+    """Zero the slices ``gone`` of ``module.<pname>`` along ``dim`` with a torch.nn.utils.prune mask."""
+    t = getattr(module, pname, None)
+    if t is None or not gone:
+        return
+    mask = torch.ones_like(t)
+    mask.index_fill_(dim, torch.as_tensor(gone, dtype=torch.long), 0)
+    torch_prune.custom_from_mask(module, pname, mask=mask)
+
+
 def _mask_rows(module: nn.Module, keep: torch.Tensor) -> None:
     """Mask whole output rows (dim 0) of ``weight`` and ``bias`` with torch.nn.utils.prune.custom_from_mask."""
+    gone = torch.nonzero(keep == 0).reshape(-1).tolist()
     for pname in ("weight", "bias"):
-        t = getattr(module, pname, None)
-        if t is not None:
-            shape = (-1,) + (1,) * (t.dim() - 1)
-            torch_prune.custom_from_mask(module, pname, mask=keep.reshape(shape).expand_as(t).clone())
+        _mask_dim(module, pname, 0, gone)
 
 
-def _mask_heads(attn: nn.Module, keep: torch.Tensor) -> None:
-    """Mask a head's q, k, v rows of ``qkv`` (weight and bias) and its input columns of ``proj``."""
-    d = attn.head_dim
-    rows = keep.repeat_interleave(d).repeat(3)  # (3*H*d,) in the [q heads | k heads | v heads] layout
-    _mask_rows(attn.qkv, rows)
-    cols = keep.repeat_interleave(d)  # (H*d,)
-    w = attn.proj.weight
-    torch_prune.custom_from_mask(attn.proj, "weight", mask=cols.reshape(1, -1).expand_as(w).clone())
+def mask_group(model: nn.Module, group: Group, keep: torch.Tensor) -> None:
+    """Zero the units ``keep == 0`` of a coupled group in every member that produces them: conv/Linear rows and
+    biases, depthwise conv channels, BatchNorm scale and shift, Embedding columns."""
+    units = torch.nonzero(keep == 0).reshape(-1).tolist()
+    for m in group.members:
+        gone = sorted({i for u in units for i in m.idxs[u]})
+        mod = model.get_submodule(m.name)
+        if m.kind in ("out", "depthwise"):
+            _mask_dim(mod, "weight", out_dim(mod), gone)
+            _mask_dim(mod, "bias", 0, gone)
+        elif m.kind == "norm":
+            _mask_dim(mod, "weight", 0, gone)
+            _mask_dim(mod, "bias", 0, gone)
+        elif m.kind == "embed":
+            _mask_dim(mod, "weight", 1, gone)
+
+
+def mask_heads(model: nn.Module, heads: HeadGroup, keep: torch.Tensor) -> None:
+    """Zero the q, k, v rows of the heads ``keep == 0`` in their projections and their input columns of the output
+    projection (a masked head's output is exactly zero)."""
+    gone = torch.nonzero(keep == 0).reshape(-1)
+    if not len(gone):
+        return
+    for pname, rows in heads.producers.items():
+        mod = model.get_submodule(pname)
+        r = rows[gone].reshape(-1).tolist()
+        if heads.kind == "mha":
+            _mask_dim(mod, "in_proj_weight", 0, r)
+            _mask_dim(mod, "in_proj_bias", 0, r)
+        else:
+            _mask_dim(mod, "weight", 0, r)
+            _mask_dim(mod, "bias", 0, r)
+    _mask_dim(model.get_submodule(heads.consumer), "weight", 1, heads.columns[gone].reshape(-1).tolist())
 
 
 def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepContext | None = None) -> nn.Module:
     """Apply ``cfg`` in place (the registered handler gets a copy) and return the model."""
-    chosen = _select(model, cfg, ctx)
+    graph = graph_for(model, ctx)
+    selected, chosen = select_groups(model, graph, cfg.unit, cfg.targets, cfg.ignore, classifier_name(model, ctx),
+                                     cfg.include_classifier)
     check_overrides(cfg.overrides, chosen)
-    plan = coupling_plan(model)
     gen = torch.Generator().manual_seed(ctx.seed if ctx is not None else 0)
+    what = {"channels": "channel", "neurons": "neuron", "heads": "head"}[cfg.unit]
     masks = {}
-    for name in chosen:  # score everything first, then mask (a mask never changes another layer's scores)
-        module = model.get_submodule(name)
-        amount = cfg.overrides.get(name, cfg.amount)
+    for name, g in selected.items():  # score everything first, then mask (a mask never changes another's scores)
+        prods = [name] if cfg.unit == "heads" else g.producers
+        amount = next((cfg.overrides[p] for p in prods if p in cfg.overrides), cfg.amount)
         if cfg.unit == "heads":
-            masks[name] = _unit_mask(module.n_heads, head_scores(module, cfg.importance, gen), amount, name, "head")
+            if cfg.importance == "bn_scale":
+                raise CompressionError("importance: 'bn_scale' scores BatchNorm channels; heads take l1, l2 or random")
+            scores = head_group_scores(model, g, cfg.importance, gen)
         else:
-            group = plan[name]
-            bn = model.get_submodule(group.bn) if group.bn else None
-            n = module.weight.shape[0]
-            what = "channel" if cfg.unit == "channels" else "neuron"
-            masks[name] = _unit_mask(n, unit_scores(module, cfg.importance, bn, gen), amount, name, what)
+            if cfg.importance == "bn_scale" and not any(m.kind == "norm" for m in g.members):
+                raise CompressionError(f"importance: 'bn_scale' needs a BatchNorm after {name!r}; use l1, l2 or "
+                                       f"random, or ignore {name!r}")
+            scores = group_scores(g, cfg.importance, gen, model)
+        masks[name] = _unit_mask(g.size, scores, amount, name, what)
     for name, keep in masks.items():
-        module = model.get_submodule(name)
         if cfg.unit == "heads":
-            _mask_heads(module, keep)
+            mask_heads(model, selected[name], keep)
         else:
-            _mask_rows(module, keep)
-            if plan[name].bn:
-                _mask_rows(model.get_submodule(plan[name].bn), keep)
+            mask_group(model, selected[name], keep)
     return model
 
 
