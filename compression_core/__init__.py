@@ -4,6 +4,17 @@ One verb per family, the config's type picks the algorithm; techniques never mod
 """
 
 from .errors import CompressionError
+from .workload import (
+    ACCURACY,
+    AGREEMENT,
+    Metric,
+    Split,
+    Workload,
+    register_workload,
+    registered_workloads,
+    resolve_workload,
+    workload_names,
+)
 from .io import atomic_write_bytes, shippable_state_dict, state_dict_bytes
 from .measure import (
     LayerStats,
@@ -11,6 +22,7 @@ from .measure import (
     accuracy,
     confusion_matrix,
     effective_weight,
+    evaluate,
     flops,
     latency,
     layer_stats,
@@ -38,6 +50,10 @@ __all__ = [
     "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
     "layer_stats", "measure", "predict", "register", "registered_configs", "resolve_targets", "shippable_state_dict",
     "size_bytes", "state_dict_bytes", "effective_weight",
+]
+__all__ += [
+    "ACCURACY", "AGREEMENT", "Metric", "Split", "Workload", "evaluate", "register_workload", "registered_workloads",
+    "resolve_workload", "workload_names",
 ]
 __all__ += [
     "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "SlimmingConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
@@ -78,12 +94,12 @@ __all__ += [
     "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict", "ort_quantize",
     "runtime_comparison", "save_onnx", "to_onnx", "why_runtime_matters",
 ]
-from .sensitivity import HeadImportance, LayerCurve, Sensitivity, sample_sensitivity, sensitivity
+from .sensitivity import HeadImportance, LayerCurve, Sensitivity, sample_sensitivity, sensitivity, workload_sensitivity
 from .budget import BudgetFit, FitBudgetConfig, budget_config, explicit_recipe, fit_budget, fitted_recipe
 
 __all__ += [
     "BudgetFit", "FitBudgetConfig", "HeadImportance", "LayerCurve", "Sensitivity", "budget_config", "explicit_recipe",
-    "fit_budget", "fitted_recipe", "sample_sensitivity", "sensitivity",
+    "fit_budget", "fitted_recipe", "sample_sensitivity", "sensitivity", "workload_sensitivity",
 ]
 from .distill import DistillConfig, ReinitConfig, distill, distillation_loss
 from .recipe import (

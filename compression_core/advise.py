@@ -82,36 +82,38 @@ def _config(method: str, qat_epochs: int):
             "quantize_qat": QATConfig(epochs=qat_epochs)}[method]
 
 
-def advise(name: str, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int = 32, threads: int = 1,
+def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int = 32, threads: int = 1,
            min_run_time: float = 0.1) -> Advice:
-    """Measure the candidate methods on sample model ``name`` and recommend one (see the module docstring).
+    """Measure the candidate methods on the workload ``name`` (a reference or a Workload) and recommend one.
 
     Candidates: dynamic and static int8 always; QAT for a CNN whose static drop is over ``max_drop_pt``.
     """
     import time
 
-    import sample_models
+    from . import inputs as I
+    from .measure import evaluate
     from .quantize import quantize
+    from .workload import resolve_workload
 
     if max_drop_pt < 0:
         raise CompressionError(f"max_drop_pt: must be >= 0, got {max_drop_pt}")
-    sm = sample_models.load(name)
-    x, y = sm.data.test.x, sm.data.test.y
-    example = x[:batch_size]
-    kind = model_type(sm.model)
+    wl = resolve_workload(name)
+    name = wl.name
+    example = I.head(wl.test.x, batch_size)
+    kind = model_type(wl.model)
     rule = "quantize_static" if kind == "cnn" else "quantize_dynamic"
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        base_acc = accuracy(sm.model, x, y)
-        base_size = size_bytes(sm.model)
-        base_ms = latency(sm.model, example, threads=threads, min_run_time=min_run_time)[0]
+        base_acc = evaluate(wl.model, wl)
+        base_size = size_bytes(wl.model)
+        base_ms = latency(wl.model, example, threads=threads, min_run_time=min_run_time)[0]
 
         def run(method: str) -> Candidate:
             t0 = time.perf_counter()
-            q = quantize(sm.model, _config(method, qat_epochs), sm.data, sm.info)
+            q = quantize(wl.model, _config(method, qat_epochs), wl)
             took = time.perf_counter() - t0
-            acc = accuracy(q, x, y)
+            acc = evaluate(q, wl)
             ms = latency(q, example, threads=threads, min_run_time=min_run_time)[0]
             drop = 100 * (base_acc - acc)
             return Candidate(method=method, label=_LABELS[method], accuracy=acc, drop_pt=drop,
@@ -120,7 +122,7 @@ def advise(name: str, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size:
 
         cands = [run("quantize_dynamic"), run("quantize_static")]
         by = {c.method: c for c in cands}
-        if kind == "cnn" and not by["quantize_static"].within_threshold:
+        if kind == "cnn" and not by["quantize_static"].within_threshold and wl.train is not None:
             cands.append(run("quantize_qat"))
             by["quantize_qat"] = cands[-1]
     finally:

@@ -127,19 +127,19 @@ def _losses(points: list[tuple[float, float]], base: float) -> list[float]:
 class _Fitter:
     """The working copy, its options per layer (level, predicted loss, bytes) and the real checks."""
 
-    def __init__(self, model: nn.Module, data, cfg: FitBudgetConfig, info, curves: Sensitivity | None) -> None:
+    def __init__(self, model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | None) -> None:
         self.cfg, self.data, self.model = cfg, data, model
         self.work = fold_masks(clone_model(model)).eval()
-        self.ctx = ctx = StepContext(data=data, info=info)
+        self.ctx = ctx = StepContext(data=data)
         self.classifier = classifier_name(self.work, ctx)
         if curves is None or curves.technique != cfg.technique:
             levels = FIT_PRUNE_LEVELS if cfg.technique == "prune" else None  # finer than the 10 % display grid
-            curves = sensitivity(self.work, data, cfg.technique, info=info, targets=cfg.targets, ignore=cfg.ignore,
+            curves = sensitivity(self.work, data, cfg.technique, targets=cfg.targets, ignore=cfg.ignore,
                                  include_classifier=cfg.include_classifier, heads=False, levels=levels)
         self.curves = curves
         self.base = curves.baseline_accuracy
         self.names = [c.name for c in curves.layers]
-        self.ev = Evaluator(self.work, data.calib.x, data.calib.y)
+        self.ev = Evaluator(self.work, data.calib.x, data.calib.y, getattr(data, "metric", None))
         self.saved = {n: [t.detach().clone() for t in self._tensors(n)] for n in self.names}
         self._cache: dict[tuple[str, float], list[torch.Tensor]] = {}  # (layer, level) -> compressed weights
         self.levels: dict[str, list[float]] = {}
@@ -281,19 +281,19 @@ def _relax(f: _Fitter, idx: dict[str, int], budget: int) -> None:
         current = best[0][0]
 
 
-def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict, info=None,
+def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict,
                curves: Sensitivity | None = None, threads: int | None = 1) -> BudgetFit:
     """Pick per-layer sparsity/bits for ``cfg``'s target from the sensitivity curves (computed on ``data.calib``
     unless ``curves`` are given) and check the result for real. The input model is never modified.
     ``threads``: intra-op threads while fitting (default 1, fastest on these tiny models; None: unchanged)."""
     with intra_op_threads(threads):
-        return _fit(model, data, budget_config(cfg), info, curves)
+        return _fit(model, data, budget_config(cfg), curves)
 
 
-def _fit(model: nn.Module, data, cfg: FitBudgetConfig, info, curves: Sensitivity | None) -> BudgetFit:
+def _fit(model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | None) -> BudgetFit:
     if data is None or getattr(data, "calib", None) is None:
-        raise CompressionError("data: fit_budget needs the sample model's calibration split (data.calib)")
-    f = _Fitter(model, data, cfg, info, curves)
+        raise CompressionError("data: fit_budget needs the workload's calibration split (calib)")
+    f = _Fitter(model, data, cfg, curves)
     idx = {n: 0 for n in f.names}
     what = "sparse-encoded" if cfg.technique == "prune" else "theoretical (simulated bits x params)"
     if cfg.max_size_bytes is not None:
@@ -351,7 +351,7 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
         names = select_layers(model, chosen, ctx)
         return prune_unstructured(model, explicit_step("prune", {n: 0.0 for n in names}, cfg.include_classifier), ctx)
     ctx.report(0.0, "sensitivity sweep on the calibration split")
-    fit = fit_budget(model, ctx.data, cfg, info=ctx.info)
+    fit = fit_budget(model, ctx.data, cfg)
     ctx.report(0.8, f"fitted: {fit.size_bytes} bytes ({fit.size_kind}), calib accuracy {fit.accuracy:.4f}")
     step = fit.step()
     return model if step is None else apply_step(model, step, ctx)
@@ -360,22 +360,20 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
 def explicit_recipe(recipe, progress=None):
     """The recipe with every ``fit_budget`` step replaced by the explicit per-layer step it resolves to (so it can
     be exported and re-applied without refitting). Steps before a fit are applied to find the model it sees."""
-    import sample_models
-
     from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
 
     recipe = load_recipe(recipe)
     data = recipe_to_dict(recipe)
-    sm = sample_models.load(recipe.model)
+    wl = recipe.workload()
     steps = list(recipe.steps)
     for i, cfg in enumerate(steps):
         if not isinstance(cfg, FitBudgetConfig):
             continue
         before = {**data, "steps": data["steps"][:i]}
-        model = (apply_recipe(before, with_latency=False, measure_before=False, measure_after=False).model
-                 if i else sm.model)
+        model = (apply_recipe(before, with_latency=False, measure_before=False, measure_after=False,
+                              workload=wl).model if i else wl.model)
         try:
-            fit = fit_budget(model, sm.data, cfg, info=sm.info)
+            fit = fit_budget(model, wl, cfg)
             step = fit.step()
         except CompressionError as e:
             raise CompressionError(f"steps[{i}].{e}") from None
@@ -383,11 +381,13 @@ def explicit_recipe(recipe, progress=None):
         if progress is not None:
             progress((i + 1) / len(steps), f"step {i}: fitted")
     data["steps"] = [s for s in data["steps"] if s is not None]
-    return recipe_class().model_validate(data)
+    out = recipe_class().model_validate(data)
+    out._base_dir = recipe.base_dir  # relative workload references keep resolving
+    return out
 
 
 def fitted_recipe(model_name: str, fit: BudgetFit, seed: int = 0):
-    """A one-step explicit recipe for a fit on a sample model (what the dashboard exports)."""
+    """A one-step explicit recipe for a fit on the workload ``model_name`` references (what the dashboard exports)."""
     from .recipe import recipe_class
 
     step = fit.step()

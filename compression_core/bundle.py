@@ -3,7 +3,7 @@
 A bundle is ``torch.save({"format", "format_version", "recipe" (JSON text), "state_dict"})`` written atomically.
 It holds tensors and strings only, so it loads with ``torch.load(weights_only=True)``: a file that carries
 pickled modules or code is refused, never executed. To rebuild, the recipe's steps are replayed on a fresh sample
-model (``StepContext(replay=True)``: same structure and shapes, no training), then the saved weights are loaded
+model rebuilt through the recorded workload reference (``StepContext(replay=True)``: same structure and shapes, no training), then the saved weights are loaded
 over it with ``strict=True``.
 
 The weights are the *shippable* state_dict (pruning masks folded into zeros, as ``measure``'s size_bytes counts
@@ -26,6 +26,7 @@ from .errors import CompressionError
 from .io import atomic_write_bytes, shippable_state_dict
 from .quantize import load_safe_state_dict, safe_state_dict
 from .recipe import RecipeBase, _run_steps, load_recipe, recipe_to_json
+from .workload import Workload, canonical_reference, resolve_workload
 
 BUNDLE_FORMAT = "compression-lab-bundle"
 BUNDLE_VERSION = 1
@@ -39,6 +40,7 @@ def bundle_bytes(recipe: RecipeBase, model: nn.Module) -> bytes:
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
         "recipe": recipe_to_json(recipe),
+        "workload": canonical_reference(recipe.model, recipe.base_dir),
         "state_dict": _safe_shippable(model),
     }, buf)
     return buf.getvalue()
@@ -91,7 +93,8 @@ def _unfold_state_dict(model: nn.Module, shipped: dict) -> dict:
 
 
 def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
-    """The recipe and shippable state_dict stored in a bundle file (tensors and strings only)."""
+    """The recipe and shippable state_dict stored in a bundle file (tensors and strings only). The recipe's
+    ``model`` is the workload reference the bundle recorded (file paths made absolute when it was saved)."""
     p = Path(path)
     label = f"bundle {str(p)!r}"
     try:
@@ -126,6 +129,9 @@ def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
         recipe = load_recipe_text(raw["recipe"])
     except CompressionError as e:
         raise CompressionError(f"{label}: its recipe is invalid: {e}") from None
+    ref = raw.get("workload")
+    if isinstance(ref, str) and ref and ref != recipe.model:
+        recipe = recipe.model_copy(update={"model": ref})
     return recipe, raw["state_dict"]
 
 
@@ -139,13 +145,15 @@ def load_recipe_text(text: str) -> RecipeBase:
     return load_recipe(data)
 
 
-def load_bundle(path: str | os.PathLike) -> tuple[RecipeBase, nn.Module]:
-    """(recipe, model) from a bundle: a fresh sample model, the recipe's steps replayed, the weights loaded."""
-    import sample_models
-
+def load_bundle(path: str | os.PathLike, workload: Workload | None = None) -> tuple[RecipeBase, nn.Module]:
+    """(recipe, model) from a bundle: the workload's model rebuilt through its recorded reference, the recipe's
+    steps replayed (structure only: nothing trains), the stored weights loaded over it."""
     recipe, shipped = read_bundle(path)
-    sm = sample_models.load(recipe.model)
-    model = _run_steps(recipe, sm.model, sm, replay=True, progress=None, reports=None)
+    try:
+        wl = workload if workload is not None else recipe.workload()
+    except CompressionError as e:
+        raise CompressionError(f"bundle {str(path)!r}: cannot rebuild its workload {recipe.model!r}: {e}") from None
+    model = _run_steps(recipe, wl.model, wl, replay=True, progress=None, reports=None)
     state = _unfold_state_dict(model, shipped)
     try:
         load_safe_state_dict(model, state)  # strict; repacks dynamic LSTM weights

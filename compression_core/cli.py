@@ -1,4 +1,7 @@
-"""``python -m compression_core``: list the sample models and measure them (later: apply recipes).
+"""``python -m compression_core`` (installed as ``compression-lab``): list, measure, compress and export models.
+
+Every ``--model`` takes a workload reference: a registered name (the samples), ``path/to/file.py:attr`` or
+``package.module:attr`` (a Workload or a zero-argument callable returning one).
 
 Bad input prints one line on stderr and exits 2.
 """
@@ -12,6 +15,10 @@ from typing import Callable, Sequence
 
 from .errors import CompressionError
 from .measure import ModelStats
+
+
+_REF_HELP = ("the model: a registered name (see `models`), path/to/file.py:attr or package.module:attr "
+             "(a Workload or a zero-argument function returning one)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +47,7 @@ def render_stats(s: ModelStats) -> str:
     lat = "-" if s.latency_ms is None else f"{s.latency_ms:.3f} ms (median of {s.latency_runs} runs)"
     lines += [
         f"latency          {lat}, batch {s.batch_size}, {s.threads} thread(s), runtime {s.runtime}",
-        f"accuracy         {s.accuracy * 100:.2f} % (test split)",
+        f"{s.metric:<17}{s.accuracy * 100:.2f} % (test split)",
         f"FLOPs            {s.flops:,} per sample ({s.nonzero_flops:,} if zeros were skipped)",
         "",
         f"{'layer':<24}{'type':<18}{'params':>10}{'nonzero':>10}{'sparsity':>10}  {'dtype':<9}{'bits':>4}",
@@ -54,29 +61,30 @@ def render_stats(s: ModelStats) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    import sample_models
+    from .workload import workload_names, workload_summary
 
+    refs = list(workload_names()) + [r for r in (args.workload or []) if r not in workload_names()]
     rows = []
-    for name in sample_models.MODEL_NAMES:
-        i = sample_models.info(name)
-        meta = sample_models.load(name).trained
+    for ref in refs:
+        info = workload_summary(ref)
         rows.append({
-            "name": name, "task": i.task, "architecture": i.architecture, "dataset": i.dataset,
-            "input_shape": list(i.input_shape), "classes": i.num_classes, "classifier": i.classifier,
-            "baseline_accuracy": meta.get("test_accuracy"),
+            "name": info.get("name", ref), "reference": ref, "task": info.get("task", ""),
+            "architecture": info.get("architecture", ""), "dataset": info.get("dataset"),
+            "input_shape": info.get("input_shape"), "classes": info.get("num_classes"),
+            "classifier": info.get("classifier"), "metric": info.get("metric", "accuracy"),
+            "baseline_accuracy": info.get("baseline_metric"),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'model':<16}{'accuracy':>9}  {'architecture':<40}task")
+        print(f"{'model':<18}{'metric':>16}  {'architecture':<40}task")
         for r in rows:
-            print(f"{r['name']:<16}{r['baseline_accuracy'] * 100:>8.2f}%  {r['architecture']:<40}{r['task']}")
+            val = "-" if r["baseline_accuracy"] is None else f"{r['metric']} {r['baseline_accuracy'] * 100:.2f}%"
+            print(f"{r['name']:<18}{val:>16}  {r['architecture'][:39]:<40}{r['task']}")
     return 0
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    import sample_models
-
     from .measure import measure as _measure_torch
 
     def measure(model, data, **kw):  # --runtime: torch measures the module, onnxruntime its ONNX export
@@ -88,19 +96,22 @@ def _cmd_measure(args: argparse.Namespace) -> int:
 
     if getattr(args, "bundle", None) is not None:
         if args.model is not None:
-            raise CompressionError("measure: give --model NAME or --bundle PATH, not both")
+            raise CompressionError("measure: give --model REF or --bundle PATH, not both")
         from .bundle import load_bundle
 
         recipe, model = load_bundle(args.bundle)
-        stats = measure(model, sample_models.data(recipe.model), name=recipe.name or f"{recipe.model} (bundle)",
+        wl = recipe.workload()
+        stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)",
                         batch_size=args.batch_size, threads=args.threads)
         print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
         return 0
     if args.model is None:
-        raise CompressionError("measure: give --model NAME (one of " + ", ".join(sample_models.MODEL_NAMES) + ")"
-                               " or --bundle PATH")
-    sm = sample_models.load(args.model)
-    stats = measure(sm.model, sm.data, name=args.model, batch_size=args.batch_size, threads=args.threads)
+        raise CompressionError("measure: give --model REF (a name from `models`, path/to/file.py:attr or "
+                               "package.module:attr) or --bundle PATH")
+    from .workload import resolve_workload
+
+    wl = resolve_workload(args.model)
+    stats = measure(wl.model, wl, name=wl.name, batch_size=args.batch_size, threads=args.threads)
     print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
     return 0
 
@@ -147,7 +158,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     print("\n--- after ---")
     print(render_stats(result.after))
     b, a = result.before, result.after
-    print(f"\naccuracy {b.accuracy * 100:.2f} % -> {a.accuracy * 100:.2f} %, size {_fmt_bytes(b.size_bytes)} -> "
+    print(f"\n{a.metric} {b.accuracy * 100:.2f} % -> {a.accuracy * 100:.2f} %, size {_fmt_bytes(b.size_bytes)} -> "
           f"{_fmt_bytes(a.size_bytes)} ({a.size_bytes / b.size_bytes:.3f}x)")
     if saved is not None:
         print(f"saved bundle     {args.save_model} ({saved:,} bytes: weights {a.size_bytes:,} + recipe and framing)")
@@ -171,7 +182,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _add_recipe_commands(sub) -> None:
-    a = sub.add_parser("apply", help="apply a recipe (YAML/JSON/Markdown) to its sample model and report")
+    a = sub.add_parser("apply", help="apply a recipe (YAML/JSON/Markdown) to its model and report")
     a.add_argument("recipe", metavar="RECIPE", help="recipe file (.yaml, .yml, .json or .md with front matter)")
     a.add_argument("--json", action="store_true", help="print one JSON object: recipe, before, after, steps")
     a.add_argument("--save-model", metavar="PATH", help="write a bundle (recipe + weights) atomically")
@@ -189,24 +200,26 @@ def _add_recipe_commands(sub) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    """Export a bundle (or a sample model by name) to ONNX, optionally as ONNX Runtime int8."""
+    """Export a bundle (or a workload's model, by reference) to ONNX, optionally as ONNX Runtime int8."""
     import os
 
-    import sample_models
-
+    from . import inputs as I
     from .onnx_export import onnx_size_bytes, save_onnx, to_onnx
+    from .workload import resolve_workload
 
     if args.onnx is None:
         raise CompressionError("export: give --onnx OUT.onnx")
-    if not os.path.exists(args.bundle) and args.bundle in sample_models.REGISTRY:
-        name, model = args.bundle, sample_models.load(args.bundle).model
-    else:
+    if os.path.isfile(args.bundle):
         from .bundle import load_bundle
 
         recipe, model = load_bundle(args.bundle)
-        name = recipe.model
-    data = sample_models.data(name)
-    proto = to_onnx(model, data.test.x[:2])
+        data = recipe.workload()
+    elif os.path.isdir(args.bundle):
+        raise CompressionError(f"export: {args.bundle!r} is a directory; give a bundle file or a model reference")
+    else:
+        data = resolve_workload(args.bundle)
+        model = data.model
+    proto = to_onnx(model, I.take(data.test.x, slice(0, 2)))
     if args.int8 != "none":
         import onnx
 
@@ -224,8 +237,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_export_command(sub) -> None:
-    e = sub.add_parser("export", help="export a bundle (or a sample model) to ONNX, written atomically")
-    e.add_argument("bundle", metavar="BUNDLE", help="bundle saved by `apply --save-model`, or a sample model name")
+    e = sub.add_parser("export", help="export a bundle (or a model by reference) to ONNX, written atomically")
+    e.add_argument("bundle", metavar="BUNDLE|MODEL", help="bundle saved by `apply --save-model`, or a workload "
+                   "reference (name, path/to/file.py:attr, package.module:attr)")
     e.add_argument("--onnx", metavar="OUT.onnx", help="the .onnx file to write")
     e.add_argument("--int8", choices=["none", "dynamic", "static"], default="none",
                    help="quantize the export with ONNX Runtime (dynamic, or static QDQ calibrated on the "
@@ -238,7 +252,7 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     from .advise import advise, render_advice
 
     if args.model is None:
-        raise CompressionError("advise: give --model NAME")
+        raise CompressionError("advise: give --model REF")
     a = advise(args.model, max_drop_pt=args.max_drop)
     print(json.dumps(a.to_json_dict(), indent=2) if args.json else render_advice(a))
     return 0
@@ -246,16 +260,16 @@ def _cmd_advise(args: argparse.Namespace) -> int:
 
 def _add_advise_command(sub) -> None:
     a = sub.add_parser("advise", help="recommend a quantization method for a model, backed by measured numbers")
-    a.add_argument("--model", help="sample model name (see `models`)")
+    a.add_argument("--model", help=_REF_HELP)
     a.add_argument("--max-drop", type=float, default=1.0, help="largest acceptable accuracy drop in points (default 1)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=_cmd_advise)
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .sensitivity import sample_sensitivity
+    from .sensitivity import workload_sensitivity
 
-    res = sample_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
+    res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
     if args.json:
         print(json.dumps(res.to_json_dict(), indent=2))
         return 0
@@ -275,7 +289,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def _add_sensitivity_command(sub) -> None:
     s = sub.add_parser("sensitivity", help="per-layer accuracy when one layer alone is pruned / quantized")
-    s.add_argument("--model", required=True, help="sample model name (see `models`)")
+    s.add_argument("--model", required=True, help=_REF_HELP)
     s.add_argument("--technique", choices=["prune", "quantize"], default="prune",
                    help="prune: sparsity 0..95%% (magnitude); quantize: 8..2 bits (simulated)")
     s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
@@ -287,12 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    m = sub.add_parser("models", help="list the bundled sample models")
+    m = sub.add_parser("models", help="list the registered models (the samples) and any --workload given")
+    m.add_argument("--workload", action="append", metavar="REF", help="also list this workload reference "
+                   "(path/to/file.py:attr or package.module:attr; repeatable)")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=_cmd_models)
 
-    me = sub.add_parser("measure", help="measure a sample model: size, latency, accuracy, FLOPs, layers")
-    me.add_argument("--model", help="sample model name (see `models`)")
+    me = sub.add_parser("measure", help="measure a model: size, latency, metric, FLOPs, layers")
+    me.add_argument("--model", help=_REF_HELP)
     me.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
     me.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     me.add_argument("--json", action="store_true", help="print one JSON object")
@@ -304,14 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_command(sub)
     _add_advise_command(sub)
     _add_sensitivity_command(sub)
+    try:
+        from .search_cli import add_search_parser
+    except ImportError:
+        pass
+    else:
+        add_search_parser(sub)
     return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    import sample_models
-
-    if getattr(args, "model", None) is not None:
-        sample_models.info(args.model)  # one-line error naming the valid names
     if getattr(args, "batch_size", 1) < 1 or getattr(args, "batch_size", 1) > 4096:
         raise CompressionError(f"--batch-size: must be 1..4096, got {args.batch_size}")
     if getattr(args, "threads", 1) < 1 or getattr(args, "threads", 1) > 256:

@@ -17,18 +17,20 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from . import inputs as I
 from .errors import CompressionError
 from .technique import ProgressFn, StepConfig, StepContext, register
 from .train import FineTuneConfig, fine_tune
 
 
 class DistillConfig(StepConfig):
-    """Train the model as a student of ``teacher`` (a sample model name; default: the recipe's own uncompressed
-    sample model, e.g. to recover a pruned or shrunk copy of it)."""
+    """Train the model as a student of ``teacher`` (a workload reference reading the same data; default: the
+    recipe's own uncompressed model, e.g. to recover a pruned or shrunk copy of it)."""
 
     kind: Literal["distill"] = "distill"
-    teacher: str | None = Field(default=None, description="sample model name of the teacher (same data set); "
-                                "default: the recipe's own model before compression")
+    teacher: str | None = Field(default=None, min_length=1, max_length=1000,
+                                description="workload reference of the teacher (same data, e.g. digits-cnn for "
+                                "digits-mlp); default: the recipe's own model before compression")
     temperature: float = Field(default=4.0, gt=0, le=100, description="softmax temperature T of the soft targets")
     alpha: float = Field(default=0.9, ge=0, le=1, description="weight of the soft (teacher) loss; 1 - alpha on labels")
     epochs: int = Field(default=10, ge=0, le=500)
@@ -40,10 +42,11 @@ class DistillConfig(StepConfig):
     @field_validator("teacher")
     @classmethod
     def _known_teacher(cls, v: str | None) -> str | None:
-        import sample_models
+        from .workload import is_reference, workload_names
 
-        if v is not None and v not in sample_models.REGISTRY:
-            raise ValueError(f"unknown teacher {v!r}; choose one of {', '.join(sample_models.MODEL_NAMES)}")
+        if v is not None and not is_reference(v) and v not in workload_names():
+            raise ValueError(f"unknown teacher {v!r}; choose one of {', '.join(workload_names())} "
+                             "or give path/to/file.py:attr")
         return v
 
 
@@ -99,20 +102,24 @@ def distill(
     ``teacher_input_shape`` (per sample) reshapes the student's batch for a teacher of another input shape. The
     teacher runs in eval mode under ``no_grad`` on each batch (its BatchNorm statistics are not touched).
     """
-    train = data.train
+    train = data.needs("train", "distillation") if hasattr(data, "needs") else data.train
     x = train.x
-    shape = tuple(teacher_input_shape) if teacher_input_shape is not None else tuple(x.shape[1:])
-    per_sample = int(torch.tensor(x.shape[1:]).prod()) if x.dim() > 1 else 1
-    if int(torch.tensor(shape).prod()) != per_sample:
-        raise CompressionError(
-            f"teacher: input shape {shape} does not fit the student's samples of shape {tuple(x.shape[1:])}"
-        )
+    dict_input = I.is_dict(x)
+    shape = None
+    if not dict_input:
+        shape = tuple(teacher_input_shape) if teacher_input_shape is not None else tuple(x.shape[1:])
+        per_sample = int(torch.tensor(x.shape[1:]).prod()) if x.dim() > 1 else 1
+        if int(torch.tensor(shape).prod()) != per_sample:
+            raise CompressionError(
+                f"teacher: input shape {shape} does not fit the student's samples of shape {tuple(x.shape[1:])}"
+            )
     was_training = teacher.training
     teacher.eval()
 
-    def loss_fn(logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, xb, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            t_logits = teacher(xb.reshape(len(xb), *shape)).float()  # (B, classes)
+            tx = xb if shape is None else xb.reshape(len(xb), *shape)
+            t_logits = I.call(teacher, tx).float()  # (B, classes)
         return distillation_loss(logits, t_logits, yb, cfg.temperature, cfg.alpha)
 
     ft = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
@@ -123,36 +130,31 @@ def distill(
         teacher.train(was_training)
 
 
-def check_teacher(name: str, student_info):
-    """The teacher's ModelInfo; a one-line error if it reads another data set than the student."""
-    import sample_models
+def load_teacher(ref: str | None, student) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The teacher model and its per-sample input shape: the workload ``ref`` (refused in one line unless it reads
+    the student's data: same number of samples, same input size), or the student's own uncompressed model."""
+    if ref is None or ref == getattr(student, "name", None) or ref == getattr(student, "reference", None):
+        return student.model, getattr(student, "input_shape", None)
+    from .workload import resolve_workload
 
-    t_info = sample_models.info(name)
-    if student_info is not None and t_info.dataset != student_info.dataset:
-        same = ", ".join(n for n, i in sample_models.REGISTRY.items() if i.dataset == student_info.dataset)
-        raise CompressionError(
-            f"teacher: {name!r} was trained on {t_info.dataset!r} but the student reads {student_info.dataset!r}; "
-            f"choose a teacher of the same data set: {same}"
-        )
-    return t_info
-
-
-def load_teacher(name: str, student_info) -> tuple[nn.Module, tuple[int, ...]]:
-    """The trained sample model ``name`` and its input shape; refused if it reads another data set."""
-    import sample_models
-
-    t_info = check_teacher(name, student_info)
-    return sample_models.load(name).model, tuple(t_info.input_shape)
+    teacher = resolve_workload(ref)
+    sx, tx = student.test.x, teacher.test.x
+    same = I.n_items(sx) == I.n_items(tx)
+    if same and not I.is_dict(sx) and not I.is_dict(tx):
+        same = sx[0].numel() == tx[0].numel() and bool(torch.equal(sx.reshape(len(sx), -1), tx.reshape(len(tx), -1)))
+    elif same:
+        same = I.is_dict(sx) and I.is_dict(tx) and set(sx) == set(tx)
+    if not same:
+        raise CompressionError(f"teacher: {ref!r} does not read the same data as {student.name!r}; choose a teacher "
+                               "trained on the same inputs (e.g. digits-cnn for digits-mlp)")
+    return teacher.model, teacher.input_shape
 
 
 @register(DistillConfig)
 def _distill_step(model: nn.Module, cfg: DistillConfig, ctx: StepContext) -> nn.Module:
-    info = ctx.info
-    name = cfg.teacher or getattr(info, "name", None)
-    if name is None:
-        raise CompressionError("teacher: give a sample model name (no recipe model to default to)")
-    if ctx.replay:  # training does not change the structure: only check the teacher
-        check_teacher(name, info)
+    teacher, shape = load_teacher(cfg.teacher, ctx.data)  # checked in replay too: a bad teacher fails validation
+    if ctx.replay:  # training does not change the structure
         return model
-    teacher, shape = load_teacher(name, info)
     return distill(model, teacher, ctx.data, cfg, teacher_input_shape=shape, progress=ctx.report)
+
+

@@ -343,7 +343,7 @@ def measure_in(runtime: str, model: nn.Module, data: Any, **kwargs) -> ModelStat
 # ------------------------------------------------------------------------------------------ the lesson
 def runtime_comparison(model_name: str = "mnist-lenet300", min_run_time: float = 0.1, rounds: int = 1,
                        model: nn.Module | None = None) -> list[dict[str, Any]]:
-    """Measure one sample model as fp32 and int8 in torch and in ONNX Runtime, all in this run, 1 thread.
+    """Measure one workload (a reference) as fp32 and int8 in torch and in ONNX Runtime, all in this run, 1 thread.
 
     Rows {path, runtime, size_bytes, accuracy, agreement (argmax vs torch fp32), ms_b1, ms_b32, size_ratio,
     speedup_b1, speedup_b32}; ratios are against fp32 in the same runtime. Paths: torch fp32 / int8 dynamic /
@@ -351,13 +351,12 @@ def runtime_comparison(model_name: str = "mnist-lenet300", min_run_time: float =
     timed round-robin ``rounds`` times (median of the per-round medians), so drifting load on a shared machine
     hits every path alike. ``model``: a compressed version of the sample model to use instead of the baseline.
     """
-    import sample_models
-
     from .measure import accuracy, latency, predict, size_bytes
+    from .workload import resolve_workload
 
-    sm = sample_models.load(model_name)
+    sm = resolve_workload(model_name)
     base_model = model if model is not None else sm.model
-    x, y, calib = sm.data.test.x, sm.data.test.y, sm.data.calib.x
+    x, y, calib = sm.test.x, sm.test.y, sm.calib.x
     b1, b32 = x[:1], _batch(x, 32)
     ref = predict(base_model, x).argmax(1)
     rows: list[dict[str, Any]] = []
@@ -434,17 +433,17 @@ def torch_dynamic_int8(model: nn.Module, sm: Any = None) -> nn.Module:
             warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
             return torch.ao.quantization.quantize_dynamic(clone_model(model).eval(), {nn.Linear, nn.LSTM},
                                                           dtype=torch.qint8)
-    return quantize(model, DynamicInt8Config(), getattr(sm, "data", None), getattr(sm, "info", None))
+    return quantize(model, DynamicInt8Config(), sm)
 
 
 def torch_static_int8(model: nn.Module, sm: Any) -> nn.Module | None:
-    """torch's eager static int8 (calibrated on ``sm.data.calib``) via ``compression_core.quantize``; None when
+    """torch's eager static int8 (calibrated on the workload ``sm``'s calib split) via ``compression_core.quantize``; None when
     that family or its StaticInt8Config is not available."""
     try:
         from .quantize import StaticInt8Config, quantize
     except ImportError:
         return None
-    return quantize(model, StaticInt8Config(), sm.data, sm.info)
+    return quantize(model, StaticInt8Config(), sm)
 
 
 def why_runtime_matters(model_name: str = "mnist-lenet300", rows: list[dict[str, Any]] | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The versioned recipe: a sample model, a seed and an ordered list of technique steps, in YAML or JSON.
+"""The versioned recipe: a workload reference, a seed and an ordered list of technique steps, in YAML or JSON.
 
 Every registered technique (``compression_core.technique.register``) is a step kind: the step type is a pydantic
 discriminated union on ``kind`` built from the registry, so adding a technique adds a step kind and its JSON Schema
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from torch import nn
 
 # Importing the technique packages registers their step kinds (the recipe's step union is built from the registry).
@@ -30,6 +30,7 @@ from . import train as _train  # noqa: F401  (finetune)
 from .errors import CompressionError
 from .measure import ModelStats, measure
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, registered_configs
+from .workload import Workload, is_reference, resolve_workload, workload_names
 
 RECIPE_VERSION = 1
 MAX_RECIPE_BYTES = 256 * 1024  # a recipe is a few hundred bytes; refuse anything absurd before parsing it
@@ -41,19 +42,30 @@ class RecipeBase(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     version: Literal[1] = Field(default=RECIPE_VERSION, description="recipe schema version")
-    model: str = Field(description="sample model name (python -m compression_core models)")
+    model: str = Field(min_length=1, max_length=1000,
+                       description="the workload: a registered name (python -m compression_core models), "
+                                   "path/to/file.py:attr (relative to the recipe file) or package.module:attr")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seeds every step (step i gets a derived seed)")
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
+    _base_dir: str | None = PrivateAttr(default=None)  # the recipe file's folder: relative references resolve there
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        import sample_models
-
-        if v not in sample_models.REGISTRY:
-            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(sample_models.MODEL_NAMES)}")
+        v = v.strip()
+        if not is_reference(v) and v not in workload_names():
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(workload_names())}, "
+                             "or give path/to/file.py:attr or package.module:attr")
         return v
+
+    @property
+    def base_dir(self) -> str | None:
+        return self._base_dir
+
+    def workload(self) -> Workload:
+        """The workload ``model`` references (a relative file path is relative to the recipe's folder)."""
+        return resolve_workload(self.model, base_dir=self._base_dir)
 
 
 def step_kinds() -> dict[str, type[StepConfig]]:
@@ -243,6 +255,9 @@ def load_recipe(source: str | Path | dict) -> RecipeBase:
         except OSError as e:
             raise CompressionError(f"{label}: cannot read: {e.strerror or e}") from None
         data = _parse_text(text, label, {"json": "json", "md": "md"}.get(suffix[1:], "yaml"))
+        recipe = parse_recipe(data)
+        recipe._base_dir = str(path.resolve().parent)
+        return recipe
     elif isinstance(source, str):
         if len(source) > MAX_RECIPE_BYTES or len(source.encode("utf-8", "surrogatepass")) > MAX_RECIPE_BYTES:
             raise CompressionError(f"recipe: too large (over {MAX_RECIPE_BYTES:,} bytes)")
@@ -358,7 +373,7 @@ def _prefix_error(msg: str, index: int, cfg: StepConfig) -> str:
 
 
 def _run_steps(
-    recipe: RecipeBase, model: nn.Module, sm, replay: bool, progress: ProgressFn | None, reports: list | None
+    recipe: RecipeBase, model: nn.Module, wl: Workload, replay: bool, progress: ProgressFn | None, reports: list | None
 ) -> nn.Module:
     steps = list(recipe.steps)  # type: ignore[attr-defined]
     n = max(len(steps), 1)
@@ -369,7 +384,7 @@ def _run_steps(
             if progress is not None:
                 progress((i + frac) / n, f"step {i + 1}/{len(steps)} {kind}: {msg}")
 
-        ctx = StepContext(data=sm.data, info=sm.info, seed=seed, progress=report, replay=replay)
+        ctx = StepContext(data=wl, seed=seed, progress=report, replay=replay)
         snapshot = _own_states(model) if reports is not None else None
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -395,21 +410,22 @@ def _run_steps(
 def validate_recipe(recipe: RecipeBase | str | Path | dict) -> RecipeBase:
     """Parse and check a recipe without training: build its model and replay every step's structural change
     (layer names resolved, shapes checked). Returns the Recipe; raises a one-line CompressionError."""
-    import sample_models
-
     recipe = load_recipe(recipe) if not isinstance(recipe, RecipeBase) else recipe
-    sm = sample_models.load(recipe.model)
-    _run_steps(recipe, sm.model, sm, replay=True, progress=None, reports=None)
+    wl = recipe.workload()
+    _run_steps(recipe, wl.model, wl, replay=True, progress=None, reports=None)
     return recipe
 
 
-@lru_cache(maxsize=16)
-def _baseline_stats(model_name: str, batch_size: int, threads: int) -> ModelStats:
-    """The sample model's measurements without latency (deterministic, so cached per process)."""
-    import sample_models
+_BASELINES: dict[tuple[int, int, int], tuple[Workload, ModelStats]] = {}
 
-    sm = sample_models.load(model_name)
-    return measure(sm.model, sm.data, name=model_name, batch_size=batch_size, threads=threads, with_latency=False)
+
+def baseline_stats(wl: Workload, batch_size: int = 1, threads: int = 1) -> ModelStats:
+    """The workload's uncompressed model measured without latency (deterministic, so cached per process)."""
+    key = (id(wl), batch_size, threads)
+    if key not in _BASELINES:  # the workload is kept alive with its stats, so its id is never reused
+        _BASELINES[key] = (wl, measure(wl.model, wl, name=wl.name, batch_size=batch_size, threads=threads,
+                                       with_latency=False))
+    return _BASELINES[key][1]
 
 
 def apply_recipe(
@@ -422,8 +438,10 @@ def apply_recipe(
     threads: int = 1,
     replay: bool = False,
     train_threads: int | None = 1,
+    workload: Workload | None = None,
 ) -> RecipeResult:
-    """Apply ``recipe`` to a fresh copy of its sample model and measure it before and after.
+    """Apply ``recipe`` to a copy of its workload's model and measure it before and after (``workload`` overrides
+    the recipe's reference, e.g. one the caller already built).
 
     Deterministic: torch is seeded with a per-step seed derived from ``recipe.seed`` before each step, so the same
     recipe gives the same accuracy and size_bytes. ``measure_before=False`` / ``with_latency=False`` skip work the
@@ -432,28 +450,26 @@ def apply_recipe(
     fixed count makes results identical between processes and machines (and 1 thread is fastest on these tiny
     models); None leaves torch's setting alone.
     """
-    import sample_models
-
     recipe = load_recipe(recipe) if not isinstance(recipe, RecipeBase) else recipe
-    sm = sample_models.load(recipe.model)
+    wl = workload if workload is not None else recipe.workload()
     before = None
     if measure_before:
         if with_latency:
-            before = measure(sm.model, sm.data, name=recipe.model, batch_size=measure_batch_size, threads=threads)
+            before = measure(wl.model, wl, name=wl.name, batch_size=measure_batch_size, threads=threads)
         else:
-            before = _baseline_stats(recipe.model, measure_batch_size, threads)
+            before = baseline_stats(wl, measure_batch_size, threads)
     reports: list[StepReport] = []
     old_threads = torch.get_num_threads()
     if train_threads is not None:
         torch.set_num_threads(train_threads)
     try:
-        model = _run_steps(recipe, sm.model, sm, replay=replay, progress=progress, reports=reports)
+        model = _run_steps(recipe, wl.model, wl, replay=replay, progress=progress, reports=reports)
     finally:
         torch.set_num_threads(old_threads)
     after = None
     if measure_after:
         try:
-            after = measure(model, sm.data, name=recipe.name or f"{recipe.model} (recipe)",
+            after = measure(model, wl, name=recipe.name or f"{wl.name} (recipe)",
                             batch_size=measure_batch_size, threads=threads, with_latency=with_latency)
         except CompressionError:
             raise
@@ -464,7 +480,7 @@ def apply_recipe(
 
 
 __all__ = [
-    "Recipe", "RecipeBase", "RecipeResult", "StepReport", "apply_recipe", "load_recipe", "parse_recipe",
+    "Recipe", "RecipeBase", "RecipeResult", "StepReport", "apply_recipe", "baseline_stats", "load_recipe", "parse_recipe",
     "recipe_class", "recipe_schema", "recipe_to_dict", "recipe_to_json", "recipe_to_yaml", "step_kinds",
     "step_seed", "touched_layers", "validate_recipe", "validation_error_line",
 ]

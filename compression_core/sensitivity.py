@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from . import inputs as I
 from .errors import CompressionError
 from .prune.common import fold_masks
 from .targets import classifier_name
@@ -91,32 +92,44 @@ class Sensitivity(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ evaluation
 class Evaluator:
-    """Calibration accuracy of a private working copy, one batch under no_grad, with Sequential prefix caching."""
+    """The calibration metric of a private working copy, one batch under no_grad, with Sequential prefix caching
+    (only for a plain ``nn.Sequential`` forward: a subclass with its own ``forward`` is always run whole)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, x, y: torch.Tensor, metric=None) -> None:
         self.model, self.x, self.y = model, x, y
-        self.children = list(model.children()) if isinstance(model, nn.Sequential) else None
+        self.metric = metric
+        plain = isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+        self.children = list(model.children()) if plain and not I.is_dict(x) else None
         self.names = [n for n, _ in model.named_children()] if self.children is not None else []
         self._inputs: list[torch.Tensor] = []
         if self.children is not None:  # cached NOW, from the unchanged weights
             with torch.no_grad():
-                h = x
+                h = I.cast_floats(x, I.input_dtype(model))
                 for m in self.children:
                     self._inputs.append(h)  # the input of child i, (B, ...)
                     h = m(h)
 
+    def _score(self, out: torch.Tensor) -> float:
+        if self.metric is not None:
+            return float(self.metric(out.float(), self.y))
+        return int((out.argmax(-1) == self.y).sum()) / len(self.y)
+
     @torch.no_grad()
     def accuracy(self, changed: str | None = None) -> float:
-        """Accuracy with the current weights; ``changed`` names the only layer altered since construction (the
+        """The metric with the current weights; ``changed`` names the only layer altered since construction (the
         cached inputs of the layers before it are reused)."""
         if self.children is None or changed is None:
-            out = self.model(self.x)  # (B, classes)
+            was = self.model.training
+            self.model.eval()
+            out = I.call(self.model, self.x)  # (B, classes)
+            self.model.train(was)
         else:
             i = self.names.index(changed.split(".")[0])
             out = self._inputs[i]
             for m in self.children[i:]:
                 out = m(out)  # the suffix only
-        return int((out.argmax(1) == self.y).sum()) / len(self.y)
+            out = I.as_logits(out)
+        return self._score(out)
 
 
 def _weights(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -166,7 +179,6 @@ def sensitivity(
     model: nn.Module,
     data,
     technique: Technique = "prune",
-    info=None,
     levels=None,
     targets: list[str] | None = None,
     ignore: tuple[str, ...] | list[str] = (),
@@ -177,7 +189,7 @@ def sensitivity(
     threads: int | None = 1,
 ) -> Sensitivity:
     """Calibration accuracy with each selected layer alone pruned to each sparsity (or fake-quantized to each bit
-    width); ``data`` is a sample model's DataSplits (its ``calib`` split is used). The input is never modified.
+    width); ``data`` is the Workload (its ``calib`` split and metric are used). The input is never modified.
 
     ``heads``: for models with hand-written attention (digits-vit), also each head's importance (accuracy when it
     alone is removed), from the prune family's ``head_accuracy_drop``. ``threads``: intra-op threads for the
@@ -186,10 +198,10 @@ def sensitivity(
     """
     levels = _check_levels(technique, levels)
     calib = getattr(data, "calib", None)
-    if calib is None or len(calib.y) == 0:
-        raise CompressionError("data: sensitivity needs the calibration split (data.calib) of the sample model")
+    if calib is None or len(calib) == 0:
+        raise CompressionError("data: sensitivity needs the workload's calibration split (calib)")
     with intra_op_threads(threads):
-        return _sweep(model, data, technique, info, levels, targets, ignore, include_classifier, heads, name, progress)
+        return _sweep(model, data, technique, levels, targets, ignore, include_classifier, heads, name, progress)
 
 
 @contextmanager
@@ -204,13 +216,13 @@ def intra_op_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
-def _sweep(model, data, technique, info, levels, targets, ignore, include_classifier, heads, name, progress):
+def _sweep(model, data, technique, levels, targets, ignore, include_classifier, heads, name, progress):
     calib = data.calib
     t0 = time.perf_counter()
-    ctx = StepContext(data=data, info=info)
+    ctx = StepContext(data=data)
     work = fold_masks(clone_model(model)).eval()  # the ONE private working copy
     names = layer_names(work, technique, classifier_name(work, ctx), include_classifier, targets, ignore)
-    ev = Evaluator(work, calib.x, calib.y)
+    ev = Evaluator(work, calib.x, calib.y, getattr(data, "metric", None))
     base = ev.accuracy()
     curves = []
     for li, lname in enumerate(names):
@@ -242,18 +254,21 @@ def _sweep(model, data, technique, info, levels, targets, ignore, include_classi
             for h, drop in enumerate(drops):
                 head_rows.append(HeadImportance(layer=layer, head=h, accuracy=round(base - drop, 10),
                                                 accuracy_drop=round(drop, 10)))
-    return Sensitivity(model=name, technique=technique, samples=len(calib.y), baseline_accuracy=base,
+    return Sensitivity(model=name, technique=technique, samples=len(calib), baseline_accuracy=base,
                        include_classifier=include_classifier, layers=curves, heads=head_rows,
                        seconds=time.perf_counter() - t0)
 
 
-def sample_sensitivity(name: str, technique: Technique = "prune", **kw) -> Sensitivity:
-    """``sensitivity`` of a bundled sample model by name."""
-    import sample_models
+def workload_sensitivity(ref, technique: Technique = "prune", **kw) -> Sensitivity:
+    """``sensitivity`` of a workload given by reference (a registered name, file.py:attr or module:attr)."""
+    from .workload import resolve_workload
 
-    sm = sample_models.load(name)
-    return sensitivity(sm.model, sm.data, technique, info=sm.info, name=name, **kw)
+    wl = resolve_workload(ref)
+    return sensitivity(wl.model, wl, technique, name=wl.name, **kw)
+
+
+sample_sensitivity = workload_sensitivity  # the older name
 
 
 __all__ = ["EVALUATION", "Evaluator", "HeadImportance", "LayerCurve", "PRUNE_LEVELS", "QUANT_LEVELS", "Sensitivity",
-           "layer_names", "prune_mask", "sample_sensitivity", "sensitivity"]
+           "layer_names", "prune_mask", "sample_sensitivity", "sensitivity", "workload_sensitivity"]

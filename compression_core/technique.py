@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, ClassVar, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -18,11 +18,36 @@ from torch import nn
 from .errors import CompressionError
 
 
+@dataclass(frozen=True)
+class TechniqueUI:
+    """What a user interface needs to offer a technique, declared by the technique itself (the dashboard is built
+    from these, so a new technique appears there with no dashboard edit).
+
+    family:      "prune" | "quantize" | "train" | "distill" | "other" (which panel offers it)
+    label:       the name a person reads ("int8 dynamic (real)")
+    trains:      True if applying it trains (it runs as a job, not in the live preview)
+    layer_types: module class names it acts on ("Linear", "Conv2d", "LSTM", "Embedding"...); () = whole model
+    storage:     how its result is stored: "dense", "sparse", "int8", "int4", "fp16", "simulated", "shrunk"
+    order:       position within its family's list
+    hidden:      not offered as a choice (a helper step such as fit_budget that a page drives itself)
+    """
+
+    family: str
+    label: str
+    trains: bool = False
+    layer_types: tuple[str, ...] = ()
+    storage: str = "dense"
+    order: int = 100
+    hidden: bool = False
+
+
 class StepConfig(BaseModel):
-    """Base of every technique config: frozen, unknown fields rejected, tagged by ``kind``."""
+    """Base of every technique config: frozen, unknown fields rejected, tagged by ``kind``. Each subclass sets
+    ``ui: ClassVar[TechniqueUI]`` describing itself to user interfaces."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: str
+    ui: ClassVar[TechniqueUI | None] = None
 
 
 ProgressFn = Callable[[float, str], None]
@@ -68,6 +93,16 @@ def register(config_cls: type[C]) -> Callable[[Handler], Handler]:
 
 def registered_configs() -> list[type[StepConfig]]:
     return list(_HANDLERS)
+
+
+def technique_ui(config_cls: type[StepConfig]) -> TechniqueUI:
+    """The technique's own UI metadata (a plain default built from its kind when it declares none)."""
+    ui = getattr(config_cls, "ui", None)
+    if isinstance(ui, TechniqueUI):
+        return ui
+    kind = config_cls.model_fields["kind"].default
+    family = kind.split("_")[0] if kind.split("_")[0] in ("prune", "quantize") else "other"
+    return TechniqueUI(family=family, label=kind.replace("_", " "))
 
 
 def clone_model(model: nn.Module) -> nn.Module:

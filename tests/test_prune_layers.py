@@ -51,22 +51,22 @@ def test_lottery_ticket_rounds_masks_and_rewinding():
     sm = sample_models.load("digits-mlp")
     cfg = LotteryTicketConfig(rounds=2, epochs=1, rate=0.5)
     before = {k: v.clone() for k, v in sm.model.state_dict().items()}
-    ticket, rounds = lottery_ticket(sm.model, cfg, StepContext(data=sm.data, info=sm.info))
+    ticket, rounds = lottery_ticket(sm.model, cfg, StepContext(data=sm.as_workload()))
     assert [r.round for r in rounds] == [0, 1, 2]
     assert [r.weights_left for r in rounds] == pytest.approx([1.0, 0.5, 0.25], abs=1e-3)
     assert all(r.random_accuracy is None for r in rounds)
     assert int(ticket.fc1.weight_mask.sum()) == 64 * 128 // 4 and not hasattr(ticket.fc3, "weight_mask")
     assert all(torch.equal(v, sm.model.state_dict()[k]) for k, v in before.items())
     # the step is deterministic, and its replay rebuilds the same structure without training
-    again = apply_step(sm.model, cfg, StepContext(data=sm.data, info=sm.info))
+    again = apply_step(sm.model, cfg, StepContext(data=sm.as_workload()))
     assert torch.equal(again.fc1.weight_mask, ticket.fc1.weight_mask)
-    replay = apply_step(sample_models.build("digits-mlp"), cfg, StepContext(data=sm.data, info=sm.info, replay=True))
+    replay = apply_step(sample_models.build("digits-mlp"), cfg, StepContext(data=sm.as_workload(), replay=True))
     assert {k: v.shape for k, v in replay.state_dict().items()} == {k: v.shape for k, v in ticket.state_dict().items()}
 
 
 def test_lottery_ticket_random_control_and_late_rewinding():
     sm = sample_models.load("digits-mlp")
-    ctx = StepContext(data=sm.data, info=sm.info)
+    ctx = StepContext(data=sm.as_workload())
     _, rounds = lottery_ticket(sm.model, LotteryTicketConfig(rounds=1, epochs=1, reinit="random"), ctx)
     assert all(r.random_accuracy is not None for r in rounds)
     late, _ = lottery_ticket(sm.model, LotteryTicketConfig(rounds=1, epochs=1, rewind=5), ctx)

@@ -104,10 +104,10 @@ def test_replay_rebuilds_the_same_shapes_and_loads_the_saved_state():
              ShrinkConfig()]
     real = sm.model
     for cfg in steps:
-        real = apply_step(real, cfg, StepContext(data=sm.data, info=sm.info))
+        real = apply_step(real, cfg, StepContext(data=sm.as_workload()))
     rebuilt = sample_models.build("digits-vit")
     for cfg in steps:
-        rebuilt = apply_step(rebuilt, cfg, StepContext(data=sm.data, info=sm.info, replay=True))
+        rebuilt = apply_step(rebuilt, cfg, StepContext(data=sm.as_workload(), replay=True))
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
     rebuilt.load_state_dict(real.state_dict())
     assert torch.equal(_out(rebuilt, sm.data.test.x), _out(real, sm.data.test.x))

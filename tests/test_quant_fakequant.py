@@ -32,7 +32,7 @@ def test_fake_quant_matches_torchs_fake_quantize_op(bits):
 
 def test_simulated_model_reports_bits_and_theoretical_size():
     sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, FakeQuantConfig(bits=4, overrides={"conv1": 8, "re:fc.*": 6}), sm.data, sm.info)
+    q = quantize(sm.model, FakeQuantConfig(bits=4, overrides={"conv1": 8, "re:fc.*": 6}), sm)
     rows = {r.name: r for r in layer_stats(q)}
     assert (rows["conv1"].bits, rows["conv2"].bits, rows["fc1"].bits, rows["fc2"].bits) == (8, 4, 6, 6)
     assert rows["conv2"].simulated and not rows["bn1"].simulated
@@ -45,7 +45,7 @@ def test_simulated_model_reports_bits_and_theoretical_size():
 
 def test_weights_take_at_most_2_to_the_bits_values_per_channel():
     sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, FakeQuantConfig(bits=3), sm.data, sm.info)
+    q = quantize(sm.model, FakeQuantConfig(bits=3), sm)
     for row in q.fc2.weight:
         assert len(torch.unique(row)) <= 8
 
@@ -54,7 +54,7 @@ def test_activation_fake_quant_needs_calibration_and_works_with_it():
     sm = sample_models.load("digits-mlp")
     with pytest.raises(CompressionError, match="^activation_bits:.*calib"):
         quantize(sm.model, FakeQuantConfig(activation_bits=8))
-    q = quantize(sm.model, FakeQuantConfig(bits=8, activation_bits=8), sm.data, sm.info)
+    q = quantize(sm.model, FakeQuantConfig(bits=8, activation_bits=8), sm)
     assert float(q.fc1.act_scale) > 0
     t = sm.data.test
     assert accuracy(q, t.x, t.y) >= accuracy(sm.model, t.x, t.y) - 0.01
@@ -62,7 +62,7 @@ def test_activation_fake_quant_needs_calibration_and_works_with_it():
 
 def test_lstm_weights_can_be_simulated():
     sm = sample_models.load("digits-lstm")
-    q = quantize(sm.model, FakeQuantConfig(bits=4), sm.data, sm.info)
+    q = quantize(sm.model, FakeQuantConfig(bits=4), sm)
     assert {r.name: r.bits for r in layer_stats(q)} == {"lstm": 4, "fc": 32}
     assert len(torch.unique(q.lstm.weight_hh_l0[0])) <= 16
 

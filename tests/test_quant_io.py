@@ -24,7 +24,7 @@ CASES = [
 def test_save_load_round_trip_gives_identical_outputs_and_never_changes_the_input(tmp_path, name, cfg):
     sm = sample_models.load(name)
     before = {k: v.clone() for k, v in sm.model.state_dict().items()}
-    q = quantize(sm.model, cfg, sm.data, sm.info)
+    q = quantize(sm.model, cfg, sm)
     after = sm.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the input model is untouched
     path = tmp_path / "q.pt"
@@ -37,7 +37,7 @@ def test_save_load_round_trip_gives_identical_outputs_and_never_changes_the_inpu
 
 def test_dynamic_lstm_plain_state_dict_needs_pickle_the_safe_one_does_not():
     sm = sample_models.load("digits-lstm")
-    q = quantize(sm.model, DynamicInt8Config(), sm.data, sm.info)
+    q = quantize(sm.model, DynamicInt8Config(), sm)
     buf = io.BytesIO()
     torch.save(q.state_dict(), buf)
     buf.seek(0)

@@ -15,7 +15,7 @@ def _acc(model, sm):
 
 def test_static_int8_digits_cnn_fuses_conv_bn_relu_and_is_small_and_accurate():
     sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, StaticInt8Config(), sm.data, sm.info)
+    q = quantize(sm.model, StaticInt8Config(), sm)
     assert type(q.conv1).__module__.startswith("torch.ao.nn.intrinsic.quantized")  # ConvReLU2d, BN folded
     assert isinstance(q.bn1, nn.Identity) and isinstance(q.relu1, nn.Identity)
     assert list(q._modules)[0] == "quant0" and list(q._modules)[-1] == "dequant0"
@@ -27,7 +27,7 @@ def test_static_minmax_per_tensor_equals_torch_eager_ptq():
     """Oracle: torch's own QuantWrapper + fuse + prepare + calibrate + convert with the same qconfig."""
     sm = sample_models.load("digits-mlp")
     cfg = StaticInt8Config(observer="minmax", weights="per_tensor")
-    ours = quantize(sm.model, cfg, sm.data, sm.info)
+    ours = quantize(sm.model, cfg, sm)
     ref = tq.QuantWrapper(sample_models.load("digits-mlp").model.eval())
     ref.qconfig = _torch_ao.qconfig("minmax", "per_tensor", 8)
     _torch_ao.fuse(ref.module, [["fc1", "relu1"], ["fc2", "relu2"]], qat=False)
@@ -43,7 +43,7 @@ def test_static_minmax_per_tensor_equals_torch_eager_ptq():
 
 def test_per_channel_weights_and_restricted_weight_bits():
     sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, StaticInt8Config(weight_bits=4), sm.data, sm.info)
+    q = quantize(sm.model, StaticInt8Config(weight_bits=4), sm)
     w = q.fc2.weight()
     assert w.qscheme() == torch.per_channel_affine
     ints = w.int_repr()
@@ -52,7 +52,7 @@ def test_per_channel_weights_and_restricted_weight_bits():
 
 def test_vit_linear_layers_each_get_their_own_stubs_and_layernorm_stays_float():
     sm = sample_models.load("digits-vit")
-    q = quantize(sm.model, StaticInt8Config(observer="minmax"), sm.data, sm.info)
+    q = quantize(sm.model, StaticInt8Config(observer="minmax"), sm)
     qkv = q.blocks[0].attn.qkv
     assert isinstance(qkv, tq.QuantWrapper) and "quantized" in type(qkv.module).__module__
     assert type(q.blocks[0].ln1) is nn.LayerNorm
@@ -70,9 +70,9 @@ def test_static_without_calibration_data_is_a_one_line_error():
 
 def test_qat_trains_then_converts_and_replay_builds_the_same_structure():
     sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, QATConfig(epochs=1, weight_bits=4), sm.data, sm.info)
+    q = quantize(sm.model, QATConfig(epochs=1, weight_bits=4), sm)
     assert "quantized" in type(q.fc1).__module__
     assert _acc(q, sm) >= _acc(sm.model, sm) - 0.03
-    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), None, sm.info, replay=True)
+    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), None, replay=True)
     assert {k: getattr(v, "shape", None) for k, v in r.state_dict().items()} == \
         {k: getattr(v, "shape", None) for k, v in q.state_dict().items()}

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..technique import ProgressFn, StepConfig, StepContext, apply_step
+from ..workload import as_workload
 from ..graph import build_graph
 from .importance import (
     bn_group_scores,
@@ -47,19 +48,15 @@ PruneConfig = (UnstructuredPruneConfig | StructuredPruneConfig | ShrinkConfig | 
                | LotteryTicketConfig | ThresholdPruneConfig | SlimmingConfig)
 
 
-def prune(model: nn.Module, cfg: StepConfig, data: Any = None, *, info: Any = None, seed: int = 0,
+def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int = 0,
           progress: ProgressFn | None = None, replay: bool = False) -> nn.Module:
     """Apply a pruning config to a copy of ``model`` and return it (the input is never modified).
 
-    ``data`` is the sample model's ``DataSplits`` (or the ``SampleModel`` itself, which also gives ``info``); it is
-    needed by steps that train or evaluate (lottery tickets, layer pruning by importance), and ``info`` names the
-    classifier (left alone by default) and rebuilds initial weights.
+    ``workload`` (a compression_core.Workload, or plain data splits) is needed by steps that train or evaluate
+    (lottery tickets, layer pruning by importance); it also names the classifier (left alone by default).
     """
-    if data is not None and hasattr(data, "data") and hasattr(data, "info"):  # a SampleModel
-        info = info if info is not None else data.info
-        data = data.data
-    ctx = StepContext(data=data, info=info, seed=seed, progress=progress, replay=replay)
-    return apply_step(model, cfg, ctx)
+    return apply_step(model, cfg, StepContext(data=as_workload(workload, model), seed=seed, progress=progress,
+                                              replay=replay))
 
 
 __all__ = [

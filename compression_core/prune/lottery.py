@@ -4,7 +4,7 @@ initial values (or to their values after ``k`` training iterations: late rewindi
 Mode Connectivity and the Lottery Ticket Hypothesis"), and train again, for ``rounds`` rounds.
 
 The control is the same mask with freshly drawn random weights (``reinit="random"``). The sample models' initial
-weights are reproducible: ``torch.manual_seed(info.train.seed + seed); sample_models.build(name)`` (seed 0 is the
+weights are reproducible: ``workload.fresh_model(seed)`` (the workload's ``build`` or ``reset_parameters`` under a fixed seed) (seed 0 is the
 exact initialisation the shipped weights were trained from).
 """
 
@@ -57,13 +57,11 @@ class RoundStats:
 
 
 def _initial_model(model: nn.Module, ctx: StepContext, offset: int = 0) -> nn.Module:
-    """Freshly initialised weights of the sample model (``offset`` draws another, independent initialisation)."""
-    info = ctx.info
-    if info is None:
-        raise CompressionError("rewind: the lottery ticket needs the sample model's info to rebuild its initial weights")
-    with torch.random.fork_rng(devices=[]):  # leaves the caller's random state alone
-        torch.manual_seed(info.train.seed + ctx.seed + offset)
-        return info.build()
+    """Freshly initialised weights of the workload's architecture (``offset`` draws another initialisation)."""
+    wl = ctx.data
+    if wl is None or not hasattr(wl, "fresh_model"):
+        raise CompressionError("rewind: the lottery ticket needs a workload to rebuild its initial weights")
+    return wl.fresh_model(ctx.seed + offset)
 
 
 def _load_weights(model: nn.Module, source: dict[str, torch.Tensor], layers: list[str]) -> None:
@@ -92,7 +90,7 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
     ``(1 - rate)^r`` of the targeted weights left. ``control`` (default: ``reinit == "random"``) also trains each
     round's mask from a random re-initialisation. With ``reinit="random"`` the returned model is that control.
     """
-    from ..measure import accuracy
+    from ..measure import evaluate
 
     model = clone_model(model)
     layers = select_layers(model, cfg, ctx)
@@ -106,7 +104,8 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
     control = bool(control) or cfg.reinit == "random"
     data = ctx.data
     if data is None:
-        raise CompressionError("epochs: the lottery ticket trains every round, so it needs the sample model's data")
+        raise CompressionError("epochs: the lottery ticket trains every round, so it needs a workload")
+    data.needs("train", "the lottery ticket (it trains every round)")
     tune = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                           seed=ctx.seed)
     init = _initial_model(model, ctx).state_dict()
@@ -115,7 +114,7 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
     snapshot: dict = {}
     if cfg.rewind != "init":
         k = int(cfg.rewind)
-        steps = cfg.epochs * -(-len(data.train.y) // cfg.batch_size)
+        steps = cfg.epochs * -(-len(data.train) // cfg.batch_size)
         if k > steps:
             raise CompressionError(f"rewind: iteration {k} is past the {steps} iterations of one round; use 0..{steps}")
         count = [0]
@@ -138,13 +137,13 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
         trained = fine_tune(model, data.train.x, data.train.y, tune, after_step=after_step if r == 0 else None)
         if r == 0 and cfg.rewind != "init":
             rewind_state = dict(snapshot)
-        acc = accuracy(trained, data.test.x, data.test.y)
+        acc = evaluate(trained, data)
         rand_acc = None
         if control:
             ctrl = clone_model(trained)
             _load_weights(ctrl, _initial_model(model, ctx, offset=1000 + r).state_dict(), layers)
             ctrl = fine_tune(ctrl, data.train.x, data.train.y, tune)
-            rand_acc = accuracy(ctrl, data.test.x, data.test.y)
+            rand_acc = evaluate(ctrl, data)
         stats = RoundStats(r, _weights_left(trained, layers), acc, rand_acc)
         rounds.append(stats)
         ctx.report((r + 1) / (cfg.rounds + 1), f"round {r}: {stats.weights_left:.1%} of weights left, accuracy "

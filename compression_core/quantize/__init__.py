@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import CompressionError
 from ..io import atomic_write_bytes, state_dict_bytes
+from ..workload import as_workload
 from ..technique import StepConfig, StepContext, apply_step
 from . import _torch_ao
 from ._torch_ao import load_safe_state_dict, safe_state_dict
@@ -60,22 +61,21 @@ def quant_config(spec: StepConfig | dict[str, Any]) -> StepConfig:
 def quantize(
     model: nn.Module,
     cfg: StepConfig | dict[str, Any],
-    data: Any = None,
-    info: Any = None,
+    workload: Any = None,
     *,
     seed: int = 0,
     progress=None,
     replay: bool = False,
 ) -> nn.Module:
-    """Quantize a copy of ``model`` with the method ``cfg`` names; ``data`` (sample_models.DataSplits) is needed by
-    static PTQ (calib), QAT (train) and fake-quant activations (calib). ``info`` (ModelInfo) names the classifier
-    (default: the last Linear layer)."""
+    """Quantize a copy of ``model`` with the method ``cfg`` names; the ``workload`` is needed by static PTQ (calib),
+    QAT (train) and fake-quant activations (calib), and names the classifier (default: the last Linear layer)."""
     cfg = quant_config(cfg)
-    return apply_step(model, cfg, StepContext(data=data, info=info, seed=seed, progress=progress, replay=replay))
+    return apply_step(model, cfg, StepContext(data=as_workload(workload, model), seed=seed, progress=progress,
+                                              replay=replay))
 
 
 def save_quantized(model: nn.Module, cfg: StepConfig, path: str | os.PathLike, base: str) -> None:
-    """Write ``{format, base sample model name, config, state}`` so ``load_quantized`` can rebuild the model.
+    """Write ``{format, base workload reference, config, state}`` so ``load_quantized`` can rebuild the model.
 
     The state is ``safe_state_dict(model)``: tensors and tuples only (dynamic LSTM packed params unpacked), so the
     file loads with ``torch.load(weights_only=True)``.
@@ -85,29 +85,29 @@ def save_quantized(model: nn.Module, cfg: StepConfig, path: str | os.PathLike, b
     atomic_write_bytes(path, state_dict_bytes(bundle))
 
 
-def rebuild(base_model: nn.Module, cfg: StepConfig, state: dict, info: Any = None) -> nn.Module:
+def rebuild(base_model: nn.Module, cfg: StepConfig, state: dict, workload: Any = None) -> nn.Module:
     """Replay ``cfg`` on a fresh float model (structure only, no data, no training), then load ``state`` over it."""
-    model = quantize(base_model, cfg, data=None, info=info, replay=True)
+    model = quantize(base_model, cfg, workload, replay=True)
     return load_safe_state_dict(model, state)
 
 
 def load_quantized(path: str | os.PathLike, base_model: nn.Module | None = None) -> nn.Module:
     """Rebuild a model saved by ``save_quantized`` (outputs identical to the saved model).
 
-    ``base_model`` is the float model it was quantized from; by default the sample model named in the file.
+    ``base_model`` is the float model it was quantized from; by default the workload the file names.
     """
     with open(path, "rb") as f:
         bundle = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise CompressionError(f"path: {os.fspath(path)!r} is not a quantized model saved by save_quantized")
     cfg = quant_config(bundle["config"])
-    info = None
+    wl = None
     if base_model is None:
-        import sample_models
+        from ..workload import resolve_workload
 
-        sm = sample_models.load(bundle["base"])
-        base_model, info = sm.model, sm.info
-    return rebuild(base_model, cfg, bundle["state"], info)
+        wl = resolve_workload(bundle["base"])
+        base_model = wl.model
+    return rebuild(base_model, cfg, bundle["state"], wl)
 
 
 def engine() -> str:

@@ -96,9 +96,9 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 def require_split(ctx: StepContext, split: str, field: str, why: str) -> object:
     """``ctx.data.<split>`` or a one-line error saying the technique needs it."""
     data = getattr(ctx.data, split, None) if ctx.data is not None else None
-    if data is None or len(getattr(data, "y", ())) == 0:
-        raise CompressionError(f"{field}: {why} needs the {split} split (data.{split}); pass the sample model's "
-                               f"data, e.g. quantize(model, cfg, data=sample.data)")
+    if data is None or len(data) == 0:
+        raise CompressionError(f"{field}: {why} needs the workload's {split} split; give {split}=(inputs, targets) "
+                               f"in the Workload, e.g. quantize(model, cfg, workload)")
     return data
 
 
