@@ -31,7 +31,7 @@ from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
 from .quantize.fakequant import FakeQuantConfig
 from .sensitivity import Evaluator, intra_op_threads, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
 from .sparse import sparse_size_bytes
-from .technique import StepConfig, StepContext, apply_step, clone_model, register
+from .technique import StepConfig, StepContext, apply_step, clone_model, register, TechniqueUI
 from .quantize._common import fake_quantize_weight
 
 FLOAT_BITS = 32
@@ -46,6 +46,8 @@ class FitBudgetConfig(StepConfig):
     percentage points lost on the calibration split. The classifier is left alone unless ``include_classifier``."""
 
     kind: Literal["fit_budget"] = "fit_budget"
+    ui = TechniqueUI(family="prune", label="fit per-layer settings to a budget", hidden=True, storage="sparse",
+                     order=95)
     technique: Literal["prune", "quantize"] = "prune"
     max_size_bytes: int | None = Field(default=None, gt=0, description="file size target in bytes")
     max_accuracy_drop: float | None = Field(default=None, ge=0, le=100,

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import inputs as I
 from .errors import CompressionError
-from .technique import ProgressFn, StepConfig, StepContext, register
+from .technique import ProgressFn, StepConfig, StepContext, register, TechniqueUI
 from .train import FineTuneConfig, fine_tune
 
 
@@ -28,6 +28,7 @@ class DistillConfig(StepConfig):
     recipe's own uncompressed model, e.g. to recover a pruned or shrunk copy of it)."""
 
     kind: Literal["distill"] = "distill"
+    ui = TechniqueUI(family="distill", label="distillation from a teacher", trains=True, order=20)
     teacher: str | None = Field(default=None, min_length=1, max_length=1000,
                                 description="workload reference of the teacher (same data, e.g. digits-cnn for "
                                 "digits-mlp); default: the recipe's own model before compression")
@@ -55,6 +56,7 @@ class ReinitConfig(StepConfig):
     e.g. before ``distill``, keeping the sample model's architecture."""
 
     kind: Literal["reinit"] = "reinit"
+    ui = TechniqueUI(family="train", label="re-initialise the weights (train from scratch)", hidden=True, order=90)
     seed: int = Field(default=0, ge=0)
 
 

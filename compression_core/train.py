@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from . import inputs as I
-from .technique import ProgressFn, clone_model, StepConfig, StepContext, register
+from .technique import ProgressFn, clone_model, StepConfig, StepContext, register, TechniqueUI
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -22,6 +22,7 @@ class FineTuneConfig(StepConfig):
     """Train on the train split with AdamW and a cosine learning-rate schedule."""
 
     kind: Literal["finetune"] = "finetune"
+    ui = TechniqueUI(family="train", label="fine-tune on the labels", trains=True, order=10)
     epochs: int = Field(default=3, ge=0, le=500)
     lr: float = Field(default=1e-3, gt=0, le=1.0)
     batch_size: int = Field(default=64, ge=1, le=4096)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import inputs as I
 from ..errors import CompressionError
 from ..graph import example_inputs
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .importance import skip_accuracy_drop
 
 
@@ -25,6 +25,7 @@ class LayerPruneConfig(StepConfig):
     """Remove the blocks ``names``, or the ``count`` blocks whose skipping costs the least calibration accuracy."""
 
     kind: Literal["prune_layers"] = "prune_layers"
+    ui = TechniqueUI(family="prune", label="whole blocks (depth)", storage="shrunk", order=40)
     names: list[str] | None = None
     count: int | None = Field(default=None, ge=1)
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, clone_model, register
+from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from .unstructured import select_layers
 
@@ -28,6 +28,8 @@ class LotteryTicketConfig(StepConfig):
     """Iterative magnitude pruning: ``rounds`` rounds of train -> prune ``rate`` of what is left -> rewind."""
 
     kind: Literal["lottery_ticket"] = "lottery_ticket"
+    ui = TechniqueUI(family="prune", label="lottery ticket (train, prune, rewind)", trains=True,
+                     layer_types=("Linear", "Conv2d"), storage="sparse", order=50)
     rate: float = Field(default=0.2, gt=0, lt=1)
     rounds: int = Field(default=5, ge=1, le=30)
     rewind: Literal["init"] | int = "init"

@@ -21,7 +21,7 @@ from torch import nn
 from .. import inputs as I
 from ..errors import CompressionError
 from ..graph import Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .common import fold_masks, set_submodule
 
 
@@ -29,6 +29,7 @@ class ShrinkConfig(StepConfig):
     """Physically remove the zeroed neurons, channels and heads left by ``prune_structured``."""
 
     kind: Literal["shrink"] = "shrink"
+    ui = TechniqueUI(family="prune", label="shrink: physically remove the pruned units", storage="shrunk", order=90)
 
 
 # ------------------------------------------------------------------------------------- layer functions

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..graph import CONVS, Group, ModelGraph, out_dim
 from ..targets import _matches, classifier_name, resolve_targets
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from .common import mask_count
 from .importance import bn_group_scores
@@ -40,6 +40,8 @@ class SlimmingConfig(StepConfig):
     (neurons) with the smallest BatchNorm scale, per layer or globally, and shrink."""
 
     kind: Literal["network_slimming"] = "network_slimming"
+    ui = TechniqueUI(family="prune", label="network slimming (BatchNorm scales)", trains=True,
+                     layer_types=("BatchNorm1d", "BatchNorm2d"), storage="shrunk", order=60)
     amount: float = Field(default=0.5, ge=0, lt=1)
     scope: Literal["layer", "global"] = "layer"
     penalty: float = Field(default=3e-2, ge=0, le=10.0)  # lambda of the L1 term on BatchNorm scales

@@ -21,7 +21,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import CompressionError
 from ..graph import CONVS, RECURRENT, Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
 from ..targets import _matches, classifier_name, resolve_targets
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .common import check_overrides, mask_count
 from .importance import group_scores, head_group_scores
 
@@ -31,6 +31,8 @@ class StructuredPruneConfig(StepConfig):
     the lowest-scoring first; ``round(amount * units)`` per group, at least one unit must remain."""
 
     kind: Literal["prune_structured"] = "prune_structured"
+    ui = TechniqueUI(family="prune", label="structured (neurons / channels / heads)",
+                     layer_types=("Linear", "Conv1d", "Conv2d", "Conv3d", "MultiheadAttention"), order=20)
     amount: float = Field(default=0.5, ge=0, lt=1)
     unit: Literal["neurons", "channels", "heads"] = "channels"
     importance: Literal["l1", "l2", "random", "bn_scale"] = "l1"

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .common import check_overrides
 from ..measure import effective_weight
 from .unstructured import select_layers
@@ -23,6 +23,8 @@ class ThresholdPruneConfig(StepConfig):
     """Zero the weights with |w| < threshold (times the layer's weight std when ``scale="std"``)."""
 
     kind: Literal["prune_threshold"] = "prune_threshold"
+    ui = TechniqueUI(family="prune", label="threshold (|w| below a value)",
+                     layer_types=("Linear", "Conv2d"), storage="sparse", order=30)
     threshold: float = Field(default=0.01, ge=0)
     scale: Literal["absolute", "std"] = "absolute"
     targets: list[str] | None = None

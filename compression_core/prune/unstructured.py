@@ -16,7 +16,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
 from ..targets import resolve_targets
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..targets import classifier_name
 from .common import check_overrides
 
@@ -29,6 +29,8 @@ class UnstructuredPruneConfig(StepConfig):
     """
 
     kind: Literal["prune_unstructured"] = "prune_unstructured"
+    ui = TechniqueUI(family="prune", label="unstructured (single weights)",
+                     layer_types=("Linear", "Conv2d"), storage="sparse", order=10)
     amount: float = Field(default=0.5, ge=0, lt=1)
     scope: Literal["layer", "global"] = "layer"
     importance: Literal["l1", "random"] = "l1"

@@ -11,7 +11,7 @@ from typing import Literal
 from torch import nn
 
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..prune.common import fold_masks
 from . import _torch_ao
 from ._common import select_layers
@@ -23,6 +23,8 @@ class DynamicInt8Config(StepConfig):
     """Dynamic int8 of the Linear/LSTM/GRU layers selected by ``targets`` (None = all) minus ``ignore``."""
 
     kind: Literal["quantize_dynamic"] = "quantize_dynamic"
+    ui = TechniqueUI(family="quantize", label="int8 dynamic (real)",
+                     layer_types=("Linear", "LSTM", "GRU"), storage="int8", order=20)
     targets: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
     include_classifier: bool = True  # 8-bit costs the classifier little accuracy (see benchmarks.quantization)

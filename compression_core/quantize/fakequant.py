@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ._common import (affine_params, dequantize_values, fake_quantize_weight, qrange, quantize_values,
                       require_split, resolve_overrides, select_layers, set_submodule)
 
@@ -123,6 +123,8 @@ class FakeQuantConfig(StepConfig):
     """Simulated ``bits``-bit weights (and optionally ``activation_bits`` inputs) on the selected layers."""
 
     kind: Literal["fake_quant"] = "fake_quant"
+    ui = TechniqueUI(family="quantize", label="simulated n-bit (fake quant)",
+                     layer_types=("Linear", "Conv2d", "LSTM"), storage="simulated", order=10)
     bits: Bits = 8
     weights: Literal["per_channel", "per_tensor"] = "per_channel"
     activation_bits: Bits | None = None

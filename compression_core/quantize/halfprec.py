@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,6 +21,7 @@ class HalfPrecisionConfig(StepConfig):
     """All parameters and buffers in ``dtype`` (fp16 or bf16); inputs must be given in the same dtype."""
 
     kind: Literal["quantize_half"] = "quantize_half"
+    ui = TechniqueUI(family="quantize", label="fp16 / bf16 (real, whole model)", storage="fp16", order=50)
     dtype: Literal["fp16", "bf16"] = "fp16"
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
 
 _FP16_TINY = 2.0**-14  # smallest normal float16: scales never underflow to zero
@@ -178,6 +178,8 @@ class Int4Config(StepConfig):
     """Weight-only int4 of the selected Linear layers; ``overrides`` maps layers (name or ``re:``) to 4 or 8 bits."""
 
     kind: Literal["quantize_int4"] = "quantize_int4"
+    ui = TechniqueUI(family="quantize", label="int4 packed weights (real)",
+                     layer_types=("Linear",), storage="int4", order=40)
     group_size: Literal[16, 32, 64, 128, 256] | None = 64  # None = one scale per output channel
     symmetric: bool = True
     targets: tuple[str, ...] | None = None

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from ..technique import StepContext, register
+from ..technique import StepContext, register, TechniqueUI
 from .static import _EagerInt8, build_int8
 
 
@@ -18,6 +18,8 @@ class QATConfig(_EagerInt8):
     """Quantization-aware training: fake-quant (straight-through) fine-tuning on the train split, then int8."""
 
     kind: Literal["quantize_qat"] = "quantize_qat"
+    ui = TechniqueUI(family="quantize", label="int8 quantization-aware training", trains=True,
+                     layer_types=("Linear", "Conv2d"), storage="int8", order=35)
     epochs: int = Field(default=3, ge=0, le=200)
     lr: float = Field(default=5e-4, gt=0, le=1.0)
     batch_size: int = Field(default=64, ge=1, le=4096)

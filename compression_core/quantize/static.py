@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, register
+from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from . import _torch_ao
 from ..prune.common import fold_masks
@@ -43,6 +43,8 @@ class StaticInt8Config(_EagerInt8):
     """Static int8 PTQ calibrated on the calibration split (min-max or histogram activation observer)."""
 
     kind: Literal["quantize_static"] = "quantize_static"
+    ui = TechniqueUI(family="quantize", label="int8 static (real, calibrated)",
+                     layer_types=("Linear", "Conv2d"), storage="int8", order=30)
     observer: Literal["minmax", "histogram"] = "histogram"
     calib_batches: int = Field(default=8, ge=1, le=1000)
 
