@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -117,8 +118,14 @@ def _path(loc: tuple, kinds: dict) -> str:
     return out or "recipe"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 50, 50, 40
+
+
 def _short(v: Any, limit: int = 60) -> str:
-    s = repr(v)
+    """A short repr of a user's value, bounded in time and memory (never expands a whole nested input)."""
+    s = _REPR.repr(v)
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -205,17 +212,77 @@ def _front_matter(text: str, source: str) -> tuple[str, int]:
     raise CompressionError(f"{source}: front matter opened with '---' on line 1 is never closed")
 
 
+MAX_YAML_DEPTH = 50  # a recipe nests 4 levels; refuse absurd nesting before building it
+MAX_YAML_NODES = 20_000  # a recipe has a few hundred nodes
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``: an "alias bomb" of a few hundred bytes expands to
+    hundreds of millions of items), and bounds nesting depth and node count while composing, so parsing a recipe
+    is linear in its size."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise CompressionError(f"YAML aliases (*name) are not allowed in a recipe (line {mark.line + 1}); "
+                                   "write the values out")
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise CompressionError(f"too many YAML nodes (over {MAX_YAML_NODES:,}) for a recipe")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise CompressionError(f"YAML nested too deeply (over {MAX_YAML_DEPTH} levels) for a recipe")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _json_depth_ok(text: str) -> bool:
+    depth = best = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best <= MAX_YAML_DEPTH
+
+
 def _parse_text(text: str, source: str, fmt: str) -> Any:
     offset = 0
     if fmt == "md":
         text, offset = _front_matter(text, source)
     if fmt == "json":
+        if not _json_depth_ok(text):
+            raise CompressionError(f"{source}: JSON nested too deeply (over {MAX_YAML_DEPTH} levels) for a recipe")
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise CompressionError(f"{source}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except CompressionError as e:
+        raise CompressionError(f"{source}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f" at line {mark.line + 1 + offset}, column {mark.column + 1}" if mark is not None else ""
@@ -234,12 +301,17 @@ def load_recipe(source: str | Path | dict) -> RecipeBase:
         return parse_recipe(source)
     looks_like_path = isinstance(source, Path) or (
         isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")
-        and (source.lower().endswith(_SUFFIXES) or Path(source).is_file())
+        and (source.lower().endswith(_SUFFIXES) or Path(source).exists() or ": " not in source)
     )
     if looks_like_path:
         path = Path(source)
         label = str(path)
         suffix = path.suffix.lower()
+        if path.is_dir():
+            raise CompressionError(f"{label}: is a directory, not a recipe file; give one of its .yaml files")
+        if not path.exists():
+            hint = "" if suffix else " (did you mean a .yaml file?)"
+            raise CompressionError(f"{label}: no such recipe file{hint}")
         if suffix not in _SUFFIXES:
             raise CompressionError(f"{label}: unknown recipe file type {suffix or '(none)'!r}; use .yaml, .yml, .json or .md")
         try:
