@@ -345,18 +345,13 @@ def _check_args(trials: int, objectives: Sequence[str], max_size_bytes, max_drop
     return tuple(o for o in OBJECTIVES if o in objs)
 
 
-def _sampler(name: str, seed: int, constraints: bool, batch_size: int):
+def _sampler(name: str, seed: int, batch_size: int):
+    """Seeded samplers; constraints come from ``Trial.set_constraint`` (Optuna 5), read by both."""
     import optuna
 
-    cf = _constraints_of if constraints else None
     if name == "nsga2":
-        pop = max(2 * batch_size, 16)
-        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed, constraints_func=cf)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10, constraints_func=cf)
-
-
-def _constraints_of(trial) -> Sequence[float]:
-    return trial.user_attrs.get("constraints", (0.0,))
+        return optuna.samplers.NSGAIISampler(population_size=max(2 * batch_size, 16), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
 
 
 def search(
@@ -389,14 +384,22 @@ def search(
     ``workers`` CPUs on 127.0.0.1). ``on_trial(point, front)`` is called as each trial finishes (completion order);
     ``should_stop()`` is checked between batches (the dashboard's cancel button).
     """
-    import optuna
-    from optuna.trial import TrialState
-
     from .executors import make_executor
-    from .workload import resolve_workload
 
     objs = _check_args(trials, objectives, max_size_bytes, max_drop, sampler, batch_size)
     t0 = time.perf_counter()
+    with make_executor(executor, ray_address=ray_address, workers=workers) as ex:  # bad/unreachable: before anything
+        return _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods,
+                       structured, include_classifier, max_groups, seed_trials, progress, on_trial, should_stop, t0)
+
+
+def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods, structured,
+            include_classifier, max_groups, seed_trials, progress, on_trial, should_stop, t0) -> SearchResult:
+    import optuna
+    from optuna.trial import TrialState
+
+    from .workload import resolve_workload
+
     say = progress or (lambda f, m: None)
     wl = resolve_workload(model)
     ref = wl.reference or model
@@ -415,8 +418,7 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [{"accuracy": "maximize", "size": "minimize", "latency": "minimize"}[o] for o in objs]
-    has_constraints = max_size_bytes is not None or max_drop is not None
-    study = optuna.create_study(directions=directions, sampler=_sampler(sampler, seed, has_constraints, batch_size))
+    study = optuna.create_study(directions=directions, sampler=_sampler(sampler, seed, batch_size))
     dists = space.distributions()
 
     queue: list[tuple[dict, str]] = []
@@ -429,52 +431,52 @@ def search(
     state = _State()
     cancelled = False
     done = 0
-    with make_executor(executor, ray_address=ray_address, workers=workers) as ex:
-        while done < trials:
-            if should_stop is not None and should_stop():
-                cancelled = True
-                break
-            if fits_pending and done >= min(len(queue), trials):
-                fits_pending = False
-                for params, origin in _fit_seeds(wl, space, state.points, max_size_bytes, max_drop, ex, ref)[
-                        : trials - done]:
-                    study.enqueue_trial(params, user_attrs={"origin": origin})
-            n = min(batch_size, trials - done)
-            asked = [study.ask(dists) for _ in range(n)]
-            recipes = []
-            for t in asked:
-                recipes.append(make_recipe(ref, space.steps(t.params), name=f"{wl.name} search trial {t.number}"))
-            batch: dict[int, SearchPoint] = {}
+    while done < trials:
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        if fits_pending and done >= min(len(queue), trials):
+            fits_pending = False
+            for params, origin in _fit_seeds(wl, space, state.points, max_size_bytes, max_drop, ex, ref)[
+                    : trials - done]:
+                study.enqueue_trial(params, user_attrs={"origin": origin})
+        n = min(batch_size, trials - done)
+        asked = [study.ask(dists) for _ in range(n)]
+        recipes = []
+        for t in asked:
+            recipes.append(make_recipe(ref, space.steps(t.params), name=f"{wl.name} search trial {t.number}"))
+        batch: dict[int, SearchPoint] = {}
 
-            def finished(i: int, r: dict, asked=asked, recipes=recipes, batch=batch) -> None:
-                t = asked[i]
-                p = _point(t.number, t.user_attrs.get("origin", "search"), space.describe(t.params), recipes[i], r,
-                           baseline, max_size_bytes, max_drop)
-                batch[i] = p
-                state.points.append(p)
-                if state.first_point is None and p.feasible:
-                    state.first_point = time.perf_counter() - t0
-                front = pareto_front(state.points, objs)
-                if on_trial is not None:
-                    on_trial(p, front)
-                what = (f"error: {p.error}" if p.error else
-                        f"{p.accuracy * 100:.2f} %, {p.size_bytes:,} B ({p.size_ratio:.3f}x)"
-                        + (f", {p.latency_ms:.3f} ms" if p.latency_ms is not None else "")
-                        + ("" if p.feasible else " (infeasible)"))
-                say(len(state.points) / trials, f"trial {p.trial + 1}/{trials} [{p.origin}] {what}; front {len(front)}")
+        def finished(i: int, r: dict, asked=asked, recipes=recipes, batch=batch) -> None:
+            t = asked[i]
+            p = _point(t.number, t.user_attrs.get("origin", "search"), space.describe(t.params), recipes[i], r,
+                       baseline, max_size_bytes, max_drop)
+            batch[i] = p
+            state.points.append(p)
+            if state.first_point is None and p.feasible:
+                state.first_point = time.perf_counter() - t0
+            front = pareto_front(state.points, objs)
+            if on_trial is not None:
+                on_trial(p, front)
+            what = (f"error: {p.error}" if p.error else
+                    f"{p.accuracy * 100:.2f} %, {p.size_bytes:,} B ({p.size_ratio:.3f}x)"
+                    + (f", {p.latency_ms:.3f} ms" if p.latency_ms is not None else "")
+                    + ("" if p.feasible else " (infeasible)"))
+            say(len(state.points) / trials, f"trial {p.trial + 1}/{trials} [{p.origin}] {what}; front {len(front)}")
 
-            ex.run("trial", ref, [{"recipe": r, "latency": with_latency} for r in recipes], finished)
-            for i, t in enumerate(asked):  # told in trial order: the next batch never depends on completion order
-                p = batch[i]
-                if p.error is not None:
-                    study.tell(t, state=TrialState.FAIL)
-                    continue
-                t.set_user_attr("constraints", _violations(p, baseline, max_size_bytes, max_drop))
-                values = [{"accuracy": p.accuracy, "size": float(p.size_bytes),
-                           "latency": p.latency_ms if p.latency_ms is not None else math.inf}[o] for o in objs]
-                study.tell(t, values)
-            done += n
-        executor_name, n_workers = ex.name, ex.workers
+        ex.run("trial", ref, [{"recipe": r, "latency": with_latency} for r in recipes], finished)
+        for i, t in enumerate(asked):  # told in trial order: the next batch never depends on completion order
+            p = batch[i]
+            if p.error is not None:
+                study.tell(t, state=TrialState.FAIL)
+                continue
+            for key, v in _violations(p, baseline, max_size_bytes, max_drop).items():
+                t.set_constraint(key, v)
+            values = [{"accuracy": p.accuracy, "size": float(p.size_bytes),
+                       "latency": p.latency_ms if p.latency_ms is not None else math.inf}[o] for o in objs]
+            study.tell(t, values)
+        done += n
+    executor_name, n_workers = ex.name, ex.workers
     points = sorted(state.points, key=lambda p: p.trial)
     return SearchResult(
         model=ref, metric=baseline["metric"], baseline=baseline, objectives=list(objs), constraints=constraints,
@@ -486,14 +488,14 @@ def search(
         front=pareto_front(points, objs), points=points)
 
 
-def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop) -> tuple[float, ...]:
+def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop) -> dict[str, float]:
     """Optuna constraint values (<= 0 is feasible) for the size and metric-drop bounds."""
-    out = []
+    out = {}
     if max_size_bytes is not None:
-        out.append(float(p.size_bytes - max_size_bytes))
+        out["max_size_bytes"] = float(p.size_bytes - max_size_bytes)
     if max_drop is not None:
-        out.append((baseline["accuracy"] - p.accuracy) * 100 - max_drop)
-    return tuple(out) or (0.0,)
+        out["max_drop"] = (baseline["accuracy"] - p.accuracy) * 100 - max_drop
+    return out
 
 
 def _point(trial: int, origin: str, settings: dict, recipe: dict, r: dict, baseline: dict, max_size_bytes,
@@ -504,7 +506,7 @@ def _point(trial: int, origin: str, settings: dict, recipe: dict, r: dict, basel
                     size_bytes=r["size_bytes"], size_kind=r["size_kind"],
                     size_ratio=round(r["size_bytes"] / baseline["size_bytes"], 6), latency_ms=r["latency_ms"],
                     seconds=r.get("seconds", 0.0))
-    feasible = all(v <= 1e-9 for v in _violations(p, baseline, max_size_bytes, max_drop))
+    feasible = all(v <= 1e-9 for v in _violations(p, baseline, max_size_bytes, max_drop).values())
     return p.model_copy(update={"feasible": feasible})
 
 

@@ -1,0 +1,270 @@
+"""Recipe search (compression_core.search), its executors (local, a real local Ray runtime on 127.0.0.1) and the
+search CLI: determinism, a non-dominated front, recipes that re-apply to the reported numbers, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compression_core import CompressionError
+from compression_core.search import (
+    SearchPoint,
+    build_space,
+    evaluate_recipe,
+    make_recipe,
+    pareto_front,
+    search,
+    shipped_size,
+)
+from compression_core.search_cli import main as search_main
+from compression_core.workload import resolve_workload
+
+MODEL = "digits-mlp"  # 64-128-64-10: a trial is a few milliseconds
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _front_key(result):
+    return [(p.trial, p.accuracy, p.size_bytes, json.dumps(p.recipe, sort_keys=True)) for p in result.front]
+
+
+def _dominates(a: SearchPoint, b: SearchPoint) -> bool:
+    return (a.accuracy >= b.accuracy and a.size_bytes <= b.size_bytes
+            and (a.accuracy > b.accuracy or a.size_bytes < b.size_bytes))
+
+
+@pytest.fixture(scope="module")
+def small_search():
+    return search(MODEL, trials=14, batch_size=4, seed=3)
+
+
+# ------------------------------------------------------------------------------------------------- front
+def test_pareto_front_keeps_only_non_dominated_points_smallest_first():
+    def pt(i, acc, size, feasible=True):
+        return SearchPoint(trial=i, origin="search", settings={}, recipe={}, accuracy=acc, size_bytes=size,
+                           feasible=feasible)
+
+    pts = [pt(0, 0.9, 100), pt(1, 0.95, 200), pt(2, 0.9, 150), pt(3, 0.97, 90, feasible=False), pt(4, 0.9, 100),
+           pt(5, 0.99, 400), pt(6, 0.95, 300)]
+    front = pareto_front(pts)
+    assert [p.trial for p in front] == [0, 1, 5]  # 2 and 6 dominated, 3 infeasible, 4 equal to 0 (later)
+
+
+def test_front_is_non_dominated_and_every_seed_is_matched_or_beaten(small_search):
+    r = small_search
+    assert r.trials == 14 and r.failed == 0 and r.front
+    done = [p for p in r.points if p.error is None]
+    for f in r.front:
+        assert not any(_dominates(q, f) for q in done)
+    assert [p.size_bytes for p in r.front] == sorted(p.size_bytes for p in r.front)
+    seeds = [p for p in r.points if p.origin in ("uniform", "method", "fit_budget")]
+    assert {p.origin for p in seeds} >= {"uniform", "method", "fit_budget"}
+    for s in seeds:  # the front can only improve on the seeded settings
+        assert any(f.accuracy >= s.accuracy and f.size_bytes <= s.size_bytes for f in r.front)
+
+
+def test_search_is_deterministic_for_a_seed(small_search):
+    again = search(MODEL, trials=14, batch_size=4, seed=3)
+    assert _front_key(again) == _front_key(small_search)
+    assert [p.settings for p in again.points] == [p.settings for p in small_search.points]
+
+
+def test_front_numbers_are_what_apply_recipe_reports(small_search):
+    from compression_core.recipe import apply_recipe
+
+    for p in small_search.front:
+        res = apply_recipe(p.recipe, with_latency=False)
+        assert res.after.accuracy == p.accuracy
+        assert shipped_size(res.after) == (p.size_bytes, p.size_kind)
+
+
+def test_trial_sizes_count_the_shipped_file():
+    wl = resolve_workload(MODEL)
+    space = build_space(wl)
+    assert space.layers == ("fc1", "fc2") and "int8" in space.methods and "int4" in space.methods
+    dense = evaluate_recipe(MODEL, {"recipe": make_recipe(MODEL, [])})
+    sparse = evaluate_recipe(MODEL, {"recipe": make_recipe(MODEL, space.steps(space.params_for(0.8)))})
+    assert sparse["size_kind"] == "sparse" and sparse["size_bytes"] == sparse["sparse_size_bytes"]
+    assert sparse["size_bytes"] < 0.5 * dense["size_bytes"] and dense["size_kind"] == "dense"
+    bad = evaluate_recipe(MODEL, {"recipe": make_recipe(MODEL, [{"kind": "prune_unstructured",
+                                                                 "targets": ["nope"]}])})
+    assert "error" in bad and "nope" in bad["error"]
+
+
+def test_constraints_keep_infeasible_points_off_the_front():
+    base = evaluate_recipe(MODEL, {"recipe": make_recipe(MODEL, [])})
+    bound = int(base["size_bytes"] * 0.3)
+    r = search(MODEL, trials=10, batch_size=5, seed=1, max_size_bytes=bound, max_drop=2.0)
+    assert r.front
+    for p in r.front:
+        assert p.size_bytes <= bound and (r.baseline["accuracy"] - p.accuracy) * 100 <= 2.0 + 1e-9
+    assert any(not p.feasible for p in r.points)
+
+
+def test_grouped_space_for_many_layers():
+    wl = resolve_workload(MODEL)
+    space = build_space(wl, max_groups=1, methods=["none"])
+    assert space.groups == (("fc1", "fc2"),) and space.methods == ("none",)
+    d = space.describe(space.params_for({"fc1": 0.5, "fc2": 0.7}))
+    assert d["sparsity"] == {"fc1": 0.6, "fc2": 0.6}
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def test_cli_json_and_out_recipes_reapply_to_the_reported_numbers(tmp_path, capsys):
+    from compression_core.recipe import apply_recipe
+
+    out = tmp_path / "front"
+    assert search_main(["search", "--model", MODEL, "--trials", "10", "--json", "--out", str(out), "--seed", "2"]) == 0
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)
+    assert set(d) == {"model", "baseline", "trials", "seconds", "executor", "front"}
+    assert set(d["baseline"]) == {"accuracy", "size_bytes"} and d["executor"] == "local" and d["trials"] == 10
+    assert "trial 10/10" in cap.err  # progress on stderr
+    files = sorted(out.glob("front-*.yaml"))
+    assert len(files) == len(d["front"]) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["file"] for f in summary["front"]] == [f.name for f in files]
+    assert not list(out.glob(".*.tmp"))
+    for f, point in zip(files, d["front"]):
+        res = apply_recipe(str(f), with_latency=False)
+        assert res.after.accuracy == point["accuracy"]
+        assert shipped_size(res.after)[0] == point["size_bytes"]
+        assert point["latency_ms"] is None
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--max-drop", "-1"], "--max-drop"),
+    (["--max-drop", "nan"], "--max-drop"),
+    (["--max-size-bytes", "0"], "--max-size-bytes"),
+    (["--max-size-bytes", "12kb"], "--max-size-bytes"),
+    (["--max-size-bytes", "10"], "smallest file"),
+    (["--trials", "0"], "--trials"),
+    (["--objectives", "accuracy,speed"], "--objectives"),
+    (["--objectives", "size"], "--objectives"),
+    (["--ray-address", "127.0.0.1:6379"], "only with --executor ray"),
+    (["--executor", "ray", "--ray-address", "nonsense"], "--ray-address"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv, needle):
+    out = tmp_path / "out"
+    args = ["search", "--model", MODEL, "--trials", "4", "--out", str(out)]
+    if "--trials" in argv:
+        args = ["search", "--model", MODEL, "--out", str(out)]
+    assert search_main(args + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not out.exists()
+
+
+def test_cli_unknown_model_is_one_line(tmp_path, capsys):
+    assert search_main(["search", "--model", "no-such-model", "--trials", "3", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-model" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_ray_address_is_one_line_and_quick(tmp_path, capsys):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    t0 = time.perf_counter()
+    code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--ray-address",
+                        f"127.0.0.1:{port}", "--out", str(tmp_path / "o")])
+    assert code == 2 and time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach a Ray cluster" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_ray_package_tells_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--out",
+                        str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install "compression-lab[ray]"' in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_ray_package_for_a_sweep(monkeypatch):
+    from compression_core.executors import sensitivity_sweep
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(CompressionError, match=r"compression-lab\[ray\]"):
+        sensitivity_sweep(MODEL, executor="ray")
+
+
+def test_unknown_executor():
+    from compression_core.executors import make_executor
+
+    with pytest.raises(CompressionError, match="local or ray"):
+        make_executor("dask")
+
+
+# ---------------------------------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """ONE real local Ray runtime (2 CPUs, 127.0.0.1) for the Ray tests; the executors reuse it."""
+    pytest.importorskip("ray")
+    from compression_core.executors import RayExecutor
+
+    ex = RayExecutor(workers=2)
+    yield ex
+    ex.close()
+
+
+def test_ray_runtime_is_local_on_loopback(ray_runtime):
+    assert ray_runtime.address.startswith("127.0.0.1:")
+    assert ray_runtime.workers == 2
+
+
+def test_ray_search_gives_the_same_front_as_local(ray_runtime, small_search):
+    r = search(MODEL, trials=14, batch_size=4, seed=3, executor="ray")
+    assert r.executor == "ray"
+    assert _front_key(r) == _front_key(small_search)
+    assert [(p.accuracy, p.size_bytes) for p in r.points] == [(p.accuracy, p.size_bytes) for p in small_search.points]
+
+
+def test_ray_sensitivity_sweep_equals_the_local_sweep(ray_runtime):
+    from compression_core.executors import sensitivity_sweep
+
+    local = sensitivity_sweep(MODEL, "prune")
+    remote = sensitivity_sweep(MODEL, "prune", executor="ray")
+    assert remote.layers == local.layers and remote.baseline_accuracy == local.baseline_accuracy
+    assert remote.model == local.model and remote.samples == local.samples
+    q_local = sensitivity_sweep(MODEL, "quantize", include_classifier=True)
+    q_remote = sensitivity_sweep(MODEL, "quantize", executor="ray", include_classifier=True)
+    assert q_remote.layers == q_local.layers
+
+
+def test_ray_workers_rebuild_a_file_workload_from_its_reference(ray_runtime, tmp_path):
+    """A workload in a user's file (not importable as a package) runs on the workers from its reference."""
+    src = tmp_path / "my_workload.py"
+    src.write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from compression_core import Workload\n"
+        "def workload():\n"
+        "    torch.manual_seed(0)\n"
+        "    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))\n"
+        "    x = torch.randn(64, 8)\n"
+        "    return Workload(name='tiny', model=model, test=x, metric='agreement')\n")
+    ref = f"{src}:workload"
+    local = search(ref, trials=6, batch_size=3, seed=0, seed_trials=False)
+    remote = search(ref, trials=6, batch_size=3, seed=0, seed_trials=False, executor="ray")
+    assert _front_key(remote) == _front_key(local)
+    assert remote.front[0].recipe["model"] == str(src.resolve()) + ":workload"
