@@ -29,7 +29,7 @@ class UnstructuredPruneConfig(StepConfig):
     """
 
     kind: Literal["prune_unstructured"] = "prune_unstructured"
-    ui = TechniqueUI(family="prune", label="unstructured (single weights)",
+    ui = TechniqueUI(family="prune", label="unstructured (weights)",
                      layer_types=("Linear", "Conv2d"), storage="sparse", order=10)
     amount: float = Field(default=0.5, ge=0, lt=1)
     scope: Literal["layer", "global"] = "layer"
