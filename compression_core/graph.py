@@ -364,11 +364,11 @@ def _probe_zero_paths(model: nn.Module, groups: dict[str, Group], example: Any) 
             if m.kind in ("out", "depthwise", "norm"):
                 dim = -1 if isinstance(mod, nn.Linear) else 1
                 n = mod.weight.shape[out_dim(mod)] if m.kind != "norm" else mod.num_features
-                keep = torch.ones(n)
+                keep = zero_at.get(m.name, (dim, torch.ones(n)))[1]  # a BatchNorm after a concat: several groups
                 keep[idxs] = 0
                 zero_at[m.name] = (dim, keep)
             elif m.kind == "embed":
-                keep = torch.ones(mod.embedding_dim)
+                keep = zero_at.get(m.name, (-1, torch.ones(mod.embedding_dim)))[1]
                 keep[idxs] = 0
                 zero_at[m.name] = (-1, keep)
             elif m.kind == "in":

@@ -21,7 +21,7 @@ from compression_core.prune import (
     slice_linear_in,
     slice_linear_out,
 )
-from compression_core.prune.importance import head_scores, unit_scores
+from compression_core.prune.importance import head_scores
 
 
 def _params(model):
@@ -72,8 +72,13 @@ def test_channel_masks_are_exact_and_batchnorm_aware():
         assert int(gone.sum()) == k
         assert torch.all(c.bias[gone] == 0) and torch.all(b.weight[gone] == 0) and torch.all(b.bias[gone] == 0)
         assert torch.all(b.weight[~gone] != 0)
-    # the lowest L1 x BatchNorm-scale channels go first
-    scores = unit_scores(sm.model.conv2, "l1", sm.model.bn2)
+    # the lowest-scoring coupled groups go first, scored as Torch-Pruning scores them (the oracle): group L1 over
+    # conv2's filters, bn2's affine parameters and fc1's input columns
+    import torch_pruning as tp
+
+    dg = tp.DependencyGraph().build_dependency(sm.model, sm.data.test.x[:2])
+    group = dg.get_pruning_group(sm.model.conv2, tp.prune_conv_out_channels, list(range(32)))
+    scores = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)(group)
     gone = masked.conv2.weight.reshape(32, -1).abs().sum(1) == 0
     assert scores[gone].max() <= scores[~gone].min()
 
@@ -149,6 +154,8 @@ def test_structured_masks_on_top_of_unstructured_are_folded_by_shrink():
     ("digits-mlp", {"unit": "neurons", "include_classifier": True}, "targets: 'fc3' is the classifier"),
     ("digits-mlp", {"unit": "neurons", "targets": ["fc7"]}, "targets: unknown layer 'fc7'"),
     ("digits-mlp", {"unit": "heads"}, "unit: 'heads' needs attention layers"),
+    ("digits-vit", {"unit": "neurons", "targets": ["blocks.0.attn.qkv"]}, "they are attention heads of 'blocks.0.attn'"),
+    ("digits-cnn", {"unit": "neurons", "targets": ["fc2"], "include_classifier": True}, "'fc2' is the classifier"),
     ("digits-mlp", {"unit": "channels"}, "unit: this model has no prunable channels"),
     ("digits-vit", {"unit": "neurons", "targets": ["embed"]}, "targets: the neurons of 'embed' cannot be removed"),
 ])

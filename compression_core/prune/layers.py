@@ -158,8 +158,15 @@ def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | Non
         chosen = sorted(blocks, key=lambda b: (drops[b], blocks.index(b)))[: cfg.count]
         if ctx is not None:
             ctx.report(0.5, "accuracy drop when skipped: " + ", ".join(f"{b} {d:+.4f}" for b, d in drops.items()))
-    if len(chosen) >= len(blocks):
-        raise CompressionError(f"names: cannot remove every block ({', '.join(blocks)}); keep at least one")
+    lists: dict[str, int] = {}  # ModuleList -> entries chosen
+    for c in chosen:
+        parent = c.rpartition(".")[0]
+        if isinstance(model.get_submodule(parent) if parent else model, nn.ModuleList):
+            lists[parent] = lists.get(parent, 0) + 1
+    for parent, k in lists.items():
+        if k >= len(model.get_submodule(parent)):
+            raise CompressionError(f"names: cannot remove every block of {parent!r} ({', '.join(blocks)}); keep at "
+                                   "least one")
     chosen = [c for c in chosen if not any(c.startswith(o + ".") for o in chosen if o != c)]  # inside another
     for name in sorted(chosen, key=lambda b: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in b.split(".")], reverse=True):
         remove_block(model, name)  # from the last: removing a ModuleList entry renumbers the later ones

@@ -198,6 +198,10 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepCont
             mask_heads(model, selected[name], keep)
         else:
             mask_group(model, selected[name], keep)
+    if ctx is not None:
+        left = "; ".join(f"{n}: {r}" for n, r in graph.refused(cfg.unit).items())
+        ctx.report(1.0, f"masked {what}s of " + ", ".join(f"{n} {int((k == 0).sum())}/{len(k)}" for n, k in
+                                                        masks.items()) + (f"; not prunable: {left}" if left else ""))
     return model
 
 
