@@ -1,0 +1,152 @@
+"""The dashboard's job runner: worker processes with time and memory limits, queue positions, progress, cancel, and
+one-line errors naming the server flag; the server (this process) lives on; a recipe job's result matches the
+library's own ``apply_recipe`` and its model is rebuilt here from the bundle."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "dashboard"))
+
+import jobs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def light():
+    """One worker that does not import torch (diagnostic jobs only): starts in well under a second."""
+    r = jobs.JobRunner(jobs.Limits(time_s=3.0, memory_mb=150, workers=1, warm=False, per_session=3))
+    yield r
+    r.shutdown()
+
+
+def test_queue_positions_progress_and_results(light):
+    a = light.submit("sleep", {"seconds": 0.6}, "alice")
+    b = light.submit("sleep", {"seconds": 0.2}, "bob")
+    c = light.submit("sleep", {"seconds": 0.21}, "carol")
+    sb, sc = light.status(b), light.status(c)
+    assert sb["state"] == "queued" and sc["state"] == "queued"
+    assert sc["queue_position"] == sb["queue_position"] + 1 and sb["queue_position"] >= 1
+    assert "position" in sb["message"]
+    seen_progress = 0.0
+    deadline = time.monotonic() + 30
+    while light.status(a)["state"] != "done" and time.monotonic() < deadline:
+        s = light.status(a)
+        if s["state"] == "running":
+            seen_progress = max(seen_progress, s["progress"])
+        time.sleep(0.02)
+    assert light.status(a)["result"]["slept"] == 0.6
+    assert 0 < seen_progress <= 1  # progress reached the server while the job ran
+    assert light.wait(b, 30)["state"] == "done" and light.wait(c, 30)["state"] == "done"
+
+
+def test_time_limit_ends_the_job_in_one_line_naming_the_flag(light):
+    j = light.submit("sleep", {"seconds": 30}, "dave")
+    s = light.wait(j, 30)
+    assert s["state"] == "error"
+    assert "time limit" in s["error"] and "--job-time-limit" in s["error"] and "\n" not in s["error"]
+    after = light.wait(light.submit("sleep", {"seconds": 0.05}, "dave"), 30)  # a fresh worker serves the next job
+    assert after["state"] == "done"
+
+
+def test_memory_limit_ends_the_job_in_one_line_naming_the_flag(light):
+    rss0 = jobs._rss_mb(os.getpid())
+    s = light.wait(light.submit("allocate", {"mb": 2000}, "erin"), 30)
+    assert s["state"] == "error"
+    assert "memory limit" in s["error"] and "--job-memory-limit" in s["error"] and "\n" not in s["error"]
+    assert jobs._rss_mb(os.getpid()) - rss0 < 50  # the server did not pay for it
+    ok = light.wait(light.submit("allocate", {"mb": 20}, "erin"), 30)
+    assert ok["state"] == "done" and ok["result"]["allocated_mb"] == 20
+
+
+def test_cancel_queued_and_running_jobs(light):
+    running = light.submit("sleep", {"seconds": 2.5}, "frank")
+    queued = light.submit("sleep", {"seconds": 0.3}, "grace")
+    deadline = time.monotonic() + 20
+    while light.status(running)["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert light.cancel(queued, "grace") and light.status(queued)["state"] == "cancelled"
+    assert light.cancel(running, "frank")
+    s = light.status(running)
+    assert s["state"] == "cancelled" and s["error"] == "sleep job cancelled"
+    assert light.wait(light.submit("sleep", {"seconds": 0.05}, "frank"), 30)["state"] == "done"
+
+
+def test_identical_jobs_run_once_and_a_shared_job_survives_one_cancel(light):
+    a = light.submit("sleep", {"seconds": 0.4}, "s1")
+    b = light.submit("sleep", {"seconds": 0.4}, "s2")
+    assert a == b
+    assert light.cancel(a, "s1")  # s2 still wants it
+    assert light.wait(b, 30)["state"] == "done"
+    assert light.submit("sleep", {"seconds": 0.4}, "s3") == a  # a finished result is reused
+
+
+def test_limits_per_session_and_unknown_kinds_are_one_line_refusals(light):
+    ids = [light.submit("sleep", {"seconds": 0.3 + i / 100}, "hog") for i in range(3)]
+    with pytest.raises(jobs.JobRefused, match="at most 3 per student"):
+        light.submit("sleep", {"seconds": 0.9}, "hog")
+    with pytest.raises(jobs.JobRefused, match="unknown"):
+        light.submit("rm -rf", {}, "hog")
+    for i in ids:
+        light.wait(i, 30)
+    assert light.status("nope-1")["state"] == "unknown" and "not known" in light.status("nope-1")["error"]
+
+
+def test_a_crashing_worker_is_one_line_and_replaced(light):
+    j = light.submit("sleep", {"seconds": 5}, "ivan")
+    deadline = time.monotonic() + 20
+    while light.status(j)["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = next(w.proc.pid for w in light.workers if w.job is not None)
+    os.kill(pid, 9)
+    s = light.wait(j, 30)
+    assert s["state"] == "error" and "ended unexpectedly" in s["error"] and "signal 9" in s["error"]
+    assert light.wait(light.submit("sleep", {"seconds": 0.05}, "ivan"), 30)["state"] == "done"
+
+
+def test_server_flags_and_environment(monkeypatch):
+    monkeypatch.delenv("COMPRESSION_LAB_JOB_TIME_LIMIT", raising=False)
+    lim = jobs.Limits.from_server_flags(["--job-time-limit", "42", "--job-memory-limit=512", "--job-workers", "3",
+                                         "--other", "x"])
+    assert (lim.time_s, lim.memory_mb, lim.workers) == (42.0, 512, 3)
+    monkeypatch.setenv("COMPRESSION_LAB_JOB_TIME_LIMIT", "7")
+    assert jobs.Limits.from_server_flags([]).time_s == 7.0
+    assert 1 <= jobs.Limits.from_server_flags([]).workers <= max(1, (os.cpu_count() or 1) - 1)
+    with pytest.raises(jobs.JobRefused, match="--job-memory-limit"):
+        jobs.Limits.from_server_flags(["--job-memory-limit", "lots"])
+
+
+@pytest.mark.slow
+def test_recipe_job_trains_in_a_worker_and_matches_the_library():
+    """A fine-tuning recipe run as a job gives the numbers apply_recipe gives in this process, and the model
+    rebuilt from the job's bundle measures the same; sensitivity runs as a job too."""
+    from compression_core import measure, resolve_workload
+    from compression_core.recipe import apply_recipe
+
+    r = jobs.JobRunner(jobs.Limits(time_s=240, memory_mb=1500, workers=1, warm=True))
+    try:
+        recipe = {"version": 1, "model": "digits-mlp", "seed": 0,
+                  "steps": [{"kind": "prune_unstructured", "amount": 0.7}, {"kind": "finetune", "epochs": 1}]}
+        j = r.submit("recipe", {"recipe": recipe}, "s")
+        sens = r.submit("sensitivity", {"model": "digits-mlp", "technique": "prune"}, "s")
+        s = r.wait(j, 240)
+        assert s["state"] == "done", s.get("error")
+        direct = apply_recipe(recipe, with_latency=False, measure_before=False)
+        assert s["result"]["after"]["accuracy"] == direct.after.accuracy
+        assert s["result"]["after"]["nonzero_params"] == direct.after.nonzero_params
+        rebuilt = jobs.recipe_result(s["result"])
+        assert measure(rebuilt.model, resolve_workload("digits-mlp"), with_latency=False).accuracy == \
+            direct.after.accuracy
+        assert [st.kind for st in rebuilt.steps] == ["prune_unstructured", "finetune"]
+        ss = r.wait(sens, 240)
+        assert ss["state"] == "done", ss.get("error")
+        assert ss["result"]["technique"] == "prune" and ss["result"]["layers"]
+        bad = r.wait(r.submit("recipe", {"recipe": {**recipe, "model": "nope"}}, "s"), 60)
+        assert bad["state"] == "error" and "nope" in bad["error"] and "\n" not in bad["error"]
+    finally:
+        r.shutdown()
