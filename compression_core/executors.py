@@ -48,6 +48,21 @@ def _trial_task(ref: str, payload: dict) -> dict:
     return evaluate_recipe(ref, payload)
 
 
+def _fit_task(ref: str, payload: dict) -> dict:
+    """``fit_budget`` for one target from given sensitivity curves: the per-layer choice."""
+    from .budget import fit_budget
+    from .sensitivity import Sensitivity, intra_op_threads
+    from .workload import resolve_workload
+
+    try:
+        wl = resolve_workload(ref)
+        with intra_op_threads(1):
+            fit = fit_budget(wl.model, wl, payload["config"], curves=Sensitivity.model_validate(payload["curves"]))
+    except CompressionError as e:
+        return {"error": str(e)}
+    return {"choice": fit.choice, "size_bytes": fit.size_bytes, "accuracy": fit.accuracy}
+
+
 def _warm_task(ref: str, payload: dict) -> dict:
     """Import the library and build the workload in a worker (its first task pays this once)."""
     from .workload import resolve_workload
@@ -60,7 +75,8 @@ def _warm_task(ref: str, payload: dict) -> dict:
     return {"pid": os.getpid(), "seconds": time.perf_counter() - t0}
 
 
-TASKS: dict[str, Callable[[str, dict], dict]] = {"trial": _trial_task, "sweep": _sweep_task, "warm": _warm_task}
+TASKS: dict[str, Callable[[str, dict], dict]] = {"trial": _trial_task, "sweep": _sweep_task, "fit": _fit_task,
+                                                  "warm": _warm_task}
 
 
 def run_task(kind: str, ref: str, payload: dict) -> dict:

@@ -437,7 +437,8 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
             break
         if fits_pending and done >= min(len(queue), trials):
             fits_pending = False
-            for params, origin in _fit_seeds(wl, space, state.points, max_size_bytes, max_drop, ex, ref)[
+            say(done / trials, "fit_budget seeds: sensitivity curves and fits at the uniform sizes")
+            for params, origin in _fit_seeds(space, state.points, max_size_bytes, max_drop, ex, ref)[
                     : trials - done]:
                 study.enqueue_trial(params, user_attrs={"origin": origin})
         n = min(batch_size, trials - done)
@@ -525,11 +526,11 @@ def _check_reachable(ref: str, space: SearchSpace, max_size_bytes: int) -> None:
                                f"and the smallest storage); allowed: >= {smallest}")
 
 
-def _fit_seeds(wl, space: SearchSpace, points: list[SearchPoint], max_size_bytes, max_drop, ex,
+def _fit_seeds(space: SearchSpace, points: list[SearchPoint], max_size_bytes, max_drop, ex,
                ref: str) -> list[tuple[dict, str]]:
     """``fit_budget`` fits (pruning, calibration curves) at the file sizes the uniform seeds reached, at the size
-    bound and at the drop bound, as trial parameters. The curves are swept once, on the executor."""
-    from .budget import fit_budget
+    bound and at the drop bound, as trial parameters. The curves are swept once and the fits run as tasks, both on
+    the executor (in parallel on Ray)."""
     from .executors import sweep_on
 
     budgets: list[dict] = []
@@ -544,14 +545,13 @@ def _fit_seeds(wl, space: SearchSpace, points: list[SearchPoint], max_size_bytes
     if not budgets:
         return []
     curves = sweep_on(ex, ref, "prune", levels=SPARSITY_LEVELS, include_classifier=space.include_classifier,
-                      heads=False)
+                      heads=False).model_dump(mode="json")
+    payloads = [{"config": {**b, "include_classifier": space.include_classifier}, "curves": curves} for b in budgets]
     out: list[tuple[dict, str]] = []
-    for b in budgets:
-        try:
-            fit = fit_budget(wl.model, wl, {**b, "include_classifier": space.include_classifier}, curves=curves)
-        except CompressionError:
+    for r in ex.run("fit", ref, payloads):
+        if "error" in r:
             continue  # e.g. a size bound pruning alone cannot reach: the search may still reach it with a method
-        params = space.params_for(fit.choice)
+        params = space.params_for(r["choice"])
         if all(params != q for q, _ in out):
             out.append((params, "fit_budget"))
     return out
