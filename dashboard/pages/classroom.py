@@ -1,0 +1,244 @@
+"""Class: the teacher's challenge, the students' submissions on one live leaderboard and one accuracy-vs-size chart.
+
+Teacher mode needs the passcode the server was started with (``streamlit run dashboard/app.py -- --teacher-code
+CODE`` or COMPRESSION_LAB_TEACHER_CODE), compared in constant time and never logged or stored; without it the page
+is read-only: students see the challenge, submit their own configurations and see their rank.
+"""
+
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import sample_models
+import state
+import store
+
+MAX_TRIES = 5  # wrong passcodes per browser session before teacher login pauses
+PAUSE_S = 60
+
+db = store.get_store()
+bid = store.browser_id()
+ss = st.session_state
+st.title("Class")
+if db.problem:
+    st.warning(db.problem)
+
+code = store.teacher_code()
+teacher = ss.get("c_teacher") is True and code is not None
+
+# ------------------------------------------------------------------------------------------------ teacher login
+with st.expander("Teacher", expanded=False):
+    if code is None:
+        st.caption("Teacher mode is off on this server. Start it with "
+                   "`streamlit run dashboard/app.py -- --teacher-code CODE` (or set COMPRESSION_LAB_TEACHER_CODE) to "
+                   "set a challenge and reset the board.")
+    elif teacher:
+        st.success("Teacher mode: you can set the challenge and reset the board.")
+        if st.button("Leave teacher mode", key="c_logout"):
+            ss["c_teacher"] = False
+            st.rerun()
+    else:
+        paused = ss.get("c_pause_until", 0) > time.time()
+        with st.form("c_login", clear_on_submit=True):
+            typed = st.text_input("Teacher passcode", type="password", key="c_code")
+            go_in = st.form_submit_button("Enter teacher mode", disabled=paused)
+        if paused:
+            st.error(f"Too many wrong passcodes: try again in {int(ss['c_pause_until'] - time.time()) + 1} s.")
+        elif go_in:
+            if store.check_code(typed, code):
+                ss["c_teacher"], ss["c_tries"] = True, 0
+                st.rerun()
+            ss["c_tries"] = ss.get("c_tries", 0) + 1
+            time.sleep(min(2.0, 0.25 * ss["c_tries"]))  # guessing is slow
+            if ss["c_tries"] >= MAX_TRIES:
+                ss["c_pause_until"], ss["c_tries"] = time.time() + PAUSE_S, 0
+                st.error(f"Wrong passcode. Too many wrong passcodes: try again in {PAUSE_S} s.")
+            else:
+                st.error("Wrong passcode: the Class page stays read-only.")
+
+# ------------------------------------------------------------------------------------------------ the challenge
+try:
+    ch = db.challenge()
+except store.StoreError as e:
+    st.error(str(e))
+    ch = None
+
+if teacher:
+    with st.container(border=True):
+        st.subheader("Set the challenge")
+        c1, c2, c3 = st.columns([1.2, 1.6, 1])
+        models = list(sample_models.MODEL_NAMES)
+        current_model = (ch or {}).get("model", state.DEFAULT_MODEL)
+        model = c1.selectbox("Model", models, index=models.index(current_model) if current_model in models else 0,
+                             key="c_model")
+        kinds = {"best accuracy under a file size (KB)": "max_size",
+                 "smallest file with accuracy at least (%)": "min_metric"}
+        kind = kinds[c2.radio("Goal", list(kinds), key="c_kind")]
+        limit = c3.number_input("Size limit (KB)" if kind == "max_size" else "Accuracy at least (%)",
+                                min_value=0.0, max_value=100000.0, value=20.0 if kind == "max_size" else 95.0,
+                                step=1.0, key=f"c_limit_{kind}")
+        simulated = st.checkbox("Count simulated (fake-quant) results at their theoretical size", value=False,
+                                key="c_sim")
+        if st.button("Set challenge (starts a new, empty board)", type="primary", key="c_set"):
+            if ss.get("c_teacher") is not True:  # checked again on the server side, whatever the page showed
+                st.error("Only the teacher can set the challenge.")
+            else:
+                try:
+                    db.set_challenge({"kind": kind, "model": model, "metric": "accuracy", "limit": float(limit),
+                                      "count_simulated": bool(simulated)})
+                    st.rerun()
+                except store.StoreError as e:
+                    st.error(str(e))
+
+if not ch:
+    st.info("No challenge yet: the teacher sets one here (for example, best accuracy under 20 KB on digits-cnn).")
+    st.stop()
+
+st.subheader("Challenge: " + store.challenge_text(ch))
+size_rule = ("the smallest real file (dense or sparse-encoded)" +
+             ("; simulated results count at their theoretical size" if ch.get("count_simulated")
+              else "; simulated (fake-quant) results do not count"))
+st.caption(f"Accuracy on the {ch['model']} test split as measured by the dashboard; size: {size_rule}. "
+           "Build a configuration on the Explore page, then submit it here under any display name.")
+
+
+# ------------------------------------------------------------------------------------------------ submitting
+def stats_row(stats: dict) -> dict:
+    """A measured configuration in the history row's units (what ``store.entry_size_kb`` reads)."""
+    return {"accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"], "simulated": bool(stats.get("simulated")),
+            "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
+            "theoretical_KB": None if stats.get("theoretical_size_bytes") is None
+            else stats["theoretical_size_bytes"] / 1024}
+
+
+candidates: dict[str, dict] = {}
+cur, cur_stats = ss.get("current_recipe"), ss.get("current_stats")
+if cur and cur_stats and cur.get("model") == ch["model"] and cur.get("steps"):
+    candidates[f"current Explore configuration: {state.describe(cur['steps'])}"] = {
+        **stats_row(cur_stats), "label": state.describe(cur["steps"]), "recipe": cur}
+try:
+    for r in reversed(state.history()):
+        if r.get("model") == ch["model"] and not r.get("baseline") and r.get("accuracy") is not None:
+            name = r.get("name") or r.get("label", "configuration")
+            candidates.setdefault(f"history #{r['id']}: {name}", r)
+except Exception as e:  # history unavailable: submitting the current configuration still works
+    st.caption(f"(history unavailable: {state.one_line(e)})")
+
+st.subheader("Submit")
+s1, s2 = st.columns([1, 2])
+s1.text_input("Display name (shown on the board; no account)", key="c_name", max_chars=40)
+if not candidates:
+    s2.info(f"Nothing to submit for {ch['model']} yet: pick {ch['model']} on the Explore page and compress it.")
+else:
+    pick = s2.selectbox("Configuration", list(candidates), key="c_pick")
+    row = candidates[pick]
+    size_kb = store.entry_size_kb(row, bool(ch.get("count_simulated")))
+    if size_kb is None:
+        s2.caption("A simulated (fake-quant) result has no real file; this challenge does not count it. Use a real "
+                   "quantization (int8, int4 packed) or pruning.")
+    else:
+        ok = store.qualifies(ch, row["accuracy"], size_kb)
+        s2.caption(f"{row['accuracy'] * 100:.2f} % at {size_kb:,.1f} KB: "
+                   + ("meets the constraint." if ok else "does NOT meet the constraint (it is listed, unranked)."))
+        if st.button("Submit to the challenge", type="primary", key="c_submit"):
+            try:
+                db.submit(bid, ss.get("c_name", ""), {
+                    "accuracy": float(row["accuracy"]), "size_kb": float(size_kb), "model": ch["model"],
+                    "label": str(row.get("label", ""))[:200], "recipe": row.get("recipe"),
+                    "simulated": bool(row.get("simulated"))})
+                st.success("Submitted: your point is on the board below.")
+            except store.StoreError as e:
+                st.error(str(e))
+
+
+# ------------------------------------------------------------------------------------------------ the board
+def board_chart(ch: dict, subs: list[dict], base: dict | None) -> go.Figure:
+    fig = go.Figure()
+    within = [s for s in subs if store.qualifies(ch, s["accuracy"], s["size_kb"])]
+    over = [s for s in subs if not store.qualifies(ch, s["accuracy"], s["size_kb"])]
+    for label, pts, color, symbol in (("meets the constraint", within, "#2ca02c", "circle"),
+                                      ("does not", over, "#9e9e9e", "x")):
+        fig.add_trace(go.Scatter(
+            x=[p["size_kb"] for p in pts], y=[p["accuracy"] * 100 for p in pts], mode="markers", name=label,
+            marker=dict(color=color, size=11, symbol=symbol, line=dict(width=1, color="white")),
+            text=[p["display_name"] for p in pts],
+            hovertemplate="%{text}: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+    if base is not None:
+        fig.add_trace(go.Scatter(x=[base["size_bytes"] / 1024], y=[base["accuracy"] * 100], mode="markers",
+                                 name="baseline (uncompressed)", marker=dict(color="#1f77b4", size=14, symbol="star"),
+                                 hovertemplate="baseline: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+    if ch.get("kind", "max_size") == "max_size":
+        fig.add_vline(x=float(ch["limit"]), line_dash="dash", line_color="#d62728",
+                      annotation_text=f"limit {float(ch['limit']):g} KB", annotation_position="top right")
+    else:
+        fig.add_hline(y=float(ch["limit"]), line_dash="dash", line_color="#d62728",
+                      annotation_text=f"at least {float(ch['limit']):g} %", annotation_position="bottom right")
+    fig.update_layout(title=dict(text=f"The class's submissions: accuracy vs file size ({ch['model']})", x=0.0),
+                      xaxis_title="file size (KB, smallest real file)", yaxis_title="test accuracy (%)",
+                      legend=dict(orientation="h", y=-0.2), height=420, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+@st.fragment(run_every=3)
+def board() -> None:
+    """The leaderboard and the chart, refreshed every 3 s without rerunning the rest of the page."""
+    try:
+        live = db.challenge()
+        subs = db.submissions()
+    except store.StoreError as e:
+        st.error(str(e))
+        return
+    if not live or live.get("revision") != ch.get("revision"):
+        st.info("The teacher changed the challenge: reload the page to see it.")
+        return
+    ranked = store.leaderboard(live, subs)
+    st.subheader(f"Leaderboard ({len(ranked)} students, {len(subs)} submissions)")
+    mine = next((r for r in ranked if r["browser"] == bid), None)
+    n_ok = sum(1 for r in ranked if r["qualifies"])
+    if mine is None:
+        st.caption("You have not submitted yet.")
+    elif mine["rank"] is not None:
+        st.success(f"Your rank: {mine['rank']} of {n_ok} ({mine['display_name']}: {mine['accuracy'] * 100:.2f} % at "
+                   f"{mine['size_kb']:,.1f} KB).")
+    else:
+        st.warning(f"Your best submission does not meet the constraint yet ({mine['accuracy'] * 100:.2f} % at "
+                   f"{mine['size_kb']:,.1f} KB), so it is unranked.")
+    if ranked:
+        st.dataframe(pd.DataFrame([{
+            "rank": r["rank"] if r["rank"] is not None else "-", "name": r["display_name"],
+            "accuracy (%)": round(r["accuracy"] * 100, 2), "size (KB)": round(r["size_kb"], 1),
+            "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": r.get("label", ""),
+            "you": "<- you" if r["browser"] == bid else ""} for r in ranked]), hide_index=True, width="stretch")
+    try:
+        base = state.baseline_view(live["model"])["stats"]
+    except Exception:  # a model this build does not have: the chart just has no baseline star
+        base = None
+    st.plotly_chart(board_chart(live, subs, base), key="c_chart")
+
+
+board()
+
+# ------------------------------------------------------------------------------------------------ teacher tools
+if teacher:
+    st.subheader("Teacher tools")
+    t1, t2 = st.columns([1, 1])
+    sure = t1.checkbox("Yes, remove every submission", key="c_sure")
+    if t1.button("Reset the board", disabled=not sure, key="c_reset"):
+        if ss.get("c_teacher") is not True:  # the server checks, not just the page
+            st.error("Only the teacher can reset the board.")
+        else:
+            try:
+                n = db.reset_class()
+                st.success(f"Removed {n} submissions.")
+            except store.StoreError as e:
+                st.error(str(e))
+    try:
+        subs = db.submissions()
+        t2.download_button("Download all submissions (CSV)", pd.DataFrame([
+            {k: s.get(k) for k in ("display_name", "accuracy", "size_kb", "label", "model", "created")}
+            for s in subs]).to_csv(index=False), file_name="class-submissions.csv", mime="text/csv",
+            key="c_csv")
+    except store.StoreError as e:
+        t2.error(str(e))
