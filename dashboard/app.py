@@ -1,4 +1,14 @@
-"""Compression Lab dashboard: `streamlit run dashboard/app.py` (a thin router; the pages live in dashboard/pages/)."""
+"""Compression Lab dashboard: a thin router; the pages live in dashboard/pages/.
+
+    streamlit run dashboard/app.py                                   # the registered workloads (samples, plugins)
+    streamlit run dashboard/app.py -- --workload my_model.py:workload --workload pkg.mod:make   # plus your own
+
+Each ``--workload REF`` (a registered name, ``path/to/file.py:attr`` or ``package.module:attr``) appears in every
+page's model list; a reference that cannot be loaded is one error line and the rest of the app still runs.
+
+Adding a page: put ``dashboard/pages/NAME.py`` next to the others. It appears under "More" with a title from its
+file name; give it a section, title and icon by adding one line to ``NAV`` below.
+"""
 
 import sys
 from pathlib import Path
@@ -15,27 +25,50 @@ for _p in (ROOT, ROOT / "dashboard"):  # the library, and the dashboard's helper
 # (latency is measured with an explicit thread count anyway).
 torch.set_num_threads(1)
 
+import state  # noqa: E402  (after the path set-up above)
+
 PAGES = Path(__file__).parent / "pages"
+NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, title, icon); first page is the default
+    "Compress": [
+        ("explore.py", "Explore", ":material/tune:"),
+        ("experiments.py", "Experiments", ":material/scatter_plot:"),
+        ("recipe.py", "Recipe", ":material/description:"),
+        ("sensitivity.py", "Sensitivity", ":material/grid_on:"),
+        ("advise.py", "Advise", ":material/recommend:"),
+        ("search.py", "Search", ":material/travel_explore:"),
+    ],
+    "Learn": [
+        ("learn_pruning.py", "Pruning", ":material/content_cut:"),
+        ("learn_quantization.py", "Quantization", ":material/stairs:"),
+        ("learn_distillation.py", "Distillation", ":material/school:"),
+        ("learn_dtypes.py", "Data types", ":material/table:"),
+        ("learn_runtime.py", "Runtimes", ":material/speed:"),
+    ],
+}
+
+
+def navigation() -> dict[str, list]:
+    """``st.navigation``'s sections: the pages listed in NAV that exist, then any other page file under "More"."""
+    listed = {name for pages in NAV.values() for name, _, _ in pages}
+    sections: dict[str, list] = {}
+    first = True
+    for section, pages in NAV.items():
+        for name, title, icon in pages:
+            if (PAGES / name).exists():
+                sections.setdefault(section, []).append(st.Page(str(PAGES / name), title=title, icon=icon, default=first))
+                first = False
+    for path in sorted(PAGES.glob("*.py")):
+        if path.name not in listed and not path.name.startswith("_"):
+            sections.setdefault("More", []).append(st.Page(str(path), title=path.stem.replace("_", " ").capitalize()))
+    return sections
+
 
 st.set_page_config(page_title="Compression Lab", page_icon=":material/compress:", layout="wide")
 # Keep the Explore page's widget values when a student visits another page and comes back.
 for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith("x_")]:
     st.session_state[_key] = st.session_state[_key]
 
-page = st.navigation({
-    "Compress": [
-        st.Page(str(PAGES / "explore.py"), title="Explore", icon=":material/tune:", default=True),
-        st.Page(str(PAGES / "experiments.py"), title="Experiments", icon=":material/scatter_plot:"),
-        st.Page(str(PAGES / "recipe.py"), title="Recipe", icon=":material/description:"),
-        st.Page(str(PAGES / "sensitivity.py"), title="Sensitivity", icon=":material/grid_on:"),
-        st.Page(str(PAGES / "advise.py"), title="Advise", icon=":material/recommend:"),
-    ],
-    "Learn": [
-        st.Page(str(PAGES / "learn_pruning.py"), title="Pruning", icon=":material/content_cut:"),
-        st.Page(str(PAGES / "learn_quantization.py"), title="Quantization", icon=":material/stairs:"),
-        st.Page(str(PAGES / "learn_distillation.py"), title="Distillation", icon=":material/school:"),
-        st.Page(str(PAGES / "learn_dtypes.py"), title="Data types", icon=":material/table:"),
-        st.Page(str(PAGES / "learn_runtime.py"), title="Runtimes", icon=":material/speed:"),
-    ],
-})
+page = st.navigation(navigation())
+for _line in state.reference_errors():  # a bad --workload is one line on every page; the rest still works
+    st.error(_line)
 page.run()

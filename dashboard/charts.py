@@ -23,69 +23,85 @@ def _fig(title: str, **layout) -> go.Figure:
     return fig
 
 
+SIZE_KINDS = {  # row key in ModelStats -> what the bar group is called
+    "size_bytes": "dense file (torch.save)",
+    "sparse_size_bytes": "sparse / packed file",
+    "theoretical_size_bytes": "simulated bits x params",
+}
+
+
 def size_rows(stats: dict, label: str) -> list[dict]:
-    """The sizes of one ModelStats dict worth showing: dense file always, then the ones that differ."""
-    rows = [{"model": label, "kind": "dense file (torch.save)", "KB": stats["size_bytes"] / 1024}]
-    if stats.get("sparse_size_bytes") is not None:
-        rows.append({"model": label, "kind": "sparse-encoded / packed file", "KB": stats["sparse_size_bytes"] / 1024})
-    if stats.get("theoretical_size_bytes") is not None:
-        rows.append({"model": label, "kind": "theoretical, simulated (bits x params)",
-                     "KB": stats["theoretical_size_bytes"] / 1024})
-    return rows
+    """The sizes of one ModelStats dict worth showing: dense file always, then the ones that exist."""
+    return [{"model": label, "kind": kind, "KB": stats[k] / 1024}
+            for k, kind in SIZE_KINDS.items() if k == "size_bytes" or stats.get(k) is not None]
 
 
 def size_chart(before: dict, after: dict | None) -> go.Figure:
-    """Grouped bars of file sizes in KB, before vs after; simulated sizes are orange and say so."""
-    rows = size_rows(before, "before") + (size_rows(after, "after") if after else [])
-    fig = _fig("Model size (KB)", yaxis_title="size (KB)", barmode="group")
-    colors = {"dense file (torch.save)": AFTER, "sparse-encoded / packed file": "#2ca02c",
-              "theoretical, simulated (bits x params)": SIMULATED}
-    for kind in colors:
-        sub = [r for r in rows if r["kind"] == kind]
-        if not sub:
-            continue
-        fig.add_bar(
-            name=kind, x=[r["model"] for r in sub], y=[r["KB"] for r in sub],
-            text=[f"{r['KB']:.1f} KB" for r in sub], textposition="outside",
-            marker_color=colors[kind],
-        )
-    fig.update_yaxes(rangemode="tozero")
-    return fig
-
-
-def accuracy_chart(before: dict, after: dict | None) -> go.Figure:
-    """Test accuracy in %, before vs after, bars from 0 (a zoomed axis would make a small drop look huge); the
-    change in points is written on the after bar and in the title."""
-    labels = ["before"] + (["after"] if after else [])
-    vals = [before["accuracy"] * 100] + ([after["accuracy"] * 100] if after else [])
+    """File sizes in KB, one group per kind of file (dense, sparse/packed, simulated), before (grey) vs after
+    (blue; orange when simulated). One number per bar, no unit (the axis says KB), so labels never run together."""
+    fig = _fig("Model size (KB)", yaxis_title="size (KB)", barmode="group", bargap=0.3)
     sim = bool(after and after.get("simulated"))
-    delta = f": {vals[1] - vals[0]:+.2f} points" if after else ""
-    fig = _fig("Test accuracy (%)" + delta + (" (after: simulated)" if sim else ""), yaxis_title="accuracy (%)")
-    text = [f"{vals[0]:.2f} %"] + ([f"{vals[1]:.2f} % ({vals[1] - vals[0]:+.2f} pt)"] if after else [])
-    fig.add_bar(name="test accuracy", x=labels, y=vals, text=text, textposition="outside", cliponaxis=False,
-                marker_color=[BEFORE, SIMULATED if sim else AFTER][: len(vals)], showlegend=False)
-    fig.update_yaxes(range=[0, 110], tickvals=[0, 20, 40, 60, 80, 100])
+    for label, stats, color in (("before", before, BEFORE), ("after", after, SIMULATED if sim else AFTER)):
+        if stats is None:
+            continue
+        rows = size_rows(stats, label)
+        fig.add_bar(name=label, x=[r["kind"] for r in rows], y=[r["KB"] for r in rows],
+                    text=[f"{r['KB']:,.1f}" for r in rows], textposition="outside", cliponaxis=False,
+                    marker_color=color, hovertemplate=f"{label}: %{{y:,.1f}} KB<extra>%{{x}}</extra>")
+    top = max([r["KB"] for s_ in (before, after) if s_ for r in size_rows(s_, "")])
+    fig.update_yaxes(range=[0, top * 1.18])
+    fig.update_xaxes(type="category")
     return fig
 
 
-def latency_chart(series: dict[str, tuple[dict | None, dict | None]], batch: int, threads: int) -> go.Figure:
-    """Median latency in ms with IQR error bars, before vs after, one bar group per runtime."""
-    fig = _fig(f"Latency (ms, median; batch {batch}, {threads} thread{'s' if threads > 1 else ''})",
-               yaxis_title="latency (ms)", barmode="group")
-    colors = {"before": BEFORE, "after": AFTER}
-    for label in ("before", "after"):
-        xs, ys, err = [], [], []
-        for runtime, pair in series.items():
-            s = pair[0] if label == "before" else pair[1]
-            if s and s.get("latency_ms") is not None:
-                xs.append(runtime)
-                ys.append(s["latency_ms"])
-                err.append(s.get("latency_iqr_ms") or 0.0)
-        if xs:
-            fig.add_bar(name=label, x=xs, y=ys, error_y=dict(type="data", array=err, visible=True),
-                        text=[f"{v:.3f} ms" for v in ys], textposition="outside", marker_color=colors[label])
-    fig.update_yaxes(rangemode="tozero")
-    fig.update_xaxes(title_text="runtime", type="category")
+def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", percent: bool = True) -> go.Figure:
+    """The workload's metric on the test split (in % for fractions), before vs after, bars from 0 (a zoomed axis
+    would make a small drop look huge); the change is written on the after bar and in the subtitle."""
+    scale, unit = (100, " (%)") if percent else (1, "")
+    labels = ["before"] + (["after"] if after else [])
+    vals = [before["accuracy"] * scale] + ([after["accuracy"] * scale] if after else [])
+    sim = bool(after and after.get("simulated"))
+    change = ""
+    if after:
+        d = vals[1] - vals[0]
+        change = f"{d:+.2f} points" if percent else f"{d:+.4f}"
+    fig = _fig(f"Test {metric}{unit}", yaxis_title=f"{metric}{unit}")
+    if after:
+        fig.update_layout(title=dict(subtitle=dict(text=f"after - before: {change}" + (" (simulated)" if sim else ""))),
+                          margin=dict(t=70))
+    fmt = "{:.2f} %" if percent else "{:.4f}"
+    text = [fmt.format(vals[0])] + ([fmt.format(vals[1]) + f" ({change.replace(' points', ' pt')})"] if after else [])
+    fig.add_bar(name=f"test {metric}", x=labels, y=vals, text=text, textposition="outside", cliponaxis=False,
+                marker_color=[BEFORE, SIMULATED if sim else AFTER][: len(vals)], showlegend=False)
+    if percent:
+        fig.update_yaxes(range=[0, 112], tickvals=[0, 20, 40, 60, 80, 100])
+    else:
+        fig.update_yaxes(range=[min(0, *vals) * 1.1, max(max(vals), 1e-9) * 1.15])
+    return fig
+
+
+def latency_chart(comparisons: list[dict]) -> go.Figure:
+    """Median ms per call before vs after, one group per runtime, with the middle half of the calls as error bars;
+    the after/before ratio and its verdict written over each group."""
+    c0 = comparisons[0]
+    th = c0["threads"]
+    fig = _fig(f"Latency per call (ms): batch {c0['batch_size']}, {th} thread{'s' if th > 1 else ''}",
+               yaxis_title="ms per call (median)", barmode="group", bargap=0.35)
+    for label, color in (("before", BEFORE), ("after", AFTER)):
+        ys = [c[f"{label}_ms"] for c in comparisons]
+        fig.add_bar(name=f"{label} (bars: middle half of the calls)" if label == "before" else label,
+                    x=[c["runtime"] for c in comparisons], y=ys, marker_color=color,
+                    error_y=dict(type="data", symmetric=False,
+                                 array=[c[f"{label}_high_ms"] - c[f"{label}_ms"] for c in comparisons],
+                                 arrayminus=[c[f"{label}_ms"] - c[f"{label}_low_ms"] for c in comparisons]),
+                    text=[f"{y:.3f}" for y in ys], textposition="inside", insidetextanchor="start",
+                    hovertemplate=f"{label}: %{{y:.4f}} ms<extra>%{{x}}</extra>")
+    top = max(max(c["before_high_ms"], c["after_high_ms"]) for c in comparisons)
+    for c in comparisons:
+        fig.add_annotation(x=c["runtime"], y=top * 1.12, text=f"{c['ratio']:.2f}x: {c['verdict']}", showarrow=False,
+                           font=dict(color="#333333"))
+    fig.update_yaxes(range=[0, top * 1.25])
+    fig.update_xaxes(type="category")
     return fig
 
 
@@ -177,7 +193,7 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
     top = max(float(np.max(t.y)) for t in fig.data)
     fig.update_xaxes(range=[lo - 2 * width, hi + 2 * width])
     if log:
-        fig.update_yaxes(type="log", range=[-0.3, float(np.log10(max(top, 1))) + 0.5])
+        fig.update_yaxes(type="log", range=[-0.3, float(np.log10(max(top, 1))) + 0.5], dtick=1)  # 1, 10, 100, ...
     else:
         fig.update_yaxes(range=[0, top * 1.15])
     return fig
@@ -206,39 +222,52 @@ def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> g
     return fig
 
 
-def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: Sequence[int] = ()) -> go.Figure:
-    """Accuracy vs ``x`` for every experiment, the Pareto front (lower x, higher accuracy) drawn, baseline starred."""
-    fig = _fig(title, xaxis_title=x_title, yaxis_title="accuracy (%)", height=380)
-    d = df.dropna(subset=[x])
+def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: Sequence[int] = (),
+                 y: str = "change_pt", y_title: str = "metric change vs its own baseline (points)",
+                 error_x: tuple[str, str] | None = None) -> go.Figure:
+    """Every experiment as (x, y), both relative to the experiment's own model's baseline (so models of very
+    different sizes share one chart), one colour per model, simulated results hollow, the per-model Pareto front
+    (lower x, higher y) dashed, baselines starred at (1, 0)."""
+    fig = _fig(title, xaxis_title=x_title, yaxis_title=y_title, height=400)
+    d = df.dropna(subset=[x, y])
+    for model, g in d.groupby("model", sort=False):
+        rest = g[~g["baseline"]]
+        kw = {}
+        if error_x and len(rest):
+            lo, hi = error_x
+            kw["error_x"] = dict(type="data", symmetric=False, array=(rest[hi] - rest[x]).tolist(),
+                                 arrayminus=(rest[x] - rest[lo]).tolist())
+        if len(rest):
+            fig.add_scatter(name=str(model), x=rest[x], y=rest[y], mode="markers", legendgroup=str(model),
+                            marker=dict(size=10, symbol=["diamond-open" if v else "circle" for v in rest["simulated"]]),
+                            text=rest["label"], customdata=rest["id"],
+                            hovertemplate="row %{customdata}: %{text}<br>%{x:.3f}x, %{y:+.2f}<extra></extra>", **kw)
+        front = pareto_front(g, x, y)
+        if len(front) > 1:
+            fig.add_scatter(name=f"{model}: Pareto front", x=front[x], y=front[y], mode="lines", legendgroup=str(model),
+                            line=dict(dash="dash", width=1), hoverinfo="skip", showlegend=False)
     base = d[d["baseline"]]
-    rest = d[~d["baseline"]]
-    for model, g in rest.groupby("model"):
-        fig.add_scatter(name=f"{model} (compressed)", x=g[x], y=g["accuracy_%"], mode="markers",
-                        marker=dict(size=10, symbol=["diamond-open" if s else "circle" for s in g["simulated"]]),
-                        text=g["label"], hovertemplate="%{text}<br>%{x:.2f}, %{y:.2f} %<extra></extra>")
     if len(base):
-        fig.add_scatter(name="baseline (uncompressed)", x=base[x], y=base["accuracy_%"], mode="markers",
+        fig.add_scatter(name="baseline (each model's own)", x=base[x], y=base[y], mode="markers",
                         marker=dict(size=16, symbol="star", color="gold", line=dict(color="black", width=1)),
-                        text=base["label"], hovertemplate="%{text}<br>%{x:.2f}, %{y:.2f} %<extra></extra>")
-    front = pareto_front(d, x)
-    if len(front) > 1:
-        fig.add_scatter(name="Pareto front", x=front[x], y=front["accuracy_%"], mode="lines",
-                        line=dict(dash="dash", color="black"), hoverinfo="skip")
+                        text=base["model"], hovertemplate="%{text} baseline<extra></extra>")
     hi = d[d["id"].isin(list(highlight))]
     if len(hi):
-        fig.add_scatter(name="selected rows", x=hi[x], y=hi["accuracy_%"], mode="markers",
+        fig.add_scatter(name="the two rows compared below", x=hi[x], y=hi[y], mode="markers",
                         marker=dict(size=20, symbol="circle-open", color="red", line=dict(width=2)), hoverinfo="skip")
+    fig.add_vline(x=1.0, line_dash="dot", line_color="#999999")
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return fig
 
 
-def pareto_front(df: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Rows no other row beats on both ``x`` (lower is better) and accuracy (higher is better), sorted by ``x``."""
-    d = df.dropna(subset=[x]).sort_values([x, "accuracy_%"], ascending=[True, False])
+def pareto_front(df: pd.DataFrame, x: str, y: str = "accuracy_%") -> pd.DataFrame:
+    """Rows no other row beats on both ``x`` (lower is better) and ``y`` (higher is better), sorted by ``x``."""
+    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
     keep, best = [], -np.inf
     for idx, row in d.iterrows():
-        if row["accuracy_%"] > best:
+        if row[y] > best:
             keep.append(idx)
-            best = row["accuracy_%"]
+            best = row[y]
     return d.loc[keep]
 
 
@@ -269,24 +298,43 @@ def learn_quant_levels(x: np.ndarray, q: np.ndarray, bits: int) -> go.Figure:
 
 
 def learn_softmax(logits: np.ndarray, temperature: float, class_names: Sequence[str]) -> go.Figure:
-    """Softmax of one set of logits at T = 1 and at the chosen temperature."""
+    """Softmax of one set of logits at T = 1 (the plain softmax) and at the chosen temperature."""
     fig = _fig(f"Soft targets: softmax(logits / T), T = {temperature:g}", xaxis_title="class",
                yaxis_title="probability", barmode="group")
-    for t, color in ((1.0, BEFORE), (temperature, AFTER)):
+    runs = [(1.0, BEFORE, "T = 1 (plain softmax)")]
+    if temperature != 1.0:
+        runs.append((temperature, AFTER, f"T = {temperature:g} (soft targets)"))
+    for t, color, name in runs:
         z = logits / t
         p = np.exp(z - z.max())
         p /= p.sum()
-        fig.add_bar(name=f"T = {t:g}", x=list(class_names), y=p, marker_color=color)
+        fig.add_bar(name=name, x=list(class_names), y=p, marker_color=color)
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[0, 1])
     return fig
 
 
 def learn_dtype_errors(rows: Sequence[dict]) -> go.Figure:
-    """Max absolute error of one tensor cast to each data type (log scale)."""
-    fig = _fig("Max absolute error after casting the tensor", xaxis_title="data type", yaxis_title="max |error| (log)")
-    fig.add_bar(name="max |error|", x=[r["dtype"] for r in rows], y=[max(r["max_abs_error"], 1e-12) for r in rows],
-                text=[f"{r['max_abs_error']:.2e}" for r in rows], textposition="outside", marker_color=AFTER,
-                showlegend=False)
-    fig.update_yaxes(type="log")
+    """Max absolute error of one tensor cast to each data type (log scale). A type that overflowed (inf) gets a
+    red bar reaching above the others, labelled as the overflow it is, instead of vanishing from a log axis."""
+    finite = [r["max_abs_error"] for r in rows if np.isfinite(r["max_abs_error"]) and r["max_abs_error"] > 0]
+    lo = min(finite) if finite else 1e-8
+    hi = max(finite) if finite else 1.0
+    top = hi * 100  # where an overflow bar ends
+    ys, text, colors = [], [], []
+    for r in rows:
+        e = r["max_abs_error"]
+        if not np.isfinite(e) or r.get("non-finite values", 0):
+            ys.append(top)
+            text.append(f"overflow: {r.get('non-finite values', 0):,} inf" if r.get("non-finite values") else "inf")
+            colors.append(ZERO)
+        else:
+            ys.append(max(e, lo / 10))
+            text.append("exact" if e == 0 else f"{e:.1e}")
+            colors.append(AFTER)
+    fig = _fig("Max |error| after casting the tensor", xaxis_title="data type", yaxis_title="max |error| (log)")
+    fig.add_bar(name="max |error|", x=[r["dtype"] for r in rows], y=ys, text=text, textposition="outside",
+                cliponaxis=False, marker_color=colors, showlegend=False)
+    fig.update_yaxes(type="log", range=[np.log10(lo / 30), np.log10(top) + 1.2], dtick=2, exponentformat="power")
+    fig.update_xaxes(type="category")
     return fig

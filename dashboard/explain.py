@@ -1,4 +1,8 @@
-"""Plain-language answers to "why is my compressed model not smaller / not faster?", built from measured numbers."""
+"""Plain-language answers to "why is my compressed model not smaller / not faster?", built from measured numbers.
+
+What a result is made of comes from the techniques' own declarations (``TechniqueUI.storage``: "sparse" zeros,
+"int8"/"int4" codes, "fp16" halves, "simulated" rounding, "shrunk" removed units), never from lists of kinds.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,35 @@ def _kb(n: int | float | None) -> str:
     return "-" if n is None else f"{n / 1024:,.1f} KB"
 
 
-def why_size(before: dict, after: dict, kinds: list[str]) -> list[str]:
-    """Sentences about file size, each quoting the numbers it rests on."""
+def _is_norm(type_name: str) -> bool:
+    return "Norm" in type_name
+
+
+def structure_change(before_layers: list[dict], after_layers: list[dict]) -> dict:
+    """What happened to the model's structure, layer by layer: units removed (a weight layer lost parameters or
+    disappeared) and normalisation layers folded into the layer before them (they disappear, weights keep their
+    shape)."""
+    after = {r["name"]: r for r in after_layers}
+    shrunk = [r["name"] for r in before_layers if not _is_norm(r["type"]) and r["name"] in after
+              and after[r["name"]]["params"] < r["params"]]
+    gone = [r["name"] for r in before_layers if not _is_norm(r["type"]) and r["name"] not in after]
+    folded = [r for r in before_layers if _is_norm(r["type"]) and r["name"] not in after]
+    return {"shrunk": shrunk, "removed": gone, "folded": [r["name"] for r in folded],
+            "folded_params": sum(r["params"] for r in folded)}
+
+
+def why_size(before: dict, after: dict, storages: list[str]) -> list[str]:
+    """Sentences about file size and parameter count, each quoting the numbers it rests on."""
     out = []
     ratio = after["size_bytes"] / before["size_bytes"]
     zeros = after["params"] - after["nonzero_params"]
-    pruned = any(k.startswith("prune") or k in ("lottery_ticket", "network_slimming", "fit_budget") for k in kinds)
-    if zeros > 0 and not pruned and after["params"] == before["params"]:
+    sparse = "sparse" in storages or "shrunk" in storages
+    change = structure_change(before.get("layers", []), after.get("layers", []))
+    units_removed = bool(change["shrunk"] or change["removed"])
+    if zeros > 0 and not sparse and after["params"] == before["params"]:
         out.append(f"**Zeros from rounding:** {zeros:,} small weights rounded to exactly 0 at this bit width; "
                    "nothing was pruned.")
-    if zeros > 0 and pruned and after["params"] == before["params"] and ratio > 0.9:
+    if zeros > 0 and sparse and not units_removed and ratio > 0.9:
         out.append(
             f"**Not smaller on disk?** {zeros:,} of {after['params']:,} weights are now zero, but a normal "
             f"`torch.save` file stores zeros like any other number: {_kb(after['size_bytes'])} vs "
@@ -28,48 +51,63 @@ def why_size(before: dict, after: dict, kinds: list[str]) -> list[str]:
         else:
             out.append("A sparse encoding (only the non-zeros and their positions) or *shrinking* (structured "
                        "pruning, then physically removing the zeroed neurons/channels) is what makes the file smaller.")
-    if after["params"] < before["params"]:
-        out.append(f"**Shrunk:** the model really has fewer parameters: {after['params']:,} vs {before['params']:,}, "
-                   f"file {_kb(after['size_bytes'])} ({ratio:.2f}x).")
+    if units_removed:
+        where = ", ".join((change["shrunk"] + change["removed"])[:6])
+        out.append(f"**Shrunk:** units were removed ({where}): {after['params']:,} parameters vs "
+                   f"{before['params']:,}, file {_kb(after['size_bytes'])} ({ratio:.2f}x).")
+    if change["folded"]:
+        out.append(f"**BatchNorm folded:** {', '.join(change['folded'])} ({change['folded_params']:,} parameters) were "
+                   "merged into the weights and biases of the layers before them, so the parameter count is "
+                   f"{after['params']:,} vs {before['params']:,}"
+                   + ("" if units_removed else "; no neuron or channel was removed") + ".")
     if after.get("simulated"):
         out.append(
             f"**Simulated:** fake quantization rounds the weights to the chosen bits but still stores them as fp32, "
             f"so the real file is {_kb(after['size_bytes'])}; the *theoretical* size (bits x params) would be "
             f"{_kb(after.get('theoretical_size_bytes'))}. Use a real method (int8, int4 packed) to get it.")
-    elif "quantize_half" in kinds:
+    elif "fp16" in storages:
         out.append(f"**fp16/bf16:** every tensor is stored in 16 bits: {_kb(after['size_bytes'])} vs "
                    f"{_kb(before['size_bytes'])} ({ratio:.2f}x).")
-    elif any(k in ("quantize_dynamic", "quantize_static", "quantize_qat", "quantize_int4") for k in kinds):
+    elif "int8" in storages or "int4" in storages:
         out.append(f"**Real quantization:** the chosen layers' weights are stored in fewer bits: "
                    f"{_kb(after['size_bytes'])} vs {_kb(before['size_bytes'])} ({ratio:.2f}x). Layers left out "
                    "(the classifier by default, norms, biases) stay fp32, and each layer stores its scales.")
     return out
 
 
-def why_speed(before_lat: dict | None, after_lat: dict | None, kinds: list[str], batch: int) -> list[str]:
-    """Sentences about latency, from the two medians measured in the same session."""
-    if not before_lat or not after_lat:
-        return ["Latency is measured on request (button above): timing needs many repeated runs."]
-    r = after_lat["latency_ms"] / before_lat["latency_ms"]
-    verdict = "faster" if r < 0.95 else ("slower" if r > 1.05 else "about as fast")
-    out = [f"Measured at batch {batch}: {after_lat['latency_ms']:.3f} ms vs {before_lat['latency_ms']:.3f} ms "
-           f"before ({r:.2f}x, {verdict})."]
-    if r >= 0.95:
-        if any(k in ("prune_unstructured", "prune_threshold", "lottery_ticket") for k in kinds):
-            out.append("**Not faster?** Zeroed weights still go through the same dense matrix multiply: every "
-                       "multiplication by zero still costs time. Only removing whole neurons/channels/heads (structured "
-                       "pruning + shrink) or sparse kernels at very high sparsity save work on a CPU.")
-        if any(k in ("quantize_dynamic", "quantize_static", "quantize_int4", "quantize_qat") for k in kinds):
-            from compression_core.ort import cpu_has_int8_dot, cpu_summary
+def speed_line(c: dict) -> str:
+    """One comparison in words: conditions, both medians with their spread, the ratio and the verdict."""
+    return (f"{c['runtime']}, batch {c['batch_size']}, {c['threads']} thread{'s' if c['threads'] > 1 else ''}: "
+            f"after {c['after_ms']:.3f} ms ({c['after_low_ms']:.3f}-{c['after_high_ms']:.3f}) vs before "
+            f"{c['before_ms']:.3f} ms ({c['before_low_ms']:.3f}-{c['before_high_ms']:.3f}) per call; "
+            f"{c['ratio']:.2f}x ({c['ratio_low']:.2f}-{c['ratio_high']:.2f}x over {c['rounds']} interleaved rounds): "
+            f"**{c['verdict']}**")
 
-            dot = ("has int8 dot-product instructions, but" if cpu_has_int8_dot()
-                   else "has no int8 dot-product instructions, and")
-            out.append(f"**int8 not faster?** This CPU ({cpu_summary()}) {dot} "
-                       "torch's int8 kernels add quantize/dequantize work; on tiny models that overhead dominates, "
-                       "especially at batch 1. int4 weights are unpacked at run time, which costs time too.")
-        if "quantize_half" in kinds:
-            out.append("**fp16/bf16 slower?** CPUs without native half-precision math convert back and forth; "
-                       "the file halves but the arithmetic does not get cheaper here.")
-        if "fake_quant" in kinds:
-            out.append("**Simulated quantization** runs in fp32 plus rounding work: it predicts accuracy, not speed.")
+
+def why_speed(comparisons: list[dict], storages: list[str], cpu) -> list[str]:
+    """Sentences about latency from before/after comparisons timed together (``compression_core.timing``)."""
+    if not comparisons:
+        return ["Latency is timed on request (button above): before and after run alternately in the same "
+                "few hundred milliseconds, so both see the same machine."]
+    out = ["Timed together, alternating before and after: " + "; ".join(speed_line(c) for c in comparisons) + ". "
+           "The ranges are the middle half of all calls; a ratio whose middle half reaches within "
+           f"{comparisons[0]['tolerance']:.0%} of 1 is called *no measurable difference*."]
+    if all(c["verdict"] == "faster" for c in comparisons):
+        return out
+    if "sparse" in storages:
+        out.append("**Not faster?** Zeroed weights still go through the same dense matrix multiply: every "
+                   "multiplication by zero still costs time. Only removing whole neurons/channels/heads (structured "
+                   "pruning + shrink) or sparse kernels at very high sparsity save work on a CPU.")
+    if "int8" in storages or "int4" in storages:
+        out.append(f"**int8 not faster?** {cpu.int8_sentence()} torch's int8 layers quantize the activations and "
+                   "dequantize the results on every call; on small models that fixed work dominates, especially at "
+                   "batch 1. int4 weights are unpacked at run time, which costs time too.")
+    if "fp16" in storages:
+        out.append("**fp16/bf16 not faster?** The file halves but the arithmetic does not get cheaper here: "
+                   + cpu.half_sentence())
+    if "simulated" in storages:
+        out.append("**Simulated quantization** runs in fp32 plus rounding work: it predicts accuracy, not speed.")
+    if "shrunk" in storages:
+        out.append("**Shrunk but not much faster?** On models this small each call is mostly fixed cost (Python, "
+                   "dispatch, memory traffic), so removing half the arithmetic saves less than half the time.")
     return out

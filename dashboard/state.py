@@ -1,14 +1,17 @@
-"""Shared dashboard state: cached baselines and results, the current recipe, the session's history, error lines.
+"""Shared dashboard state: the workloads on offer, cached baselines and results, the session's history, error lines.
 
-Baselines are cached once per process (``st.cache_resource``) and never mutated: every technique copies its input.
-Results are cached by (model, recipe) (``st.cache_data`` for the measured numbers, a small ``cache_resource`` for
-the compressed module itself, which is shared read-only). A user's history lives in ``st.session_state``.
-The dashboard holds no compression logic: it builds a recipe and calls ``compression_core.recipe.apply_recipe``.
+Models come from the library only: ``compression_core.workload_names()`` (the samples and anything registered) plus
+the workloads named on the command line (``streamlit run dashboard/app.py -- --workload REF``, repeatable). A
+baseline is a ``compression_core.Workload``, cached once per process (``st.cache_resource``) and never mutated:
+every technique copies its input. Results are cached by (model, recipe). A user's history lives in
+``st.session_state``. The dashboard holds no compression logic: it builds a recipe and calls ``apply_recipe``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -18,37 +21,130 @@ import numpy as np
 import streamlit as st
 import torch
 
-import sample_models
-from compression_core import CompressionError, confusion_matrix, effective_weight, latency, measure
+import compression_core  # noqa: F401  (imports every technique package: they register themselves)
+from compression_core import CompressionError, confusion_matrix, effective_weight, measure, predict
+from compression_core import inputs as I
+from compression_core.cpu import CpuFacts, cpu_facts
+from compression_core.recipe import (MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES, apply_recipe, load_recipe,
+                                     parse_recipe, recipe_to_dict, recipe_to_yaml, validation_error_line)
+from compression_core.timing import LatencyComparison, compare_calls, compare_latency
+from compression_core.workload import Workload, registered_workloads, resolve_workload, workload_names
 
 DEFAULT_MODEL = "digits-cnn"
-DIGITS_MODELS = [n for n in sample_models.MODEL_NAMES if n.startswith("digits-")]
-try:  # uploads larger than the library accepts are refused before decoding (server.maxUploadSize caps at 1 MB)
-    from compression_core.recipe import MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES
-except ImportError:  # pragma: no cover
-    MAX_RECIPE_UPLOAD_BYTES = 256 * 1024
+RUNTIMES = ("torch", "ONNX Runtime")
+
+
+# ------------------------------------------------------------------------------------------------ workloads
+def cli_references(argv: list[str] | None = None) -> list[str]:
+    """The ``--workload REF`` arguments given after ``--`` on the ``streamlit run`` command line, in order."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--workload", action="append", default=[])
+    args, _ = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return [r for r in args.workload if r.strip()]
+
+
+@st.cache_resource(show_spinner=False)
+def _load(ref: str) -> tuple[Workload | None, str | None]:
+    """(workload, None) or (None, one-line error), once per process: a bad reference is not retried each rerun."""
+    try:
+        return resolve_workload(ref), None
+    except Exception as e:  # CompressionError from the library; anything else in one line
+        return None, one_line(e)
+
+
+def models() -> list[str]:
+    """Every model a page lists, by reference: the registered names, then the command line's workloads."""
+    refs = list(workload_names())
+    for ref in cli_references():
+        wl, _ = _load(ref)
+        if wl is not None and (wl.reference or ref) not in refs:
+            refs.append(wl.reference or ref)
+    return refs
+
+
+def reference_errors() -> list[str]:
+    """One line per command-line reference that cannot be loaded."""
+    out = []
+    for ref in cli_references():
+        _, err = _load(ref)
+        if err:
+            out.append(f"--workload {ref}: {err}")
+    return out
+
+
+def baseline(ref: str) -> Workload:
+    """The workload ``ref`` (loaded once per process and shared by every session: never mutate it)."""
+    wl, err = _load(ref)
+    if wl is None:
+        raise CompressionError(err or f"model: cannot load {ref!r}")
+    return wl
+
+
+def label(ref: str) -> str:
+    """What a model list shows: the registered name, or the workload's name and where it comes from."""
+    if ref in registered_workloads():
+        return ref
+    wl, _ = _load(ref)
+    name = wl.name if wl is not None else ref
+    src = ref.rsplit("/", 1)[-1]
+    return f"{name} ({src})" if src != name else name
+
+
+def default_index(refs: list[str], preferred: str = DEFAULT_MODEL) -> int:
+    return refs.index(preferred) if preferred in refs else 0
+
+
+@st.cache_data(show_spinner=False)
+def facts(ref: str) -> dict:
+    """What the pages say about a model, from the workload (``info`` where present, else derived from the model):
+    name, architecture, task, classifier, metric, class names and whether predictions are classes."""
+    wl = baseline(ref)
+    reg = registered_workloads().get(ref)
+    info = {**(dict(reg.info) if reg is not None else {}), **dict(wl.info)}
+    out = predict(wl.model, I.take(wl.test.x, slice(0, 1)))  # (1, outputs)
+    n_out = int(out.shape[-1]) if out.dim() >= 2 else 1
+    num_classes = int(info.get("num_classes") or n_out)
+    names = info.get("class_names")
+    class_names = [str(c) for c in names] if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+    y = wl.test.y
+    classification = (out.dim() == 2 and y is not None and y.dim() == 1 and not y.is_floating_point()
+                      and int(y.min()) >= 0 and int(y.max()) < num_classes)
+    return {
+        "name": wl.name, "reference": wl.reference or ref,
+        "architecture": str(info.get("architecture") or type(wl.model).__name__),
+        "task": str(info.get("task") or wl.description or ""),
+        "classifier": wl.output_layer, "metric": wl.metric_name, "percent": bool(wl.metric.percent),
+        "num_classes": num_classes, "class_names": class_names, "classification": bool(classification),
+        "test_items": len(wl.test), "tensor_input": not I.is_dict(wl.test.x),
+    }
+
+
+def tensor_input(ref: str) -> bool:
+    """True when the model takes one tensor (not a dict of tensors), read from the listing where it says so
+    (without loading the model), else from the loaded workload."""
+    reg = registered_workloads().get(ref)
+    if reg is not None and "input_shape" in reg.info:
+        return reg.info["input_shape"] is not None
+    return facts(ref)["tensor_input"]
+
+
+def metric_text(value: float, f: dict) -> str:
+    """A metric value as a person reads it: ``97.78 %`` for fractions, ``0.8123`` otherwise."""
+    return f"{value * 100:.2f} %" if f["percent"] else f"{value:.4f}"
+
+
+def metric_delta(after: float, before: float, f: dict) -> str:
+    return f"{(after - before) * 100:+.2f} points" if f["percent"] else f"{after - before:+.4f}"
+
+
+def metric_title(f: dict) -> str:
+    """``Accuracy`` (the metrics' label the tests and the load benchmark read), or the workload's metric name."""
+    return "Accuracy" if f["metric"] == "accuracy" else f["metric"].capitalize()
 
 
 # ------------------------------------------------------------------------------------------------ library
-def recipe_module():
-    """``compression_core.recipe`` if it is installed in this tree, else None (the controls say so)."""
-    try:
-        from compression_core import recipe
-    except ImportError:
-        return None
-    return recipe
-
-
-def registered_kinds() -> set[str]:
-    """Step kinds the library registers right now (each technique package registers on import)."""
-    from compression_core import registered_configs
-
-    recipe_module()  # importing the recipe module imports every technique package
-    return {c.model_fields["kind"].default for c in registered_configs()}
-
-
 def recipe_dict(model: str, steps: list[dict], seed: int = 0) -> dict:
-    """The recipe as plain data (what is exported, hashed and cached)."""
+    """The recipe as plain data (what is exported, hashed and cached); ``model`` is the workload's reference."""
     return {"version": 1, "model": model, "seed": seed, "steps": steps}
 
 
@@ -59,67 +155,52 @@ def recipe_key(recipe: dict) -> str:
 
 def to_yaml(recipe: dict) -> str:
     """The recipe as YAML text through the library's own writer (the very file the CLI reads)."""
-    rm = _require_recipe()
-    return rm.recipe_to_yaml(rm.parse_recipe(recipe))
-
-
-def _require_recipe():
-    rm = recipe_module()
-    if rm is None:
-        raise CompressionError("recipe: the recipe module (compression_core.recipe) is not available yet")
-    available_kinds()  # register every technique package before the Recipe union is built
-    return rm
+    return recipe_to_yaml(parse_recipe(recipe))
 
 
 def parse_recipe_text(text: str) -> dict:
     """Validate uploaded recipe text (YAML, JSON or Markdown front matter) with the library; one-line errors."""
-    rm = _require_recipe()
-    return rm.recipe_to_dict(rm.load_recipe(text))
+    return recipe_to_dict(load_recipe(text))
 
 
 def one_line(exc: BaseException) -> str:
     """A single line for ``st.error``: CompressionError as is, pydantic's first error as ``field: problem``."""
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover
-        ValidationError = ()  # type: ignore[assignment]
+    from pydantic import ValidationError
+
     if isinstance(exc, CompressionError):
-        return str(exc)
+        return " ".join(str(exc).split())
     if isinstance(exc, ValidationError):
-        rm = recipe_module()
-        if rm is not None:
-            try:
-                return rm.validation_error_line(exc)
-            except Exception:
-                pass
-        errs = exc.errors()
-        if errs:
-            e = errs[0]
-            loc = ".".join(str(p) for p in e.get("loc", ())) or "recipe"
-            more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
-            return f"{loc}: {e.get('msg', 'invalid')}{more}"
+        try:
+            return validation_error_line(exc)
+        except Exception:
+            errs = exc.errors()
+            if errs:
+                e = errs[0]
+                loc = ".".join(str(p) for p in e.get("loc", ())) or "recipe"
+                return f"{loc}: {e.get('msg', 'invalid')}"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"unexpected {type(exc).__name__}: {text[:300]}"
 
 
+def cpu() -> CpuFacts:
+    """This machine's CPU facts (detected once per process by the library): every page's CPU sentence."""
+    return cpu_facts()
+
+
 # ------------------------------------------------------------------------------------------------ caches
-@st.cache_resource(show_spinner=False)
-def baseline(name: str) -> sample_models.SampleModel:
-    """The trained sample model, loaded once per process and shared by every session: never mutate it."""
-    return sample_models.load(name)
-
-
-def _view(model: torch.nn.Module, sm: sample_models.SampleModel, stats) -> dict:
+def _view(model: torch.nn.Module, wl: Workload, stats, f: dict) -> dict:
     s = stats.model_dump()
-    cm = confusion_matrix(model, sm.data.test.x, sm.data.test.y, sm.info.num_classes).numpy()
+    cm = None
+    if f["classification"]:
+        cm = confusion_matrix(model, wl.test.x, wl.test.y, f["num_classes"]).numpy()
     return {"stats": s, "confusion": cm}
 
 
 @st.cache_data(show_spinner=False)
-def baseline_view(name: str) -> dict:
-    """Measured numbers of the baseline (no latency: that is measured on request)."""
-    sm = baseline(name)
-    return _view(sm.model, sm, measure(sm.model, sm.data, name=name, with_latency=False))
+def baseline_view(ref: str) -> dict:
+    """Measured numbers of the baseline (latency is timed on request, against a compressed model)."""
+    wl = baseline(ref)
+    return _view(wl.model, wl, measure(wl.model, wl, name=wl.name, with_latency=False), facts(ref))
 
 
 class _ResultStore:
@@ -159,10 +240,10 @@ def compressed(key: str, progress: Callable[[float, str], None] | None = None) -
     hit = _store().get(key)
     if hit is not None:
         return hit
-    rm = _require_recipe()
-    recipe = rm.parse_recipe(json.loads(key))
+    recipe = parse_recipe(json.loads(key))
+    wl = baseline(recipe.model)
     t0 = time.perf_counter()
-    result = rm.apply_recipe(recipe, progress=progress, with_latency=False, measure_before=False)
+    result = apply_recipe(recipe, progress=progress, with_latency=False, measure_before=False, workload=wl)
     value = (result, time.perf_counter() - t0)
     _store().put(key, value)
     return value
@@ -172,9 +253,8 @@ def compressed(key: str, progress: Callable[[float, str], None] | None = None) -
 def result_view(key: str) -> dict:
     """Measured numbers of a recipe's result, cached by (model, recipe)."""
     result, seconds = compressed(key)
-    recipe = json.loads(key)
-    sm = baseline(recipe["model"])
-    view = _view(result.model, sm, result.after)
+    ref = json.loads(key)["model"]
+    view = _view(result.model, baseline(ref), result.after, facts(ref))
     view["steps"] = [s.to_json_dict() for s in result.steps]
     view["seconds"] = seconds
     return view
@@ -187,40 +267,67 @@ def run_recipe(recipe: dict, progress: Callable[[float, str], None] | None = Non
     return result_view(key)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def latency_view(key: str | None, name: str, batch: int, threads: int) -> dict:
-    """(median ms, IQR ms, runs) of the baseline (key None) or a recipe's result, cached per configuration."""
-    model = baseline(name).model if key is None else compressed(key)[0].model
-    x = baseline(name).data.test.x
-    example = x[:batch] if len(x) >= batch else x.repeat((batch + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:batch]
-    med, iqr, runs = latency(model, example, threads=threads, min_run_time=0.2)
-    return {"latency_ms": med, "latency_iqr_ms": iqr, "latency_runs": runs}
+def model_of(key: str | None, ref: str) -> torch.nn.Module:
+    """The baseline model (key None) or a recipe's compressed model."""
+    return baseline(ref).model if key is None else compressed(key)[0].model
+
+
+def compare(key: str, ref: str, batch: int, threads: int, runtime: str = "torch") -> dict:
+    """Baseline vs compressed latency timed NOW, interleaved in one run (never a baseline timed earlier)."""
+    wl = baseline(ref)
+    example = I.head(wl.test.x, batch)
+    if runtime == "torch":
+        c = compare_latency(wl.model, model_of(key, ref), example, threads=threads)
+        return c.to_json_dict()
+    sb, sa = _ort_session(None, ref, threads), _ort_session(key, ref, threads)
+    fb, fa = _ort_feed(sb, example), _ort_feed(sa, example)
+    c = compare_calls(lambda: sb.run(None, fb), lambda: sa.run(None, fa), runtime="onnxruntime",
+                      batch_size=batch, threads=threads)
+    return c.to_json_dict()
 
 
 def ort_module():
-    """``compression_core.ort`` (ONNX Runtime measurement) if it and onnxruntime are installed, else None."""
+    """``compression_core.ort`` (ONNX Runtime measurement) if onnxruntime is installed, else None."""
     try:
+        import onnxruntime  # noqa: F401
+
         from compression_core import ort
     except ImportError:
         return None
     return ort
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def ort_view(key: str | None, name: str, batch: int, threads: int) -> dict:
-    """The baseline (key None) or a recipe's result exported to ONNX and measured in ONNX Runtime: size of the
-    .onnx file, accuracy and latency through onnxruntime (the library's ``measure_ort``), cached per configuration."""
-    model = baseline(name).model if key is None else compressed(key)[0].model
-    stats = ort_module().measure_ort(model, baseline(name).data, name=name, batch_size=batch, threads=threads,
-                                     min_run_time=0.2)
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _ort_session(key: str | None, ref: str, threads: int):
+    """An ONNX Runtime session of the baseline (key None) or a recipe's result, exported once."""
+    from compression_core.onnx_export import to_onnx
+
+    ort = ort_module()
+    wl = baseline(ref)
+    return ort.session(to_onnx(model_of(key, ref), I.take(wl.test.x, slice(0, 2))), threads=threads)
+
+
+def _ort_feed(sess, example: Any) -> dict:
+    """The session's inputs for ``example`` by input name (a dict input key by key, token ids stay integers)."""
+    names = [i.name for i in sess.get_inputs()]
+    if I.is_dict(example):
+        return {k: v.detach().cpu().numpy() for k, v in example.items() if k in names}
+    x = example.detach().cpu()
+    return {names[0]: (x.float() if x.is_floating_point() else x).numpy()}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ort_view(key: str | None, ref: str) -> dict:
+    """Size and accuracy of the baseline (key None) or a recipe's result exported to ONNX, in ONNX Runtime."""
+    stats = ort_module().measure_ort(model_of(key, ref), baseline(ref), name=baseline(ref).name, with_latency=False)
     return {k: v for k, v in stats.model_dump().items() if k != "layers"}
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def layer_weights(key: str | None, name: str, layer: str) -> np.ndarray | None:
+def layer_weights(key: str | None, ref: str, layer: str) -> np.ndarray | None:
     """One layer's effective weights (masks applied, dequantized) as float32 numpy in the layer's own shape (first
     axis = output channel, so per-channel quantization levels can be read back), or None if the layer is gone."""
-    model = baseline(name).model if key is None else compressed(key)[0].model
+    model = model_of(key, ref)
     try:
         module = model.get_submodule(layer)
     except AttributeError:
@@ -237,125 +344,38 @@ def history() -> list[dict]:
     return st.session_state.setdefault("history", [])
 
 
-def record(name: str, label: str, recipe: dict | None, stats: dict, lat: dict | None = None) -> None:
-    """Add a configuration to the history (once per distinct recipe; a later latency fills in its row)."""
-    key = recipe_key(recipe) if recipe is not None else f"baseline:{name}"
+def record(ref: str, label_: str, recipe: dict | None, stats: dict) -> dict:
+    """Add a configuration to the history once per distinct recipe; returns its row."""
+    key = recipe_key(recipe) if recipe is not None else f"baseline:{ref}"
     rows = history()
     for row in rows:
         if row["key"] == key:
-            if lat:
-                row["latency_ms"] = lat["latency_ms"]
-            return
-    rows.append({
-        "id": len(rows) + 1, "key": key, "model": name, "label": label, "baseline": recipe is None,
+            return row
+    row = {
+        "id": (rows[-1]["id"] + 1) if rows else 1, "key": key, "model": label(ref), "ref": ref, "label": label_,
+        "baseline": recipe is None, "metric": stats.get("metric", "accuracy"),
         "accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"],
-        "accuracy_%": stats["accuracy"] * 100, "size_KB": stats["size_bytes"] / 1024,
-        "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
-        "theoretical_KB": None if stats.get("theoretical_size_bytes") is None else stats["theoretical_size_bytes"] / 1024,
-        "simulated": bool(stats.get("simulated")), "nonzero_params": stats["nonzero_params"],
-        "params": stats["params"], "best_KB": smallest_kb(stats), "latency_ms": lat["latency_ms"] if lat else None,
-        "recipe": recipe,
-    })
+        "sparse_size_bytes": stats.get("sparse_size_bytes"), "theoretical_size_bytes": stats.get("theoretical_size_bytes"),
+        "simulated": bool(stats.get("simulated")), "nonzero_params": stats["nonzero_params"], "params": stats["params"],
+        "smallest_bytes": smallest_bytes(stats), "recipe": recipe, "latency": [],
+    }
+    rows.append(row)
     del rows[:-200]
+    return row
 
 
-def smallest_kb(stats: dict) -> float:
-    """The smallest real (or theoretical, if simulated) size of a result in KB: what the Pareto chart plots."""
-    sizes = [stats["size_bytes"]] + [stats[k] for k in ("sparse_size_bytes", "theoretical_size_bytes") if stats.get(k)]
-    return min(sizes) / 1024
+def record_latency(ref: str, recipe: dict, stats: dict, comparison: dict) -> None:
+    """Add one latency comparison to a configuration's row, with the conditions it was measured under (batch,
+    threads, runtime, rounds): a later measurement is added beside it, never written over it."""
+    row = record(ref, describe(recipe["steps"]), recipe, stats)
+    row["latency"].append({k: comparison[k] for k in (
+        "runtime", "batch_size", "threads", "rounds", "before_ms", "before_low_ms", "before_high_ms", "after_ms",
+        "after_low_ms", "after_high_ms", "ratio", "ratio_low", "ratio_high", "verdict")})
 
 
-# ------------------------------------------------------------------------------------- widgets -> recipe
-PRUNE_KINDS = {
-    "none": None,
-    "unstructured (weights)": "prune_unstructured",
-    "structured (neurons / channels)": "prune_structured",
-    "attention heads": "prune_structured",
-    "whole layers / blocks": "prune_layers",
-    "threshold (|w| below a value)": "prune_threshold",
-}
-QUANT_KINDS = {
-    "none": None,
-    "simulated n-bit (fake quant)": "fake_quant",
-    "int8 dynamic (real)": "quantize_dynamic",
-    "int8 static (real, calibrated)": "quantize_static",
-    "int4 packed weights (real)": "quantize_int4",
-    "fp16 (real)": "quantize_half",
-    "bf16 (real)": "quantize_half",
-}
-_TECHNIQUE_PACKAGES = ("compression_core.prune", "compression_core.quantize", "compression_core.distill",
-                       "compression_core.train")
-
-
-def available_kinds() -> set[str]:
-    """Step kinds registered by the technique packages present in this tree."""
-    import importlib
-
-    for mod in _TECHNIQUE_PACKAGES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
-    return registered_kinds()
-
-
-def _config_fields(kind: str) -> dict:
-    from compression_core import registered_configs
-
-    for c in registered_configs():
-        if c.model_fields["kind"].default == kind:
-            return c.model_fields
-    return {}
-
-
-def _step(kind: str, ui: dict, **fields) -> dict:
-    """A step dict with the page's layer selection added where the config takes one.
-
-    ``include_classifier`` is always written explicitly where the config has it, so "the classifier is left alone
-    unless you tick the box" holds for every technique, whatever that technique's own default is.
-    """
-    known = _config_fields(kind)
-    step = {"kind": kind, **fields}
-    if "targets" in known and ui.get("targets") is not None:
-        step["targets"] = list(ui["targets"])
-    if "include_classifier" in known:
-        step["include_classifier"] = bool(ui.get("include_classifier"))
-    return step
-
-
-def build_steps(ui: dict, training: bool) -> list[dict]:
-    """The recipe steps for the Explore page's widget values (``training=False``: the cheap preview only)."""
-    steps: list[dict] = []
-    pk = ui.get("prune")
-    if pk == "unstructured (weights)":
-        steps.append(_step("prune_unstructured", ui, amount=ui["amount"], scope=ui.get("scope", "global"),
-                           **({"overrides": dict(ui["overrides"])} if ui.get("overrides") else {})))
-    elif pk in ("structured (neurons / channels)", "attention heads"):
-        unit = "heads" if pk == "attention heads" else ui.get("unit", "channels")
-        extra = {"overrides": dict(ui["overrides"])} if ui.get("overrides") and unit != "heads" else {}
-        sub = {k: v for k, v in ui.items() if k != "targets"} if unit == "heads" else ui  # heads: per block, not per Linear
-        steps.append(_step("prune_structured", sub, amount=ui["amount"], unit=unit, **extra))
-        if ui.get("shrink"):
-            steps.append({"kind": "shrink"})
-    elif pk == "whole layers / blocks" and ui.get("blocks"):
-        steps.append({"kind": "prune_layers", "names": list(ui["blocks"])})
-    elif pk == "threshold (|w| below a value)":
-        steps.append(_step("prune_threshold", ui, threshold=ui["threshold"]))
-    if training and ui.get("finetune_epochs", 0) > 0 and steps:
-        steps.append({"kind": "finetune", "epochs": int(ui["finetune_epochs"])})
-    if training and ui.get("distill_epochs", 0) > 0:
-        steps.append({"kind": "distill", "teacher": ui.get("teacher"), "epochs": int(ui["distill_epochs"])})
-    qk = ui.get("quant")
-    if qk == "simulated n-bit (fake quant)":
-        extra = {"overrides": dict(ui["bit_overrides"])} if ui.get("bit_overrides") else {}
-        steps.append(_step("fake_quant", ui, bits=int(ui["bits"]), **extra))
-    elif qk == "int8 static (real, calibrated)" and training and ui.get("qat_epochs", 0) > 0:
-        steps.append(_step("quantize_qat", ui, epochs=int(ui["qat_epochs"])))
-    elif qk in ("fp16 (real)", "bf16 (real)"):
-        steps.append({"kind": "quantize_half", "dtype": "fp16" if qk.startswith("fp16") else "bf16"})
-    elif qk is not None and QUANT_KINDS.get(qk):
-        steps.append(_step(QUANT_KINDS[qk], ui))
-    return steps
+def smallest_bytes(stats: dict) -> int:
+    """The smallest real (or theoretical, if simulated) size of a result in bytes: what the size chart plots."""
+    return min([stats["size_bytes"]] + [stats[k] for k in ("sparse_size_bytes", "theoretical_size_bytes") if stats.get(k)])
 
 
 def describe(steps: list[dict]) -> str:
@@ -372,3 +392,65 @@ def describe(steps: list[dict]) -> str:
             extra.append(f"{len(s['overrides'])} overrides")
         parts.append(s["kind"] + (f"({', '.join(extra)})" if extra else ""))
     return " + ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ experiments
+def experiments_frame(rows: list[dict]):
+    """One row per configuration, numbers rounded for people, sizes and the metric also as changes relative to the
+    configuration's own model's baseline (so models of very different sizes compare on one chart)."""
+    import pandas as pd
+
+    base = {r["ref"]: r for r in rows if r["baseline"]}
+    out = []
+    for r in rows:
+        b = base.get(r["ref"], r)
+        pct = r["metric"] in ("accuracy", "agreement") or 0 <= r["accuracy"] <= 1
+        scale = 100 if pct else 1
+        lat = r["latency"][-1] if r["latency"] else None
+        out.append({
+            "id": r["id"], "model": r["model"], "label": r["label"], "baseline": r["baseline"],
+            "simulated": r["simulated"], "metric": r["metric"],
+            "value": round(r["accuracy"] * scale, 2),
+            "change_pt": round((r["accuracy"] - b["accuracy"]) * scale, 2),
+            "size_kb": round(r["size_bytes"] / 1024, 1),
+            "sparse_kb": None if r["sparse_size_bytes"] is None else round(r["sparse_size_bytes"] / 1024, 1),
+            "simulated_kb": None if r["theoretical_size_bytes"] is None else round(r["theoretical_size_bytes"] / 1024, 1),
+            "size_ratio": round(r["smallest_bytes"] / b["smallest_bytes"] if r["baseline"] else
+                                r["smallest_bytes"] / b["size_bytes"], 3),
+            "nonzero_params": int(r["nonzero_params"]), "params": int(r["params"]),
+            "latency_ratio": None if lat is None else round(lat["ratio"], 3),
+            "latency_ratio_low": None if lat is None else round(lat["ratio_low"], 3),
+            "latency_ratio_high": None if lat is None else round(lat["ratio_high"], 3),
+            "latency_verdict": None if lat is None else lat["verdict"],
+            "timings": len(r["latency"]),
+        })
+    df = pd.DataFrame(out)
+    if len(df):  # every baseline sits at (1, 0) on both charts
+        df.loc[df["baseline"], ["size_ratio", "latency_ratio"]] = 1.0
+        df.loc[df["baseline"], "change_pt"] = 0.0
+    return df
+
+
+def latency_frame(rows: list[dict]):
+    """One row per latency comparison ever timed (a later one never overwrites an earlier one), with the
+    conditions it was timed under."""
+    import pandas as pd
+
+    out = []
+    for r in rows:
+        for i, c in enumerate(r["latency"], 1):
+            out.append({"id": r["id"], "model": r["model"], "label": r["label"], "timing": i, "runtime": c["runtime"],
+                        "batch": c["batch_size"], "threads": c["threads"], "rounds": c["rounds"],
+                        "before_ms": round(c["before_ms"], 4), "after_ms": round(c["after_ms"], 4),
+                        "ratio": round(c["ratio"], 3), "ratio_range": f"{c['ratio_low']:.2f}-{c['ratio_high']:.2f}",
+                        "verdict": c["verdict"]})
+    return pd.DataFrame(out)
+
+
+FIELD_LABELS = {  # what the side-by-side table calls each field
+    "model": "model", "label": "configuration", "metric": "metric", "value": "metric value (% or raw)",
+    "change_pt": "change vs its baseline (points)", "size_kb": "dense file (KB)", "sparse_kb": "sparse file (KB)",
+    "simulated_kb": "simulated size (KB)", "size_ratio": "smallest size (x of baseline)",
+    "nonzero_params": "non-zero parameters", "params": "parameters", "latency_ratio": "latency (x of baseline)",
+    "latency_verdict": "latency verdict", "simulated": "simulated (not a real file)",
+}

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import sample_models
+import state
 from compression_core.advise import advise
 
 st.title("Advise: which quantization method for this model?")
@@ -18,16 +18,22 @@ st.markdown(
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def advice_view(name: str, max_drop: float) -> dict:
+def advice_view(ref: str, max_drop: float) -> dict:
     """The advice as plain data, cached per (model, threshold) for this process (nothing on disk)."""
-    return advise(name, max_drop_pt=max_drop).to_json_dict()
+    return advise(state.baseline(ref), max_drop_pt=max_drop).to_json_dict()
 
 
 c1, c2 = st.columns([1, 1])
-name = c1.selectbox("Model", sample_models.MODEL_NAMES, key="adv_model")
+refs = state.models()
+ref = c1.selectbox("Model", refs, key="adv_model", index=state.default_index(refs), format_func=state.label)
 max_drop = c2.slider("Largest acceptable accuracy drop (points)", 0.0, 5.0, 1.0, step=0.1, key="adv_drop")
-with st.spinner("quantizing and measuring each candidate..."):
-    a = advice_view(name, float(max_drop))
+try:
+    with st.spinner("quantizing and measuring each candidate..."):
+        a = advice_view(ref, float(max_drop))
+except Exception as e:  # a model no candidate can handle: one line, never a traceback
+    st.error(state.one_line(e))
+    st.stop()
+name = state.label(ref)
 
 labels = {c["method"]: c["label"] for c in a["candidates"]}
 if a["recommended"] == "none":
@@ -36,14 +42,14 @@ else:
     st.success(f"**{labels[a['recommended']]}** for {name} ({a['model_type']}): {a['reason']}.")
 
 rows = [a["baseline"]] + a["candidates"]
-df = pd.DataFrame([{
-    "method": r["label"], "accuracy %": 100 * r["accuracy"], "drop (points)": r["drop_pt"],
+df = pd.DataFrame([{  # a drop is a negative change: -0.28 points, never "+0.28" for a loss
+    "method": r["label"], "accuracy %": 100 * r["accuracy"], "accuracy change (points)": -r["drop_pt"],
     "size KB": r["size_bytes"] / 1024, "size x fp32": r["size_ratio"], "latency ms (b32)": r["latency_ms"],
     "latency x fp32": r["latency_ratio"], "within threshold": r["within_threshold"],
     "recommended": r["method"] == a["recommended"],
 } for r in rows])
 st.dataframe(df, hide_index=True, width="stretch", column_config={
-    "accuracy %": st.column_config.NumberColumn(format="%.2f"), "drop (points)": st.column_config.NumberColumn(format="%+.2f"),
+    "accuracy %": st.column_config.NumberColumn(format="%.2f"), "accuracy change (points)": st.column_config.NumberColumn(format="%+.2f"),
     "size KB": st.column_config.NumberColumn(format="%.1f"), "size x fp32": st.column_config.NumberColumn(format="%.3f"),
     "latency ms (b32)": st.column_config.NumberColumn(format="%.3f"),
     "latency x fp32": st.column_config.NumberColumn(format="%.2f")})
@@ -59,9 +65,9 @@ fig.add_bar(name="latency x fp32 (batch 32, 1 thread)", x=names, y=[r["latency_r
             textposition="outside", cliponaxis=False)
 fig.add_scatter(name="accuracy drop (points)", x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
                 mode="markers+lines", marker=dict(size=11, color="#d62728"), line=dict(color="#d62728"))
-fig.add_hline(y=a["max_drop_pt"], line_dash="dot", line_color="#d62728", yref="y2",
-              annotation_text=f"accuracy-drop threshold {a['max_drop_pt']:g} pt", annotation_position="top left",
-              annotation_font_color="#d62728")
+fig.add_scatter(name=f"largest acceptable drop: {a['max_drop_pt']:g} points", x=names,
+                y=[a["max_drop_pt"]] * len(names), yaxis="y2", mode="lines", hoverinfo="skip",
+                line=dict(color="#d62728", dash="dot"))  # in the legend, not written over the bars' labels
 fig.update_layout(title=f"Measured candidates for {name} (green = recommended)", barmode="group",
                   yaxis=dict(title="ratio vs fp32 (lower is better)", range=[0, 1.2 * max(
                       max(max(r["size_ratio"], r["latency_ratio"] or 0) for r in rows), 1.0)]),

@@ -1,4 +1,5 @@
-"""Experiments: every configuration tried in this session, Pareto fronts, and two rows side by side."""
+"""Experiments: every configuration tried in this session, compared relative to each model's own baseline, every
+latency timing with its conditions, and two rows side by side."""
 
 import pandas as pd
 import streamlit as st
@@ -12,42 +13,76 @@ if not rows:
     st.info("No experiments yet: move a control on the Explore page and every configuration lands here.")
     st.stop()
 
-df = pd.DataFrame(rows)
-models = sorted(df["model"].unique())
+df = state.experiments_frame(rows)
+models = list(dict.fromkeys(df["model"]))
 pick = st.multiselect("Models", models, default=models, key="e_models")
 df = df[df["model"].isin(pick)]
-shown = df[["id", "model", "label", "accuracy_%", "size_KB", "sparse_KB", "theoretical_KB", "best_KB", "latency_ms",
-            "nonzero_params", "simulated"]]
-st.dataframe(shown, hide_index=True, width="stretch", column_config={
-    "accuracy_%": st.column_config.NumberColumn("accuracy (%)", format="%.2f"),
-    "size_KB": st.column_config.NumberColumn("dense file (KB)", format="%.1f"),
-    "sparse_KB": st.column_config.NumberColumn("sparse file (KB)", format="%.1f"),
-    "theoretical_KB": st.column_config.NumberColumn("theoretical, simulated (KB)", format="%.1f"),
-    "best_KB": st.column_config.NumberColumn("smallest (KB)", format="%.1f"),
-    "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.3f"),
+st.dataframe(df[["id", "model", "label", "metric", "value", "change_pt", "size_kb", "sparse_kb", "simulated_kb",
+                 "size_ratio", "nonzero_params", "latency_ratio", "latency_verdict"]],
+             hide_index=True, width="stretch", column_config={
+    "id": st.column_config.NumberColumn("row", format="%d"),
+    "label": st.column_config.TextColumn("configuration", width="large"),
+    "value": st.column_config.NumberColumn("metric (%)", format="%.2f"),
+    "change_pt": st.column_config.NumberColumn("change (points)", format="%+.2f"),
+    "size_kb": st.column_config.NumberColumn("dense file (KB)", format="%.1f"),
+    "sparse_kb": st.column_config.NumberColumn("sparse file (KB)", format="%.1f"),
+    "simulated_kb": st.column_config.NumberColumn("simulated (KB)", format="%.1f"),
+    "size_ratio": st.column_config.NumberColumn("smallest size (x)", format="%.3f",
+                                                help="the smallest real (or simulated) file, as a multiple of the "
+                                                     "model's own baseline"),
+    "nonzero_params": st.column_config.NumberColumn("non-zero params", format="localized"),
+    "latency_ratio": st.column_config.NumberColumn("latency (x)", format="%.2f",
+                                                   help="the latest timing's after/before ratio (timed together)"),
+    "latency_verdict": st.column_config.TextColumn("latency verdict"),
 })
 st.caption("Sizes: the dense `torch.save` file, the sparse-encoded/packed file where one exists, and the theoretical "
-           "size of simulated (fake-quant) results (hollow diamonds below: simulated, not real). Latency fills in "
-           "once measured on the Explore page.")
+           "size of simulated (fake-quant) results (hollow diamonds below: simulated, not real). Ratios and changes "
+           "are relative to each model's own baseline, so models of different sizes share the charts.")
 
 ids = list(df["id"])
 c1, c2 = st.columns(2)
 a = c1.selectbox("Compare row", ids, index=0, key="e_a")
 b = c2.selectbox("with row", ids, index=len(ids) - 1, key="e_b")
-c1.plotly_chart(charts.pareto_chart(df, "best_KB", "size (KB, smallest real or theoretical)",
-                                    "Accuracy vs size", highlight=[a, b]), key="pareto_size")
-if df["latency_ms"].notna().any():
-    c2.plotly_chart(charts.pareto_chart(df, "latency_ms", "latency (ms, median)", "Accuracy vs latency",
-                                        highlight=[a, b]), key="pareto_lat")
+c1.plotly_chart(charts.pareto_chart(df, "size_ratio", "smallest file (x of its baseline)",
+                                    "Metric change vs size", highlight=[a, b]), key="pareto_size")
+if df["latency_ratio"].notna().sum() > df["baseline"].sum():
+    c2.plotly_chart(charts.pareto_chart(df, "latency_ratio", "latency (x of its baseline; bars: middle half)",
+                                        "Metric change vs latency", highlight=[a, b],
+                                        error_x=("latency_ratio_low", "latency_ratio_high")), key="pareto_lat")
 else:
-    c2.info("Accuracy vs latency appears once latency is measured (Explore page, 'Measure latency').")
+    c2.info("Metric change vs latency appears once latency is timed (Explore page, 'Time before vs after').")
+
+lat = state.latency_frame([r for r in rows if r["model"] in pick])
+if len(lat):
+    st.subheader("Every latency timing")
+    st.dataframe(lat, hide_index=True, width="stretch", column_config={
+        "id": st.column_config.NumberColumn("row", format="%d"), "label": "configuration",
+        "timing": st.column_config.NumberColumn("timing #", format="%d"),
+        "before_ms": st.column_config.NumberColumn("before (ms)", format="%.4f"),
+        "after_ms": st.column_config.NumberColumn("after (ms)", format="%.4f"),
+        "ratio": st.column_config.NumberColumn("after / before", format="%.2f"),
+        "ratio_range": "middle half of the ratios"})
+    st.caption("Each timing ran before and after alternately in the same second, with the batch, threads and runtime "
+               "shown; timing again adds a row.")
 
 ra, rb = df[df["id"] == a].iloc[0], df[df["id"] == b].iloc[0]
-fields = ["model", "label", "accuracy_%", "size_KB", "sparse_KB", "theoretical_KB", "best_KB", "latency_ms",
-          "nonzero_params", "params", "simulated"]
-side = pd.DataFrame({"field": fields, f"row {a}": [ra[f] for f in fields], f"row {b}": [rb[f] for f in fields]})
+
+
+def shown(v) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int,)) or (hasattr(v, "is_integer") and float(v).is_integer() and abs(v) >= 1000):
+        return f"{int(v):,}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+side = pd.DataFrame({"": list(state.FIELD_LABELS.values()),
+                     f"row {a}": [shown(ra[k]) for k in state.FIELD_LABELS],
+                     f"row {b}": [shown(rb[k]) for k in state.FIELD_LABELS]})
 st.subheader("Side by side")
-st.dataframe(side.astype(str), hide_index=True, width="stretch")
+st.dataframe(side, hide_index=True, width="stretch")
 if st.button("Clear history", key="e_clear"):
     st.session_state["history"] = []
     st.rerun()

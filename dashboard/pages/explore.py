@@ -1,14 +1,22 @@
-"""Explore: pick a model and layers, move the compression controls, watch size, latency and accuracy change."""
+"""Explore: pick a model and layers, move the compression controls, watch size, latency and accuracy change.
+
+Every control is built from the library's technique registry (``techniques.py``): the pruning and quantization
+lists are the registered techniques of those families that apply to the model's layers, and each one's sliders
+come from its config's fields. Nothing here names a technique.
+"""
 
 import pandas as pd
 import streamlit as st
 
 import charts
 import explain
-import sample_models
 import state
-from compression_core import resolve_targets
-from compression_core.budget import FIT_PRUNE_LEVELS  # the same grid the budget fit picks from
+import techniques as T
+from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
+from compression_core.graph import build_graph
+from compression_core import inputs as I
+
+NONE = "none"
 
 
 def default(key: str, value) -> str:
@@ -17,15 +25,86 @@ def default(key: str, value) -> str:
     return key
 
 
-st.title("Explore: compress a model, watch the numbers")
-name = st.selectbox("Model", sample_models.MODEL_NAMES, key=default("x_model", state.DEFAULT_MODEL))
-sm = state.baseline(name)
-base = state.baseline_view(name)
-bstats = base["stats"]
-kinds_available = state.available_kinds()
+@st.cache_data(show_spinner=False)
+def model_units(ref: str) -> set[str]:
+    """The prunable units the library's graph finds in the model (neurons, channels, heads)."""
+    wl = state.baseline(ref)
+    try:
+        g = build_graph(wl.model, I.take(wl.test.x, slice(0, 2)))
+        return {u for u in ("neurons", "channels", "heads") if g.units(u)}
+    except Exception:  # the graph cannot trace this model: offer every unit, the library explains in one line
+        return {"neurons", "channels", "heads"}
 
-st.caption(f"{sm.info.architecture} - {sm.info.task}. Baseline test accuracy {bstats['accuracy'] * 100:.2f} %, "
-           f"{bstats['params']:,} parameters, {bstats['size_bytes'] / 1024:,.1f} KB file.")
+
+def overrides_form(t: T.Technique, layers: list[str], ref: str) -> dict:
+    """One slider per chosen layer for a technique with per-layer ``overrides`` ("global" = the main setting)."""
+    levels = T.override_levels(t, FIT_PRUNE_LEVELS)
+    if levels is None or not layers:
+        return {}
+    out = {}
+    with st.expander(f"Per-layer values ({t.label})"):
+        for layer in layers:
+            v = st.select_slider(layer, ["global"] + levels, key=default(f"x_{t.kind}_ovr_{ref}_{layer}", "global"))
+            if v != "global":
+                out[layer] = v
+    return out
+
+
+def technique_panel(title: str, fam: str, key: str, wl, f: dict, include_cls: bool, chosen: list[str],
+                    widget: str = "radio") -> tuple[T.Technique | None, dict, dict, list[T.Technique]]:
+    """One family's choice (radio or selectbox from the registry), its settings and per-layer overrides; returns
+    (technique, settings, overrides, add-ons ticked)."""
+    st.subheader(title)
+    offered = [t for t in T.family(fam) if not T.is_addon(t)]
+    fits = [t for t in offered if T.applicable(t, wl.model, f["classifier"], include_cls)]
+    labels = [NONE] + [t.label for t in fits]
+    if st.session_state.get(key) not in labels:
+        st.session_state[key] = NONE
+    pick = (st.radio if widget == "radio" else st.selectbox)(f"{title} kind", labels, key=key)
+    left_out = [t.label for t in offered if t not in fits]
+    if left_out:
+        st.caption(f"Not offered for this model (no {'/'.join(sorted({lt for t in offered if t not in fits for lt in t.ui.layer_types}))} "
+                   f"layer{'' if include_cls else ' besides the classifier'}): {', '.join(left_out)}.")
+    if pick == NONE:
+        return None, {}, {}, []
+    t = next(x for x in fits if x.label == pick)
+    values = T.form(st, t, ref=f["reference"], model_units=model_units(f["reference"]), models=state.models(),
+                    model_label=state.label)
+    layers = T.layers_of(wl.model, t.ui.layer_types, f["classifier"], include_cls) if t.ui.layer_types else []
+    ovr = overrides_form(t, [n for n in layers if n in chosen], f["reference"])
+    addons = []
+    for a in T.family(fam):
+        if T.is_addon(a) and st.checkbox(a.label, key=default(f"x_{a.kind}_after_{t.kind}", t.ui.storage == "dense"),
+                                         help=f"adds the step {a.kind} after {t.kind}"):
+            addons.append(a)
+    return t, values, ovr, addons
+
+
+def for_layers(t: T.Technique, targets: list[str] | None, wl, f: dict) -> list[str] | None:
+    """The user's layer choice narrowed to the layers ``t`` acts on (None: the technique's own default)."""
+    if targets is None or not t.ui.layer_types:
+        return targets
+    mine = set(T.layers_of(wl.model, t.ui.layer_types, f["classifier"], True))
+    return [n for n in targets if n in mine]
+
+
+# ------------------------------------------------------------------------------------------ page
+st.title("Explore: compress a model, watch the numbers")
+refs = state.models()
+if st.session_state.get("x_model") not in refs:
+    st.session_state["x_model"] = refs[state.default_index(refs)]
+ref = st.selectbox("Model", refs, key="x_model", format_func=state.label)
+try:
+    wl = state.baseline(ref)
+    f = state.facts(ref)
+    base = state.baseline_view(ref)
+except Exception as e:  # a workload whose data or metric cannot be measured: one line
+    st.error(state.one_line(e))
+    st.stop()
+bstats = base["stats"]
+st.caption(f"{f['architecture']}{' - ' + f['task'] if f['task'] else ''}. Baseline test {f['metric']} "
+           f"{state.metric_text(bstats['accuracy'], f)}, {bstats['params']:,} parameters, "
+           f"{bstats['size_bytes'] / 1024:,.1f} KB file.")
 
 with st.expander("Layers of this model", expanded=False):
     st.dataframe(pd.DataFrame([{k: r[k] for k in ("name", "type", "params", "nonzero", "sparsity", "dtype", "bits")}
@@ -36,110 +115,68 @@ controls, view = st.columns([1, 2], gap="large")
 # ------------------------------------------------------------------------------------------ controls
 with controls:
     st.subheader("Layers")
-    include_cls = st.checkbox(f"Also compress the classifier ({sm.info.classifier})", key=default(f"x_cls_{name}", False))
-    st.caption(f"The final classifier `{sm.info.classifier}` is left alone by default: pruning its outputs removes "
-               "classes, and it costs the most accuracy per byte saved.")
-    all_layers = resolve_targets(sm.model, None, classifier=sm.info.classifier, include_classifier=include_cls)
-    chosen = st.multiselect("Layers to compress (Linear / Conv2d)", all_layers, key=default(f"x_layers_{name}", all_layers))
+    cls = f["classifier"]
+    include_cls = st.checkbox(f"Also compress the classifier ({cls})", key=default(f"x_cls_{ref}", False),
+                              disabled=cls is None)
+    if cls:
+        st.caption(f"The final classifier `{cls}` is left alone by default: pruning its outputs removes classes, "
+                   "and it costs the most accuracy per byte saved.")
+    all_layers = T.selectable_layers(wl.model, cls, include_cls)
+    if st.session_state.get(f"x_layers_{ref}") is not None:
+        st.session_state[f"x_layers_{ref}"] = [n for n in st.session_state[f"x_layers_{ref}"] if n in all_layers]
+    chosen = st.multiselect("Layers to compress", all_layers, key=default(f"x_layers_{ref}", all_layers))
     targets = None if set(chosen) == set(all_layers) else [n for n in all_layers if n in chosen]
 
-    st.subheader("Pruning")
-    prune_opts = [k for k, v in state.PRUNE_KINDS.items() if v is None or v in kinds_available]
-    if not all_layers:
-        st.caption("This model has no Linear/Conv2d layer besides the classifier to prune: tick the box above, or "
-                   "try int8 dynamic quantization (it covers LSTM layers).")
-        prune_opts = ["none"]
-    if "attention heads" in prune_opts and "vit" not in name:
-        prune_opts.remove("attention heads")
-    if "whole layers / blocks" in prune_opts and "vit" not in name:
-        prune_opts.remove("whole layers / blocks")
-    if st.session_state.get(f"x_prune_{name}") not in prune_opts:
-        st.session_state[f"x_prune_{name}"] = "none"
-    prune = st.radio("Pruning kind", prune_opts, key=f"x_prune_{name}")
-    ui: dict = {"targets": targets, "include_classifier": include_cls, "prune": None if prune == "none" else prune}
-    if prune in ("unstructured (weights)", "structured (neurons / channels)", "attention heads"):
-        ui["amount"] = st.slider("Sparsity (fraction removed)", 0.0, 0.95, step=0.05, key=default(f"x_amount_{prune}", 0.5),
-                                 help="fraction of weights (unstructured) or of neurons/channels/heads (structured)")
-        if prune == "unstructured (weights)":
-            ui["scope"] = st.radio("Ranking", ["global", "layer"], horizontal=True, key=default("x_scope", "global"),
-                                   help="global: smallest weights of all chosen layers together; layer: each layer alone")
-        if prune == "structured (neurons / channels)":
-            has_conv = any(r["type"] == "Conv2d" for r in bstats["layers"])
-            ui["unit"] = st.radio("Unit", ["channels", "neurons"], horizontal=True,
-                                  key=default(f"x_unit_{name}", "channels" if has_conv else "neurons"),
-                                  help="channels of Conv2d layers or neurons (output rows) of Linear layers")
-        if prune != "attention heads":
-            with st.expander("Per-layer overrides"):
-                overrides = {}
-                for layer in chosen:
-                    v = st.select_slider(layer, ["global"] + list(FIT_PRUNE_LEVELS),
-                                         key=default(f"x_ovr_{name}_{layer}", "global"))
-                    if v != "global":
-                        overrides[layer] = float(v)
-                ui["overrides"] = overrides
-        if prune != "unstructured (weights)":
-            ui["shrink"] = st.checkbox("Shrink: physically remove the pruned units", key=default("x_shrink", True),
-                                       disabled="shrink" not in kinds_available)
-    elif prune == "whole layers / blocks":
-        blocks = [f"blocks.{i}" for i in range(len(getattr(sm.model, "blocks", [])))]
-        ui["blocks"] = st.multiselect("Blocks to remove", blocks, key=default(f"x_blocks_{name}", blocks[-1:]))
-    elif prune == "threshold (|w| below a value)":
-        ui["threshold"] = st.slider("Threshold |w|", 0.0, 0.3, step=0.005, key=default("x_threshold", 0.05),
-                                    format="%.3f")
-
-    st.subheader("Quantization")
-    quant_opts = [k for k, v in state.QUANT_KINDS.items() if v is None or v in kinds_available]
-    if st.session_state.get("x_quant") not in quant_opts:
-        st.session_state["x_quant"] = "none"
-    quant = st.selectbox("Quantization kind", quant_opts, key="x_quant")
-    ui["quant"] = None if quant == "none" else quant
-    if quant == "simulated n-bit (fake quant)":
-        ui["bits"] = st.slider("Bits per weight (simulated)", 2, 16, key=default("x_bits", 8))
-        with st.expander("Per-layer bits (mixed precision)"):
-            bits_over = {}
-            for layer in chosen:
-                v = st.select_slider(f"{layer} bits", ["global"] + list(range(2, 17)),
-                                     key=default(f"x_bits_{name}_{layer}", "global"))
-                if v != "global":
-                    bits_over[layer] = int(v)
-            ui["bit_overrides"] = bits_over
-    missing = [k for k, v in {**state.PRUNE_KINDS, **state.QUANT_KINDS}.items() if v and v not in kinds_available]
-    if missing:
-        st.caption("Not available in this build of the library yet: " + ", ".join(missing))
+    prune_t, prune_v, prune_o, addons = technique_panel("Pruning", "prune", f"x_prune_{ref}", wl, f, include_cls,
+                                                         chosen)
+    quant_t, quant_v, quant_o, quant_addons = technique_panel("Quantization", "quantize", "x_quant", wl, f,
+                                                              include_cls, chosen, widget="selectbox")
 
     st.subheader("Training (runs on a button)")
-    t1, t2 = st.columns(2)
-    ui["finetune_epochs"] = t1.number_input("Fine-tune epochs", 0, 20, key=default("x_ft", 0),
-                                            help="after pruning; keeps pruned weights at zero")
-    teachers = [n for n in sample_models.MODEL_NAMES if sample_models.info(n).dataset == sm.info.dataset]
-    ui["distill_epochs"] = t2.number_input("Distillation epochs", 0, 20, key=default("x_kd", 0),
-                                           disabled="distill" not in kinds_available)
-    if ui["distill_epochs"]:
-        ui["teacher"] = st.selectbox("Teacher", teachers, key=default(f"x_teacher_{name}", name))
-    if quant == "int8 static (real, calibrated)" and "quantize_qat" in kinds_available:
-        ui["qat_epochs"] = st.number_input("QAT epochs (instead of calibration only)", 0, 20, key=default("x_qat", 0))
+    trainers = []
+    for t in T.family("train") + T.family("distill"):
+        if st.checkbox(t.label, key=default(f"x_on_{t.kind}", False)):
+            vals = T.form(st, t, ref=ref, models=state.models(), model_label=state.label)
+            trainers.append((t, vals))
 
-preview_steps = state.build_steps(ui, training=False)
-full_steps = state.build_steps(ui, training=True)
-preview = state.recipe_dict(name, preview_steps)
-full = state.recipe_dict(name, full_steps)
+
+def steps_for(training: bool) -> list[dict]:
+    """The recipe steps for the controls (``training=False``: only the techniques that do not train)."""
+    out: list[dict] = []
+    picked = ([(prune_t, prune_v, prune_o)] if prune_t else []) + [(a, {}, {}) for a in addons]
+    picked += [(t, v, {}) for t, v in trainers]
+    picked += ([(quant_t, quant_v, quant_o)] if quant_t else []) + [(a, {}, {}) for a in quant_addons]
+    for t, values, ovr in picked:
+        if t.ui.trains and not training:
+            continue
+        out.append(T.step(t, values, for_layers(t, targets, wl, f), include_cls, ovr))
+    return out
+
+
+preview_steps = steps_for(training=False)
+full_steps = steps_for(training=True)
+preview = state.recipe_dict(f["reference"], preview_steps)
+full = state.recipe_dict(f["reference"], full_steps)
 trained = st.session_state.setdefault("trained_keys", set())
-needs_training = full_steps != preview_steps
 with controls:
-    if needs_training:
+    if full_steps != preview_steps:
         done = state.recipe_key(full) in trained
         if st.button("Run training steps", type="primary", disabled=done, key="b_run"):
             bar = st.progress(0.0, text="starting")
             try:
-                state.run_recipe(full, progress=lambda f, msg: bar.progress(f, text=msg))
+                state.run_recipe(full, progress=lambda frac, msg: bar.progress(frac, text=msg))
                 trained.add(state.recipe_key(full))
-                bar.progress(1.0, text="done")
             except Exception as e:  # one line, never a traceback
                 st.error(state.one_line(e))
-        if state.recipe_key(full) not in trained:
+            finally:
+                bar.empty()  # no bar left at "applying 0%" above the result
+        if state.recipe_key(full) in trained:
+            st.success("Trained: the numbers on the right include the training steps.")
+        else:
             st.caption("Showing the preview without training; press the button to run the training steps.")
 current = full if state.recipe_key(full) in trained else preview
 st.session_state["current_recipe"] = current
+storages = [T.by_kind(s["kind"]).ui.storage for s in current["steps"] if T.by_kind(s["kind"])]
 
 # ------------------------------------------------------------------------------------------ results
 with view:
@@ -152,18 +189,19 @@ with view:
         except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
             st.error(state.one_line(e))
     st.session_state["current_stats"] = after
-    state.record(name, "baseline", None, bstats)
+    state.record(ref, "baseline", None, bstats)
     if after is not None:
-        state.record(name, state.describe(current["steps"]), current, after)
+        state.record(ref, state.describe(current["steps"]), current, after)
 
     if after is not None:
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Accuracy" + (" (simulated)" if after["simulated"] else ""), f"{after['accuracy'] * 100:.2f} %",
-                  f"{(after['accuracy'] - bstats['accuracy']) * 100:+.2f} points")
+        m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
+                  state.metric_text(after["accuracy"], f), state.metric_delta(after["accuracy"], bstats["accuracy"], f))
         m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
                   f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
         m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
-                  f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off", delta_arrow="off")
+                  f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off",
+                  delta_arrow="off")
         m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
                   f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
                   delta_arrow="off")
@@ -172,77 +210,88 @@ with view:
 
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.size_chart(bstats, after), key="size_chart")
-    c2.plotly_chart(charts.accuracy_chart(bstats, after), key="acc_chart")
+    c2.plotly_chart(charts.accuracy_chart(bstats, after, f["metric"], f["percent"]), key="acc_chart")
 
     @st.fragment
     def latency_panel():
-        """Latency is timed on request (many repeated runs) and cached per configuration and runtime."""
-        l1, l2, l3, l4 = st.columns([1, 1, 1.4, 1.6])
-        batch = l1.selectbox("Batch", [1, 32], key=default("x_batch", 1))
-        threads = l2.selectbox("Threads", [1, 2], key=default("x_threads", 1))
-        runtimes = ["torch"] + (["torch + ONNX Runtime"] if state.ort_module() is not None else [])
-        runtime = l3.selectbox("Runtime", runtimes, key=default("x_runtime", "torch"),
+        """Before and after timed together on request, in the chosen runtime(s); every timing is kept."""
+        cores = state.cpu().cores
+        l1, l2, l3, l4 = st.columns([1, 1, 1.5, 1.5], vertical_alignment="bottom")
+        batch = l1.selectbox("Batch", [1, 8, 32], key=default("x_batch", 1))
+        threads = l2.selectbox("Threads", list(range(1, min(cores, 4) + 1)), key=default("x_threads", 1))
+        runtimes = ["torch"] + (["ONNX Runtime", "torch and ONNX Runtime"] if state.ort_module() is not None else [])
+        if st.session_state.get("x_runtime") not in runtimes:
+            st.session_state["x_runtime"] = "torch"
+        runtime = l3.selectbox("Runtime", runtimes, key="x_runtime",
                                help="ONNX Runtime: the model exported to ONNX and run the way it is often deployed")
-        key = state.recipe_key(current) if after is not None else None
-        asked = st.session_state.setdefault("latency_asked", set())
-        if l4.button("Measure latency (before and after)", key="b_latency"):
-            asked.add((key, name, batch, threads, runtime))
-        if (key, name, batch, threads, runtime) not in asked:
-            st.caption(f"Latency (ms) at batch {batch}, {threads} thread(s): press the button. Timing needs many "
-                       "repeated runs, so it is measured on request and then cached for this configuration.")
+        if after is None:
+            l4.button("Time before vs after", key="b_latency", disabled=True, width="stretch")
+            st.caption("Pick a compression first: latency is timed before vs after, together.")
             return
-        with st.spinner("timing..."):
-            lat_b = state.latency_view(None, name, batch, threads)
-            lat_a = state.latency_view(key, name, batch, threads) if key else None
-        state.record(name, "baseline", None, bstats, lat_b)
-        if lat_a:
-            state.record(name, state.describe(current["steps"]), current, after, lat_a)
-        series = {"torch": ({**bstats, **lat_b}, {**after, **lat_a} if lat_a else None)}
-        if runtime != "torch":
+        key = state.recipe_key(current)
+        chosen_rt = [r for r in state.RUNTIMES if r in runtime]
+        store = st.session_state.setdefault("latency", {})
+        cfg = (key, batch, threads, runtime)
+        if l4.button("Time before vs after", key="b_latency", width="stretch",
+                     help="runs both models alternately for about a second; press again to time again"):
+            found = []
+            with st.spinner("timing before and after, alternately..."):
+                for rt in chosen_rt:
+                    try:
+                        c = state.compare(key, ref, batch, threads, rt)
+                    except Exception as e:  # a model ONNX cannot export: one line
+                        st.error(f"{rt}: {state.one_line(e)}")
+                        continue
+                    c["runtime"] = rt
+                    found.append(c)
+                    state.record_latency(ref, current, after, c)
+            store[cfg] = found
+        comps = store.get(cfg)
+        if comps is None:
+            st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the button. "
+                       "Before and after are timed together, alternating, so both see the same machine.")
+            return
+        if comps:
+            st.plotly_chart(charts.latency_chart(comps), key="lat_chart")
+        if "ONNX Runtime" in chosen_rt and state.ort_module() is not None:
             try:
-                with st.spinner("exporting to ONNX and timing in ONNX Runtime..."):
-                    ort_b = state.ort_view(None, name, batch, threads)
-                    ort_a = state.ort_view(key, name, batch, threads) if key else None
-                series["ONNX Runtime"] = (ort_b, ort_a)
-            except Exception as e:  # a model ONNX cannot export (e.g. torch int8 modules): one line
-                st.error(state.one_line(e))
-        st.plotly_chart(charts.latency_chart(series, batch, threads), key="lat_chart")
-        if len(series) > 1:
-            rows = [{"runtime": rt, "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
-                     "accuracy (%)": round(s["accuracy"] * 100, 2), "latency (ms)": round(s["latency_ms"], 4)}
-                    for rt, pair in series.items() for lbl, s in zip(("before", "after"), pair) if s]
-            st.dataframe(pd.DataFrame(rows), hide_index=True)
-        if after is not None:
-            st.markdown("\n\n".join(explain.why_speed(lat_b, lat_a, [s["kind"] for s in current["steps"]], batch)))
+                rows = [{"runtime": "ONNX Runtime", "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
+                         f"{f['metric']}": state.metric_text(s["accuracy"], f)}
+                        for lbl, s in (("before", state.ort_view(None, ref)), ("after", state.ort_view(key, ref)))]
+                st.dataframe(pd.DataFrame(rows), hide_index=True)
+            except Exception as e:
+                st.error(f"ONNX Runtime: {state.one_line(e)}")
+        st.markdown("\n\n".join(explain.why_speed(comps, storages, state.cpu())))
 
     latency_panel()
     if after is not None:
-        notes = explain.why_size(bstats, after, [s["kind"] for s in current["steps"]])
+        notes = explain.why_size(bstats, after, storages)
         if notes:
             st.info("\n\n".join(notes))
 
     st.plotly_chart(charts.layer_chart(bstats["layers"], after["layers"] if after else None), key="layer_chart")
-    weighted = [r["name"] for r in (after or bstats)["layers"] if r["type"] not in ("BatchNorm2d", "LayerNorm")]
+    weighted = [r["name"] for r in (after or bstats)["layers"] if "Norm" not in r["type"]]
     if weighted:
         sizes = {r["name"]: r["params"] for r in bstats["layers"]}
         biggest = max(weighted, key=lambda n: sizes.get(n, 0))
-        if st.session_state.get(f"x_hist_{name}") not in weighted:
-            st.session_state[f"x_hist_{name}"] = biggest
-        layer = st.selectbox("Layer for the weight histogram", weighted, key=f"x_hist_{name}")
-        w_before = state.layer_weights(None, name, layer)
-        w_after = state.layer_weights(state.recipe_key(current), name, layer) if after is not None else None
+        if st.session_state.get(f"x_hist_{ref}") not in weighted:
+            st.session_state[f"x_hist_{ref}"] = biggest
+        layer = st.selectbox("Layer for the weight histogram", weighted, key=f"x_hist_{ref}")
+        w_before = state.layer_weights(None, ref, layer)
+        w_after = state.layer_weights(state.recipe_key(current), ref, layer) if after is not None else None
         if w_before is not None:
             st.plotly_chart(charts.weight_histogram(w_before, w_after, layer), key="hist_chart")
         else:
             st.caption(f"{layer} has no weight matrix of its own to plot.")
 
-    tab1, tab2 = st.tabs(["Per-class accuracy", "Confusion matrix"])
-    classes = sm.info.class_names
-    tab1.plotly_chart(charts.per_class_chart(base["confusion"], result["confusion"] if result else None, classes),
-                      key="class_chart")
-    tab2.plotly_chart(charts.confusion_chart((result or base)["confusion"], classes,
-                                             "Confusion matrix, " + ("after" if result else "baseline") + " (counts)"),
-                      key="cm_chart")
+    if base["confusion"] is not None:
+        tab1, tab2 = st.tabs(["Per-class accuracy", "Confusion matrix"])
+        classes = f["class_names"]
+        after_cm = result["confusion"] if result else None
+        tab1.plotly_chart(charts.per_class_chart(base["confusion"], after_cm, classes), key="class_chart")
+        tab2.plotly_chart(charts.confusion_chart(after_cm if after_cm is not None else base["confusion"], classes,
+                                                 "Confusion matrix, " + ("after" if result else "baseline") + " (counts)"),
+                          key="cm_chart")
     if result and result.get("steps"):
         with st.expander("What each step did"):
             st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")

@@ -46,8 +46,10 @@ st.dataframe(table, hide_index=True, width="stretch")
 st.subheader("One tensor cast to each type")
 c1, c2 = st.columns([1, 2], gap="large")
 with c1:
-    name = st.selectbox("Weights of", state.DIGITS_MODELS, key="ldt_model")
-    layers = [r["name"] for r in state.baseline_view(name)["stats"]["layers"] if r["type"] in ("Linear", "Conv2d")]
+    refs = state.models()
+    name = st.selectbox("Weights of", refs, key="ldt_model", index=state.default_index(refs), format_func=state.label)
+    layers = [r["name"] for r in state.baseline_view(name)["stats"]["layers"] if "Norm" not in r["type"]
+              and r["params"] >= 64]
     layer = st.selectbox("Layer", layers, key="ldt_layer")
     mult = st.select_slider("Multiply the weights by", [1e-6, 1e-3, 1.0, 1e3, 1e5], value=1.0, key="ldt_mult",
                             help="large or tiny values show where fp16's small range over- or underflows")

@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 import charts
+import state
 
 st.title("Learn: quantization")
 left, right = st.columns([1, 2], gap="large")
@@ -18,8 +19,9 @@ with left:
         "- Below ~4 bits accuracy often collapses: the levels are too coarse.\n"
         "- *Simulated* (fake) quantization rounds the values but keeps them in fp32: it predicts accuracy, it does "
         "not make the file smaller. Real int8/int4 storage does.\n"
-        "- Whether int8 is *faster* depends on the CPU and the runtime (this CPU has no int8 dot-product "
-        "instructions).\n\nMove the slider: the staircase has `2^bits` steps."
+        "- Whether int8 is *faster* depends on the CPU and the runtime. " + state.cpu().int8_sentence() +
+        " (Detected on this machine: " + state.cpu().summary() + ".)\n\nMove the slider: the staircase has "
+        "`2^bits` steps."
     )
     bits = st.slider("Bits", 2, 16, 3, key="lq_bits")
 with right:

@@ -5,13 +5,15 @@ import streamlit as st
 
 import charts
 import state
+import techniques as T
 from compression_core import CompressionError
 
 st.title("Recipe")
 st.markdown("A recipe is the whole configuration as a small YAML file: the model, a seed and the ordered steps. "
             "The command line applies it with the very same library code, so it reproduces these numbers.")
 
-current = st.session_state.get("current_recipe") or state.recipe_dict(state.DEFAULT_MODEL, [])
+refs = state.models()
+current = st.session_state.get("current_recipe") or state.recipe_dict(refs[state.default_index(refs)], [])
 st.subheader("Export the current configuration")
 try:
     text = state.to_yaml(current)
@@ -27,14 +29,17 @@ if text is not None:
     if current["steps"]:
         try:
             shown = state.run_recipe(current)["stats"]
-            st.markdown(f"The dashboard measured this recipe at **accuracy {shown['accuracy'] * 100:.2f} %** "
-                        f"and **size_bytes {shown['size_bytes']:,}**; the command prints the same `after` numbers.")
+            f = state.facts(current["model"])
+            st.markdown(f"The dashboard measured this recipe at **{f['metric']} {state.metric_text(shown['accuracy'], f)}**"
+                        f" and **size_bytes {shown['size_bytes']:,}**; the command prints the same `after` numbers.")
         except Exception as e:
             st.error(state.one_line(e))
 
 st.subheader("Import a recipe and reproduce it")
-up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)",
-                      type=["yaml", "yml", "json", "md"], key="r_upload", max_upload_size=1)
+# No type filter: the uploader's own refusal of a file type shows only in a tooltip; the library reads the text and
+# any problem is one st.error line below.
+up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)", key="r_upload",
+                      max_upload_size=1)
 if up is not None:
     try:
         raw = up.getvalue()
@@ -42,22 +47,26 @@ if up is not None:
             raise CompressionError(f"recipe: the file is {len(raw):,} bytes; a recipe may be at most "
                                    f"{state.MAX_RECIPE_UPLOAD_BYTES:,} bytes")
         recipe = state.parse_recipe_text(raw.decode("utf-8"))
-        needs_training = any(s["kind"] in ("finetune", "distill", "quantize_qat", "lottery_ticket")
-                             for s in recipe["steps"])
+        needs_training = any((t := T.by_kind(s["kind"])) is not None and t.ui.trains for s in recipe["steps"])
         go = True
         if needs_training:
             go = st.button("Run this recipe (it trains)", type="primary", key="r_run")
         if go:
             bar = st.progress(0.0, text="applying") if needs_training else None
-            res = state.run_recipe(recipe, progress=(lambda f, m: bar.progress(f, text=m)) if bar else None)
+            try:
+                res = state.run_recipe(recipe, progress=(lambda f, m: bar.progress(f, text=m)) if bar else None)
+            finally:
+                if bar is not None:
+                    bar.empty()  # no bar left at "applying 0%" above the result
             base = state.baseline_view(recipe["model"])["stats"]
+            f = state.facts(recipe["model"])
             after = res["stats"]
             state.record(recipe["model"], state.describe(recipe["steps"]), recipe, after)
-            st.success(f"Reproduced {recipe['model']}: accuracy {after['accuracy'] * 100:.2f} %, "
-                       f"size {after['size_bytes']:,} bytes.")
+            st.success(f"Reproduced {state.label(recipe['model'])}: {f['metric']} "
+                       f"{state.metric_text(after['accuracy'], f)}, size {after['size_bytes']:,} bytes.")
             c1, c2 = st.columns(2)
             c1.plotly_chart(charts.size_chart(base, after), key="r_size")
-            c2.plotly_chart(charts.accuracy_chart(base, after), key="r_acc")
+            c2.plotly_chart(charts.accuracy_chart(base, after, f["metric"], f["percent"]), key="r_acc")
             st.dataframe(pd.DataFrame(res["steps"]), hide_index=True, width="stretch")
     except UnicodeDecodeError:
         st.error("recipe: the file is not UTF-8 text")

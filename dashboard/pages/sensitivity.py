@@ -1,35 +1,38 @@
 """Sensitivity: how much pruning (or how few bits) each layer tolerates alone, and a per-layer fit to a budget."""
 
+import typing
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import sample_models
 import state
+import techniques as T
 from compression_core.budget import fit_budget, fitted_recipe
 from compression_core.recipe import recipe_to_yaml
-from compression_core.sensitivity import sensitivity
+from compression_core.sensitivity import Technique, sensitivity
 
-TECHNIQUES = {"prune (magnitude, per layer)": "prune", "quantize (simulated bits)": "quantize"}
-PRUNE_LABEL = "unstructured (weights)"  # the Explore page's pruning kind whose per-layer sliders a fit fills
+SWEEPS = typing.get_args(Technique)  # what the library's sweep offers ("prune", "quantize")
+SWEEP_LABELS = {"prune": "prune (magnitude, per layer)", "quantize": "quantize (simulated bits)"}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def sweep(name: str, technique: str, include_cls: bool) -> dict:
+def sweep(ref: str, technique: str, include_cls: bool) -> dict:
     """The library's sensitivity sweep on the calibration split (cached per model/technique)."""
-    sm = state.baseline(name)
-    return sensitivity(sm.model, sm.data, technique, info=sm.info, include_classifier=include_cls,
-                       name=name).to_json_dict()
+    wl = state.baseline(ref)
+    return sensitivity(wl.model, wl, technique, include_classifier=include_cls, name=wl.name).to_json_dict()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def fit(name: str, technique: str, include_cls: bool, target: str, value: float) -> dict:
-    """The library's budget fit (its own 5 %-step curves for pruning) and the explicit recipe it resolves to."""
-    sm = state.baseline(name)
+def fit(ref: str, technique: str, include_cls: bool, target: str, value: float) -> dict:
+    """The library's budget fit, the explicit step it resolves to and that step as a one-step recipe."""
+    wl = state.baseline(ref)
     spec = {"technique": technique, "include_classifier": include_cls,
             ("max_size_bytes" if target == "size" else "max_accuracy_drop"): (int(value) if target == "size" else value)}
-    f = fit_budget(sm.model, sm.data, spec, info=sm.info)
-    return {"fit": f.model_dump(), "recipe": recipe_to_yaml(fitted_recipe(name, f))}
+    f = fit_budget(wl.model, wl, spec)
+    step = f.step()
+    return {"fit": f.model_dump(), "step": None if step is None else step.model_dump(mode="json"),
+            "recipe": recipe_to_yaml(fitted_recipe(ref, f))}
 
 
 def level_label(technique: str, x: float) -> str:
@@ -86,17 +89,24 @@ def head_chart(heads: list[dict]) -> go.Figure:
     return fig
 
 
-def fill_explore(name: str, f: dict) -> None:
-    """Write a pruning fit into the Explore page's own widget keys (pruning kind, per-layer ranking, layer
-    selection, classifier box and one per-layer override slider per layer)."""
+def fill_explore(ref: str, step: dict) -> str | None:
+    """Write a fitted step into the Explore page's own widget keys (the technique of its family, its settings,
+    layer selection, classifier box and one per-layer override per layer); returns the technique's label."""
+    t = T.by_kind(step["kind"])
+    if t is None or t.ui.family not in ("prune", "quantize"):
+        return None
     ss = st.session_state
-    ss["x_model"] = name
-    ss[f"x_cls_{name}"] = bool(f["include_classifier"])
-    ss[f"x_layers_{name}"] = list(f["choice"])
-    ss[f"x_prune_{name}"] = PRUNE_LABEL
-    ss["x_scope"] = "layer"
-    for layer, amount in f["choice"].items():
-        ss[f"x_ovr_{name}_{layer}"] = round(float(amount), 3)
+    ss["x_model"] = ref
+    ss[f"x_cls_{ref}"] = bool(step.get("include_classifier", False))
+    if step.get("targets"):
+        ss[f"x_layers_{ref}"] = list(step["targets"])
+    ss[f"x_prune_{ref}" if t.ui.family == "prune" else "x_quant"] = t.label
+    for s in T.specs(t):
+        if s.name in step:
+            ss[f"x_{t.kind}_{s.name}"] = step[s.name]
+    for layer, v in (step.get("overrides") or {}).items():
+        ss[f"x_{t.kind}_ovr_{ref}_{layer}"] = round(float(v), 3) if isinstance(v, float) else v
+    return t.label
 
 
 st.title("Sensitivity: which layers can take how much compression")
@@ -105,12 +115,15 @@ st.caption("Each layer is compressed ALONE and the model is evaluated on the cal
            "copy, weights swapped in place, the whole calibration split in one batch, cached inputs for the layers "
            "before the changed one.")
 c1, c2, c3 = st.columns([1, 1, 1])
-name = c1.selectbox("Model", sample_models.MODEL_NAMES, key="s_model",
-                    index=sample_models.MODEL_NAMES.index(state.DEFAULT_MODEL))
-tech_label = c2.radio("Technique", list(TECHNIQUES), key="s_technique")
-technique = TECHNIQUES[tech_label]
-sm = state.baseline(name)
-include_cls = c3.checkbox(f"Include the classifier ({sm.info.classifier})", key=f"s_cls_{name}")
+refs = state.models()
+name = c1.selectbox("Model", refs, key="s_model", index=state.default_index(refs), format_func=state.label)
+technique = c2.radio("Technique", SWEEPS, key="s_technique", format_func=lambda k: SWEEP_LABELS.get(k, k))
+try:
+    facts = state.facts(name)
+except Exception as e:  # a workload that cannot be loaded: one line
+    st.error(state.one_line(e))
+    st.stop()
+include_cls = c3.checkbox(f"Include the classifier ({facts['classifier']})", key=f"s_cls_{name}")
 
 try:
     with st.spinner("sweeping every layer..."):
@@ -155,32 +168,30 @@ if f3.button("Fit to budget", type="primary", key="s_fit"):
         st.error(state.one_line(e))
     else:
         done = st.session_state["sens_fit"]
-        if technique == "prune":
-            fill_explore(name, done["fit"])
+        done["filled"] = fill_explore(name, done["step"]) if done["step"] else None
 
 done = st.session_state.get("sens_fit")
 if done and done["model"] == name and done["technique"] == technique:
     f = done["fit"]
     unit = "sparsity" if technique == "prune" else "bits"
-    st.dataframe(pd.DataFrame([{"layer": k, unit: (f"{v * 100:.0f} %" if technique == "prune" else
+    st.dataframe(pd.DataFrame([{"layer": k, unit: (f"{v * 100:g} %" if technique == "prune" else
                                                    ("float (32)" if v >= 32 else f"{int(v)}"))}
                                for k, v in f["choice"].items()]), hide_index=True)
     m1, m2, m3 = st.columns(3)
     m1.metric(f"File size ({f['size_kind']})", f"{f['size_bytes'] / 1024:,.1f} KB",
-              f"{f['size_bytes'] / f['baseline_size_bytes']:.2f}x of baseline", delta_color="off")
-    m2.metric("Calibration accuracy (all layers together)", f"{f['accuracy'] * 100:.2f} %",
-              f"{(f['accuracy'] - f['baseline_accuracy']) * 100:+.2f} points")
+              f"{f['size_bytes'] / f['baseline_size_bytes']:.2f}x of baseline", delta_color="off", delta_arrow="off")
+    m2.metric(f"Calibration {facts['metric']} (all layers together)", state.metric_text(f["accuracy"], facts),
+              state.metric_delta(f["accuracy"], f["baseline_accuracy"], facts))
     m3.metric("Smallest reachable size", f"{f['min_size_bytes'] / 1024:,.1f} KB")
-    if technique == "prune":
-        st.success("Filled the per-layer sparsity sliders on the Explore page (unstructured pruning, per-layer "
-                   "ranking). Go to Explore to see size, accuracy and latency on the test split.")
+    if done.get("filled"):
+        st.success(f"Filled the Explore page's controls ({done['filled']}, one value per layer). Go to Explore to "
+                   "see size, accuracy and latency on the test split.")
         try:
             st.page_link("pages/explore.py", label="Go to Explore", icon=":material/tune:")
         except Exception:  # the link needs the router; the message above says where to go
             pass
     else:
-        st.info("Explore has one global bit-width slider, so a per-layer bit fit is given as a recipe: download it "
-                "and load it on the Recipe page, or run `python -m compression_core apply FILE`.")
+        st.info("This fit keeps every layer as it is; there is nothing to fill in on the Explore page.")
     st.download_button("Download the explicit per-layer recipe (YAML)", done["recipe"],
                        file_name=f"fit-{name}-{technique}.yaml", mime="text/yaml", key="s_download")
     with st.expander("Explicit recipe"):
