@@ -60,12 +60,13 @@ class CpuFacts:
         lack = [n for n, ok in (("bf16", self.bf16), ("fp16", self.fp16)) if not ok]
         parts = []
         if have:
-            parts.append(f"this CPU has native {' and '.join(have)} instructions, but torch's CPU kernels for small "
-                         "layers mostly convert to fp32 and back")
+            parts.append(f"this CPU has native {' and '.join(have)} instructions, but whether torch's kernels use them "
+                         "for layers this small is what the timing above shows")
         if lack:
-            parts.append(f"it has no native {' / '.join(lack)} arithmetic, so every {' / '.join(lack)} operation is "
-                         "converted to fp32 and back")
-        return "; ".join(parts) + "."
+            parts.append(f"{'it' if have else 'this CPU'} has no native {' / '.join(lack)} arithmetic, so every "
+                         f"{' / '.join(lack)} operation is converted to fp32 and back")
+        text = "; ".join(parts) + "."
+        return text[0].upper() + text[1:]
 
     def to_json_dict(self) -> dict:
         return asdict(self)
