@@ -18,6 +18,7 @@ columns of the Linear reading its output are read off the autograd graph; ``nn.M
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class Group:
     reason: str | None = None
     root: str = ""  # the producer Torch-Pruning started from (its output channels are the units' order)
     tp_group: Any = field(default=None, repr=False)
+    chunks: int = 1  # a grouped conv reads or writes the units group by group: the same positions go in every chunk
 
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
@@ -283,7 +285,10 @@ def _reason(model: nn.Module, members: list[Member], odd: list[tuple[str, Any]],
         if isinstance(mod, NORMS) and not mod.affine:
             return f"BatchNorm {m.name!r} has no affine scale and shift to zero"
         if isinstance(mod, CONVS) and mod.groups > 1 and not _is_depthwise(mod):
-            return f"grouped conv {m.name!r} (groups={mod.groups}) mixes them group by group"
+            n = len(m.idxs)
+            if any(idx != [u] for u, idx in enumerate(m.idxs)) or n % mod.groups or n // mod.groups < 2:
+                return (f"grouped conv {m.name!r} (groups={mod.groups}) reads or writes them in groups of "
+                        f"{n // mod.groups if n % mod.groups == 0 else 'unequal size'} that cannot stay equal")
         if isinstance(mod, CONVS) and mod.transposed:
             return f"transposed conv {m.name!r} is not supported"
     for kind, obj in odd:
@@ -323,7 +328,15 @@ def _channel_groups(model: nn.Module, dg: Any, head_linears: dict[str, str]) -> 
         size = len(tp_group[0].root_idxs) if len(tp_group) else 0
         reason = _reason(model, members, odd, names, head_linears)
         gname = producers[0] if producers else name
-        groups[gname] = Group(gname, unit, size, producers, members, reason, root=name, tp_group=tp_group)
+        chunks = 1
+        for m in members:
+            conv = model.get_submodule(m.name)
+            if isinstance(conv, CONVS) and conv.groups > 1 and not _is_depthwise(conv):
+                chunks = math.lcm(chunks, conv.groups)
+        if reason is None and (size % chunks or size // chunks < 2):
+            reason = f"grouped convs split them into {chunks} groups of one channel"
+        groups[gname] = Group(gname, unit, size, producers, members, reason, root=name, tp_group=tp_group,
+                              chunks=chunks)
     return groups
 
 

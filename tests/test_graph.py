@@ -68,6 +68,21 @@ class DepthwiseCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class GroupedCNN(nn.Module):
+    """A grouped conv (groups=4, neither dense nor depthwise) between pointwise convs."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.g, self.b2 = nn.Conv2d(32, 32, 3, 2, 1, groups=4, bias=False), nn.BatchNorm2d(32)
+        self.c3 = nn.Conv2d(32, 48, 1)
+        self.fc = nn.Linear(48, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.b2(self.g(F.relu(self.b1(self.c1(x))))))  # (B, 32, 4, 4)
+        return self.fc(F.relu(self.c3(x)).mean((2, 3)))
+
+
 class FlattenCNN(nn.Module):
     """Convs flattened into a Linear with ``view`` inside forward (not an nn.Sequential)."""
 
@@ -207,7 +222,7 @@ def _params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-CNNS = [ResCNN, DepthwiseCNN, FlattenCNN, DenseCNN, SECNN]
+CNNS = [ResCNN, DepthwiseCNN, GroupedCNN, FlattenCNN, DenseCNN, SECNN]
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -253,6 +268,9 @@ def test_depthwise_groups_flatten_concat_and_squeeze_excite_shapes():
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
     dw = s.features[3]
     assert dw.groups == dw.in_channels == dw.out_channels == 8 and s.features[0].out_channels == 8
+    wl = image_workload(_randomize_bn(GroupedCNN()))
+    s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
+    assert (s.c1.out_channels, s.g.in_channels, s.g.out_channels, s.g.groups, s.c3.in_channels) == (16, 16, 16, 4, 16)
     wl = image_workload(FlattenCNN())
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
     assert s.c2.out_channels == 8 and s.f1.in_features == 8 * 16

@@ -281,7 +281,13 @@ def kept_units(model: nn.Module, graph: ModelGraph) -> dict[str, torch.Tensor]:
     out = {}
     for unit in ("channels", "neurons", "heads"):
         for name, group in graph.units(unit).items():
-            keep = torch.nonzero(~removable_units(model, group)).reshape(-1)
+            gone = removable_units(model, group)
+            chunks = getattr(group, "chunks", 1)
+            if chunks > 1:  # grouped convs: only positions removable in every group
+                gone = gone.reshape(chunks, -1).all(0).repeat(chunks)
+            keep = torch.nonzero(~gone).reshape(-1)
+            if chunks > 1 and not len(keep):
+                keep = torch.arange(chunks) * (group.size // chunks)  # a zero position is harmless
             out[name] = keep if len(keep) else torch.zeros(1, dtype=torch.long)  # a zero unit is harmless
     return out
 

@@ -119,7 +119,12 @@ def slimming_masks(model: nn.Module, layers: dict[str, Any], amount: float, scop
     scores = {n: bn_group_scores(g, model) if isinstance(g, Group) else bn_scale_scores(model.get_submodule(g))
               for n, g in layers.items()}
     if scope == "layer":
-        return {n: _unit_mask(len(s), s, amount, n, "channel") for n, s in scores.items()}
+        out = {}
+        for n, s in scores.items():
+            chunks = getattr(layers[n], "chunks", 1)  # grouped convs: the same positions in every group
+            per = _unit_mask(len(s) // chunks, s.reshape(chunks, -1).mean(0), amount, n, "channel")
+            out[n] = per.repeat(chunks)
+        return out
     flat = torch.cat(list(scores.values()))  # (all channels,)
     k = mask_count(len(flat), amount)
     keep_all = torch.ones(len(flat))

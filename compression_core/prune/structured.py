@@ -192,6 +192,10 @@ def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepCont
                 raise CompressionError(f"importance: 'bn_scale' needs a BatchNorm after {name!r}; use l1, l2 or "
                                        f"random, or ignore {name!r}")
             scores = group_scores(g, cfg.importance, gen, model)
+        if getattr(g, "chunks", 1) > 1:  # grouped convs: the same positions in every group (as Torch-Pruning does)
+            per = _unit_mask(g.size // g.chunks, scores.reshape(g.chunks, -1).mean(0), amount, name, what)
+            masks[name] = per.repeat(g.chunks)
+            continue
         masks[name] = _unit_mask(g.size, scores, amount, name, what)
     for name, keep in masks.items():
         if cfg.unit == "heads":
