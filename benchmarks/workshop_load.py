@@ -1,23 +1,29 @@
-"""Workshop load: ONE dashboard server, N concurrent sessions moving the sparsity slider on the digits models.
+"""Workshop load: ONE dashboard server, N concurrent sessions on the digits models; K of them run training jobs.
 
-``python -m benchmarks.workshop_load --sessions 40 [--duration SECONDS] [--think SECONDS] [--json]``
+``python -m benchmarks.workshop_load --sessions 40 [--duration SECONDS] [--think SECONDS] [--trainers K] [--json]``
 
 Each session is a Streamlit client speaking the browser's own protocol over the websocket (``/_stcore/stream``,
-protobuf ``BackMsg`` / ``ForwardMsg``): it opens the Explore page, picks its digits model, picks unstructured
-pruning, then moves the sparsity slider to its own sequence of values for ``--duration`` seconds, with a think
-time between moves. Why not 40 headless chromium contexts: on this shared 2-core machine the browsers' rendering
-would eat the CPU the server needs and we would measure chromium, not the server; the server does exactly the same
-work for a websocket client (it runs the page script and sends the same ForwardMsgs), so this measures what a
-workshop would load it with. (The dashboard's own Playwright test covers the real browser.)
+protobuf ``BackMsg`` / ``ForwardMsg``): it opens the Explore page, picks its digits model and unstructured pruning,
+then moves the sparsity slider to its own sequence of values with a think time between moves. Each session's clock
+starts after ITS page load (a slow first load on a busy server does not eat its measuring time), and every session
+checks at least one move whatever the duration. Like the browser, a client sends back the query string the server
+set (the per-browser id of the history) and runs a fragment when the server asks it to (``auto_rerun``).
 
-Checked per interaction: the run finished, no exception element and no ``st.error`` line, and the page shows
-THIS session's numbers: the "Accuracy" and "Non-zero parameters" metrics equal the library's own result for the
-session's (model, sparsity) computed in this process before the server starts (a leak between sessions would show
-another student's numbers). After the run, the cached baselines in the server are checked unchanged: the server is
-started through this module's ``--serve`` mode, a test-only wrapper around ``streamlit run`` that on SIGUSR1 hashes
-the cached baseline models (``state.baseline(name)``) and the shared data splits and compares them with the hashes
-taken at start-up. Nothing is added to the dashboard itself. Server memory is the server process's RSS from /proc.
-Loopback only.
+``--trainers K``: K sessions (on digits-mlp) tick "fine-tune", and for each of their slider values press "Run
+training steps", which the dashboard runs as a job in its worker processes; the client polls as the browser does
+(the job panel's fragment) until the trained numbers are on the page. Slider-move times are reported for the other
+sessions only (what a student who is NOT training feels while classmates train); job turnaround separately.
+
+Why not 40 headless chromium contexts: on this shared 2-core machine the browsers' rendering would eat the CPU the
+server needs and we would measure chromium, not the server; the server does the same work for a websocket client.
+
+Checked per interaction: the run finished, no exception element and no ``st.error`` line, and the page shows THIS
+session's numbers: the "Accuracy" and "Non-zero parameters" metrics equal the library's own result for the
+session's (model, sparsity[, fine-tune]) computed in this process before the server starts (a leak between sessions
+would show another student's numbers). After the run, the cached baselines in the server are checked unchanged: the
+server is started through this module's ``--serve`` mode, a test-only wrapper around ``streamlit run`` that on
+SIGUSR1 hashes the cached baseline models and data splits and compares them with the hashes taken at start-up.
+The server gets its own temporary history database. Loopback only.
 """
 
 from __future__ import annotations
@@ -39,8 +45,15 @@ from pathlib import Path
 from .local_app import ROOT, free_port, stop, streamlit_argv, wait_healthy
 
 MODELS = ["digits-mlp", "digits-cnn", "digits-vit"]
+TRAIN_MODEL = "digits-mlp"
 AMOUNTS = [round(i * 0.05, 2) for i in range(20)]  # the slider's values (0.0 .. 0.95, step 0.05)
+TRAIN_AMOUNTS = [0.3, 0.5, 0.7, 0.9]  # trainers cycle through these (each trained once per server: then cached)
+TRAIN_EPOCHS = 1
 PRUNE_LABEL = "unstructured (weights)"
+# the Explore page's labels the clients look for
+L_MODEL, L_PRUNE, L_AMOUNT = "Model", "Pruning kind", "Sparsity (fraction removed)"
+L_FINETUNE, L_EPOCHS, L_RUN = "fine-tune on the labels", "Epochs", "Run training steps"
+WATCHED = ("Accuracy", "Non-zero parameters")
 
 
 # ------------------------------------------------------------------------------------------- server side
@@ -52,24 +65,34 @@ def _tensor_hash(tensors) -> str:
     return h.hexdigest()
 
 
-def _hashes(models: dict) -> dict:
-    """sha256 of each baseline model's state_dict and of its shared data splits."""
-    out = {}
-    for name, sm in models.items():
-        d = sm.data
-        out[name] = {
-            "weights": _tensor_hash(sorted(sm.model.state_dict().items())),
-            "data": _tensor_hash([(f"{s}.{a}", getattr(getattr(d, s), a)) for s in ("train", "calib", "test")
-                                  for a in ("x", "y")]),
-        }
+def _splits(wl) -> list:
+    out = []
+    for s in ("train", "calib", "test"):
+        split = getattr(wl, s, None)
+        if split is None:
+            continue
+        for a in ("x", "y"):
+            v = getattr(split, a, None)
+            if v is not None and hasattr(v, "detach"):
+                out.append((f"{s}.{a}", v))
     return out
 
 
-def _serve(port: int, report: str) -> None:
-    """Run ``streamlit run dashboard/app.py`` in this process; on SIGUSR1 write the baseline check to ``report``."""
-    import sample_models
+def _hashes(models: dict) -> dict:
+    """sha256 of each baseline model's state_dict and of its shared data splits."""
+    return {name: {"weights": _tensor_hash(sorted(wl.model.state_dict().items())),
+                   "data": _tensor_hash(_splits(wl))} for name, wl in models.items()}
 
-    start = _hashes({n: sample_models.load(n) for n in MODELS})  # fresh from the shipped weights, before any session
+
+def _fresh(name: str):
+    from compression_core import resolve_workload
+
+    return resolve_workload(name, cache=False)
+
+
+def _serve(port: int, report: str, server_args: list[str]) -> None:
+    """Run ``streamlit run dashboard/app.py -- SERVER_ARGS`` in this process; on SIGUSR1 write the baseline check."""
+    start = _hashes({n: _fresh(n) for n in MODELS})  # fresh from the shipped weights, before any session
 
     def check() -> None:
         try:
@@ -78,7 +101,7 @@ def _serve(port: int, report: str) -> None:
                 result = {"ok": False, "error": "dashboard state module not loaded"}
             else:
                 now = _hashes({n: state.baseline(n) for n in MODELS})
-                fresh = _hashes({n: sample_models.load(n) for n in MODELS})
+                fresh = _hashes({n: _fresh(n) for n in MODELS})
                 result = {"ok": now == start and fresh == start, "start": start, "cached_after": now,
                           "fresh_after": fresh}
         except Exception as e:  # reported, not raised: the driver prints it
@@ -89,20 +112,26 @@ def _serve(port: int, report: str) -> None:
     signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=check, daemon=True).start())
     from streamlit.web import cli
 
-    sys.argv = ["streamlit", *streamlit_argv(port)]
+    sys.argv = ["streamlit", *streamlit_argv(port), *(["--", *server_args] if server_args else [])]
     sys.exit(cli.main())
 
 
 # ------------------------------------------------------------------------------------------- oracle
-def _recipe(model: str, amount: float) -> dict:
-    """The recipe the Explore page builds for unstructured pruning at ``amount`` (all layers, classifier kept)."""
-    return {"version": 1, "model": model, "seed": 0,
-            "steps": [{"kind": "prune_unstructured", "amount": amount, "scope": "global",
-                       "include_classifier": False}]}
+def _recipe(model: str, amount: float, epochs: int = 0) -> dict:
+    """The recipe the Explore page builds for unstructured pruning at ``amount`` (all layers, classifier kept;
+    the config's own defaults otherwise), then ``epochs`` of fine-tuning when a trainer ran the training step."""
+    steps = [{"kind": "prune_unstructured", "amount": amount, "include_classifier": False}]
+    if epochs:
+        steps.append({"kind": "finetune", "epochs": epochs})
+    return {"version": 1, "model": model, "seed": 0, "steps": steps}
 
 
-def oracle(models=MODELS, amounts=AMOUNTS) -> dict:
-    """(model, amount) -> the metric texts the page must show, from the library's own ``apply_recipe``."""
+def _texts(r) -> dict:
+    return {"Accuracy": f"{r.after.accuracy * 100:.2f} %", "Non-zero parameters": f"{r.after.nonzero_params:,}"}
+
+
+def oracle(models=MODELS, amounts=AMOUNTS, trained: list | None = None) -> dict:
+    """(model, amount, epochs) -> the metric texts the page must show, from the library's own ``apply_recipe``."""
     import torch
 
     from compression_core.recipe import apply_recipe
@@ -111,37 +140,46 @@ def oracle(models=MODELS, amounts=AMOUNTS) -> dict:
     out = {}
     for m in models:
         for a in amounts:
-            r = apply_recipe(_recipe(m, a), with_latency=False, measure_before=False)
-            out[(m, a)] = {"Accuracy": f"{r.after.accuracy * 100:.2f} %",
-                           "Non-zero parameters": f"{r.after.nonzero_params:,}"}
+            out[(m, a, 0)] = _texts(apply_recipe(_recipe(m, a), with_latency=False, measure_before=False))
+    for a in trained or []:
+        out[(TRAIN_MODEL, a, TRAIN_EPOCHS)] = _texts(apply_recipe(_recipe(TRAIN_MODEL, a, TRAIN_EPOCHS),
+                                                                  with_latency=False, measure_before=False))
     return out
 
 
 # ------------------------------------------------------------------------------------------- clients
 class Session:
-    """One student: a websocket Streamlit client that remembers its widget values like the browser does."""
+    """One student: a websocket Streamlit client that remembers its widget values and query string like the
+    browser does, and runs the fragments the server schedules."""
 
-    def __init__(self, idx: int, url: str, model: str, rng: random.Random) -> None:
-        self.idx, self.url, self.model, self.rng = idx, url, model, rng
+    def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False) -> None:
+        self.idx, self.url, self.model, self.rng, self.trainer = idx, url, model, rng, trainer
         self.widgets: dict[str, object] = {}  # widget id -> WidgetState (sent with every rerun, as the browser does)
+        self.query = ""
+        self.auto: dict[str, float] = {}  # fragment id -> seconds between the reruns the server asked for
         self.times: list[float] = []
+        self.job_times: list[float] = []
         self.errors: list[str] = []
         self.mismatches: list[str] = []
         self.checked = 0
         self.first_load: float | None = None
+        self.stage = "connecting"
         self.runs = 0
 
-    async def run_script(self, ws) -> tuple[float, dict]:
+    async def run_script(self, ws, fragment: str | None = None, triggers=()) -> tuple[float, dict]:
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         back = BackMsg()
-        back.rerun_script.query_string = ""
-        back.rerun_script.widget_states.widgets.extend(self.widgets.values())
+        back.rerun_script.query_string = self.query
+        back.rerun_script.widget_states.widgets.extend(list(self.widgets.values()) + list(triggers))
+        if fragment:
+            back.rerun_script.fragment_id = fragment
+            back.rerun_script.is_auto_rerun = True
         t0 = time.perf_counter()
         self.runs += 1
         await ws.send(back.SerializeToString())
-        elements: dict = {"_metrics": {}, "_ids": {}}
+        elements: dict = {"_metrics": {}, "_ids": {}, "_texts": []}
         while True:
             msg = ForwardMsg()
             msg.ParseFromString(await ws.recv())
@@ -151,61 +189,124 @@ class Session:
                 ek = el.WhichOneof("type")
                 sub = getattr(el, ek)
                 if ek == "exception":
-                    self.errors.append(f"exception: {sub.type}: {sub.message[:200]}")
-                elif ek == "alert" and sub.format == sub.ERROR:
-                    self.errors.append(f"st.error: {sub.body[:200]}")
+                    self.errors.append(f"session {self.idx}: exception: {sub.type}: {sub.message[:200]}")
+                elif ek == "alert":
+                    if sub.format == sub.ERROR:
+                        self.errors.append(f"session {self.idx}: st.error: {sub.body[:200]}")
+                    elements["_texts"].append(sub.body)
                 elif ek == "metric":
                     elements["_metrics"][sub.label] = sub.body
+                elif ek == "progress":
+                    elements["_texts"].append(sub.text)
                 if getattr(sub, "id", "") and getattr(sub, "label", ""):
                     elements["_ids"][(ek, sub.label)] = sub.id
+            elif kind == "page_info_changed":
+                self.query = msg.page_info_changed.query_string
+            elif kind == "auto_rerun":
+                self.auto[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
             elif kind == "script_finished":
                 status = msg.script_finished
+                if status == 2:  # finished early for a rerun (st.rerun): the rerun's messages follow
+                    continue
                 if status not in (0, 3):  # finished successfully (or a fragment finished)
-                    self.errors.append(f"script finished with status {status}")
+                    self.errors.append(f"session {self.idx}: script finished with status {status}")
                 return time.perf_counter() - t0, elements
 
-    def _set(self, els: dict, ek: str, label: str, field: str, value) -> None:
+    def _state(self, els: dict, ek: str, label: str, field: str, value):
         from streamlit.proto.WidgetStates_pb2 import WidgetState
 
         wid = els["_ids"].get((ek, label))
         if wid is None:
-            raise RuntimeError(f"session {self.idx}: no {ek} {label!r} on the page")
+            raise RuntimeError(f"no {ek} {label!r} on the page (stage: {self.stage})")
         w = WidgetState(id=wid)
         if field == "double_array_value":
             w.double_array_value.data.extend(value)
         else:
             setattr(w, field, value)
-        self.widgets[wid] = w
+        return w
 
-    async def main(self, deadline: float, think: float, expected: dict) -> None:
+    def _set(self, els: dict, ek: str, label: str, field: str, value) -> None:
+        w = self._state(els, ek, label, field, value)
+        self.widgets[w.id] = w
+
+    def _check(self, els: dict, key: tuple, expected: dict) -> bool:
+        want = expected[key]
+        got = {k: els["_metrics"].get(k) for k in want}
+        self.checked += 1
+        if got != want:
+            self.mismatches.append(f"session {self.idx} {key}: saw {got}, expected {want}")
+            return False
+        return True
+
+    async def main(self, duration: float, think: float, expected: dict) -> None:
         import websockets
 
         try:
             async with websockets.connect(self.url, subprotocols=["streamlit"], max_size=None,
-                                          open_timeout=120, ping_interval=None) as ws:
+                                          open_timeout=180, ping_interval=None) as ws:
+                self.stage = "first page load"
                 t, els = await self.run_script(ws)
                 self.first_load = t
-                self._set(els, "selectbox", "Model", "string_value", self.model)
+                deadline = time.monotonic() + duration  # this session's clock starts after its page load
+                self.stage = "choosing the model"
+                self._set(els, "selectbox", L_MODEL, "string_value", self.model)
                 _, els = await self.run_script(ws)
-                self._set(els, "radio", "Pruning kind", "string_value", PRUNE_LABEL)
+                self.stage = "choosing pruning"
+                self._set(els, "radio", L_PRUNE, "string_value", PRUNE_LABEL)
                 _, els = await self.run_script(ws)
+                if self.trainer:
+                    await self._train_loop(ws, els, deadline, think, expected)
+                    return
                 k = 0
-                while time.monotonic() < deadline:
+                self.stage = "moving the slider"
+                while k == 0 or time.monotonic() < deadline:  # at least one checked move, whatever the load
                     # each session walks its own sequence: sessions on the same model sit on different values
                     amount = AMOUNTS[(self.idx * 7 + k * 3) % len(AMOUNTS)]
-                    self._set(els, "slider", "Sparsity (fraction removed)", "double_array_value", [amount])
+                    self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
                     t, els = await self.run_script(ws)
                     self.times.append(t)
-                    want = expected[(self.model, amount)]
-                    got = {key: els["_metrics"].get(key) for key in want}
-                    self.checked += 1
-                    if got != want:
-                        self.mismatches.append(f"session {self.idx} {self.model} amount {amount}: "
-                                               f"saw {got}, expected {want}")
+                    self._check(els, (self.model, amount, 0), expected)
                     k += 1
                     await asyncio.sleep(self.rng.uniform(0.5 * think, 1.5 * think))
         except Exception as e:
-            self.errors.append(f"session {self.idx}: {type(e).__name__}: {str(e)[:200]}")
+            self.errors.append(f"session {self.idx} ({self.stage}): {type(e).__name__}: {str(e)[:200]}")
+
+    async def _train_loop(self, ws, els: dict, deadline: float, think: float, expected: dict) -> None:
+        self.stage = "ticking fine-tune"
+        self._set(els, "checkbox", L_FINETUNE, "bool_value", True)
+        _, els = await self.run_script(ws)
+        self._set(els, "number_input", L_EPOCHS, "int_value", TRAIN_EPOCHS)
+        _, els = await self.run_script(ws)
+        k = 0
+        while k == 0 or time.monotonic() < deadline:
+            amount = TRAIN_AMOUNTS[(self.idx + k) % len(TRAIN_AMOUNTS)]
+            self.stage = f"training at {amount}"
+            self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
+            _, els = await self.run_script(ws)
+            key = (self.model, amount, TRAIN_EPOCHS)
+            t0 = time.perf_counter()
+            if els["_ids"].get(("button", L_RUN)) is not None:
+                press = self._state(els, "button", L_RUN, "trigger_value", True)
+                _, els = await self.run_script(ws, triggers=[press])
+            # poll as the browser does: the job panel's fragment at the interval the server asked for
+            limit = time.monotonic() + 600
+            while {m: els["_metrics"].get(m) for m in WATCHED} != expected[key] and time.monotonic() < limit:
+                if self.errors:
+                    break
+                if self.auto:
+                    frag, every = next(iter(self.auto.items()))
+                    await asyncio.sleep(every)
+                    self.auto.pop(frag, None)
+                    _, els = await self.run_script(ws, fragment=frag)
+                    if not els["_metrics"]:  # a fragment run draws only itself; the full rerun follows st.rerun
+                        continue
+                else:  # no fragment scheduled: a full rerun (e.g. the job had finished before this run)
+                    await asyncio.sleep(1.0)
+                    _, els = await self.run_script(ws)
+            self.job_times.append(time.perf_counter() - t0)
+            self._check(els, key, expected)
+            k += 1
+            await asyncio.sleep(self.rng.uniform(0.5 * think, 1.5 * think))
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -225,6 +326,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s live child processes (the dashboard's job workers)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                total += _cpu_s(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -232,49 +348,58 @@ def pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
-async def _drive(n: int, port: int, duration: float, think: float, expected: dict, pid: int,
+async def _drive(n: int, trainers: int, port: int, duration: float, think: float, expected: dict, pid: int,
                  models: list[str]) -> tuple[list, dict]:
     rng = random.Random(0)
-    sessions = [Session(i, f"ws://127.0.0.1:{port}/_stcore/stream", models[i % len(models)],
-                        random.Random(rng.random())) for i in range(n)]
+    url = f"ws://127.0.0.1:{port}/_stcore/stream"
+    sessions = [Session(i, url, TRAIN_MODEL if i < trainers else models[i % len(models)],
+                        random.Random(rng.random()), trainer=i < trainers) for i in range(n)]
     mem = {"samples": []}
-    stop = asyncio.Event()
+    done = asyncio.Event()
 
     async def sample() -> None:
-        while not stop.is_set():
+        while not done.is_set():
             mem["samples"].append(_rss_mb(pid)[0])
             try:
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(done.wait(), 1.0)
             except asyncio.TimeoutError:
                 pass
 
     sampler = asyncio.create_task(sample())
-    deadline = time.monotonic() + duration
     t0 = time.monotonic()
-    cpu0, own0 = _cpu_s(pid), time.process_time()
-    await asyncio.gather(*(s.main(deadline, think, expected) for s in sessions))
+    cpu0, own0, kids0 = _cpu_s(pid), time.process_time(), _children_cpu_s(pid)
+    await asyncio.gather(*(s.main(duration, think, expected) for s in sessions))
     mem["wall_s"] = time.monotonic() - t0
     mem["server_cpu_s"], mem["driver_cpu_s"] = _cpu_s(pid) - cpu0, time.process_time() - own0
-    stop.set()
+    mem["worker_cpu_s"] = max(0.0, _children_cpu_s(pid) - kids0)
+    done.set()
     await sampler
     return sessions, mem
 
 
-def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None) -> dict:
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 1)
+
+
+def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None,
+        trainers: int = 0, server_args: list[str] | None = None) -> dict:
     models = list(models or MODELS)
+    trainers = max(0, min(trainers, sessions))
     t0 = time.perf_counter()
-    expected = oracle(models)
+    trained = sorted({TRAIN_AMOUNTS[(i + k) % len(TRAIN_AMOUNTS)] for i in range(trainers) for k in range(4)})
+    expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained)
     oracle_s = time.perf_counter() - t0
     port = free_port()
     report = tempfile.mktemp(prefix="workshop_baselines_", suffix=".json")
+    db = tempfile.mktemp(prefix="workshop_history_", suffix=".sqlite3")
     log = tempfile.NamedTemporaryFile(prefix="workshop_server_", suffix=".log", delete=False)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COMPRESSION_LAB_DB": db}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report,
+                             *(server_args or [])], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_healthy(port, proc, timeout=120)
+        wait_healthy(port, proc, timeout=180)
         rss_idle = _rss_mb(proc.pid)[0]
-        clients, mem = asyncio.run(_drive(sessions, port, duration, think, expected, proc.pid, models))
+        clients, mem = asyncio.run(_drive(sessions, trainers, port, duration, think, expected, proc.pid, models))
         rss_end, rss_peak = _rss_mb(proc.pid)
         proc.send_signal(signal.SIGUSR1)
         t1 = time.monotonic()
@@ -284,52 +409,67 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
                                                                                          "error": "no report"}
     finally:
         stop(proc, timeout=20)
-        if os.path.exists(report):
-            os.unlink(report)
-    times = [t for s in clients for t in s.times]
+        for p in (report, db, db + "-wal", db + "-shm"):
+            if os.path.exists(p):
+                os.unlink(p)
+    movers = [s for s in clients if not s.trainer]
+    times = [t for s in movers for t in s.times]
+    jobs = [t for s in clients for t in s.job_times]
     errors = [e for s in clients for e in s.errors]
     mismatches = [m for s in clients for m in s.mismatches]
+    unchecked = [f"session {s.idx} never checked a move (stopped at: {s.stage}; "
+                 f"{s.errors[0] if s.errors else 'no error recorded'})" for s in clients if s.checked == 0]
     loads = [s.first_load for s in clients if s.first_load is not None]
     server_log = Path(log.name).read_text(errors="replace")
     tracebacks = server_log.count("Traceback")
     os.unlink(log.name)
+    runs = sum(s.runs for s in clients)
     return {
-        "sessions": sessions, "duration_s": duration, "think_s": think, "wall_s": round(mem["wall_s"], 1),
-        "models": models, "interactions": len(times), "checked": sum(s.checked for s in clients),
+        "sessions": sessions, "trainers": trainers, "duration_s": duration, "think_s": think,
+        "wall_s": round(mem["wall_s"], 1), "models": models, "server_args": server_args or [],
+        "interactions": len(times), "checked": sum(s.checked for s in clients),
+        "sessions_checked": sum(1 for s in clients if s.checked), "unchecked": unchecked[:5],
         "errors": len(errors), "error_samples": errors[:5],
         "leaks": len(mismatches), "leak_samples": mismatches[:5],
-        "baselines_unchanged": bool(baselines.get("ok")), "baseline_check": baselines.get("error", "hashes equal"
-                                                                                         if baselines.get("ok")
-                                                                                         else "hashes differ"),
+        "baselines_unchanged": bool(baselines.get("ok")),
+        "baseline_check": baselines.get("error", "hashes equal" if baselines.get("ok") else "hashes differ"),
         "server_tracebacks": tracebacks,
-        "interaction_p50_ms": None if not times else round(statistics.median(times) * 1000, 1),
-        "interaction_p95_ms": None if not times else round(pct(times, 95) * 1000, 1),
-        "interaction_max_ms": None if not times else round(max(times) * 1000, 1),
-        "first_load_p50_ms": None if not loads else round(statistics.median(loads) * 1000, 1),
-        "first_load_max_ms": None if not loads else round(max(loads) * 1000, 1),
-        "script_runs": sum(s.runs for s in clients),
-        "server_cpu_s": round(mem["server_cpu_s"], 1), "driver_cpu_s": round(mem["driver_cpu_s"], 1),
-        "server_cpu_ms_per_run": round(1000 * mem["server_cpu_s"] / max(1, sum(s.runs for s in clients)), 1),
+        "traceback_sample": server_log[server_log.find("Traceback"):][:600] if tracebacks else "",
+        "interaction_p50_ms": _ms(statistics.median(times)) if times else None,
+        "interaction_p95_ms": _ms(pct(times, 95)), "interaction_max_ms": _ms(max(times)) if times else None,
+        "training_jobs": len(jobs), "job_turnaround_p50_s": round(statistics.median(jobs), 1) if jobs else None,
+        "job_turnaround_max_s": round(max(jobs), 1) if jobs else None,
+        "first_load_p50_ms": _ms(statistics.median(loads)) if loads else None,
+        "first_load_max_ms": _ms(max(loads)) if loads else None,
+        "script_runs": runs,
+        "server_cpu_s": round(mem["server_cpu_s"], 1), "worker_cpu_s": round(mem["worker_cpu_s"], 1),
+        "driver_cpu_s": round(mem["driver_cpu_s"], 1),
+        "server_cpu_ms_per_run": round(1000 * mem["server_cpu_s"] / max(1, runs), 1),
         "throughput_per_s": round(len(times) / mem["wall_s"], 2) if mem["wall_s"] else None,
         "server_rss_idle_mb": round(rss_idle, 1), "server_rss_end_mb": round(rss_end, 1),
         "server_rss_peak_mb": round(max([rss_peak] + mem["samples"]), 1),
         "oracle_s": round(oracle_s, 1), "cpu_count": os.cpu_count(),
-        "ok": not errors and not mismatches and bool(baselines.get("ok")) and bool(times) and tracebacks == 0,
+        "ok": (not errors and not mismatches and not unchecked and bool(baselines.get("ok")) and bool(times)
+               and tracebacks == 0),
     }
 
 
 def _text(r: dict) -> str:
     lines = [
-        f"workshop load: {r['sessions']} sessions x {r['duration_s']:.0f} s on one server ({', '.join(r['models'])};"
-        f" think time ~{r['think_s']} s; {r['cpu_count']} shared cores)",
-        f"interactions        {r['interactions']} ({r['throughput_per_s']}/s), each checked against the library",
-        f"interaction time    p50 {r['interaction_p50_ms']} ms, p95 {r['interaction_p95_ms']} ms, "
+        f"workshop load: {r['sessions']} sessions ({r['trainers']} training) x {r['duration_s']:.0f} s on one server "
+        f"({', '.join(r['models'])}; think time ~{r['think_s']} s; {r['cpu_count']} shared cores)",
+        f"slider moves        {r['interactions']} by the non-training sessions ({r['throughput_per_s']}/s), "
+        f"each checked against the library",
+        f"slider move time    p50 {r['interaction_p50_ms']} ms, p95 {r['interaction_p95_ms']} ms, "
         f"max {r['interaction_max_ms']} ms (slider move -> script finished)",
+        f"training jobs       {r['training_jobs']} (click -> trained numbers on the page: p50 "
+        f"{r['job_turnaround_p50_s']} s, max {r['job_turnaround_max_s']} s)",
         f"server CPU          {r['server_cpu_s']} s for {r['script_runs']} script runs "
-        f"({r['server_cpu_ms_per_run']} ms/run); load driver {r['driver_cpu_s']} s",
+        f"({r['server_cpu_ms_per_run']} ms/run); job workers {r['worker_cpu_s']} s; load driver {r['driver_cpu_s']} s",
         f"first page load     p50 {r['first_load_p50_ms']} ms, max {r['first_load_max_ms']} ms",
         f"server RSS          idle {r['server_rss_idle_mb']} MB, end {r['server_rss_end_mb']} MB, "
         f"peak {r['server_rss_peak_mb']} MB",
+        f"sessions checked    {r['sessions_checked']}/{r['sessions']} {r['unchecked'] or ''}",
         f"errors              {r['errors']} {r['error_samples'] or ''}",
         f"leaks               {r['leaks']} {r['leak_samples'] or ''}",
         f"server tracebacks   {r['server_tracebacks']}",
@@ -344,17 +484,21 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
-        _serve(int(argv[1]), argv[2])
+        _serve(int(argv[1]), argv[2], argv[3:])
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sessions", type=int, default=40)
-    p.add_argument("--duration", type=float, default=120.0, help="seconds each session keeps moving sliders")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds each session keeps moving sliders "
+                                                                 "(counted from its own page load)")
     p.add_argument("--think", type=float, default=1.5, help="mean seconds a student waits between moves")
+    p.add_argument("--trainers", type=int, default=0, help="sessions that run training jobs (on digits-mlp)")
+    p.add_argument("--server-arg", action="append", default=[], help="a flag for the dashboard after `--` "
+                   "(repeatable), e.g. --server-arg=--job-workers=1")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    if not 1 <= a.sessions <= 200 or a.duration <= 0:
-        p.error("--sessions must be 1..200 and --duration > 0")
-    r = run(a.sessions, a.duration, a.think)
+    if not 1 <= a.sessions <= 200 or a.duration <= 0 or not 0 <= a.trainers <= a.sessions:
+        p.error("--sessions must be 1..200, --duration > 0 and --trainers 0..sessions")
+    r = run(a.sessions, a.duration, a.think, trainers=a.trainers, server_args=a.server_arg)
     print(json.dumps(r, indent=2) if a.json else _text(r))
     return 0 if r["ok"] else 1
 

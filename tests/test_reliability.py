@@ -77,14 +77,17 @@ def test_cli_apply_save_model_killed_leaves_old_or_new(tmp_path):
 
 
 def test_workshop_load_smoke():
-    """Three sessions on one real server for a few seconds: no errors, own numbers, baselines unchanged."""
+    """Three sessions on one real server for a few seconds. Only what machine load cannot change is asserted: no
+    errors, no leaks, every session checked at least once (each session's clock starts after its own page load and
+    it always checks one move), baselines unchanged. Timings are the benchmark's business, not CI's."""
     from benchmarks import workshop_load
 
-    r = workshop_load.run(sessions=3, duration=4.0, think=0.5, models=["digits-mlp"])
+    r = workshop_load.run(sessions=3, duration=2.0, think=0.5, models=["digits-mlp"])
     assert r["errors"] == 0, r["error_samples"]
     assert r["leaks"] == 0, r["leak_samples"]
+    assert r["sessions_checked"] == 3, f"sessions that never checked a move: {r['unchecked']}"
     assert r["baselines_unchanged"], r["baseline_check"]
-    assert r["checked"] >= 3 and r["server_tracebacks"] == 0
+    assert r["server_tracebacks"] == 0, r["traceback_sample"]
     assert r["server_rss_peak_mb"] > 0 and r["interaction_p95_ms"] is not None
 
 
