@@ -7,8 +7,8 @@ He et al. 2018, for per-layer choices). Each trial is a plain recipe, applied an
 
 - search space: per-layer unstructured sparsity (per group of consecutive layers when a model has more than
   ``max_groups`` prunable layers) on ``fit_budget``'s 2.5 % grid (0 .. 95 %), a storage method (none, dynamic int8,
-  static int8, int4 weights; only those this workload accepts) and optionally a structured ratio (neurons / channels
-  masked then removed with ``shrink``);
+  static int8, int4 weights; only those this workload accepts), int8 embedding tables (models with nn.Embedding)
+  and optionally a structured ratio (neurons / channels masked then removed with ``shrink``);
 - objectives: the workload's metric on the test split (``ModelStats.accuracy``, as ``apply`` reports it), the file
   size in bytes (``shipped_size``: the sparse-encoded file when it is smaller than the dense ``torch.save`` file, as
   ``fit_budget`` counts a pruned model; else the dense file) and optionally latency (1 thread, batch 1, median);
@@ -48,6 +48,7 @@ METHODS: dict[str, dict | None] = {  # storage method -> the recipe step that ap
     "int4": {"kind": "quantize_int4"},
 }
 SAMPLERS = ("tpe", "nsga2")
+EMBEDDING_CHOICES = ("float", "int8")  # nn.Embedding tables: left float or int8 row-wise (quantize_embedding)
 
 
 # ------------------------------------------------------------------------------------------------- size
@@ -70,6 +71,7 @@ class SearchSpace:
     methods: tuple[str, ...]
     structured_units: tuple[str, ...] = ()
     include_classifier: bool = False
+    embeddings: bool = False  # the model has nn.Embedding tables int8 can store (quantize_embedding)
 
     def group_param(self, i: int) -> str:
         g = self.groups[i]
@@ -83,9 +85,12 @@ class SearchSpace:
         d["method"] = CategoricalDistribution(list(self.methods))
         if self.structured_units:
             d["structured"] = IntDistribution(0, len(STRUCTURED_LEVELS) - 1)
+        if self.embeddings:
+            d["embedding"] = CategoricalDistribution(list(EMBEDDING_CHOICES))
         return d
 
-    def params_for(self, sparsity: dict[str, float] | float, method: str = "none", structured: float = 0.0) -> dict:
+    def params_for(self, sparsity: dict[str, float] | float, method: str = "none", structured: float = 0.0,
+                   embedding: str = "float") -> dict:
         """Optuna parameters for a per-layer (or uniform) sparsity, a method and a structured ratio (grouped layers
         take their weight-free mean, rounded to the grid)."""
         out: dict[str, Any] = {}
@@ -98,6 +103,8 @@ class SearchSpace:
         out["method"] = method
         if self.structured_units:
             out["structured"] = min(range(len(STRUCTURED_LEVELS)), key=lambda k: abs(STRUCTURED_LEVELS[k] - structured))
+        if self.embeddings:
+            out["embedding"] = embedding
         return out
 
     def describe(self, params: dict) -> dict:
@@ -108,7 +115,8 @@ class SearchSpace:
             for n in g:
                 sparsity[n] = level
         return {"sparsity": sparsity, "method": params["method"],
-                "structured": STRUCTURED_LEVELS[int(params.get("structured", 0))]}
+                "structured": STRUCTURED_LEVELS[int(params.get("structured", 0))],
+                "embedding": params.get("embedding", "float")}
 
     def steps(self, params: dict) -> list[dict]:
         """The recipe steps of a trial: structured masks + shrink, per-layer unstructured pruning, storage method."""
@@ -125,6 +133,8 @@ class SearchSpace:
         method = METHODS[d["method"]]
         if method is not None:
             steps.append(dict(method))
+        if d["embedding"] == "int8":
+            steps.append({"kind": "quantize_embedding"})
         return steps
 
 
@@ -194,7 +204,9 @@ def build_space(wl, methods: Sequence[str] | None = None, structured: bool = Fal
     if structured:
         units = tuple(u for u in ("channels", "neurons")
                       if works([{"kind": "prune_structured", "amount": 0.1, "unit": u}, {"kind": "shrink"}]))
-    return SearchSpace(tuple(layers), groups, ok_methods, units, include_classifier)
+    embeddings = (any(isinstance(m, nn.Embedding) for m in wl.model.modules())
+                  and works(half + [{"kind": "quantize_embedding"}]))
+    return SearchSpace(tuple(layers), groups, ok_methods, units, include_classifier, embeddings)
 
 
 # ------------------------------------------------------------------------------------------------ trials
@@ -425,6 +437,8 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
     if seed_trials:
         queue += [(space.params_for(s), "uniform") for s in UNIFORM_SEEDS]
         queue += [(space.params_for(0.0, m), "method") for m in space.methods if m != "none"]
+        if space.embeddings:
+            queue += [(space.params_for(0.0, m, embedding="int8"), "method") for m in space.methods]
     for params, origin in queue[:trials]:
         study.enqueue_trial(params, user_attrs={"origin": origin})
     fits_pending = seed_trials
@@ -485,7 +499,8 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
         first_point_seconds=state.first_point, executor=executor_name, workers=n_workers, sampler=sampler, seed=seed,
         batch_size=batch_size, cancelled=cancelled,
         space={"layers": list(space.layers), "groups": [list(g) for g in space.groups], "methods": list(space.methods),
-               "structured_units": list(space.structured_units), "sparsity_levels": list(SPARSITY_LEVELS)},
+               "structured_units": list(space.structured_units), "embeddings": space.embeddings,
+               "sparsity_levels": list(SPARSITY_LEVELS)},
         front=pareto_front(points, objs), points=points)
 
 

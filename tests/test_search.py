@@ -268,3 +268,40 @@ def test_ray_workers_rebuild_a_file_workload_from_its_reference(ray_runtime, tmp
     remote = search(ref, trials=6, batch_size=3, seed=0, seed_trials=False, executor="ray")
     assert _front_key(remote) == _front_key(local)
     assert remote.front[0].recipe["model"] == str(src.resolve()) + ":workload"
+
+
+class _Bag(torch.nn.Module):
+    """Token ids -> mean of embeddings -> MLP (an embedding table to store as int8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(200, 16)
+        self.fc1 = torch.nn.Linear(16, 32)
+        self.fc2 = torch.nn.Linear(32, 4)
+
+    def forward(self, ids):
+        return self.fc2(torch.relu(self.fc1(self.emb(ids).mean(1))))
+
+
+def bag_workload():
+    from compression_core import Workload
+
+    torch.manual_seed(0)
+    return Workload(name="bag", model=_Bag(), test=torch.randint(0, 200, (64, 6)), metric="agreement")
+
+
+def test_embedding_tables_are_a_search_choice():
+    from compression_core.recipe import step_kinds
+
+    ref = "tests.test_search:bag_workload"
+    if "quantize_embedding" not in step_kinds():
+        assert not build_space(resolve_workload(ref)).embeddings  # no such technique: not offered
+        pytest.skip("quantize_embedding is not registered in this checkout")
+    space = build_space(resolve_workload(ref))
+    assert space.embeddings and space.layers == ("fc1",)
+    steps = space.steps(space.params_for(0.0, "none", embedding="int8"))
+    assert steps == [{"kind": "quantize_embedding"}]
+    r = search(ref, trials=12, batch_size=4, seed=0)
+    assert sum(p.settings["embedding"] == "int8" for p in r.points) >= 4  # a seed per method with int8 tables
+    dense = r.baseline["size_bytes"]
+    assert min(p.size_bytes for p in r.front) < dense / 2
