@@ -61,3 +61,21 @@ def test_training_is_deterministic_and_reproduces_the_shipped_model():
     assert m1["test_accuracy"] == m2["test_accuracy"]
     shipped = json.loads(sample_models.metadata_path("digits-mlp").read_text())
     assert m1["test_accuracy"] == shipped["test_accuracy"]
+
+
+def test_retraining_writes_identical_metadata(tmp_path, monkeypatch):
+    """`python -m sample_models.train` leaves git clean: the JSON holds only what a rerun reproduces exactly."""
+    import sample_models.train as train
+
+    monkeypatch.setattr(train, "weights_path", lambda name: tmp_path / f"{name}.pt")
+    monkeypatch.setattr(train, "metadata_path", lambda name: tmp_path / f"{name}.json")
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `python -m sample_models.train` runs
+    try:
+        train.train_one("digits-mlp", write=True)
+    finally:
+        torch.set_num_threads(old)
+    shipped = (sample_models.metadata_path("digits-mlp")).read_text()
+    assert (tmp_path / "digits-mlp.json").read_text() == shipped
