@@ -62,3 +62,17 @@ def test_readme_references_and_contributing_commands():
         assert needle in contributing, needle
     for bench in re.findall(r"python -m (benchmarks\.\w+)", readme + contributing):
         assert (ROOT / (bench.replace(".", "/") + ".py")).exists(), bench
+
+
+def test_every_local_file_the_docs_cite_exists():
+    """A README that cites a file (``FACTS.md``, ``recipes/x.yaml``) must ship it."""
+    for doc in ("README.md", "CONTRIBUTING.md"):
+        text = (ROOT / doc).read_text()
+        links = re.findall(r"\]\(([^)#]+?)\)", text)
+        cited = re.findall(r"`((?:recipes|examples|docs|benchmarks|sample_models|dashboard)/[\w./-]+\.(?:py|yaml|md))`",
+                            text)
+        bare = re.findall(r"\b([A-Z]+\.md)\b", text)
+        for rel in links + cited + bare:
+            if rel.startswith(("http://", "https://")):
+                continue
+            assert (ROOT / rel).exists() or (ROOT / "docs" / rel).exists(), f"{doc} cites {rel}, which is not in the repo"
