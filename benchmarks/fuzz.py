@@ -9,6 +9,12 @@ targets; every failure is recorded (not just the first), deduplicated by excepti
 ``--subprocess K`` also runs K of the CLI cases as real ``python -m compression_core`` processes and checks their
 exit code and stderr (no "Traceback"). The same strategies drive the fast CI test (``tests/test_fuzz.py``).
 
+Bounded work: every case is timed (the slowest one is reported per target), and a fixed set of hostile inputs
+(``hostile_cases``: a 342-byte YAML alias bomb that expands to ~387 million items, 1 MB of nested brackets, deep
+nesting and huge node counts under the size cap, giant integers and keys, single-line texts) goes through
+``load_recipe`` and ``validate FILE``; each must be answered in one line within ``--budget`` seconds (default 1.0)
+with the process's resident memory growing by at most ``--rss-budget`` MB (default 100) over all of them.
+
 Latency timing inside fuzzed ``measure``/``apply`` runs uses a tiny ``min_run_time`` (numbers are not the point).
 """
 
@@ -39,6 +45,50 @@ MODEL_NAMES_PLUS = ["digits-mlp", "digits-cnn", "digits-vit", "digits-lstm", "mn
 
 class ContractViolation(AssertionError):
     """The code under test broke the one-line-error contract."""
+
+
+_LOL = ",".join(['"lol"'] * 9)
+ALIAS_BOMB = "".join(  # 342 bytes; 9 levels of 9 aliases each: 9**9 = 387,420,489 items once expanded
+    [f"a: &a [{_LOL}]\n"] + [f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")])
+
+
+def hostile_cases() -> dict[str, str]:
+    """Inputs built to make a parser do unbounded work or build unbounded messages: name -> recipe text."""
+    body = yaml.safe_dump(GOOD_RECIPE, sort_keys=False)
+    return {
+        "alias bomb (342 B, ~387 M items)": ALIAS_BOMB,
+        "alias bomb inside a good recipe": body + "extra: " + ALIAS_BOMB.replace("\n", "\n  "),
+        "1 MB of nested brackets": "model: digits-mlp\nsteps: " + "[" * 500_000 + "]" * 500_000 + "\n",
+        "1 MB nested mappings": "a:\n" + "".join(" " * (i % 400 + 1) + "a:\n" for i in range(5000))[:1_000_000],
+        "nesting under the size cap": "model: digits-mlp\nsteps: " + "[" * 100_000 + "]" * 100_000 + "\n",
+        "deep block mappings": "a:\n" + "".join(" " * (i + 1) + "a:\n" for i in range(600)),
+        "many nodes under the size cap": "model: digits-mlp\nsteps: [" + ",".join(["1"] * 60_000) + "]\n",
+        "many keys": "model: digits-mlp\n" + "".join(f"k{i}: {i}\n" for i in range(20_000)),
+        "giant integer": "version: " + "9" * 200_000 + "\nmodel: digits-mlp\n",
+        "giant float": "version: 1\nseed: 1" + "0" * 200_000 + ".5\nmodel: digits-mlp\n",
+        "giant key": "version: 1\n" + "k" * 200_000 + ": 1\n",
+        "giant string value": "version: 1\nmodel: " + "m" * 200_000 + "\n",
+        "single line of 200 KB": "{" + "a" * 200_000,
+        "single-line JSON nesting": "{\"a\":" * 50_000 + "1" + "}" * 50_000,
+        "single-line bracket nesting": "[" * 100_000 + "]" * 100_000,
+        "many documents": "---\n" * 60_000,
+        "anchors everywhere": "".join(f"k{i}: &a{i} 1\n" for i in range(10_000)),
+        "merge keys": "base: &b {amount: 0.5}\n" + "".join(f"s{i}: {{<<: *b}}\n" for i in range(5_000)),
+        "tags": "version: !!python/object/apply:os.system ['true']\n",
+        "unicode soup": "model: " + "\U0001F600\u202e\x00\ud800" * 20_000 + "\n",
+    }
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(VmRSS, VmHWM) of this process in MB."""
+    vals = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                vals[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover  (not Linux)
+        pass
+    return vals.get("VmRSS", 0.0), vals.get("VmHWM", 0.0)
 
 
 # ------------------------------------------------------------------------------------------- strategies
@@ -322,17 +372,60 @@ def _collect(fn, strategy, n: int, record: dict, seed: int) -> None:
     @given(strategy)
     def case(value):
         record["cases"] += 1
+        t0 = time.perf_counter()
         try:
             record[fn(value)] += 1
         except ContractViolation as e:
             record["failures"].append(str(e)[:400])
+        took = time.perf_counter() - t0
+        if took > record.get("max_case_s", 0.0):
+            record["max_case_s"] = round(took, 3)
+            record["slowest_case"] = repr(value)[:120]
 
     import hypothesis
 
     hypothesis.seed(seed)(case)()
 
 
-def run(cases: int = 1000, subprocess_cases: int = 10, seed: int = 0) -> dict:
+def run_hostile(folder: str, budget_s: float = 1.0, rss_budget_mb: float = 100.0) -> dict:
+    """Each hostile input through ``load_recipe`` (text) and ``validate FILE`` (CLI, in process): one line, within
+    ``budget_s`` each; resident memory may grow by at most ``rss_budget_mb`` over all of them."""
+    good = Path(folder) / "warm.yaml"
+    good.write_text(yaml.safe_dump(GOOD_RECIPE))
+    check_recipe(yaml.safe_dump(GOOD_RECIPE))  # imports and first-call caches outside the measurement
+    check_cli(["validate", str(good)])
+    rss0, hwm0 = _rss_mb()
+    record: dict = {"cases": 0, "ok": 0, "error": 0, "failures": [], "timings": {}}
+    t_all = time.perf_counter()
+    for name, text in hostile_cases().items():
+        path = Path(folder) / "hostile.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        for via, call in (("load_recipe", lambda: check_recipe(text)), ("validate", lambda: check_cli(
+                ["validate", str(path)]))):
+            record["cases"] += 1
+            t0 = time.perf_counter()
+            try:
+                outcome = call()
+                record[outcome] += 1
+            except ContractViolation as e:
+                outcome = "violation"
+                record["failures"].append(f"{name} via {via}: {str(e)[:300]}")
+            took = time.perf_counter() - t0
+            record["timings"][f"{name} via {via}"] = round(took, 3)
+            if took > budget_s:
+                record["failures"].append(f"{name} via {via}: took {took:.2f} s (budget {budget_s:g} s)")
+    rss1, hwm1 = _rss_mb()
+    record["rss_growth_mb"] = round(max(rss1 - rss0, hwm1 - hwm0), 1)
+    if record["rss_growth_mb"] > rss_budget_mb:
+        record["failures"].append(f"resident memory grew by {record['rss_growth_mb']} MB (budget {rss_budget_mb:g} MB)")
+    slow = max(record["timings"].items(), key=lambda kv: kv[1])
+    record["max_case_s"], record["slowest_case"] = slow[1], slow[0]
+    record["seconds"] = round(time.perf_counter() - t_all, 1)
+    return record
+
+
+def run(cases: int = 1000, subprocess_cases: int = 10, seed: int = 0, budget_s: float = 1.0,
+        rss_budget_mb: float = 100.0) -> dict:
     from compression_core import CompressionError  # noqa: F401  (import cost outside the timings)
 
     shares = {"recipe_text": 0.3, "recipe_data": 0.25, "bundle": 0.2, "cli": 0.25}
@@ -343,6 +436,7 @@ def run(cases: int = 1000, subprocess_cases: int = 10, seed: int = 0) -> dict:
         cwd = os.getcwd()
         os.chdir(tmp)  # anything a fuzzed command writes lands in the temporary folder
         try:
+            out["targets"]["hostile"] = run_hostile(tmp, budget_s, rss_budget_mb)
             plan = {
                 "recipe_text": (check_recipe, recipe_texts()),
                 "recipe_data": (check_recipe, recipe_dicts()),
@@ -376,6 +470,12 @@ def run(cases: int = 1000, subprocess_cases: int = 10, seed: int = 0) -> dict:
                 out["targets"]["cli_subprocess"] = record
         finally:
             os.chdir(cwd)
+    over = [f"{name}: slowest case {r['max_case_s']:.2f} s > {budget_s:g} s ({r.get('slowest_case', '')[:80]})"
+            for name, r in out["targets"].items() if name not in ("hostile", "cli_subprocess")
+            and r.get("max_case_s", 0) > budget_s]
+    out["targets"].setdefault("budget", {"cases": 0, "ok": 0, "error": 0, "failures": over, "seconds": 0.0})
+    out["budget_s"], out["rss_budget_mb"] = budget_s, rss_budget_mb
+    out["max_case_s"] = max((r.get("max_case_s", 0.0) for r in out["targets"].values()), default=0.0)
     out["cases"] = sum(r["cases"] for r in out["targets"].values())
     failures = [f for r in out["targets"].values() for f in r["failures"]]
     out["failures"] = len(failures)
@@ -385,10 +485,13 @@ def run(cases: int = 1000, subprocess_cases: int = 10, seed: int = 0) -> dict:
 
 
 def _text(r: dict) -> str:
-    lines = [f"fuzz: {r['cases']} cases, {r['failures']} failures ({r['seconds']} s, seed {r['seed']})",
-             f"{'target':<16}{'cases':>7}{'ok':>7}{'error':>7}{'failures':>10}{'seconds':>9}"]
+    lines = [f"fuzz: {r['cases']} cases, {r['failures']} failures ({r['seconds']} s, seed {r['seed']}); slowest case "
+             f"{r['max_case_s']:.3f} s (budget {r['budget_s']:g} s); hostile inputs: RSS growth "
+             f"{r['targets']['hostile']['rss_growth_mb']} MB (budget {r['rss_budget_mb']:g} MB)",
+             f"{'target':<16}{'cases':>7}{'ok':>7}{'error':>7}{'failures':>10}{'seconds':>9}{'slowest (s)':>13}"]
     for name, t in r["targets"].items():
-        lines.append(f"{name:<16}{t['cases']:>7}{t['ok']:>7}{t['error']:>7}{len(t['failures']):>10}{t['seconds']:>9}")
+        lines.append(f"{name:<16}{t['cases']:>7}{t['ok']:>7}{t['error']:>7}{len(t['failures']):>10}{t['seconds']:>9}"
+                     f"{t.get('max_case_s', 0.0):>13.3f}")
     lines += [f"  {f}" for f in r["distinct_failures"]]
     return "\n".join(lines)
 
@@ -400,9 +503,11 @@ def main(argv=None) -> int:
     p.add_argument("--cases", type=int, default=1000, help="in-process cases over all targets (default 1000)")
     p.add_argument("--subprocess", type=int, default=10, help="CLI cases also run as real processes (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=float, default=1.0, help="seconds any one case may take (default 1.0)")
+    p.add_argument("--rss-budget", type=float, default=100.0, help="MB the hostile inputs may grow memory by")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    r = run(a.cases, a.subprocess, a.seed)
+    r = run(a.cases, a.subprocess, a.seed, a.budget, a.rss_budget)
     print(json.dumps(r, indent=2) if a.json else _text(r))
     return 0 if r["failures"] == 0 else 1
 

@@ -92,3 +92,20 @@ def test_fuzz_benchmark_counts_cases_and_finds_a_planted_bug(monkeypatch):
 
     fuzz._collect(buggy, st.text(alphabet="xyz", min_size=1, max_size=8), 30, record, seed=1)
     assert record["cases"] >= 20 and record["failures"] and record["ok"]
+
+
+def test_hostile_inputs_are_one_line_each_and_memory_stays_bounded(files):
+    """The alias bomb, 1 MB of nesting, huge node counts, giant scalars, single-line texts: each through
+    ``load_recipe`` and ``validate FILE`` must be ONE error line, with resident memory growing by at most 100 MB over
+    all of them. (Their time per case, <= 1 s, is measured by ``python -m benchmarks.fuzz``, not asserted here: it
+    depends on the machine's load.)"""
+    folder, _, _ = files
+    r = fuzz.run_hostile(folder, budget_s=float("inf"))
+    assert r["cases"] == 2 * len(fuzz.hostile_cases())
+    assert not r["failures"], r["failures"]
+    assert r["error"] == r["cases"]  # none of them is a valid recipe
+    assert r["rss_growth_mb"] <= 100
+
+
+def test_alias_bomb_is_the_342_byte_one():
+    assert len(fuzz.ALIAS_BOMB) == 342 and fuzz.ALIAS_BOMB.count("*") == 72
