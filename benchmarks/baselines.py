@@ -8,12 +8,13 @@ from __future__ import annotations
 import sample_models
 from compression_core import latency, measure
 
-from .common import emit, environment, parser, table
+from .common import emit, environment, parser, progress, table
 
 
 def run() -> dict:
     rows = []
     for name in sample_models.MODEL_NAMES:
+        progress(f"{name}: measuring")
         sm = sample_models.load(name)
         s = measure(sm.model, sm.data, name=name, batch_size=1, threads=1, min_run_time=0.5)
         b32 = latency(sm.model, sm.data.test.x[:32], threads=1, min_run_time=0.5)[0]

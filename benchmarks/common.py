@@ -38,5 +38,19 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]
     return "\n".join(out)
 
 
+_T0 = None
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr with the seconds elapsed (benchmarks never sit silent for a minute)."""
+    import sys
+    import time
+
+    global _T0
+    if _T0 is None:
+        _T0 = time.perf_counter()
+    print(f"[{time.perf_counter() - _T0:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(result, indent=2) if as_json else text)

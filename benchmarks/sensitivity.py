@@ -26,7 +26,7 @@ from compression_core.budget import fit_budget
 from compression_core.prune import UnstructuredPruneConfig
 from compression_core.sensitivity import EVALUATION, sensitivity
 
-from .common import emit, environment, parser, table
+from .common import emit, environment, parser, progress, table
 
 MODELS = ("digits-cnn", "mnist-lenet300")
 UNIFORM = (0.8, 0.85, 0.9)
@@ -35,9 +35,10 @@ UNIFORM = (0.8, 0.85, 0.9)
 def sweep_times(name: str, runs: int = 3) -> dict:
     sm = sample_models.load(name)
     times = []
-    for _ in range(runs):
+    for r in range(runs):
+        progress(f"{name}: sensitivity sweep {r + 1}/{runs}")
         t0 = time.perf_counter()
-        res = sensitivity(sm.model, sm.data, "prune", info=sm.info, name=name)
+        res = sensitivity(sm.model, sm.data, "prune", name=name)
         times.append(time.perf_counter() - t0)
     points = sum(len(c.points) for c in res.layers)
     return {"model": name, "layers": len(res.layers), "levels": len(res.layers[0].points), "evaluations": points,
@@ -50,10 +51,11 @@ def fitted_vs_uniform(name: str) -> list[dict]:
     test = sm.data.test
     rows = []
     for u in UNIFORM:
+        progress(f"{name}: fit vs uniform {u:.0%}")
         uniform = prune(sm.model, UnstructuredPruneConfig(amount=u, scope="layer"), sm)
         budget = sparse_size_bytes(uniform)
         t0 = time.perf_counter()
-        fit = fit_budget(sm.model, sm.data, {"max_size_bytes": budget}, info=sm.info)
+        fit = fit_budget(sm.model, sm.data, {"max_size_bytes": budget})
         seconds = time.perf_counter() - t0
         fitted = prune(sm.model, fit.step(), sm)
         size = sparse_size_bytes(fitted)

@@ -19,7 +19,7 @@ import torch
 import sample_models
 from compression_core import FineTuneConfig, ShrinkConfig, SlimmingConfig, StructuredPruneConfig, accuracy, fine_tune, prune
 
-from .common import emit, environment, parser, table
+from .common import emit, environment, parser, progress, table
 
 MODELS = ("digits-cnn", "mnist-cnn")
 AMOUNTS = (0.3, 0.5, 0.7)
@@ -42,6 +42,7 @@ def run() -> dict:
         ft = FineTuneConfig(epochs=fe, lr=1e-3)
         ft_long = FineTuneConfig(epochs=se + fe, lr=1e-3)
         for amount in AMOUNTS:
+            progress(f"{name}: {amount:.0%} channels, L2 then slimming")
             t0 = time.perf_counter()
             l2 = prune(prune(sm.model, StructuredPruneConfig(amount=amount, importance="l2"), sm), ShrinkConfig(), sm)
             l2_ft = fine_tune(l2, sm.data.train.x, sm.data.train.y, ft_long)
