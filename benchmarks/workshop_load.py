@@ -1,6 +1,7 @@
 """Workshop load: ONE dashboard server, N concurrent sessions on the digits models; K of them run training jobs.
 
-``python -m benchmarks.workshop_load --sessions 40 [--duration SECONDS] [--think SECONDS] [--trainers K] [--json]``
+``python -m benchmarks.workshop_load --sessions 40 [--duration SECONDS] [--think SECONDS] [--trainers K]
+[--processes P] [--json]``
 
 Each session is a Streamlit client speaking the browser's own protocol over the websocket (``/_stcore/stream``,
 protobuf ``BackMsg`` / ``ForwardMsg``): it opens the Explore page, picks its digits model and unstructured pruning,
@@ -13,6 +14,10 @@ set (the per-browser id of the history) and runs a fragment when the server asks
 training steps", which the dashboard runs as a job in its worker processes; the client polls as the browser does
 (the job panel's fragment) until the trained numbers are on the page. Slider-move times are reported for the other
 sessions only (what a student who is NOT training feels while classmates train); job turnaround separately.
+
+``--processes P``: P dashboard processes sharing one history database, each session sticking to one of them (what
+a reverse proxy with sticky sessions in front of them does; the proxy's own cost is not in these numbers): page
+reruns then use more than one core, which one process under one GIL cannot.
 
 Why not 40 headless chromium contexts: on this shared 2-core machine the browsers' rendering would eat the CPU the
 server needs and we would measure chromium, not the server; the server does the same work for a websocket client.
@@ -348,18 +353,19 @@ def pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
 
 
-async def _drive(n: int, trainers: int, port: int, duration: float, think: float, expected: dict, pid: int,
-                 models: list[str]) -> tuple[list, dict]:
+async def _drive(n: int, trainers: int, ports: list[int], duration: float, think: float, expected: dict,
+                 pids: list[int], models: list[str]) -> tuple[list, dict]:
     rng = random.Random(0)
-    url = f"ws://127.0.0.1:{port}/_stcore/stream"
-    sessions = [Session(i, url, TRAIN_MODEL if i < trainers else models[i % len(models)],
+    urls = [f"ws://127.0.0.1:{port}/_stcore/stream" for port in ports]
+    # several server processes: each session sticks to one of them, as a sticky reverse proxy would place it
+    sessions = [Session(i, urls[i % len(urls)], TRAIN_MODEL if i < trainers else models[i % len(models)],
                         random.Random(rng.random()), trainer=i < trainers) for i in range(n)]
     mem = {"samples": []}
     done = asyncio.Event()
 
     async def sample() -> None:
         while not done.is_set():
-            mem["samples"].append(_rss_mb(pid)[0])
+            mem["samples"].append(sum(_rss_mb(pid)[0] for pid in pids))
             try:
                 await asyncio.wait_for(done.wait(), 1.0)
             except asyncio.TimeoutError:
@@ -367,11 +373,12 @@ async def _drive(n: int, trainers: int, port: int, duration: float, think: float
 
     sampler = asyncio.create_task(sample())
     t0 = time.monotonic()
-    cpu0, own0, kids0 = _cpu_s(pid), time.process_time(), _children_cpu_s(pid)
+    cpu0, own0 = sum(_cpu_s(p) for p in pids), time.process_time()
+    kids0 = sum(_children_cpu_s(p) for p in pids)
     await asyncio.gather(*(s.main(duration, think, expected) for s in sessions))
     mem["wall_s"] = time.monotonic() - t0
-    mem["server_cpu_s"], mem["driver_cpu_s"] = _cpu_s(pid) - cpu0, time.process_time() - own0
-    mem["worker_cpu_s"] = max(0.0, _children_cpu_s(pid) - kids0)
+    mem["server_cpu_s"], mem["driver_cpu_s"] = sum(_cpu_s(p) for p in pids) - cpu0, time.process_time() - own0
+    mem["worker_cpu_s"] = max(0.0, sum(_children_cpu_s(p) for p in pids) - kids0)
     done.set()
     await sampler
     return sessions, mem
@@ -382,34 +389,42 @@ def _ms(x: float | None) -> float | None:
 
 
 def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None,
-        trainers: int = 0, server_args: list[str] | None = None) -> dict:
+        trainers: int = 0, server_args: list[str] | None = None, processes: int = 1) -> dict:
     models = list(models or MODELS)
     trainers = max(0, min(trainers, sessions))
     t0 = time.perf_counter()
     trained = sorted({TRAIN_AMOUNTS[(i + k) % len(TRAIN_AMOUNTS)] for i in range(trainers) for k in range(4)})
     expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained)
     oracle_s = time.perf_counter() - t0
-    port = free_port()
-    report = tempfile.mktemp(prefix="workshop_baselines_", suffix=".json")
-    db = tempfile.mktemp(prefix="workshop_history_", suffix=".sqlite3")
+    processes = max(1, processes)
+    ports = [free_port() for _ in range(processes)]
+    reports = [tempfile.mktemp(prefix="workshop_baselines_", suffix=".json") for _ in ports]
+    db = tempfile.mktemp(prefix="workshop_history_", suffix=".sqlite3")  # one database shared by every process
     log = tempfile.NamedTemporaryFile(prefix="workshop_server_", suffix=".log", delete=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COMPRESSION_LAB_DB": db}
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report,
-                             *(server_args or [])], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report,
+                               *(server_args or [])], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+             for port, report in zip(ports, reports)]
     try:
-        wait_healthy(port, proc, timeout=180)
-        rss_idle = _rss_mb(proc.pid)[0]
-        clients, mem = asyncio.run(_drive(sessions, trainers, port, duration, think, expected, proc.pid, models))
-        rss_end, rss_peak = _rss_mb(proc.pid)
-        proc.send_signal(signal.SIGUSR1)
+        for port, proc in zip(ports, procs):
+            wait_healthy(port, proc, timeout=180)
+        rss_idle = sum(_rss_mb(p.pid)[0] for p in procs)
+        clients, mem = asyncio.run(_drive(sessions, trainers, ports, duration, think, expected,
+                                          [p.pid for p in procs], models))
+        rss_end = sum(_rss_mb(p.pid)[0] for p in procs)
+        rss_peak = sum(_rss_mb(p.pid)[1] for p in procs)
+        for proc in procs:
+            proc.send_signal(signal.SIGUSR1)
         t1 = time.monotonic()
-        while not os.path.exists(report) and time.monotonic() - t1 < 60:
+        while not all(os.path.exists(r) for r in reports) and time.monotonic() - t1 < 60:
             time.sleep(0.2)
-        baselines = json.loads(Path(report).read_text()) if os.path.exists(report) else {"ok": False,
-                                                                                         "error": "no report"}
+        checks = [json.loads(Path(r).read_text()) if os.path.exists(r) else {"ok": False, "error": "no report"}
+                  for r in reports]
+        baselines = next((c for c in checks if not c.get("ok")), checks[0])
     finally:
-        stop(proc, timeout=20)
-        for p in (report, db, db + "-wal", db + "-shm"):
+        for proc in procs:
+            stop(proc, timeout=20)
+        for p in (*reports, db, db + "-wal", db + "-shm"):
             if os.path.exists(p):
                 os.unlink(p)
     movers = [s for s in clients if not s.trainer]
@@ -427,6 +442,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
     return {
         "sessions": sessions, "trainers": trainers, "duration_s": duration, "think_s": think,
         "wall_s": round(mem["wall_s"], 1), "models": models, "server_args": server_args or [],
+        "processes": processes,
         "interactions": len(times), "checked": sum(s.checked for s in clients),
         "sessions_checked": sum(1 for s in clients if s.checked), "unchecked": unchecked[:5],
         "errors": len(errors), "error_samples": errors[:5],
@@ -456,7 +472,8 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
 
 def _text(r: dict) -> str:
     lines = [
-        f"workshop load: {r['sessions']} sessions ({r['trainers']} training) x {r['duration_s']:.0f} s on one server "
+        f"workshop load: {r['sessions']} sessions ({r['trainers']} training) x {r['duration_s']:.0f} s on "
+        f"{r['processes']} server process(es) "
         f"({', '.join(r['models'])}; think time ~{r['think_s']} s; {r['cpu_count']} shared cores)",
         f"slider moves        {r['interactions']} by the non-training sessions ({r['throughput_per_s']}/s), "
         f"each checked against the library",
@@ -494,11 +511,13 @@ def main(argv=None) -> int:
     p.add_argument("--trainers", type=int, default=0, help="sessions that run training jobs (on digits-mlp)")
     p.add_argument("--server-arg", action="append", default=[], help="a flag for the dashboard after `--` "
                    "(repeatable), e.g. --server-arg=--job-workers=1")
+    p.add_argument("--processes", type=int, default=1, help="dashboard processes sharing one history database; each "
+                   "session sticks to one (what a sticky reverse proxy in front of them would do)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    if not 1 <= a.sessions <= 200 or a.duration <= 0 or not 0 <= a.trainers <= a.sessions:
-        p.error("--sessions must be 1..200, --duration > 0 and --trainers 0..sessions")
-    r = run(a.sessions, a.duration, a.think, trainers=a.trainers, server_args=a.server_arg)
+    if not 1 <= a.sessions <= 200 or a.duration <= 0 or not 0 <= a.trainers <= a.sessions or not 1 <= a.processes <= 8:
+        p.error("--sessions must be 1..200, --duration > 0, --trainers 0..sessions and --processes 1..8")
+    r = run(a.sessions, a.duration, a.think, trainers=a.trainers, server_args=a.server_arg, processes=a.processes)
     print(json.dumps(r, indent=2) if a.json else _text(r))
     return 0 if r["ok"] else 1
 

@@ -817,3 +817,69 @@ def run_allocate(payload: dict, progress) -> dict:
         if i % 64 == 0:
             progress(i / max(mb, 1), f"allocated {i} MB")
     return {"allocated_mb": len(blocks), "pid": os.getpid()}
+
+
+# ----------------------------------------------------------------------------------------------- the page's panel
+def training_panel(recipe: dict, key: str, session_id: str, adopt: Callable[[dict], None],
+                   label: str = "Run training steps") -> bool:
+    """A page's "run this recipe as a job" control (Streamlit): the button, then the job's queue position,
+    progress and a Cancel button, refreshed every second in a fragment; when the job is done, ``adopt(result)``
+    takes its result (once) and the page reruns. Returns True once the result is adopted. A failure, a limit or a
+    cancel is one line under the button, which is offered again."""
+    import streamlit as st
+
+    ss = st.session_state
+    running: dict = ss.setdefault("_jobs", {})  # recipe key -> job id
+    lines: dict = ss.setdefault("_job_lines", {})  # recipe key -> the last job's one-line error
+    job_id = running.get(key)
+    if job_id is not None:
+        s = runner().status(job_id)
+        if s["state"] == DONE:
+            del running[key]
+            try:
+                adopt(s["result"])
+            except Exception as e:  # the result cannot be rebuilt here: one line, the button comes back
+                lines[key] = f"{s['kind']} job finished but its result could not be loaded ({_one_line(e)})"
+            else:
+                lines.pop(key, None)
+                return True
+        elif s["state"] in (ERROR, CANCELLED, "unknown"):
+            del running[key]
+            lines[key] = s.get("error") or s["state"]
+        else:
+            _job_fragment(job_id, session_id)
+            return False
+    if st.button(label, type="primary", key="b_run"):
+        try:
+            running[key] = runner().submit("recipe", {"recipe": recipe}, session_id)
+            lines.pop(key, None)
+        except JobRefused as e:
+            lines[key] = str(e)
+        else:
+            _job_fragment(running[key], session_id)
+            return False
+    if key in lines:
+        st.error(lines[key])
+    return False
+
+
+def _job_fragment(job_id: str, session_id: str) -> None:
+    import streamlit as st
+
+    @st.fragment(run_every=1.0)
+    def panel() -> None:
+        s = runner().status(job_id)
+        if s["state"] not in (QUEUED, RUNNING):
+            st.rerun()  # the whole page takes the result (or shows the one-line error)
+        if s["state"] == QUEUED:
+            busy = runner().summary()
+            text = (f"waiting for a worker: position {s['queue_position']} in the queue "
+                    f"({busy['running']} running on {busy['workers']} worker process(es))")
+        else:
+            text = f"running ({s['elapsed_s']:.0f} s): {s['message']}"
+        st.progress(float(s["progress"]), text=text)
+        if st.button("Cancel", key="b_cancel"):
+            runner().cancel(job_id, session_id)
+            st.rerun()
+
+    panel()
