@@ -93,9 +93,23 @@ def removable_blocks(model: nn.Module, example: Any) -> list[str]:
     for name, (sin, sout, plain, calls) in block_shapes(model, example).items():
         parent_name = name.rpartition(".")[0]
         parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.ModuleList) and len(parent) < 2:
+            continue  # the model's own loop may need at least one entry (nn.TransformerEncoder reads layers[0])
         if calls == 1 and sin is not None and sin == sout and (plain or isinstance(parent, nn.ModuleList)):
             out.append(name)
-    return out
+    return [b for b in out if _runs_without(model, b, example)]
+
+
+@torch.no_grad()
+def _runs_without(model: nn.Module, name: str, example: Any) -> bool:
+    """Whether the model still runs with block ``name`` removed (tried on a copy)."""
+    from ..technique import clone_model
+
+    try:
+        I.call(remove_block(clone_model(model), name).eval(), I.head(example, 1))
+        return True
+    except Exception:
+        return False
 
 
 def why_not_removable(model: nn.Module, example: Any, name: str) -> str:
@@ -104,11 +118,17 @@ def why_not_removable(model: nn.Module, example: Any, name: str) -> str:
     if rec is None:
         return "it holds no weights, or is not a block of a ModuleList, a Sequential or the model"
     sin, sout, plain, calls = rec
+    parent_name = name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.ModuleList) and len(parent) < 2:
+        return f"it is the only entry of {parent_name!r}"
     if calls != 1:
         return f"it runs {calls} times per forward pass"
     if sin != sout:
         return f"its output shape {sout} differs from its input shape {sin}"
-    return "it returns more than a tensor outside a ModuleList"
+    if not plain and not isinstance(parent, nn.ModuleList):
+        return "it returns more than a tensor outside a ModuleList"
+    return "the model no longer runs without it"
 
 
 def remove_block(model: nn.Module, name: str) -> nn.Module:
@@ -149,9 +169,13 @@ def prune_layers(model: nn.Module, cfg: LayerPruneConfig, ctx: StepContext | Non
                                        f"); removable: {', '.join(blocks)}")
         chosen = list(dict.fromkeys(cfg.names))
     else:
-        if cfg.count >= len(blocks):
-            raise CompressionError(f"count: must be < {len(blocks)} (the model has {len(blocks)} removable blocks: "
-                                   f"{', '.join(blocks)}), got {cfg.count}")
+        lists = {b.rpartition(".")[0] for b in blocks if isinstance(
+            model.get_submodule(b.rpartition(".")[0]) if b.rpartition(".")[0] else model, nn.ModuleList)}
+        full = sum(1 for p in lists if sum(b.rpartition(".")[0] == p for b in blocks) == len(model.get_submodule(p)))
+        limit = len(blocks) - full  # a ModuleList keeps at least one entry
+        if cfg.count > limit:
+            raise CompressionError(f"count: must be < {limit + 1} (the model has {len(blocks)} removable blocks: "
+                                   f"{', '.join(blocks)}; each ModuleList keeps one), got {cfg.count}")
         if data is None:
             raise CompressionError("count: choosing blocks by importance needs the calibration data")
         drops = skip_accuracy_drop(model, blocks, data.calib.x, data.calib.y, remove_block)
