@@ -391,3 +391,120 @@ def train_head(write: bool = True, verbose: bool = True) -> dict:
         atomic_write_bytes(HEAD_PATH, state_dict_bytes(model.head.state_dict()))
         atomic_write_bytes(META_PATH, (json.dumps(meta, indent=2) + "\n").encode())
     return meta
+
+
+# ------------------------------------------------------------------------------------------- distillation
+def make_student(model: nn.Module, keep_layers: tuple[int, ...] = (0, 2, 4)) -> nn.Module:
+    """A shallower copy of ``model`` keeping the encoder layers ``keep_layers`` (default every other one of 6):
+    DistilBERT's initialisation (Sanh et al. 2019, "DistilBERT, a distilled version of BERT"). Embeddings, the
+    kept layers and the head start as the teacher's. The input model is not modified."""
+    from compression_core.errors import CompressionError
+
+    student = copy.deepcopy(model)
+    layers = student.encoder.encoder.layer
+    bad = [i for i in keep_layers if not 0 <= i < len(layers)]
+    if bad or not keep_layers or len(set(keep_layers)) != len(keep_layers):
+        raise CompressionError(f"keep_layers: expected distinct layer indices in 0..{len(layers) - 1}, got "
+                               f"{tuple(keep_layers)}")
+    student.encoder.encoder.layer = nn.ModuleList([layers[i] for i in keep_layers])
+    student.encoder.config.num_hidden_layers = len(keep_layers)
+    return student.eval()
+
+
+def class_weights(y: torch.Tensor, classes: int = len(TOPICS)) -> torch.Tensor:
+    """Balanced class weights (every topic weighs the same in the loss), as the head was trained."""
+    counts = torch.bincount(y, minlength=classes).float().clamp(min=1)
+    return counts.sum() / (classes * counts)
+
+
+@torch.no_grad()
+def _teacher_targets(teacher: nn.Module, x: Any, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, sentence embeddings) of the teacher on ``x``, computed once before training."""
+    was = teacher.training
+    teacher.eval()
+    try:
+        logits, emb = [], []
+        for i in range(0, I.n_items(x), batch_size):
+            e = teacher.embed(**I.take(x, slice(i, i + batch_size)))
+            emb.append(e.float())
+            logits.append(teacher.head(e).float())
+    finally:
+        teacher.train(was)
+    return torch.cat(logits), torch.cat(emb)
+
+
+def train_student(
+    student: nn.Module,
+    workload: Workload,
+    teacher: nn.Module | None = None,
+    epochs: int = 8,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    temperature: float = 2.0,
+    alpha: float = 0.9,
+    cos_weight: float = 1.0,
+    freeze_embeddings: bool = True,
+    progress: Callable[[float, str], None] | None = None,
+) -> nn.Module:
+    """Train a copy of ``student`` (a MiniLMTopics, e.g. from ``make_student`` or a shrunk model) on the train split.
+
+    With a ``teacher``: Hinton et al.'s soft targets, ``alpha * T^2 * KL(teacher || student at T)`` plus
+    ``(1 - alpha)`` balanced cross-entropy on the labels, plus DistilBERT's cosine loss between the student's and
+    the teacher's sentence embeddings (``cos_weight``); the teacher's outputs are computed once. Without one: the
+    balanced cross-entropy on the labels alone (the baseline distillation must beat). AdamW, linear warm-up of one
+    epoch then cosine decay; deterministic for a seed (data order and dropout). The token-embedding table is frozen
+    by default (a few hundred sentences cannot train 11.7 M embedding weights; freezing also makes steps faster).
+    """
+    train = workload.needs("train", "student training")
+    x, y = train.x, train.y
+    model = copy.deepcopy(student)
+    if freeze_embeddings:
+        for p in model.encoder.embeddings.word_embeddings.parameters():
+            p.requires_grad_(False)
+    t_logits = t_emb = None
+    if teacher is not None:
+        t_logits, t_emb = _teacher_targets(teacher, x)
+    weight = class_weights(y)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    n = I.n_items(x)
+    steps = math.ceil(n / batch_size)
+    total, warm = epochs * steps, steps
+
+    def schedule(k: int) -> float:
+        if k < warm:
+            return (k + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(k - warm, total - warm) / max(total - warm, 1)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        running = 0.0
+        for i in range(steps):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            xb, yb = I.take(x, idx), y[idx]
+            emb = model.embed(**xb)  # (B, H)
+            logits = model.head(emb)  # (B, classes)
+            ce = F.cross_entropy(logits, yb, weight=weight)
+            if teacher is None:
+                loss = ce
+            else:
+                t = float(temperature)
+                soft = F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(t_logits[idx] / t, dim=-1),
+                                reduction="batchmean", log_target=True) * (t * t)
+                cos = (1 - F.cosine_similarity(emb, t_emb[idx], dim=-1)).mean()
+                loss = alpha * soft + (1 - alpha) * ce + cos_weight * cos
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += float(loss.detach())
+            if progress is not None:
+                progress((epoch * steps + i + 1) / total, f"epoch {epoch + 1}/{epochs} loss {running / (i + 1):.4f}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()
