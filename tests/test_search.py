@@ -305,3 +305,43 @@ def test_embedding_tables_are_a_search_choice():
     assert sum(p.settings["embedding"] == "int8" for p in r.points) >= 4  # a seed per method with int8 tables
     dense = r.baseline["size_bytes"]
     assert min(p.size_bytes for p in r.front) < dense / 2
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+def test_dashboard_search_page_fills_in_and_loads_a_point_into_explore():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/search.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="q_model").set_value(MODEL).run()
+    at.number_input(key="q_trials").set_value(15).run()
+    at.button(key="q_start").click().run()
+    assert not at.exception, at.exception
+    run = at.session_state["srch_run"]
+    deadline = time.monotonic() + 120
+    while not run["done"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run["done"] and run["error"] is None and len(run["points"]) == 15
+    at.run()
+    assert not at.exception, at.exception
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("front (best trade-offs)" in s and "uniform settings" in s for s in specs)
+    front = sorted(run["front"], key=lambda p: p["size_bytes"])
+    assert at.selectbox(key="q_pick").options and len(at.selectbox(key="q_pick").options) == len(front)
+    # load a point (one with pruning if the front has one) into Explore: its recipe then has the same techniques
+    # and per-layer sparsity
+    k = next((i for i, p in enumerate(front) if any(s["kind"] == "prune_unstructured" for s in p["recipe"]["steps"])),
+             0)
+    at.selectbox(key="q_pick").set_value(k).run()
+    at.button(key="q_load").click().run()
+    assert not at.exception and any("Explore" in s.value for s in at.success)
+    steps = front[k]["recipe"]["steps"]
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    got = at.session_state["current_recipe"]["steps"]
+    assert [s["kind"] for s in got] == [s["kind"] for s in steps]
+    for mine, theirs in zip(steps, got):
+        if mine["kind"] == "prune_unstructured":
+            assert {n: v for n, v in theirs["overrides"].items() if v} == {n: v for n, v in mine["overrides"].items() if v}
