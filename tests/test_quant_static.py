@@ -1,40 +1,63 @@
+"""Static int8 and QAT in graph mode: fused wherever conv-BN-ReLU occurs (not only in an nn.Sequential), residual
+adds in int8, a Conv2d subclass's own forward kept, oracle = torch's own FX API; the eager fallback for untraceable
+models and its one-line refusal."""
+
+import io
+import math
+
 import pytest
 import torch
-import torch.ao.quantization as tq
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
 
 import sample_models
+import zoo
 from compression_core import CompressionError, accuracy, size_bytes
-from compression_core.quantize import QATConfig, StaticInt8Config, quantize
-from compression_core.quantize import _torch_ao
+from compression_core.measure import layer_stats
+from compression_core.quantize import QATConfig, StaticInt8Config, _torch_ao, quantize, rebuild, safe_state_dict
 
 
-def _acc(model, sm):
-    return accuracy(model, sm.data.test.x, sm.data.test.y)
+def _acc(model, wl):
+    test = getattr(wl, "data", wl).test  # a sample model (.data.test) or a Workload (.test)
+    return accuracy(model, test.x, test.y)
+
+
+def _ops(q):
+    return [n.target for n in q.graph.nodes if n.op == "call_function"]
+
+
+def _reloaded(q, wl, cfg):
+    """The model rebuilt from its safe state_dict the way bundles do (replay, then load)."""
+    buf = io.BytesIO()
+    torch.save(safe_state_dict(q), buf)
+    buf.seek(0)
+    return rebuild(wl.model, cfg, torch.load(buf, weights_only=True), wl)
 
 
 def test_static_int8_digits_cnn_fuses_conv_bn_relu_and_is_small_and_accurate():
     sm = sample_models.load("digits-cnn")
     q = quantize(sm.model, StaticInt8Config(), sm)
-    assert type(q.conv1).__module__.startswith("torch.ao.nn.intrinsic.quantized")  # ConvReLU2d, BN folded
-    assert isinstance(q.bn1, nn.Identity) and isinstance(q.relu1, nn.Identity)
-    assert list(q._modules)[0] == "quant0" and list(q._modules)[-1] == "dequant0"
+    assert isinstance(q, fx.GraphModule)
+    assert type(q.conv1).__name__ == "ConvReLU2d" and type(q.conv1).__module__.startswith("torch.ao.nn.intrinsic.quantized")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())  # BN folded into the convs
+    assert _ops(q).count(torch.quantize_per_tensor) == 1  # one int8 region from input to logits
     assert size_bytes(q) <= 0.35 * size_bytes(sm.model)
     assert _acc(q, sm) >= _acc(sm.model, sm) - 0.01
 
 
-def test_static_minmax_per_tensor_equals_torch_eager_ptq():
-    """Oracle: torch's own QuantWrapper + fuse + prepare + calibrate + convert with the same qconfig."""
+def test_static_minmax_per_tensor_equals_torchs_own_fx_ptq():
+    """Oracle: torch's own prepare_fx / calibrate / convert_fx with the same qconfig."""
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
     sm = sample_models.load("digits-mlp")
-    cfg = StaticInt8Config(observer="minmax", weights="per_tensor")
+    cfg = StaticInt8Config(observer="minmax", weights="per_tensor", calib_batches=1)
     ours = quantize(sm.model, cfg, sm)
-    ref = tq.QuantWrapper(sample_models.load("digits-mlp").model.eval())
-    ref.qconfig = _torch_ao.qconfig("minmax", "per_tensor", 8)
-    _torch_ao.fuse(ref.module, [["fc1", "relu1"], ["fc2", "relu2"]], qat=False)
-    _torch_ao.prepare(ref, qat=False)
+    mapping = QConfigMapping().set_global(_torch_ao.qconfig("minmax", "per_tensor", 8))
+    ref = prepare_fx(sample_models.load("digits-mlp").model.eval(), mapping, (sm.data.calib.x[:2],))
     with torch.no_grad():
         ref(sm.data.calib.x)
-    _torch_ao.convert(ref)
+    ref = convert_fx(ref)
     x = sm.data.test.x
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
@@ -50,13 +73,82 @@ def test_per_channel_weights_and_restricted_weight_bits():
     assert int(ints.min()) >= -8 and int(ints.max()) <= 7
 
 
-def test_vit_linear_layers_each_get_their_own_stubs_and_layernorm_stays_float():
+def test_vit_linear_layers_are_int8_and_attention_stays_float():
     sm = sample_models.load("digits-vit")
     q = quantize(sm.model, StaticInt8Config(observer="minmax"), sm)
-    qkv = q.blocks[0].attn.qkv
-    assert isinstance(qkv, tq.QuantWrapper) and "quantized" in type(qkv.module).__module__
-    assert type(q.blocks[0].ln1) is nn.LayerNorm
+    linears = [n for n, m in sm.model.named_modules() if isinstance(m, nn.Linear)]
+    assert all(type(q.get_submodule(n)).__name__ == "Linear" and "quantized" in type(q.get_submodule(n)).__module__
+               and "Reference" not in repr(q.get_submodule(n)) for n in linears)  # every Linear on int8 kernels
+    assert any(n.target is F.scaled_dot_product_attention for n in q.graph.nodes)  # attention itself stays float
     assert _acc(q, sm) >= _acc(sm.model, sm) - 0.02
+    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.02
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet"])
+def test_residual_and_depthwise_cnns_fuse_everywhere_and_add_in_int8(name):
+    wl = zoo.ZOO[name]()
+    q = quantize(wl.model, StaticInt8Config(), wl)
+    assert isinstance(q, fx.GraphModule)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())  # every conv-BN fused, in blocks too
+    assert _ops(q).count(torch.quantize_per_tensor) == 1  # no float islands between the blocks
+    if name == "resnet":
+        assert torch.ops.quantized.add_relu in _ops(q)  # the residual add runs on int8
+    else:
+        dw = [m for m in q.modules() if "quantized" in type(m).__module__ and "Conv" in type(m).__name__
+              and m.groups == m.in_channels > 1]
+        assert dw, "depthwise convs are quantized with their groups"
+    assert all(r.bits == 8 for r in layer_stats(q) if r.params > 100)
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.01
+    r = _reloaded(q, wl, StaticInt8Config())
+    assert torch.equal(q(wl.test.x), r(wl.test.x))
+
+
+@pytest.mark.parametrize("cfg", [StaticInt8Config(), QATConfig(epochs=1)], ids=["static", "qat"])
+def test_same_padding_conv_subclass_keeps_its_forward(cfg):
+    """Issue 14 item 8: replacing a Conv2d subclass by its class's int8 module lost its padding; traced through,
+    the padding stays and the convolution itself is int8."""
+    wl = zoo.same_pad_cnn()
+    q = quantize(wl.model, cfg, wl)
+    x = wl.test.x
+    assert q(x[:7]).shape == wl.model(x[:7]).shape
+    assert F.pad in _ops(q)  # its own forward's padding is in the graph
+    rows = {r.name: r for r in layer_stats(q)}
+    assert rows["conv1"].bits == 8 and rows["conv2"].bits == 8  # the subclass's weights are int8 too
+    assert rows["conv2"].params == wl.model.conv2.weight.numel() + wl.model.conv2.bias.numel()
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.015
+    r = _reloaded(q, wl, cfg)
+    assert torch.equal(q(x), r(x))
+
+
+class _Untraceable(nn.Module):
+    """A model torch.fx cannot trace (a Python int from a tensor value), with one standard and one subclass conv."""
+
+    def __init__(self, same_pad: bool):
+        super().__init__()
+        self.conv = zoo.Conv2dSame(1, 8, 3) if same_pad else nn.Conv2d(1, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        reps = int(x.detach().abs().sum() > -1)  # always 1, but a traced proxy cannot become an int
+        return self.fc(F.relu(self.conv(x)).mean((2, 3))) * reps
+
+
+def test_untraceable_model_falls_back_to_eager_and_refuses_a_subclass_in_one_line():
+    from compression_core import Workload
+
+    tr, cal, te = zoo.digits()
+    wl = Workload(name="untraceable", model=zoo.train(_Untraceable(False), tr, 3), train=tr, calib=cal, test=te)
+    msgs = []
+    q = quantize(wl.model, StaticInt8Config(), wl, progress=lambda f, m: msgs.append(m))
+    assert any("graph mode unavailable" in m for m in msgs)
+    assert isinstance(q.conv, _torch_ao.QuantWrapper) and "quantized" in type(q.conv.module).__module__
+    assert q(te[0][:5]).shape == (5, 10)
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.02
+    bad = Workload(name="untraceable-same", model=_Untraceable(True).eval(), train=tr, calib=cal, test=te)
+    with pytest.raises(CompressionError) as e:
+        quantize(bad.model, StaticInt8Config(), bad)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("targets:") and "'conv'" in msg and "own forward" in msg
 
 
 def test_static_without_calibration_data_is_a_one_line_error():
@@ -68,11 +160,32 @@ def test_static_without_calibration_data_is_a_one_line_error():
         quantize(sm.model, QATConfig(epochs=1))
 
 
+def test_ignored_layers_stay_float_in_graph_mode():
+    sm = sample_models.load("digits-cnn")
+    q = quantize(sm.model, StaticInt8Config(ignore=("conv1",), include_classifier=False), sm)
+    rows = {r.name.split(".")[0]: r for r in layer_stats(q)}  # a float conv-BN-ReLU is fused too: "conv1.0"
+    assert rows["conv1"].bits == 32 and rows["fc2"].bits == 32 and rows["conv2"].bits == 8
+    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.01
+
+
 def test_qat_trains_then_converts_and_replay_builds_the_same_structure():
     sm = sample_models.load("digits-mlp")
     q = quantize(sm.model, QATConfig(epochs=1, weight_bits=4), sm)
     assert "quantized" in type(q.fc1).__module__
     assert _acc(q, sm) >= _acc(sm.model, sm) - 0.03
-    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), None, replay=True)
+    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), sm, replay=True)
     assert {k: getattr(v, "shape", None) for k, v in r.state_dict().items()} == \
         {k: getattr(v, "shape", None) for k, v in q.state_dict().items()}
+
+
+def test_the_input_model_is_not_modified():
+    wl = zoo.resnet()
+    before = {k: v.clone() for k, v in wl.model.state_dict().items()}
+    modes = [m.training for m in wl.model.modules()]
+    quantize(wl.model, QATConfig(epochs=1), wl)
+    quantize(wl.model, StaticInt8Config(), wl)
+    assert all(torch.equal(before[k], v) for k, v in wl.model.state_dict().items())
+    assert [m.training for m in wl.model.modules()] == modes
+    assert all(type(m).__module__.startswith(("torch.nn", "zoo")) for m in wl.model.modules())
+    with torch.no_grad():
+        assert math.isfinite(float(wl.model(wl.test.x[:2]).sum()))

@@ -1,6 +1,9 @@
 """Quantization-aware training (Jacob et al. 2018; Krishnamoorthi 2018): fake-quant modules with straight-through
-gradients are trained for a few epochs on the train split (BN kept unfolded during training), then converted to
-the same int8 modules static PTQ produces. In replay mode it builds that structure without training.
+gradients are trained for a few epochs on the train split, then converted to the same int8 graph static PTQ
+produces. Graph mode (FX): conv-BN(-ReLU) is fused wherever it occurs and trained with BN folded into the fake-quant
+weight (Krishnamoorthi 2018); a Conv2d subclass with its own ``forward`` is traced through, so its forward is kept
+and its traced weight gets the fake-quant. In replay mode it builds that structure without training.
+``engine="onnxruntime"``: trained here, exported as ONNX QDQ with the learned ranges, run in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from pydantic import Field
 from torch import nn
 
 from ..technique import StepContext, register, TechniqueUI
-from .static import _EagerInt8, build_int8
+from .static import _Int8Config, realise
 
 
-class QATConfig(_EagerInt8):
+class QATConfig(_Int8Config):
     """Quantization-aware training: fake-quant (straight-through) fine-tuning on the train split, then int8."""
 
     kind: Literal["quantize_qat"] = "quantize_qat"
@@ -27,4 +30,4 @@ class QATConfig(_EagerInt8):
 
 @register(QATConfig)
 def _qat(model: nn.Module, cfg: QATConfig, ctx: StepContext) -> nn.Module:
-    return build_int8(model, cfg, ctx, qat=True)
+    return realise(model, cfg, ctx, qat=True)

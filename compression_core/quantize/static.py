@@ -1,45 +1,57 @@
 """Static post-training int8 and quantization-aware training (Jacob et al. 2018; Krishnamoorthi 2018,
 "Quantizing deep convolutional networks for efficient inference: A whitepaper").
 
-Static PTQ observes activation ranges on the calibration split, fuses conv-BN-ReLU and linear-ReLU, and swaps
-layers for int8 kernels, so whole regions run in integer arithmetic. For ``nn.Sequential`` models one
-QuantStub/DeQuantStub pair wraps each run of quantized layers (ReLU, pooling and Flatten pass int8 through);
-other models (the ViT, the LSTM) get a stub pair around each quantized Linear, since LayerNorm, GELU and attention
-stay float. ``weight_bits`` below 8 restricts the int8 codes to a smaller grid (still stored as int8): what the
-PTQ-vs-QAT comparison at 4 bits uses.
+Static PTQ observes activation ranges on the calibration split and runs whole regions of the model in integer
+arithmetic. It works in graph mode (``torch.ao`` FX, behind ``_torch_ao``): the model is traced, conv-BN-ReLU and
+linear-ReLU are fused wherever they occur (inside residual blocks, depthwise stacks, any nesting), residual adds,
+concatenations, pooling and means stay int8, and float ops (LayerNorm, GELU, attention) get a quantize/dequantize
+pair only where the graph changes. A Conv2d subclass with its own ``forward`` (a "same" padding) is traced through,
+so its forward is kept and its convolution still runs in int8. Where a model cannot be traced, each selected
+standard Linear/Conv layer gets its own quant/dequant pair (eager mode, no fusion); a selected layer with its own
+``forward`` is then refused in one line. ``weight_bits`` below 8 restricts the int8 codes to a smaller grid (still
+stored as int8): what the PTQ-vs-QAT comparison at 4 bits uses.
+
+``engine="onnxruntime"`` realises the same step in ONNX Runtime instead (the float model exported, then ORT's
+static QDQ int8 of the same layers calibrated on the same split; QAT: trained here, exported as QDQ with its
+learned ranges): the result is an ``OrtModule`` whose file is the .onnx bytes.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from .. import inputs as I
 from ..errors import CompressionError
-from ..technique import StepConfig, StepContext, register, TechniqueUI
+from ..prune.common import fold_masks
+from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from . import _torch_ao
-from ..prune.common import fold_masks
 from ._common import require_split, rezero, select_layers, set_submodule, zero_masks
 
-STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
-# layers that run on int8 tensors unchanged, so they do not end a quantized region
-_PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_STOCK_FORWARD = {nn.Linear: nn.Linear.forward, nn.Conv1d: nn.Conv1d.forward, nn.Conv2d: nn.Conv2d.forward}
+
+Engine = Literal["torch", "onnxruntime"]
 
 
-class _EagerInt8(StepConfig):
+class _Int8Config(StepConfig):
     targets: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
     include_classifier: bool = True  # one int8 region end to end; costs < 0.5 pt here (benchmarks.quantization)
     weights: Literal["per_channel", "per_tensor"] = "per_channel"
     weight_bits: int = Field(default=8, ge=2, le=8)
-    fuse: bool = True
+    fuse: bool = True  # fold BN into convs and fuse ReLU (graph mode); False keeps them as separate int8 ops
+    engine: Engine = "torch"  # torch's int8 kernels, or ONNX Runtime (the result runs in an ORT session)
 
 
-class StaticInt8Config(_EagerInt8):
+_EagerInt8 = _Int8Config  # the former name
+
+
+class StaticInt8Config(_Int8Config):
     """Static int8 PTQ calibrated on the calibration split (min-max or histogram activation observer)."""
 
     kind: Literal["quantize_static"] = "quantize_static"
@@ -49,85 +61,104 @@ class StaticInt8Config(_EagerInt8):
     calib_batches: int = Field(default=8, ge=1, le=1000)
 
 
-def _fusion_groups(model: nn.Sequential, names: list[str]) -> list[list[str]]:
-    """conv-BN-ReLU, conv-BN, conv-ReLU and linear-ReLU runs among a Sequential's children (first one targeted)."""
-    items = list(model.named_children())
-    groups = []
-    i = 0
-    while i < len(items):
-        name, m = items[i]
-        nxt = [c for _, c in items[i + 1 : i + 3]]
-        if name in names and isinstance(m, nn.Conv2d):
-            if len(nxt) >= 2 and isinstance(nxt[0], nn.BatchNorm2d) and isinstance(nxt[1], nn.ReLU):
-                groups.append([name, items[i + 1][0], items[i + 2][0]])
-            elif nxt and isinstance(nxt[0], (nn.BatchNorm2d, nn.ReLU)):
-                groups.append([name, items[i + 1][0]])
-        elif name in names and isinstance(m, nn.Linear) and nxt and isinstance(nxt[0], nn.ReLU):
-            groups.append([name, items[i + 1][0]])
-        i += len(groups[-1]) if groups and groups[-1][0] == name else 1
-    return groups
+def _has_own_forward(module: nn.Module) -> bool:
+    for base, fwd in _STOCK_FORWARD.items():
+        if isinstance(module, base):
+            return type(module).forward is not fwd
+    return False
 
 
-def _stub_regions(model: nn.Sequential, names: list[str], qconfig) -> None:
-    """Insert a QuantStub before each run of quantized children and a DeQuantStub after it (in place)."""
-    new: OrderedDict[str, nn.Module] = OrderedDict()
-    inside, k = False, 0
-    for name, child in model.named_children():
-        if name in names:
-            if not inside:
-                new[f"quant{k}"] = _torch_ao.QuantStub(qconfig)
-                inside = True
-            child.qconfig = qconfig
-        elif inside and not isinstance(child, _PASS_THROUGH):
-            new[f"dequant{k}"] = _torch_ao.DeQuantStub(qconfig)
-            inside, k = False, k + 1
-        new[name] = child
-    if inside:
-        new[f"dequant{k}"] = _torch_ao.DeQuantStub(qconfig)
-    model._modules = new
+def _examples(ctx: StepContext) -> tuple[tuple[tuple, dict], list[tuple[tuple, dict]]]:
+    """(a batch of 2 to trace on, batches of 3 and 1 to verify the traced graph on), from the workload."""
+    wl = ctx.data
+    split = None
+    for name in ("calib", "test", "train"):
+        s = getattr(wl, name, None) if wl is not None else None
+        if s is not None and len(s) > 0:
+            split = s
+            break
+    if split is None:
+        raise CompressionError("data: static int8 needs the workload's inputs to trace the model; pass the workload, "
+                               "e.g. quantize(model, cfg, workload)")
+    x = split.x
+    trace = I.example_args(I.head(x, 2))
+    checks = [I.example_args(I.head(x, 3)), I.example_args(I.take(I.head(x, 3), slice(2, 3)))]
+    return trace, checks
 
 
-def _is_plain_sequential(model: nn.Module) -> bool:
-    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+def _calibrate(model: nn.Module, x, batches: int, ctx: StepContext) -> None:
+    n = I.n_items(x)
+    bs = max(1, -(-n // batches))
+    with torch.no_grad():
+        for i in range(0, n, bs):
+            _torch_ao.run_quiet(I.call, model, I.take(x, slice(i, i + bs)))
+            ctx.report(min(1.0, (i + bs) / n), "calibrating")
 
 
-def build_int8(model: nn.Module, cfg: _EagerInt8, ctx: StepContext, qat: bool) -> nn.Module:
-    """Fuse, insert stubs and observers (or fake-quant modules), calibrate or train, convert to int8 modules."""
+def _train(model: nn.Module, cfg, ctx: StepContext, data) -> nn.Module:
+    ft = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=ctx.seed)
+    zeros = zero_masks(model)  # pruned weights stay pruned through QAT training
+    return _torch_ao.run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report, after_step=lambda m: rezero(m, zeros))
+
+
+def _eager(model: nn.Module, names: list[str], qconfig, cfg, ctx: StepContext, qat: bool, why: str, data) -> nn.Module:
+    """Fallback for models that cannot be traced: a quant/dequant pair around each selected standard layer."""
+    modules = dict(model.named_modules())
+    own = [n for n in names if _has_own_forward(modules[n])]
+    if own:
+        raise CompressionError(
+            f"targets: layer {own[0]!r} is a {type(modules[own[0]]).__name__} with its own forward, which "
+            f"{cfg.kind} keeps only in graph mode, and the model cannot be traced ({why}); leave it out with "
+            f"ignore=['{own[0]}'] or use engine='onnxruntime'")
+    model.train(qat)
+    for name in names:
+        wrapper = _torch_ao.QuantWrapper(model.get_submodule(name))
+        wrapper.qconfig = qconfig
+        set_submodule(model, name, wrapper)
+    _torch_ao.prepare(model, qat=qat)
+    if not ctx.replay:
+        if qat:
+            model = _train(model, cfg, ctx, data)
+        else:
+            _calibrate(model, data.x, cfg.calib_batches, ctx)
+    return _torch_ao.convert(model)
+
+
+def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
+    """Trace, fuse and insert observers (or fake-quant modules), calibrate or train, convert to int8 kernels;
+    the eager per-layer fallback where the model cannot be traced."""
     technique = cfg.kind
     fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
     names = select_layers(model, cfg, ctx, STATIC_TYPES, technique)
     if not names:
-        raise CompressionError(f"targets: {technique} selected no Linear/Conv2d layer; name some in targets")
+        raise CompressionError(f"targets: {technique} selected no Linear/Conv layer; name some in targets")
     split = "train" if qat else "calib"
-    if not ctx.replay:
-        data = require_split(ctx, split, "data", technique)
+    data = None if ctx.replay else require_split(ctx, split, "data", technique)
     qconfig = _torch_ao.qconfig(getattr(cfg, "observer", "minmax"), cfg.weights, cfg.weight_bits, qat=qat)
-    model.train(qat)
-    if _is_plain_sequential(model):
-        if cfg.fuse:
-            _torch_ao.fuse(model, _fusion_groups(model, names), qat=qat)
-        _stub_regions(model, names, qconfig)
-    else:  # stubs around each quantized layer: the float ops between them stay float
-        for name in names:
-            wrapper = _torch_ao.QuantWrapper(model.get_submodule(name))
-            wrapper.qconfig = qconfig
-            set_submodule(model, name, wrapper)
-    _torch_ao.prepare(model, qat=qat)
+    example, checks = _examples(ctx)
+    try:
+        prepared = _torch_ao.prepare_graph(clone_model(model), example, [] if ctx.replay else checks, names, qconfig, qat,
+                                           fuse=cfg.fuse)
+    except _torch_ao.GraphModeError as e:
+        ctx.report(0.0, f"graph mode unavailable ({e}); eager mode, one quant/dequant pair per layer")
+        return _eager(model, names, qconfig, cfg, ctx, qat, str(e), data)
     if not ctx.replay:
         if qat:
-            ft = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=ctx.seed)
-            zeros = zero_masks(model)  # pruned weights stay pruned through QAT training
-            model = _torch_ao.run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report,
-                                        after_step=lambda m: rezero(m, zeros))
+            prepared = _train(prepared, cfg, ctx, data)
         else:
-            bs = max(1, -(-len(data.y) // cfg.calib_batches))
-            with torch.no_grad():
-                for i in range(0, len(data.y), bs):
-                    _torch_ao.run_quiet(model, data.x[i : i + bs])
-                    ctx.report(min(1.0, (i + bs) / len(data.y)), "calibrating")
-    return _torch_ao.convert(model)
+            _calibrate(prepared.eval(), data.x, cfg.calib_batches, ctx)
+    return _torch_ao.convert_graph(prepared)
+
+
+def realise(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
+    """The step in the engine ``cfg.engine`` names: torch's int8 kernels, or an ONNX Runtime session."""
+    if cfg.engine == "onnxruntime":
+        from ..ort import ort_int8_step
+
+        return ort_int8_step(model, cfg, ctx, qat=qat)
+    return build_int8(model, cfg, ctx, qat)
 
 
 @register(StaticInt8Config)
 def _static(model: nn.Module, cfg: StaticInt8Config, ctx: StepContext) -> nn.Module:
-    return build_int8(model, cfg, ctx, qat=False)
+    return realise(model, cfg, ctx, qat=False)
