@@ -423,7 +423,7 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
     baseline = {"accuracy": base["accuracy"], "size_bytes": base["size_bytes"], "latency_ms": base["latency_ms"],
                 "metric": base["metric"]}
     if max_size_bytes is not None:
-        _check_reachable(ref, space, max_size_bytes)
+        _check_reachable(ex, ref, space, max_size_bytes)
     constraints = {"max_size_bytes": max_size_bytes, "max_drop": max_drop}
     say(0.0, f"baseline {base['metric']} {base['accuracy'] * 100:.2f} %, {base['size_bytes']:,} bytes; "
              f"{len(space.groups)} sparsity group(s), methods {', '.join(space.methods)}")
@@ -526,13 +526,14 @@ def _point(trial: int, origin: str, settings: dict, recipe: dict, r: dict, basel
     return p.model_copy(update={"feasible": feasible})
 
 
-def _check_reachable(ref: str, space: SearchSpace, max_size_bytes: int) -> None:
-    """A size bound below the smallest file the space can reach (every group at the top sparsity, each method) is a
-    bad constraint: one line, before any trial runs."""
+def _check_reachable(ex, ref: str, space: SearchSpace, max_size_bytes: int) -> None:
+    """A size bound below the smallest file the space can reach (every group at the top sparsity, each method, int8
+    embeddings) is a bad constraint: one line, before any trial runs."""
     smallest = None
-    for m in space.methods:
-        params = space.params_for(SPARSITY_LEVELS[-1], m, STRUCTURED_LEVELS[-1])
-        r = evaluate_recipe(ref, {"recipe": make_recipe(ref, space.steps(params))})
+    payloads = [{"recipe": make_recipe(ref, space.steps(space.params_for(SPARSITY_LEVELS[-1], m, STRUCTURED_LEVELS[-1],
+                                                                          "int8" if space.embeddings else "float")))}
+                for m in space.methods]
+    for r in ex.run("trial", ref, payloads):
         if "error" not in r:
             smallest = r["size_bytes"] if smallest is None else min(smallest, r["size_bytes"])
     if smallest is not None and max_size_bytes < smallest:

@@ -345,3 +345,12 @@ def test_dashboard_search_page_fills_in_and_loads_a_point_into_explore():
     for mine, theirs in zip(steps, got):
         if mine["kind"] == "prune_unstructured":
             assert {n: v for n, v in theirs["overrides"].items() if v} == {n: v for n, v in mine["overrides"].items() if v}
+
+
+def test_latency_objective_and_nsga2_sampler():
+    r = search(MODEL, trials=4, batch_size=2, seed=0, seed_trials=False, objectives=["accuracy", "size", "latency"])
+    assert r.objectives == ["accuracy", "size", "latency"] and r.front
+    assert all(p.latency_ms is not None and p.latency_ms > 0 for p in r.points)
+    a = search(MODEL, trials=6, batch_size=3, seed=5, sampler="nsga2", seed_trials=False)
+    b = search(MODEL, trials=6, batch_size=3, seed=5, sampler="nsga2", seed_trials=False)
+    assert _front_key(a) == _front_key(b)
