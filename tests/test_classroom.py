@@ -85,8 +85,8 @@ def test_teacher_sets_a_challenge_student_submits_teacher_sees_it(db, pruned_sta
     assert "Your rank: 1 of 1" in texts(student)
 
     teacher.run()  # the teacher's next refresh (the board fragment refreshes every 3 s in a browser)
-    board = teacher.dataframe[0].value
-    assert list(board["name"]) == ["Ada"] and board["accuracy (%)"][0] == round(stats["accuracy"] * 100, 2)
+    board = teacher.table[0].value
+    assert list(board["name"]) == ["Ada"] and list(board["accuracy (%)"]) == [round(stats["accuracy"] * 100, 2)]
     chart = teacher.get("plotly_chart")
     assert any("Ada" in str(c.proto.spec) for c in chart)
 

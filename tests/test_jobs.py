@@ -150,3 +150,41 @@ def test_recipe_job_trains_in_a_worker_and_matches_the_library():
         assert bad["state"] == "error" and "nope" in bad["error"] and "\n" not in bad["error"]
     finally:
         r.shutdown()
+
+
+@pytest.mark.slow
+def test_explore_trains_in_a_job_with_progress_then_shows_the_trained_numbers(tmp_path, monkeypatch):
+    """The Explore page's "Run training steps" submits a job: the page shows the queue/progress panel with a Cancel
+    button and keeps answering; polling (what the panel's 1 s fragment does in a browser) brings the trained numbers,
+    equal to the library's own, and the trained configuration is kept in the history as applied."""
+    from streamlit.testing.v1 import AppTest
+
+    from compression_core.recipe import apply_recipe
+
+    import store
+
+    monkeypatch.setattr(store, "_STORE", store.Store(f"sqlite:///{tmp_path / 'h.db'}"))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="x_model").set_value("digits-mlp").run()
+    at.radio(key="x_prune_digits-mlp").set_value("unstructured (weights)").run()
+    at.slider(key="x_prune_unstructured_amount").set_value(0.9).run()
+    at.checkbox(key="x_on_finetune").check().run()
+    at.number_input(key="x_finetune_epochs").set_value(2).run()
+    assert not at.exception, at.exception
+    at.button(key="b_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("progress") and [b for b in at.button if b.key == "b_cancel"]  # queued or running, cancellable
+    deadline = time.monotonic() + 240
+    while not any("Trained" in s.value for s in at.success) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Trained" in s.value for s in at.success), "the training job did not finish in 240 s"
+    recipe = at.session_state["current_recipe"]
+    assert [s["kind"] for s in recipe["steps"]] == ["prune_unstructured", "finetune"]
+    want = apply_recipe(recipe, with_latency=False, measure_before=False).after
+    assert at.session_state["current_stats"]["accuracy"] == want.accuracy
+    row = at.session_state["history"][-1]
+    assert row["how"] == "applied" and row["recipe"] == recipe
+    assert not at.get("progress")  # no bar left behind

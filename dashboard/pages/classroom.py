@@ -120,7 +120,8 @@ if cur and cur_stats and cur.get("model") == ch["model"] and cur.get("steps"):
         **stats_row(cur_stats), "label": state.describe(cur["steps"]), "recipe": cur}
 try:
     for r in reversed(state.history()):
-        if r.get("model") == ch["model"] and not r.get("baseline") and r.get("accuracy") is not None:
+        if r.get("ref", r.get("model")) == ch["model"] and not r.get("baseline") and r.get("how") != "preview" \
+                and r.get("accuracy") is not None:
             name = r.get("name") or r.get("label", "configuration")
             candidates.setdefault(f"history #{r['id']}: {name}", r)
 except Exception as e:  # history unavailable: submitting the current configuration still works
@@ -205,12 +206,12 @@ def board() -> None:
     else:
         st.warning(f"Your best submission does not meet the constraint yet ({mine['accuracy'] * 100:.2f} % at "
                    f"{mine['size_kb']:,.1f} KB), so it is unranked.")
-    if ranked:
-        st.dataframe(pd.DataFrame([{
+    if ranked:  # a plain table: readable by screen readers and on a projector, no scrolling grid
+        st.table(pd.DataFrame([{
             "rank": r["rank"] if r["rank"] is not None else "-", "name": r["display_name"],
             "accuracy (%)": round(r["accuracy"] * 100, 2), "size (KB)": round(r["size_kb"], 1),
             "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": r.get("label", ""),
-            "you": "<- you" if r["browser"] == bid else ""} for r in ranked]), hide_index=True, width="stretch")
+            "you": "<- you" if r["browser"] == bid else ""} for r in ranked]).set_index("rank"))
     try:
         base = state.baseline_view(live["model"])["stats"]
     except Exception:  # a model this build does not have: the chart just has no baseline star
