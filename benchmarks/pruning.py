@@ -7,18 +7,26 @@
 2. digits-cnn, 50% of conv channels masked vs shrunk: params, FLOPs, batch-32 latency (1 thread, medians, same run).
 3. digits-vit, half the heads removed and shrunk: params, output difference, per-head importance.
 4. Lottery tickets on mnist-lenet300 (Frankle & Carbin 2019): ticket vs random re-initialisation, 3 seeds.
+5. 50% of conv channels + shrink on CNNs with residual adds, depthwise convs, a flatten into a Linear, concatenations
+   and squeeze-excite, and on digits-cnn, next to Torch-Pruning's own MetaPruner at the same ratio: parameters,
+   FLOPs, batch-32 latency (1 thread, same run) and max |shrunk - masked|. ``--workload REF`` (repeatable) adds
+   any workload (e.g. a zoo CNN) to this table.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import sample_models
-from compression_core import StepContext, accuracy, latency, measure, size_bytes
+from compression_core import StepContext, Workload, accuracy, latency, measure, resolve_workload, size_bytes
+from compression_core import inputs as I
 from compression_core.prune import (
     LotteryTicketConfig,
     ShrinkConfig,
@@ -64,7 +72,7 @@ def unstructured_lenet() -> dict:
     for amount in SPARSITIES:
         pruned = prune(sm.model, UnstructuredPruneConfig(amount=amount, scope="global"), sm)
         tuned = fine_tune(pruned, sm.data.train.x, sm.data.train.y, _fine_tune_cfg(sm.info))
-        stats = measure(tuned, sm.data, with_latency=False)
+        stats = measure(tuned, sm.as_workload(), with_latency=False)
         rows.append({
             "sparsity": amount, "weights_sparsity": 1 - stats.nonzero_params / stats.params,
             "accuracy": accuracy(pruned, x, y), "accuracy_finetuned": stats.accuracy,
@@ -97,7 +105,7 @@ def channels_cnn() -> dict:
     lat = _latencies({"dense": sm.model, "masked": masked, "shrunk": shrunk}, x32)
     rows = []
     for label, m in [("dense", sm.model), ("masked", masked), ("shrunk", shrunk)]:
-        s = measure(m, sm.data, with_latency=False)
+        s = measure(m, sm.as_workload(), with_latency=False)
         rows.append({"model": label, "params": _params(m), "nonzero_params": s.nonzero_params, "flops": s.flops,
                      "dense_bytes": s.size_bytes, "sparse_bytes": s.sparse_size_bytes, "accuracy": s.accuracy,
                      "latency_ms_b32": lat[label]["ms"], "latency_ratio": lat[label]["ratio"]})
@@ -138,7 +146,7 @@ def lottery() -> dict:
     per_seed = []
     t0 = time.perf_counter()
     for seed in LT_SEEDS:
-        ctx = StepContext(data=sm.data, info=sm.info, seed=seed, progress=lambda f, m, s=seed: _log(f"LT seed {s}: {m}"))
+        ctx = StepContext(data=sm.as_workload(), seed=seed, progress=lambda f, m, s=seed: _log(f"LT seed {s}: {m}"))
         _, rounds = lottery_ticket(sm.model, LT, ctx)
         per_seed.append(rounds)
     rows = []
@@ -157,13 +165,228 @@ def lottery() -> dict:
             "random_at_21pct_vs_dense_points": 100 * (near21["random_accuracy"] - dense)}
 
 
-def run() -> dict:
+# ------------------------------------------------------------------ 5. channels + shrink vs Torch-Pruning
+class _Block(nn.Module):
+    """Residual basic block (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (x if self.short is None else self.short(x)))  # residual add
+
+
+class _ResCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.b1, self.b2, self.b3 = _Block(32, 32), _Block(32, 64, 2), _Block(64, 64)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.b3(self.b2(self.b1(self.stem(x)))).mean((2, 3)))
+
+
+class _DepthwiseCNN(nn.Module):
+    """MobileNet-style depthwise 3x3 + pointwise 1x1 blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def dw_pw(a: int, b: int, s: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(a, a, 3, s, 1, groups=a, bias=False), nn.BatchNorm2d(a), nn.ReLU6(),
+                    nn.Conv2d(a, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU6()]
+
+        self.features = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
+                                      *dw_pw(32, 64), *dw_pw(64, 128, 2), *dw_pw(128, 128))
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+class _FlattenCNN(nn.Module):
+    """Convs flattened into a Linear inside forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
+        self.f1, self.f2 = nn.Linear(64 * 8 * 8, 128), nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.c2(F.max_pool2d(F.relu(self.c1(x)), 2))), 2)  # (B, 64, 8, 8)
+        return self.f2(F.relu(self.f1(x.view(x.shape[0], -1))))
+
+
+class _DenseCNN(nn.Module):
+    """DenseNet-style concatenations."""
+
+    def __init__(self, g: int = 24) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.l1 = nn.Sequential(nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, g, 3, padding=1))
+        self.l2 = nn.Sequential(nn.BatchNorm2d(32 + g), nn.ReLU(), nn.Conv2d(32 + g, g, 3, padding=1))
+        self.trans = nn.Sequential(nn.BatchNorm2d(32 + 2 * g), nn.ReLU(), nn.Conv2d(32 + 2 * g, 64, 1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([x, self.l1(x)], 1)
+        x = torch.cat([x, self.l2(x)], 1)
+        return self.fc(F.adaptive_avg_pool2d(self.trans(x), 1).flatten(1))
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class _SECNN(nn.Module):
+    """Conv-BN-SiLU blocks with squeeze-excite gates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.se1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), _SE(32)
+        self.conv2, self.bn2, self.se2 = nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), _SE(64)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.se1(F.silu(self.bn1(self.conv1(x))))
+        return self.fc(self.se2(F.silu(self.bn2(self.conv2(x)))).mean((2, 3)))
+
+
+_CNNS = {"residual CNN": _ResCNN, "depthwise CNN": _DepthwiseCNN, "conv-flatten-Linear": _FlattenCNN,
+         "DenseNet-style concat": _DenseCNN, "squeeze-excite CNN": _SECNN}
+
+
+@torch.no_grad()
+def _trained_like(model: nn.Module) -> nn.Module:
+    """Per-channel BatchNorm statistics and scales that differ (as after training) on a seeded random model."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+def _cnn_workloads(extra: list[str]) -> list[Workload]:
+    out = []
+    for label, cls in _CNNS.items():
+        torch.manual_seed(0)
+        model = _trained_like(cls())
+        x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        out.append(Workload(name=label, model=model, test=(x, torch.zeros(64, dtype=torch.long)), metric="agreement",
+                            info={"random_weights": True}))
+    out.append(resolve_workload("digits-cnn"))
+    out += [resolve_workload(ref) for ref in extra]
+    return out
+
+
+def _flops(model: nn.Module, x) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        I.call(model.eval(), x)
+    return int(fc.get_total_flops())
+
+
+def _torch_pruning_meta(model: nn.Module, x, output_layer: str | None, amount: float) -> nn.Module:
+    """Torch-Pruning's own MetaPruner on a copy: ``amount`` of every conv-rooted group, L1 group importance, the
+    output layer kept (the same setting as ``prune_structured(unit='channels')``)."""
+    import torch_pruning as tp
+
+    ref = copy.deepcopy(model).eval()
+    ignored = [ref.get_submodule(output_layer)] if output_layer else []
+    args, kwargs = I.example_args(I.head(x, 2))
+    pruner = tp.pruner.MetaPruner(ref, kwargs or args[0], importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                  pruning_ratio=amount, ignored_layers=ignored, root_module_types=[nn.Conv2d])
+    pruner.step()
+    return ref
+
+
+def channels_vs_torch_pruning(extra: list[str] | None = None, amount: float = 0.5) -> dict:
+    rows = []
+    for wl in _cnn_workloads(extra or []):
+        _log(f"channels {amount:.0%} + shrink vs Torch-Pruning: {wl.name}")
+        model = wl.model.eval()
+        x = wl.test.x
+        masked = prune(model, StructuredPruneConfig(unit="channels", amount=amount), wl)
+        shrunk = prune(masked, ShrinkConfig(), wl)
+        ref = _torch_pruning_meta(model, x, wl.output_layer, amount)
+        x32 = I.head(x, 32)
+        lat = _latencies({"dense": model, "ours": shrunk, "tp": ref}, x32, repeats=9)
+        with torch.no_grad():
+            diff = float((I.call(masked.eval(), x) - I.call(shrunk.eval(), x)).abs().max())
+        trained = not wl.info.get("random_weights")
+        metric = {k: wl.score(m, "test") if trained else None for k, m in
+                  (("dense", model), ("ours", shrunk), ("tp", ref))}
+        p0, f0 = _params(model), _flops(model, x32)
+        rows.append({
+            "model": wl.name, "params": p0, "params_ratio": _params(shrunk) / p0, "tp_params_ratio": _params(ref) / p0,
+            "flops_ratio": _flops(shrunk, x32) / f0, "tp_flops_ratio": _flops(ref, x32) / f0,
+            "latency_ms_b32": lat["dense"]["ms"], "latency_ratio": lat["ours"]["ratio"],
+            "tp_latency_ratio": lat["tp"]["ratio"], "max_abs_diff_shrunk_vs_masked": diff,
+            "metric": wl.metric_name if trained else None, "dense_metric": metric["dense"],
+            "shrunk_metric": metric["ours"], "tp_metric": metric["tp"],
+        })
+        rows[-1]["params_ratio_vs_tp"] = rows[-1]["params_ratio"] / rows[-1]["tp_params_ratio"]
+    return {"amount": amount, "importance": "L1 group magnitude (ours: prune_structured; Torch-Pruning: "
+            "MetaPruner + GroupMagnitudeImportance(p=1)), output layer kept, no fine-tuning",
+            "inputs": "CNNs: random 3x32x32 images, seeded weights with per-channel BatchNorm statistics; "
+            "digits-cnn: its trained weights and test split", "rows": rows}
+
+
+SECTIONS = ("unstructured", "channels", "heads", "lottery", "vs-torch-pruning")
+
+
+def run(sections: tuple[str, ...] = SECTIONS, extra: list[str] | None = None) -> dict:
     torch.set_num_threads(1)  # every number on one thread: latency as stated, training deterministic and unaffected
-    return {"environment": environment(), "unstructured_lenet300": unstructured_lenet(),
-            "channels_digits_cnn": channels_cnn(), "heads_digits_vit": heads_vit(), "lottery_ticket": lottery()}
+    res: dict = {"environment": environment()}
+    steps = {"unstructured": ("unstructured_lenet300", unstructured_lenet), "channels": ("channels_digits_cnn", channels_cnn),
+             "heads": ("heads_digits_vit", heads_vit), "lottery": ("lottery_ticket", lottery),
+             "vs-torch-pruning": ("channels_vs_torch_pruning", lambda: channels_vs_torch_pruning(extra))}
+    for name in sections:
+        key, fn = steps[name]
+        res[key] = fn()
+    return res
 
 
 def render(res: dict) -> str:
+    out: list[str] = []
+    if "unstructured_lenet300" in res:
+        out += _render_1_to_4(res)
+    if "channels_vs_torch_pruning" in res:
+        out += ["", _render_vs_tp(res["channels_vs_torch_pruning"])]
+    return "\n".join(out).strip("\n")
+
+
+def _render_vs_tp(t: dict) -> str:
+    head = (f"5. {t['amount']:.0%} of conv channels + shrink, ours vs Torch-Pruning MetaPruner ({t['importance']}); "
+            f"{t['inputs']}; latency batch 32, 1 thread, median per-round ratio to dense over 9 interleaved rounds")
+    cols = [("model", "model", ""), ("params", "params", ","), ("params_ratio", "params x", ".3f"),
+            ("tp_params_ratio", "TP params x", ".3f"), ("params_ratio_vs_tp", "ours/TP", ".3f"),
+            ("flops_ratio", "FLOPs x", ".3f"), ("tp_flops_ratio", "TP FLOPs x", ".3f"),
+            ("latency_ms_b32", "dense ms", ".3f"), ("latency_ratio", "latency x", ".3f"),
+            ("tp_latency_ratio", "TP latency x", ".3f"), ("max_abs_diff_shrunk_vs_masked", "|shrunk-masked|", ".1e"),
+            ("dense_metric", "dense acc", ".4f"), ("shrunk_metric", "acc", ".4f"), ("tp_metric", "TP acc", ".4f")]
+    return head + "\n" + table(t["rows"], cols) + ("\n(acc: the workload's metric on its test split before any "
+                                                    "fine-tuning, for trained models; shared machine: compare ratios "
+                                                    "from one run only)")
+
+
+def _render_1_to_4(res: dict) -> list[str]:
     u, c, v, lt = (res["unstructured_lenet300"], res["channels_digits_cnn"], res["heads_digits_vit"],
                    res["lottery_ticket"])
     out = [f"1. mnist-lenet300, global unstructured L1 (fc1+fc2; fc3 dense); dense accuracy {u['dense_accuracy']:.4f}, "
@@ -203,12 +426,19 @@ def render(res: dict) -> str:
            f"at ~21% weights: ticket {lt['ticket_at_21pct_vs_dense_points']:+.2f} pts vs dense, random re-init "
            f"{lt['random_at_21pct_vs_dense_points']:+.2f} pts",
            "(shared 2-core machine: compare latency ratios from the same run only)"]
-    return "\n".join(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    result = run()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
+    p.add_argument("--workload", action="append", default=[], metavar="REF",
+                   help="also run section 5 on this workload (file.py:attr, module:attr or a name; repeatable)")
+    args = p.parse_args(argv)
+    sections = tuple(args.only) if args.only else SECTIONS
+    if 0 < len(set(sections) & {"unstructured", "channels", "heads", "lottery"}) < 4:
+        p.error("--only: sections 1-4 print as one table set; give all of them or none")
+    result = run(sections, args.workload)
     emit(result, args.json, render(result))
     return 0
 

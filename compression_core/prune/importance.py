@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..measure import effective_weight  # the one accessor: masks applied, detached
-from .common import is_attention
 
 
 def weight_scores(weight: torch.Tensor, importance: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -110,34 +109,27 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return accuracy(model, x, y)
 
 
-def head_accuracy_drop(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
-    """Accuracy drop on (x, y) when each head alone is masked: {attention layer name: [drop per head]}."""
+def head_accuracy_drop(model: nn.Module, x, y: torch.Tensor) -> dict[str, list[float]]:
+    """Accuracy drop on (x, y) when each head alone is masked: {attention: [drop per head]}, for every attention the
+    traced graph finds (hand-written, Hugging Face, nn.MultiheadAttention)."""
+    from .. import inputs as I
+    from ..graph import build_graph
     from ..technique import clone_model
+    from .structured import mask_heads
 
-    base = _accuracy(model, x, y)
+    heads = build_graph(model, I.head(x, 4), probe=False).units("heads")
+    base = _accuracy(model, x, y) if heads else 0.0
     out: dict[str, list[float]] = {}
-    for name, m in model.named_modules():
-        if not is_attention(m):
-            continue
+    for name, hg in heads.items():
         drops = []
-        for head in range(m.n_heads):
+        for head in range(hg.size):
             probe = clone_model(model)
-            _zero_head(probe.get_submodule(name), head)
+            keep = torch.ones(hg.size)
+            keep[head] = 0
+            mask_heads(probe, hg, keep)
             drops.append(base - _accuracy(probe, x, y))
         out[name] = drops
     return out
-
-
-@torch.no_grad()
-def _zero_head(attn: nn.Module, head: int) -> None:
-    """Zero one head's value rows (its output is then exactly zero), in place on a probe copy."""
-    h, d = attn.n_heads, attn.head_dim
-    rows = slice(2 * h * d + head * d, 2 * h * d + (head + 1) * d)
-    for pname in ("weight", "bias"):
-        if getattr(attn.qkv, pname, None) is not None:
-            stored = getattr(attn.qkv, pname + "_orig", None)
-            stored = stored if stored is not None else getattr(attn.qkv, pname)
-            stored[rows] = 0
 
 
 def skip_accuracy_drop(model: nn.Module, blocks: list[str], x: torch.Tensor, y: torch.Tensor,
