@@ -1,3 +1,6 @@
+import copy
+import io
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -5,7 +8,7 @@ from hypothesis import strategies as st
 
 import sample_models
 from compression_core import CompressionError, accuracy, layer_stats, measure
-from compression_core.quantize import FakeQuantConfig, FakeQuantLinear, quantize
+from compression_core.quantize import FakeQuantConfig, FakeQuantWeight, StaticInt8Config, quantize, rebuild
 from compression_core.quantize._common import fake_quantize_weight, qrange
 
 
@@ -40,7 +43,11 @@ def test_simulated_model_reports_bits_and_theoretical_size():
     assert s.simulated
     assert s.theoretical_size_bytes == sum(r.bits * r.params for r in s.layers) // 8
     assert s.theoretical_size_bytes < 0.25 * s.size_bytes  # the real file is still float32
-    assert isinstance(q.fc1, FakeQuantLinear) and q.fc1.weight.dtype == torch.float32
+    # wrapped, not swapped: the layer keeps its class, and its float original
+    assert type(q.fc1) is torch.nn.Linear and q.fc1.weight.dtype == torch.float32
+    assert any(isinstance(h, FakeQuantWeight) for h in q.fc1._forward_pre_hooks.values())
+    assert torch.equal(q.fc1.weight_orig, sm.model.fc1.weight)
+    assert sum(r.params for r in s.layers) == sum(p.numel() for p in sm.model.parameters())  # counted once
 
 
 def test_weights_take_at_most_2_to_the_bits_values_per_channel():
@@ -76,3 +83,40 @@ def test_bad_bits_are_one_line_errors_naming_the_field(bad, field):
         quantize(sm.model, {"kind": "fake_quant", **bad}, sm.data)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{field}:")
+
+
+def test_fake_quant_round_trips_through_a_state_dict_and_deepcopy():
+    sm = sample_models.load("digits-cnn")
+    cfg = FakeQuantConfig(bits=4, activation_bits=8)
+    q = quantize(sm.model, cfg, sm)
+    x = sm.data.test.x[:64]
+    with torch.no_grad():
+        assert torch.equal(copy.deepcopy(q)(x), q(x))
+        buf = io.BytesIO()
+        torch.save(q.state_dict(), buf)
+        buf.seek(0)
+        r = rebuild(sm.model, cfg, torch.load(buf, weights_only=True), sm)
+        assert torch.equal(r(x), q(x))
+    assert {r.name: r.bits for r in layer_stats(copy.deepcopy(q))}["conv2"] == 4
+
+
+@pytest.mark.parametrize("cfg", [FakeQuantConfig(bits=8, include_classifier=True),
+                                 FakeQuantConfig(bits=8, activation_bits=8, include_classifier=True),
+                                 StaticInt8Config()], ids=["fake8", "fake8-act8", "static"])
+def test_same_padding_conv_subclass_keeps_its_output_shape_and_accuracy(cfg):
+    """Issue 14 item 8: fake quant and static int8 used to swap a Conv2d subclass for a plain class and lose its
+    own forward (its padding): the output shrank and accuracy fell with no error."""
+    import zoo
+
+    wl = zoo.same_pad_cnn()
+    q = quantize(wl.model, cfg, wl)
+    x = wl.test.x
+    with torch.no_grad():
+        feats = wl.model.conv2(wl.model.bn1(wl.model.conv1(x[:4])))
+    assert feats.shape[-2:] == (4, 4)  # what a plain Conv2d would get wrong (3x3 then 1x1)
+    assert q(x[:5]).shape == wl.model(x[:5]).shape
+    if isinstance(cfg, FakeQuantConfig):
+        assert type(q.conv1) is zoo.Conv2dSame  # the user's own class, untouched
+        with torch.no_grad():
+            assert q.conv2(q.bn1(q.conv1(x[:4]))).shape == feats.shape
+    assert accuracy(q, x, wl.test.y) >= accuracy(wl.model, x, wl.test.y) - 0.015

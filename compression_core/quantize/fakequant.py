@@ -1,122 +1,124 @@
 """Simulated ("fake") quantization at any bit width 2-16, for what-if exploration (Jacob et al. 2018; Gholami
 et al. 2021, "A Survey of Quantization Methods for Efficient Neural Network Inference").
 
-Weights are replaced by ``dq(q(w))`` with symmetric per-channel or per-tensor scales, and optionally each layer's
-input is fake-quantized per tensor (asymmetric, range calibrated on the calibration split). Storage stays float32,
+Weights read as ``dq(q(w))`` with symmetric per-channel or per-tensor scales, and optionally each layer's input is
+fake-quantized per tensor (asymmetric, range calibrated on the calibration split). Nothing is swapped: each layer
+keeps its class and its own ``forward`` (a Conv2d subclass that pads in ``forward`` still pads); its weight is wrapped
+(``FakeQuantWeight``: float original kept, quantized weight computed before each forward) and its input by a
+forward pre-hook. Storage stays float32,
 so these layers report ``simulated=True`` with their bit width and ``measure`` adds the theoretical size
 (bits x params / 8) next to the real one. ``overrides`` set bits per layer (mixed precision).
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
+from .. import inputs as I
+from ..prune.common import fold_masks
 from ._common import (affine_params, dequantize_values, fake_quantize_weight, qrange, quantize_values,
-                      require_split, resolve_overrides, select_layers, set_submodule)
+                      require_split, resolve_overrides, select_layers)
 
 Bits = Annotated[int, Field(ge=2, le=16)]
-FAKE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d, nn.LSTM)
+FAKE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM, nn.GRU)
 
 
-class _FakeQuantMixin:
-    """Weight bits, optional activation fake-quant (per-tensor asymmetric), and the simulated layer_stats."""
+class FakeQuantWeight:
+    """The wrapper of one fake-quantized weight: the float original stays a Parameter ``<name>_orig`` and, before
+    every forward, ``<name>`` is set to ``dq(q(<name>_orig))`` (symmetric ``bits``-bit codes, one scale per output
+    channel or per tensor), the reparametrisation ``torch.nn.utils.prune`` uses for masks. The layer keeps its class
+    and its own ``forward``: a Conv2d subclass that pads in ``forward`` still pads. Gradients pass straight through
+    to the original (Bengio et al. 2013), so a fine-tune after it trains the float weights quantization-aware.
 
-    bits: int
-    activation_bits: int | None
+    (``torch.nn.utils.parametrize`` would do the same, but it adds a ``parametrizations`` child per layer that
+    ``measure`` counts as a second layer holding the same weight.)"""
 
-    def _init_quant(self, bits: int, activation_bits: int | None) -> None:
-        self.bits, self.activation_bits = bits, activation_bits
-        if activation_bits is not None:
-            self.register_buffer("act_scale", torch.ones(()))
-            self.register_buffer("act_zero_point", torch.zeros(()))
+    def __init__(self, name: str, bits: int, per_channel: bool) -> None:
+        self._tensor_name = name  # the attribute name torch.nn.utils.prune's hooks use; clone_model relies on it
+        self.bits, self.per_channel = bits, per_channel
 
-    def _quant_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_bits is None:
-            return x
-        qmin, qmax = qrange(self.activation_bits, symmetric=False)
-        return dequantize_values(quantize_values(x, self.act_scale, self.act_zero_point, qmin, qmax),
-                                 self.act_scale, self.act_zero_point)
+    def compute(self, module: nn.Module) -> torch.Tensor:
+        w = getattr(module, self._tensor_name + "_orig")
+        deq = fake_quantize_weight(w.detach().float(), self.bits, self.per_channel)[0].to(w.dtype)
+        if torch.is_grad_enabled() and w.requires_grad:
+            return w + (deq - w).detach()  # straight-through estimator
+        return deq
 
-    def layer_stats(self) -> dict:
-        n = self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
-        nz = int((self.weight != 0).sum()) + (int((self.bias != 0).sum()) if self.bias is not None else 0)
-        return {"params": n, "nonzero": nz, "dtype": str(self.weight.dtype).replace("torch.", ""),
-                "bits": self.bits, "simulated": True}
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        setattr(module, self._tensor_name, self.compute(module))
 
-    def extra_repr(self) -> str:  # type: ignore[override]
-        return f"{super().extra_repr()}, bits={self.bits}, activation_bits={self.activation_bits} (simulated)"
-
-
-class FakeQuantLinear(_FakeQuantMixin, nn.Linear):
-    """nn.Linear whose weight holds ``dq(q(w))`` at ``bits`` and whose input may be fake-quantized."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, activation_bits: int | None):
-        nn.Linear.__init__(self, in_features, out_features, bias=bias)
-        self._init_quant(bits, activation_bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._quant_input(x), self.weight, self.bias)
-
-
-class FakeQuantConv2d(_FakeQuantMixin, nn.Conv2d):
-    """nn.Conv2d whose weight holds ``dq(q(w))`` at ``bits`` and whose input may be fake-quantized."""
-
-    def __init__(self, conv: nn.Conv2d, bits: int, activation_bits: int | None):
-        nn.Conv2d.__init__(self, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                           conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
-        self._init_quant(bits, activation_bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self._quant_input(x), self.weight, self.bias)
-
-
-class FakeQuantLSTM(_FakeQuantMixin, nn.LSTM):
-    """nn.LSTM whose ``weight_*`` matrices hold ``dq(q(w))`` at ``bits`` (per gate row); the input sequence may be
-    fake-quantized. Biases stay float (int32 in real int8 kernels)."""
-
-    def __init__(self, lstm: nn.LSTM, bits: int, activation_bits: int | None):
-        nn.LSTM.__init__(self, lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
-                         lstm.dropout, lstm.bidirectional, lstm.proj_size)
-        self._init_quant(bits, activation_bits)
-
-    def forward(self, input, hx=None):  # noqa: A002 (nn.LSTM's signature)
-        if isinstance(input, torch.Tensor):
-            input = self._quant_input(input)
-        return nn.LSTM.forward(self, input, hx)
-
-    def layer_stats(self) -> dict:
-        ps = [p.detach() for p in self.parameters()]
-        return {"params": sum(p.numel() for p in ps), "nonzero": sum(int((p != 0).sum()) for p in ps),
-                "dtype": str(ps[0].dtype).replace("torch.", ""), "bits": self.bits, "simulated": True}
-
-
-def to_fake_quant(layer: nn.Module, bits: int, per_channel: bool, activation_bits: int | None) -> nn.Module:
-    """A FakeQuant copy of a Linear/Conv2d/LSTM with its (effective, mask-applied) weights replaced by dq(q(w))."""
-    if isinstance(layer, nn.LSTM):
-        new_lstm = FakeQuantLSTM(layer, bits, activation_bits)
+    def reload(self, module: nn.Module, incompatible_keys) -> None:
+        """After ``load_state_dict``: the weight follows the loaded original at once (not at the next forward)."""
         with torch.no_grad():
-            for pname, p in new_lstm.named_parameters():
-                src = getattr(layer, pname).detach().float()
-                p.copy_(fake_quantize_weight(src, bits, per_channel)[0] if pname.startswith("weight") else src)
-        return new_lstm
-    if isinstance(layer, nn.Linear):
-        new: nn.Module = FakeQuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits,
-                                         activation_bits)
-    else:
-        new = FakeQuantConv2d(layer, bits, activation_bits)
+            self(module, ())
+
+    @staticmethod
+    def wrap(module: nn.Module, name: str, bits: int, per_channel: bool) -> "FakeQuantWeight":
+        hook = FakeQuantWeight(name, bits, per_channel)
+        original = module._parameters.pop(name)
+        module.register_parameter(name + "_orig", original)
+        with torch.no_grad():
+            hook(module, ())
+        module.register_forward_pre_hook(hook)
+        module.register_load_state_dict_post_hook(hook.reload)
+        return hook
+
+
+def _quant_input(module: nn.Module, args: tuple, bits: int) -> tuple:
+    """Forward pre-hook: the layer's first input fake-quantized per tensor (asymmetric, calibrated range)."""
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        return args
+    qmin, qmax = qrange(bits, symmetric=False)
+    x = args[0]
+    xq = dequantize_values(quantize_values(x, module.act_scale, module.act_zero_point, qmin, qmax),
+                           module.act_scale, module.act_zero_point).to(x.dtype)
+    return (xq, *args[1:])
+
+
+def _weight_names(layer: nn.Module) -> list[str]:
+    if isinstance(layer, nn.RNNBase):
+        return [n for n, _ in layer.named_parameters(recurse=False) if n.startswith("weight")]
+    return ["weight"]
+
+
+def _simulated_stats(self: nn.Module) -> dict:
+    """``measure.layer_stats`` of a fake-quantized layer: its parameters at the simulated bit width."""
+    hooks = {h._tensor_name: h for h in self._forward_pre_hooks.values() if isinstance(h, FakeQuantWeight)}
     with torch.no_grad():
-        deq, _ = fake_quantize_weight(layer.weight.detach().float(), bits, per_channel)
-        new.weight.copy_(deq)
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias.detach())
-    return new
+        ps = [hooks[n].compute(self) if n in hooks else getattr(self, n).detach() for n in _weight_names(self)]
+    ps += [p.detach() for n, p in self.named_parameters(recurse=False) if n.startswith("bias")]
+    return {"params": sum(p.numel() for p in ps), "nonzero": sum(int((p != 0).sum()) for p in ps),
+            "dtype": str(ps[0].dtype).replace("torch.", ""), "bits": self.fake_quant_bits, "simulated": True}
+
+
+def wrap_fake_quant(layer: nn.Module, bits: int, per_channel: bool, activation_bits: int | None) -> nn.Module:
+    """Fake-quantize ``layer`` in place without changing its class or what its ``forward`` does: its weight is
+    wrapped by ``FakeQuantWeight`` (Linear, Conv and any subclass with its own forward), and with
+    ``activation_bits`` a forward pre-hook fake-quantizes its input (scale buffers ``act_scale`` /
+    ``act_zero_point``, set by calibration). LSTM/GRU weights are rounded in place instead: an RNN caches its flat
+    weights, which a parametrization would leave stale."""
+    if isinstance(layer, nn.RNNBase):
+        with torch.no_grad():
+            for name in _weight_names(layer):
+                w = getattr(layer, name)
+                w.copy_(fake_quantize_weight(w.detach().float(), bits, per_channel)[0].to(w.dtype))
+    else:
+        FakeQuantWeight.wrap(layer, "weight", bits, per_channel)
+    layer.fake_quant_bits = bits
+    layer.layer_stats = types.MethodType(_simulated_stats, layer)
+    if activation_bits is not None:
+        layer.register_buffer("act_scale", torch.ones(()))
+        layer.register_buffer("act_zero_point", torch.zeros(()))
+        layer.register_forward_pre_hook(functools.partial(_quant_input, bits=activation_bits))
+    return layer
 
 
 class FakeQuantConfig(StepConfig):
@@ -135,12 +137,14 @@ class FakeQuantConfig(StepConfig):
 
 
 @torch.no_grad()
-def _calibrate_inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(min, max) of each named layer's input over ``x`` (the float model, before fake-quant)."""
+def _calibrate_inputs(model: nn.Module, names: list[str], x) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(min, max) of each named layer's first input over ``x`` (the float model, before fake-quant)."""
     ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = []
     for name in names:
         def hook(mod, inp, name=name):
+            if not inp or not isinstance(inp[0], torch.Tensor) or not inp[0].is_floating_point():
+                return
             lo, hi = inp[0].min(), inp[0].max()
             old = ranges.get(name)
             ranges[name] = (lo, hi) if old is None else (torch.minimum(old[0], lo), torch.maximum(old[1], hi))
@@ -148,8 +152,9 @@ def _calibrate_inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> di
     try:
         was = model.training
         model.eval()
-        for i in range(0, len(x), 256):
-            model(x[i : i + 256])
+        n = I.n_items(x)
+        for i in range(0, n, 256):
+            I.call(model, I.take(x, slice(i, i + 256)))
         model.train(was)
     finally:
         for h in hooks:
@@ -159,6 +164,7 @@ def _calibrate_inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> di
 
 @register(FakeQuantConfig)
 def _fake_quant(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> nn.Module:
+    fold_masks(model)  # a pruned model: simulate its effective (zeroed) weights
     names = select_layers(model, cfg, ctx, FAKE_TYPES, "fake_quant")
     bits = {n: cfg.bits for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, FAKE_TYPES, "fake_quant"))
@@ -169,11 +175,10 @@ def _fake_quant(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> nn.
         calib = require_split(ctx, "calib", "activation_bits", "fake_quant with activation_bits")
         ranges = _calibrate_inputs(model, list(bits), calib.x)
     for i, (name, b) in enumerate(bits.items()):
-        new = to_fake_quant(model.get_submodule(name), b, cfg.weights == "per_channel", cfg.activation_bits)
-        if name in ranges:
+        layer = wrap_fake_quant(model.get_submodule(name), b, cfg.weights == "per_channel", cfg.activation_bits)
+        if cfg.activation_bits is not None and name in ranges:
             scale, zp = affine_params(*ranges[name], cfg.activation_bits)
-            new.act_scale.copy_(scale)
-            new.act_zero_point.copy_(zp)
-        set_submodule(model, name, new)
+            layer.act_scale.copy_(scale.reshape(()))
+            layer.act_zero_point.copy_(zp.reshape(()))
         ctx.report((i + 1) / len(bits), f"{name}: {b} bits (simulated)")
     return model.eval()
