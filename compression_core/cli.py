@@ -267,9 +267,14 @@ def _add_advise_command(sub) -> None:
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from .sensitivity import workload_sensitivity
+    if getattr(args, "executor", "local") != "local" or getattr(args, "ray_address", None):
+        from .search_cli import sweep_from_args
 
-    res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
+        res = sweep_from_args(args)
+    else:
+        from .sensitivity import workload_sensitivity
+
+        res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
     if args.json:
         print(json.dumps(res.to_json_dict(), indent=2))
         return 0
@@ -294,6 +299,12 @@ def _add_sensitivity_command(sub) -> None:
                    help="prune: sparsity 0..95%% (magnitude); quantize: 8..2 bits (simulated)")
     s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    try:
+        from .search_cli import add_executor_arguments
+    except ImportError:
+        pass
+    else:
+        add_executor_arguments(s)  # --executor local|ray, --ray-address ADDR
     s.set_defaults(func=_cmd_sensitivity)
 
 
