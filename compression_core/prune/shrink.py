@@ -29,7 +29,7 @@ class ShrinkConfig(StepConfig):
     """Physically remove the zeroed neurons, channels and heads left by ``prune_structured``."""
 
     kind: Literal["shrink"] = "shrink"
-    ui = TechniqueUI(family="prune", label="shrink: physically remove the pruned units", storage="shrunk", order=90)
+    ui = TechniqueUI(family="prune", label="shrink (remove the pruned units)", storage="shrunk", order=90)
 
 
 # ------------------------------------------------------------------------------------- layer functions
