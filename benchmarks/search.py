@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minilm-trials", type=int, default=50,
                    help="trials on minilm-topics when it is registered (default 50; 0 skips it: ~10 s a trial here)")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray scaling part")
+    p.add_argument("--no-heavy", action="store_true", help="Ray scaling without the minilm-topics batch")
     args = p.parse_args(argv)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -230,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(s)
             rows += r
         big = minilm(args.minilm_trials) if args.minilm_trials > 0 else None
-        heavy = "minilm-topics" if big is not None else None
+        from compression_core.workload import workload_names
+
+        heavy = "minilm-topics" if "minilm-topics" in workload_names() and not args.no_heavy else None
         scaling = [] if args.no_ray else ray_scaling(heavy=heavy)
     finally:
         torch.set_num_threads(old)

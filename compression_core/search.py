@@ -15,7 +15,8 @@ He et al. 2018, for per-layer choices). Each trial is a plain recipe, applied an
 - constraints: ``max_size_bytes`` and ``max_drop`` (metric points below the baseline); infeasible trials never
   reach the front;
 - the search is seeded with the uniform settings (uniform sparsity 50 .. 90 %, each storage method alone) and with
-  ``fit_budget`` fits at the uniform sizes, so the front can only improve on them;
+  ``fit_budget`` fits at the uniform sizes (models with at most 8 prunable layers: on a transformer a fit's
+  refinement alone takes hours), so the front can only improve on them;
 - deterministic for a seed: trials are asked in fixed batches and told in trial order, so the sampling never depends
   on which worker finished first; the local and the Ray executor give the same front (latency aside: it is a
   measurement of the machine).
@@ -41,6 +42,9 @@ SPARSITY_LEVELS: tuple[float, ...] = tuple(round(i * SPARSITY_STEP, 3) for i in 
 STRUCTURED_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 UNIFORM_SEEDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 FIT_SEEDS: tuple[float, ...] = (0.7, 0.8, 0.9)  # fit_budget at the size of these uniform sparsities
+# fit_budget sweeps every layer on the 2.5 % grid and refines with pairwise moves (cost ~ layers^2 x levels real
+# evaluations): seeded automatically only for models with at most this many prunable layers
+FIT_SEED_MAX_LAYERS = 8
 METHODS: dict[str, dict | None] = {  # storage method -> the recipe step that applies it
     "none": None,
     "int8": {"kind": "quantize_dynamic"},
@@ -383,6 +387,7 @@ def search(
     include_classifier: bool = False,
     max_groups: int = 16,
     seed_trials: bool = True,
+    fit_seeds: bool | None = None,
     progress: ProgressFn | None = None,
     on_trial: Callable[[SearchPoint, list[SearchPoint]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -390,7 +395,9 @@ def search(
     """Search recipes for the workload ``model`` (a reference: registered name, ``file.py:attr`` or
     ``package.module:attr``) and return the non-dominated front of measured recipes.
 
-    ``trials`` counts every evaluated recipe, the seeded uniform settings and budget fits included (first). Trials are
+    ``trials`` counts every evaluated recipe, the seeded uniform settings and budget fits included (first).
+    ``fit_seeds`` (default: models with at most ``FIT_SEED_MAX_LAYERS`` prunable layers) adds ``fit_budget`` fits at
+    the uniform sizes; on a transformer the fit's per-layer refinement alone would cost hours. Trials are
     asked ``batch_size`` at a time and told in trial order, so ``seed`` (and ``batch_size``) fix the result whatever
     the executor (``"local"`` or ``"ray"``; ``ray_address`` connects to a cluster, else a local Ray runtime with
     ``workers`` CPUs on 127.0.0.1). ``on_trial(point, front)`` is called as each trial finishes (completion order);
@@ -402,11 +409,13 @@ def search(
     t0 = time.perf_counter()
     with make_executor(executor, ray_address=ray_address, workers=workers) as ex:  # bad/unreachable: before anything
         return _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods,
-                       structured, include_classifier, max_groups, seed_trials, progress, on_trial, should_stop, t0)
+                       structured, include_classifier, max_groups, seed_trials, fit_seeds, progress, on_trial,
+                       should_stop, t0)
 
 
 def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods, structured,
-            include_classifier, max_groups, seed_trials, progress, on_trial, should_stop, t0) -> SearchResult:
+            include_classifier, max_groups, seed_trials, fit_seeds, progress, on_trial, should_stop,
+            t0) -> SearchResult:
     import optuna
     from optuna.trial import TrialState
 
@@ -441,7 +450,9 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
             queue += [(space.params_for(0.0, m, embedding="int8"), "method") for m in space.methods]
     for params, origin in queue[:trials]:
         study.enqueue_trial(params, user_attrs={"origin": origin})
-    fits_pending = seed_trials
+    if fit_seeds is None:
+        fit_seeds = len(space.layers) <= FIT_SEED_MAX_LAYERS
+    fits_pending = seed_trials and fit_seeds
     state = _State()
     cancelled = False
     done = 0
