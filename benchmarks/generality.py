@@ -30,17 +30,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from compression_core import CompressionError, measure, predict, shippable_state_dict, size_bytes
-from compression_core.prune import (
-    LayerPruneConfig, LotteryTicketConfig, ShrinkConfig, SlimmingConfig, StructuredPruneConfig, ThresholdPruneConfig,
-    UnstructuredPruneConfig,
-)
-from compression_core.quantize import (
-    DynamicInt8Config, FakeQuantConfig, HalfPrecisionConfig, Int4Config, QATConfig, StaticInt8Config,
-)
-from compression_core.budget import FitBudgetConfig
-from compression_core.distill import DistillConfig, ReinitConfig
 from compression_core.technique import StepConfig, StepContext, apply_step, registered_configs
-from compression_core.train import FineTuneConfig
 
 from .common import emit, environment, parser
 
@@ -67,45 +57,59 @@ class Variant:
     float_result: bool = True  # the result is a plain float model: measure's parameter count is checked exactly
 
 
-def _structured(unit: str) -> StructuredPruneConfig:
-    return StructuredPruneConfig(amount=0.5, unit=unit)
+def _kinds() -> dict[str, type[StepConfig]]:
+    return {c.model_fields["kind"].default: c for c in registered_configs()}
 
 
-# kind -> its rows (configs small enough to run in about a second on the zoo: 1 epoch, 1 round)
-VARIANTS: dict[str, tuple[Variant, ...]] = {
-    "prune_unstructured": (Variant("prune_unstructured 50%", "prune_unstructured",
-                                   (UnstructuredPruneConfig(amount=0.5),), "unstructured"),),
-    "prune_threshold": (Variant("prune_threshold 0.5 std", "prune_threshold",
-                                (ThresholdPruneConfig(threshold=0.5, scale="std"),), "threshold"),),
-    "prune_structured": tuple(Variant(f"prune_structured {u} 50%", "prune_structured", (_structured(u),), "masked")
-                              for u in ("channels", "neurons", "heads")),
-    "shrink": tuple(Variant(f"shrink after {u} 50%", "shrink", (_structured(u), ShrinkConfig()), "shrink")
-                    for u in ("channels", "neurons", "heads")),
-    "prune_layers": (Variant("prune_layers 1 block", "prune_layers", (LayerPruneConfig(count=1),), "fewer_params"),),
-    "lottery_ticket": (Variant("lottery_ticket 1 round", "lottery_ticket",
-                               (LotteryTicketConfig(rate=0.2, rounds=1, epochs=1),), "lottery"),),
-    "network_slimming": (Variant("network_slimming 50%", "network_slimming",
-                                 (SlimmingConfig(amount=0.5, epochs=1),), "fewer_params"),),
-    "fit_budget": (Variant("fit_budget prune, drop <= 2 pts", "fit_budget",
-                           (FitBudgetConfig(technique="prune", max_accuracy_drop=2.0),), "budget"),),
-    "quantize_dynamic": (Variant("quantize_dynamic int8", "quantize_dynamic", (DynamicInt8Config(),), "smaller",
-                                 bound=3.0, float_result=False),),
-    "quantize_static": (Variant("quantize_static int8", "quantize_static", (StaticInt8Config(),), "smaller",
-                                bound=5.0, float_result=False),),
-    "quantize_qat": (Variant("quantize_qat 1 epoch", "quantize_qat", (QATConfig(epochs=1),), "smaller", bound=5.0,
-                             float_result=False),),
-    "quantize_int4": (Variant("quantize_int4", "quantize_int4", (Int4Config(),), "smaller", bound=5.0,
-                              float_result=False),),
-    "quantize_half": (Variant("quantize_half fp16", "quantize_half", (HalfPrecisionConfig(dtype="fp16"),), "half",
-                              bound=1.0),
-                      Variant("quantize_half bf16", "quantize_half", (HalfPrecisionConfig(dtype="bf16"),), "half",
-                              bound=3.0)),
-    "fake_quant": (Variant("fake_quant 8 bit", "fake_quant", (FakeQuantConfig(bits=8),), "simulated", bound=3.0,
-                           float_result=False),),
-    "finetune": (Variant("finetune 1 epoch", "finetune", (FineTuneConfig(epochs=1),), "trained", bound=5.0),),
-    "distill": (Variant("distill from itself 1 epoch", "distill", (DistillConfig(epochs=1),), "trained", bound=5.0),),
-    "reinit": (Variant("reinit", "reinit", (ReinitConfig(),), "reinit"),),
-}
+def cfg(kind: str, **fields) -> StepConfig:
+    """The registered config of ``kind`` with ``fields`` (looked up by kind, so a moved class needs no edit here)."""
+    return _kinds()[kind](**fields)
+
+
+def _rows(kind: str, *rows: tuple) -> tuple[Variant, ...]:
+    """Variants of ``kind``: (label, [(kind, fields), ...], check, bound, float_result) each."""
+    out = []
+    for label, steps, check_name, *rest in rows:
+        out.append(Variant(label, kind, tuple(cfg(k, **f) for k, f in steps), check_name, *rest))
+    return tuple(out)
+
+
+def _variants_by_kind() -> dict[str, tuple[Variant, ...]]:
+    """kind -> its rows: configs small enough to run in about a second on the zoo (1 epoch, 1 round)."""
+    s50 = {"amount": 0.5}
+    table = {
+        "prune_unstructured": [("prune_unstructured 50%", [("prune_unstructured", s50)], "unstructured")],
+        "prune_threshold": [("prune_threshold 0.5 std", [("prune_threshold", {"threshold": 0.5, "scale": "std"})],
+                             "threshold")],
+        "prune_structured": [(f"prune_structured {u} 50%", [("prune_structured", {**s50, "unit": u})], "masked")
+                             for u in ("channels", "neurons", "heads")],
+        "shrink": [(f"shrink after {u} 50%", [("prune_structured", {**s50, "unit": u}), ("shrink", {})], "shrink")
+                   for u in ("channels", "neurons", "heads")],
+        "prune_layers": [("prune_layers 1 block", [("prune_layers", {"count": 1})], "fewer_params")],
+        "lottery_ticket": [("lottery_ticket 1 round", [("lottery_ticket", {"rate": 0.2, "rounds": 1, "epochs": 1})],
+                            "lottery")],
+        "network_slimming": [("network_slimming 50%", [("network_slimming", {**s50, "epochs": 1})],
+                              "fewer_params")],
+        "fit_budget": [("fit_budget prune, drop <= 2 pts",
+                        [("fit_budget", {"technique": "prune", "max_accuracy_drop": 2.0})], "budget")],
+        "quantize_dynamic": [("quantize_dynamic int8", [("quantize_dynamic", {})], "smaller", 3.0, False)],
+        "quantize_static": [("quantize_static int8", [("quantize_static", {})], "smaller", 5.0, False)],
+        "quantize_qat": [("quantize_qat 1 epoch", [("quantize_qat", {"epochs": 1})], "smaller", 5.0, False)],
+        "quantize_int4": [("quantize_int4", [("quantize_int4", {})], "smaller", 5.0, False)],
+        "quantize_embedding": [("quantize_embedding int8", [("quantize_embedding", {})], "smaller", 3.0, False)],
+        "quantize_half": [("quantize_half fp16", [("quantize_half", {"dtype": "fp16"})], "half", 1.0),
+                          ("quantize_half bf16", [("quantize_half", {"dtype": "bf16"})], "half", 3.0)],
+        "fake_quant": [("fake_quant 8 bit", [("fake_quant", {"bits": 8})], "simulated", 3.0, False)],
+        "finetune": [("finetune 1 epoch", [("finetune", {"epochs": 1})], "trained", 5.0)],
+        "distill": [("distill from itself 1 epoch", [("distill", {"epochs": 1})], "trained", 5.0)],
+        "reinit": [("reinit", [("reinit", {})], "reinit")],
+    }
+    known = _kinds()
+    return {kind: _rows(kind, *rows) for kind, rows in table.items()
+            if all(k in known for _, steps, *_ in rows for k, _ in steps)}
+
+
+VARIANTS: dict[str, tuple[Variant, ...]] = _variants_by_kind()
 # kinds whose config cannot be built without arguments only a person can choose (none today); listed, not run
 NEEDS_ARGUMENTS: dict[str, str] = {}
 
