@@ -237,3 +237,16 @@ def test_cli_measure_reports_true_params_and_the_workloads_metric(name, cli_resu
 def test_zoo_functions_are_workload_references():
     wl = resolve_workload(f"{ROOT / 'tests' / 'zoo.py'}:gru")
     assert wl.name == "zoo-gru" and wl.metric.name == "macro recall"
+
+
+def test_the_example_workload_file_is_short_trains_once_and_reloads_the_same_weights(tmp_path):
+    src = ROOT / "examples" / "my_workload.py"
+    assert len(src.read_text().splitlines()) <= 30  # the README's "Bring your own model" promise
+    (tmp_path / "my_workload.py").write_text(src.read_text())
+    first = resolve_workload(f"{tmp_path / 'my_workload.py'}:workload", cache=False)
+    assert (tmp_path / "my_workload.pt").is_file()
+    assert first.score(first.model) >= 0.95
+    again = resolve_workload(f"{tmp_path / 'my_workload.py'}:workload", cache=False)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
+    stats = measure(again.model, again, with_latency=False)
+    assert stats.params == sum(p.numel() for p in again.model.parameters())
