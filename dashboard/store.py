@@ -666,7 +666,7 @@ def restore_session() -> str | None:
         if isinstance(k, str) and (k.startswith(SETTING_PREFIXES) or k in SETTING_KEYS) and _settable(v) \
                 and k not in st.session_state:
             st.session_state[k] = v
-    st.session_state["_saved_settings"] = _json(current_settings())
+    st.session_state["_saved_settings"] = _json({**saved, **current_settings()})
     return s.problem
 
 
@@ -676,7 +676,12 @@ def persist_settings() -> None:
 
     if "_browser_id" not in st.session_state:
         return
-    text = _json(current_settings())
+    try:
+        last = json.loads(st.session_state.get("_saved_settings") or "{}")
+        # merged: a page without the Explore widgets (its run does not see their keys) keeps their last values
+        text = _json({**last, **current_settings()})
+    except Exception:  # never let remembering settings break a page
+        return
     if st.session_state.get("_saved_settings") == text:
         return
     st.session_state["_saved_settings"] = text
@@ -701,6 +706,7 @@ def load_history() -> list[dict]:
 def keep(row: dict, how: str) -> dict:
     """Mark a history row ``how``: "preview" (the current configuration, this session only), "applied" or "saved"
     (written to the database; the row takes the database's id). A saved row stays saved."""
+    persist_settings()  # the Explore page records its row on every run, fragment runs included: a good moment
     if row.get("how") == "saved" and how != "saved":
         how = "saved"
     row["how"] = how
@@ -767,13 +773,13 @@ def history_tools(rows: list[dict]) -> None:
 
 
 def sync_session() -> None:
-    """Once per run, before the page: restore this browser's settings on the session's first run (a reload), and
-    remember them when they changed (one line in app.py). A store problem is one warning line."""
+    """Before the page, every run: restore this browser's settings on the session's first run (a reload). A store
+    problem is one warning line. (``persist_settings`` runs after the page: only then does session state know every
+    widget's key.)"""
     import streamlit as st
 
     try:
         problem = restore_session()
-        persist_settings()
     except Exception as e:  # the dashboard runs without history rather than not at all
         problem = f"history: unavailable ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
     if problem and not st.session_state.get("_store_warned"):

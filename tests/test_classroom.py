@@ -135,3 +135,113 @@ def test_without_a_configured_code_there_is_no_teacher_mode(db, monkeypatch):
     at = page()
     assert "Teacher mode is off" in texts(at)
     assert not [t for t in at.text_input if t.key == "c_code"]
+
+
+# ------------------------------------------------------------------------------------------------ real browsers
+def _serve(tmp_path: Path, code: str):
+    import os
+    import subprocess
+
+    from benchmarks.local_app import free_port, streamlit_argv, wait_healthy
+
+    port = free_port()
+    env = {**os.environ, "COMPRESSION_LAB_TEACHER_CODE": code, "COMPRESSION_LAB_DB": str(tmp_path / "class.db")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_healthy(port, proc, 120)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path):
+    """Teacher and student in two browser contexts (separate cookies and sessions) against one real server: the
+    teacher sets the challenge; the student prunes on Explore, saves, submits on the Class page; the teacher's board
+    shows it without a reload; an intruder's wrong passcode finds no reset; the student's reload (F5) brings back the
+    slider, and the saved row is in the history."""
+    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, stop
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    proc, url = _serve(tmp_path, CODE)
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            teacher = b.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            student = b.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            intruder = b.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+
+            teacher.goto(url + "/classroom")
+            teacher.get_by_text("No challenge yet").wait_for(timeout=120_000)
+            teacher.get_by_text("Teacher", exact=True).click()
+            teacher.get_by_label("Teacher passcode").fill(CODE)
+            teacher.get_by_role("button", name="Enter teacher mode").click()
+            teacher.get_by_text("Teacher mode: you can set").wait_for(timeout=60_000)
+            limit = teacher.get_by_label("Size limit (KB)")
+            limit.fill("100")
+            limit.press("Enter")
+            _idle(teacher)
+            teacher.get_by_role("button", name="Set challenge (starts a new, empty board)").click()
+            teacher.get_by_text("Challenge: best accuracy under 100 KB on digits-cnn").wait_for(timeout=60_000)
+
+            student.goto(url)
+            student.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+            _idle(student)
+            assert "u=" in student.url  # the per-browser id the history is kept under
+            student.get_by_text("unstructured (weights)", exact=True).click()
+            _idle(student)
+            slider = student.locator('[data-testid="stSlider"] input[type="range"]').first
+            slider.wait_for(state="attached", timeout=60_000)
+            slider.focus()
+            for _ in range(8):
+                student.keyboard.press("ArrowRight")
+            _idle(student)
+            moved = slider.input_value()
+            student.get_by_role("button", name="Save to history").click()
+            student.get_by_text("Saved as row").wait_for(timeout=60_000)
+            # F5: the same id in the address, the slider where it was
+            address = student.url
+            student.reload()
+            student.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+            _idle(student)
+            assert student.url == address
+            slider = student.locator('[data-testid="stSlider"] input[type="range"]').first
+            slider.wait_for(state="attached", timeout=60_000)
+            assert slider.input_value() == moved
+            student.get_by_role("link", name="Class").click()
+            student.get_by_text("Challenge: best accuracy under 100 KB").wait_for(timeout=60_000)
+            name = student.get_by_label("Display name (shown on the board; no account)")
+            name.fill("Ada")
+            name.press("Enter")
+            _idle(student)
+            student.get_by_role("button", name="Submit to the challenge").click()
+            student.get_by_text("Your rank: 1 of 1").wait_for(timeout=60_000)
+
+            # the teacher's board refreshes itself (fragment, every 3 s): no reload
+            teacher.locator("table").get_by_text("Ada").wait_for(timeout=30_000)
+
+            intruder.goto(url + "/classroom")
+            intruder.get_by_text("Challenge: best accuracy under 100 KB").wait_for(timeout=120_000)
+            intruder.get_by_text("Teacher", exact=True).click()
+            intruder.get_by_label("Teacher passcode").fill("not-the-code")
+            intruder.get_by_role("button", name="Enter teacher mode").click()
+            intruder.get_by_text("Wrong passcode").wait_for(timeout=60_000)
+            assert intruder.get_by_role("button", name="Reset the board").count() == 0
+            assert intruder.get_by_role("button", name="Set challenge (starts a new, empty board)").count() == 0
+            assert intruder.locator("table").get_by_text("Ada").count() == 1  # the board is intact
+
+            # the saved row is in the student's history (Experiments page), by its name
+            student.get_by_role("link", name="Experiments").click()
+            student.get_by_text("Your history").wait_for(timeout=60_000)
+            _idle(student)
+            assert student.get_by_text("prune_unstructured", exact=False).count() >= 1
+            b.close()
+    finally:
+        stop(proc)
