@@ -227,11 +227,13 @@ def ray_runtime():
     ex.close()
 
 
+@pytest.mark.slow  # a real Ray runtime: ~10 s quiet, over 30 s on a loaded 2-core machine; CI runs it
 def test_ray_runtime_is_local_on_loopback(ray_runtime):
     assert ray_runtime.address.startswith("127.0.0.1:")
     assert ray_runtime.workers == 2
 
 
+@pytest.mark.slow  # a real Ray runtime: ~10 s quiet, over 30 s on a loaded 2-core machine; CI runs it
 def test_ray_search_gives_the_same_front_as_local(ray_runtime, small_search):
     r = search(MODEL, trials=14, batch_size=4, seed=3, executor="ray")
     assert r.executor == "ray"
@@ -239,6 +241,7 @@ def test_ray_search_gives_the_same_front_as_local(ray_runtime, small_search):
     assert [(p.accuracy, p.size_bytes) for p in r.points] == [(p.accuracy, p.size_bytes) for p in small_search.points]
 
 
+@pytest.mark.slow  # a real Ray runtime: ~10 s quiet, over 30 s on a loaded 2-core machine; CI runs it
 def test_ray_sensitivity_sweep_equals_the_local_sweep(ray_runtime):
     from compression_core.executors import sensitivity_sweep
 
@@ -251,6 +254,7 @@ def test_ray_sensitivity_sweep_equals_the_local_sweep(ray_runtime):
     assert q_remote.layers == q_local.layers
 
 
+@pytest.mark.slow  # a real Ray runtime: ~10 s quiet, over 30 s on a loaded 2-core machine; CI runs it
 def test_ray_workers_rebuild_a_file_workload_from_its_reference(ray_runtime, tmp_path):
     """A workload in a user's file (not importable as a package) runs on the workers from its reference."""
     src = tmp_path / "my_workload.py"
