@@ -160,6 +160,8 @@ class Session:
     def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False) -> None:
         self.idx, self.url, self.model, self.rng, self.trainer = idx, url, model, rng, trainer
         self.widgets: dict[str, object] = {}  # widget id -> WidgetState (sent with every rerun, as the browser does)
+        self.ids: dict[tuple, str] = {}  # (element type, label) -> widget id, kept across (fragment) runs
+        self.fragment_of: dict[str, str] = {}  # widget id -> the fragment it was drawn in (its change reruns that)
         self.query = ""
         self.auto: dict[str, float] = {}  # fragment id -> seconds between the reruns the server asked for
         self.times: list[float] = []
@@ -171,20 +173,20 @@ class Session:
         self.stage = "connecting"
         self.runs = 0
 
-    async def run_script(self, ws, fragment: str | None = None, triggers=()) -> tuple[float, dict]:
+    async def run_script(self, ws, fragment: str | None = None, triggers=(), auto: bool = False) -> tuple[float, dict]:
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         back = BackMsg()
         back.rerun_script.query_string = self.query
         back.rerun_script.widget_states.widgets.extend(list(self.widgets.values()) + list(triggers))
-        if fragment:
+        if fragment:  # as the browser: a widget inside a fragment reruns only that fragment
             back.rerun_script.fragment_id = fragment
-            back.rerun_script.is_auto_rerun = True
+            back.rerun_script.is_auto_rerun = auto
         t0 = time.perf_counter()
         self.runs += 1
         await ws.send(back.SerializeToString())
-        elements: dict = {"_metrics": {}, "_ids": {}, "_texts": []}
+        elements: dict = {"_metrics": {}, "_ids": self.ids, "_texts": []}
         while True:
             msg = ForwardMsg()
             msg.ParseFromString(await ws.recv())
@@ -205,10 +207,17 @@ class Session:
                     elements["_texts"].append(sub.text)
                 if getattr(sub, "id", "") and getattr(sub, "label", ""):
                     elements["_ids"][(ek, sub.label)] = sub.id
+                    if msg.delta.fragment_id:
+                        self.fragment_of[sub.id] = msg.delta.fragment_id
+                    else:
+                        self.fragment_of.pop(sub.id, None)
             elif kind == "page_info_changed":
                 self.query = msg.page_info_changed.query_string
             elif kind == "auto_rerun":
                 self.auto[msg.auto_rerun.fragment_id] = msg.auto_rerun.interval
+            elif kind == "stop_auto_rerun":
+                for frag in msg.stop_auto_rerun.fragment_ids:
+                    self.auto.pop(frag, None)
             elif kind == "script_finished":
                 status = msg.script_finished
                 if status == 2:  # finished early for a rerun (st.rerun): the rerun's messages follow
@@ -230,9 +239,11 @@ class Session:
             setattr(w, field, value)
         return w
 
-    def _set(self, els: dict, ek: str, label: str, field: str, value) -> None:
+    def _set(self, els: dict, ek: str, label: str, field: str, value) -> str | None:
+        """Set a widget's value; returns the fragment its change reruns (None: the whole page)."""
         w = self._state(els, ek, label, field, value)
         self.widgets[w.id] = w
+        return self.fragment_of.get(w.id)
 
     def _check(self, els: dict, key: tuple, expected: dict) -> bool:
         want = expected[key]
@@ -254,11 +265,11 @@ class Session:
                 self.first_load = t
                 deadline = time.monotonic() + duration  # this session's clock starts after its page load
                 self.stage = "choosing the model"
-                self._set(els, "selectbox", L_MODEL, "string_value", self.model)
-                _, els = await self.run_script(ws)
+                frag = self._set(els, "selectbox", L_MODEL, "string_value", self.model)
+                _, els = await self.run_script(ws, fragment=frag)
                 self.stage = "choosing pruning"
-                self._set(els, "radio", L_PRUNE, "string_value", PRUNE_LABEL)
-                _, els = await self.run_script(ws)
+                frag = self._set(els, "radio", L_PRUNE, "string_value", PRUNE_LABEL)
+                _, els = await self.run_script(ws, fragment=frag)
                 if self.trainer:
                     await self._train_loop(ws, els, deadline, think, expected)
                     return
@@ -267,8 +278,8 @@ class Session:
                 while k == 0 or time.monotonic() < deadline:  # at least one checked move, whatever the load
                     # each session walks its own sequence: sessions on the same model sit on different values
                     amount = AMOUNTS[(self.idx * 7 + k * 3) % len(AMOUNTS)]
-                    self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
-                    t, els = await self.run_script(ws)
+                    frag = self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
+                    t, els = await self.run_script(ws, fragment=frag)
                     self.times.append(t)
                     self._check(els, (self.model, amount, 0), expected)
                     k += 1
@@ -278,21 +289,21 @@ class Session:
 
     async def _train_loop(self, ws, els: dict, deadline: float, think: float, expected: dict) -> None:
         self.stage = "ticking fine-tune"
-        self._set(els, "checkbox", L_FINETUNE, "bool_value", True)
-        _, els = await self.run_script(ws)
-        self._set(els, "number_input", L_EPOCHS, "int_value", TRAIN_EPOCHS)
-        _, els = await self.run_script(ws)
+        frag = self._set(els, "checkbox", L_FINETUNE, "bool_value", True)
+        _, els = await self.run_script(ws, fragment=frag)
+        frag = self._set(els, "number_input", L_EPOCHS, "int_value", TRAIN_EPOCHS)
+        _, els = await self.run_script(ws, fragment=frag)
         k = 0
         while k == 0 or time.monotonic() < deadline:
             amount = TRAIN_AMOUNTS[(self.idx + k) % len(TRAIN_AMOUNTS)]
             self.stage = f"training at {amount}"
-            self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
-            _, els = await self.run_script(ws)
+            frag = self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
+            _, els = await self.run_script(ws, fragment=frag)
             key = (self.model, amount, TRAIN_EPOCHS)
             t0 = time.perf_counter()
             if els["_ids"].get(("button", L_RUN)) is not None:
                 press = self._state(els, "button", L_RUN, "trigger_value", True)
-                _, els = await self.run_script(ws, triggers=[press])
+                _, els = await self.run_script(ws, fragment=self.fragment_of.get(press.id), triggers=[press])
             # poll as the browser does: the job panel's fragment at the interval the server asked for
             limit = time.monotonic() + 600
             while {m: els["_metrics"].get(m) for m in WATCHED} != expected[key] and time.monotonic() < limit:
@@ -302,7 +313,7 @@ class Session:
                     frag, every = next(iter(self.auto.items()))
                     await asyncio.sleep(every)
                     self.auto.pop(frag, None)
-                    _, els = await self.run_script(ws, fragment=frag)
+                    _, els = await self.run_script(ws, fragment=frag, auto=True)
                     if not els["_metrics"]:  # a fragment run draws only itself; the full rerun follows st.rerun
                         continue
                 else:  # no fragment scheduled: a full rerun (e.g. the job had finished before this run)
