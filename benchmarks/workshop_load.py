@@ -52,8 +52,8 @@ from .local_app import ROOT, free_port, stop, streamlit_argv, wait_healthy
 MODELS = ["digits-mlp", "digits-cnn", "digits-vit"]
 TRAIN_MODEL = "digits-mlp"
 AMOUNTS = [round(i * 0.05, 2) for i in range(20)]  # the slider's values (0.0 .. 0.95, step 0.05)
-TRAIN_AMOUNTS = [0.3, 0.5, 0.7, 0.9]  # trainers cycle through these (each trained once per server: then cached)
-TRAIN_EPOCHS = 1
+TRAIN_AMOUNTS = AMOUNTS[1:]  # trainers walk these from their own offsets: mostly fresh jobs, some shared
+TRAIN_EPOCHS = 3  # the page's default (a few seconds of training on digits-mlp)
 PRUNE_LABEL = "unstructured (weights)"
 # the Explore page's labels the clients look for
 L_MODEL, L_PRUNE, L_AMOUNT = "Model", "Pruning kind", "Sparsity (fraction removed)"
@@ -157,8 +157,10 @@ class Session:
     """One student: a websocket Streamlit client that remembers its widget values and query string like the
     browser does, and runs the fragments the server schedules."""
 
-    def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False) -> None:
+    def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False,
+                 train_amounts: list[float] | None = None) -> None:
         self.idx, self.url, self.model, self.rng, self.trainer = idx, url, model, rng, trainer
+        self.train_amounts = list(train_amounts or TRAIN_AMOUNTS)
         self.widgets: dict[str, object] = {}  # widget id -> WidgetState (sent with every rerun, as the browser does)
         self.ids: dict[tuple, str] = {}  # (element type, label) -> widget id, kept across (fragment) runs
         self.fragment_of: dict[str, str] = {}  # widget id -> the fragment it was drawn in (its change reruns that)
@@ -295,7 +297,7 @@ class Session:
         _, els = await self.run_script(ws, fragment=frag)
         k = 0
         while k == 0 or time.monotonic() < deadline:
-            amount = TRAIN_AMOUNTS[(self.idx + k) % len(TRAIN_AMOUNTS)]
+            amount = self.train_amounts[(self.idx * 7 + k) % len(self.train_amounts)]
             self.stage = f"training at {amount}"
             frag = self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
             _, els = await self.run_script(ws, fragment=frag)
@@ -365,12 +367,13 @@ def pct(xs: list[float], q: float) -> float | None:
 
 
 async def _drive(n: int, trainers: int, ports: list[int], duration: float, think: float, expected: dict,
-                 pids: list[int], models: list[str]) -> tuple[list, dict]:
+                 pids: list[int], models: list[str], train_amounts: list[float]) -> tuple[list, dict]:
     rng = random.Random(0)
     urls = [f"ws://127.0.0.1:{port}/_stcore/stream" for port in ports]
     # several server processes: each session sticks to one of them, as a sticky reverse proxy would place it
     sessions = [Session(i, urls[i % len(urls)], TRAIN_MODEL if i < trainers else models[i % len(models)],
-                        random.Random(rng.random()), trainer=i < trainers) for i in range(n)]
+                        random.Random(rng.random()), trainer=i < trainers, train_amounts=train_amounts)
+                for i in range(n)]
     mem = {"samples": []}
     done = asyncio.Event()
 
@@ -400,11 +403,13 @@ def _ms(x: float | None) -> float | None:
 
 
 def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None,
-        trainers: int = 0, server_args: list[str] | None = None, processes: int = 1) -> dict:
+        trainers: int = 0, server_args: list[str] | None = None, processes: int = 1,
+        train_amounts: list[float] | None = None) -> dict:
     models = list(models or MODELS)
     trainers = max(0, min(trainers, sessions))
     t0 = time.perf_counter()
-    trained = sorted({TRAIN_AMOUNTS[(i + k) % len(TRAIN_AMOUNTS)] for i in range(trainers) for k in range(4)})
+    train_amounts = list(train_amounts or TRAIN_AMOUNTS)
+    trained = train_amounts if trainers else []  # every value a trainer may reach
     expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained)
     oracle_s = time.perf_counter() - t0
     processes = max(1, processes)
@@ -421,7 +426,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
             wait_healthy(port, proc, timeout=180)
         rss_idle = sum(_rss_mb(p.pid)[0] for p in procs)
         clients, mem = asyncio.run(_drive(sessions, trainers, ports, duration, think, expected,
-                                          [p.pid for p in procs], models))
+                                          [p.pid for p in procs], models, train_amounts))
         rss_end = sum(_rss_mb(p.pid)[0] for p in procs)
         rss_peak = sum(_rss_mb(p.pid)[1] for p in procs)
         for proc in procs:

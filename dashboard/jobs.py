@@ -756,46 +756,27 @@ def run_advise(payload: dict, progress) -> dict:
 
 
 def run_latency(payload: dict, progress) -> dict:
-    """Latency of the baseline and of a compressed model (a recipe, or a ``bundle`` from a recipe job), timed
-    interleaved in this one run: {model, recipe | bundle, batch, threads, rounds}."""
+    """Baseline vs compressed latency timed together, interleaved (``compression_core.timing.compare_latency``, the
+    page's own verdicts): {model, recipe, bundle (from a recipe job or ``bundle_bytes``; else the recipe is applied
+    here), batch, threads, rounds}."""
     _threads()
-    import statistics
-
     from compression_core import inputs as I
-    from compression_core import latency, resolve_workload
+    from compression_core import resolve_workload
+    from compression_core.timing import compare_latency
 
     wl = resolve_workload(payload["model"])
-    after = None
+    progress(0.05, "rebuilding the compressed model")
     if payload.get("bundle"):
         after = recipe_result({"recipe": payload["recipe"], "bundle": payload["bundle"]}).model
-    elif payload.get("recipe"):
+    else:
         from compression_core.recipe import apply_recipe
 
         after = apply_recipe(payload["recipe"], with_latency=False, measure_before=False, measure_after=False).model
-    batch, threads = int(payload.get("batch", 1)), int(payload.get("threads", 1))
-    x = wl.test.x
-    n = I.n_items(x)
-    idx = [i % n for i in range(batch)]
-    import torch
-
-    example = I.take(x, torch.tensor(idx))
-    rounds = max(1, int(payload.get("rounds", 3)))
-    runs: dict[str, list] = {"before": [], "after": []}
-    for r in range(rounds):
-        for label, model in (("before", wl.model), ("after", after)):
-            if model is None:
-                continue
-            runs[label].append(latency(model, example, threads=threads, min_run_time=float(payload.get(
-                "min_run_time", 0.1))))
-        progress((r + 1) / rounds, f"timing round {r + 1}/{rounds}")
-
-    def summary(rs: list) -> dict | None:
-        if not rs:
-            return None
-        return {"latency_ms": statistics.median(m for m, _, _ in rs),
-                "latency_iqr_ms": statistics.median(q for _, q, _ in rs), "latency_runs": sum(k for _, _, k in rs)}
-
-    return {"before": summary(runs["before"]), "after": summary(runs["after"]), "batch": batch, "threads": threads}
+    progress(0.2, "timing before and after, alternately")
+    example = I.head(wl.test.x, int(payload.get("batch", 1)))
+    c = compare_latency(wl.model, after, example, threads=int(payload.get("threads", 1)),
+                        rounds=int(payload.get("rounds", 15)))
+    return c.to_json_dict()
 
 
 def run_sleep(payload: dict, progress) -> dict:
@@ -820,47 +801,70 @@ def run_allocate(payload: dict, progress) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the page's panel
-def training_panel(recipe: dict, key: str, session_id: str, adopt: Callable[[dict], None],
-                   label: str = "Run training steps") -> bool:
-    """A page's "run this recipe as a job" control (Streamlit): the button, then the job's queue position,
-    progress and a Cancel button, refreshed every second in a fragment; when the job is done, ``adopt(result)``
-    takes its result (once) and the page reruns. Returns True once the result is adopted. A failure, a limit or a
-    cancel is one line under the button, which is offered again."""
+def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | None = None) -> Any:
+    """Run ``kind`` as a job from a page (Streamlit): with ``label``, a button starts it, else it starts at once (a
+    sweep the page needs); meanwhile its queue position, progress and a Cancel button show in a fragment refreshed
+    every second. Returns the result once done (on every run after that, until ``key`` changes), else None. A
+    failure, a limit or a cancel is one line (and the button is offered again)."""
     import streamlit as st
 
     ss = st.session_state
-    running: dict = ss.setdefault("_jobs", {})  # recipe key -> job id
-    lines: dict = ss.setdefault("_job_lines", {})  # recipe key -> the last job's one-line error
+    running: dict = ss.setdefault("_jobs", {})  # key -> job id
+    results: dict = ss.setdefault("_job_results", {})  # key -> result (the latest few)
+    lines: dict = ss.setdefault("_job_lines", {})  # key -> the last job's one-line error
+    if key in results:
+        return results[key]
     job_id = running.get(key)
     if job_id is not None:
         s = runner().status(job_id)
         if s["state"] == DONE:
             del running[key]
-            try:
-                adopt(s["result"])
-            except Exception as e:  # the result cannot be rebuilt here: one line, the button comes back
-                lines[key] = f"{s['kind']} job finished but its result could not be loaded ({_one_line(e)})"
-            else:
-                lines.pop(key, None)
-                return True
-        elif s["state"] in (ERROR, CANCELLED, "unknown"):
+            lines.pop(key, None)
+            results[key] = s["result"]
+            while len(results) > 8:  # a session keeps only its latest few results
+                results.pop(next(iter(results)))
+            return s["result"]
+        if s["state"] in (ERROR, CANCELLED, "unknown"):
             del running[key]
             lines[key] = s.get("error") or s["state"]
         else:
             _job_fragment(job_id, session_id)
-            return False
-    if st.button(label, type="primary", key="b_run"):
+            return None
+    start = st.button(label, type="primary", key=f"b_job_{kind}" if kind != "recipe" else "b_run") if label \
+        else key not in lines  # started at once, unless it just failed (then: the line, and a retry button)
+    if not label and key in lines:
+        start = st.button("Try again", key=f"b_retry_{kind}")
+    if start:
         try:
-            running[key] = runner().submit("recipe", {"recipe": recipe}, session_id)
+            running[key] = runner().submit(kind, payload, session_id)
             lines.pop(key, None)
         except JobRefused as e:
             lines[key] = str(e)
         else:
             _job_fragment(running[key], session_id)
-            return False
+            return None
     if key in lines:
         st.error(lines[key])
-    return False
+    return None
+
+
+def training_panel(recipe: dict, key: str, session_id: str, adopt: Callable[[dict], None],
+                   label: str = "Run training steps") -> bool:
+    """The Explore page's training control: ``job_panel`` for a recipe with a button; when the job is done,
+    ``adopt(result)`` takes the result (once, e.g. into the page's result cache). True once adopted."""
+    import streamlit as st
+
+    result = job_panel("recipe", {"recipe": recipe}, key, session_id, label)
+    if result is None:
+        return False
+    st.session_state["_job_results"].pop(key, None)  # adopted: the page's own cache holds it from now on
+    try:
+        adopt(result)
+    except Exception as e:  # the result cannot be rebuilt here: one line, the button comes back
+        st.session_state["_job_lines"][key] = f"recipe job finished but its result could not be loaded ({_one_line(e)})"
+        st.error(st.session_state["_job_lines"][key])
+        return False
+    return True
 
 
 def _job_fragment(job_id: str, session_id: str) -> None:

@@ -146,6 +146,10 @@ def test_recipe_job_trains_in_a_worker_and_matches_the_library():
         ss = r.wait(sens, 240)
         assert ss["state"] == "done", ss.get("error")
         assert ss["result"]["technique"] == "prune" and ss["result"]["layers"]
+        lat = r.wait(r.submit("latency", {"model": "digits-mlp", "recipe": recipe, "bundle": s["result"]["bundle"],
+                                          "batch": 8, "rounds": 3}, "s"), 240)
+        assert lat["state"] == "done", lat.get("error")
+        assert lat["result"]["batch_size"] == 8 and lat["result"]["verdict"] and lat["result"]["before_ms"] > 0
         bad = r.wait(r.submit("recipe", {"recipe": {**recipe, "model": "nope"}}, "s"), 60)
         assert bad["state"] == "error" and "nope" in bad["error"] and "\n" not in bad["error"]
     finally:
