@@ -2,14 +2,16 @@
 
 Why: ONNX Runtime is what people deploy with, and on CPUs without int8 dot-product instructions its int8
 kernels are much faster than torch's (see ``compression_core.ort``). The exported graph has a dynamic batch
-dimension, one input ``input`` and one output ``logits``. torch.nn.utils.prune masks are folded into the weights
-first (the shipped zeros, not the mask). torch.ao quantized modules (``quantize_dynamic``, eager static int8) do
-not pass ``torch.export``: they get a one-line error that points to ONNX Runtime's own int8 instead.
+dimension, one input ``input`` (or one per key of a dict input, integer ids kept integer) and one output
+``logits``. torch.nn.utils.prune masks are folded into the weights first (the shipped zeros, not the mask).
+Quantized models export as what they are (``compression_core.ort.deploy_proto``): static int8 and QAT as ONNX QDQ
+with torch's own ranges, dynamic int8 as ONNX Runtime dynamic int8, int4 as ONNX Runtime ``MatMulNBits``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import inputs as I
 from .errors import CompressionError
 from .io import atomic_write_bytes
 
@@ -58,17 +61,39 @@ def _quantized_modules(model: nn.Module) -> list[tuple[str, str]]:
     return found
 
 
+def needs_deploy(model: nn.Module) -> bool:
+    """True if ``model`` is not a plain float graph: int8 modules of torch.ao, packed int4/int8 weight-only layers,
+    or a model that already runs in ONNX Runtime. Those export through ``compression_core.ort.deploy_proto``."""
+    from .quantize._torch_ao import PackedWeight, is_graph_quantized
+
+    if getattr(model, "is_onnx_runtime_model", False) or is_graph_quantized(model):
+        return True
+    return any(getattr(m, "is_onnx_runtime_model", False) or isinstance(m, PackedWeight)
+               or callable(getattr(m, "dequantized_weight", None)) for m in model.modules()) \
+        or bool(_quantized_modules(model))
+
+
 def check_exportable(model: nn.Module) -> None:
-    """Raise a one-line CompressionError if ``model`` holds parts torch.onnx's dynamo exporter cannot handle."""
+    """Raise a one-line CompressionError if ``model`` holds torch.ao int8 modules that no exporter here handles.
+
+    Static int8 / QAT (graph mode, or eager per-layer wrappers), dynamic int8, int4 and ONNX Runtime models all
+    export (``to_onnx`` hands them to ``compression_core.ort.deploy_proto``); this names what is left."""
     q = _quantized_modules(model)
-    if q:
+    if not q:
+        return
+    from .quantize._torch_ao import QDQExportError, is_dynamic_module, qdq_module
+
+    dynamic = [n for n, m in model.named_modules() if is_dynamic_module(m)]
+    if all(any(n == d or n.startswith(d + ".") for d in dynamic) for n, _ in q):
+        return  # dynamic int8 (and its packed parameters): ONNX Runtime dynamic int8 of the same layers
+    try:
+        qdq_module(model)
+    except QDQExportError as e:
         name, kind = q[0]
-        more = f" and {len(q) - 1} more" if len(q) > 1 else ""
         raise CompressionError(
-            f"export: torch.ao quantized module {name} ({kind}){more} is not exportable to ONNX with "
-            "torch.onnx.export(dynamo=True); export the float model and quantize it in ONNX Runtime instead "
-            "(OrtDynamicInt8 / OrtStaticInt8 in compression_core.ort)"
-        )
+            f"export: torch.ao quantized module {name} ({kind}) is not exportable to ONNX: {e}; export the float "
+            "model and quantize it in ONNX Runtime instead (OrtDynamicInt8 / OrtStaticInt8 in compression_core.ort)"
+        ) from None
 
 
 def _folded(model: nn.Module) -> nn.Module:
@@ -89,12 +114,6 @@ def _folded(model: nn.Module) -> nn.Module:
     return copy
 
 
-def _input_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        return p.dtype if p.dtype in (torch.float16, torch.bfloat16) else torch.float32
-    return torch.float32
-
-
 @contextlib.contextmanager
 def _quiet():
     """The exporter logs and warns a lot (torchvision ops skipped, deprecations): keep the CLI output readable."""
@@ -103,7 +122,7 @@ def _quiet():
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -111,24 +130,38 @@ def _quiet():
             lg.setLevel(lv)
 
 
-def to_onnx(model: nn.Module, example: torch.Tensor, opset: int | None = None):
-    """The ONNX ModelProto of ``model`` (eval mode, dynamic batch), traced on ``example`` (any batch size).
+def input_names(example) -> list[str]:
+    """The ONNX input names for an example batch: the dict's keys (a tokenizer's output), else ``input``."""
+    return [str(k) for k in example] if I.is_dict(example) else [INPUT_NAME]
 
-    The model is not modified. fp16/bf16 models take inputs of their own dtype.
-    """
-    check_exportable(model)
+
+def strip_metadata(proto) -> None:
+    """Drop the exporter's per-node provenance (stack traces, name scopes) in place: on a small model it is half
+    the file, and nothing at run time reads it."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    proto.graph.doc_string = ""
+
+
+def export_float(model: nn.Module, example, opset: int | None = None, keep_metadata: bool = False):
+    """The ONNX ModelProto of a float (or fp16/bf16) ``model``, dynamic batch, traced on ``example`` (a tensor or
+    a dict of tensors passed as keyword arguments; integer inputs stay integer)."""
     src = _folded(model)
     was_training = src.training
     src.eval()
-    x = example.to(_input_dtype(src))
-    if x.shape[0] < 2:  # torch.export specialises a batch of 1; trace on 2 so the batch stays dynamic
-        x = torch.cat([x, x])[:2] if x.shape[0] == 1 else x
+    x = I.cast_floats(example, I.input_dtype(src))
+    if I.n_items(x) < 2:  # torch.export specialises a batch of 1; trace on 2 so the batch stays dynamic
+        x = I.head(x, 2)
+    args, kwargs = I.example_args(x)
     batch = torch.export.Dim("batch")
+    names = input_names(x)
+    dynamic = {k: {0: batch} for k in kwargs} if kwargs else ({0: batch},)
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
-                src, (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), opset_version=opset, optimize=True, verbose=False, report=False,
+                src, args, kwargs=kwargs or None, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic, opset_version=opset, optimize=True, verbose=False, report=False,
             )
     except CompressionError:
         raise
@@ -138,10 +171,30 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int | None = None):
                                f"{type(e).__name__}: {first[:300]}") from e
     finally:
         src.train(was_training)
-    return program.model_proto
+    proto = program.model_proto
+    if not keep_metadata:
+        strip_metadata(proto)
+    return proto
 
 
-def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int | None = None) -> bytes:
+def to_onnx(model: nn.Module, example, opset: int | None = None):
+    """The ONNX ModelProto of ``model`` (eval mode, dynamic batch), traced on ``example`` (any batch size; a
+    tensor, or a dict of tensors passed as keyword arguments, named after its keys; integer inputs stay integer).
+
+    Quantized models export as what they are: static int8 / QAT as ONNX QDQ with torch's own ranges, dynamic int8
+    as ONNX Runtime dynamic int8, int4 as ``MatMulNBits``, a model that runs in ONNX Runtime as its own file
+    (``compression_core.ort.deploy_proto``). The model is not modified. fp16/bf16 models take float inputs of
+    their own dtype.
+    """
+    if needs_deploy(model):
+        from .ort import deploy_proto
+
+        check_exportable(model)
+        return deploy_proto(model, example, opset=opset)
+    return export_float(model, example, opset)
+
+
+def onnx_bytes(model: nn.Module, example, opset: int | None = None) -> bytes:
     """The serialized .onnx file of ``model`` with weights inline (models under 2 GiB)."""
     proto = to_onnx(model, example, opset)
     if proto.ByteSize() > _PROTOBUF_LIMIT:
@@ -200,7 +253,7 @@ def _copy_proto(proto):
     return out
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
+def export_onnx(model: nn.Module, example, path: str | os.PathLike,
                 external_data: bool | None = None, opset: int | None = None) -> OnnxFile:
     """Export ``model`` to ``path`` (.onnx, atomically; external data beside it when asked or needed)."""
     return save_onnx(to_onnx(model, example, opset), path, external_data)
@@ -241,5 +294,6 @@ def onnx_size_bytes(path: str | os.PathLike) -> int:
     return path.stat().st_size + sum(f.stat().st_size for f in external_data_files(path))
 
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxFile", "check_exportable", "export_onnx", "external_data_files",
-           "onnx_bytes", "onnx_size_bytes", "save_onnx", "to_onnx"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxFile", "check_exportable", "export_float", "export_onnx",
+           "external_data_files", "input_names", "needs_deploy", "onnx_bytes", "onnx_size_bytes", "save_onnx",
+           "strip_metadata", "to_onnx"]

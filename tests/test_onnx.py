@@ -86,7 +86,8 @@ def test_ort_int8_agrees_with_torch(name):
         q = ort_quantize(fp32, cfg, calib_x=sm.data.calib.x)
         agree = (ort_predict(session(q), sm.data.test.x).argmax(1) == ref).float().mean().item()
         assert agree >= 0.99, (cfg.kind, agree)
-        assert len(q) < 0.8 * len(fp32), (cfg.kind, len(q), len(fp32))
+        if not (name == "digits-lstm" and cfg.kind == "ort_static_int8"):  # ORT's static int8 leaves LSTMs float
+            assert len(q) < 0.8 * len(fp32), (cfg.kind, len(q), len(fp32))
 
 
 def test_ort_int8_stores_int8_weights_and_static_uses_qdq():
@@ -188,17 +189,30 @@ def test_fp16_model_exports_with_half_inputs():
     assert len(blob) < 0.6 * len(fp32_export("digits-mlp"))
 
 
-def test_torch_ao_quantized_model_is_refused_in_one_line():
+def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in_one_line():
     sm = sample_models.load("digits-mlp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q = torch.ao.quantization.quantize_dynamic(sm.model, {nn.Linear}, dtype=torch.qint8)
+    check_exportable(q)  # dynamic int8 deploys as ONNX Runtime dynamic int8
+    proto = to_onnx(q, sm.data.test.x[:2])
+    assert "MatMulInteger" in {n.op_type for n in proto.graph.node}
+    agree = (ort_predict(session(proto), sm.data.test.x).argmax(1) == predict(q, sm.data.test.x).argmax(1)).float()
+    assert agree.mean().item() >= 0.99
+    # an eager int8 model built by hand around stubs (not one of the library's layouts): one line, no export
+    fc = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Linear(64, 10), torch.ao.quantization.DeQuantStub())
+    fc.qconfig = torch.ao.quantization.get_default_qconfig("x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.prepare(fc, inplace=True)
+        fc(sm.data.calib.x)
+        torch.ao.quantization.convert(fc, inplace=True)
     with pytest.raises(CompressionError) as e:
-        check_exportable(q)
+        check_exportable(fc)
     msg = str(e.value)
-    assert "\n" not in msg and "fc1" in msg and "not exportable" in msg and "OrtDynamicInt8" in msg
+    assert "\n" not in msg and "not exportable" in msg and "OrtDynamicInt8" in msg
     with pytest.raises(CompressionError):
-        to_onnx(q, sm.data.test.x[:2])
+        to_onnx(fc, sm.data.test.x[:2])
 
 
 def test_export_failure_is_one_line():

@@ -54,9 +54,15 @@ def fake_quantize_weight(w: torch.Tensor, bits: int, per_channel: bool) -> tuple
 
 
 # ------------------------------------------------------------------------------------------------ selection
-def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.Module], ...], technique: str) -> list[str]:
+_READS_CHILD_WEIGHTS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.Module], ...], technique: str,
+                  swapped: bool = False) -> list[str]:
     """Names chosen by ``cfg.targets``/``cfg.ignore``/``cfg.include_classifier`` among ``types``; a targeted layer
-    of another type is a one-line error naming what the technique supports."""
+    of another type is a one-line error naming what the technique supports. ``swapped``: the technique replaces
+    the layer by a module without a ``weight`` tensor, so layers whose parent reads ``child.weight`` itself
+    (nn.TransformerEncoderLayer's fast path) stay float too."""
     allowed = "/".join(t.__name__ for t in types)
     modules = dict(model.named_modules())
     for t in cfg.targets or ():
@@ -65,7 +71,18 @@ def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.
                 f"targets: layer {t!r} is {type(modules[t]).__name__}; {technique} supports {allowed} layers")
     names = resolve_targets(model, cfg.targets, cfg.ignore, types=types, classifier=classifier_name(model, ctx),
                             include_classifier=cfg.include_classifier, field="targets")
-    return names
+    # torch's marker for a Linear its parent never calls (nn.MultiheadAttention reads out_proj.weight directly):
+    # a swapped or wrapped module there breaks the parent, so it stays float unless named, and named it is refused
+    unused = [n for n in names if isinstance(modules[n], nn.modules.linear.NonDynamicallyQuantizableLinear)
+              or (swapped and isinstance(modules.get(n.rpartition(".")[0]), _READS_CHILD_WEIGHTS))]
+    named = [n for n in unused if cfg.targets and n in cfg.targets]
+    if named:
+        raise CompressionError(f"targets: layer {named[0]!r} has its weight read directly by its parent "
+                               f"{named[0].rpartition('.')[0] or 'model'!r}, so {technique} cannot replace it; leave "
+                               "it out (or use engine='onnxruntime')")
+    if unused:
+        ctx.report(0.0, f"left float: {', '.join(unused)} (their parent reads their weights directly)")
+    return [n for n in names if n not in unused]
 
 
 def resolve_overrides(model: nn.Module, overrides: dict[str, int], types: tuple[type[nn.Module], ...],

@@ -28,12 +28,17 @@ class DynamicInt8Config(StepConfig):
     targets: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
     include_classifier: bool = True  # 8-bit costs the classifier little accuracy (see benchmarks.quantization)
+    engine: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: ORT's dynamic int8 of the same layers
 
 
 @register(DynamicInt8Config)
 def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.Module:
+    if cfg.engine == "onnxruntime":
+        from ..ort import ort_int8_step
+
+        return ort_int8_step(model, cfg, ctx, qat=False)
     fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
-    names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic")
+    names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic", swapped=True)
     if not names:
         raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")
     ctx.report(0.0, f"dynamic int8 on {len(names)} layers")

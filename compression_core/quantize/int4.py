@@ -2,8 +2,11 @@
 run time (the weight-only scheme of GPTQ/AWQ-style LLM quantization without their error correction: Frantar et
 al. 2023, "GPTQ"; Lin et al. 2024, "AWQ"; here plain round-to-nearest).
 
-No library stores int4 two per byte on CPU here (FACTS.md), so the packing is ours: ``pack_int4``/``unpack_int4``
-are the low-level functions, ``Int4Linear`` the module, ``Int4Config`` the model-level transform. Scales are
+No torch library stores int4 two per byte on CPU here (FACTS.md), so the packing is ours: ``pack_int4``/
+``unpack_int4`` are the low-level functions, ``Int4Linear`` the module, ``Int4Config`` the model-level transform.
+Dequantizing on every call makes it slower than fp32; ``Int4Config(engine="onnxruntime")`` realises the same
+layers as ONNX Runtime's ``MatMulNBits`` int4 kernel instead (a file of the same size, faster than fp32), and a
+torch-packed model deploys there too (``compression_core.ort.deploy_proto``). Scales are
 stored in float16 so that the file is about 1/8 of fp32 (group 64: 4 + 16/64 = 4.25 bits per weight). Per-layer
 ``overrides`` may keep chosen layers at 8 bits (``Int8WeightLinear``), e.g. the first and last layer.
 """
@@ -19,6 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
+from ..prune.common import fold_masks
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
 
@@ -186,10 +190,18 @@ class Int4Config(StepConfig):
     ignore: tuple[str, ...] = ()
     include_classifier: bool = False  # the classifier is tiny and the most sensitive layer at 4 bits
     overrides: dict[str, Literal[4, 8]] = Field(default_factory=dict)
+    # torch: codes packed two per byte here, dequantized on every call (small file, slow); onnxruntime: the same
+    # layers as ONNX Runtime MatMulNBits (block = group_size, 32 per channel), an int4 kernel: small and fast
+    engine: Literal["torch", "onnxruntime"] = "torch"
 
 
 @register(Int4Config)
 def _int4(model: nn.Module, cfg: Int4Config, ctx: StepContext) -> nn.Module:
+    if cfg.engine == "onnxruntime":
+        from ..ort import ort_int4_step
+
+        return ort_int4_step(model, cfg, ctx)
+    fold_masks(model)
     names = select_layers(model, cfg, ctx, (nn.Linear,), "quantize_int4")
     bits = {n: 4 for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, (nn.Linear,), "quantize_int4"))

@@ -30,7 +30,7 @@ from ..prune.common import fold_masks
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from . import _torch_ao
-from ._common import require_split, rezero, select_layers, set_submodule, zero_masks
+from ._common import _READS_CHILD_WEIGHTS, require_split, rezero, select_layers, set_submodule, zero_masks
 
 STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _STOCK_FORWARD = {nn.Linear: nn.Linear.forward, nn.Conv1d: nn.Conv1d.forward, nn.Conv2d: nn.Conv2d.forward}
@@ -104,6 +104,9 @@ def _train(model: nn.Module, cfg, ctx: StepContext, data) -> nn.Module:
 def _eager(model: nn.Module, names: list[str], qconfig, cfg, ctx: StepContext, qat: bool, why: str, data) -> nn.Module:
     """Fallback for models that cannot be traced: a quant/dequant pair around each selected standard layer."""
     modules = dict(model.named_modules())
+    names = [n for n in names if not isinstance(modules.get(n.rpartition(".")[0]), _READS_CHILD_WEIGHTS)]
+    if not names:
+        raise CompressionError(f"targets: {cfg.kind} found no layer it can wrap in this untraceable model ({why})")
     own = [n for n in names if _has_own_forward(modules[n])]
     if own:
         raise CompressionError(
@@ -142,6 +145,9 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) 
     except _torch_ao.GraphModeError as e:
         ctx.report(0.0, f"graph mode unavailable ({e}); eager mode, one quant/dequant pair per layer")
         return _eager(model, names, qconfig, cfg, ctx, qat, str(e), data)
+    left = prepared.meta.get("left_float") or []
+    if left:
+        ctx.report(0.0, f"left float: {', '.join(left)} (inside torch.nn blocks that run as one float op)")
     if not ctx.replay:
         if qat:
             prepared = _train(prepared, cfg, ctx, data)
