@@ -10,7 +10,7 @@ starts after ITS page load (a slow first load on a busy server does not eat its 
 checks at least one move whatever the duration. Like the browser, a client sends back the query string the server
 set (the per-browser id of the history) and runs a fragment when the server asks it to (``auto_rerun``).
 
-``--trainers K``: K sessions (on digits-mlp) tick "fine-tune", and for each of their slider values press "Run
+``--trainers K``: K sessions (on digits-cnn) tick "fine-tune" (10 epochs), and for each of their slider values press "Run
 training steps", which the dashboard runs as a job in its worker processes; the client polls as the browser does
 (the job panel's fragment) until the trained numbers are on the page. Slider-move times are reported for the other
 sessions only (what a student who is NOT training feels while classmates train); job turnaround separately.
@@ -50,10 +50,10 @@ from pathlib import Path
 from .local_app import ROOT, free_port, stop, streamlit_argv, wait_healthy
 
 MODELS = ["digits-mlp", "digits-cnn", "digits-vit"]
-TRAIN_MODEL = "digits-mlp"
+TRAIN_MODEL = "digits-cnn"
 AMOUNTS = [round(i * 0.05, 2) for i in range(20)]  # the slider's values (0.0 .. 0.95, step 0.05)
-TRAIN_AMOUNTS = AMOUNTS[1:]  # trainers walk these from their own offsets: mostly fresh jobs, some shared
-TRAIN_EPOCHS = 3  # the page's default (a few seconds of training on digits-mlp)
+TRAIN_AMOUNTS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9]  # walked from each trainer's own offset
+TRAIN_EPOCHS = 10  # ~2-3 s of training per job on digits-cnn (1 thread): a worker busy most of the time
 PRUNE_LABEL = "unstructured (weights)"
 # the Explore page's labels the clients look for
 L_MODEL, L_PRUNE, L_AMOUNT = "Model", "Pruning kind", "Sparsity (fraction removed)"
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=120.0, help="seconds each session keeps moving sliders "
                                                                  "(counted from its own page load)")
     p.add_argument("--think", type=float, default=1.5, help="mean seconds a student waits between moves")
-    p.add_argument("--trainers", type=int, default=0, help="sessions that run training jobs (on digits-mlp)")
+    p.add_argument("--trainers", type=int, default=0, help="sessions that run training jobs (on digits-cnn)")
     p.add_argument("--server-arg", action="append", default=[], help="a flag for the dashboard after `--` "
                    "(repeatable), e.g. --server-arg=--job-workers=1")
     p.add_argument("--processes", type=int, default=1, help="dashboard processes sharing one history database; each "

@@ -102,6 +102,7 @@ class Limits:
     per_session: int = 2  # jobs one session may have queued or running at once
     max_queue: int = 200  # queued jobs in the whole server
     keep_finished: int = 256  # finished jobs kept (their results are reused by identical submissions)
+    keep_result_mb: int = 256  # ...and at most this much of their results (a MiniLM bundle is ~90 MB)
     warm: bool = True  # workers import the library and the sample models before their first job
     nice: int = 10  # workers' CPU priority below the page server's
 
@@ -139,6 +140,7 @@ class Job:
     error: str | None = None
     started: float | None = None
     finished: float | None = None
+    size: int = 0  # bytes of the result, roughly (bundles dominate)
 
 
 class _Worker:
@@ -194,6 +196,19 @@ def _rss_mb(pid: int) -> float:
     except (OSError, ValueError, IndexError):
         pass
     return 0.0
+
+
+def _result_size(result: Any, depth: int = 0) -> int:
+    """Roughly the bytes a result holds: its bytes values (bundles) and 1 KB per other leaf."""
+    if isinstance(result, (bytes, bytearray)):
+        return len(result)
+    if depth > 4:
+        return 1024
+    if isinstance(result, dict):
+        return sum(_result_size(v, depth + 1) for v in result.values())
+    if isinstance(result, (list, tuple)):
+        return sum(_result_size(v, depth + 1) for v in result[:1000])
+    return 64
 
 
 def _dedupe_key(kind: str, payload: Any) -> str | None:
@@ -385,14 +400,20 @@ class JobRunner:
         job.finished = time.monotonic()
         if state == DONE:
             job.progress, job.message = 1.0, "done"
+            job.size = _result_size(result)
         else:
             job.message = error or state
         if state != DONE and job.dedupe and self.by_key.get(job.dedupe) == job.id:
             del self.by_key[job.dedupe]  # a failed or cancelled job is not reused; the next submission runs again
 
     def _forget_old(self) -> None:
+        """Drop the oldest finished jobs beyond ``keep_finished`` or ``keep_result_mb`` of results."""
         finished = [j for j in self.jobs.values() if j.state in FINISHED]
-        for j in finished[: max(0, len(finished) - self.limits.keep_finished)]:
+        total = sum(j.size for j in finished)
+        for i, j in enumerate(finished):
+            if len(finished) - i <= self.limits.keep_finished and total <= self.limits.keep_result_mb * 2**20:
+                break
+            total -= j.size
             del self.jobs[j.id]
             if j.dedupe and self.by_key.get(j.dedupe) == j.id:
                 del self.by_key[j.dedupe]
@@ -450,6 +471,7 @@ class JobRunner:
             w.job = None
             w.jobs_done += 1
             self._finish(job, DONE, result=msg[2])
+            self._forget_old()
             if w.jobs_done >= self.RECYCLE_AFTER:
                 self._replace(w)
         elif what == "error":

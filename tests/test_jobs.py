@@ -192,3 +192,18 @@ def test_explore_trains_in_a_job_with_progress_then_shows_the_trained_numbers(tm
     row = at.session_state["history"][-1]
     assert row["how"] == "applied" and row["recipe"] == recipe
     assert not at.get("progress")  # no bar left behind
+
+
+def test_finished_results_are_bounded_in_memory():
+    r = jobs.JobRunner(jobs.Limits(workers=1, warm=False, keep_finished=3, keep_result_mb=1))
+    try:
+        big = {"bundle": b"x" * (700 * 1024)}
+        for i in range(3):  # results are recorded as if workers had sent them
+            job = jobs.Job(id=f"j{i}", kind="sleep", payload={"i": i}, sessions={"s"}, dedupe=f"k{i}")
+            r.jobs[job.id], r.by_key[f"k{i}"] = job, job.id
+            r._finish(job, jobs.DONE, result=big)
+            r._forget_old()
+        assert list(r.jobs) == ["j2"]  # 3 x 700 KB > 1 MB: the oldest went first
+        assert set(r.by_key) == {"k2"}  # a dropped job is no longer reused
+    finally:
+        r.shutdown()
