@@ -25,9 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def streamlit_argv(port: int) -> list[str]:
+def streamlit_argv(port: int, app: Path | str = APP) -> list[str]:
     """`streamlit run` arguments for the dashboard on 127.0.0.1:port, headless, no usage statistics."""
-    return ["run", str(APP), "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+    return ["run", str(app), "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
             "--browser.gatherUsageStats", "false"]
 
 
@@ -48,10 +48,15 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60) -> None
     raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s")
 
 
-def start_app(port: int, timeout: float = 60) -> subprocess.Popen:
-    """`streamlit run dashboard/app.py` on 127.0.0.1:port, returned once it is healthy."""
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def start_app(port: int, timeout: float = 60, root: Path | str = ROOT, app_args: list[str] | None = None
+              ) -> subprocess.Popen:
+    """`streamlit run dashboard/app.py` on 127.0.0.1:port, returned once it is healthy. ``root``: another checkout
+    (its own dashboard, library and .streamlit/config.toml, e.g. an older commit to compare with); ``app_args``:
+    the app's own arguments (``--workload REF`` ...), passed after ``--``."""
+    root = Path(root)
+    extra = ["--", *app_args] if app_args else []
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, root / "dashboard" / "app.py"),
+                             *extra], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_healthy(port, proc, timeout)
     return proc
 

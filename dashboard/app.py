@@ -26,6 +26,7 @@ for _p in (ROOT, ROOT / "dashboard"):  # the library, and the dashboard's helper
 torch.set_num_threads(1)
 
 import state  # noqa: E402  (after the path set-up above)
+import store  # noqa: E402
 
 PAGES = Path(__file__).parent / "pages"
 NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, title, icon); first page is the default
@@ -36,6 +37,7 @@ NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, ti
         ("sensitivity.py", "Sensitivity", ":material/grid_on:"),
         ("advise.py", "Advise", ":material/recommend:"),
         ("search.py", "Search", ":material/travel_explore:"),
+        ("classroom.py", "Class", ":material/groups:"),
     ],
     "Learn": [
         ("learn_pruning.py", "Pruning", ":material/content_cut:"),
@@ -71,4 +73,8 @@ for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(
 page = st.navigation(navigation())
 for _line in state.reference_errors():  # a bad --workload is one line on every page; the rest still works
     st.error(_line)
-page.run()
+store.sync_session()  # this browser's settings back after a reload (first run of a session)
+try:
+    page.run()
+finally:
+    store.persist_settings()  # remembered once every widget of the run is known

@@ -1,32 +1,152 @@
 """Plotly figures for the dashboard: every chart has a title, axis units and a legend where colours mean something.
 
 Pure functions from measured data (dicts of ModelStats, numpy arrays) to figures; no Streamlit, no torch.
+
+The figures are plain data (``Fig``: a dict with plotly's ``data`` / ``layout``), not ``plotly.graph_objects``:
+building a graph_objects figure validates every property and cost 12-38 ms per chart on this machine, most of a
+slider move's server time; these are the same JSON plotly.js draws, built in well under a millisecond. ``Fig``
+keeps the graph_objects methods the builders use (``add_bar``, ``update_layout``, magic underscores such as
+``yaxis_title``) and attribute access for reading (``fig.data[0].text``, ``fig.layout.title.text``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
 BEFORE = "#7f8c8d"  # baseline: grey
 AFTER = "#1f77b4"  # compressed: blue
 SIMULATED = "#ff7f0e"  # simulated / theoretical: orange
 _LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=40), height=320, legend=dict(orientation="h", y=-0.22))
+_KEEP = {"error_x", "error_y"}  # property names that contain an underscore themselves
 
 
-def _fig(title: str, **layout) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(title=dict(text=title, x=0.0), **{**_LAYOUT, **layout})
+class _Obj(dict):
+    """A dict read like a plotly object: ``o.name``; an unset property reads as None."""
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key.startswith("to_"):  # not a property: encoders probe for to_plotly_json
+            raise AttributeError(key)
+        try:
+            return _wrap(self[key])
+        except KeyError:
+            return None
+
+
+def _wrap(v: Any) -> Any:
+    if isinstance(v, dict) and not isinstance(v, _Obj):
+        return _Obj(v)
+    if isinstance(v, list):
+        return [_wrap(x) for x in v]
+    return v
+
+
+def _merge(into: dict, changes: dict) -> dict:
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def _nested(props: dict) -> dict:
+    """plotly's magic underscores: ``yaxis_title="x"`` -> {"yaxis": {"title": {"text": "x"}}}."""
+    out: dict = {}
+    for key, value in props.items():
+        path = [key] if key in _KEEP else key.split("_")
+        if path[-1] == "title" and isinstance(value, str):
+            value = {"text": value}
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+            _merge(node[path[-1]], value)
+        else:
+            node[path[-1]] = value
+    for k, v in list(out.items()):  # title given as a plain string at the top level too
+        if k in ("title",) and isinstance(v, str):
+            out[k] = {"text": v}
+        if isinstance(v, dict) and isinstance(v.get("title"), str):
+            v["title"] = {"text": v["title"]}
+    return out
+
+
+class Fig(_Obj):
+    """A plotly figure as plain data ({"data": [...], "layout": {...}}) with the graph_objects methods used here."""
+
+    def __init__(self, **layout: Any) -> None:
+        super().__init__(data=[], layout=_Obj())
+        self.update_layout(**layout)
+
+    def update_layout(self, **props: Any) -> "Fig":
+        _merge(self["layout"], _nested(props))
+        return self
+
+    def update_xaxes(self, selector: dict | None = None, **props: Any) -> "Fig":
+        _merge(self["layout"].setdefault("xaxis", {}), _nested(props))
+        return self
+
+    def update_yaxes(self, selector: dict | None = None, **props: Any) -> "Fig":
+        _merge(self["layout"].setdefault("yaxis", {}), _nested(props))
+        return self
+
+    def _add(self, kind: str, props: dict) -> "Fig":
+        trace = _Obj(type=kind)
+        for k, v in _nested(props).items():
+            trace[k] = v.tolist() if isinstance(v, (np.ndarray, pd.Series, pd.Index)) else v
+        self["data"].append(trace)
+        return self
+
+    def add_bar(self, **props: Any) -> "Fig":
+        return self._add("bar", props)
+
+    def add_scatter(self, **props: Any) -> "Fig":
+        return self._add("scatter", props)
+
+    def add_heatmap(self, **props: Any) -> "Fig":
+        return self._add("heatmap", props)
+
+    def add_annotation(self, **props: Any) -> "Fig":
+        self["layout"].setdefault("annotations", []).append(_nested(props))
+        return self
+
+    def add_vline(self, x: float, **props: Any) -> "Fig":
+        line = _nested(props).get("line", {})
+        self["layout"].setdefault("shapes", []).append(
+            {"type": "line", "x0": x, "x1": x, "xref": "x", "y0": 0, "y1": 1, "yref": "paper", "line": line})
+        return self
+
+    def to_dict(self) -> dict:
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self, default=_json_default)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, pd.Series):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def _fig(title: str, **layout) -> Fig:
+    fig = Fig(**{**_LAYOUT, **layout})
+    fig.update_layout(title=dict(text=title, x=0.0))
     return fig
 
 
-SIZE_KINDS = {  # row key in ModelStats -> what the bar group is called
-    "size_bytes": "dense file (torch.save)",
-    "sparse_size_bytes": "sparse / packed file",
-    "theoretical_size_bytes": "simulated bits x params",
+SIZE_KINDS = {  # row key in ModelStats -> what the bar is called
+    "size_bytes": "dense file",
+    "sparse_size_bytes": "sparse / packed",
+    "theoretical_size_bytes": "simulated bits",
 }
 
 
@@ -36,25 +156,27 @@ def size_rows(stats: dict, label: str) -> list[dict]:
             for k, kind in SIZE_KINDS.items() if k == "size_bytes" or stats.get(k) is not None]
 
 
-def size_chart(before: dict, after: dict | None) -> go.Figure:
-    """File sizes in KB, one group per kind of file (dense, sparse/packed, simulated), before (grey) vs after
-    (blue; orange when simulated). One number per bar, no unit (the axis says KB), so labels never run together."""
-    fig = _fig("Model size (KB)", yaxis_title="size (KB)", barmode="group", bargap=0.3)
+def size_chart(before: dict, after: dict | None) -> Fig:
+    """File sizes in KB as horizontal bars, one pair (before grey, after blue; orange when simulated) per kind of
+    file: every label sits at the end of its own bar, so two numbers can never run into each other however narrow
+    the column is."""
+    fig = _fig("Model size (KB)", xaxis_title="size (KB)", barmode="group", bargap=0.25,
+               margin=dict(l=110, r=30, t=50, b=40), legend=dict(orientation="h", y=-0.25, traceorder="normal"))
     sim = bool(after and after.get("simulated"))
     for label, stats, color in (("before", before, BEFORE), ("after", after, SIMULATED if sim else AFTER)):
         if stats is None:
             continue
         rows = size_rows(stats, label)
-        fig.add_bar(name=label, x=[r["kind"] for r in rows], y=[r["KB"] for r in rows],
+        fig.add_bar(name=label, y=[r["kind"] for r in rows], x=[r["KB"] for r in rows], orientation="h",
                     text=[f"{r['KB']:,.1f}" for r in rows], textposition="outside", cliponaxis=False,
-                    marker_color=color, hovertemplate=f"{label}: %{{y:,.1f}} KB<extra>%{{x}}</extra>")
+                    marker_color=color, hovertemplate=f"{label}: %{{x:,.1f}} KB<extra>%{{y}}</extra>")
     top = max([r["KB"] for s_ in (before, after) if s_ for r in size_rows(s_, "")])
-    fig.update_yaxes(range=[0, top * 1.18])
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(range=[0, top * 1.3])
+    fig.update_yaxes(type="category", autorange="reversed")
     return fig
 
 
-def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", percent: bool = True) -> go.Figure:
+def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", percent: bool = True) -> Fig:
     """The workload's metric on the test split (in % for fractions), before vs after, bars from 0 (a zoomed axis
     would make a small drop look huge); the change is written on the after bar and in the subtitle."""
     scale, unit = (100, " (%)") if percent else (1, "")
@@ -80,7 +202,7 @@ def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", p
     return fig
 
 
-def latency_chart(comparisons: list[dict]) -> go.Figure:
+def latency_chart(comparisons: list[dict]) -> Fig:
     """Median ms per call before vs after, one group per runtime, with the middle half of the calls as error bars;
     the after/before ratio and its verdict written over each group."""
     c0 = comparisons[0]
@@ -105,7 +227,7 @@ def latency_chart(comparisons: list[dict]) -> go.Figure:
     return fig
 
 
-def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | None) -> go.Figure:
+def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | None) -> Fig:
     """Per-layer sparsity (%) bars with bits per weight on a second axis."""
     fig = _fig("Per-layer sparsity (%) and bits per weight", yaxis_title="sparsity (%)",
                yaxis2=dict(title="bits per weight", overlaying="y", side="right", range=[0, 34], dtick=8,
@@ -142,7 +264,7 @@ def _per_channel(w: np.ndarray) -> np.ndarray:
     return np.round(rows / np.where(amax == 0, 1, amax), 6)  # (out, fan_in) in [-1, 1]
 
 
-def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, bins: int = 80) -> go.Figure:
+def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, bins: int = 80) -> Fig:
     """One layer's weights before vs after, binned on the server (the browser gets bar heights, not every weight).
 
     Exact zeros (pruned weights) get their own red bar labelled with their count. When the after-weights take few
@@ -199,7 +321,7 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
     return fig
 
 
-def per_class_chart(before_cm: np.ndarray, after_cm: np.ndarray | None, class_names: Sequence[str]) -> go.Figure:
+def per_class_chart(before_cm: np.ndarray, after_cm: np.ndarray | None, class_names: Sequence[str]) -> Fig:
     """Per-class test accuracy (%), before vs after, from confusion matrices (rows = true class)."""
     fig = _fig("Per-class test accuracy (%)", xaxis_title="true class", yaxis_title="accuracy (%)", barmode="group")
     for label, cm, color in (("before", before_cm, BEFORE), ("after", after_cm, AFTER)):
@@ -212,7 +334,7 @@ def per_class_chart(before_cm: np.ndarray, after_cm: np.ndarray | None, class_na
     return fig
 
 
-def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> go.Figure:
+def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> Fig:
     """A confusion matrix heatmap (counts; rows = true class, columns = predicted)."""
     fig = _fig(title, xaxis_title="predicted class", yaxis_title="true class", height=360)
     fig.add_heatmap(z=cm, x=list(class_names), y=list(class_names), colorscale="Blues", text=cm,
@@ -224,7 +346,7 @@ def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> g
 
 def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: Sequence[int] = (),
                  y: str = "change_pt", y_title: str = "metric change vs its own baseline (points)",
-                 error_x: tuple[str, str] | None = None) -> go.Figure:
+                 error_x: tuple[str, str] | None = None) -> Fig:
     """Every experiment as (x, y), both relative to the experiment's own model's baseline (so models of very
     different sizes share one chart), one colour per model, simulated results hollow, the per-model Pareto front
     (lower x, higher y) dashed, baselines starred at (1, 0)."""
@@ -272,7 +394,7 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = "accuracy_%") -> pd.DataFram
 
 
 # ------------------------------------------------------------------------------------------------ Learn
-def learn_prune_histogram(before: np.ndarray, after: np.ndarray) -> go.Figure:
+def learn_prune_histogram(before: np.ndarray, after: np.ndarray) -> Fig:
     """A layer's weight histogram: weights the pruned model kept (blue) and those it set to zero (red), stacked
     bars binned on the server."""
     before, zero = before.ravel(), after.ravel() == 0
@@ -288,7 +410,7 @@ def learn_prune_histogram(before: np.ndarray, after: np.ndarray) -> go.Figure:
     return fig
 
 
-def learn_quant_levels(x: np.ndarray, q: np.ndarray, bits: int) -> go.Figure:
+def learn_quant_levels(x: np.ndarray, q: np.ndarray, bits: int) -> Fig:
     """A smooth signal and its n-bit quantized version: the staircase of 2^n levels."""
     fig = _fig(f"{bits}-bit quantization: {2 ** bits:,} levels", xaxis_title="input index", yaxis_title="value")
     fig.add_scatter(name="fp32 value", x=np.arange(len(x)), y=x, mode="lines", line=dict(color=BEFORE))
@@ -297,7 +419,7 @@ def learn_quant_levels(x: np.ndarray, q: np.ndarray, bits: int) -> go.Figure:
     return fig
 
 
-def learn_softmax(logits: np.ndarray, temperature: float, class_names: Sequence[str]) -> go.Figure:
+def learn_softmax(logits: np.ndarray, temperature: float, class_names: Sequence[str]) -> Fig:
     """Softmax of one set of logits at T = 1 (the plain softmax) and at the chosen temperature."""
     fig = _fig(f"Soft targets: softmax(logits / T), T = {temperature:g}", xaxis_title="class",
                yaxis_title="probability", barmode="group")
@@ -314,7 +436,7 @@ def learn_softmax(logits: np.ndarray, temperature: float, class_names: Sequence[
     return fig
 
 
-def learn_dtype_errors(rows: Sequence[dict]) -> go.Figure:
+def learn_dtype_errors(rows: Sequence[dict]) -> Fig:
     """Max absolute error of one tensor cast to each data type (log scale). A type that overflowed (inf) gets a
     red bar reaching above the others, labelled as the overflow it is, instead of vanishing from a log axis."""
     finite = [r["max_abs_error"] for r in rows if np.isfinite(r["max_abs_error"]) and r["max_abs_error"] > 0]
@@ -338,3 +460,4 @@ def learn_dtype_errors(rows: Sequence[dict]) -> go.Figure:
     fig.update_yaxes(type="log", range=[np.log10(lo / 30), np.log10(top) + 1.2], dtick=2, exponentformat="power")
     fig.update_xaxes(type="category")
     return fig
+

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -29,6 +30,9 @@ from compression_core.recipe import (MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES
                                      parse_recipe, recipe_to_dict, recipe_to_yaml, validation_error_line)
 from compression_core.timing import LatencyComparison, compare_calls, compare_latency
 from compression_core.workload import Workload, registered_workloads, resolve_workload, workload_names
+
+import jobs  # noqa: E402  (dashboard/: heavy work in worker processes)
+import store  # noqa: E402  (dashboard/: history and settings in the database)
 
 DEFAULT_MODEL = "digits-cnn"
 RUNTIMES = ("torch", "ONNX Runtime")
@@ -260,6 +264,12 @@ def result_view(key: str) -> dict:
     return view
 
 
+def adopt_job_result(result: dict) -> None:
+    """Take a finished training job's result (``jobs.run_recipe`` in a worker process; the model rebuilt here from
+    its bundle) into the per-process result cache, as if ``compressed`` had applied the recipe here."""
+    _store().put(recipe_key(result["recipe"]), (jobs.recipe_result(result), result["seconds"]))
+
+
 def run_recipe(recipe: dict, progress: Callable[[float, str], None] | None = None) -> dict:
     """Apply ``recipe`` (cached by its canonical key) and return its measured view."""
     key = recipe_key(recipe)
@@ -338,28 +348,83 @@ def layer_weights(key: str | None, ref: str, layer: str) -> np.ndarray | None:
     return w.float().cpu().numpy()
 
 
+# ------------------------------------------------------------------------------------------------ figures
+class Ready(go.Figure):
+    """A figure already turned into plain data. ``st.plotly_chart`` calls ``to_dict()`` on a plotly Figure and
+    trusts it: no second validation pass (which cost more than building the figure), and no copy of plotly's
+    7 KB default template in every chart's message (the page's "streamlit" theme styles the chart)."""
+
+    def __init__(self, d: dict) -> None:  # noqa: D107 - deliberately no plotly validation
+        self._ready_dict = d
+
+    def to_dict(self) -> dict:
+        return self._ready_dict
+
+
+def _plain(fig) -> dict:
+    d = fig.to_dict()
+    d.get("layout", {}).pop("template", None)
+    return d
+
+
+class _FigureCache(_ResultStore):
+    pass
+
+
+@st.cache_resource(show_spinner=False)
+def _figures() -> _FigureCache:
+    return _FigureCache(size=256)
+
+
+def figure(name: str, key: tuple, build: Callable[[], Any]):
+    """The figure ``name`` for ``key`` (a tuple of strings and numbers naming its inputs), built by ``build()`` once
+    per process and served as finished data afterwards: moving a slider back to a value already seen, or a chart
+    that did not change (the baseline's), costs nothing to rebuild."""
+    k = json.dumps([name, *key], default=str)
+    hit = _figures().get(k)
+    if hit is None:
+        hit = (_plain(build()), 0.0)
+        _figures().put(k, hit)
+    return Ready(hit[0])
+
+
 # ------------------------------------------------------------------------------------------------ session
 def history() -> list[dict]:
-    """This session's applied configurations, oldest first."""
-    return st.session_state.setdefault("history", [])
+    """This browser's kept configurations (saved and applied: from the store, so they survive a reload) and the
+    current unsaved one, oldest first."""
+    if "history" not in st.session_state:
+        st.session_state["history"] = store.load_history()
+    return st.session_state["history"]
 
 
-def record(ref: str, label_: str, recipe: dict | None, stats: dict) -> dict:
-    """Add a configuration to the history once per distinct recipe; returns its row."""
+def record(ref: str, label_: str, recipe: dict | None, stats: dict, how: str = "preview") -> dict:
+    """Add a configuration to the history once per distinct recipe; returns its row. ``how``: "preview" (the current
+    configuration: it replaces the previous unsaved row, so slider moves do not pile up), "applied" (trained,
+    imported, timed) or "saved" ("Save to history"): those are written to the store. Baselines are always kept."""
+    how = "applied" if recipe is None and how == "preview" else how
     key = recipe_key(recipe) if recipe is not None else f"baseline:{ref}"
     rows = history()
     for row in rows:
         if row["key"] == key:
+            if how != "preview" and row.get("how") not in (how, "saved"):
+                store.keep(row, how)
             return row
     row = {
-        "id": (rows[-1]["id"] + 1) if rows else 1, "key": key, "model": label(ref), "ref": ref, "label": label_,
+        "id": max((r["id"] for r in rows), default=0) + 1, "key": key, "model": label(ref), "ref": ref, "label": label_,
         "baseline": recipe is None, "metric": stats.get("metric", "accuracy"),
         "accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"],
         "sparse_size_bytes": stats.get("sparse_size_bytes"), "theoretical_size_bytes": stats.get("theoretical_size_bytes"),
         "simulated": bool(stats.get("simulated")), "nonzero_params": stats["nonzero_params"], "params": stats["params"],
         "smallest_bytes": smallest_bytes(stats), "recipe": recipe, "latency": [],
+        # the same numbers in the units the store's CSV export and the Class page read
+        "accuracy_%": stats["accuracy"] * 100, "size_KB": stats["size_bytes"] / 1024,
+        "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
+        "theoretical_KB": None if stats.get("theoretical_size_bytes") is None else stats["theoretical_size_bytes"] / 1024,
+        "best_KB": smallest_bytes(stats) / 1024, "latency_ms": None,
     }
+    rows[:] = [r for r in rows if r.get("how") != "preview"]  # one unsaved row: the current configuration
     rows.append(row)
+    store.keep(row, how)
     del rows[:-200]
     return row
 
@@ -367,10 +432,12 @@ def record(ref: str, label_: str, recipe: dict | None, stats: dict) -> dict:
 def record_latency(ref: str, recipe: dict, stats: dict, comparison: dict) -> None:
     """Add one latency comparison to a configuration's row, with the conditions it was measured under (batch,
     threads, runtime, rounds): a later measurement is added beside it, never written over it."""
-    row = record(ref, describe(recipe["steps"]), recipe, stats)
+    row = record(ref, describe(recipe["steps"]), recipe, stats, how="applied")
     row["latency"].append({k: comparison[k] for k in (
         "runtime", "batch_size", "threads", "rounds", "before_ms", "before_low_ms", "before_high_ms", "after_ms",
         "after_low_ms", "after_high_ms", "ratio", "ratio_low", "ratio_high", "verdict")})
+    row["latency_ms"] = comparison["after_ms"]  # the latest (kept for exports; every timing stays in "latency")
+    store.keep(row, row["how"])  # the timing goes into the stored row too
 
 
 def smallest_bytes(stats: dict) -> int:

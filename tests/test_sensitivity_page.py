@@ -31,8 +31,8 @@ def test_heatmap_and_fit_fill_the_explore_sliders():
     at.button(key="s_fit").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     ss = at.session_state
-    assert ss["x_prune_digits-cnn"] == "unstructured (weights)" and ss["x_scope"] == "layer"
-    fitted = {k: ss[f"x_ovr_digits-cnn_{k}"] for k in ("conv1", "conv2", "fc1")}
+    assert ss["x_prune_digits-cnn"] == "unstructured (weights)" and ss["x_prune_unstructured_scope"] == "layer"
+    fitted = {k: ss[f"x_prune_unstructured_ovr_digits-cnn_{k}"] for k in ("conv1", "conv2", "fc1")}
     assert all(0 <= v <= 0.95 for v in fitted.values()) and any(v > 0 for v in fitted.values())
     assert ss["sens_fit"]["fit"]["size_bytes"] <= 40 * 1024
     assert any("Explore" in s.value for s in at.success)
@@ -40,7 +40,25 @@ def test_heatmap_and_fit_fill_the_explore_sliders():
     at.switch_page("pages/explore.py").run()
     assert not at.exception, at.exception
     step = at.session_state["current_recipe"]["steps"][0]
-    assert step["kind"] == "prune_unstructured" and step["overrides"] == fitted
+    assert step["kind"] == "prune_unstructured" and step["overrides"] == {k: v for k, v in fitted.items()}
+
+
+def test_a_bits_fit_fills_explores_per_layer_bits():
+    """A quantize fit is an explicit fake-quant step with per-layer bits: Explore takes it like a pruning fit."""
+    at = _page()
+    at.radio(key="s_technique").set_value("quantize").run()
+    at.radio(key="s_target").set_value("max accuracy drop (points)").run()
+    at.number_input(key="s_drop").set_value(1.0).run()
+    at.button(key="s_fit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    done = at.session_state["sens_fit"]
+    if done["step"] is None:  # every layer kept float: nothing to fill
+        return
+    assert at.session_state["x_quant"] == "simulated n-bit (fake quant)"
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    step = at.session_state["current_recipe"]["steps"][-1]
+    assert step["kind"] == "fake_quant" and step["overrides"] == done["step"]["overrides"]
 
 
 def test_vit_head_chart_and_impossible_budget_is_one_line():

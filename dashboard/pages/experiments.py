@@ -6,11 +6,13 @@ import streamlit as st
 
 import charts
 import state
+import store
 
 st.title("Experiments")
 rows = state.history()
 if not rows:
-    st.info("No experiments yet: move a control on the Explore page and every configuration lands here.")
+    st.info("No experiments yet: on the Explore page, 'Save to history' keeps a configuration here (training runs, "
+            "recipe imports and latency timings are kept too).")
     st.stop()
 
 df = state.experiments_frame(rows)
@@ -83,6 +85,4 @@ side = pd.DataFrame({"": list(state.FIELD_LABELS.values()),
                      f"row {b}": [shown(rb[k]) for k in state.FIELD_LABELS]})
 st.subheader("Side by side")
 st.dataframe(side, hide_index=True, width="stretch")
-if st.button("Clear history", key="e_clear"):
-    st.session_state["history"] = []
-    st.rerun()
+store.history_tools(rows)  # rename, delete, export; kept in the database across reloads

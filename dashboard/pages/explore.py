@@ -10,13 +10,16 @@ import streamlit as st
 
 import charts
 import explain
+import jobs
 import state
+import store
 import techniques as T
 from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
 from compression_core.graph import build_graph
 from compression_core import inputs as I
 
 NONE = "none"
+FAST = {"displayModeBar": False}  # no plotly toolbar to build on every redraw (Streamlit's own toolbar stays)
 
 
 def default(key: str, value) -> str:
@@ -42,7 +45,7 @@ def overrides_form(t: T.Technique, layers: list[str], ref: str) -> dict:
     if levels is None or not layers:
         return {}
     out = {}
-    with st.expander(f"Per-layer values ({t.label})"):
+    with st.expander("Per-layer values"):
         for layer in layers:
             v = st.select_slider(layer, ["global"] + levels, key=default(f"x_{t.kind}_ovr_{ref}_{layer}", "global"))
             if v != "global":
@@ -110,188 +113,211 @@ with st.expander("Layers of this model", expanded=False):
     st.dataframe(pd.DataFrame([{k: r[k] for k in ("name", "type", "params", "nonzero", "sparsity", "dtype", "bits")}
                                for r in bstats["layers"]]), hide_index=True, width="stretch")
 
-controls, view = st.columns([1, 2], gap="large")
-
-# ------------------------------------------------------------------------------------------ controls
-with controls:
-    st.subheader("Layers")
-    cls = f["classifier"]
-    include_cls = st.checkbox(f"Also compress the classifier ({cls})", key=default(f"x_cls_{ref}", False),
-                              disabled=cls is None)
-    if cls:
-        st.caption(f"The final classifier `{cls}` is left alone by default: pruning its outputs removes classes, "
-                   "and it costs the most accuracy per byte saved.")
-    all_layers = T.selectable_layers(wl.model, cls, include_cls)
-    if st.session_state.get(f"x_layers_{ref}") is not None:
-        st.session_state[f"x_layers_{ref}"] = [n for n in st.session_state[f"x_layers_{ref}"] if n in all_layers]
-    chosen = st.multiselect("Layers to compress", all_layers, key=default(f"x_layers_{ref}", all_layers))
-    targets = None if set(chosen) == set(all_layers) else [n for n in all_layers if n in chosen]
-
-    prune_t, prune_v, prune_o, addons = technique_panel("Pruning", "prune", f"x_prune_{ref}", wl, f, include_cls,
-                                                         chosen)
-    quant_t, quant_v, quant_o, quant_addons = technique_panel("Quantization", "quantize", "x_quant", wl, f,
-                                                              include_cls, chosen, widget="selectbox")
-
-    st.subheader("Training (runs on a button)")
-    trainers = []
-    for t in T.family("train") + T.family("distill"):
-        if st.checkbox(t.label, key=default(f"x_on_{t.kind}", False)):
-            vals = T.form(st, t, ref=ref, models=state.models(), model_label=state.label)
-            trainers.append((t, vals))
 
 
-def steps_for(training: bool) -> list[dict]:
-    """The recipe steps for the controls (``training=False``: only the techniques that do not train)."""
-    out: list[dict] = []
-    picked = ([(prune_t, prune_v, prune_o)] if prune_t else []) + [(a, {}, {}) for a in addons]
-    picked += [(t, v, {}) for t, v in trainers]
-    picked += ([(quant_t, quant_v, quant_o)] if quant_t else []) + [(a, {}, {}) for a in quant_addons]
-    for t, values, ovr in picked:
-        if t.ui.trains and not training:
-            continue
-        out.append(T.step(t, values, for_layers(t, targets, wl, f), include_cls, ovr))
-    return out
+@st.fragment
+def workbench() -> None:
+    """Controls and results: a slider move reruns only this fragment (not the router, the model list, the
+    baseline caption or the layer table above), so the browser gets only the deltas of what changed."""
+    controls, view = st.columns([1, 2], gap="large")
+
+    # ------------------------------------------------------------------------------------------ controls
+    with controls:
+        st.subheader("Layers")
+        cls = f["classifier"]
+        include_cls = st.checkbox(f"Also compress the classifier ({cls})", key=default(f"x_cls_{ref}", False),
+                                  disabled=cls is None)
+        if cls:
+            st.caption(f"The final classifier `{cls}` is left alone by default: pruning its outputs removes classes, "
+                       "and it costs the most accuracy per byte saved.")
+        all_layers = T.selectable_layers(wl.model, cls, include_cls)
+        if st.session_state.get(f"x_layers_{ref}") is not None:
+            st.session_state[f"x_layers_{ref}"] = [n for n in st.session_state[f"x_layers_{ref}"] if n in all_layers]
+        chosen = st.multiselect("Layers to compress", all_layers, key=default(f"x_layers_{ref}", all_layers))
+        targets = None if set(chosen) == set(all_layers) else [n for n in all_layers if n in chosen]
+
+        prune_t, prune_v, prune_o, addons = technique_panel("Pruning", "prune", f"x_prune_{ref}", wl, f, include_cls,
+                                                             chosen)
+        quant_t, quant_v, quant_o, quant_addons = technique_panel("Quantization", "quantize", "x_quant", wl, f,
+                                                                  include_cls, chosen, widget="selectbox")
+
+        st.subheader("Training (runs on a button)")
+        trainers = []
+        for t in T.family("train") + T.family("distill"):
+            if st.checkbox(t.label, key=default(f"x_on_{t.kind}", False)):
+                vals = T.form(st, t, ref=ref, models=state.models(), model_label=state.label)
+                trainers.append((t, vals))
 
 
-preview_steps = steps_for(training=False)
-full_steps = steps_for(training=True)
-preview = state.recipe_dict(f["reference"], preview_steps)
-full = state.recipe_dict(f["reference"], full_steps)
-trained = st.session_state.setdefault("trained_keys", set())
-with controls:
-    if full_steps != preview_steps:
-        done = state.recipe_key(full) in trained
-        if st.button("Run training steps", type="primary", disabled=done, key="b_run"):
-            bar = st.progress(0.0, text="starting")
-            try:
-                state.run_recipe(full, progress=lambda frac, msg: bar.progress(frac, text=msg))
+    def steps_for(training: bool) -> list[dict]:
+        """The recipe steps for the controls (``training=False``: only the techniques that do not train)."""
+        out: list[dict] = []
+        picked = ([(prune_t, prune_v, prune_o)] if prune_t else []) + [(a, {}, {}) for a in addons]
+        picked += [(t, v, {}) for t, v in trainers]
+        picked += ([(quant_t, quant_v, quant_o)] if quant_t else []) + [(a, {}, {}) for a in quant_addons]
+        for t, values, ovr in picked:
+            if t.ui.trains and not training:
+                continue
+            out.append(T.step(t, values, for_layers(t, targets, wl, f), include_cls, ovr))
+        return out
+
+
+    preview_steps = steps_for(training=False)
+    full_steps = steps_for(training=True)
+    preview = state.recipe_dict(f["reference"], preview_steps)
+    full = state.recipe_dict(f["reference"], full_steps)
+    trained = st.session_state.setdefault("trained_keys", set())
+    with controls:
+        if full_steps != preview_steps:
+            # training runs as a job in a worker process (jobs.py): queue position, progress, cancel, limits
+            if state.recipe_key(full) not in trained and jobs.training_panel(
+                    full, state.recipe_key(full), store.browser_id(), state.adopt_job_result):
                 trained.add(state.recipe_key(full))
-            except Exception as e:  # one line, never a traceback
-                st.error(state.one_line(e))
-            finally:
-                bar.empty()  # no bar left at "applying 0%" above the result
-        if state.recipe_key(full) in trained:
-            st.success("Trained: the numbers on the right include the training steps.")
-        else:
-            st.caption("Showing the preview without training; press the button to run the training steps.")
-current = full if state.recipe_key(full) in trained else preview
-st.session_state["current_recipe"] = current
-storages = [T.by_kind(s["kind"]).ui.storage for s in current["steps"] if T.by_kind(s["kind"])]
+            if state.recipe_key(full) in trained:
+                st.success("Trained: the numbers on the right include the training steps.")
+            else:
+                st.caption("Showing the preview without training; press the button to run the training steps.")
+    current = full if state.recipe_key(full) in trained else preview
+    st.session_state["current_recipe"] = current
+    storages = [T.by_kind(s["kind"]).ui.storage for s in current["steps"] if T.by_kind(s["kind"])]
 
-# ------------------------------------------------------------------------------------------ results
-with view:
-    after = None
-    result = None
-    if current["steps"]:
-        try:
-            result = state.run_recipe(current)
-            after = result["stats"]
-        except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
-            st.error(state.one_line(e))
-    st.session_state["current_stats"] = after
-    state.record(ref, "baseline", None, bstats)
-    if after is not None:
-        state.record(ref, state.describe(current["steps"]), current, after)
-
-    if after is not None:
-        m1, m2, m3, m4 = st.columns(4)
-        m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
-                  state.metric_text(after["accuracy"], f), state.metric_delta(after["accuracy"], bstats["accuracy"], f))
-        m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
-                  f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
-        m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
-                  f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off",
-                  delta_arrow="off")
-        m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
-                  f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
-                  delta_arrow="off")
-    else:
-        st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
-
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.size_chart(bstats, after), key="size_chart")
-    c2.plotly_chart(charts.accuracy_chart(bstats, after, f["metric"], f["percent"]), key="acc_chart")
-
-    @st.fragment
-    def latency_panel():
-        """Before and after timed together on request, in the chosen runtime(s); every timing is kept."""
-        cores = state.cpu().cores
-        l1, l2, l3, l4 = st.columns([1, 1, 1.5, 1.5], vertical_alignment="bottom")
-        batch = l1.selectbox("Batch", [1, 8, 32], key=default("x_batch", 1))
-        threads = l2.selectbox("Threads", list(range(1, min(cores, 4) + 1)), key=default("x_threads", 1))
-        runtimes = ["torch"] + (["ONNX Runtime", "torch and ONNX Runtime"] if state.ort_module() is not None else [])
-        if st.session_state.get("x_runtime") not in runtimes:
-            st.session_state["x_runtime"] = "torch"
-        runtime = l3.selectbox("Runtime", runtimes, key="x_runtime",
-                               help="ONNX Runtime: the model exported to ONNX and run the way it is often deployed")
-        if after is None:
-            l4.button("Time before vs after", key="b_latency", disabled=True, width="stretch")
-            st.caption("Pick a compression first: latency is timed before vs after, together.")
-            return
-        key = state.recipe_key(current)
-        chosen_rt = [r for r in state.RUNTIMES if r in runtime]
-        store = st.session_state.setdefault("latency", {})
-        cfg = (key, batch, threads, runtime)
-        if l4.button("Time before vs after", key="b_latency", width="stretch",
-                     help="runs both models alternately for about a second; press again to time again"):
-            found = []
-            with st.spinner("timing before and after, alternately..."):
-                for rt in chosen_rt:
-                    try:
-                        c = state.compare(key, ref, batch, threads, rt)
-                    except Exception as e:  # a model ONNX cannot export: one line
-                        st.error(f"{rt}: {state.one_line(e)}")
-                        continue
-                    c["runtime"] = rt
-                    found.append(c)
-                    state.record_latency(ref, current, after, c)
-            store[cfg] = found
-        comps = store.get(cfg)
-        if comps is None:
-            st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the button. "
-                       "Before and after are timed together, alternating, so both see the same machine.")
-            return
-        if comps:
-            st.plotly_chart(charts.latency_chart(comps), key="lat_chart")
-        if "ONNX Runtime" in chosen_rt and state.ort_module() is not None:
+    # ------------------------------------------------------------------------------------------ results
+    with view:
+        after = None
+        result = None
+        if current["steps"]:
             try:
-                rows = [{"runtime": "ONNX Runtime", "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
-                         f"{f['metric']}": state.metric_text(s["accuracy"], f)}
-                        for lbl, s in (("before", state.ort_view(None, ref)), ("after", state.ort_view(key, ref)))]
-                st.dataframe(pd.DataFrame(rows), hide_index=True)
-            except Exception as e:
-                st.error(f"ONNX Runtime: {state.one_line(e)}")
-        st.markdown("\n\n".join(explain.why_speed(comps, storages, state.cpu())))
+                result = state.run_recipe(current)
+                after = result["stats"]
+            except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
+                st.error(state.one_line(e))
+        st.session_state["current_stats"] = after
+        state.record(ref, "baseline", None, bstats)
+        if after is not None:  # trained configurations are kept; a preview only replaces the current row
+            applied = full_steps != preview_steps and state.recipe_key(full) in trained
+            state.record(ref, state.describe(current["steps"]), current, after, how="applied" if applied else "preview")
+            if st.button("Save to history", key="b_save", help="keep this configuration in your history (Experiments)"):
+                saved = state.record(ref, state.describe(current["steps"]), current, after, how="saved")
+                st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
 
-    latency_panel()
-    if after is not None:
-        notes = explain.why_size(bstats, after, storages)
-        if notes:
-            st.info("\n\n".join(notes))
-
-    st.plotly_chart(charts.layer_chart(bstats["layers"], after["layers"] if after else None), key="layer_chart")
-    weighted = [r["name"] for r in (after or bstats)["layers"] if "Norm" not in r["type"]]
-    if weighted:
-        sizes = {r["name"]: r["params"] for r in bstats["layers"]}
-        biggest = max(weighted, key=lambda n: sizes.get(n, 0))
-        if st.session_state.get(f"x_hist_{ref}") not in weighted:
-            st.session_state[f"x_hist_{ref}"] = biggest
-        layer = st.selectbox("Layer for the weight histogram", weighted, key=f"x_hist_{ref}")
-        w_before = state.layer_weights(None, ref, layer)
-        w_after = state.layer_weights(state.recipe_key(current), ref, layer) if after is not None else None
-        if w_before is not None:
-            st.plotly_chart(charts.weight_histogram(w_before, w_after, layer), key="hist_chart")
+        if after is not None:
+            m1, m2, m3, m4 = st.columns(4)
+            m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
+                      state.metric_text(after["accuracy"], f), state.metric_delta(after["accuracy"], bstats["accuracy"], f))
+            m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
+                      f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
+            m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
+                      f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off",
+                      delta_arrow="off")
+            m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
+                      f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
+                      delta_arrow="off")
         else:
-            st.caption(f"{layer} has no weight matrix of its own to plot.")
+            st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
-    if base["confusion"] is not None:
-        tab1, tab2 = st.tabs(["Per-class accuracy", "Confusion matrix"])
-        classes = f["class_names"]
+        c1, c2 = st.columns(2)
+        rk = state.recipe_key(current) if after is not None else ""  # names the result every chart shows
+        c1.plotly_chart(state.figure("size", (ref, rk), lambda: charts.size_chart(bstats, after)), key="size_chart",
+                        config=FAST)
+        c2.plotly_chart(state.figure("acc", (ref, rk), lambda: charts.accuracy_chart(bstats, after, f["metric"],
+                                                                                     f["percent"])),
+                        key="acc_chart", config=FAST)
+
+        @st.fragment
+        def latency_panel():
+            """Before and after timed together on request, in the chosen runtime(s); every timing is kept."""
+            cores = state.cpu().cores
+            l1, l2, l3, l4 = st.columns([1, 1, 1.5, 1.5], vertical_alignment="bottom")
+            batch = l1.selectbox("Batch", [1, 8, 32], key=default("x_batch", 1))
+            threads = l2.selectbox("Threads", list(range(1, min(cores, 4) + 1)), key=default("x_threads", 1))
+            runtimes = ["torch"] + (["ONNX Runtime", "torch and ONNX Runtime"] if state.ort_module() is not None else [])
+            if st.session_state.get("x_runtime") not in runtimes:
+                st.session_state["x_runtime"] = "torch"
+            runtime = l3.selectbox("Runtime", runtimes, key="x_runtime",
+                                   help="ONNX Runtime: the model exported to ONNX and run the way it is often deployed")
+            if after is None:
+                l4.button("Time before vs after", key="b_latency", disabled=True, width="stretch")
+                st.caption("Pick a compression first: latency is timed before vs after, together.")
+                return
+            key = state.recipe_key(current)
+            chosen_rt = [r for r in state.RUNTIMES if r in runtime]
+            store = st.session_state.setdefault("latency", {})
+            cfg = (key, batch, threads, runtime)
+            if l4.button("Time before vs after", key="b_latency", width="stretch",
+                         help="runs both models alternately for about a second; press again to time again"):
+                found = []
+                with st.spinner("timing before and after, alternately..."):
+                    for rt in chosen_rt:
+                        try:
+                            c = state.compare(key, ref, batch, threads, rt)
+                        except Exception as e:  # a model ONNX cannot export: one line
+                            st.error(f"{rt}: {state.one_line(e)}")
+                            continue
+                        c["runtime"] = rt
+                        found.append(c)
+                        state.record_latency(ref, current, after, c)
+                store[cfg] = found
+            comps = store.get(cfg)
+            if comps is None:
+                st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the button. "
+                           "Before and after are timed together, alternating, so both see the same machine.")
+                return
+            if comps:
+                st.plotly_chart(charts.latency_chart(comps), key="lat_chart")
+            if "ONNX Runtime" in chosen_rt and state.ort_module() is not None:
+                try:
+                    rows = [{"runtime": "ONNX Runtime", "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
+                             f"{f['metric']}": state.metric_text(s["accuracy"], f)}
+                            for lbl, s in (("before", state.ort_view(None, ref)), ("after", state.ort_view(key, ref)))]
+                    st.dataframe(pd.DataFrame(rows), hide_index=True)
+                except Exception as e:
+                    st.error(f"ONNX Runtime: {state.one_line(e)}")
+            st.markdown("\n\n".join(explain.why_speed(comps, storages, state.cpu())))
+
+        latency_panel()
+        if after is not None:
+            notes = explain.why_size(bstats, after, storages)
+            if notes:
+                st.info("\n\n".join(notes))
+
+        # One detail chart at a time: every chart on the page is redrawn by plotly.js on each slider move (it was
+        # most of the browser's time), so the details the student is not looking at are not drawn at all.
+        details = ["Per-layer sparsity and bits", "Weight histogram"]
+        if base["confusion"] is not None:
+            details += ["Per-class accuracy", "Confusion matrix"]
+        if st.session_state.get("x_detail") not in details:
+            st.session_state["x_detail"] = details[0]
+        detail = st.segmented_control("Detail", details, key="x_detail", label_visibility="collapsed")
         after_cm = result["confusion"] if result else None
-        tab1.plotly_chart(charts.per_class_chart(base["confusion"], after_cm, classes), key="class_chart")
-        tab2.plotly_chart(charts.confusion_chart(after_cm if after_cm is not None else base["confusion"], classes,
-                                                 "Confusion matrix, " + ("after" if result else "baseline") + " (counts)"),
-                          key="cm_chart")
-    if result and result.get("steps"):
-        with st.expander("What each step did"):
-            st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
+        if detail == "Per-layer sparsity and bits":
+            st.plotly_chart(state.figure("layers", (ref, rk), lambda: charts.layer_chart(
+                bstats["layers"], after["layers"] if after else None)), key="layer_chart", config=FAST)
+        elif detail == "Weight histogram":
+            weighted = [r["name"] for r in (after or bstats)["layers"] if "Norm" not in r["type"]]
+            sizes = {r["name"]: r["params"] for r in bstats["layers"]}
+            if st.session_state.get(f"x_hist_{ref}") not in weighted and weighted:
+                st.session_state[f"x_hist_{ref}"] = max(weighted, key=lambda n: sizes.get(n, 0))
+            layer = st.selectbox("Layer for the weight histogram", weighted, key=f"x_hist_{ref}")
+
+            def hist():
+                w_before = state.layer_weights(None, ref, layer)
+                w_after = state.layer_weights(state.recipe_key(current), ref, layer) if after is not None else None
+                return charts.weight_histogram(w_before, w_after, layer)
+
+            if layer is not None and state.layer_weights(None, ref, layer) is not None:
+                st.plotly_chart(state.figure("hist", (ref, rk, layer), hist), key="hist_chart", config=FAST)
+            else:
+                st.caption(f"{layer} has no weight matrix of its own to plot.")
+        elif detail == "Per-class accuracy":
+            st.plotly_chart(state.figure("classes", (ref, rk), lambda: charts.per_class_chart(
+                base["confusion"], after_cm, f["class_names"])), key="class_chart", config=FAST)
+        elif detail == "Confusion matrix":
+            st.plotly_chart(state.figure("confusion", (ref, rk), lambda: charts.confusion_chart(
+                after_cm if after_cm is not None else base["confusion"], f["class_names"],
+                "Confusion matrix, " + ("after" if result else "baseline") + " (counts)")), key="cm_chart", config=FAST)
+        if result and result.get("steps"):
+            with st.expander("What each step did"):
+                st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
+
+
+workbench()

@@ -51,7 +51,7 @@ with c1:
     layers = [r["name"] for r in state.baseline_view(name)["stats"]["layers"] if "Norm" not in r["type"]
               and r["params"] >= 64]
     layer = st.selectbox("Layer", layers, key="ldt_layer")
-    mult = st.select_slider("Multiply the weights by", [1e-6, 1e-3, 1.0, 1e3, 1e5], value=1.0, key="ldt_mult",
+    mult = st.select_slider("Multiply the weights by", [1e-6, 1e-3, 1.0, 1e3, 1e5, 1e6], value=1.0, key="ldt_mult",
                             help="large or tiny values show where fp16's small range over- or underflows")
 w = torch.from_numpy(state.layer_weights(None, name, layer)).reshape(-1) * mult  # (n,)
 i8, u8 = torch.iinfo(torch.int8), torch.iinfo(torch.uint8)
