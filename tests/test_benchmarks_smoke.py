@@ -11,7 +11,7 @@ MODULES = sorted(p.stem for p in (Path(__file__).parent.parent / "benchmarks").g
 
 def test_every_benchmark_the_issues_name_exists():
     for name in ("baselines", "pruning", "quantization", "distillation", "dashboard", "sensitivity",
-                 "workshop_load", "slimming", "runtimes", "fuzz"):
+                 "workshop_load", "slimming", "runtimes", "fuzz", "generality", "search", "transformer"):
         assert name in MODULES
 
 
