@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from .errors import CompressionError
@@ -145,18 +148,46 @@ def _parse_address(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
 def check_reachable(address: str, timeout: float = 3.0) -> None:
-    """A one-line error when nothing listens at ``address`` (instead of Ray's long retries)."""
+    """A one-line error when nothing listens at ``address``, or something that is not a gRPC server (Ray's GCS and
+    client server are): Ray itself would retry for minutes."""
     hp = _parse_address(address)
     if hp is None:
         return
     try:
-        with socket.create_connection(hp, timeout=timeout):
-            pass
+        with socket.create_connection(hp, timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(_HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:  # the server's first HTTP/2 frame header: a SETTINGS frame (type 4)
+                chunk = s.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except OSError as e:
         why = e.strerror or type(e).__name__
         raise CompressionError(f"--ray-address: cannot reach a Ray cluster at {address} ({why}); start one with "
                                f"`ray start --head` there, or leave --ray-address out for a local runtime") from None
+    if len(head) < 9 or head[3] != 4:
+        raise CompressionError(f"--ray-address: {address} answers but is not a Ray cluster (no gRPC server there); "
+                               f"give the head node's GCS port (default 6379) or ray://host:10001")
+
+
+def _is_loopback(address: str) -> bool:
+    hp = _parse_address(address)
+    if hp is None:
+        return False
+    import ipaddress
+
+    if hp[0] == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hp[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _loopback_only(ray) -> None:
@@ -170,6 +201,73 @@ def _loopback_only(ray) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False  # ray may have been imported before the variable was set
     except Exception:  # pragma: no cover - a Ray version without it: the variable alone does it
         pass
+
+
+def _token_auth_if_available() -> None:
+    """Send the cluster's token when one is available (as ``ray start`` does): RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+    ~/.ray/auth_token, unless RAY_AUTH_MODE says otherwise."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:  # Ray's own rule for `ray start`, which also reloads its C++ config
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # pragma: no cover - another Ray version: the environment variable alone
+        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray",
+                                                                             "auth_token")
+        if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token_file):
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    import logging
+
+    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its notice about token mode is not ours to print
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+
+    def read(self) -> str:
+        try:
+            self.file.seek(0)
+            return self.file.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+
+@contextmanager
+def _captured_stderr():
+    """File descriptor 2 into a temporary file for the block (C++ logging included); yields it for reading."""
+    cap = _Captured()
+    try:
+        sys.stderr.flush()
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured by a test runner)
+        yield cap
+        return
+    saved = os.dup(fd)
+    os.dup2(cap.file.fileno(), fd)
+    try:
+        yield cap
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _connect_error(address: str, e: BaseException, log: str) -> str:
+    text = f"{e}\n{log}"
+    if "InvalidAuthToken" in text or "Authentication token" in text or "AuthenticationError" in type(e).__name__:
+        return (f"--ray-address: the Ray cluster at {address} wants its authentication token; copy it from the head "
+                f"node (`ray get-auth-token`) into ~/.ray/auth_token or RAY_AUTH_TOKEN")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return f"--ray-address: cannot connect to a Ray cluster at {address} ({type(e).__name__}: {first})"
 
 
 class RayExecutor(Executor):
@@ -187,12 +285,14 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             if address:
                 check_reachable(address)
+                if _is_loopback(address):  # a cluster on this machine (ray start --head here): stay on loopback
+                    _loopback_only(ray)
+                _token_auth_if_available()
                 try:
-                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                    with _captured_stderr() as log:  # Ray's C++ client logs each retry on fd 2: keep one line
+                        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
                 except Exception as e:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                    raise CompressionError(f"--ray-address: cannot connect to a Ray cluster at {address} "
-                                           f"({type(e).__name__}: {first})") from None
+                    raise CompressionError(_connect_error(address, e, log.read())) from None
             else:
                 _loopback_only(ray)
                 try:

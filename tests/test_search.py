@@ -190,6 +190,31 @@ def test_unreachable_ray_address_is_one_line_and_quick(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_address_that_is_not_a_ray_cluster_is_one_line(tmp_path, capsys):
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def answer():  # an HTTP/1 server: Ray's client would retry against it for minutes
+        conn, _ = srv.accept()
+        conn.recv(100)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    t0 = time.perf_counter()
+    code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--ray-address",
+                        f"127.0.0.1:{port}", "--out", str(tmp_path / "o")])
+    srv.close()
+    assert code == 2 and time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a Ray cluster" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_ray_package_tells_how_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--out",
