@@ -296,7 +296,8 @@ class RayExecutor(Executor):
             else:
                 _loopback_only(ray)
                 try:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                    ray.init(address="local",  # a new runtime, even when `ray start` left a cluster on this machine
+                             num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                              logging_level="ERROR")
                 except Exception as e:
                     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
