@@ -61,6 +61,7 @@ __all__ += [
 ]
 from .quantize import (
     DynamicInt8Config,
+    EmbeddingInt8Config,
     FakeQuantConfig,
     HalfPrecisionConfig,
     Int4Config,
@@ -72,7 +73,7 @@ from .quantize import (
 )
 
 __all__ += [
-    "DynamicInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
+    "DynamicInt8Config", "EmbeddingInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
     "load_quantized", "quantize", "save_quantized",
 ]
 from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx

@@ -28,6 +28,7 @@ from ..technique import StepConfig, StepContext, apply_step
 from . import _torch_ao
 from ._torch_ao import load_safe_state_dict, safe_state_dict
 from .dynamic import DynamicInt8Config
+from .embedding import EmbeddingInt8Config
 from .fakequant import FakeQuantConfig, FakeQuantWeight, wrap_fake_quant
 from .halfprec import HalfPrecisionConfig
 from .int4 import Int4Config, Int4Linear, Int8WeightLinear, pack_int4, unpack_int4
@@ -116,7 +117,7 @@ def engine() -> str:
 
 
 __all__ = [
-    "DynamicInt8Config", "FakeQuantConfig", "FakeQuantWeight", "HalfPrecisionConfig",
+    "DynamicInt8Config", "EmbeddingInt8Config", "FakeQuantConfig", "FakeQuantWeight", "HalfPrecisionConfig",
     "Int4Config", "Int4Linear", "Int8WeightLinear", "QATConfig", "QUANT_CONFIGS", "StaticInt8Config", "engine",
     "load_quantized", "load_safe_state_dict", "pack_int4", "quant_config", "quantize", "rebuild", "safe_state_dict",
     "save_quantized", "unpack_int4", "wrap_fake_quant",
