@@ -135,7 +135,7 @@ def _texts(r) -> dict:
     return {"Accuracy": f"{r.after.accuracy * 100:.2f} %", "Non-zero parameters": f"{r.after.nonzero_params:,}"}
 
 
-def oracle(models=MODELS, amounts=AMOUNTS, trained: list | None = None) -> dict:
+def oracle(models=MODELS, amounts=AMOUNTS, trained: list | None = None, epochs: int = TRAIN_EPOCHS) -> dict:
     """(model, amount, epochs) -> the metric texts the page must show, from the library's own ``apply_recipe``."""
     import torch
 
@@ -147,8 +147,8 @@ def oracle(models=MODELS, amounts=AMOUNTS, trained: list | None = None) -> dict:
         for a in amounts:
             out[(m, a, 0)] = _texts(apply_recipe(_recipe(m, a), with_latency=False, measure_before=False))
     for a in trained or []:
-        out[(TRAIN_MODEL, a, TRAIN_EPOCHS)] = _texts(apply_recipe(_recipe(TRAIN_MODEL, a, TRAIN_EPOCHS),
-                                                                  with_latency=False, measure_before=False))
+        out[(TRAIN_MODEL, a, epochs)] = _texts(apply_recipe(_recipe(TRAIN_MODEL, a, epochs), with_latency=False,
+                                                            measure_before=False))
     return out
 
 
@@ -158,9 +158,10 @@ class Session:
     browser does, and runs the fragments the server schedules."""
 
     def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False,
-                 train_amounts: list[float] | None = None) -> None:
+                 train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS) -> None:
         self.idx, self.url, self.model, self.rng, self.trainer = idx, url, model, rng, trainer
         self.train_amounts = list(train_amounts or TRAIN_AMOUNTS)
+        self.train_epochs = train_epochs
         self.widgets: dict[str, object] = {}  # widget id -> WidgetState (sent with every rerun, as the browser does)
         self.ids: dict[tuple, str] = {}  # (element type, label) -> widget id, kept across (fragment) runs
         self.fragment_of: dict[str, str] = {}  # widget id -> the fragment it was drawn in (its change reruns that)
@@ -293,7 +294,7 @@ class Session:
         self.stage = "ticking fine-tune"
         frag = self._set(els, "checkbox", L_FINETUNE, "bool_value", True)
         _, els = await self.run_script(ws, fragment=frag)
-        frag = self._set(els, "number_input", L_EPOCHS, "int_value", TRAIN_EPOCHS)
+        frag = self._set(els, "number_input", L_EPOCHS, "int_value", self.train_epochs)
         _, els = await self.run_script(ws, fragment=frag)
         k = 0
         while k == 0 or time.monotonic() < deadline:
@@ -301,7 +302,7 @@ class Session:
             self.stage = f"training at {amount}"
             frag = self._set(els, "slider", L_AMOUNT, "double_array_value", [amount])
             _, els = await self.run_script(ws, fragment=frag)
-            key = (self.model, amount, TRAIN_EPOCHS)
+            key = (self.model, amount, self.train_epochs)
             t0 = time.perf_counter()
             if els["_ids"].get(("button", L_RUN)) is not None:
                 press = self._state(els, "button", L_RUN, "trigger_value", True)
@@ -367,12 +368,14 @@ def pct(xs: list[float], q: float) -> float | None:
 
 
 async def _drive(n: int, trainers: int, ports: list[int], duration: float, think: float, expected: dict,
-                 pids: list[int], models: list[str], train_amounts: list[float]) -> tuple[list, dict]:
+                 pids: list[int], models: list[str], train_amounts: list[float],
+                 train_epochs: int) -> tuple[list, dict]:
     rng = random.Random(0)
     urls = [f"ws://127.0.0.1:{port}/_stcore/stream" for port in ports]
     # several server processes: each session sticks to one of them, as a sticky reverse proxy would place it
     sessions = [Session(i, urls[i % len(urls)], TRAIN_MODEL if i < trainers else models[i % len(models)],
-                        random.Random(rng.random()), trainer=i < trainers, train_amounts=train_amounts)
+                        random.Random(rng.random()), trainer=i < trainers, train_amounts=train_amounts,
+                        train_epochs=train_epochs)
                 for i in range(n)]
     mem = {"samples": []}
     done = asyncio.Event()
@@ -404,13 +407,14 @@ def _ms(x: float | None) -> float | None:
 
 def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None,
         trainers: int = 0, server_args: list[str] | None = None, processes: int = 1,
-        train_amounts: list[float] | None = None) -> dict:
+        train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS) -> dict:
     models = list(models or MODELS)
     trainers = max(0, min(trainers, sessions))
     t0 = time.perf_counter()
     train_amounts = list(train_amounts or TRAIN_AMOUNTS)
     trained = train_amounts if trainers else []  # every value a trainer may reach
-    expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained)
+    expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained,
+                      epochs=train_epochs)
     oracle_s = time.perf_counter() - t0
     processes = max(1, processes)
     ports = [free_port() for _ in range(processes)]
@@ -426,7 +430,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
             wait_healthy(port, proc, timeout=180)
         rss_idle = sum(_rss_mb(p.pid)[0] for p in procs)
         clients, mem = asyncio.run(_drive(sessions, trainers, ports, duration, think, expected,
-                                          [p.pid for p in procs], models, train_amounts))
+                                          [p.pid for p in procs], models, train_amounts, train_epochs))
         rss_end = sum(_rss_mb(p.pid)[0] for p in procs)
         rss_peak = sum(_rss_mb(p.pid)[1] for p in procs)
         for proc in procs:

@@ -199,7 +199,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _result_size(result: Any, depth: int = 0) -> int:
-    """Roughly the bytes a result holds: its bytes values (bundles) and 1 KB per other leaf."""
+    """Roughly the bytes a result holds: its bytes values (bundles) and a little per other leaf."""
     if isinstance(result, (bytes, bytearray)):
         return len(result)
     if depth > 4:

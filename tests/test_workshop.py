@@ -13,7 +13,7 @@ def test_a_trainer_and_a_slider_mover_on_one_server():
     from benchmarks import workshop_load
 
     r = workshop_load.run(sessions=2, duration=2.0, think=0.5, models=["digits-cnn"], trainers=1,
-                           train_amounts=[0.6])
+                           train_amounts=[0.6], train_epochs=1)
     assert r["errors"] == 0, r["error_samples"]
     assert r["leaks"] == 0, r["leak_samples"]  # includes the trainer's numbers after its job
     assert r["sessions_checked"] == 2, f"sessions that never checked: {r['unchecked']}"
