@@ -117,7 +117,7 @@ def _folded(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def _quiet():
     """The exporter logs and warns a lot (torchvision ops skipped, deprecations): keep the CLI output readable."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

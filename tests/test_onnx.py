@@ -284,15 +284,19 @@ def test_runtime_comparison_and_explanation_are_measured():
     rows = runtime_comparison("digits-mlp", min_run_time=0.01)
     paths = {(r["runtime"], r["path"]) for r in rows}
     assert paths == {("torch", "fp32"), ("torch", "int8 dynamic"), ("torch", "int8 static"), ("onnxruntime", "fp32"),
-                     ("onnxruntime", "int8 dynamic"), ("onnxruntime", "int8 static QDQ")}
+                     ("onnxruntime", "int8 dynamic"), ("onnxruntime", "int8 static QDQ"),
+                     ("onnxruntime", "int8 static QDQ, torch ranges")}
     assert all(r["agreement"] >= 0.99 for r in rows)
     best = fastest_int8(rows)
     assert best["ms_b32"] == min(r["ms_b32"] for r in rows if r["path"] != "fp32")
     assert best["at_least_fp32_speed"] == (best["speedup_b32"] >= 1.0) and set(best["per_runtime"]) == {
         "torch", "onnxruntime"}
+    torch_fp32 = next(b for b in rows if b["runtime"] == "torch" and b["path"] == "fp32")
     for r in rows:
         base = next(b for b in rows if b["runtime"] == r["runtime"] and b["path"] == "fp32")
         assert r["speedup_b32"] == pytest.approx(base["ms_b32"] / r["ms_b32"])
+        assert r["vs_torch_fp32_b32"] == pytest.approx(torch_fp32["ms_b32"] / r["ms_b32"])
+    assert best["goal_met_vs_torch_fp32"] == (best["vs_torch_fp32_b32"] >= 1.0)
     text = why_runtime_matters("digits-mlp", rows=rows)
     ort_dyn = next(r for r in rows if r["runtime"] == "onnxruntime" and r["path"] == "int8 dynamic")
     assert f"{ort_dyn['ms_b32']:.3f}" in text and "VNNI" in text and "digits-mlp" in text

@@ -397,6 +397,48 @@ def trace(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, 
     return gm, layers
 
 
+def fold_functional_bn(gm: fx.GraphModule, functional: dict[str, str]) -> int:
+    """Fold an eval-mode BatchNorm that follows a functional convolution (a Conv2d subclass traced through: its
+    ``F.conv2d`` call) into that convolution's weight and bias, as torch.ao fuses module convs; the graph's
+    modules are the caller's copy. Returns how many were folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
+            continue
+        conv = node.args[0]
+        if not (isinstance(conv, fx.Node) and conv.name in functional and len(conv.users) == 1
+                and _FUNCTIONAL_WEIGHTED.get(conv.target) == 2):
+            continue
+        bn = gm.get_submodule(node.target)
+        if bn.training or not bn.track_running_stats:
+            continue
+        w_node, b_node = conv.args[1], conv.args[2]
+        if not (isinstance(w_node, fx.Node) and w_node.op == "get_attr"):
+            continue
+        owner_name, _, _ = w_node.target.rpartition(".")
+        owner = gm.get_submodule(owner_name) if owner_name else gm
+        w = owner.weight
+        b = getattr(owner, "bias", None) if isinstance(b_node, fx.Node) else None
+        new_w, new_b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        owner.weight = new_w
+        if "bias" in owner._parameters or "bias" not in owner.__dict__:
+            owner._parameters["bias"] = new_b
+        if not isinstance(b_node, fx.Node):
+            with gm.graph.inserting_before(conv):
+                b_node = gm.graph.get_attr(f"{owner_name}.bias" if owner_name else "bias")
+            conv.args = (conv.args[0], w_node, b_node, *conv.args[3:])
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.recompile()
+        gm.delete_all_unused_submodules()
+    return folded
+
+
 def graph_layers(gm: fx.GraphModule, functional: dict[str, str]) -> dict[str, str]:
     """Every Linear/Conv layer of a traced model: layer name -> "module" (a leaf module call) or "functional"."""
     out = {}
@@ -476,6 +518,8 @@ def prepare_graph(model: nn.Module, example: tuple[tuple, dict], checks: list[tu
     model.eval()
     expected = _outputs(model, checks) if checks else []
     gm, functional = trace(model, *example)  # shares leaf modules with ``model`` (the caller's copy)
+    if fuse and not qat:
+        fold_functional_bn(gm, functional)
     layers = graph_layers(gm, functional)
     inside = [n for n in names if n not in layers]  # run inside a torch.nn block traced as one op
     names = [n for n in names if n in layers]
@@ -840,7 +884,8 @@ def _qdq_graph(gm: fx.GraphModule) -> fx.GraphModule:  # noqa: C901 - one case p
                 em.n += 1
                 root.add_module(name, fm)
                 y = graph.call_module(name, (x,))
-                s, z = getattr(mod, "scale", None), getattr(mod, "zero_point", None)
+                s = getattr(mod, "scale", getattr(mod, "output_scale", None))  # Sigmoid: output_scale (fixed)
+                z = getattr(mod, "zero_point", getattr(mod, "output_zero_point", None))
                 if s is None and in_qp is not None:  # ReLU6 / Dropout keep the input's qparams
                     s, z = in_qp[0], in_qp[1]
                 if s is not None:
@@ -906,8 +951,10 @@ def _follow(em: _Emitter, node: fx.Node, target, y: fx.Node, in_qp, env, qp) -> 
         keep, same = target in _KEEP_QPARAMS_METHOD, target in _SAME_QPARAMS_METHOD
     else:
         keep, same = target in _KEEP_QPARAMS_FN, target in _SAME_QPARAMS_FN
-    if keep:
-        qp[node] = in_qp
+    if keep and target in (torch.chunk, torch.split, "chunk", "split"):
+        qp[node] = in_qp  # a tuple: its items get their QDQ at the getitem
+    elif keep:  # the same qparams, and a QDQ pair so the next int8 op sees a DequantizeLinear input
+        env[node], qp[node] = em.qdq(y, *in_qp), in_qp
     elif same:
         env[node], qp[node] = em.qdq(y, *in_qp), in_qp
     elif target in (getattr, "size", "dim") or target is getattr:
