@@ -45,6 +45,7 @@ NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, ti
         ("learn_distillation.py", "Distillation", ":material/school:"),
         ("learn_dtypes.py", "Data types", ":material/table:"),
         ("learn_runtime.py", "Runtimes", ":material/speed:"),
+        ("learn_transformer.py", "Compressing a transformer", ":material/translate:"),
     ],
 }
 

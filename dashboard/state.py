@@ -25,6 +25,7 @@ import torch
 import compression_core  # noqa: F401  (imports every technique package: they register themselves)
 from compression_core import CompressionError, confusion_matrix, effective_weight, measure, predict
 from compression_core import inputs as I
+from compression_core import extra_metrics  # secondary metrics and preview subsets from workload info
 from compression_core.cpu import CpuFacts, cpu_facts
 from compression_core.recipe import (MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES, apply_recipe, load_recipe,
                                      parse_recipe, recipe_to_dict, recipe_to_yaml, validation_error_line)
@@ -244,6 +245,9 @@ def compressed(key: str, progress: Callable[[float, str], None] | None = None) -
     hit = _store().get(key)
     if hit is not None:
         return hit
+    pre = _unmeasured().get(key)  # applied for a preview (big models): measure it here, do not apply it again
+    if pre is not None:
+        return _measure_full(key, pre, facts(json.loads(key)["model"]), _store())[0]
     recipe = parse_recipe(json.loads(key))
     wl = baseline(recipe.model)
     t0 = time.perf_counter()
@@ -277,9 +281,172 @@ def run_recipe(recipe: dict, progress: Callable[[float, str], None] | None = Non
     return result_view(key)
 
 
+# ------------------------------------------------------------------------------------------------ previews
+# A big model (its workload's ``info["preview_items"]``, or over 5 M parameters) is first measured on a fixed preview
+# subset, its first N test items, so a slider move shows numbers quickly; the whole test set is measured in a
+# background thread (one at a time per process, on a copy of the model) and replaces the preview when it is done.
+def preview_size(ref: str) -> tuple[int, int] | None:
+    """(preview items, test items) when a change on ``ref`` is first measured on a preview subset, else None."""
+    wl = baseline(ref)
+    n = extra_metrics.preview_items(wl)
+    return None if n is None else (n, len(wl.test))
+
+
+@st.cache_resource(show_spinner=False)
+def _unmeasured() -> _ResultStore:
+    return _ResultStore(size=8)
+
+
+def applied(key: str, progress: Callable[[float, str], None] | None = None) -> tuple[Any, float]:
+    """(RecipeResult, seconds) of the recipe ``key``, measured (``compressed``) or only applied (for a preview)."""
+    hit = _store().get(key) or _unmeasured().get(key)
+    if hit is not None:
+        return hit
+    recipe = parse_recipe(json.loads(key))
+    t0 = time.perf_counter()
+    result = apply_recipe(recipe, progress=progress, with_latency=False, measure_before=False, measure_after=False,
+                          workload=baseline(recipe.model))
+    value = (result, time.perf_counter() - t0)
+    _unmeasured().put(key, value)
+    return value
+
+
+def _measure_full(key: str, pre: tuple[Any, float], f: dict, results: _ResultStore) -> tuple[tuple[Any, float], dict]:
+    """Measure an applied recipe on the whole test set (on a copy of its model: no hooks on a shared model):
+    ((RecipeResult, seconds), view); the measured result goes into ``results``. No Streamlit calls (threads)."""
+    import copy
+    import dataclasses
+
+    result, seconds = pre
+    wl = baseline(json.loads(key)["model"])
+    t0 = time.perf_counter()
+    model = copy.deepcopy(result.model)
+    stats = measure(model, wl, name=f"{wl.name} (recipe)", with_latency=False)
+    view = _view(model, wl, stats, f)
+    view["extra"] = extra_metrics.compute(model, wl)
+    value = (dataclasses.replace(result, after=stats), seconds + time.perf_counter() - t0)
+    results.put(key, value)
+    view["steps"] = [s.to_json_dict() for s in result.steps]
+    view["seconds"] = value[1]
+    return value, view
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def preview_view(key: str) -> dict:
+    """Numbers of a recipe's result on the preview subset only (size and parameters are the whole model's)."""
+    result, seconds = applied(key)
+    ref = json.loads(key)["model"]
+    n, total = preview_size(ref)
+    wl = baseline(ref)
+    stats = measure(result.model, extra_metrics.preview_workload(wl, n), name=wl.name, with_latency=False)
+    return {"stats": stats.model_dump(), "confusion": None, "extra": extra_metrics.compute(result.model, wl, n=n),
+            "preview": [n, total], "baseline_accuracy": baseline_preview_metric(ref),
+            "steps": [s.to_json_dict() for s in result.steps], "seconds": seconds}
+
+
+class _Filling:
+    """Full-test-set views measured in background threads: key -> view (or the exception), and the keys running."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.worker = threading.Lock()  # one full measurement at a time: the machine is shared
+        self.done: OrderedDict[str, Any] = OrderedDict()
+        self.running: set[str] = set()
+
+    def fill(self, key: str, pre: tuple[Any, float], f: dict, results: _ResultStore) -> None:
+        with self.worker:
+            try:
+                torch.set_num_threads(1)
+                out: Any = _measure_full(key, pre, f, results)[1]
+            except Exception as e:  # shown as one line by the page
+                out = CompressionError(one_line(e))
+        with self.lock:
+            self.done[key] = out
+            self.running.discard(key)
+            while len(self.done) > 64:
+                self.done.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _filling() -> _Filling:
+    return _Filling()
+
+
+def full_view(key: str) -> dict | None:
+    """The whole test set's view of an applied recipe when it is ready, else None (its measurement is started in a
+    background thread on the first call: the page stays responsive and polls)."""
+    fl = _filling()
+    with fl.lock:
+        if key in fl.done:
+            if isinstance(fl.done[key], Exception):
+                raise fl.done[key]
+            return fl.done[key]
+        if key in fl.running:
+            return None
+        fl.running.add(key)
+    pre, f, results = applied(key), facts(json.loads(key)["model"]), _store()
+    threading.Thread(target=fl.fill, args=(key, pre, f, results), daemon=True, name="full-measure").start()
+    return None
+
+
+def full_ready(key: str) -> bool:
+    """True once the background measurement of ``key`` on the whole test set has finished (or failed)."""
+    fl = _filling()
+    with fl.lock:
+        return key in fl.done
+
+
+@st.cache_data(show_spinner=False)
+def baseline_preview_metric(ref: str) -> float:
+    """The baseline's metric on the preview subset (what a preview's change is measured against)."""
+    wl = baseline(ref)
+    return float(wl.score(wl.model, "test") if preview_size(ref) is None else
+                 extra_metrics.preview_workload(wl, preview_size(ref)[0]).score(wl.model, "test"))
+
+
+def item_name(ref: str) -> str:
+    """What a test item is called on the page: the workload's ``info["item_name"]``, "sentences" for token ids."""
+    wl = baseline(ref)
+    name = (wl.info or {}).get("item_name")
+    if name:
+        return str(name)
+    x = wl.test.x
+    text = (I.is_dict(x) and "input_ids" in x) or (not I.is_dict(x) and not x.is_floating_point())
+    return "sentences" if text else "items"
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def extra_view(key: str | None, ref: str) -> dict[str, float]:
+    """The workload's extra metrics (e.g. fidelity) of the baseline (key None) or a recipe's result, whole test set."""
+    return extra_metrics.compute(model_of(key, ref), baseline(ref))
+
+
+def run_recipe_live(recipe: dict) -> dict:
+    """``run_recipe`` for the Explore page: a big model's first numbers come from its preview subset (the view has
+    ``"preview": [n, total]``) until the whole test set is measured in the background; small models as before.
+    Every view has ``"extra"``: the workload's extra metrics ({} when it has none)."""
+    key = recipe_key(recipe)
+    ref = recipe["model"]
+    if preview_size(ref) is not None:
+        fl = _filling()
+        with fl.lock:
+            done = fl.done.get(key)
+        if isinstance(done, Exception):
+            raise done
+        if done is not None:
+            return done
+        if _store().get(key) is None:  # not measured yet (a trained result is measured at once, as before)
+            view = dict(preview_view(key))
+            full_view(key)  # start the whole test set now
+            return view
+    view = dict(run_recipe(recipe))
+    view.setdefault("extra", extra_view(key, ref))
+    return view
+
+
 def model_of(key: str | None, ref: str) -> torch.nn.Module:
     """The baseline model (key None) or a recipe's compressed model."""
-    return baseline(ref).model if key is None else compressed(key)[0].model
+    return baseline(ref).model if key is None else applied(key)[0].model
 
 
 def compare(key: str, ref: str, batch: int, threads: int, runtime: str = "torch") -> dict:

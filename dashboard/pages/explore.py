@@ -187,13 +187,13 @@ def workbench() -> None:
         result = None
         if current["steps"]:
             try:
-                result = state.run_recipe(current)
+                result = state.run_recipe_live(current)  # big models: a preview subset first, the rest fills in
                 after = result["stats"]
             except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
                 st.error(state.one_line(e))
         st.session_state["current_stats"] = after
         state.record(ref, "baseline", None, bstats)
-        if after is not None:  # trained configurations are kept; a preview only replaces the current row
+        if after is not None and not result.get("preview"):  # trained ones kept; a preview replaces the current row
             applied = full_steps != preview_steps and state.recipe_key(full) in trained
             state.record(ref, state.describe(current["steps"]), current, after, how="applied" if applied else "preview")
             if st.button("Save to history", key="b_save", help="keep this configuration in your history (Experiments)"):
@@ -203,7 +203,8 @@ def workbench() -> None:
         if after is not None:
             m1, m2, m3, m4 = st.columns(4)
             m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
-                      state.metric_text(after["accuracy"], f), state.metric_delta(after["accuracy"], bstats["accuracy"], f))
+                      state.metric_text(after["accuracy"], f),
+                      state.metric_delta(after["accuracy"], result.get("baseline_accuracy", bstats["accuracy"]), f))
             m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
                       f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
             m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
@@ -212,6 +213,22 @@ def workbench() -> None:
             m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
                       f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
                       delta_arrow="off")
+            if result.get("extra"):  # the workload's extra metrics (e.g. a transformer's embedding fidelity)
+                for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
+                    col.metric(name.capitalize(), f"{value:.4f}", help=f"{name} of the compressed model (workload metric)")
+            if result.get("preview"):
+                n_prev, n_all = result["preview"]
+                rkey = state.recipe_key(current)
+
+                @st.fragment(run_every=1.0)
+                def fill_in():
+                    """Polls the background measurement of the whole test set; a full rerun shows it when ready."""
+                    if state.full_ready(rkey):
+                        st.rerun()
+                    st.caption(f"preview on {n_prev} of {n_all} test {state.item_name(ref)} (the first ones, fixed); "
+                               "the whole test set is being measured in the background and replaces these numbers.")
+
+                fill_in()
         else:
             st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 

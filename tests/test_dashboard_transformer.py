@@ -1,0 +1,114 @@
+"""The dashboard on a real transformer (minilm-topics, issue 16): a student moves the head-pruning slider on Explore
+and sees size, accuracy and fidelity change; the first numbers come from a stated preview subset and the whole test
+set fills in afterwards. The Learn page "Compressing a transformer" renders with live numbers."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+MODEL = "minilm-topics"
+STRUCTURED = "structured (neurons / channels / heads)"
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(autouse=True)
+def _join_background_measurements():
+    """Wait for the page's background measurements (threads) so none is running when the interpreter exits."""
+    yield
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "full-measure":
+            t.join(timeout=600)
+
+
+def metrics(at: AppTest) -> dict[str, tuple[str, str]]:
+    return {m.label: (m.value, m.proto.delta) for m in at.metric}
+
+
+def captions(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def no_problems(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_extra_metrics_and_preview_come_from_workload_info():
+    from compression_core import extra_metrics
+    from compression_core.workload import resolve_workload
+
+    wl = resolve_workload(MODEL)
+    assert set(extra_metrics.extra_metrics(wl)) == {"fidelity"}
+    n = extra_metrics.preview_items(wl)
+    assert n is not None and 0 < n < len(wl.test)
+    assert len(extra_metrics.preview_workload(wl, n).test) == n
+    assert extra_metrics.compute(wl.model, wl, n=8)["fidelity"] == pytest.approx(1.0, abs=1e-5)
+    small = resolve_workload("digits-mlp")
+    assert extra_metrics.extra_metrics(small) == {} and extra_metrics.preview_items(small) is None
+
+
+def test_head_pruning_slider_on_minilm_changes_size_accuracy_and_fidelity():
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.selectbox(key="x_model").set_value(MODEL).run()
+    no_problems(at)
+    base_acc = at.session_state["history"][-1]["accuracy"]
+    base_size = at.session_state["history"][-1]["size_bytes"]
+    at.radio(key=f"x_prune_{MODEL}").set_value(STRUCTURED).run()
+    assert "heads" in at.radio(key="x_prune_structured_unit").options
+    at.radio(key="x_prune_structured_unit").set_value("heads").run()
+    at.slider(key="x_prune_structured_amount").set_value(0.25).run()
+    no_problems(at)
+    steps = at.session_state["current_recipe"]["steps"]
+    assert steps[0]["kind"] == "prune_structured" and steps[0]["unit"] == "heads" and steps[0]["amount"] == 0.25
+
+    # first numbers: the preview subset, stated on the page
+    m = metrics(at)
+    assert "Fidelity" in m and "Accuracy" in m
+    text = captions(at)
+    found = re.search(r"preview on (\d+) of (\d+) test sentences", text)
+    assert found, text
+    assert int(found.group(1)) < int(found.group(2))
+    assert float(m["File size (dense)"][1].split("x")[0]) < 0.99  # heads removed and shrunk (the embedding table stays)
+    preview_fid = float(m["Fidelity"][0])
+    assert 0.0 < preview_fid < 0.999  # half the heads gone: the embeddings moved
+
+    # the whole test set fills in (a background thread); the page polls and then shows the full numbers
+    deadline = time.monotonic() + 300
+    while "preview on" in captions(at) and time.monotonic() < deadline:
+        time.sleep(2)
+        at.run()
+    no_problems(at)
+    assert "preview on" not in captions(at)
+    m = metrics(at)
+    row = at.session_state["history"][-1]
+    assert not row["baseline"] and row["size_bytes"] < 0.99 * base_size
+    assert row["accuracy"] != base_acc  # the accuracy moved (measured on all test sentences now)
+    assert 0.0 < float(m["Fidelity"][0]) < 0.999
+
+
+def test_learn_transformer_page_measures_heads_and_int8_live():
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.switch_page("pages/learn_transformer.py").run()
+    no_problems(at)
+    assert at.selectbox(key="lt_model").value == MODEL
+    assert re.search(r"preview of (\d+) of (\d+) test sentences", captions(at))
+    at.button(key="lt_b_heads").click().run()
+    at.button(key="lt_b_int8").click().run()
+    no_problems(at)
+    rows = at.session_state["lt_rows"]
+    heads, int8 = rows["heads -50%"], rows["int8 dynamic + int8 embeddings"]
+    assert heads["size (x of before)"] < 0.99 and 0 < heads["fidelity"] < 0.999
+    assert int8["size (x of before)"] < 0.35 and int8["fidelity"] > 0.9  # int8 everywhere: about a quarter
+    assert at.get("plotly_chart")  # the summary chart of what was measured
