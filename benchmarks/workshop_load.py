@@ -12,8 +12,9 @@ set (the per-browser id of the history) and runs a fragment when the server asks
 
 ``--trainers K``: K sessions (on digits-cnn) tick "fine-tune" (10 epochs), and for each of their slider values
 press "Run training steps", which the dashboard runs as a job in its worker processes; the client polls as the
-browser does (the job panel's fragment) until the trained numbers are on the page. Slider-move times are reported for the other
-sessions only (what a student who is NOT training feels while classmates train); job turnaround separately.
+browser does (the job panel's fragment) until the trained numbers are on the page. Slider-move times are reported
+for the other sessions only (what a student who is NOT training feels while classmates train); job turnaround
+separately.
 
 ``--processes P``: P dashboard processes sharing one history database, each session sticking to one of them (what
 a reverse proxy with sticky sessions in front of them does; the proxy's own cost is not in these numbers): page
