@@ -192,7 +192,7 @@ def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", p
         fig.update_layout(title=dict(subtitle=dict(text=f"after - before: {change}" + (" (simulated)" if sim else ""))),
                           margin=dict(t=70))
     fmt = "{:.2f} %" if percent else "{:.4f}"
-    text = [fmt.format(vals[0])] + ([fmt.format(vals[1]) + f" ({change.replace(' points', ' pt')})"] if after else [])
+    text = [fmt.format(v) for v in vals]  # the change is in the subtitle: a short label keeps its full size
     fig.add_bar(name=f"test {metric}", x=labels, y=vals, text=text, textposition="outside", cliponaxis=False,
                 marker_color=[BEFORE, SIMULATED if sim else AFTER][: len(vals)], showlegend=False)
     if percent:

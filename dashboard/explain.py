@@ -101,7 +101,8 @@ def why_speed(comparisons: list[dict], storages: list[str], cpu) -> list[str]:
     if "int8" in storages or "int4" in storages:
         out.append(f"**int8 not faster?** {cpu.int8_sentence()} torch's int8 layers quantize the activations and "
                    "dequantize the results on every call; on small models that fixed work dominates, especially at "
-                   "batch 1. int4 weights are unpacked at run time, which costs time too.")
+                   "batch 1." + (" int4 weights are unpacked at run time, which costs time too."
+                                 if "int4" in storages else ""))
     if "fp16" in storages:
         out.append("**fp16/bf16 not faster?** The file halves but the arithmetic does not get cheaper here: "
                    + cpu.half_sentence())

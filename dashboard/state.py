@@ -29,7 +29,7 @@ from compression_core import extra_metrics  # secondary metrics and preview subs
 from compression_core.cpu import CpuFacts, cpu_facts
 from compression_core.recipe import (MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES, apply_recipe, load_recipe,
                                      parse_recipe, recipe_to_dict, recipe_to_yaml, validation_error_line)
-from compression_core.timing import LatencyComparison, compare_calls, compare_latency
+from compression_core.timing import compare_calls, compare_latency
 from compression_core.workload import Workload, registered_workloads, resolve_workload, workload_names
 
 import jobs  # noqa: E402  (dashboard/: heavy work in worker processes)

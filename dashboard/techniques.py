@@ -282,7 +282,7 @@ def form(container, t: Technique, *, ref: str, model_units: set[str] | None = No
     for i, s in enumerate(shown):
         box = container
         if i >= PRIMARY:
-            more = more or container.expander(f"More settings of {t.label}")
+            more = more or container.expander("More settings")
             box = more
         key = f"x_{t.kind}_{s.name}" + (f"_{ref}" if s.kind == "reference" else "")
         choices = None

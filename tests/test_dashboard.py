@@ -59,8 +59,7 @@ def test_explore_opens_on_digits_cnn_with_baseline_charts():
     assert at.selectbox(key="x_model").value == "digits-cnn"
     assert "Explore" in at.title[0].value
     assert [c.key for c in at.get("plotly_chart")] == ["size_chart", "acc_chart", "layer_chart"]  # + one detail
-    for detail, key in (("Weight histogram", "hist_chart"), ("Per-class accuracy", "class_chart"),
-                        ("Confusion matrix", "cm_chart")):  # one detail chart at a time: fewer redraws per move
+    for detail, key in (("Weights", "hist_chart"), ("Per class", "class_chart"), ("Confusion", "cm_chart")):  # one detail chart at a time: fewer redraws per move
         at.segmented_control(key="x_detail").set_value(detail).run()
         assert [c.key for c in at.get("plotly_chart")][-1] == key
     assert any("classifier" in c.value and "left alone" in c.value for c in at.caption)

@@ -105,7 +105,7 @@ def test_accuracy_bars_start_at_zero_and_state_the_drop_without_clipping():
     assert fig.layout.yaxis.range[0] == 0
     assert fig.layout.title.text == "Test accuracy (%)"  # short: never cut off as "(after: sim"
     assert "-0.80 points" in fig.layout.title.subtitle.text and "simulated" in fig.layout.title.subtitle.text
-    assert "-0.80 pt" in fig.data[0].text[1]
+    assert list(fig.data[0].text) == ["97.80 %", "97.00 %"]
     raw = charts.accuracy_chart({"accuracy": 0.5}, {"accuracy": 0.25}, metric="fidelity", percent=False)
     assert raw.layout.title.text == "Test fidelity" and "-0.2500" in raw.layout.title.subtitle.text
 

@@ -65,7 +65,7 @@ fig.add_bar(name="latency x fp32 (batch 32, 1 thread)", x=names, y=[r["latency_r
             textposition="outside", cliponaxis=False)
 fig.add_scatter(name="accuracy drop (points)", x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
                 mode="markers+lines", marker=dict(size=11, color="#d62728"), line=dict(color="#d62728"))
-fig.add_scatter(name=f"largest acceptable drop: {a['max_drop_pt']:g} points", x=names,
+fig.add_scatter(name=f"largest acceptable drop: {a['max_drop_pt']:g} pt", x=names,
                 y=[a["max_drop_pt"]] * len(names), yaxis="y2", mode="lines", hoverinfo="skip",
                 line=dict(color="#d62728", dash="dot"))  # in the legend, not written over the bars' labels
 fig.update_layout(title=f"Measured candidates for {name} (green = recommended)", barmode="group",

@@ -19,12 +19,13 @@ df = state.experiments_frame(rows)
 models = list(dict.fromkeys(df["model"]))
 pick = st.multiselect("Models", models, default=models, key="e_models")
 df = df[df["model"].isin(pick)]
-st.dataframe(df[["id", "model", "label", "metric", "value", "change_pt", "size_kb", "sparse_kb", "simulated_kb",
+st.dataframe(df[["id", "model", "label", "value", "change_pt", "size_kb", "sparse_kb", "simulated_kb",
                  "size_ratio", "nonzero_params", "latency_ratio", "latency_verdict"]],
              hide_index=True, width="stretch", column_config={
     "id": st.column_config.NumberColumn("row", format="%d"),
-    "label": st.column_config.TextColumn("configuration", width="large"),
-    "value": st.column_config.NumberColumn("metric (%)", format="%.2f"),
+    "label": st.column_config.TextColumn("configuration", width="medium"),
+    "value": st.column_config.NumberColumn("metric (%)", format="%.2f",
+                                           help="the model's own metric (accuracy unless its workload says otherwise)"),
     "change_pt": st.column_config.NumberColumn("change (points)", format="%+.2f"),
     "size_kb": st.column_config.NumberColumn("dense file (KB)", format="%.1f"),
     "sparse_kb": st.column_config.NumberColumn("sparse file (KB)", format="%.1f"),
@@ -58,7 +59,8 @@ lat = state.latency_frame([r for r in rows if r["model"] in pick])
 if len(lat):
     st.subheader("Every latency timing")
     st.dataframe(lat, hide_index=True, width="stretch", column_config={
-        "id": st.column_config.NumberColumn("row", format="%d"), "label": "configuration",
+        "id": st.column_config.NumberColumn("row", format="%d"),
+        "label": st.column_config.TextColumn("configuration", width="medium"), "rounds": None,
         "timing": st.column_config.NumberColumn("timing #", format="%d"),
         "before_ms": st.column_config.NumberColumn("before (ms)", format="%.4f"),
         "after_ms": st.column_config.NumberColumn("after (ms)", format="%.4f"),

@@ -201,7 +201,7 @@ def workbench() -> None:
                 st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
 
         if after is not None:
-            m1, m2, m3, m4 = st.columns(4)
+            (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
             m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
                       state.metric_text(after["accuracy"], f),
                       state.metric_delta(after["accuracy"], result.get("baseline_accuracy", bstats["accuracy"]), f))
@@ -299,17 +299,15 @@ def workbench() -> None:
 
         # One detail chart at a time: every chart on the page is redrawn by plotly.js on each slider move (it was
         # most of the browser's time), so the details the student is not looking at are not drawn at all.
-        details = ["Per-layer sparsity and bits", "Weight histogram"]
-        if base["confusion"] is not None:
-            details += ["Per-class accuracy", "Confusion matrix"]
+        details = ["Per layer", "Weights", *(["Per class", "Confusion"] if base["confusion"] is not None else [])]
         if st.session_state.get("x_detail") not in details:
             st.session_state["x_detail"] = details[0]
-        detail = st.segmented_control("Detail", details, key="x_detail", label_visibility="collapsed")
+        detail = st.segmented_control("Detail", details, key="x_detail", label_visibility="collapsed", required=True)
         after_cm = result["confusion"] if result else None
-        if detail == "Per-layer sparsity and bits":
+        if detail == "Per layer":
             st.plotly_chart(state.figure("layers", (ref, rk), lambda: charts.layer_chart(
                 bstats["layers"], after["layers"] if after else None)), key="layer_chart", config=FAST)
-        elif detail == "Weight histogram":
+        elif detail == "Weights":
             weighted = [r["name"] for r in (after or bstats)["layers"] if "Norm" not in r["type"]]
             sizes = {r["name"]: r["params"] for r in bstats["layers"]}
             if st.session_state.get(f"x_hist_{ref}") not in weighted and weighted:
@@ -325,10 +323,10 @@ def workbench() -> None:
                 st.plotly_chart(state.figure("hist", (ref, rk, layer), hist), key="hist_chart", config=FAST)
             else:
                 st.caption(f"{layer} has no weight matrix of its own to plot.")
-        elif detail == "Per-class accuracy":
+        elif detail == "Per class":
             st.plotly_chart(state.figure("classes", (ref, rk), lambda: charts.per_class_chart(
                 base["confusion"], after_cm, f["class_names"])), key="class_chart", config=FAST)
-        elif detail == "Confusion matrix":
+        elif detail == "Confusion":
             st.plotly_chart(state.figure("confusion", (ref, rk), lambda: charts.confusion_chart(
                 after_cm if after_cm is not None else base["confusion"], f["class_names"],
                 "Confusion matrix, " + ("after" if result else "baseline") + " (counts)")), key="cm_chart", config=FAST)

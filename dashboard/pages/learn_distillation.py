@@ -94,7 +94,7 @@ if st.button("Run the comparison now (3 seeds x 4 trainings, about a minute)", k
             sub = [r for r in rows if r["mode"] == mode]
             fig.add_bar(name=f"student {mode}", x=[r["regime"].replace("-", " ") for r in sub],
                         y=[r["mean"] for r in sub], marker_color=color, text=[f"{r['mean']:.1f}" for r in sub],
-                        textposition="outside", cliponaxis=False,
+                        textposition="inside", insidetextanchor="end",  # clear of the min-max bars above
                         error_y=dict(type="data", symmetric=False,
                                      array=[max(r["errors"]) - r["mean"] for r in sub],
                                      arrayminus=[r["mean"] - min(r["errors"]) for r in sub]))
@@ -102,7 +102,7 @@ if st.button("Run the comparison now (3 seeds x 4 trainings, about a minute)", k
                           yaxis_title="misclassified test images", barmode="group", height=340,
                           legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=50, b=40))
         c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(fig, key="ld_regimes")
+        c1.plotly_chart(fig, key="ld_regimes", config={"displayModeBar": False})
         c2.dataframe(pd.DataFrame([{"regime": r["regime"], "student": r["mode"], "labels used": r["labels"],
                                     "errors (3 seeds)": ", ".join(map(str, r["errors"])),
                                     "mean": round(r["mean"], 1)} for r in rows]), hide_index=True)

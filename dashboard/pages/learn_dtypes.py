@@ -73,12 +73,11 @@ for dtype, v in casts.items():
     err = (v - w).abs()
     rows.append({"dtype": dtype, "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
                  "non-finite values": int((~torch.isfinite(v)).sum()), "values that became 0": int(((v == 0) & (w != 0)).sum())})
-with c1:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-        "max_abs_error": st.column_config.NumberColumn("max |error|", format="%.2e"),
-        "mean_abs_error": st.column_config.NumberColumn("mean |error|", format="%.2e")})
 with c2:
     st.plotly_chart(charts.learn_dtype_errors([r for r in rows if r["dtype"] != "fp32"]), key="ldt_plot")
     st.caption(f"{w.numel():,} weights of {layer} x {mult:g}; int types use one per-tensor scale (symmetric for "
                "int8/int4, min-max with a zero point for uint8). fp16 overflows to inf above 65504 and flushes tiny "
                "values to zero; bf16 never overflows here but keeps only ~3 significant digits.")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={  # full width: no column cut off
+    "max_abs_error": st.column_config.NumberColumn("max |error|", format="%.2e"),
+    "mean_abs_error": st.column_config.NumberColumn("mean |error|", format="%.2e")})

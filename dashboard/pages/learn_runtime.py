@@ -23,16 +23,19 @@ def lesson(ref: str) -> tuple[list[dict], str]:
 def chart(rows: list[dict]) -> go.Figure:
     """Speed-up over fp32 in the same runtime, batch 1 and batch 32: above 1 is faster."""
     fig = go.Figure()
-    xs = [f"{r['runtime']}<br>{r['path']}" for r in rows]
+    short = {"onnxruntime": "ORT"}
+    xs = [f"{short.get(r['runtime'], r['runtime'])}<br>{r['path'].replace(', ', '<br>')}" for r in rows]
     for key, name, color in (("speedup_b1", "batch 1", charts.BEFORE), ("speedup_b32", "batch 32", charts.AFTER)):
         ys = [r[key] for r in rows]
         fig.add_bar(name=name, x=xs, y=ys, marker_color=color, text=[f"{y:.2f}x" for y in ys], textposition="outside",
                     cliponaxis=False)
     fig.add_hline(y=1.0, line_dash="dot", line_color="#555555")
     top = max(max(r["speedup_b1"], r["speedup_b32"]) for r in rows)
-    fig.update_layout(title=dict(text="Speed vs fp32 in the same runtime (above 1 = faster)", x=0.0),
-                      yaxis=dict(title="x as fast as fp32", range=[0, top * 1.2]), barmode="group", height=360,
-                      legend=dict(orientation="h", y=-0.25), margin=dict(l=50, r=20, t=50, b=60))
+    fig.update_layout(title=dict(text="Speed vs fp32 in the same runtime (above 1 = faster; ORT = ONNX Runtime)", x=0.0),
+                      yaxis=dict(title="x as fast as fp32", range=[0, top * 1.2]), barmode="group", height=400,
+                      xaxis=dict(tickangle=0, automargin=True),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(l=50, r=20, t=80, b=40))
     return fig
 
 
