@@ -394,6 +394,15 @@ def test_workload_from_the_command_line_on_every_page(tmp_path, monkeypatch):
         fine(page)
         if page.endswith("recipe.py"):
             assert f"model: {ref}" in at.code[0].value
+            recipe_file = tmp_path / "from_dashboard.yaml"
+            recipe_file.write_text(at.code[0].value)
+    # the same numbers from the command line, on the same workload file
+    out = subprocess.run([sys.executable, "-m", "compression_core", "apply", str(recipe_file), "--json"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    after = json.loads(out.stdout)["after"]
+    shown = next(r for r in at.session_state["history"] if r["recipe"] == at.session_state["current_recipe"])
+    assert (after["accuracy"], after["size_bytes"]) == (shown["accuracy"], shown["size_bytes"])
 
 
 # ------------------------------------------------------------------------------------------------ other pages
