@@ -213,7 +213,7 @@ def _front_matter(text: str, source: str) -> tuple[str, int]:
 
 
 MAX_YAML_DEPTH = 50  # a recipe nests 4 levels; refuse absurd nesting before building it
-MAX_YAML_NODES = 20_000  # a recipe has a few hundred nodes
+MAX_YAML_NODES = 5_000  # a recipe has a few hundred nodes; stops PyYAML's (slow, pure-Python) scanner early
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -283,6 +283,8 @@ def _parse_text(text: str, source: str, fmt: str) -> Any:
             loader.dispose()
     except CompressionError as e:
         raise CompressionError(f"{source}: {e}") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise CompressionError(f"{source}: a value cannot be read ({_short(str(e), 120)})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f" at line {mark.line + 1 + offset}, column {mark.column + 1}" if mark is not None else ""
@@ -290,6 +292,20 @@ def _parse_text(text: str, source: str, fmt: str) -> Any:
         raise CompressionError(f"{source}: malformed YAML{where}: {problem}") from None
     except RecursionError:
         raise CompressionError(f"{source}: YAML nested too deeply") from None
+
+
+def _exists(path) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file
+        return False
+
+
+def _is_dir(path) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def load_recipe(source: str | Path | dict) -> RecipeBase:
@@ -301,15 +317,15 @@ def load_recipe(source: str | Path | dict) -> RecipeBase:
         return parse_recipe(source)
     looks_like_path = isinstance(source, Path) or (
         isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")
-        and (source.lower().endswith(_SUFFIXES) or Path(source).exists() or ": " not in source)
+        and len(source) <= 4096 and (source.lower().endswith(_SUFFIXES) or _exists(source) or ": " not in source)
     )
     if looks_like_path:
         path = Path(source)
         label = str(path)
         suffix = path.suffix.lower()
-        if path.is_dir():
+        if _is_dir(path):
             raise CompressionError(f"{label}: is a directory, not a recipe file; give one of its .yaml files")
-        if not path.exists():
+        if not _exists(path):
             hint = "" if suffix else " (did you mean a .yaml file?)"
             raise CompressionError(f"{label}: no such recipe file{hint}")
         if suffix not in _SUFFIXES:

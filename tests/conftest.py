@@ -9,6 +9,12 @@ import socket
 import pytest
 import torch
 
+# The dashboard's history database: one temporary file for the whole test session (never the repository's own).
+if "COMPRESSION_LAB_DB" not in os.environ:
+    import tempfile
+
+    os.environ["COMPRESSION_LAB_DB"] = os.path.join(tempfile.mkdtemp(prefix="compression-lab-tests-"), "history.sqlite3")
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
