@@ -124,8 +124,11 @@ class MiniLMTopics(nn.Module):
         return self.head(self.embed(input_ids, attention_mask))  # (B, classes)
 
 
-def build(pretrained_encoder: bool = False) -> MiniLMTopics:
-    """The architecture with fresh weights (a randomly initialised BERT and head): ``Workload.fresh_model``."""
+def build(pretrained_encoder: bool = True) -> MiniLMTopics:
+    """The model at initialisation, ``Workload.fresh_model``: the pretrained encoder with a freshly initialised
+    head. For a fine-tuned pretrained network the pretrained weights are the initialisation a lottery ticket
+    rewinds to (Chen et al. 2020, "The Lottery Ticket Hypothesis for Pre-trained BERT Networks"); a random BERT
+    (``pretrained_encoder=False``) could not relearn language from a few hundred lines."""
     return MiniLMTopics(load_encoder(pretrained=pretrained_encoder)).eval()
 
 
@@ -231,6 +234,33 @@ def splits() -> dict[str, Split]:
     return out
 
 
+@lru_cache(maxsize=1)
+def transfer_texts() -> tuple[str, ...]:
+    """Unlabelled lines for distillation: every other line of chatterbot-corpus's English files (all 21 topics)
+    with at least ``MIN_WORDS`` words that is not (case-insensitively) a line of any split. A teacher can label
+    them with its soft targets; a student trained on labels alone cannot use them (DistilBERT's setting: the
+    teacher's knowledge reaches the student through unlabelled text)."""
+    import yaml
+
+    seen = {t.lower() for rows in texts().values() for t, _ in rows}
+    out: list[str] = []
+    for path in sorted(corpus_dir().glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for conv in data.get("conversations", []) or []:
+            for u in conv if isinstance(conv, list) else []:
+                line = _clean(u) if isinstance(u, str) else ""
+                if line and line.lower() not in seen and len(line.split()) >= MIN_WORDS:
+                    seen.add(line.lower())
+                    out.append(line)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def transfer_inputs() -> dict[str, torch.Tensor]:
+    """``transfer_texts()`` tokenized like the splits (cached; shared: do not modify)."""
+    return tokenize(list(transfer_texts()))
+
+
 # ------------------------------------------------------------------------------------------------- metric
 @torch.no_grad()
 def sentence_embeddings(model: nn.Module, x: Any, batch_size: int = 64, layer: str = "head") -> torch.Tensor:
@@ -252,16 +282,21 @@ def sentence_embeddings(model: nn.Module, x: Any, batch_size: int = 64, layer: s
     return torch.cat(got)
 
 
-_REFERENCE: dict[int, tuple[Any, torch.Tensor]] = {}
+_REFERENCE: dict[tuple[int, str, int | None], tuple[Any, torch.Tensor]] = {}
 
 
-def reference_embeddings(workload: Workload | None = None, split: str = "test") -> torch.Tensor:
-    """The uncompressed model's sentence embeddings of ``split`` (computed once per workload and split)."""
+def reference_embeddings(workload: Workload | None = None, split: str = "test", n: int | None = None) -> torch.Tensor:
+    """The uncompressed model's sentence embeddings of ``split`` (its first ``n`` items when given), computed once
+    per workload, split and ``n`` (a preview needs only its own items: no full pass on the first slider move)."""
     wl = workload if workload is not None else _default_workload()
-    key = hash((id(wl), split))
+    full = _REFERENCE.get((id(wl), split, None))
+    if full is not None and full[0] is wl:
+        return full[1] if n is None else full[1][:n]
+    key = (id(wl), split, n)
     hit = _REFERENCE.get(key)
     if hit is None or hit[0] is not wl:
-        hit = (wl, sentence_embeddings(wl.model, getattr(wl, split).x, layer=wl.output_layer or "head"))
+        x = getattr(wl, split).x
+        hit = (wl, sentence_embeddings(wl.model, x if n is None else I.head(x, n), layer=wl.output_layer or "head"))
         _REFERENCE[key] = hit
     return hit[1]
 
@@ -271,9 +306,10 @@ def fidelity(model: nn.Module, workload: Workload | None = None, split: str = "t
     encoder's, on ``split`` (the first ``n`` items when given: the preview). 1.0 = the same embeddings."""
     wl = workload if workload is not None else _default_workload()
     x = getattr(wl, split).x
-    ref = reference_embeddings(wl, split)
     if n is not None:
-        x, ref = I.head(x, n), ref[:n]
+        n = min(n, I.n_items(x))
+        x = I.head(x, n)
+    ref = reference_embeddings(wl, split, n)
     emb = sentence_embeddings(model, x, layer=wl.output_layer or "head")
     if emb.shape != ref.shape:
         from compression_core.errors import CompressionError
@@ -445,6 +481,7 @@ def train_student(
     alpha: float = 0.9,
     cos_weight: float = 1.0,
     freeze_embeddings: bool = True,
+    transfer: Any = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> nn.Module:
     """Train a copy of ``student`` (a MiniLMTopics, e.g. from ``make_student`` or a shrunk model) on the train split.
@@ -455,9 +492,18 @@ def train_student(
     balanced cross-entropy on the labels alone (the baseline distillation must beat). AdamW, linear warm-up of one
     epoch then cosine decay; deterministic for a seed (data order and dropout). The token-embedding table is frozen
     by default (a few hundred sentences cannot train 11.7 M embedding weights; freezing also makes steps faster).
+    ``transfer``: unlabelled inputs (e.g. ``transfer_inputs()``) trained on the teacher's targets only, beside the
+    labelled train split (needs a teacher).
     """
+    from compression_core.errors import CompressionError
+
     train = workload.needs("train", "student training")
     x, y = train.x, train.y
+    if transfer is not None:
+        if teacher is None:
+            raise CompressionError("transfer: unlabelled lines need a teacher (soft targets); give teacher=")
+        x = I.cat([x, transfer])
+        y = torch.cat([y, torch.full((I.n_items(transfer),), -1, dtype=y.dtype)])  # -1: no label
     model = copy.deepcopy(student)
     if freeze_embeddings:
         for p in model.encoder.embeddings.word_embeddings.parameters():
@@ -465,7 +511,7 @@ def train_student(
     t_logits = t_emb = None
     if teacher is not None:
         t_logits, t_emb = _teacher_targets(teacher, x)
-    weight = class_weights(y)
+    weight = class_weights(y[y >= 0])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -489,7 +535,9 @@ def train_student(
             xb, yb = I.take(x, idx), y[idx]
             emb = model.embed(**xb)  # (B, H)
             logits = model.head(emb)  # (B, classes)
-            ce = F.cross_entropy(logits, yb, weight=weight)
+            labelled = yb >= 0
+            ce = (F.cross_entropy(logits[labelled], yb[labelled], weight=weight) if bool(labelled.any())
+                  else logits.sum() * 0.0)
             if teacher is None:
                 loss = ce
             else:
