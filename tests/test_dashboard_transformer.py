@@ -112,3 +112,64 @@ def test_learn_transformer_page_measures_heads_and_int8_live():
     assert heads["size (x of before)"] < 0.99 and 0 < heads["fidelity"] < 0.999
     assert int8["size (x of before)"] < 0.35 and int8["fidelity"] > 0.9  # int8 everywhere: about a quarter
     assert at.get("plotly_chart")  # the summary chart of what was measured
+
+
+@pytest.mark.browser
+def test_browser_head_pruning_slider_on_minilm(tmp_path):
+    """In chromium: pick minilm-topics on Explore, structured pruning of heads, move the slider: the preview is
+    stated, size, accuracy and fidelity change, and the whole test set replaces the preview."""
+    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    from playwright.sync_api import sync_playwright
+
+    def idle(page):
+        page.wait_for_timeout(300)
+        page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+                               "!document.querySelector('[data-testid=\"stSpinner\"]')", timeout=300_000)
+        page.wait_for_timeout(300)
+
+    def metric(page, label):
+        box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+        box.wait_for(timeout=300_000)
+        return box.inner_text()
+
+    port = free_port()
+    proc = start_app(port, timeout=120)
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = b.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}")
+            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+            idle(page)
+            page.locator('[data-testid="stSelectbox"]').first.click()
+            page.get_by_role("option", name=MODEL).click()
+            page.get_by_text("Baseline test accuracy 82", exact=False).wait_for(timeout=300_000)  # minilm's caption
+            idle(page)
+            page.get_by_text(STRUCTURED, exact=True).click()
+            page.get_by_text("heads", exact=True).wait_for(timeout=300_000)
+            idle(page)
+            page.get_by_text("heads", exact=True).click()
+            page.get_by_text(re.compile(r"preview on \d+ of \d+ test sentences")).first.wait_for(timeout=300_000)
+            idle(page)
+            main = page.locator('[data-testid="stMain"]')
+            page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
+            idle(page)
+            before = {k: metric(page, k) for k in ("Accuracy", "File size", "Fidelity")}
+            slider = page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first
+            slider.wait_for(state="attached", timeout=60_000)
+            slider.focus()
+            for _ in range(5):
+                page.keyboard.press("ArrowLeft")
+            page.get_by_text(re.compile(r"preview on \d+ of \d+ test sentences")).first.wait_for(timeout=300_000)
+            page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
+            idle(page)
+            after = {k: metric(page, k) for k in ("Accuracy", "File size", "Fidelity")}
+            assert all(after[k] != before[k] for k in before), (before, after)
+            assert not main.locator('[data-testid="stException"]').count()
+            page.screenshot(path=str(tmp_path / "minilm-heads.png"))
+            b.close()
+    finally:
+        stop(proc)
