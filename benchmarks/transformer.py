@@ -16,7 +16,6 @@ cosine to the original sentence embeddings), seconds to apply. Slower rows stay 
 from __future__ import annotations
 
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -268,7 +267,8 @@ def run_quantization(bench: Bench, tmp: Path, skip: set[str]) -> None:
             _, s_export = timed(lambda: export_onnx(base, wl.test.x, fp32_onnx))
             fusions, s_fuse = timed(lambda: ort_fuse(fp32_onnx, fused))
             bench.ort_row("ORT fp32 (fused)", fused, s_export + s_fuse,
-                          "ONNX Runtime, transformer optimizer fusions: " + ", ".join(f"{k} x{v}" for k, v in fusions.items()))
+                          "ONNX Runtime, transformer optimizer fusions: "
+                          + ", ".join(f"{k} x{v}" for k, v in fusions.items()))
             _, s_q = timed(lambda: ort_int8(fused, q8))
             bench.ort_row("ORT dynamic int8 (fused)", q8, s_export + s_fuse + s_q,
                           "ONNX Runtime quantize_dynamic per channel: MatMuls and embedding Gathers int8",

@@ -222,7 +222,7 @@ def data_fingerprint() -> str:
 def tokenize(lines: list[str]) -> dict[str, torch.Tensor]:
     """``{input_ids, attention_mask}`` int64 (N, MAX_LEN), padded and truncated to ``MAX_LEN`` tokens."""
     enc = tokenizer()(list(lines), padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
-    return {"input_ids": enc["input_ids"].long().contiguous(), "attention_mask": enc["attention_mask"].long().contiguous()}
+    return {k: enc[k].long().contiguous() for k in ("input_ids", "attention_mask")}
 
 
 @lru_cache(maxsize=1)
