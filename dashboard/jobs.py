@@ -620,7 +620,8 @@ def worker_main(conn, warm: bool = True, nice: int = 10) -> None:
             torch.set_num_threads(1)
             import compression_core  # noqa: F401
             import compression_core.recipe  # noqa: F401  (registers every technique)
-            import sample_models  # noqa: F401
+
+            compression_core.workload_names()  # loads the registered workloads (the entry-point plugins)
         except Exception:  # the job that needs them reports the problem
             pass
     send_lock = threading.Lock()

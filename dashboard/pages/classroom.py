@@ -11,7 +11,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import sample_models
 import state
 import store
 
@@ -69,7 +68,7 @@ if teacher:
     with st.container(border=True):
         st.subheader("Set the challenge")
         c1, c2, c3 = st.columns([1.2, 1.6, 1])
-        models = list(sample_models.MODEL_NAMES)
+        models = state.models()
         current_model = (ch or {}).get("model", state.DEFAULT_MODEL)
         model = c1.selectbox("Model", models, index=models.index(current_model) if current_model in models else 0,
                              key="c_model")
