@@ -12,6 +12,12 @@ dot-product instructions, while ONNX Runtime's int8 kernels are. Two ORT quantiz
 sums pairs into int16 and can saturate; 7-bit weights avoid that (FACTS.md: 11% output error with ORT's
 defaults vs 1.8% with per_channel + reduce_range on such a CPU). With VNNI (``vpdpbusd``) it is not needed.
 See ``why_runtime_matters()`` for the explanation with numbers measured on this machine.
+
+The deploy engine: ``deploy_onnx(model or bundle, workload)`` gives the .onnx bytes of any compressed model as what it
+is (static int8 / QAT as QDQ with torch's own ranges, dynamic int8 as ORT dynamic int8, packed int4 as ORT
+``MatMulNBits``), ``fastest_engine`` times it in torch and in ONNX Runtime now and names the faster, and a technique
+run with ``engine="onnxruntime"`` returns an ``OrtModule``: an ``nn.Module`` whose state is the .onnx file and whose
+forward runs an ORT session, so measure, recipes, bundles and the dashboard handle it like any model.
 """
 
 from __future__ import annotations
@@ -570,7 +576,7 @@ def ort_int8_step(model: nn.Module, cfg, ctx, qat: bool) -> nn.Module:
     if qat:
         from .quantize.static import build_int8
 
-        trained = build_int8(model, cfg, ctx, qat=True)
+        trained = build_int8(model, cfg, ctx, qat=True, check_size=False)  # the ORT file is what ships
         return OrtModule(deploy_onnx(trained, ctx.data), storage="int8", bits=8, source=model)
     if getattr(cfg, "weight_bits", 8) != 8:
         raise CompressionError(f"weight_bits: ONNX Runtime's int8 stores 8-bit weights; use engine='torch' for "
@@ -595,8 +601,9 @@ def ort_int8_step(model: nn.Module, cfg, ctx, qat: bool) -> nn.Module:
         blob = ort_quantize(proto, OrtDynamicInt8(op_types=op_types), nodes=nodes)
     else:
         calib = require_split(ctx, "calib", "data", cfg.kind)
-        method = "minmax"
-        blob = ort_quantize(proto, OrtStaticInt8(per_channel=cfg.weights == "per_channel", calibrate_method=method,
+        # ORT calibrates with its own min-max observer (torch's histogram observer has no ORT twin; ORT's entropy
+        # and percentile calibrators need equal batches and more samples than a calibration split has here)
+        blob = ort_quantize(proto, OrtStaticInt8(per_channel=cfg.weights == "per_channel", calibrate_method="minmax",
                                                  op_types=op_types), calib_x=calib.x, nodes=nodes)
     ctx.report(1.0, "done")
     return OrtModule(_stripped(blob), storage="int8", bits=8, source=model)

@@ -125,19 +125,20 @@ class _Untraceable(nn.Module):
 
     def __init__(self, same_pad: bool):
         super().__init__()
-        self.conv = zoo.Conv2dSame(1, 8, 3) if same_pad else nn.Conv2d(1, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 10)
+        self.conv = zoo.Conv2dSame(1, 32, 3) if same_pad else nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)  # enough weights that int8 makes the file smaller
+        self.fc = nn.Linear(64, 10)
 
     def forward(self, x):
         reps = int(x.detach().abs().sum() > -1)  # always 1, but a traced proxy cannot become an int
-        return self.fc(F.relu(self.conv(x)).mean((2, 3))) * reps
+        return self.fc(F.relu(self.conv2(F.relu(self.conv(x)))).mean((2, 3))) * reps
 
 
 def test_untraceable_model_falls_back_to_eager_and_refuses_a_subclass_in_one_line():
     from compression_core import Workload
 
     tr, cal, te = zoo.digits()
-    wl = Workload(name="untraceable", model=zoo.train(_Untraceable(False), tr, 3), train=tr, calib=cal, test=te)
+    wl = Workload(name="untraceable", model=zoo.train(_Untraceable(False), tr, 4), train=tr, calib=cal, test=te)
     msgs = []
     q = quantize(wl.model, StaticInt8Config(), wl, progress=lambda f, m: msgs.append(m))
     assert any("graph mode unavailable" in m for m in msgs)
@@ -149,6 +150,16 @@ def test_untraceable_model_falls_back_to_eager_and_refuses_a_subclass_in_one_lin
         quantize(bad.model, StaticInt8Config(), bad)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("targets:") and "'conv'" in msg and "own forward" in msg
+
+
+def test_a_result_that_would_not_be_smaller_is_refused_in_one_line():
+    """A GRU classifier: static int8 can only run its final Linear in int8; the file would grow. One line, naming
+    what it could quantize and what to use instead."""
+    wl = zoo.gru()
+    with pytest.raises(CompressionError) as e:
+        quantize(wl.model, StaticInt8Config(), wl)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("targets:") and "not shrink" in msg and "quantize_dynamic" in msg
 
 
 def test_static_without_calibration_data_is_a_one_line_error():

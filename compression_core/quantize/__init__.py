@@ -1,11 +1,17 @@
 """The quantize family: ``quantize(model, cfg, data=None) -> new model``; the config's type picks the method.
 
 - ``DynamicInt8Config``  (kind ``quantize_dynamic``): int8 weights, per-batch activations; Linear and LSTM.
-- ``StaticInt8Config``   (``quantize_static``): calibrated int8 PTQ with fusion; needs the calibration split.
+- ``StaticInt8Config``   (``quantize_static``): calibrated int8 PTQ in graph mode (fused wherever conv-BN-ReLU
+  occurs); needs the calibration split.
 - ``QATConfig``          (``quantize_qat``): fake-quant training, then int8; needs the train split.
 - ``HalfPrecisionConfig`` (``quantize_half``): fp16 / bf16 dtypes.
 - ``Int4Config``         (``quantize_int4``): weight-only int4 packed two per byte (per-layer 8-bit overrides).
-- ``FakeQuantConfig``    (``fake_quant``): simulated 2-16 bits per layer, reported as simulated.
+- ``FakeQuantConfig``    (``fake_quant``): simulated 2-16 bits per layer (weights wrapped, layers keep their
+  class and forward), reported as simulated.
+
+Static int8, QAT, dynamic int8 and int4 take ``engine="torch"`` (default) or ``engine="onnxruntime"``: the same
+layers and calibration realised in ONNX Runtime, returned as an ``OrtModule`` (``compression_core.ort``) whose
+state is the .onnx file. Any quantized model deploys to ONNX Runtime with ``compression_core.ort.deploy_onnx``.
 
 The input model is never modified. ``save_quantized``/``load_quantized`` store the state plus the config that
 rebuilds the structure (pickling quantized modules is fragile; a state_dict over a replayed structure is not).

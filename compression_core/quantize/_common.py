@@ -131,3 +131,18 @@ def rezero(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, mask in masks.items():
             model.get_parameter(name)[mask] = 0
+
+
+def refuse_if_not_smaller(before: nn.Module | int, after: nn.Module, quantized: list[str], technique: str,
+                          hint: str) -> None:
+    """A one-line refusal when the quantized model's file is not smaller than the float one: the layers it could
+    quantize hold too few of the weights (a recurrent or attention block, BatchNorms and embeddings stay float)
+    and the scales and packing cost more than int8 saves. ``before``: the float model or its size in bytes."""
+    from ..measure import size_bytes
+
+    b = before if isinstance(before, int) else size_bytes(before)
+    a = size_bytes(after)
+    if a >= b:
+        shown = ", ".join(quantized[:4]) + (f" and {len(quantized) - 4} more" if len(quantized) > 4 else "")
+        raise CompressionError(f"targets: {technique} can make only {shown} int8 here and the file would not shrink "
+                               f"({b:,} -> {a:,} bytes): the rest of the weights stay float; {hint}")

@@ -131,9 +131,10 @@ def prepare(model: nn.Module, qat: bool) -> nn.Module:
 
 
 def convert(model: nn.Module) -> nn.Module:
-    """Swap observed modules for real int8 modules using the observed ranges (in place, eval mode)."""
+    """Swap observed modules for real int8 modules using the observed ranges (in place, eval mode); the scales and
+    zero points are saved as one vector (``compact_scalars``)."""
     with _quiet():
-        return _tq.convert(model.eval(), inplace=True)
+        return compact_scalars(_tq.convert(model.eval(), inplace=True))
 
 
 def run_quiet(fn, *args, **kwargs):
@@ -287,6 +288,15 @@ class _ConcreteTracer(fx.Tracer):
         return self.values[obj.node].keys()
 
 
+def integer_method(x, name: str, *args, **kwargs):
+    """``x.<name>(*args, **kwargs)``: a method call on an integer tensor (ids, masks) as one graph function, so the
+    quantization config can leave it alone (a call_method cannot be switched off by position)."""
+    return getattr(x, name)(*args, **kwargs)
+
+
+fx.wrap("integer_method")
+
+
 def _example_kwargs(model: nn.Module, args: tuple, kwargs: dict) -> tuple[dict, dict]:
     """(placeholder name -> example value, concrete_args for the forward's other parameters (their defaults))."""
     import inspect
@@ -388,6 +398,15 @@ def trace(model: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.GraphModule, 
     _normalise_functional(gm)
     _simplify(gm)
     layers = {}
+    ints = {n.name for n, v in tracer.values.items()
+            if isinstance(v, torch.Tensor) and not v.is_floating_point() and n.op != "get_attr"}
+    gm.meta["integer_nodes"] = ints  # token ids, masks and their arithmetic: never observed or fake-quantized
+    for node in gm.graph.nodes:  # methods on them as functions, which a qconfig can switch off one by one
+        if node.op == "call_method" and (node.name in ints or any(a.name in ints for a in node.all_input_nodes)):
+            method = node.target
+            node.op, node.target = "call_function", integer_method
+            node.args = (node.args[0], method, *node.args[1:])
+            node.meta["is_wrapped"] = True  # stays one call when prepare_fx traces the graph again
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target in _FUNCTIONAL_WEIGHTED and len(node.args) > 1:
             w = node.args[1]
@@ -462,14 +481,21 @@ def _qconfig_mapping(qc, qat: bool, gm: fx.GraphModule, functional: dict[str, st
         mapping.set_object_type(t, None)
     for name in skip:
         mapping.set_module_name(name, None)
-    # functional layers of the root graph: switched off by their position among calls of the same op
+    for node in gm.graph.nodes:  # a torch.nn block kept as one call (TransformerEncoderLayer, LSTM): float inside
+        if node.op == "call_module" and any(True for _ in gm.get_submodule(node.target).children()):
+            mapping.set_module_name(node.target, None)
+    # ops of the root graph switched off by their position among calls of the same op: functional layers left
+    # float, and every op on integer tensors (ids, masks)
+    ints = set(gm.meta.get("integer_nodes", ()))
     order: dict[object, int] = {}
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target in _FUNCTIONAL_WEIGHTED:
-            i = order.get(node.target, 0)
-            order[node.target] = i + 1
-            if functional.get(node.name) in skip:
-                mapping.set_module_name_object_type_order("", node.target, i, None)
+        if node.op not in ("call_function", "call_method"):
+            continue
+        i = order.get(node.target, 0)
+        order[node.target] = i + 1
+        on_ints = node.name in ints or any(a.name in ints for a in node.all_input_nodes)
+        if on_ints or functional.get(node.name) in skip:
+            mapping.set_module_name_object_type_order("", node.target, i, None)
     return mapping
 
 
@@ -647,7 +673,56 @@ def convert_graph(prepared: fx.GraphModule) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     gm.delete_all_unused_submodules()
-    return gm
+    return compact_scalars(gm)
+
+
+# ------------------------------------------------------------------------------------ compact scalar state
+# An int8 graph keeps a scale and a zero point per activation and per layer as 0-d tensors: dozens of state entries,
+# and torch.save spends a record (~0.4-0.6 KB with its alignment) on each. On a small CNN that framing outweighs what
+# int8 weights save. The state_dict of a converted model packs them into one float64 vector ``_scalars`` (exact for
+# float32 scales and integer zero points) and loading unpacks it by the replayed structure's own keys.
+_SCALARS = "_scalars"
+
+
+def _scalar_keys(state: dict, prefix: str) -> list[str]:
+    return [k for k, v in state.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)
+            and not v.is_quantized and v.dim() == 0 and (v.is_floating_point() or not v.dtype.is_complex)]
+
+
+def _pack_scalars(module: nn.Module, state: dict, prefix: str, local_metadata) -> None:
+    if not getattr(module, "_pack_scalars", True):
+        return
+    keys = _scalar_keys(state, prefix)
+    if len(keys) < 2:
+        return
+    state[prefix + _SCALARS] = torch.tensor([float(state[k]) for k in keys], dtype=torch.float64)
+    for k in keys:
+        del state[k]
+
+
+def _unpack_scalars(module: nn.Module, state: dict, prefix: str, *args) -> None:
+    packed = state.pop(prefix + _SCALARS, None)
+    if packed is None:
+        return
+    module._pack_scalars = False
+    try:
+        own = module.state_dict(prefix=prefix)
+    finally:
+        module._pack_scalars = True
+    keys = _scalar_keys(own, prefix)
+    if len(keys) != packed.numel():  # a different structure: let strict loading name the mismatch
+        state[prefix + _SCALARS] = packed
+        return
+    for k, v in zip(keys, packed.tolist()):
+        state[k] = torch.tensor(v, dtype=own[k].dtype)
+
+
+def compact_scalars(model: nn.Module) -> nn.Module:
+    """Save ``model``'s 0-d tensors (scales, zero points) as one ``_scalars`` vector and load them back (hooks on the
+    root module, kept by deepcopy)."""
+    model._register_state_dict_hook(_pack_scalars)
+    model._register_load_state_dict_pre_hook(_unpack_scalars, with_module=True)
+    return model
 
 
 def is_graph_quantized(model: nn.Module) -> bool:

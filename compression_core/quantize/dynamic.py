@@ -14,7 +14,8 @@ from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..prune.common import fold_masks
 from . import _torch_ao
-from ._common import select_layers
+from ..measure import size_bytes
+from ._common import refuse_if_not_smaller, select_layers
 
 DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
 
@@ -42,6 +43,10 @@ def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.M
     if not names:
         raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")
     ctx.report(0.0, f"dynamic int8 on {len(names)} layers")
+    before = None if ctx.replay else size_bytes(model)
     out = _torch_ao.quantize_dynamic(model.eval(), names)
+    if before is not None:
+        refuse_if_not_smaller(before, out, names, "quantize_dynamic",
+                              "quantize_static runs convolutions in int8, quantize_embedding the embedding tables")
     ctx.report(1.0, "done")
     return out

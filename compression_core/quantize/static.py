@@ -30,7 +30,9 @@ from ..prune.common import fold_masks
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from . import _torch_ao
-from ._common import _READS_CHILD_WEIGHTS, require_split, rezero, select_layers, set_submodule, zero_masks
+from ..measure import size_bytes
+from ._common import (_READS_CHILD_WEIGHTS, refuse_if_not_smaller, require_split, rezero, select_layers,
+                      set_submodule, zero_masks)
 
 STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _STOCK_FORWARD = {nn.Linear: nn.Linear.forward, nn.Conv1d: nn.Conv1d.forward, nn.Conv2d: nn.Conv2d.forward}
@@ -127,11 +129,13 @@ def _eager(model: nn.Module, names: list[str], qconfig, cfg, ctx: StepContext, q
     return _torch_ao.convert(model)
 
 
-def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
+def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, check_size: bool = True) -> nn.Module:
     """Trace, fuse and insert observers (or fake-quant modules), calibrate or train, convert to int8 kernels;
-    the eager per-layer fallback where the model cannot be traced."""
+    the eager per-layer fallback where the model cannot be traced. ``check_size``: refuse in one line when the
+    int8 file would not be smaller than the float one."""
     technique = cfg.kind
     fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
+    before = None if ctx.replay or not check_size else size_bytes(model)
     names = select_layers(model, cfg, ctx, STATIC_TYPES, technique)
     if not names:
         raise CompressionError(f"targets: {technique} selected no Linear/Conv layer; name some in targets")
@@ -144,16 +148,24 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) 
                                            fuse=cfg.fuse)
     except _torch_ao.GraphModeError as e:
         ctx.report(0.0, f"graph mode unavailable ({e}); eager mode, one quant/dequant pair per layer")
-        return _eager(model, names, qconfig, cfg, ctx, qat, str(e), data)
-    left = prepared.meta.get("left_float") or []
-    if left:
-        ctx.report(0.0, f"left float: {', '.join(left)} (inside torch.nn blocks that run as one float op)")
-    if not ctx.replay:
-        if qat:
-            prepared = _train(prepared, cfg, ctx, data)
-        else:
-            _calibrate(prepared.eval(), data.x, cfg.calib_batches, ctx)
-    return _torch_ao.convert_graph(prepared)
+        out = _eager(model, names, qconfig, cfg, ctx, qat, str(e), data)
+        quantized = names
+    else:
+        left = prepared.meta.get("left_float") or []
+        if left:
+            ctx.report(0.0, f"left float: {', '.join(left)} (inside torch.nn blocks that run as one float op)")
+        if not ctx.replay:
+            if qat:
+                prepared = _train(prepared, cfg, ctx, data)
+            else:
+                _calibrate(prepared.eval(), data.x, cfg.calib_batches, ctx)
+        out = _torch_ao.convert_graph(prepared)
+        quantized = [n for n in names if n not in left]
+    if before is not None:
+        refuse_if_not_smaller(before, out, quantized, technique,
+                              "quantize_dynamic runs LSTM/GRU/Linear in int8, quantize_embedding the embedding "
+                              "tables, and engine='onnxruntime' whole attention blocks")
+    return out
 
 
 def realise(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
