@@ -48,6 +48,7 @@ def render_stats(s: ModelStats) -> str:
     lines += [
         f"latency          {lat}, batch {s.batch_size}, {s.threads} thread(s), runtime {s.runtime}",
         f"{s.metric:<17}{s.accuracy * 100:.2f} % (test split)",
+        *[f"{k:<17}{v:.4f} (test split)" for k, v in s.extra.items()],
         f"FLOPs            {s.flops:,} per sample ({s.nonzero_flops:,} if zeros were skipped)",
         "",
         f"{'layer':<24}{'type':<18}{'params':>10}{'nonzero':>10}{'sparsity':>10}  {'dtype':<9}{'bits':>4}",

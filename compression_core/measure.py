@@ -57,6 +57,7 @@ class ModelStats(BaseModel):
     threads: int
     accuracy: float  # the workload's metric (``metric`` names it; top-1 accuracy by default)
     metric: str = "accuracy"
+    extra: dict[str, float] = {}  # the workload's secondary metrics (e.g. fidelity), from info["extra_metrics"]
     flops: int
     nonzero_flops: int
     layers: list[LayerStats]
@@ -159,8 +160,8 @@ def effective_weight(module: nn.Module) -> torch.Tensor | None:
 def _formula_flops(module: nn.Module, out: torch.Tensor) -> int:
     """Dense multiply-add FLOPs (2 per MAC) of a Linear- or Conv-like layer for one call."""
     w = effective_weight(module)
-    if w is None or not isinstance(out, torch.Tensor):
-        return 0
+    if w is None or not isinstance(out, torch.Tensor) or hasattr(module, "num_embeddings"):
+        return 0  # an embedding (float or int8) looks rows up: no multiply-adds
     if w.dim() == 2:  # Linear: every output element costs in_features MACs
         return 2 * out.numel() * w.shape[1]
     if w.dim() == 4:  # Conv2d: every output element costs (Cin/groups)*kh*kw MACs
@@ -312,6 +313,15 @@ def _row(name, module, params, nonzero, dtype, bits, simulated=False, type_name=
     )
 
 
+def _extra(model: nn.Module, data: Any) -> dict[str, float]:
+    """The workload's secondary metrics on the test split ({} for plain data or workloads with none)."""
+    if not isinstance(getattr(data, "info", None), dict) or not data.info.get("extra_metrics"):
+        return {}
+    from .extra_metrics import compute
+
+    return compute(model, data)
+
+
 def _sparse_size(model: nn.Module, layers: list[LayerStats]) -> int | None:
     """Bytes of the sparse-encoded file (compression_core.sparse) when any weight is zero, else None."""
     if all(layer.nonzero == layer.params for layer in layers):
@@ -360,6 +370,7 @@ def measure(
         threads=threads,
         accuracy=evaluate(model, data),
         metric=getattr(getattr(data, "metric", None), "name", "accuracy"),
+        extra=_extra(model, data),
         flops=total_flops,
         nonzero_flops=nonzero_flops,
         layers=layers,

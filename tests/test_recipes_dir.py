@@ -23,9 +23,15 @@ def test_there_are_recipes_for_every_technique_the_issue_names():
 def test_recipe_applies_with_sane_numbers(path):
     r = _apply(path)
     b, a = r.before, r.after
-    assert a.accuracy > 0.85, f"{path.name}: accuracy {a.accuracy}"
-    assert len(r.steps) == len(load_recipe(path).steps)
     name = path.name
+    if name.startswith("minilm"):  # a real text task: the baseline is 82.7 %, one test line is 0.31 points
+        assert b.accuracy - a.accuracy <= (0.015 if "int8" in name else 0.03), f"{name}: {b.accuracy} -> {a.accuracy}"
+        assert "fidelity" in a.extra and a.extra["fidelity"] > 0.5
+    else:
+        assert a.accuracy > 0.85, f"{path.name}: accuracy {a.accuracy}"
+    assert len(r.steps) == len(load_recipe(path).steps)
+    if name == "minilm-int8.yaml":
+        assert a.size_bytes <= 0.30 * b.size_bytes
     if name.startswith("deep-compression"):
         assert b.accuracy - a.accuracy <= 0.02 and a.size_bytes <= 0.3 * b.size_bytes
         assert a.nonzero_params <= 0.2 * a.params  # the 90% pruned weights stay pruned through int8
