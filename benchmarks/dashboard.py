@@ -105,9 +105,10 @@ def browser(root: Path | str = ROOT, moves: int = 10, loads: int = 3) -> dict | 
                         "last_frame_ms": max(f for f in fr if f <= chart_ms + 1) if any(f <= chart_ms + 1 for f in fr)
                         else None}
 
-            new = [move("ArrowRight") for _ in range(moves)]
+            move("Home")  # from the slider's lowest value: up to 19 steps right, each a new configuration
+            new = [move("ArrowRight") for _ in range(min(moves, len(SPARSITIES)))]
             _log(f"{root}: new values: {[round(m['chart_ms']) for m in new]} ms")
-            cached = [move("ArrowLeft") for _ in range(moves)]
+            cached = [move("ArrowLeft") for _ in range(len(new))]
             _log(f"{root}: cached values: {[round(m['chart_ms']) for m in cached]} ms")
             b.close()
     finally:
