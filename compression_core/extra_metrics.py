@@ -4,7 +4,7 @@ Two optional ``info`` keys (no workload has to give them):
 
 - ``extra_metrics``: ``{name: fn}`` where ``fn`` is a callable or a ``"module:attr"`` reference to one, called as
   ``fn(model, workload, n=None)`` -> float (``n``: only the first ``n`` test items, for a preview). minilm-topics
-  gives ``{"fidelity": "sample_models.minilm_topics:fidelity"}`` (mean cosine similarity of sentence embeddings).
+  gives ``{"fidelity": "<its module>:fidelity"}`` (mean cosine similarity of sentence embeddings).
 - ``preview_items``: how many of the first test items a quick preview measures (the split should be ordered so
   that a prefix is balanced). Without it, a model over ``PREVIEW_PARAMS`` parameters is previewed on its first
   ``DEFAULT_PREVIEW_ITEMS`` test items; smaller models are measured on the whole test set at once.

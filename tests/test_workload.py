@@ -271,8 +271,14 @@ def test_validation_and_bundle_loading_never_train(tmp_path, monkeypatch):
 def test_pip_install_gives_a_working_console_script(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-           "--disable-pip-version-check", str(ROOT)]
+    wheels = tmp_path / "wheels"  # built with this interpreter's setuptools (offline), installed into the venv
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+             "--disable-pip-version-check", "-w", str(wheels), str(ROOT)]
+    r = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    wheel = next(wheels.glob("compression_lab-*.whl"))
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+           str(wheel)]
     r = subprocess.run(pip, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
