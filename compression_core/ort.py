@@ -975,12 +975,6 @@ def fastest_int8(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "goal_met": any(b["at_least_fp32_speed"] for b in per_runtime.values())}
 
 
-def _batch(x: torch.Tensor, n: int) -> torch.Tensor:
-    if len(x) >= n:
-        return x[:n]
-    return x.repeat((n + len(x) - 1) // len(x), *[1] * (x.dim() - 1))[:n]
-
-
 def torch_dynamic_int8(model: nn.Module, sm: Any = None) -> nn.Module:
     """torch's dynamic int8 of ``model`` (a copy): ``compression_core.quantize``'s DynamicInt8Config when that
     family is present, else ``torch.ao.quantization.quantize_dynamic`` on Linear/LSTM directly."""
@@ -999,8 +993,8 @@ def torch_dynamic_int8(model: nn.Module, sm: Any = None) -> nn.Module:
 
 
 def torch_static_int8(model: nn.Module, sm: Any) -> nn.Module | None:
-    """torch's eager static int8 (calibrated on the workload ``sm``'s calib split) via ``compression_core.quantize``; None when
-    that family or its StaticInt8Config is not available."""
+    """torch's static int8 in graph mode (calibrated on the workload ``sm``'s calib split) via
+    ``compression_core.quantize``; None when that family or its StaticInt8Config is not available."""
     try:
         from .quantize import StaticInt8Config, quantize
     except ImportError:
