@@ -79,6 +79,8 @@ __all__ += [
 from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx
 from .ort import (
     OrtDynamicInt8,
+    deploy_onnx,
+    fastest_engine,
     OrtStaticInt8,
     measure_in,
     measure_ort,
@@ -91,7 +93,7 @@ from .ort import (
 )
 
 __all__ += [
-    "OnnxFile", "OrtDynamicInt8", "OrtStaticInt8", "check_exportable", "export_onnx", "measure_in", "measure_ort",
+    "OnnxFile", "OrtDynamicInt8", "deploy_onnx", "fastest_engine", "OrtStaticInt8", "check_exportable", "export_onnx", "measure_in", "measure_ort",
     "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict", "ort_quantize",
     "runtime_comparison", "save_onnx", "to_onnx", "why_runtime_matters",
 ]

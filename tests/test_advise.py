@@ -89,7 +89,7 @@ def test_explore_threshold_slider_drives_per_layer_sparsity():
     at.radio(key="x_prune_digits-cnn").set_value("threshold (|w| below a value)").run()
     sm = sample_models.load("digits-cnn")
     for t in (0.02, 0.1):
-        at.slider(key="x_threshold").set_value(t).run()
+        at.number_input(key="x_prune_threshold_threshold").set_value(t).run()
         assert not at.exception and not at.error
         shown = _layer_sparsity(at)
         for layer in ("conv1", "conv2", "fc1"):  # the classifier fc2 is left alone by default

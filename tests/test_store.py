@@ -165,7 +165,7 @@ print("ready", flush=True)
 lock = threading.Lock()
 def work(t):
     i = 0
-    while True:
+    while i < store.MAX_ROWS:  # beyond it the oldest rows are dropped by design (history is capped per browser)
         i += 1
         rid = s.save_experiment(f"browser-{t:04d}", {"key": f"k{i}", "model": "digits-cnn", "label": "x" * 200,
                                                       "accuracy": 0.5, "size_bytes": i, "recipe": {"i": i}}, "saved")

@@ -31,20 +31,7 @@ MODELS = list(zoo.ZOO)
 
 # (row label, zoo model) -> why it is a bug today (an exception that is not a one-line refusal, or a wrong result).
 # Routed to the owners of the techniques; strict: a fix makes the test fail until the entry is removed.
-_LARGER = ("the int8 file is larger than fp32 with no warning (quant/dequant and observer overhead exceed what the "
-           "few int8 layers save: BN/SE/GRU or an embedding table stay float): issue 15 item 3")
-_QAT_ATTN = ("AttributeError measuring the result: 'FakeQuantize' object has no attribute 'activation_post_process' "
-             "(QAT of nn.MultiheadAttention / TransformerEncoderLayer)")
-KNOWN_ERRORS: dict[tuple[str, str], str] = {
-    **{("quantize_static int8", m): _LARGER for m in ("se_cnn", "gru", "row_transformer", "token_transformer")},
-    **{("quantize_qat 1 epoch", m): _LARGER for m in ("se_cnn", "gru")},
-    ("quantize_dynamic int8", "densenet"): _LARGER + " (dynamic int8 of a CNN quantizes only the classifier)",
-    ("quantize_dynamic int8", "token_transformer"): _LARGER,
-    ("quantize_qat 1 epoch", "row_transformer"): _QAT_ATTN,
-    ("quantize_qat 1 epoch", "token_transformer"): _QAT_ATTN,
-    ("quantize_qat 1 epoch", "dict_attention"): "NotImplementedError: fake_quantize ... not implemented for 'Long': "
-                                                "QAT fake-quantizes the integer input_ids / attention_mask",
-}
+KNOWN_ERRORS: dict[tuple[str, str], str] = {}  # (technique, model) -> the exception seen; empty: no known errors
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -128,7 +128,7 @@ except Exception as e:
     st.stop()
 trials = c2.number_input("Trials", min_value=5, max_value=500, value=40, step=5, key="q_trials")
 seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="q_seed")
-latency = c4.checkbox("Also minimise latency", key="q_latency",
+latency = c4.checkbox("Latency too", key="q_latency",
                       help="1 thread, batch 1; latency is a measurement, so the front then varies between runs")
 d1, d2 = st.columns(2)
 size_kb = d1.number_input("Max file size (KB, 0 = no limit)", min_value=0.0, value=0.0, step=10.0, key="q_size")
