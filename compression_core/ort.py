@@ -614,17 +614,11 @@ def ort_int4_step(model: nn.Module, cfg, ctx) -> nn.Module:
     exported as MatMul and quantized to ``MatMulNBits`` (block = the config's group size, 32 when per channel),
     8-bit overrides as 8-bit ``MatMulNBits``. Returns an ``OrtModule``."""
     from .onnx_export import export_float
-    from .prune.common import fold_masks
-    from .quantize._common import resolve_overrides, select_layers
+    from .quantize.int4 import int4_layer_bits
 
     if ctx.replay:
         return OrtModule(storage="int4", bits=4)
-    fold_masks(model)
-    names = select_layers(model, cfg, ctx, (nn.Linear,), "quantize_int4")
-    bits = {n: 4 for n in names}
-    bits.update(resolve_overrides(model, cfg.overrides, (nn.Linear,), "quantize_int4"))
-    if not bits:
-        raise CompressionError("targets: quantize_int4 selected no Linear layer; name some in targets")
+    bits = int4_layer_bits(model, cfg, ctx)
     ctx.report(0.1, "exporting the float model to ONNX (Linear layers as MatMul)")
     proto = export_float(model, _example(ctx.data), keep_metadata=True)
     gemm_to_matmul(proto)

@@ -195,18 +195,25 @@ class Int4Config(StepConfig):
     engine: Literal["torch", "onnxruntime"] = "torch"
 
 
-@register(Int4Config)
-def _int4(model: nn.Module, cfg: Int4Config, ctx: StepContext) -> nn.Module:
-    if cfg.engine == "onnxruntime":
-        from ..ort import ort_int4_step
-
-        return ort_int4_step(model, cfg, ctx)
+def int4_layer_bits(model: nn.Module, cfg: "Int4Config", ctx: StepContext) -> dict[str, int]:
+    """{Linear layer: bits (4, or an override)} that ``cfg`` selects, with pruning masks folded in first; one line
+    when nothing is selected. Shared by the torch packing and the ONNX Runtime MatMulNBits engine."""
     fold_masks(model)
     names = select_layers(model, cfg, ctx, (nn.Linear,), "quantize_int4")
     bits = {n: 4 for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, (nn.Linear,), "quantize_int4"))
     if not bits:
         raise CompressionError("targets: quantize_int4 selected no Linear layer; name some in targets")
+    return bits
+
+
+@register(Int4Config)
+def _int4(model: nn.Module, cfg: Int4Config, ctx: StepContext) -> nn.Module:
+    if cfg.engine == "onnxruntime":
+        from ..ort import ort_int4_step
+
+        return ort_int4_step(model, cfg, ctx)
+    bits = int4_layer_bits(model, cfg, ctx)
     for i, (name, b) in enumerate(bits.items()):
         cls = Int4Linear if b == 4 else Int8WeightLinear
         set_submodule(model, name, cls.from_float(model.get_submodule(name), cfg.group_size, cfg.symmetric))
