@@ -145,6 +145,18 @@ def _is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, CONVS) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
+def run_hooked(model: nn.Module, example: Any, hooks: list) -> None:
+    """One forward pass on ``example`` in eval mode with ``hooks`` registered; the hooks are removed and the model's
+    mode restored afterwards, whatever happens."""
+    was = model.training
+    try:
+        I.call(model.eval(), example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+
+
 class _Opaque(torch.autograd.Function):
     """Marks a recurrent layer as one node of the autograd graph (its input -> its output), so the tracer sees the
     layer and not the dozens of gate ops it decomposes into on CPU."""
@@ -416,13 +428,7 @@ def _probe_zero_paths(model: nn.Module, groups: dict[str, Group], example: Any) 
 
     hooks = [model.get_submodule(n).register_forward_hook(zero_hook(n)) for n in zero_at]
     hooks += [model.get_submodule(n).register_forward_pre_hook(check_hook(n)) for n in check_at]
-    was = model.training
-    try:
-        I.call(model.eval(), example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
+    run_hooked(model, example, hooks)
     for gname, why in bad.items():
         groups[gname].reason = why
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import inputs as I
 from ..errors import CompressionError
-from ..graph import example_inputs
+from ..graph import example_inputs, run_hooked
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .importance import skip_accuracy_drop
 
@@ -75,13 +75,7 @@ def block_shapes(model: nn.Module, example: Any) -> dict[str, tuple[tuple, tuple
             if isinstance(x, torch.Tensor) and y is not None:
                 rec[0], rec[1], rec[2] = tuple(x.shape), tuple(y.shape), isinstance(out, torch.Tensor)
         hooks.append(m.register_forward_hook(hook, with_kwargs=True))
-    was = model.training
-    try:
-        I.call(model.eval(), example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
+    run_hooked(model, example, hooks)
     return {n: tuple(v) for n, v in seen.items()}
 
 
