@@ -23,7 +23,11 @@ installed packages (scikit-learn's digits) or on seeded synthetic token sequence
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -102,8 +106,47 @@ def _take(x, idx):
     return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
 
 
+def _cache_dir() -> Path:
+    """Where trained zoo weights are kept between processes of a run (and between runs): the test workers and the
+    CLI subprocesses then train each model once. ``COMPRESSION_LAB_TEST_CACHE`` overrides the folder."""
+    return Path(os.environ.get("COMPRESSION_LAB_TEST_CACHE") or Path(tempfile.gettempdir()) / "compression-lab-test-cache")
+
+
+def _cache_key(model: nn.Module, data: tuple, epochs: int, lr: float, batch: int, seed: int) -> str:
+    """Everything the trained weights depend on: this file's source, the torch version, the architecture and its
+    initial weights, the data and the training settings."""
+    h = hashlib.sha256()
+    h.update(Path(__file__).read_bytes())
+    h.update(f"{torch.__version__}|{type(model).__qualname__}|{epochs}|{lr}|{batch}|{seed}".encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    x, y = data
+    for t in (list(x.values()) if isinstance(x, dict) else [x]) + [y]:
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
 def train(model: nn.Module, data: tuple, epochs: int, lr: float = 3e-3, batch: int = 64, seed: int = 0) -> nn.Module:
-    """Adam on cross-entropy, one thread, seeded: the same weights in every process. Returns the model in eval mode."""
+    """Adam on cross-entropy, one thread, seeded: the same weights in every process. Returns the model in eval mode.
+
+    The result is cached on disk by everything it depends on (``_cache_key``), so a run trains each model once."""
+    path = _cache_dir() / f"{_cache_key(model, data, epochs, lr, batch, seed)}.pt"
+    if path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+            return model.eval()
+        except Exception:  # a damaged cache file: train again and overwrite it
+            pass
+    _train(model, data, epochs, lr, batch, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # atomic: another worker never reads a half-written file
+    return model.eval()
+
+
+def _train(model: nn.Module, data: tuple, epochs: int, lr: float, batch: int, seed: int) -> nn.Module:
     x, y = data
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
