@@ -55,11 +55,11 @@ def test_time_limit_ends_the_job_in_one_line_naming_the_flag(light):
 
 
 def test_memory_limit_ends_the_job_in_one_line_naming_the_flag(light):
-    rss0 = jobs._rss_mb(os.getpid())
+    rss0 = jobs.worker._rss_mb(os.getpid())
     s = light.wait(light.submit("allocate", {"mb": 2000}, "erin"), 30)
     assert s["state"] == "error"
     assert "memory limit" in s["error"] and "--job-memory-limit" in s["error"] and "\n" not in s["error"]
-    assert jobs._rss_mb(os.getpid()) - rss0 < 50  # the server did not pay for it
+    assert jobs.worker._rss_mb(os.getpid()) - rss0 < 50  # the server did not pay for it
     ok = light.wait(light.submit("allocate", {"mb": 20}, "erin"), 30)
     assert ok["state"] == "done" and ok["result"]["allocated_mb"] == 20
 
@@ -167,7 +167,7 @@ def test_explore_trains_in_a_job_with_progress_then_shows_the_trained_numbers(tm
 
     import store
 
-    monkeypatch.setattr(store, "_STORE", store.Store(f"sqlite:///{tmp_path / 'h.db'}"))
+    monkeypatch.setattr(store.database, "_STORE", store.Store(f"sqlite:///{tmp_path / 'h.db'}"))
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=180)
     at.run()
     at.selectbox(key="x_model").set_value("digits-mlp").run()

@@ -1,0 +1,155 @@
+"""The job kinds: functions a worker calls as ``fn(payload, progress) -> picklable result`` (``apply_recipe``,
+``sensitivity``, ``fit_budget``, ``search``, ``advise``, latency, and two diagnostics), and ``recipe_result``, which
+rebuilds a finished recipe job's model in the server from its bundle.
+
+Imports neither streamlit nor torch at import time (each function imports what it needs, in the worker).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+# kind -> "module:function"; the function is called in a worker as fn(payload, progress) -> picklable result.
+KINDS: dict[str, str] = {
+    "recipe": f"{__name__}:run_recipe",  # training steps: finetune, QAT, distillation, lottery tickets, ...
+    "sensitivity": f"{__name__}:run_sensitivity",
+    "fit": f"{__name__}:run_fit",
+    "search": f"{__name__}:run_search",
+    "advise": f"{__name__}:run_advise",
+    "latency": f"{__name__}:run_latency",
+    "sleep": f"{__name__}:run_sleep",  # diagnostics: check the limits and the queue on a server
+    "allocate": f"{__name__}:run_allocate",
+}
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_recipe(payload: dict, progress) -> dict:
+    """Apply a recipe (any steps, training included) and return its measured numbers and the model as a bundle."""
+    _threads()
+    from compression_core.bundle import bundle_bytes
+    from compression_core.recipe import apply_recipe, load_recipe
+
+    recipe = load_recipe(payload["recipe"])
+    t0 = time.perf_counter()
+    r = apply_recipe(recipe, progress=progress, with_latency=False, measure_before=False)
+    seconds = time.perf_counter() - t0
+    return {"recipe": payload["recipe"], "after": r.after.model_dump() if r.after is not None else None,
+            "steps": [s.to_json_dict() for s in r.steps], "seconds": seconds,
+            "bundle": bundle_bytes(r.recipe, r.model)}
+
+
+def recipe_result(result: dict):
+    """The ``compression_core.recipe.RecipeResult`` of a finished ``recipe`` job, its model rebuilt in this process
+    from the bundle (structure replayed, stored weights loaded: nothing trains)."""
+    import tempfile
+
+    from compression_core import ModelStats
+    from compression_core.bundle import load_bundle
+    from compression_core.recipe import RecipeResult, StepReport, load_recipe
+
+    fd, path = tempfile.mkstemp(suffix=".bundle.pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(result["bundle"])
+        _, model = load_bundle(path)
+    finally:
+        os.unlink(path)
+    after = ModelStats.model_validate(result["after"]) if result.get("after") is not None else None
+    steps = [StepReport(s["index"], s["kind"], list(s["touched"]), s["seconds"], s.get("notes", ""))
+             for s in result.get("steps", [])]
+    return RecipeResult(load_recipe(result["recipe"]), model, None, after, steps)
+
+
+def run_sensitivity(payload: dict, progress) -> dict:
+    """``compression_core.sensitivity`` of a workload reference: {model, technique, include_classifier, levels}."""
+    _threads()
+    from compression_core import resolve_workload
+    from compression_core.sensitivity import sensitivity
+
+    wl = resolve_workload(payload["model"])
+    kw = {k: payload[k] for k in ("levels", "include_classifier", "heads") if k in payload}
+    return sensitivity(wl.model, wl, payload.get("technique", "prune"), name=wl.name, progress=progress,
+                       **kw).to_json_dict()
+
+
+def run_fit(payload: dict, progress) -> dict:
+    """``fit_budget`` of a workload reference to ``payload['spec']``; the fit and its explicit recipe (YAML)."""
+    _threads()
+    from compression_core import resolve_workload
+    from compression_core.budget import fit_budget, fitted_recipe
+    from compression_core.recipe import recipe_to_yaml
+
+    wl = resolve_workload(payload["model"])
+    progress(0.1, "fitting")
+    f = fit_budget(wl.model, wl, payload["spec"])
+    return {"fit": f.model_dump(), "recipe": recipe_to_yaml(fitted_recipe(payload["model"], f))}
+
+
+def run_search(payload: dict, progress) -> dict:
+    """``compression_core.search.search`` run locally in the worker: {model, trials, ...search keywords}."""
+    _threads()
+    from compression_core.search import search
+
+    kw = dict(payload)
+    model = kw.pop("model")
+    kw["executor"] = "local"  # one worker = one core; a Ray cluster is the CLI's business
+    return search(model, progress=progress, **kw).to_json_dict()
+
+
+def run_advise(payload: dict, progress) -> dict:
+    _threads()
+    from compression_core.advise import advise
+
+    progress(0.05, "quantizing and measuring each candidate")
+    return advise(payload["model"], max_drop_pt=float(payload.get("max_drop", 1.0))).to_json_dict()
+
+
+def run_latency(payload: dict, progress) -> dict:
+    """Baseline vs compressed latency timed together, interleaved (``compression_core.timing.compare_latency``, the
+    page's own verdicts): {model, recipe, bundle (from a recipe job or ``bundle_bytes``; else the recipe is applied
+    here), batch, threads, rounds}."""
+    _threads()
+    from compression_core import inputs as I
+    from compression_core import resolve_workload
+    from compression_core.timing import compare_latency
+
+    wl = resolve_workload(payload["model"])
+    progress(0.05, "rebuilding the compressed model")
+    if payload.get("bundle"):
+        after = recipe_result({"recipe": payload["recipe"], "bundle": payload["bundle"]}).model
+    else:
+        from compression_core.recipe import apply_recipe
+
+        after = apply_recipe(payload["recipe"], with_latency=False, measure_before=False, measure_after=False).model
+    progress(0.2, "timing before and after, alternately")
+    example = I.head(wl.test.x, int(payload.get("batch", 1)))
+    c = compare_latency(wl.model, after, example, threads=int(payload.get("threads", 1)),
+                        rounds=int(payload.get("rounds", 15)))
+    return c.to_json_dict()
+
+
+def run_sleep(payload: dict, progress) -> dict:
+    """Diagnostics: sleep ``seconds`` in steps, reporting progress (checks queue, cancel and the time limit)."""
+    seconds = float(payload.get("seconds", 1.0))
+    steps = max(1, int(seconds / 0.05))
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        progress((i + 1) / steps, f"slept {(i + 1) * seconds / steps:.2f} s")
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+def run_allocate(payload: dict, progress) -> dict:
+    """Diagnostics: allocate ``mb`` megabytes and touch them (checks the memory limit)."""
+    mb = int(payload.get("mb", 10))
+    blocks = []
+    for i in range(mb):
+        blocks.append(b"\x01" * 2**20)  # written, so every page is really resident
+        if i % 64 == 0:
+            progress(i / max(mb, 1), f"allocated {i} MB")
+    return {"allocated_mb": len(blocks), "pid": os.getpid()}
