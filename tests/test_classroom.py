@@ -25,10 +25,10 @@ CODE = "tea-time-42"
 @pytest.fixture
 def db(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSION_LAB_TEACHER_CODE", CODE)
-    old = store._STORE
-    store._STORE = store.Store(f"sqlite:///{tmp_path / 'class.db'}")
-    yield store._STORE
-    store._STORE = old
+    old = store.database._STORE  # the server's one store (``store.get_store()``), replaced for this test
+    store.database._STORE = store.Store(f"sqlite:///{tmp_path / 'class.db'}")
+    yield store.database._STORE
+    store.database._STORE = old
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""The class room's rules: the teacher's passcode (``--teacher-code``, compared in constant time), the challenge's
+wording, the size a history row competes with, and the leaderboard's ranking."""
+
+from __future__ import annotations
+
+import hmac
+
+from .schema import server_flag
+
+
+def teacher_code(argv: list[str] | None = None) -> str | None:
+    """The teacher's passcode from ``--teacher-code`` (after ``--``) or COMPRESSION_LAB_TEACHER_CODE; None: no teacher
+    mode. Never logged or shown."""
+    code = server_flag("--teacher-code", "COMPRESSION_LAB_TEACHER_CODE", None, str, argv)
+    return code or None
+
+
+def check_code(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of a typed passcode with the configured one (False when either is missing)."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+CHALLENGE_KINDS = {
+    "max_size": "best {metric} under {limit:g} KB",
+    "min_metric": "smallest file with {metric} at least {limit:g} %",
+}
+
+
+def challenge_text(ch: dict) -> str:
+    what = CHALLENGE_KINDS.get(ch.get("kind", "max_size"), CHALLENGE_KINDS["max_size"])
+    return what.format(metric=ch.get("metric", "accuracy"), limit=float(ch.get("limit", 0))) + \
+        f" on {ch.get('model', '?')}"
+
+
+def entry_size_kb(row: dict, count_simulated: bool = False) -> float | None:
+    """The size a history row competes with: its smallest real file (dense or sparse-encoded) in KB; a simulated
+    (fake-quant) result counts with its theoretical size only when the challenge allows it, else None."""
+    simulated = bool(row.get("simulated"))
+    if simulated and not count_simulated:
+        return None
+    sizes = [row.get("size_bytes", 0) / 1024 if row.get("size_bytes") is not None else None, row.get("sparse_KB")]
+    if simulated:
+        sizes.append(row.get("theoretical_KB"))
+    sizes = [float(s) for s in sizes if s is not None]
+    return min(sizes) if sizes else None
+
+
+def qualifies(ch: dict, accuracy: float, size_kb: float) -> bool:
+    if ch.get("kind", "max_size") == "max_size":
+        return size_kb <= float(ch["limit"]) + 1e-9
+    return accuracy * 100 >= float(ch["limit"]) - 1e-9
+
+
+def leaderboard(ch: dict | None, subs: list[dict]) -> list[dict]:
+    """One line per student (browser): their best submission, ranked (1 = best) among those meeting the constraint;
+    the others follow with rank None. "max_size": higher accuracy first (then smaller, then earlier);
+    "min_metric": smaller size first (then higher accuracy, then earlier)."""
+    if not ch:
+        return []
+    size_first = ch.get("kind", "max_size") == "min_metric"
+
+    def order(s: dict) -> tuple:
+        ok = qualifies(ch, s["accuracy"], s["size_kb"])
+        main = (s["size_kb"], -s["accuracy"]) if size_first else (-s["accuracy"], s["size_kb"])
+        return (not ok, *main, s["created"])
+
+    best: dict[str, dict] = {}
+    latest_name: dict[str, str] = {}
+    for s in subs:
+        latest_name[s["browser"]] = s["display_name"]
+        if s["browser"] not in best or order(s) < order(best[s["browser"]]):
+            best[s["browser"]] = s
+    rows = sorted(best.values(), key=order)
+    out, rank = [], 0
+    for s in rows:
+        ok = qualifies(ch, s["accuracy"], s["size_kb"])
+        if ok:
+            rank += 1
+        out.append({**s, "display_name": latest_name[s["browser"]], "qualifies": ok, "rank": rank if ok else None})
+    return out
