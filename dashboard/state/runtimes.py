@@ -1,0 +1,67 @@
+"""Latency and ONNX Runtime on request: baseline vs compressed timed now, interleaved in one run (torch or ONNX
+Runtime), and a result's size and metric exported to ONNX."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from compression_core import inputs as I
+from compression_core.timing import compare_calls, compare_latency
+
+from .results import model_of
+from .workloads import baseline
+
+RUNTIMES = ("torch", "ONNX Runtime")
+
+
+def compare(key: str, ref: str, batch: int, threads: int, runtime: str = "torch") -> dict:
+    """Baseline vs compressed latency timed NOW, interleaved in one run (never a baseline timed earlier)."""
+    wl = baseline(ref)
+    example = I.head(wl.test.x, batch)
+    if runtime == "torch":
+        c = compare_latency(wl.model, model_of(key, ref), example, threads=threads)
+        return c.to_json_dict()
+    sb, sa = _ort_session(None, ref, threads), _ort_session(key, ref, threads)
+    fb, fa = _ort_feed(sb, example), _ort_feed(sa, example)
+    c = compare_calls(lambda: sb.run(None, fb), lambda: sa.run(None, fa), runtime="onnxruntime",
+                      batch_size=batch, threads=threads)
+    return c.to_json_dict()
+
+
+def ort_module():
+    """``compression_core.ort`` (ONNX Runtime measurement) if onnxruntime is installed, else None."""
+    try:
+        import onnxruntime  # noqa: F401
+
+        from compression_core import ort
+    except ImportError:
+        return None
+    return ort
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _ort_session(key: str | None, ref: str, threads: int):
+    """An ONNX Runtime session of the baseline (key None) or a recipe's result, exported once."""
+    from compression_core.onnx_export import to_onnx
+
+    ort = ort_module()
+    wl = baseline(ref)
+    return ort.session(to_onnx(model_of(key, ref), I.take(wl.test.x, slice(0, 2))), threads=threads)
+
+
+def _ort_feed(sess, example: Any) -> dict:
+    """The session's inputs for ``example`` by input name (a dict input key by key, token ids stay integers)."""
+    names = [i.name for i in sess.get_inputs()]
+    if I.is_dict(example):
+        return {k: v.detach().cpu().numpy() for k, v in example.items() if k in names}
+    x = example.detach().cpu()
+    return {names[0]: (x.float() if x.is_floating_point() else x).numpy()}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ort_view(key: str | None, ref: str) -> dict:
+    """Size and accuracy of the baseline (key None) or a recipe's result exported to ONNX, in ONNX Runtime."""
+    stats = ort_module().measure_ort(model_of(key, ref), baseline(ref), name=baseline(ref).name, with_latency=False)
+    return {k: v for k, v in stats.model_dump().items() if k != "layers"}
