@@ -9,11 +9,15 @@ import socket
 import pytest
 import torch
 
-# The dashboard's history database: one temporary file for the whole test session (never the repository's own).
-if "COMPRESSION_LAB_DB" not in os.environ:
+# The dashboard's history database: one temporary file per test process (never the repository's own; each
+# pytest-xdist worker its own, as the controller's environment is inherited by the workers).
+if "COMPRESSION_LAB_DB" not in os.environ or os.environ.get("COMPRESSION_LAB_DB_SET_BY_TESTS") == "1":
     import tempfile
 
-    os.environ["COMPRESSION_LAB_DB"] = os.path.join(tempfile.mkdtemp(prefix="compression-lab-tests-"), "history.sqlite3")
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ["COMPRESSION_LAB_DB"] = os.path.join(tempfile.mkdtemp(prefix=f"compression-lab-tests-{_worker}-"),
+                                                    "history.sqlite3")
+    os.environ["COMPRESSION_LAB_DB_SET_BY_TESTS"] = "1"
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
