@@ -97,10 +97,9 @@ def test_a_locked_database_gives_one_line_and_nothing_breaks(tmp_path):
     holder = sqlite3.connect(path, isolation_level=None, timeout=0)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        t0 = time.monotonic()
         with pytest.raises(store.StoreError, match="busy") as e:
             s.save_experiment("alice-browser", row(1))
-        assert "\n" not in str(e.value) and time.monotonic() - t0 < 5
+        assert "\n" not in str(e.value)
         assert s.experiments("alice-browser") == []  # reads still work in WAL mode
         opened = store.Store(url(path), busy_timeout_s=0.2)  # a server starting now: one line, memory
         assert opened.problem and "locked" in opened.problem
