@@ -92,7 +92,12 @@ def recipe_class() -> type[RecipeBase]:
     return _recipe_class(tuple(registered_configs()))
 
 
-Recipe = recipe_class()
+def __getattr__(name: str):
+    """``Recipe`` is built when asked (``recipe_class()``), so a technique registered after this module was
+    imported is a step kind of it too."""
+    if name == "Recipe":
+        return recipe_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def recipe_schema() -> dict:

@@ -81,18 +81,56 @@ Handler = Callable[[nn.Module, C, StepContext], nn.Module]
 _HANDLERS: dict[type[StepConfig], Handler] = {}
 
 
+def _kind(config_cls: type[StepConfig]) -> str:
+    is_config = isinstance(config_cls, type) and issubclass(config_cls, StepConfig)
+    kind = getattr(config_cls.model_fields.get("kind"), "default", None) if is_config else None
+    if not isinstance(kind, str) or not kind:
+        raise CompressionError(f"register: {getattr(config_cls, '__name__', config_cls)!r} must be a StepConfig "
+                               "subclass with a kind tag, e.g. kind: Literal['prune_mine'] = 'prune_mine'")
+    return kind
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """The same class, or the same class defined again (its module reloaded): same module and qualified name."""
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
 def register(config_cls: type[C]) -> Callable[[Handler], Handler]:
-    """Register ``handler(model, cfg, ctx) -> new model`` for configs of type ``config_cls``."""
+    """Register ``handler(model, cfg, ctx) -> new model`` for configs of type ``config_cls``.
+
+    A ``kind`` is one technique: another class with the same kind tag is refused in one line. Registering the same
+    class again (or its module reloaded) replaces the handler.
+    """
+    kind = _kind(config_cls)
+    for other in list(_HANDLERS):
+        if other.model_fields["kind"].default == kind and not _same_definition(other, config_cls):
+            raise CompressionError(f"register: kind {kind!r} of {config_cls.__module__}.{config_cls.__qualname__} "
+                                   f"is already registered by {other.__module__}.{other.__qualname__}; "
+                                   "give the new technique its own kind tag")
 
     def deco(fn: Handler) -> Handler:
+        for other in list(_HANDLERS):  # a reloaded module's old class gives way to the new one
+            if other is not config_cls and other.model_fields["kind"].default == kind:
+                del _HANDLERS[other]
         _HANDLERS[config_cls] = fn
         return fn
 
     return deco
 
 
+def unregister(config_cls: type[StepConfig]) -> Handler | None:
+    """Remove ``config_cls`` from the registry (a plugin unloaded, a test cleaning up); returns its handler."""
+    return _HANDLERS.pop(config_cls, None)
+
+
 def registered_configs() -> list[type[StepConfig]]:
+    """Every registered technique's config class, in registration order (the one list of techniques)."""
     return list(_HANDLERS)
+
+
+def configs_of_family(family: str) -> list[type[StepConfig]]:
+    """The registered config classes whose ``TechniqueUI.family`` is ``family`` ("prune", "quantize", ...)."""
+    return [c for c in _HANDLERS if technique_ui(c).family == family]
 
 
 def technique_ui(config_cls: type[StepConfig]) -> TechniqueUI:

@@ -282,8 +282,7 @@ def test_a_new_technique_appears_in_explore_with_no_dashboard_edit():
 
     from pydantic import Field
 
-    from compression_core.technique import _HANDLERS, StepConfig, TechniqueUI, register
-    import compression_core.recipe as recipe_mod
+    from compression_core.technique import StepConfig, TechniqueUI, register, unregister
 
     class ScaleWeightsConfig(StepConfig):
         """Multiply every Linear weight by ``factor`` (a test technique)."""
@@ -313,8 +312,7 @@ def test_a_new_technique_appears_in_explore_with_no_dashboard_edit():
         assert at.session_state["current_recipe"]["steps"] == [{"kind": "test_scale_weights", "factor": 1.25}]
         assert not last_row(at)["baseline"]
     finally:
-        _HANDLERS.pop(ScaleWeightsConfig, None)
-        recipe_mod.Recipe = recipe_mod.recipe_class()
+        unregister(ScaleWeightsConfig)  # Recipe is built when asked: nothing else to reset
 
 
 def test_dashboard_has_no_kind_lists_name_checks_or_sample_models():

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from ..technique import ProgressFn, StepConfig, StepContext, apply_step
+from ..errors import CompressionError
+from ..technique import ProgressFn, StepConfig, StepContext, apply_step, configs_of_family, technique_ui
 from ..workload import as_workload
 from ..graph import build_graph
 from .importance import (
@@ -44,9 +45,6 @@ from .structured import StructuredPruneConfig, mask_group, mask_heads, prune_str
 from .threshold import ThresholdPruneConfig, prune_threshold
 from .unstructured import UnstructuredPruneConfig, prune_unstructured
 
-PruneConfig = (UnstructuredPruneConfig | StructuredPruneConfig | ShrinkConfig | LayerPruneConfig
-               | LotteryTicketConfig | ThresholdPruneConfig | SlimmingConfig)
-
 
 def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int = 0,
           progress: ProgressFn | None = None, replay: bool = False) -> nn.Module:
@@ -54,13 +52,20 @@ def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int 
 
     ``workload`` (a compression_core.Workload, or plain data splits) is needed by steps that train or evaluate
     (lottery tickets, layer pruning by importance); it also names the classifier (left alone by default).
+    Any registered config whose ``TechniqueUI.family`` is ``"prune"`` is accepted; any other is refused.
     """
+    family = technique_ui(type(cfg)).family if isinstance(cfg, StepConfig) else None
+    if family != "prune":
+        kinds = ", ".join(c.model_fields["kind"].default for c in configs_of_family("prune"))
+        what = f"{cfg.kind!r} is a {family} technique, not a pruning one" if family else \
+            f"prune() takes a pruning config object, got a {type(cfg).__name__}"
+        raise CompressionError(f"kind: {what}; give prune() one of {kinds}")
     return apply_step(model, cfg, StepContext(data=as_workload(workload, model), seed=seed, progress=progress,
                                               replay=replay))
 
 
 __all__ = [
-    "LayerPruneConfig", "LotteryTicketConfig", "PruneConfig", "RoundStats", "ShrinkConfig", "StructuredPruneConfig",
+    "LayerPruneConfig", "LotteryTicketConfig", "RoundStats", "ShrinkConfig", "StructuredPruneConfig",
     "ThresholdPruneConfig", "UnstructuredPruneConfig", "block_importance", "build_graph", "head_accuracy_drop",
     "head_scores", "kept_units", "lottery_ticket", "prune", "prune_layers", "prune_structured", "prune_threshold",
     "prune_unstructured", "remove_block", "removable_blocks", "shrink", "slice_bn", "slice_conv_in",
