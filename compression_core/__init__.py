@@ -30,7 +30,9 @@ from .measure import (
     predict,
     size_bytes,
 )
-from .technique import StepConfig, StepContext, apply_step, clone_model, register, registered_configs
+from .technique import (
+    StepConfig, StepContext, apply_step, clone_model, configs_of_family, register, registered_configs, unregister,
+)
 from .targets import resolve_targets
 from .train import FineTuneConfig, fine_tune
 from .prune import (
@@ -49,7 +51,7 @@ __all__ = [
     "CompressionError", "FineTuneConfig", "LayerStats", "ModelStats", "StepConfig", "StepContext",
     "accuracy", "apply_step", "clone_model", "atomic_write_bytes", "confusion_matrix", "fine_tune", "flops", "latency",
     "layer_stats", "measure", "predict", "register", "registered_configs", "resolve_targets", "shippable_state_dict",
-    "size_bytes", "state_dict_bytes", "effective_weight",
+    "size_bytes", "state_dict_bytes", "effective_weight", "configs_of_family", "unregister",
 ]
 __all__ += [
     "ACCURACY", "AGREEMENT", "Metric", "Split", "Workload", "evaluate", "register_workload", "registered_workloads",
@@ -67,14 +69,12 @@ from .quantize import (
     Int4Config,
     QATConfig,
     StaticInt8Config,
-    load_quantized,
     quantize,
-    save_quantized,
 )
 
 __all__ += [
     "DynamicInt8Config", "EmbeddingInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
-    "load_quantized", "quantize", "save_quantized",
+    "quantize",
 ]
 from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx
 from .ort import (
@@ -105,8 +105,8 @@ __all__ += [
     "fit_budget", "fitted_recipe", "sample_sensitivity", "sensitivity", "workload_sensitivity",
 ]
 from .distill import DistillConfig, ReinitConfig, distill, distillation_loss
-from .recipe import (
-    Recipe, RecipeResult, StepReport, apply_recipe, load_recipe, recipe_schema, recipe_to_yaml, validate_recipe,
+from .recipe import (  # Recipe is built when asked (see __getattr__ below)
+    RecipeResult, StepReport, apply_recipe, load_recipe, recipe_schema, recipe_to_yaml, validate_recipe,
 )
 from .bundle import load_bundle, save_bundle
 
@@ -115,3 +115,13 @@ __all__ += [
     "distillation_loss", "load_bundle", "load_recipe", "recipe_schema", "recipe_to_yaml", "save_bundle",
     "validate_recipe",
 ]
+
+
+def __getattr__(name: str):
+    """``Recipe`` is built when asked, from the techniques registered now (a plugin registered after this package
+    was imported is a step kind too)."""
+    if name == "Recipe":
+        from .recipe import recipe_class
+
+        return recipe_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

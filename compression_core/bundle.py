@@ -8,6 +8,10 @@ over it with ``strict=True``.
 
 The weights are the *shippable* state_dict (pruning masks folded into zeros, as ``measure``'s size_bytes counts
 them), so a bundle file is that size plus the recipe text and a few bytes of framing.
+
+Bundles are the one save format (quantized models included): ``load_bundle`` reads a path, the bundle's bytes
+(``bundle_bytes``, a download, a database row) or a binary file object (an upload). Given a ``workload``, the
+recorded reference need not be known in the loading process (a model saved under a name registered elsewhere).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import pickle
 import warnings
 from collections import OrderedDict
 from pathlib import Path
+from typing import IO, Union
 
 import torch
 from torch import nn
@@ -31,6 +36,8 @@ from .workload import Workload, canonical_reference, resolve_workload
 BUNDLE_FORMAT = "compression-lab-bundle"
 BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # the largest sample model bundle is ~1 MB; refuse absurd files unread
+BundleSource = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
+_ANY_MODEL = "bundle:workload"  # a syntactically valid reference standing in while the caller's workload is used
 
 
 def bundle_bytes(recipe: RecipeBase, model: nn.Module) -> bytes:
@@ -92,17 +99,46 @@ def _unfold_state_dict(model: nn.Module, shipped: dict) -> dict:
     return out
 
 
-def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
-    """The recipe and shippable state_dict stored in a bundle file (tensors and strings only). The recipe's
-    ``model`` is the workload reference the bundle recorded (file paths made absolute when it was saved)."""
-    p = Path(path)
-    label = f"bundle {str(p)!r}"
-    try:
+def _label(source: BundleSource) -> str:
+    """How errors name a bundle: its path, an upload's file name, or "(bytes)"."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "bundle (bytes)"
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        return f"bundle {name!r}" if isinstance(name, str) else "bundle (file object)"
+    return f"bundle {str(Path(source))!r}"
+
+
+def _opened(source: BundleSource, label: str):
+    """What ``torch.load`` reads: the path, or the bytes in memory (size checked before anything is parsed)."""
+    too_large = f"{label}: too large for a bundle (over {MAX_BUNDLE_BYTES // 2**20} MB)"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(MAX_BUNDLE_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise CompressionError(f"{label}: open the file in binary mode ('rb'); got {type(data).__name__}")
+    else:
+        p = Path(source)
         if p.is_file() and p.stat().st_size > MAX_BUNDLE_BYTES:
-            raise CompressionError(f"{label}: too large for a bundle (over {MAX_BUNDLE_BYTES // 2**20} MB)")
+            raise CompressionError(too_large)
+        return p
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise CompressionError(too_large)
+    return io.BytesIO(data)
+
+
+def read_bundle(source: BundleSource, *, any_model: bool = False) -> tuple[RecipeBase, dict]:
+    """The recipe and shippable state_dict stored in a bundle (a path, its bytes or a binary file object; tensors
+    and strings only). The recipe's ``model`` is the workload reference the bundle recorded (file paths made
+    absolute when it was saved); ``any_model=True`` accepts a reference this process does not know (the caller
+    brings the workload)."""
+    label = _label(source)
+    try:
+        stream = _opened(source, label)
         with warnings.catch_warnings():  # torch warns about its own deprecated quantized-tensor rebuilders
             warnings.simplefilter("ignore", UserWarning)
-            raw = torch.load(p, map_location="cpu", weights_only=True)
+            raw = torch.load(stream, map_location="cpu", weights_only=True)
     except CompressionError:
         raise
     except FileNotFoundError:
@@ -120,13 +156,13 @@ def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
                                f"{(str(e).strip().splitlines() or [''])[0][:200]})") from None
     if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
         raise CompressionError(f"{label}: not a Compression Lab bundle (no {BUNDLE_FORMAT!r} header); "
-                               "write one with `apply RECIPE --save-model PATH`")
+                               "write one with save_bundle() or `apply RECIPE --save-model PATH`")
     if raw.get("format_version") != BUNDLE_VERSION:
         raise CompressionError(f"{label}: format_version must be {BUNDLE_VERSION}, got {raw.get('format_version')!r}")
     if not isinstance(raw.get("recipe"), str) or not isinstance(raw.get("state_dict"), dict):
         raise CompressionError(f"{label}: damaged (recipe text or state_dict missing)")
     try:
-        recipe = load_recipe_text(raw["recipe"])
+        recipe = load_recipe_text(raw["recipe"], any_model=any_model)
     except CompressionError as e:
         raise CompressionError(f"{label}: its recipe is invalid: {e}") from None
     ref = raw.get("workload")
@@ -135,24 +171,30 @@ def read_bundle(path: str | os.PathLike) -> tuple[RecipeBase, dict]:
     return recipe, raw["state_dict"]
 
 
-def load_recipe_text(text: str) -> RecipeBase:
+def load_recipe_text(text: str, *, any_model: bool = False) -> RecipeBase:
     import json
 
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise CompressionError(f"recipe: malformed JSON at line {e.lineno}: {e.msg}") from None
-    return load_recipe(data)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not any_model or not isinstance(model, str):
+        return load_recipe(data)
+    recipe = load_recipe({**data, "model": _ANY_MODEL})  # the steps are validated; the reference is kept as is
+    return recipe.model_copy(update={"model": model})
 
 
-def load_bundle(path: str | os.PathLike, workload: Workload | None = None) -> tuple[RecipeBase, nn.Module]:
-    """(recipe, model) from a bundle: the workload's model rebuilt through its recorded reference, the recipe's
-    steps replayed (structure only: nothing trains), the stored weights loaded over it."""
-    recipe, shipped = read_bundle(path)
+def load_bundle(source: BundleSource, workload: Workload | None = None) -> tuple[RecipeBase, nn.Module]:
+    """(recipe, model) from a bundle (a path, its bytes or a binary file object): the workload's model rebuilt
+    through its recorded reference (or the ``workload`` given: then the reference need not be known here), the
+    recipe's steps replayed (structure only: nothing trains), the stored weights loaded over it."""
+    label = _label(source)
+    recipe, shipped = read_bundle(source, any_model=workload is not None)
     try:
         wl = workload if workload is not None else recipe.workload()
     except CompressionError as e:
-        raise CompressionError(f"bundle {str(path)!r}: cannot rebuild its workload {recipe.model!r}: {e}") from None
+        raise CompressionError(f"{label}: cannot rebuild its workload {recipe.model!r}: {e}") from None
     model = _run_steps(recipe, wl.model, wl, replay=True, progress=None, reports=None)
     state = _unfold_state_dict(model, shipped)
     try:
@@ -161,7 +203,7 @@ def load_bundle(path: str | os.PathLike, workload: Workload | None = None) -> tu
         raise
     except Exception as e:
         first = " ".join(str(e).split())[:300]
-        raise CompressionError(f"bundle {str(path)!r}: its weights do not fit the model its recipe builds "
+        raise CompressionError(f"{label}: its weights do not fit the model its recipe builds "
                                f"({type(e).__name__}: {first})") from None
     return recipe, model.eval()
 
