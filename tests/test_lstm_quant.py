@@ -1,5 +1,6 @@
 """digits-lstm after dynamic int8 survives a bundle round trip (recipe replay + weights) with identical outputs.
-(save_quantized/load_quantized, the torch oracle and the int8 layer rows are in test_quant_io / test_quant_dynamic.)"""
+(every quantization method's bundle round trip, the torch oracle and the int8 layer rows are in test_quant_io /
+test_quant_dynamic.)"""
 
 import torch
 
