@@ -130,8 +130,8 @@ def test_load_move_slider_chart_changes_export_recipe(server, browser, tmp_path)
     page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     t0 = time.perf_counter()
     page.goto(server)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-    first_chart_s = time.perf_counter() - t0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)  # a deadline: the chart must come at all
+    first_chart_s = time.perf_counter() - t0  # reported, not asserted (benchmarks.dashboard times the dashboard)
     wait_idle(page)
     assert "Model size (KB)" in chart_titles(page)
     assert not page.locator('[data-testid="stException"]').count()
@@ -159,7 +159,7 @@ def test_load_move_slider_chart_changes_export_recipe(server, browser, tmp_path)
         page.get_by_text("Download recipe.yaml").click()
     text = Path(info.value.path()).read_text()
     assert "kind: prune_unstructured" in text and "model: digits-cnn" in text
-    assert first_chart_s < 120
+    print(f"first chart after {first_chart_s:.1f} s")
     page.close()
 
 

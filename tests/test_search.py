@@ -176,15 +176,14 @@ def test_cli_unknown_model_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_unreachable_ray_address_is_one_line_and_quick(tmp_path, capsys):
+def test_unreachable_ray_address_is_one_line(tmp_path, capsys):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    t0 = time.perf_counter()
     code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--ray-address",
                         f"127.0.0.1:{port}", "--out", str(tmp_path / "o")])
-    assert code == 2 and time.perf_counter() - t0 < 30
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach a Ray cluster" in err[0], err
     assert not (tmp_path / "o").exists()
@@ -205,11 +204,10 @@ def test_an_address_that_is_not_a_ray_cluster_is_one_line(tmp_path, capsys):
         conn.close()
 
     threading.Thread(target=answer, daemon=True).start()
-    t0 = time.perf_counter()
     code = search_main(["search", "--model", MODEL, "--trials", "3", "--executor", "ray", "--ray-address",
                         f"127.0.0.1:{port}", "--out", str(tmp_path / "o")])
     srv.close()
-    assert code == 2 and time.perf_counter() - t0 < 30
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a Ray cluster" in err[0], err
     assert not (tmp_path / "o").exists()
