@@ -17,7 +17,8 @@ import sys
 import torch
 
 import sample_models
-from compression_core.ort import cpu_summary, fastest_int8, runtime_comparison
+from compression_core.cpu import cpu_summary
+from compression_core.ort import fastest_int8, runtime_comparison
 
 from .common import emit, environment, parser, table
 

@@ -164,7 +164,7 @@ def dynamic_int8_full_range(model: nn.Module) -> nn.Module:
     import torch.ao.nn.quantized.dynamic as nnqd
     import torch.ao.quantization as tq
 
-    from compression_core.ort import cpu_has_int8_dot
+    from compression_core.cpu import cpu_has_int8_dot
 
     if "x86" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "x86"
@@ -214,7 +214,7 @@ def ort_int8(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from compression_core.ort import cpu_has_int8_dot
+    from compression_core.cpu import cpu_has_int8_dot
 
     quantize_dynamic(str(src), str(dst), per_channel=True, reduce_range=not cpu_has_int8_dot(),
                      weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sensitivity" not in skip:
         sens = run_sensitivity(bench)
     bench.fill_baseline()
-    from compression_core.ort import cpu_summary
+    from compression_core.cpu import cpu_summary
 
     result = {"benchmark": "transformer", "workload": "minilm-topics", "environment": environment(),
               "cpu": cpu_summary(), "threads": 1, "batches": list(BATCHES), "seq_len": wl.test.x["input_ids"].shape[1],

@@ -78,24 +78,21 @@ __all__ += [
 ]
 from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx
 from .ort import (
-    OrtDynamicInt8,
+    OrtModule,
     deploy_onnx,
     fastest_engine,
-    OrtStaticInt8,
     measure_in,
     measure_ort,
     ort_accuracy,
     ort_latency,
     ort_predict,
-    ort_quantize,
     runtime_comparison,
-    why_runtime_matters,
 )
 
 __all__ += [
-    "OnnxFile", "OrtDynamicInt8", "deploy_onnx", "fastest_engine", "OrtStaticInt8", "check_exportable", "export_onnx", "measure_in", "measure_ort",
-    "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict", "ort_quantize",
-    "runtime_comparison", "save_onnx", "to_onnx", "why_runtime_matters",
+    "OnnxFile", "OrtModule", "deploy_onnx", "fastest_engine", "check_exportable", "export_onnx", "measure_in",
+    "measure_ort", "onnx_bytes", "onnx_size_bytes", "ort_accuracy", "ort_latency", "ort_predict",
+    "runtime_comparison", "save_onnx", "to_onnx",
 ]
 from .sensitivity import HeadImportance, LayerCurve, Sensitivity, sample_sensitivity, sensitivity, workload_sensitivity
 from .budget import BudgetFit, FitBudgetConfig, budget_config, explicit_recipe, fit_budget, fitted_recipe

@@ -224,10 +224,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.int8 != "none":
         import onnx
 
-        from .ort import OrtDynamicInt8, OrtStaticInt8, ort_quantize
+        from .ort import ort_quantize
 
-        cfg = OrtDynamicInt8() if args.int8 == "dynamic" else OrtStaticInt8()
-        proto = onnx.ModelProto.FromString(ort_quantize(proto, cfg, calib_x=data.calib.x))
+        proto = onnx.ModelProto.FromString(ort_quantize(proto, args.int8, calib_x=data.calib.x))
     try:
         out = save_onnx(proto, args.onnx, external_data=True if args.external_data else None)
     except OSError as e:

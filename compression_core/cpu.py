@@ -3,7 +3,7 @@ speed comes from here, never from text written on another machine.
 
 >>> facts = cpu_facts(); facts.int8_dot, facts.bf16, facts.summary()
 
-The feature flags are read by ``compression_core.ort.cpu_flags`` (/proc/cpuinfo), the one place that parses them;
+The feature flags are read by ``cpu_flags`` (/proc/cpuinfo), the one place that parses them;
 ``torch.backends.cpu.get_cpu_capability()`` says which SIMD kernels torch itself dispatches to.
 """
 
@@ -15,11 +15,44 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16 / AMX, ARM bf16
 FP16_FLAGS = ("avx512_fp16", "amx_fp16", "fphp", "asimdhp")  # native half-precision arithmetic
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
                "asimddp", "asimdhp")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags (Linux /proc/cpuinfo); empty where unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_int8_dot() -> bool:
+    """True if the CPU has int8 dot-product instructions (x86 VNNI / AMX, ARM dotprod): then int8 multiply-adds
+    accumulate straight into int32 without the int16 saturation that makes ONNX Runtime's ``reduce_range``
+    necessary."""
+    if cpu_flags() & set(INT8_DOT_FLAGS):
+        return True
+    return platform.system() == "Darwin" and platform.machine() == "arm64"  # Apple silicon has dotprod
+
+
+def cpu_summary() -> str:
+    """One line: the int8-relevant SIMD features of this CPU."""
+    flags = cpu_flags()
+    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp") if f in flags]
+    return (f"{platform.machine()}, {os.cpu_count()} cores, features: {', '.join(have) or 'unknown'}; int8 "
+            f"dot-product instructions: {'yes' if cpu_has_int8_dot() else 'no'}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +121,6 @@ def _model_name() -> str:
 
 def detect() -> CpuFacts:
     """Read the facts now (``cpu_facts()`` caches them for the process)."""
-    import torch
-
-    from .ort import cpu_flags, cpu_has_int8_dot
-
     flags = cpu_flags()
     apple = platform.system() == "Darwin" and platform.machine() == "arm64"
     try:
@@ -115,4 +144,4 @@ def cpu_facts() -> CpuFacts:
     return detect()
 
 
-__all__ = ["CpuFacts", "cpu_facts", "detect"]
+__all__ = ["CpuFacts", "cpu_facts", "cpu_flags", "cpu_has_int8_dot", "cpu_summary", "detect"]

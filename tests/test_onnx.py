@@ -26,10 +26,8 @@ from compression_core.onnx_export import (
     save_onnx,
     to_onnx,
 )
+from compression_core.cpu import cpu_has_int8_dot
 from compression_core.ort import (
-    OrtDynamicInt8,
-    OrtStaticInt8,
-    cpu_has_int8_dot,
     fastest_int8,
     measure_ort,
     onnx_layer_stats,
@@ -40,10 +38,19 @@ from compression_core.ort import (
     resolve_reduce_range,
     runtime_comparison,
     session,
-    why_runtime_matters,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def runtime_lesson():
+    """The Learn page's explanation (dashboard/runtime_lesson.py: lesson prose lives in the dashboard)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("runtime_lesson", ROOT / "dashboard" / "runtime_lesson.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @lru_cache(maxsize=None)
@@ -82,19 +89,19 @@ def test_ort_int8_agrees_with_torch(name):
     sm = sample_models.load(name)
     fp32 = fp32_export(name)
     ref = reference(name).argmax(1)
-    for cfg in (OrtDynamicInt8(), OrtStaticInt8()):
-        q = ort_quantize(fp32, cfg, calib_x=sm.data.calib.x)
+    for method in ("dynamic", "static"):
+        q = ort_quantize(fp32, method, calib_x=sm.data.calib.x)
         agree = (ort_predict(session(q), sm.data.test.x).argmax(1) == ref).float().mean().item()
-        assert agree >= 0.99, (cfg.kind, agree)
-        if not (name == "digits-lstm" and cfg.kind == "ort_static_int8"):  # ORT's static int8 leaves LSTMs float
-            assert len(q) < 0.8 * len(fp32), (cfg.kind, len(q), len(fp32))
+        assert agree >= 0.99, (method, agree)
+        if not (name == "digits-lstm" and method == "static"):  # ORT's static int8 leaves LSTMs float
+            assert len(q) < 0.8 * len(fp32), (method, len(q), len(fp32))
 
 
 def test_ort_int8_stores_int8_weights_and_static_uses_qdq():
     fp32 = fp32_export("mnist-lenet300")
     calib = sample_models.data("mnist-lenet300").calib.x
-    dyn = onnx.ModelProto.FromString(ort_quantize(fp32, OrtDynamicInt8()))
-    static = onnx.ModelProto.FromString(ort_quantize(fp32, OrtStaticInt8(), calib_x=calib))
+    dyn = onnx.ModelProto.FromString(ort_quantize(fp32, "dynamic"))
+    static = onnx.ModelProto.FromString(ort_quantize(fp32, "static", calib_x=calib))
     assert {n.op_type for n in dyn.graph.node} >= {"DynamicQuantizeLinear", "MatMulInteger"}
     assert {n.op_type for n in static.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
     for proto in (dyn, static):
@@ -112,34 +119,36 @@ def test_static_calibration_uses_the_data():
     fp32 = fp32_export("digits-mlp")
     calib = sample_models.data("digits-mlp").calib.x
     with pytest.raises(CompressionError, match="calibration data"):
-        ort_quantize(fp32, OrtStaticInt8())
-    a = ort_quantize(fp32, OrtStaticInt8(), calib_x=calib)
-    b = ort_quantize(fp32, OrtStaticInt8(), calib_x=calib * 3.0)  # wider ranges -> other activation scales
+        ort_quantize(fp32, "static")
+    a = ort_quantize(fp32, "static", calib_x=calib)
+    b = ort_quantize(fp32, "static", calib_x=calib * 3.0)  # wider ranges -> other activation scales
     assert a != b
-    assert a == ort_quantize(fp32, OrtStaticInt8(), calib_x=calib)  # deterministic
+    assert a == ort_quantize(fp32, "static", calib_x=calib)  # deterministic
     # the histogram calibrators need equal batches; a ragged split (180 = 2 x 64 + 52) still works
-    ent = ort_quantize(fp32, OrtStaticInt8(calibrate_method="entropy"), calib_x=calib)
+    ent = ort_quantize(fp32, "static", calib_x=calib, calibrate_method="entropy")
     assert len(session(ent).get_inputs()) == 1
 
 
 def test_quantize_refuses_quantized_or_half_models():
     fp32 = fp32_export("digits-mlp")
-    q = ort_quantize(fp32, OrtDynamicInt8())
+    q = ort_quantize(fp32, "dynamic")
     with pytest.raises(CompressionError, match="already quantized"):
-        ort_quantize(q, OrtDynamicInt8())
+        ort_quantize(q, "dynamic")
     with pytest.raises(CompressionError, match="fp32"):
-        ort_quantize(fp16_export("digits-mlp"), OrtDynamicInt8())
+        ort_quantize(fp16_export("digits-mlp"), "dynamic")
+    with pytest.raises(CompressionError, match="method"):
+        ort_quantize(fp32, "weekly")
 
 
 def test_reduce_range_auto_follows_the_cpu(monkeypatch):
-    import compression_core.ort as ortmod
+    import compression_core.cpu as cpumod
 
     assert resolve_reduce_range(True) is True and resolve_reduce_range(False) is False
     assert resolve_reduce_range("auto") is (not cpu_has_int8_dot())
-    monkeypatch.setattr(ortmod, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    monkeypatch.setattr(ortmod.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(cpumod, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(cpumod.platform, "system", lambda: "Linux")
     assert resolve_reduce_range("auto") is True  # AVX2 without VNNI: 7-bit weights
-    monkeypatch.setattr(ortmod, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    monkeypatch.setattr(cpumod, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     assert resolve_reduce_range("auto") is False
 
 
@@ -210,7 +219,7 @@ def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in
     with pytest.raises(CompressionError) as e:
         check_exportable(fc)
     msg = str(e.value)
-    assert "\n" not in msg and "not exportable" in msg and "OrtDynamicInt8" in msg
+    assert "\n" not in msg and "not exportable" in msg and "engine='onnxruntime'" in msg
     with pytest.raises(CompressionError):
         to_onnx(fc, sm.data.test.x[:2])
 
@@ -260,7 +269,7 @@ def test_measure_ort_is_typed_and_honest(tmp_path):
     save_onnx(onnx.ModelProto.FromString(fp32_export("digits-mlp")), path, external_data=True)
     from_file = measure_ort(path, sm.data, with_latency=False)
     assert from_file.size_bytes == onnx_size_bytes(path) and from_file.flops == 0  # no source model given
-    q = measure_ort(ort_quantize(fp32_export("digits-mlp"), OrtDynamicInt8()), sm.data, with_latency=False,
+    q = measure_ort(ort_quantize(fp32_export("digits-mlp"), "dynamic"), sm.data, with_latency=False,
                     source=sm.model)
     assert q.size_bytes < 0.4 * stats.size_bytes and q.flops == stats.flops
     assert {layer.bits for layer in q.layers if layer.params >= 1000} == {8}
@@ -297,7 +306,7 @@ def test_runtime_comparison_and_explanation_are_measured():
         assert r["speedup_b32"] == pytest.approx(base["ms_b32"] / r["ms_b32"])
         assert r["vs_torch_fp32_b32"] == pytest.approx(torch_fp32["ms_b32"] / r["ms_b32"])
     assert best["goal_met_vs_torch_fp32"] == (best["vs_torch_fp32_b32"] >= 1.0)
-    text = why_runtime_matters("digits-mlp", rows=rows)
+    text = runtime_lesson().why_runtime_matters("digits-mlp", rows)
     ort_dyn = next(r for r in rows if r["runtime"] == "onnxruntime" and r["path"] == "int8 dynamic")
     assert f"{ort_dyn['ms_b32']:.3f}" in text and "VNNI" in text and "digits-mlp" in text
 

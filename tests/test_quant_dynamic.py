@@ -5,7 +5,14 @@ from torch import nn
 import sample_models
 from compression_core import CompressionError, accuracy, layer_stats, size_bytes
 from compression_core.quantize import DynamicInt8Config, quantize
-from compression_core.quantize._torch_ao import torch_quantize_dynamic
+from compression_core.quantize.ao_engine import quiet, use_engine
+
+
+def torch_quantize_dynamic(model: nn.Module, types: set[type[nn.Module]]) -> nn.Module:
+    """The oracle: torch's own ``quantize_dynamic`` by module types, on a copy, with the library's engine."""
+    use_engine()
+    with quiet():
+        return torch.ao.quantization.quantize_dynamic(model, types, dtype=torch.qint8, inplace=False)
 
 
 @pytest.mark.parametrize("name,types", [("digits-mlp", {nn.Linear}), ("digits-lstm", {nn.LSTM, nn.Linear})])

@@ -14,7 +14,9 @@ import sample_models
 import zoo
 from compression_core import CompressionError, accuracy, size_bytes
 from compression_core.measure import layer_stats
-from compression_core.quantize import QATConfig, StaticInt8Config, _torch_ao, quantize, rebuild, safe_state_dict
+from compression_core.quantize import QATConfig, StaticInt8Config, quantize, rebuild, safe_state_dict
+from compression_core.quantize.ao_eager import QuantWrapper
+from compression_core.quantize.ao_engine import qconfig
 
 
 def _acc(model, wl):
@@ -53,7 +55,7 @@ def test_static_minmax_per_tensor_equals_torchs_own_fx_ptq():
     sm = sample_models.load("digits-mlp")
     cfg = StaticInt8Config(observer="minmax", weights="per_tensor", calib_batches=1)
     ours = quantize(sm.model, cfg, sm)
-    mapping = QConfigMapping().set_global(_torch_ao.qconfig("minmax", "per_tensor", 8))
+    mapping = QConfigMapping().set_global(qconfig("minmax", "per_tensor", 8))
     ref = prepare_fx(sample_models.load("digits-mlp").model.eval(), mapping, (sm.data.calib.x[:2],))
     with torch.no_grad():
         ref(sm.data.calib.x)
@@ -142,7 +144,7 @@ def test_untraceable_model_falls_back_to_eager_and_refuses_a_subclass_in_one_lin
     msgs = []
     q = quantize(wl.model, StaticInt8Config(), wl, progress=lambda f, m: msgs.append(m))
     assert any("graph mode unavailable" in m for m in msgs)
-    assert isinstance(q.conv, _torch_ao.QuantWrapper) and "quantized" in type(q.conv.module).__module__
+    assert isinstance(q.conv, QuantWrapper) and "quantized" in type(q.conv.module).__module__
     assert q(te[0][:5]).shape == (5, 10)
     assert _acc(q, wl) >= _acc(wl.model, wl) - 0.02
     bad = Workload(name="untraceable-same", model=_Untraceable(True).eval(), train=tr, calib=cal, test=te)

@@ -30,8 +30,8 @@ from torch import nn
 from ..errors import CompressionError
 from ..workload import as_workload
 from ..technique import StepConfig, StepContext, apply_step, configs_of_family, technique_ui
-from . import _torch_ao
-from ._torch_ao import load_safe_state_dict, safe_state_dict
+from . import ao_engine as _torch_ao  # engine() below asks it
+from .safe_state import load_safe_state_dict, safe_state_dict
 from .dynamic import DynamicInt8Config
 from .embedding import EmbeddingInt8Config
 from .fakequant import FakeQuantConfig, FakeQuantWeight, wrap_fake_quant

@@ -13,8 +13,9 @@ from torch import nn
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..prune.common import fold_masks
-from . import _torch_ao
+from .ao_eager import quantize_dynamic
 from ..measure import size_bytes
+from ..ort_engine import OrtModule, ort_int8_step
 from ._common import refuse_if_not_smaller, select_layers
 
 DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
@@ -35,18 +36,27 @@ class DynamicInt8Config(StepConfig):
 @register(DynamicInt8Config)
 def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.Module:
     if cfg.engine == "onnxruntime":
-        from ..ort import ort_int8_step
-
-        return ort_int8_step(model, cfg, ctx, qat=False)
+        return _onnxruntime(model, cfg, ctx)
     fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
     names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic", swapped=True)
     if not names:
         raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")
     ctx.report(0.0, f"dynamic int8 on {len(names)} layers")
     before = None if ctx.replay else size_bytes(model)
-    out = _torch_ao.quantize_dynamic(model.eval(), names)
+    out = quantize_dynamic(model.eval(), names)
     if before is not None:
         refuse_if_not_smaller(before, out, names, "quantize_dynamic",
                               "quantize_static runs convolutions in int8, quantize_embedding the embedding tables")
     ctx.report(1.0, "done")
     return out
+
+
+def _onnxruntime(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.Module:
+    """ONNX Runtime's dynamic int8 of the layers the torch engine would quantize."""
+    if ctx.replay:
+        return OrtModule()
+    fold_masks(model)
+    names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, cfg.kind)
+    if not names:
+        raise CompressionError(f"targets: {cfg.kind} selected no layer; name some in targets")
+    return ort_int8_step(model, names, ctx, cfg.kind, "dynamic")

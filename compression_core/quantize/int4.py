@@ -6,7 +6,7 @@ No torch library stores int4 two per byte on CPU here (FACTS.md), so the packing
 ``unpack_int4`` are the low-level functions, ``Int4Linear`` the module, ``Int4Config`` the model-level transform.
 Dequantizing on every call makes it slower than fp32; ``Int4Config(engine="onnxruntime")`` realises the same
 layers as ONNX Runtime's ``MatMulNBits`` int4 kernel instead (a file of the same size, faster than fp32), and a
-torch-packed model deploys there too (``compression_core.ort.deploy_proto``). Scales are
+torch-packed model deploys there too (``compression_core.ort_deploy.deploy_proto``). Scales are
 stored in float16 so that the file is about 1/8 of fp32 (group 64: 4 + 16/64 = 4.25 bits per weight). Per-layer
 ``overrides`` may keep chosen layers at 8 bits (``Int8WeightLinear``), e.g. the first and last layer.
 """
@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..prune.common import fold_masks
 from ..technique import StepConfig, StepContext, register, TechniqueUI
+from ..ort_engine import OrtModule, ort_int4_step
 from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
 
 _FP16_TINY = 2.0**-14  # smallest normal float16: scales never underflow to zero
@@ -210,9 +211,9 @@ def int4_layer_bits(model: nn.Module, cfg: "Int4Config", ctx: StepContext) -> di
 @register(Int4Config)
 def _int4(model: nn.Module, cfg: Int4Config, ctx: StepContext) -> nn.Module:
     if cfg.engine == "onnxruntime":
-        from ..ort import ort_int4_step
-
-        return ort_int4_step(model, cfg, ctx)
+        if ctx.replay:
+            return OrtModule(storage="int4", bits=4)
+        return ort_int4_step(model, int4_layer_bits(model, cfg, ctx), ctx, cfg.group_size, cfg.symmetric)
     bits = int4_layer_bits(model, cfg, ctx)
     for i, (name, b) in enumerate(bits.items()):
         cls = Int4Linear if b == 4 else Int8WeightLinear

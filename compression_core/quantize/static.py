@@ -2,7 +2,7 @@
 "Quantizing deep convolutional networks for efficient inference: A whitepaper").
 
 Static PTQ observes activation ranges on the calibration split and runs whole regions of the model in integer
-arithmetic. It works in graph mode (``torch.ao`` FX, behind ``_torch_ao``): the model is traced, conv-BN-ReLU and
+arithmetic. It works in graph mode (``torch.ao`` FX: ``graph_mode``): the model is traced, conv-BN-ReLU and
 linear-ReLU are fused wherever they occur (inside residual blocks, depthwise stacks, any nesting), residual adds,
 concatenations, pooling and means stay int8, and float ops (LayerNorm, GELU, attention) get a quantize/dequantize
 pair only where the graph changes. A Conv2d subclass with its own ``forward`` (a "same" padding) is traced through,
@@ -29,8 +29,12 @@ from ..errors import CompressionError
 from ..prune.common import fold_masks
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
-from . import _torch_ao
+from .ao_eager import QuantWrapper, convert, prepare
+from .ao_engine import qconfig, run_quiet
+from .graph_mode import GraphModeError, convert_graph, prepare_graph
+from .qdq_export import export_qdq
 from ..measure import size_bytes
+from ..ort_engine import OrtModule, example_batch, ort_int8_step
 from ._common import (_READS_CHILD_WEIGHTS, refuse_if_not_smaller, require_split, rezero, select_layers,
                       set_submodule, zero_masks)
 
@@ -93,17 +97,17 @@ def _calibrate(model: nn.Module, x, batches: int, ctx: StepContext) -> None:
     bs = max(1, -(-n // batches))
     with torch.no_grad():
         for i in range(0, n, bs):
-            _torch_ao.run_quiet(I.call, model, I.take(x, slice(i, i + bs)))
+            run_quiet(I.call, model, I.take(x, slice(i, i + bs)))
             ctx.report(min(1.0, (i + bs) / n), "calibrating")
 
 
 def _train(model: nn.Module, cfg, ctx: StepContext, data) -> nn.Module:
     ft = FineTuneConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=ctx.seed)
     zeros = zero_masks(model)  # pruned weights stay pruned through QAT training
-    return _torch_ao.run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report, after_step=lambda m: rezero(m, zeros))
+    return run_quiet(fine_tune, model, data.x, data.y, ft, ctx.report, after_step=lambda m: rezero(m, zeros))
 
 
-def _eager(model: nn.Module, names: list[str], qconfig, cfg, ctx: StepContext, qat: bool, why: str, data) -> nn.Module:
+def _eager(model: nn.Module, names: list[str], qc, cfg, ctx: StepContext, qat: bool, why: str, data) -> nn.Module:
     """Fallback for models that cannot be traced: a quant/dequant pair around each selected standard layer."""
     modules = dict(model.named_modules())
     names = [n for n in names if not isinstance(modules.get(n.rpartition(".")[0]), _READS_CHILD_WEIGHTS)]
@@ -117,16 +121,16 @@ def _eager(model: nn.Module, names: list[str], qconfig, cfg, ctx: StepContext, q
             f"ignore=['{own[0]}'] or use engine='onnxruntime'")
     model.train(qat)
     for name in names:
-        wrapper = _torch_ao.QuantWrapper(model.get_submodule(name))
-        wrapper.qconfig = qconfig
+        wrapper = QuantWrapper(model.get_submodule(name))
+        wrapper.qconfig = qc
         set_submodule(model, name, wrapper)
-    _torch_ao.prepare(model, qat=qat)
+    prepare(model, qat=qat)
     if not ctx.replay:
         if qat:
             model = _train(model, cfg, ctx, data)
         else:
             _calibrate(model, data.x, cfg.calib_batches, ctx)
-    return _torch_ao.convert(model)
+    return convert(model)
 
 
 def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, check_size: bool = True) -> nn.Module:
@@ -141,14 +145,14 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, 
         raise CompressionError(f"targets: {technique} selected no Linear/Conv layer; name some in targets")
     split = "train" if qat else "calib"
     data = None if ctx.replay else require_split(ctx, split, "data", technique)
-    qconfig = _torch_ao.qconfig(getattr(cfg, "observer", "minmax"), cfg.weights, cfg.weight_bits, qat=qat)
+    qc = qconfig(getattr(cfg, "observer", "minmax"), cfg.weights, cfg.weight_bits, qat=qat)
     example, checks = _examples(ctx)
     try:
-        prepared = _torch_ao.prepare_graph(clone_model(model), example, [] if ctx.replay else checks, names, qconfig, qat,
-                                           fuse=cfg.fuse)
-    except _torch_ao.GraphModeError as e:
+        prepared = prepare_graph(clone_model(model), example, [] if ctx.replay else checks, names, qc, qat,
+                                 fuse=cfg.fuse)
+    except GraphModeError as e:
         ctx.report(0.0, f"graph mode unavailable ({e}); eager mode, one quant/dequant pair per layer")
-        out = _eager(model, names, qconfig, cfg, ctx, qat, str(e), data)
+        out = _eager(model, names, qc, cfg, ctx, qat, str(e), data)
         quantized = names
     else:
         left = prepared.meta.get("left_float") or []
@@ -159,7 +163,7 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, 
                 prepared = _train(prepared, cfg, ctx, data)
             else:
                 _calibrate(prepared.eval(), data.x, cfg.calib_batches, ctx)
-        out = _torch_ao.convert_graph(prepared)
+        out = convert_graph(prepared)
         quantized = [n for n in names if n not in left]
     if before is not None:
         refuse_if_not_smaller(before, out, quantized, technique,
@@ -168,12 +172,31 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, 
     return out
 
 
+def _onnxruntime(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
+    """The step in ONNX Runtime: the same layers and calibration split as the torch engine; QAT trains here (graph
+    mode) and deploys its learned ranges as QDQ (the ORT file is what ships, so its size is not checked here)."""
+    if ctx.replay:
+        return OrtModule()
+    if qat:
+        trained = build_int8(model, cfg, ctx, qat=True, check_size=False)
+        proto = export_qdq(trained, example_batch(ctx.data))
+        return OrtModule(proto.SerializeToString(), storage="int8", bits=8, source=model)
+    if cfg.weight_bits != 8:
+        raise CompressionError(f"weight_bits: ONNX Runtime's int8 stores 8-bit weights; use engine='torch' for "
+                               f"weight_bits={cfg.weight_bits}")
+    fold_masks(model)
+    names = select_layers(model, cfg, ctx, STATIC_TYPES, cfg.kind)
+    if not names:
+        raise CompressionError(f"targets: {cfg.kind} selected no layer; name some in targets")
+    calib = require_split(ctx, "calib", "data", cfg.kind)
+    return ort_int8_step(model, names, ctx, cfg.kind, "static", calib_x=calib.x,
+                         per_channel=cfg.weights == "per_channel")
+
+
 def realise(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool) -> nn.Module:
     """The step in the engine ``cfg.engine`` names: torch's int8 kernels, or an ONNX Runtime session."""
     if cfg.engine == "onnxruntime":
-        from ..ort import ort_int8_step
-
-        return ort_int8_step(model, cfg, ctx, qat=qat)
+        return _onnxruntime(model, cfg, ctx, qat)
     return build_int8(model, cfg, ctx, qat)
 
 

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import charts
+import runtime_lesson
 import state
 
 st.title("Learn: runtimes")
@@ -17,7 +18,7 @@ if ort is None:
 def lesson(ref: str) -> tuple[list[dict], str]:
     """The library's measured comparison (rows) and its explanation, once per process and model."""
     rows = ort.runtime_comparison(ref)
-    return rows, ort.why_runtime_matters(ref, rows=rows)
+    return rows, runtime_lesson.why_runtime_matters(ref, rows=rows)
 
 
 def chart(rows: list[dict]) -> go.Figure:
