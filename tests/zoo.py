@@ -18,6 +18,12 @@ installed packages (scikit-learn's digits) or on seeded synthetic token sequence
     token_transformer  nn.Embedding fed integer token ids (vocab 5000) + nn.TransformerEncoder    synthetic, accuracy
     dict_attention  input_ids + attention_mask as keyword arguments (a dict of tensors),
                     nn.MultiheadAttention with a key padding mask                                synthetic, agreement
+
+The architectures are also the ONE copy of the small CNNs the tests and benchmarks use elsewhere (parametrised by
+input channels, widths and classes; the defaults are the zoo's): ``ResNet``/``BasicBlock``, ``DepthwiseCNN``,
+``FlattenCNN``, ``DenseNet``, ``SECNN``/``SqueezeExcite``; ``randomize_bn`` gives an untrained model per-channel
+BatchNorm statistics as after training (tests/test_graph.py, benchmarks/pruning.py, benchmarks/quantization.py).
+This file imports only torch, sklearn, compression_core and the standard library: it is loaded by file path.
 """
 
 from __future__ import annotations
@@ -169,6 +175,21 @@ def _train(model: nn.Module, data: tuple, epochs: int, lr: float, batch: int, se
     return model.eval()
 
 
+@torch.no_grad()
+def randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Per-channel BatchNorm2d statistics and scales that differ (as after training) on an untrained model, so that
+    BatchNorm-aware importance and folding see distinct channels; seeded, the global RNG untouched. Returns the model
+    in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
 def _seeded(build, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -203,15 +224,21 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, c: int = 12, classes: int = 10):
+    """A conv-BN-ReLU stem (stride ``stem_stride``), BasicBlock(c, c), BasicBlock(c, 2c, stride 2) and, with
+    ``deep``, BasicBlock(2c, 2c); global average pooling into a Linear. The zoo's: ``ResNet()`` on 1x8x8 digits."""
+
+    def __init__(self, c: int = 12, classes: int = 10, *, cin: int = 1, stem_stride: int = 1, deep: bool = False):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(cin, c, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
         self.layer1 = BasicBlock(c, c)  # (B, c, 8, 8)
         self.layer2 = BasicBlock(c, 2 * c, stride=2)  # (B, 2c, 4, 4)
+        self.layer3 = BasicBlock(2 * c, 2 * c) if deep else None
         self.fc = nn.Linear(2 * c, classes)
 
     def forward(self, x):
         x = self.layer2(self.layer1(self.stem(x)))
+        if self.layer3 is not None:
+            x = self.layer3(x)
         return self.fc(x.mean((2, 3)))  # global average pool -> (B, 2c)
 
 
@@ -247,18 +274,46 @@ def mobilenet() -> Workload:
     return _digits_workload("zoo-mobilenet", MobileNet, 6, "MobileNet-style CNN: depthwise and grouped convs")
 
 
+class DepthwiseCNN(nn.Module):
+    """MobileNet-v1 style (not in ZOO): a conv-BN-ReLU6 stem (``c`` channels, stride ``stem_stride``), then
+    depthwise-separable blocks (depthwise 3x3 with groups = channels, BN, ReLU6, pointwise 1x1, BN, ReLU6), one per
+    (out channels, stride) in ``blocks``; global average pooling into a Linear."""
+
+    def __init__(self, classes: int = 10, *, cin: int = 1, c: int = 16,
+                 blocks: tuple[tuple[int, int], ...] = ((32, 1), (64, 2)), stem_stride: int = 1):
+        super().__init__()
+        self.stem = _conv_bn(cin, c, stride=stem_stride)
+        layers = []
+        for cout, stride in blocks:
+            layers.append(nn.Sequential(*_conv_bn(c, c, stride=stride, groups=c), *_conv_bn(c, cout, k=1)))
+            c = cout
+        self.blocks = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c, classes)
+
+    def forward(self, x):
+        return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 # -------------------------------------------------------------------------------------------------- flatten
 class FlattenCNN(nn.Module):
-    def __init__(self, classes: int = 10):
+    """conv1-ReLU-maxpool-conv2-ReLU (and a second maxpool with ``pool_last``) flattened into fc1-ReLU-fc2, for
+    ``side`` x ``side`` inputs; the zoo's: ``FlattenCNN()`` on 1x8x8 digits."""
+
+    def __init__(self, classes: int = 10, *, cin: int = 1, widths: tuple[int, int] = (8, 16), hidden: int = 32,
+                 side: int = 8, pool_last: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)  # (B, 8, 8, 8)
+        self.conv1 = nn.Conv2d(cin, widths[0], 3, padding=1)  # (B, 8, 8, 8)
         self.pool = nn.MaxPool2d(2)  # (B, 8, 4, 4)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)  # (B, 16, 4, 4)
-        self.fc1 = nn.Linear(16 * 4 * 4, 32)
-        self.fc2 = nn.Linear(32, classes)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, padding=1)  # (B, 16, 4, 4)
+        self.pool_last = pool_last
+        side = side // (4 if pool_last else 2)
+        self.fc1 = nn.Linear(widths[1] * side * side, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
 
     def forward(self, x):
         x = F.relu(self.conv2(self.pool(F.relu(self.conv1(x)))))
+        if self.pool_last:
+            x = self.pool(x)
         x = torch.flatten(x, 1)  # (B, 256): each conv2 channel becomes 16 columns of fc1
         return self.fc2(F.relu(self.fc1(x)))
 
@@ -280,14 +335,20 @@ class DenseLayer(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, classes: int = 10):
+    """A stem conv (``c`` channels), ``layers`` DenseLayers each concatenating ``growth`` channels, a BN-ReLU-1x1
+    conv-avgpool transition to ``out`` channels, BN-ReLU, global average pooling into a Linear; the zoo's:
+    ``DenseNet()``."""
+
+    def __init__(self, classes: int = 10, *, cin: int = 1, c: int = 12, growth: int = 8, layers: int = 3,
+                 out: int = 24):
         super().__init__()
-        self.stem = nn.Conv2d(1, 12, 3, padding=1, bias=False)  # (B, 12, 8, 8)
-        self.block = nn.Sequential(DenseLayer(12, 8), DenseLayer(20, 8), DenseLayer(28, 8))  # (B, 36, 8, 8)
-        self.transition = nn.Sequential(nn.BatchNorm2d(36), nn.ReLU(), nn.Conv2d(36, 24, 1, bias=False),
+        w = c + layers * growth
+        self.stem = nn.Conv2d(cin, c, 3, padding=1, bias=False)  # (B, 12, 8, 8)
+        self.block = nn.Sequential(*(DenseLayer(c + i * growth, growth) for i in range(layers)))  # (B, 36, 8, 8)
+        self.transition = nn.Sequential(nn.BatchNorm2d(w), nn.ReLU(), nn.Conv2d(w, out, 1, bias=False),
                                         nn.AvgPool2d(2))  # (B, 24, 4, 4)
-        self.norm = nn.BatchNorm2d(24)
-        self.fc = nn.Linear(24, classes)
+        self.norm = nn.BatchNorm2d(out)
+        self.fc = nn.Linear(out, classes)
 
     def forward(self, x):
         x = F.relu(self.norm(self.transition(self.block(self.stem(x)))))
@@ -344,6 +405,23 @@ class SqueezeExcite(nn.Module):
     def forward(self, x):
         s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
         return x * torch.sigmoid(self.expand(F.silu(self.reduce(s))))
+
+
+class SECNN(nn.Module):
+    """Not in ZOO: two conv-BN-SiLU layers (``c`` then ``2c`` channels, the second with ``stride``), each followed by
+    a squeeze-excite gate; global average pooling into a Linear."""
+
+    def __init__(self, classes: int = 10, *, cin: int = 1, c: int = 16, stride: int = 1):
+        super().__init__()
+        self.conv1, self.bn1, self.se1 = nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), SqueezeExcite(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, 2 * c, 3, stride, 1), nn.BatchNorm2d(2 * c)
+        self.se2 = SqueezeExcite(2 * c)
+        self.fc = nn.Linear(2 * c, classes)
+
+    def forward(self, x):
+        x = self.se1(F.silu(self.bn1(self.conv1(x))))
+        x = self.se2(F.silu(self.bn2(self.conv2(x))))
+        return self.fc(x.mean((2, 3)))
 
 
 class MBConv(nn.Module):
@@ -517,4 +595,5 @@ def dict_attention() -> Workload:
                     metric="agreement", description="dict input (input_ids, attention_mask) + nn.MultiheadAttention")
 
 
-__all__ = list(ZOO) + ["ZOO", "digits", "tokens", "train"]
+__all__ = list(ZOO) + ["ZOO", "digits", "tokens", "train", "randomize_bn", "BasicBlock", "ResNet", "MobileNet",
+                       "DepthwiseCNN", "FlattenCNN", "DenseNet", "SqueezeExcite", "SECNN"]
