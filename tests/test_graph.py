@@ -1,8 +1,8 @@
 """Coupled groups from the traced graph (compression_core.graph over Torch-Pruning's DependencyGraph), on small
-foreign architectures written here (none of them is in sample_models): structured pruning masks whole groups,
-shrink removes exactly them (shrunk == masked to 1e-5) with about the parameters Torch-Pruning's own MetaPruner
-leaves, heads of nn.MultiheadAttention and of a Hugging Face BERT are pruned and shrunk, and what cannot be pruned
-is refused in one line with the reason."""
+foreign architectures (tests/zoo.py's and a few written here; none of them is in sample_models): structured pruning
+masks whole groups, shrink removes exactly them (shrunk == masked to 1e-5) with about the parameters Torch-Pruning's
+own MetaPruner leaves, heads of nn.MultiheadAttention and of a Hugging Face BERT are pruned and shrunk, and what
+cannot be pruned is refused in one line with the reason."""
 
 from __future__ import annotations
 
@@ -15,57 +15,20 @@ from compression_core import CompressionError, Workload
 from compression_core.graph import build_graph
 from compression_core.prune import LayerPruneConfig, ShrinkConfig, StructuredPruneConfig, prune
 from compression_core.prune.importance import group_scores
+from zoo import SECNN, DenseNet, DepthwiseCNN, FlattenCNN, ResNet, randomize_bn
 
 
 # ------------------------------------------------------------------------------------------------ the zoo
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = None
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))  # (B, cout, H', W')
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.short is None else self.short(x)))  # residual add
+# residual, depthwise, flatten, dense-concat and squeeze-excite CNNs are tests/zoo.py's (one copy, shared with the
+# benchmarks), at the sizes these tests assert on; the rest are written here
+def res_cnn() -> nn.Module:
+    """stem 16, BasicBlock(16, 16) (identity shortcut), BasicBlock(16, 32, stride 2) (projection shortcut), fc."""
+    return ResNet(c=16)
 
 
-class ResCNN(nn.Module):
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.block1 = BasicBlock(16, 16)
-        self.block2 = BasicBlock(16, 32, 2)
-        self.fc = nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.block2(self.block1(self.stem(x))).mean((2, 3)))  # (B, classes)
-
-
-class DepthwiseCNN(nn.Module):
-    """MobileNet-style: depthwise 3x3 (groups = channels) then pointwise 1x1."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-
-        def dw(c, s=1):
-            return [nn.Conv2d(c, c, 3, s, 1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU6()]
-
-        def pw(a, b):
-            return [nn.Conv2d(a, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU6()]
-
-        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
-                                      *dw(16), *pw(16, 32), *dw(32, 2), *pw(32, 64))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(64, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+def dense_cnn() -> nn.Module:
+    """stem 16, two DenseLayers concatenating 8 channels each (16 -> 24 -> 32), a 1x1 transition to 24."""
+    return DenseNet(c=16, growth=8, layers=2)
 
 
 class GroupedCNN(nn.Module):
@@ -81,63 +44,6 @@ class GroupedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.b2(self.g(F.relu(self.b1(self.c1(x))))))  # (B, 32, 4, 4)
         return self.fc(F.relu(self.c3(x)).mean((2, 3)))
-
-
-class FlattenCNN(nn.Module):
-    """Convs flattened into a Linear with ``view`` inside forward (not an nn.Sequential)."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.c2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.f1 = nn.Linear(16 * 4 * 4, 32)
-        self.f2 = nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.c2(F.relu(self.c1(x)))), 2)  # (B, 16, 4, 4)
-        return self.f2(F.relu(self.f1(x.view(x.shape[0], -1))))  # (B, 256) -> (B, classes)
-
-
-class DenseCNN(nn.Module):
-    """DenseNet-style: every layer's output is concatenated to its input."""
-
-    def __init__(self, classes: int = 10, g: int = 8) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, 16, 3, padding=1)
-        self.l1 = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, g, 3, padding=1))
-        self.l2 = nn.Sequential(nn.BatchNorm2d(16 + g), nn.ReLU(), nn.Conv2d(16 + g, g, 3, padding=1))
-        self.trans = nn.Sequential(nn.BatchNorm2d(16 + 2 * g), nn.ReLU(), nn.Conv2d(16 + 2 * g, 24, 1))
-        self.fc = nn.Linear(24, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.cat([x, self.l1(x)], 1)  # (B, 16+g, H, W)
-        x = torch.cat([x, self.l2(x)], 1)  # (B, 16+2g, H, W)
-        return self.fc(F.adaptive_avg_pool2d(self.trans(x), 1).flatten(1))
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, r: int = 4) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(c, c // r, 1)
-        self.expand = nn.Conv2d(c // r, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)  # (B, c, 1, 1)
-        return x * torch.sigmoid(self.expand(F.silu(self.reduce(s))))
-
-
-class SECNN(nn.Module):
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.conv1, self.bn1, self.se1 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), SqueezeExcite(16)
-        self.conv2, self.bn2, self.se2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), SqueezeExcite(32)
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.se1(F.silu(self.bn1(self.conv1(x))))
-        x = self.se2(F.silu(self.bn2(self.conv2(x))))
-        return self.head(x.mean((2, 3)))
 
 
 class SigmoidCNN(nn.Module):
@@ -183,18 +89,6 @@ def tiny_bert():
     return BertForSequenceClassification(cfg).eval()
 
 
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """BatchNorm statistics and scales that differ per channel (as after training)."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
-
-
 def image_workload(model: nn.Module, n: int = 32) -> Workload:
     torch.manual_seed(0)
     x = torch.randn(n, 1, 8, 8)
@@ -222,7 +116,7 @@ def _params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-CNNS = [ResCNN, DepthwiseCNN, GroupedCNN, FlattenCNN, DenseCNN, SECNN]
+CNNS = [res_cnn, DepthwiseCNN, GroupedCNN, FlattenCNN, dense_cnn, SECNN]
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -230,7 +124,7 @@ CNNS = [ResCNN, DepthwiseCNN, GroupedCNN, FlattenCNN, DenseCNN, SECNN]
 def test_channels_half_then_shrink_equals_masked_and_matches_torch_pruning(arch):
     import torch_pruning as tp
 
-    model = _randomize_bn(arch())
+    model = randomize_bn(arch())
     wl = image_workload(model)
     masked = prune(model, StructuredPruneConfig(unit="channels", amount=0.5), wl)
     shrunk = prune(masked, ShrinkConfig(), wl)
@@ -238,7 +132,7 @@ def test_channels_half_then_shrink_equals_masked_and_matches_torch_pruning(arch)
     assert _out(shrunk, wl).shape == _out(model, wl).shape
     assert not any(k.endswith(("_mask", "_orig")) for k in shrunk.state_dict())
     # the oracle: Torch-Pruning's own MetaPruner at the same ratio on the same model (classifier kept)
-    ref = _randomize_bn(arch())
+    ref = randomize_bn(arch())
     ref.load_state_dict(model.state_dict())
     out_layer = [m for m in ref.modules() if isinstance(m, nn.Linear)][-1]
     pruner = tp.pruner.MetaPruner(ref, wl.test.x[:2], importance=tp.importance.GroupMagnitudeImportance(p=1),
@@ -250,35 +144,35 @@ def test_channels_half_then_shrink_equals_masked_and_matches_torch_pruning(arch)
 
 
 def test_residual_stream_is_one_group_removed_from_every_conv_adding_into_it():
-    model = _randomize_bn(ResCNN())
+    model = randomize_bn(res_cnn())
     g = build_graph(model, torch.randn(2, 1, 8, 8))
-    stream = g.group_of("block1.conv2")
-    assert stream is g.group_of("stem.0") and set(stream.producers) == {"stem.0", "block1.conv2"}
+    stream = g.group_of("layer1.conv2")
+    assert stream is g.group_of("stem.0") and set(stream.producers) == {"stem.0", "layer1.conv2"}
     wl = image_workload(model)
     shrunk = prune(prune(model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
-    assert shrunk.stem[0].out_channels == shrunk.block1.conv2.out_channels == shrunk.block1.bn2.num_features == 8
-    assert shrunk.block2.short[0].in_channels == shrunk.block2.conv1.in_channels == 8
+    assert shrunk.stem[0].out_channels == shrunk.layer1.conv2.out_channels == shrunk.layer1.bn2.num_features == 8
+    assert shrunk.layer2.shortcut[0].in_channels == shrunk.layer2.conv1.in_channels == 8
     # ignoring one conv of the stream leaves the whole stream alone
-    kept = prune(model, StructuredPruneConfig(unit="channels", amount=0.5, ignore=["block1.conv2"]), wl)
-    assert not hasattr(kept.stem[0], "weight_mask") and hasattr(kept.block1.conv1, "weight_mask")
+    kept = prune(model, StructuredPruneConfig(unit="channels", amount=0.5, ignore=["layer1.conv2"]), wl)
+    assert not hasattr(kept.stem[0], "weight_mask") and hasattr(kept.layer1.conv1, "weight_mask")
 
 
 def test_depthwise_groups_flatten_concat_and_squeeze_excite_shapes():
-    wl = image_workload(_randomize_bn(DepthwiseCNN()))
+    wl = image_workload(randomize_bn(DepthwiseCNN()))
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
-    dw = s.features[3]
-    assert dw.groups == dw.in_channels == dw.out_channels == 8 and s.features[0].out_channels == 8
-    wl = image_workload(_randomize_bn(GroupedCNN()))
+    dw = s.blocks[0][0]  # the first depthwise conv
+    assert dw.groups == dw.in_channels == dw.out_channels == 8 and s.stem[0].out_channels == 8
+    wl = image_workload(randomize_bn(GroupedCNN()))
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
     assert (s.c1.out_channels, s.g.in_channels, s.g.out_channels, s.g.groups, s.c3.in_channels) == (16, 16, 16, 4, 16)
     wl = image_workload(FlattenCNN())
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
-    assert s.c2.out_channels == 8 and s.f1.in_features == 8 * 16
-    wl = image_workload(_randomize_bn(DenseCNN()))
+    assert s.conv2.out_channels == 8 and s.fc1.in_features == 8 * 16
+    wl = image_workload(randomize_bn(dense_cnn()))
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
-    assert (s.stem.out_channels, s.l1[2].out_channels, s.l2[2].out_channels) == (8, 4, 4)
-    assert s.l2[0].num_features == 12 and s.trans[2].in_channels == 16
-    wl = image_workload(_randomize_bn(SECNN()))
+    assert (s.stem.out_channels, s.block[0].conv.out_channels, s.block[1].conv.out_channels) == (8, 4, 4)
+    assert s.block[1].bn.num_features == 12 and s.transition[2].in_channels == 16
+    wl = image_workload(randomize_bn(SECNN()))
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
     assert s.conv1.out_channels == s.se1.expand.out_channels == s.se1.reduce.in_channels == 8
     assert s.se1.reduce.out_channels == 2
@@ -287,19 +181,19 @@ def test_depthwise_groups_flatten_concat_and_squeeze_excite_shapes():
 def test_group_importance_is_torch_prunings_and_lowest_groups_go_first():
     import torch_pruning as tp
 
-    model = _randomize_bn(ResCNN())
-    g = build_graph(model, torch.randn(2, 1, 8, 8)).group_of("block2.conv1")
+    model = randomize_bn(res_cnn())
+    g = build_graph(model, torch.randn(2, 1, 8, 8)).group_of("layer2.conv1")
     ours = group_scores(g, "l2")
     dg = tp.DependencyGraph().build_dependency(model, torch.randn(2, 1, 8, 8))
-    grp = dg.get_pruning_group(model.block2.conv1, tp.prune_conv_out_channels, list(range(32)))
+    grp = dg.get_pruning_group(model.layer2.conv1, tp.prune_conv_out_channels, list(range(32)))
     theirs = tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)(grp)
     assert torch.allclose(ours, theirs)
     wl = image_workload(model)
     masked = prune(model, StructuredPruneConfig(unit="channels", amount=0.25, importance="l2",
-                                                          targets=["block2.conv1"]), wl)
-    gone = masked.block2.conv1.weight.reshape(32, -1).abs().sum(1) == 0
+                                                          targets=["layer2.conv1"]), wl)
+    gone = masked.layer2.conv1.weight.reshape(32, -1).abs().sum(1) == 0
     assert int(gone.sum()) == 8 and ours[gone].max() <= ours[~gone].min()
-    assert torch.all(masked.block2.bn1.weight[gone] == 0) and torch.all(masked.block2.bn1.bias[gone] == 0)
+    assert torch.all(masked.layer2.bn1.weight[gone] == 0) and torch.all(masked.layer2.bn1.bias[gone] == 0)
 
 
 def test_multihead_attention_heads_and_ffn_neurons_prune_and_shrink():
@@ -375,8 +269,8 @@ def test_hand_written_attention_heads_found_without_names():
     (GRUNet, {"unit": "neurons"}, "unit: this model has no prunable neurons"),
     (TinyTransformer, {"unit": "neurons", "targets": ["embed"]}, "LayerNorm 'encoder.layers.0.norm1' normalises them"),
     (SigmoidCNN, {"unit": "channels", "targets": ["a"]}, "reach 'b' as non-zero values"),
-    (ResCNN, {"unit": "neurons", "targets": ["fc"], "include_classifier": True}, "targets: 'fc' is the classifier"),
-    (ResCNN, {"unit": "heads"}, "unit: 'heads' needs attention layers"),
+    (res_cnn, {"unit": "neurons", "targets": ["fc"], "include_classifier": True}, "targets: 'fc' is the classifier"),
+    (res_cnn, {"unit": "heads"}, "unit: 'heads' needs attention layers"),
 ])
 def test_what_cannot_be_pruned_is_named_with_the_reason(arch, cfg, needle):
     model = arch().eval()
@@ -386,16 +280,16 @@ def test_what_cannot_be_pruned_is_named_with_the_reason(arch, cfg, needle):
 
 
 def test_model_output_group_is_refused_with_its_reason():
-    g = build_graph(ResCNN().eval(), torch.randn(2, 1, 8, 8))
+    g = build_graph(res_cnn().eval(), torch.randn(2, 1, 8, 8))
     assert g.refused("neurons") == {"fc": "its outputs are the model's output"}
 
 
 def test_blocks_found_by_tracing_on_foreign_models():
-    wl = image_workload(_randomize_bn(ResCNN()))
-    out = prune(wl.model, LayerPruneConfig(names=["block1"]), wl)
-    assert isinstance(out.block1, nn.Identity) and _out(out, wl).shape == (32, 10)
-    with pytest.raises(CompressionError, match=r"names: 'block2' is not a removable block \(its output shape"):
-        prune(wl.model, LayerPruneConfig(names=["block2"]), wl)
+    wl = image_workload(randomize_bn(res_cnn()))
+    out = prune(wl.model, LayerPruneConfig(names=["layer1"]), wl)
+    assert isinstance(out.layer1, nn.Identity) and _out(out, wl).shape == (32, 10)
+    with pytest.raises(CompressionError, match=r"names: 'layer2' is not a removable block \(its output shape"):
+        prune(wl.model, LayerPruneConfig(names=["layer2"]), wl)
     torch.manual_seed(0)
     wl = image_workload(TinyTransformer())
     out = prune(wl.model, LayerPruneConfig(names=["encoder.layers.1"]), wl)
