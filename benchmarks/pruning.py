@@ -20,8 +20,9 @@ import statistics
 import sys
 import time
 
+from typing import Callable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import sample_models
@@ -40,6 +41,7 @@ from compression_core.prune import (
 from compression_core.train import FineTuneConfig, fine_tune
 
 from .common import emit, environment, parser, table
+from .generality import load_zoo
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
 FT_EPOCHS = 3  # fine-tuning after pruning, at the learning rate and weight decay the model was trained with
@@ -166,126 +168,22 @@ def lottery() -> dict:
 
 
 # ------------------------------------------------------------------ 5. channels + shrink vs Torch-Pruning
-class _Block(nn.Module):
-    """Residual basic block (He et al. 2016)."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                      if stride != 1 or cin != cout else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + (x if self.short is None else self.short(x)))  # residual add
-
-
-class _ResCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.b1, self.b2, self.b3 = _Block(32, 32), _Block(32, 64, 2), _Block(64, 64)
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.b3(self.b2(self.b1(self.stem(x)))).mean((2, 3)))
-
-
-class _DepthwiseCNN(nn.Module):
-    """MobileNet-style depthwise 3x3 + pointwise 1x1 blocks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-        def dw_pw(a: int, b: int, s: int = 1) -> list[nn.Module]:
-            return [nn.Conv2d(a, a, 3, s, 1, groups=a, bias=False), nn.BatchNorm2d(a), nn.ReLU6(),
-                    nn.Conv2d(a, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU6()]
-
-        self.features = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
-                                      *dw_pw(32, 64), *dw_pw(64, 128, 2), *dw_pw(128, 128))
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
-
-
-class _FlattenCNN(nn.Module):
-    """Convs flattened into a Linear inside forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 64, 3, padding=1)
-        self.f1, self.f2 = nn.Linear(64 * 8 * 8, 128), nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.c2(F.max_pool2d(F.relu(self.c1(x)), 2))), 2)  # (B, 64, 8, 8)
-        return self.f2(F.relu(self.f1(x.view(x.shape[0], -1))))
-
-
-class _DenseCNN(nn.Module):
-    """DenseNet-style concatenations."""
-
-    def __init__(self, g: int = 24) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 32, 3, padding=1)
-        self.l1 = nn.Sequential(nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, g, 3, padding=1))
-        self.l2 = nn.Sequential(nn.BatchNorm2d(32 + g), nn.ReLU(), nn.Conv2d(32 + g, g, 3, padding=1))
-        self.trans = nn.Sequential(nn.BatchNorm2d(32 + 2 * g), nn.ReLU(), nn.Conv2d(32 + 2 * g, 64, 1))
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.cat([x, self.l1(x)], 1)
-        x = torch.cat([x, self.l2(x)], 1)
-        return self.fc(F.adaptive_avg_pool2d(self.trans(x), 1).flatten(1))
-
-
-class _SE(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.reduce, self.expand = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.expand(F.silu(self.reduce(F.adaptive_avg_pool2d(x, 1)))))
-
-
-class _SECNN(nn.Module):
-    """Conv-BN-SiLU blocks with squeeze-excite gates."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.bn1, self.se1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), _SE(32)
-        self.conv2, self.bn2, self.se2 = nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), _SE(64)
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.se1(F.silu(self.bn1(self.conv1(x))))
-        return self.fc(self.se2(F.silu(self.bn2(self.conv2(x)))).mean((2, 3)))
-
-
-_CNNS = {"residual CNN": _ResCNN, "depthwise CNN": _DepthwiseCNN, "conv-flatten-Linear": _FlattenCNN,
-         "DenseNet-style concat": _DenseCNN, "squeeze-excite CNN": _SECNN}
-
-
-@torch.no_grad()
-def _trained_like(model: nn.Module) -> nn.Module:
-    """Per-channel BatchNorm statistics and scales that differ (as after training) on a seeded random model."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
+def _cnns() -> dict[str, Callable[[], nn.Module]]:
+    """Section 5's CNNs: tests/zoo.py's architectures (the one copy the tests use too) at 3x32x32 sizes."""
+    zoo = load_zoo()
+    return {"residual CNN": lambda: zoo.ResNet(32, cin=3, deep=True),
+            "depthwise CNN": lambda: zoo.DepthwiseCNN(cin=3, c=32, blocks=((64, 1), (128, 2), (128, 1))),
+            "conv-flatten-Linear": lambda: zoo.FlattenCNN(cin=3, widths=(32, 64), hidden=128, side=32, pool_last=True),
+            "DenseNet-style concat": lambda: zoo.DenseNet(cin=3, c=32, growth=24, layers=2, out=64),
+            "squeeze-excite CNN": lambda: zoo.SECNN(cin=3, c=32, stride=2)}
 
 
 def _cnn_workloads(extra: list[str]) -> list[Workload]:
+    randomize_bn = load_zoo().randomize_bn  # per-channel BatchNorm statistics (as after training), seeded
     out = []
-    for label, cls in _CNNS.items():
+    for label, build in _cnns().items():
         torch.manual_seed(0)
-        model = _trained_like(cls())
+        model = randomize_bn(build())
         x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         out.append(Workload(name=label, model=model, test=(x, torch.zeros(64, dtype=torch.long)), metric="agreement",
                             info={"random_weights": True}))

@@ -1,6 +1,6 @@
 """Quantization: accuracy, file size and latency (batch 1 and 32, 1 thread) of every method on every sample model
 it applies to, a fake-quant bits sweep 8..2, PTQ vs QAT at low bit widths on digits-cnn, static int8 on
-non-Sequential CNNs (a residual and a depthwise CNN, written here) in torch's graph mode and in ONNX Runtime, and
+non-Sequential CNNs (a residual and a depthwise CNN, tests/zoo.py's) in torch's graph mode and in ONNX Runtime, and
 int4 in both engines on mnist-lenet300.
 
     python -m benchmarks.quantization [--json] [--only methods bits qat graph int4]
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from compression_core.quantize import (DynamicInt8Config, FakeQuantConfig, HalfP
                                        StaticInt8Config, engine, quantize)
 
 from .common import emit, environment, parser, table
+from .generality import load_zoo
 
 MIN_RUN_TIME = 0.4
 SECTIONS = ("methods", "bits", "qat", "graph", "int4")
@@ -124,60 +126,16 @@ def ptq_vs_qat(name: str = "digits-cnn", epochs: int = 3) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------- non-Sequential CNNs
-class BasicBlock(nn.Module):
-    """ResNet basic block: conv-BN-ReLU-conv-BN plus the input (or a strided 1x1 projection of it)."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))  # the residual add
+def _graph_cnns() -> dict[str, Callable[[], nn.Module]]:
+    """A small ResNet (stem stride 2, three residual blocks) and a small MobileNet (stem stride 2, four
+    depthwise-separable blocks) for 28x28 digits: tests/zoo.py's architectures (the one copy the tests use too)."""
+    zoo = load_zoo()
+    return {"ResidualCNN": lambda: zoo.ResNet(32, stem_stride=2, deep=True),
+            "DepthwiseCNN": lambda: zoo.DepthwiseCNN(c=32, blocks=((64, 1), (128, 2), (256, 1), (256, 1)),
+                                                     stem_stride=2)}
 
 
-class ResidualCNN(nn.Module):
-    """A small ResNet for 28x28 digits: stem (stride 2), three residual blocks, global average pooling."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())  # 14x14
-        self.layer1 = BasicBlock(32, 32)
-        self.layer2 = BasicBlock(32, 64, stride=2)  # 7x7
-        self.layer3 = BasicBlock(64, 64)
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        return self.fc(self.layer3(self.layer2(self.layer1(self.stem(x)))).mean((2, 3)))
-
-
-def _separable(cin: int, cout: int, stride: int) -> nn.Sequential:
-    """MobileNet's depthwise-separable block: depthwise 3x3 (groups = channels), BN, ReLU6, pointwise 1x1, BN, ReLU6."""
-    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(),
-                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
-
-
-class DepthwiseCNN(nn.Module):
-    """A small MobileNet for 28x28 digits: stem (stride 2) and four depthwise-separable blocks."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())  # 14x14
-        self.blocks = nn.Sequential(_separable(32, 64, 1), _separable(64, 128, 2), _separable(128, 256, 1),
-                                    _separable(256, 256, 1))  # 7x7
-        self.classifier = nn.Linear(256, classes)
-
-    def forward(self, x):
-        return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
-
-
-def trained_workload(build, epochs: int = 2, seed: int = 0) -> Workload:
+def trained_workload(build, epochs: int = 2, seed: int = 0, name: str | None = None) -> Workload:
     """``build()`` trained on the MNIST subset the mnist samples use (Adam, 1 thread, seeded): seconds here."""
     d = sample_models.data("mnist-cnn")
     threads = torch.get_num_threads()
@@ -199,7 +157,7 @@ def trained_workload(build, epochs: int = 2, seed: int = 0) -> Workload:
                     opt.step()
     finally:
         torch.set_num_threads(threads)
-    return Workload(name=build.__name__, model=model.eval(), train=d.train, calib=d.calib, test=d.test)
+    return Workload(name=name or build.__name__, model=model.eval(), train=d.train, calib=d.calib, test=d.test)
 
 
 def _row(wl: Workload, label: str, model, base_acc: float, base_size: int, base_model, engine_name: str,
@@ -218,9 +176,9 @@ def graph_cnns() -> list[dict]:
 
     rows = []
     workloads = [("Sequential CNN (mnist-cnn)", sample_models.load("mnist-cnn").as_workload())]
-    for build in (ResidualCNN, DepthwiseCNN):
-        say(f"graph CNNs: training {build.__name__} (2 epochs, 1 thread)")
-        workloads.append((build.__name__, trained_workload(build)))
+    for name, build in _graph_cnns().items():
+        say(f"graph CNNs: training {name} (2 epochs, 1 thread)")
+        workloads.append((name, trained_workload(build, name=name)))
     for label, wl in workloads:
         say(f"graph CNNs: {label}")
         base = measure(wl.model, wl, with_latency=False)
