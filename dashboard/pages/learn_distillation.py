@@ -1,5 +1,8 @@
 """Learn: knowledge distillation, a teacher's softmax softened by the temperature, and when it actually helps."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -7,10 +10,13 @@ import torch
 
 import charts
 import state
-from benchmarks import distillation as bench
 from compression_core import inputs as I
 from compression_core import predict
-from compression_core.recipe import apply_recipe, load_recipe, recipe_to_yaml
+from compression_core.recipe import load_recipe, recipe_to_yaml
+
+# Measured by the repository's benchmark (`python -m benchmarks.distillation --json --seeds 3`) and shipped with the
+# dashboard: the page shows those numbers instead of training 12 students on a server a class shares.
+RESULTS = Path(__file__).resolve().parent.parent / "data" / "distillation.json"
 
 st.title("Learn: knowledge distillation")
 left, right = st.columns([1, 2], gap="large")
@@ -44,73 +50,69 @@ with right:
                 f"(uniform over {len(names)} classes: {float(torch.log(torch.tensor(float(len(names))))):.2f}).")
 
 st.header("When does distillation help?")
+
+
+@st.cache_data(show_spinner=False)
+def measured() -> dict:
+    """The benchmark's output shipped with the dashboard: {command, environment, rows: [...]}."""
+    return json.loads(RESULTS.read_text())
+
+
+try:
+    results = measured()
+    few = {r["mode"]: r for r in results["rows"] if r["regime"] == "few-labels"}
+    student, teacher = few["distilled"]["student"], few["distilled"]["teacher"]
+    rows = [r for r in results["rows"] if r["student"] == student]  # the same student in both regimes
+    everything = next(r for r in rows if r["regime"] == "all-labels" and r["mode"] == "alone")
+except (OSError, ValueError, KeyError, StopIteration) as e:  # one line, never a traceback
+    st.error(f"distillation: the measured results ({RESULTS.name}) cannot be read ({type(e).__name__}: {e})")
+    st.stop()
+n_all, n_few = everything["labelled_images"], few["alone"]["labelled_images"]
+classes = len(state.facts(teacher)["class_names"]) if teacher in state.models() else None
+per_class = f" ({n_few // classes} per class)" if classes else ""
 st.markdown(
-    "Measured, not assumed: the same student (digits-mlp, freshly initialised) trained **alone** vs **distilled** "
-    "from digits-cnn, 3 seeds each, in two regimes (`python -m benchmarks.distillation` runs the same recipes).\n\n"
-    "- **All 1,257 training images labelled: no gain.** The student alone already reaches about the teacher's "
-    "accuracy on 8x8 digits; the labels carry everything a small MLP can use, so the teacher's soft targets add "
-    "nothing measurable (the rows are kept below: a technique that does not help here is a result too).\n"
-    f"- **Only {bench.LABELS_PER_CLASS * 10} labelled images (5 per class): a large gain.** Alone, the student "
-    "learns from those 50. Distilled, it learns from the teacher's soft targets on all 1,257 training images "
-    "(alpha = 1: no label used at all): the teacher's knowledge reaches the student through images nobody "
+    f"Measured, not assumed: the same student ({student}, freshly initialised) trained **alone** vs **distilled** "
+    f"from {teacher}, {few['distilled']['seeds']} seeds each, in two regimes.\n\n"
+    f"- **All {n_all:,} training images labelled: no gain.** The student alone already reaches about the teacher's "
+    "accuracy; the labels carry everything a small MLP can use, so the teacher's soft targets add nothing "
+    "measurable (the rows are kept below: a technique that does not help here is a result too).\n"
+    f"- **Only {n_few} labelled images{per_class}: a large gain.** Alone, the student learns from those {n_few}. "
+    f"Distilled, it learns from the teacher's soft targets on all {few['distilled']['images_seen']:,} training images "
+    f"(alpha = 1: no label used at all): the teacher's knowledge reaches the student through images nobody "
     "labelled. This is where distillation pays in practice: labels are scarce, unlabelled data and a trained "
     "teacher are not."
 )
 
-
-@st.cache_data(show_spinner=False)
-def comparison(seeds: int) -> list[dict]:
-    """The benchmark's digits rows (both regimes), run once per process."""
-    rows = []
-    for regime, pairs in bench.REGIMES.items():
-        for row in pairs:
-            if row[0] != "digits-mlp":
-                continue
-            for mode in ("alone", "distilled"):
-                errs = []
-                for seed in range(seeds):
-                    r = apply_recipe(load_recipe(bench.recipes(regime, row, seed)[mode]), with_latency=False,
-                                     measure_before=False)
-                    errs.append(round((1 - r.after.accuracy) * len(state.baseline("digits-mlp").test)))
-                rows.append({"regime": regime, "mode": mode, "errors": errs,
-                             "labels": bench._labels_used(regime, mode, bench.recipes(regime, row, 0)[mode]["model"]),
-                             "mean": sum(errs) / len(errs)})
-    return rows
-
-
-if st.button("Run the comparison now (3 seeds x 4 trainings, about a minute)", key="ld_run") or \
-        st.session_state.get("ld_done"):
-    try:
-        with st.spinner("training 12 students..."):
-            rows = comparison(3)
-        st.session_state["ld_done"] = True
-    except Exception as e:  # one line, never a traceback
-        st.error(state.one_line(e))
-        rows = []
-    if rows:
-        n_test = len(state.baseline("digits-mlp").test)
-        fig = go.Figure()
-        for mode, color in (("alone", charts.BEFORE), ("distilled", charts.AFTER)):
-            sub = [r for r in rows if r["mode"] == mode]
-            fig.add_bar(name=f"student {mode}", x=[r["regime"].replace("-", " ") for r in sub],
-                        y=[r["mean"] for r in sub], marker_color=color, text=[f"{r['mean']:.1f}" for r in sub],
-                        textposition="inside", insidetextanchor="end",  # clear of the min-max bars above
-                        error_y=dict(type="data", symmetric=False,
-                                     array=[max(r["errors"]) - r["mean"] for r in sub],
-                                     arrayminus=[r["mean"] - min(r["errors"]) for r in sub]))
-        fig.update_layout(title=dict(text=f"Test errors of {n_test} (mean of 3 seeds; bars: min-max)", x=0.0),
-                          yaxis_title="misclassified test images", barmode="group", height=340,
-                          legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=50, b=40))
-        c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(fig, key="ld_regimes", config={"displayModeBar": False})
-        c2.dataframe(pd.DataFrame([{"regime": r["regime"], "student": r["mode"], "labels used": r["labels"],
-                                    "errors (3 seeds)": ", ".join(map(str, r["errors"])),
-                                    "mean": round(r["mean"], 1)} for r in rows]), hide_index=True)
-else:
-    st.caption("Press the button to train the students here; it takes about a minute on a shared machine.")
+n_test = rows[0]["test_samples"]
+seeds = rows[0]["seeds"]
+fig = go.Figure()
+for mode, color in (("alone", charts.BEFORE), ("distilled", charts.AFTER)):
+    sub = [r for r in rows if r["mode"] == mode]
+    fig.add_bar(name=f"student {mode}", x=[r["regime"].replace("-", " ") for r in sub],
+                y=[r["errors_mean"] for r in sub], marker_color=color, text=[f"{r['errors_mean']:.1f}" for r in sub],
+                textposition="inside", insidetextanchor="end",  # clear of the min-max bars above
+                error_y=dict(type="data", symmetric=False,
+                             array=[max(r["errors"]) - r["errors_mean"] for r in sub],
+                             arrayminus=[r["errors_mean"] - min(r["errors"]) for r in sub]))
+fig.update_layout(title=dict(text=f"Test errors of {n_test} (mean of {seeds} seeds; bars: min-max)", x=0.0),
+                  yaxis_title="misclassified test images", barmode="group", height=340,
+                  legend=dict(orientation="h", y=-0.2), margin=dict(l=50, r=20, t=50, b=40))
+c1, c2 = st.columns([3, 2])
+c1.plotly_chart(fig, key="ld_regimes", config={"displayModeBar": False})
+c2.dataframe(pd.DataFrame([{"regime": r["regime"], "student": r["mode"], "labels used": r["labelled_images"],
+                            f"errors ({seeds} seeds)": ", ".join(map(str, r["errors"])),
+                            "mean": round(r["errors_mean"], 1)} for r in rows]), hide_index=True)
+env = results.get("environment", {})
+st.caption(f"Measured by the repository's benchmark (`{results.get('command', 'python -m benchmarks.distillation')}`) "
+           f"on {env.get('cpu_count', '?')} CPU cores with torch {env.get('torch', '?')}, and shipped with the "
+           f"dashboard ({RESULTS.parent.name}/{RESULTS.name}). Run the recipes below (or the benchmark, from a "
+           "checkout) to measure them on your machine.")
 
 with st.expander("The recipes (run them with `python -m compression_core apply FILE`)"):
-    row = bench.REGIMES["few-labels"][0]
-    for mode, r in bench.recipes("few-labels", row, 0).items():
+    for mode in ("alone", "distilled"):
+        recipe = few[mode]["recipe"]
         st.markdown(f"**Few labels, student {mode}:**")
-        st.code(recipe_to_yaml(load_recipe(r)), language="yaml")
+        st.code(recipe_to_yaml(load_recipe(recipe)), language="yaml")
+        if ":" in str(recipe["model"]):
+            st.caption(f"`{recipe['model']}` is the benchmark's workload: the student with only {n_few} labelled "
+                       "training images. It imports from a checkout of the repository.")
