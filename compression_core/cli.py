@@ -1,4 +1,5 @@
-"""``python -m compression_core`` (installed as ``compression-lab``): list, measure, compress and export models.
+"""``python -m compression_core`` (installed as ``compression-lab``): list, measure, compress and export models, and
+start the installed dashboard (``compression-lab dashboard``).
 
 Every ``--model`` takes a workload reference: a registered name (the samples), ``path/to/file.py:attr`` or
 ``package.module:attr`` (a Workload or a zero-argument callable returning one).
@@ -9,8 +10,12 @@ Bad input prints one line on stderr and exits 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import CompressionError
@@ -308,6 +313,59 @@ def _add_sensitivity_command(sub) -> None:
     s.set_defaults(func=_cmd_sensitivity)
 
 
+def _dashboard_app() -> Path:
+    """The installed dashboard's ``app.py``, found without importing the dashboard (the library never imports it)."""
+    spec = importlib.util.find_spec("dashboard")
+    places = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    for place in places:
+        if (place / "app.py").is_file() and (place / "pages").is_dir():
+            return place / "app.py"
+    where = f" (the `dashboard` package found at {places[0]} is not Compression Lab's)" if places else ""
+    raise CompressionError(f"dashboard: not installed{where}; install compression-lab with the dashboard "
+                           "(`pip install .` from a checkout), or run `streamlit run dashboard/app.py` in a checkout")
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """``streamlit run`` of the installed app in a subprocess; SIGTERM/SIGHUP are passed on to it, Ctrl-C reaches it
+    directly (same process group). Returns the server's exit status."""
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CompressionError(f"--port: must be 1..65535, got {args.port}")
+    app = _dashboard_app()
+    if importlib.util.find_spec("streamlit") is None:
+        raise CompressionError("dashboard: streamlit is not installed; install compression-lab's requirements")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+           "--server.headless", "true"]
+    if args.port is not None:
+        cmd += ["--server.port", str(args.port)]
+    if args.rest:
+        cmd += ["--", *args.rest]
+    proc = subprocess.Popen(cmd)
+    passed = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum)) for s in passed}
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # the server got the same Ctrl-C and is stopping: wait for it
+                continue
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    return code if code >= 0 else 128 - code
+
+
+def _add_dashboard_command(sub) -> None:
+    d = sub.add_parser("dashboard", help="start the dashboard (`streamlit run` of the installed app); arguments after "
+                       "`--` go to the dashboard: --workload REF, --db URL, --teacher-code, --job-time-limit, ...")
+    d.add_argument("--port", type=int, default=None, help="port to serve on (default: Streamlit's, 8501 or the next "
+                   "free one)")
+    d.add_argument("--address", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 opens it to the network)")
+    d.add_argument("rest", nargs="*", metavar="-- DASHBOARD_ARGS", help="after `--`: the dashboard's own flags")
+    d.set_defaults(func=_cmd_dashboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -331,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_command(sub)
     _add_advise_command(sub)
     _add_sensitivity_command(sub)
+    _add_dashboard_command(sub)
     try:
         from .search_cli import add_search_parser
     except ImportError:

@@ -2,6 +2,7 @@
 
     streamlit run dashboard/app.py                                   # the registered workloads (samples, plugins)
     streamlit run dashboard/app.py -- --workload my_model.py:workload --workload pkg.mod:make   # plus your own
+    compression-lab dashboard [--port N] [-- --workload REF ...]     # the installed app, from any folder
 
 Each ``--workload REF`` (a registered name, ``path/to/file.py:attr`` or ``package.module:attr``) appears in every
 page's model list; a reference that cannot be loaded is one error line and the rest of the app still runs.
@@ -17,7 +18,9 @@ import streamlit as st
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT, ROOT / "dashboard"):  # the library, and the dashboard's helpers (charts, state, explain)
+# the library beside it (a checkout; an installed app imports the installed one), and the dashboard's helpers (charts,
+# state, store, jobs, ...) by their plain names
+for _p in ([ROOT] if (ROOT / "pyproject.toml").is_file() else []) + [ROOT / "dashboard"]:
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
@@ -27,6 +30,7 @@ torch.set_num_threads(1)
 
 import state  # noqa: E402  (after the path set-up above)
 import store  # noqa: E402
+import trust  # noqa: E402
 
 PAGES = Path(__file__).parent / "pages"
 NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, title, icon); first page is the default
@@ -74,6 +78,8 @@ for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(
 page = st.navigation(navigation())
 for _line in state.reference_errors():  # a bad --workload is one line on every page; the rest still works
     st.error(_line)
+if trust.banner():  # --trust-uploads: stated on every page
+    st.warning(trust.banner(), icon=":material/warning:")
 store.sync_session()  # this browser's settings back after a reload (first run of a session)
 try:
     page.run()
