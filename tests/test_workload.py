@@ -267,21 +267,55 @@ def test_validation_and_bundle_loading_never_train(tmp_path, monkeypatch):
     assert measure(model, resolve_workload("digits-mlp"), with_latency=False).accuracy == result.after.accuracy
 
 
-@pytest.mark.slow
-def test_pip_install_gives_a_working_console_script(tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    wheels = tmp_path / "wheels"  # built with this interpreter's setuptools (offline), installed into the venv
-    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-             "--disable-pip-version-check", "-w", str(wheels), str(ROOT)]
-    r = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def _venv_seeing_this_interpreters_packages(venv: Path) -> Path:
+    """A fresh venv (its python returned) that sees this interpreter's installed packages (torch, streamlit, ...) but
+    neither the checkout nor its editable install. Made without system site packages plus a .pth file listing this
+    interpreter's site-packages: from inside a venv, ``--system-site-packages`` would give the *base* interpreter's
+    packages (no torch there), so this works alike from a system interpreter, a venv and a conda env. The .pth lists
+    plain directories, so the editable install's own .pth hook is not run: only the wheel provides the project."""
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    ours = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    if site.ENABLE_USER_SITE:
+        ours.append(site.getusersitepackages())
+    dirs = list(dict.fromkeys(p for p in ours if os.path.isdir(p)))
+    Path(purelib, "_this_interpreters_packages.pth").write_text("\n".join(dirs) + "\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The project built as a wheel (offline, no build isolation) and installed into a fresh venv: (venv, environment
+    without PYTHONPATH)."""
+    tmp = tmp_path_factory.mktemp("pip-install")
+    venv = tmp / "venv"
+    python = _venv_seeing_this_interpreters_packages(venv)
+    wheels = tmp / "wheels"
+    # this interpreter's setuptools, else its base interpreter's: the setuptools a venv bundles (65 on Python 3.11)
+    # is too old to build a wheel without the `wheel` package, and offline nothing newer can be fetched
+    for builder in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", sys.executable)]):
+        build = [builder, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                 "--disable-pip-version-check", "-w", str(wheels), str(ROOT)]
+        r = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=tmp)
+        if r.returncode == 0:
+            break
     assert r.returncode == 0, r.stderr[-2000:]
     wheel = next(wheels.glob("compression_lab-*.whl"))
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-           str(wheel)]
-    r = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--ignore-installed",
+           "--disable-pip-version-check", str(wheel)]
+    r = subprocess.run(pip, capture_output=True, text=True, timeout=300, cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return venv, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.mark.slow
+def test_pip_install_gives_a_working_console_script(installed, tmp_path):
+    venv, env = installed
     out = subprocess.run([str(venv / "bin" / "compression-lab"), "models", "--json"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -292,3 +326,79 @@ def test_pip_install_gives_a_working_console_script(tmp_path):
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     lines = where.stdout.split()
     assert str(venv) in lines[0] and lines[1] == "True"  # the installed copy, weights shipped as package data
+
+
+def _health(port: int) -> int | None:
+    """HTTP status of the Streamlit server's health endpoint on loopback, None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_installed_dashboard_command_serves_the_app_from_any_folder(installed, tmp_path):
+    """``compression-lab dashboard --port N -- ...`` from a folder outside the checkout starts the installed app
+    (``streamlit run`` in a subprocess), which answers on /_stcore/health; terminating the command stops the server.
+    The installed app's pages run (AppTest on the installed files), the Distillation lesson from its shipped data."""
+    import signal
+    import socket
+    import time
+
+    venv, env = installed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(venv / "bin" / "compression-lab"), "dashboard", "--port", str(port), "--",
+                                 "--job-workers", "1"], cwd=elsewhere, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        status = None
+        deadline = time.monotonic() + 240  # a bound on start-up (imports on a busy machine), not a speed check
+        while status != 200 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = _health(port)
+        assert status == 200, log.read_text()[-3000:]
+        proc.terminate()  # SIGTERM to the command: it passes it on to the server and returns when the server ends
+        assert proc.wait(60) is not None
+        assert _health(port) is None, "the server outlived the command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything left of the session (never the test's own processes)
+        except (ProcessLookupError, PermissionError):
+            pass
+    check = ("import importlib.util, pathlib; from streamlit.testing.v1 import AppTest; "
+             "app = pathlib.Path(importlib.util.find_spec('dashboard').origin).parent / 'app.py'; print(app); "
+             "at = AppTest.from_file(str(app), default_timeout=240); at.run(); assert not at.exception, at.exception; "
+             "at.switch_page('pages/learn_distillation.py').run(); assert not at.exception, at.exception; "
+             "assert not at.error, [e.value for e in at.error]; "
+             "assert any('50 labelled images' in m.value for m in at.markdown); print('ok')")
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", check], cwd=elsewhere, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.split()[-1] == "ok", (r.stdout[-2000:], r.stderr[-3000:])
+    assert str(venv) in r.stdout.split()[0]  # the installed copy, not the checkout
+
+
+def test_dashboard_command_without_the_dashboard_is_one_line_and_exit_2(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dashboard" else real(name, *a))
+    assert main(["dashboard", "--port", "8600"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dashboard: not installed" in err and "\n" not in err
+    assert main(["dashboard", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
