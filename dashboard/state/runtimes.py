@@ -3,8 +3,6 @@ Runtime), and a result's size and metric exported to ONNX."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from compression_core import inputs as I
@@ -24,7 +22,7 @@ def compare(key: str, ref: str, batch: int, threads: int, runtime: str = "torch"
         c = compare_latency(wl.model, model_of(key, ref), example, threads=threads)
         return c.to_json_dict()
     sb, sa = _ort_session(None, ref, threads), _ort_session(key, ref, threads)
-    fb, fa = _ort_feed(sb, example), _ort_feed(sa, example)
+    fb, fa = ort_module().feed(sb, example), ort_module().feed(sa, example)  # the library's one feed function
     c = compare_calls(lambda: sb.run(None, fb), lambda: sa.run(None, fa), runtime="onnxruntime",
                       batch_size=batch, threads=threads)
     return c.to_json_dict()
@@ -49,15 +47,6 @@ def _ort_session(key: str | None, ref: str, threads: int):
     ort = ort_module()
     wl = baseline(ref)
     return ort.session(to_onnx(model_of(key, ref), I.take(wl.test.x, slice(0, 2))), threads=threads)
-
-
-def _ort_feed(sess, example: Any) -> dict:
-    """The session's inputs for ``example`` by input name (a dict input key by key, token ids stay integers)."""
-    names = [i.name for i in sess.get_inputs()]
-    if I.is_dict(example):
-        return {k: v.detach().cpu().numpy() for k, v in example.items() if k in names}
-    x = example.detach().cpu()
-    return {names[0]: (x.float() if x.is_floating_point() else x).numpy()}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
