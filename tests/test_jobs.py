@@ -150,8 +150,9 @@ def test_recipe_job_trains_in_a_worker_and_matches_the_library():
                                           "batch": 8, "rounds": 3}, "s"), 240)
         assert lat["state"] == "done", lat.get("error")
         assert lat["result"]["batch_size"] == 8 and lat["result"]["verdict"] and lat["result"]["before_ms"] > 0
-        bad = r.wait(r.submit("recipe", {"recipe": {**recipe, "model": "nope"}}, "s"), 60)
-        assert bad["state"] == "error" and "nope" in bad["error"] and "\n" not in bad["error"]
+        with pytest.raises(jobs.JobRefused) as bad:  # a model the server does not list: refused before it is queued
+            r.submit("recipe", {"recipe": {**recipe, "model": "nope"}}, "s")
+        assert "nope" in str(bad.value) and "digits-mlp" in str(bad.value) and "\n" not in str(bad.value)
     finally:
         r.shutdown()
 

@@ -68,6 +68,19 @@ def _dedupe_key(kind: str, payload: Any) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _check_payload(kind: str, payload: Any) -> None:
+    """Every model and recipe a job names must be one of the server's listed workloads (``trust.check_job``), checked
+    here, in the server process, before the job is queued: the worker resolves what it is given."""
+    try:
+        import trust
+    except ModuleNotFoundError:  # pragma: no cover  (imported as the ``dashboard.jobs`` package)
+        from dashboard import trust
+    try:
+        trust.check_job(kind, payload)
+    except Exception as e:  # Refused, or the library's one line about a malformed recipe
+        raise JobRefused(" ".join(str(e).split()) or type(e).__name__) from None
+
+
 # ----------------------------------------------------------------------------------------------- the runner
 class JobRunner:
     """A queue of jobs served by a pool of worker processes (see the module docstring)."""
@@ -95,6 +108,7 @@ class JobRunner:
         """Queue a job (or join an identical queued, running or finished one); returns its id."""
         if kind not in KINDS:
             raise JobRefused(f"job kind {kind!r} is unknown; known kinds: {', '.join(sorted(KINDS))}")
+        _check_payload(kind, payload)
         key = _dedupe_key(kind, payload)
         with self.lock:
             if self._stopping:

@@ -17,6 +17,7 @@ import streamlit as st
 
 import state
 import techniques as T
+import trust
 from compression_core.search import search
 
 RUN = "srch_run"  # session key: the running (or last) search of this browser session
@@ -33,8 +34,9 @@ def start(ref: str, trials: int, seed: int, objectives: list[str], max_size: int
 
     def work() -> None:
         try:
-            res = search(ref, trials=trials, seed=seed, objectives=objectives, max_size_bytes=max_size,
-                         max_drop=max_drop, progress=lambda f, m: run.__setitem__("message", m), on_trial=on_trial,
+            res = search(trust.check_model_reference(ref), trials=trials, seed=seed, objectives=objectives,
+                         max_size_bytes=max_size, max_drop=max_drop,
+                         progress=lambda f, m: run.__setitem__("message", m), on_trial=on_trial,
                          should_stop=run["stop"].is_set)
             run["result"] = {"baseline": res.baseline, "seconds": res.seconds, "cancelled": res.cancelled,
                              "first_point_seconds": res.first_point_seconds}

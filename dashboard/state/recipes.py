@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from compression_core.recipe import MAX_RECIPE_BYTES as MAX_RECIPE_UPLOAD_BYTES  # noqa: F401  (the upload's cap)
-from compression_core.recipe import load_recipe, parse_recipe, recipe_to_dict, recipe_to_yaml
+from compression_core.recipe import parse_recipe, recipe_to_yaml
 
 
 def recipe_dict(model: str, steps: list[dict], seed: int = 0) -> dict:
@@ -25,5 +25,10 @@ def to_yaml(recipe: dict) -> str:
 
 
 def parse_recipe_text(text: str) -> dict:
-    """Validate uploaded recipe text (YAML, JSON or Markdown front matter) with the library; one-line errors."""
-    return recipe_to_dict(load_recipe(text))
+    """Validate uploaded recipe text (YAML, JSON or Markdown front matter) with the library, its model checked
+    against the server's list (``trust.check_recipe``: text is never read as a path); one-line errors."""
+    try:
+        import trust
+    except ModuleNotFoundError:  # pragma: no cover
+        from dashboard import trust
+    return trust.check_recipe(text)

@@ -4,9 +4,6 @@ the machine's CPU facts."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import streamlit as st
 
 from compression_core import CompressionError, predict
@@ -15,19 +12,31 @@ from compression_core.cpu import CpuFacts, cpu_facts
 from compression_core.recipe import validation_error_line
 from compression_core.workload import Workload, registered_workloads, resolve_workload, workload_names
 
+try:  # the one validator of browser input (dashboard/trust.py), with this folder on sys.path or as a package
+    import trust
+except ModuleNotFoundError:  # pragma: no cover
+    from dashboard import trust
+
 DEFAULT_MODEL = "digits-cnn"
 
 
 def cli_references(argv: list[str] | None = None) -> list[str]:
     """The ``--workload REF`` arguments given after ``--`` on the ``streamlit run`` command line, in order."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--workload", action="append", default=[])
-    args, _ = p.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return [r for r in args.workload if r.strip()]
+    return trust.cli_references(argv)
+
+
+def _load(ref: str) -> tuple[Workload | None, str | None]:
+    """(workload, None) or (None, one-line error). Every model a page loads comes through here: a reference the
+    server does not list (``trust.check_model_reference``) is refused before anything is imported or called."""
+    try:
+        ref = trust.check_model_reference(ref)
+    except trust.Refused as e:
+        return None, one_line(e)
+    return _load_listed(ref)
 
 
 @st.cache_resource(show_spinner=False)
-def _load(ref: str) -> tuple[Workload | None, str | None]:
+def _load_listed(ref: str) -> tuple[Workload | None, str | None]:
     """(workload, None) or (None, one-line error), once per process: a bad reference is not retried each rerun."""
     try:
         return resolve_workload(ref), None
