@@ -206,11 +206,13 @@ def board() -> None:
         st.warning(f"Your best submission does not meet the constraint yet ({mine['accuracy'] * 100:.2f} % at "
                    f"{mine['size_kb']:,.1f} KB), so it is unranked.")
     if ranked:  # a plain table: readable by screen readers and on a projector, no scrolling grid
-        st.table(pd.DataFrame([{
-            "rank": r["rank"] if r["rank"] is not None else "-", "name": r["display_name"],
+        table = pd.DataFrame([{  # every column of one type (a mixed column costs pyarrow a logged traceback)
+            "rank": str(r["rank"]) if r["rank"] is not None else "-", "name": str(r["display_name"]),
             "accuracy (%)": round(r["accuracy"] * 100, 2), "size (KB)": round(r["size_kb"], 1),
-            "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": r.get("label", ""),
-            "you": "<- you" if r["browser"] == bid else ""} for r in ranked]).set_index("rank"))
+            "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": str(r.get("label") or ""),
+            "you": "<- you" if r["browser"] == bid else ""} for r in ranked]).set_index("rank")
+        # shown as the app shows numbers elsewhere: percent with 2 decimals, KB with 1 (not "98.6100")
+        st.table(table.style.format({"accuracy (%)": "{:.2f}", "size (KB)": "{:,.1f}"}))
     try:
         base = state.baseline_view(live["model"])["stats"]
     except Exception:  # a model this build does not have: the chart just has no baseline star
@@ -234,11 +236,14 @@ if teacher:
                 st.success(f"Removed {n} submissions.")
             except store.StoreError as e:
                 st.error(str(e))
-    try:
-        subs = db.submissions()
-        t2.download_button("Download all submissions (CSV)", pd.DataFrame([
-            {k: s.get(k) for k in ("display_name", "accuracy", "size_kb", "label", "model", "created")}
-            for s in subs]).to_csv(index=False), file_name="class-submissions.csv", mime="text/csv",
-            key="c_csv")
-    except store.StoreError as e:
-        t2.error(str(e))
+
+    def submissions_csv() -> str:
+        """Built when the button is clicked (in Streamlit's download thread, no st.* calls), from the rows then in
+        the database: a page left open while students submit still downloads every current row."""
+        try:
+            return store.classroom.submissions_csv(db.challenge(), db.submissions())
+        except store.StoreError as e:
+            return f"error\n{' '.join(str(e).split())}\n"
+
+    t2.download_button("Download all submissions (CSV)", submissions_csv, file_name="class-submissions.csv",
+                       mime="text/csv", key="c_csv")

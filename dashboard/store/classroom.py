@@ -3,7 +3,10 @@ wording, the size a history row competes with, and the leaderboard's ranking."""
 
 from __future__ import annotations
 
+import csv
 import hmac
+import io
+from datetime import datetime
 
 from .schema import server_flag
 
@@ -80,3 +83,37 @@ def leaderboard(ch: dict | None, subs: list[dict]) -> list[dict]:
             rank += 1
         out.append({**s, "display_name": latest_name[s["browser"]], "qualifies": ok, "rank": rank if ok else None})
     return out
+
+
+SUBMISSION_COLUMNS = ("id", "display_name", "accuracy", "size_kb", "meets_constraint", "label", "model", "simulated",
+                      "created")
+
+
+def iso_time(t: float | None) -> str:
+    """A stored Unix time as ISO 8601 in the server's time zone, to the second, with its UTC offset
+    (``2026-03-02T14:05:09+01:00``); "" when missing."""
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(float(t)).astimezone().isoformat(timespec="seconds")
+
+
+def submissions_csv(ch: dict | None, subs: list[dict]) -> str:
+    """Every submission (``Store.submissions()``: all rows, oldest first) as CSV text: accuracy as a fraction, size
+    in KB, whether it meets the challenge's constraint, ``created`` in ISO 8601. No browser ids; a student's
+    text that a spreadsheet would run as a formula is quoted."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SUBMISSION_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for s in subs:
+        ok = qualifies(ch, s["accuracy"], s["size_kb"]) if ch else None
+        row = {k: _cell(s.get(k)) for k in SUBMISSION_COLUMNS}
+        w.writerow({**row, "meets_constraint": "" if ok is None else ("yes" if ok else "no"),
+                    "simulated": "yes" if s.get("simulated") else "no", "created": iso_time(s.get("created"))})
+    return buf.getvalue()
+
+
+def _cell(v):
+    """A student's text as a spreadsheet shows it, never as a formula (``=``, ``+``, ``-``, ``@`` lead: quoted)."""
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return v
