@@ -1,6 +1,7 @@
 """The dashboard served on loopback for the browser tests and the dashboard/workshop benchmarks: one way to pick a
-port, start `streamlit run dashboard/app.py`, wait for its health endpoint, and stop it; and how to launch Debian's
-chromium here (Playwright's own browser download does not work on these machines)."""
+port, start `streamlit run dashboard/server.py` (the class server: identity cookie, teacher link), wait for its health
+endpoint, and stop it; and how to launch Debian's chromium here (Playwright's own browser download does not work on
+these machines)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "dashboard" / "app.py"
+APP = ROOT / "dashboard" / "server.py"
+
+
+def entry(root: Path | str = ROOT) -> Path:
+    """The checkout's server entry: ``dashboard/server.py``, or ``dashboard/app.py`` in a checkout older than it."""
+    d = Path(root) / "dashboard"
+    return d / "server.py" if (d / "server.py").is_file() else d / "app.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -50,13 +57,13 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60) -> None
 
 def start_app(port: int, timeout: float = 60, root: Path | str = ROOT, app_args: list[str] | None = None
               ) -> subprocess.Popen:
-    """`streamlit run dashboard/app.py` on 127.0.0.1:port, returned once it is healthy. ``root``: another checkout
+    """`streamlit run dashboard/server.py` on 127.0.0.1:port, returned once it is healthy. ``root``: another checkout
     (its own dashboard, library and .streamlit/config.toml, e.g. an older commit to compare with); ``app_args``:
     the app's own arguments (``--workload REF`` ...), passed after ``--``."""
     root = Path(root)
     extra = ["--", *app_args] if app_args else []
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, root / "dashboard" / "app.py"),
-                             *extra], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, entry(root)), *extra], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_healthy(port, proc, timeout)
     return proc
 

@@ -1,6 +1,7 @@
-"""The Class page through Streamlit's AppTest, with a teacher and students in separate sessions sharing one store:
-the teacher (with the passcode) sets a challenge, a student submits, the teacher's leaderboard shows it; a wrong
-passcode leaves the page read-only and cannot reset the board; the passcode never reaches the store or the log."""
+"""The Class page through Streamlit's AppTest, with a teacher and students in separate sessions sharing one store
+(SQLite and Postgres): the teacher (with the passcode or the one-time link) sets a challenge, a student submits, the
+teacher's leaderboard shows it; a wrong passcode leaves the page read-only and cannot reset the board, and the pause
+after too many survives a new session; the passcode never reaches the store or the log."""
 
 from __future__ import annotations
 
@@ -17,17 +18,20 @@ for p in (ROOT, ROOT / "dashboard"):
         sys.path.insert(0, str(p))
 
 import store  # noqa: E402
+from db_backends import db_url  # noqa: E402,F401  (a fixture: SQLite and Postgres)
 
 PAGE = str(ROOT / "dashboard" / "pages" / "classroom.py")
 CODE = "tea-time-42"
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(db_url, monkeypatch):
     monkeypatch.setenv("COMPRESSION_LAB_TEACHER_CODE", CODE)
     old = store.database._STORE  # the server's one store (``store.get_store()``), replaced for this test
-    store.database._STORE = store.Store(f"sqlite:///{tmp_path / 'class.db'}")
+    store.database._STORE = store.Store(db_url)
+    assert store.database._STORE.persistent, store.database._STORE.problem
     yield store.database._STORE
+    store.database._STORE.engine.dispose()
     store.database._STORE = old
 
 
@@ -106,18 +110,56 @@ def test_wrong_passcode_is_read_only_and_cannot_reset(db, pruned_stats):
     assert "Teacher mode:" not in texts(intruder)
     assert not [b for b in intruder.button if b.key in ("c_reset", "c_set")]
     assert not [c for c in intruder.checkbox if c.key == "c_sure"]
-    assert intruder.session_state["c_teacher"] is not True if "c_teacher" in intruder.session_state else True
+    assert not db.is_teacher(intruder.session_state["_browser_id"])
     assert len(db.submissions()) == 1  # the board is untouched
-    for _ in range(store_tries() - 1):
+    for _ in range(store.MAX_TRIES - 1):
         login(intruder, "guess")
     assert any("Too many wrong passcodes" in e.value for e in intruder.error)
     login(intruder, CODE)  # even the right code waits out the pause
     assert not [b for b in intruder.button if b.key == "c_reset"]
+    assert not db.is_teacher(intruder.session_state["_browser_id"])
 
 
-def store_tries() -> int:
-    src = Path(PAGE).read_text()
-    return int(src.split("MAX_TRIES = ")[1].split()[0])
+def test_the_passcode_pause_survives_a_new_session_and_the_teacher_link_still_works(db):
+    """A reload, a new tab or a new browser is a new session (and a new identity): the pause is the server's, per
+    client address, so it still holds; the one-time teacher link is not locked by it and works exactly once."""
+    for _ in range(store.MAX_TRIES):
+        login(page(), "guess")  # every try from a fresh session
+    fresh = page()
+    assert any("Too many wrong passcodes" in e.value for e in fresh.error)
+    assert [b for b in fresh.button if b.label == "Enter teacher mode"][0].disabled
+    # a client that sends the click anyway (the check is the server's): refused, however right the passcode
+    assert db.passcode_attempt(store.client_key(None)) > store.PAUSE_S / 2
+    assert not [b for b in fresh.button if b.key in ("c_reset", "c_set")] and "Teacher mode:" not in texts(fresh)
+
+    token = db.new_teacher_link()  # what dashboard/server.py prints on its console at start
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["teacher"] = token
+    at.run()
+    assert not at.exception and "one-time link" in texts(at) and "Teacher mode:" in texts(at)
+    assert "teacher" not in at.query_params  # out of the address bar
+    assert [b for b in at.button if b.key == "c_set"]
+    again = AppTest.from_file(PAGE, default_timeout=120)  # the same link in another browser: spent
+    again.query_params["teacher"] = token
+    again.run()
+    assert any("used already" in e.value for e in again.error) and "Teacher mode:" not in texts(again)
+    assert not [b for b in again.button if b.key == "c_set"]
+
+
+def test_an_old_url_id_grants_nothing(db):
+    """``?u=`` was the identity before the cookie: now it is ignored, removed from the address, and the session gets
+    its own key; rows stored under the old id stay in the database, out of reach."""
+    db.set_challenge({"kind": "max_size", "model": "digits-cnn", "metric": "accuracy", "limit": 100.0})
+    db.submit("OldUrlId0123456", "Ada", {"accuracy": 0.9, "size_kb": 50.0, "label": "x"})
+    db.save_experiment("OldUrlId0123456", {"key": "k", "model": "digits-cnn", "label": "mine", "accuracy": 0.9})
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["u"] = "OldUrlId0123456"
+    at.run()
+    assert not at.exception
+    assert "u" not in at.query_params and at.session_state["_browser_id"] != "OldUrlId0123456"
+    assert "You have not submitted yet." in texts(at) and "Your rank" not in texts(at)
+    assert store.valid_browser_id(at.session_state["_browser_id"]) and at.session_state["_browser_id"].startswith("k")
+    assert len(db.experiments("OldUrlId0123456")) == 1  # still stored
 
 
 def test_teacher_resets_the_board(db):
@@ -133,7 +175,7 @@ def test_teacher_resets_the_board(db):
 def test_without_a_configured_code_there_is_no_teacher_mode(db, monkeypatch):
     monkeypatch.delenv("COMPRESSION_LAB_TEACHER_CODE")
     at = page()
-    assert "Teacher mode is off" in texts(at)
+    assert "Teacher mode is off" in texts(at) and "one-time teacher link" in texts(at)
     assert not [t for t in at.text_input if t.key == "c_code"]
 
 
@@ -194,7 +236,7 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
             student.goto(url)
             student.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
             _idle(student)
-            assert "u=" in student.url  # the per-browser id the history is kept under
+            assert "u=" not in student.url  # the identity is an HttpOnly cookie, never in the address
             student.get_by_text("unstructured (weights)", exact=True).click()
             _idle(student)
             slider = student.locator('[data-testid="stSlider"] input[type="range"]').first
@@ -206,7 +248,7 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
             moved = slider.input_value()
             student.get_by_role("button", name="Save to history").click()
             student.get_by_text("Saved as row").wait_for(timeout=60_000)
-            # F5: the same id in the address, the slider where it was
+            # F5: the same address and identity cookie, the slider where it was
             address = student.url
             student.reload()
             student.locator(".js-plotly-plot").first.wait_for(timeout=120_000)

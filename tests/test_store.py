@@ -1,4 +1,5 @@
-"""The dashboard's store: history, settings and the class room in SQLite (WAL, transactions, schema version), one
+"""The dashboard's store: history, settings, the class room and the teacher's rights, on SQLite (WAL, transactions,
+schema version) and on Postgres (``db_url`` runs those tests on both; Postgres needs COMPRESSION_LAB_TEST_PG), one
 line and a memory fallback for a corrupt, locked or newer database, every committed row surviving ``kill -9``."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dashboard"))
 
 import store  # noqa: E402
+from db_backends import db_url, fresh_postgres_database, postgres_base  # noqa: E402,F401  (db_url: a fixture)
 
 
 def url(path: Path) -> str:
@@ -31,8 +33,8 @@ def row(i: int, **kw) -> dict:
             **kw}
 
 
-def test_history_is_kept_per_browser_with_rename_delete_and_export(tmp_path):
-    s = store.Store(url(tmp_path / "h.db"))
+def test_history_is_kept_per_browser_with_rename_delete_and_export(db_url):
+    s = store.Store(db_url)
     assert s.problem is None and s.persistent
     a = s.save_experiment("alice-browser", row(1), "applied")
     b = s.save_experiment("alice-browser", row(2), "saved", name="my best")
@@ -52,22 +54,26 @@ def test_history_is_kept_per_browser_with_rename_delete_and_export(tmp_path):
     assert [r["id"] for r in s.experiments("alice-browser")] == [a]
     assert len(s.experiments("bob-browser-1")) == 1
     s.close()
-    again = store.Store(url(tmp_path / "h.db"))  # a restart finds everything
+    again = store.Store(db_url)  # a restart finds everything
+    assert again.problem is None and again.persistent
     assert [r["name"] for r in again.experiments("alice-browser")] == ["first try"]
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        if again.engine.dialect.name == "sqlite":
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("SELECT version FROM schema_version").scalar() == store.SCHEMA_VERSION
     assert again.integrity() == "ok"
 
 
-def test_settings_are_coalesced_and_survive_a_restart(tmp_path):
-    s = store.Store(url(tmp_path / "h.db"), settings_delay_s=0.05)
+def test_settings_are_coalesced_and_survive_a_restart(db_url):
+    s = store.Store(db_url, settings_delay_s=0.05)
     for amount in (0.1, 0.2, 0.3):
         s.save_settings("alice-browser", {"x_model": "digits-mlp", "x_amount": amount})
     assert s.load_settings("alice-browser")["x_amount"] == 0.3  # readable at once
     s.flush()
-    assert store.Store(url(tmp_path / "h.db")).load_settings("alice-browser") == {"x_model": "digits-mlp",
-                                                                                  "x_amount": 0.3}
+    assert store.Store(db_url).load_settings("alice-browser") == {"x_model": "digits-mlp", "x_amount": 0.3}
+    s.save_settings("alice-browser", {"x_amount": 0.4})  # an update of an existing row
+    s.flush()
+    assert store.Store(db_url).load_settings("alice-browser") == {"x_amount": 0.4}
     assert s.load_settings("nobody-here") is None
 
 
@@ -109,8 +115,8 @@ def test_a_locked_database_gives_one_line_and_nothing_breaks(tmp_path):
     assert s.save_experiment("alice-browser", row(1))  # and once it is free, writes work again
 
 
-def test_class_room_challenge_submissions_leaderboard_and_reset(tmp_path):
-    s = store.Store(url(tmp_path / "h.db"))
+def test_class_room_challenge_submissions_leaderboard_and_reset(db_url):
+    s = store.Store(db_url)
     with pytest.raises(store.StoreError, match="no challenge"):
         s.submit("alice-browser", "Ann", {"accuracy": 0.9, "size_kb": 10})
     s.set_challenge({"kind": "max_size", "model": "digits-cnn", "metric": "accuracy", "limit": 20})
@@ -131,6 +137,82 @@ def test_class_room_challenge_submissions_leaderboard_and_reset(tmp_path):
     assert [(b["display_name"], b["rank"], b["qualifies"]) for b in board] == [("Ann", 1, True),
                                                                                ("Carol", None, False)]
     assert s.reset_class() == 6 and s.submissions() == []  # every revision's submissions of the room
+
+
+def test_passcode_backoff_is_per_client_shared_by_processes_and_doubles(db_url):
+    """The passcode's pause lives in the database, keyed by client address: another server process (or a new
+    session in this one) sees it; another address does not; each try after the pause doubles it; the right passcode
+    clears it."""
+    a, b = store.Store(db_url), store.Store(db_url)  # two server processes on one database
+    me, other = store.client_key("10.0.0.5"), store.client_key("10.0.0.6")
+    for _ in range(store.MAX_TRIES - 1):
+        assert a.passcode_attempt(me) == 0 and a.passcode_wait(me) == 0
+    assert b.passcode_attempt(me) == 0  # the MAX_TRIES-th try is checked, and pauses the next one
+    assert store.PAUSE_S - 5 < a.passcode_wait(me) <= store.PAUSE_S
+    assert a.passcode_attempt(me) > 0 and b.passcode_attempt(me) > 0  # refused, in either process
+    assert b.passcode_wait(other) == 0 and b.passcode_attempt(other) == 0
+    with a._write() as c:  # the pause is over
+        c.execute(store.database.update(store.schema.logins).values(until=0.0))
+    assert a.passcode_attempt(me) == 0  # one more try; the next pause is twice as long
+    assert 2 * store.PAUSE_S - 5 < b.passcode_wait(me) <= 2 * store.PAUSE_S
+    a.passcode_ok(me)
+    assert a.passcode_wait(me) == 0 and b.passcode_attempt(me) == 0
+
+
+def test_parallel_passcode_tries_cannot_slip_past_the_count(db_url):
+    """Many tabs guessing at the same moment: each try is counted before it is checked, so exactly MAX_TRIES get
+    through before the pause, whatever the interleaving (row lock on Postgres, BEGIN IMMEDIATE on SQLite)."""
+    import threading
+
+    stores = [store.Store(db_url) for _ in range(2)]
+    client = store.client_key("192.0.2.7")
+    results: list[float] = []
+    go = threading.Barrier(12)
+
+    def guess(i: int) -> None:
+        go.wait()
+        results.append(stores[i % 2].passcode_attempt(client))
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(1 for r in results if r == 0) == store.MAX_TRIES and len(results) == 12
+
+
+def test_teacher_link_works_once_in_any_process_and_is_stored_hashed(db_url):
+    import threading
+
+    a, b = store.Store(db_url), store.Store(db_url)
+    token = a.new_teacher_link()
+    assert len(token) >= 43 and not a.is_teacher("k-teacher") and not b.redeem_teacher_link("x" * 43, "k-student")
+    won: list[bool] = []
+    go = threading.Barrier(2)
+
+    def redeem(s, who) -> None:
+        go.wait()
+        won.append(s.redeem_teacher_link(token, who))
+
+    threads = [threading.Thread(target=redeem, args=(a, "k-teacher")), threading.Thread(target=redeem,
+                                                                                       args=(b, "k-student"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == [False, True]  # exactly one browser got it
+    assert a.is_teacher("k-teacher") != a.is_teacher("k-student")
+    assert not a.redeem_teacher_link(token, "k-other")  # spent
+    with a.engine.connect() as c:
+        assert token not in str(c.exec_driver_sql("SELECT * FROM teacher_links").all())
+    old = b.new_teacher_link()
+    with b._write() as c:  # an unused link from a server started long ago
+        c.execute(store.database.update(store.schema.teacher_links).values(created=0.0))
+    assert not b.redeem_teacher_link(old, "k-late")
+    b.grant_teacher("k-pass", "passcode")
+    assert a.is_teacher("k-pass")
+    a.revoke_teacher("k-pass")
+    assert not b.is_teacher("k-pass")
 
 
 def test_entry_size_and_passcode_check():
@@ -159,7 +241,8 @@ WRITER = r"""
 import sys, threading
 sys.path.insert(0, sys.argv[2])
 import store
-s = store.Store("sqlite:///" + sys.argv[1])
+s = store.Store(sys.argv[1])
+assert s.persistent, s.problem
 print("ready", flush=True)
 lock = threading.Lock()
 def work(t):
@@ -178,11 +261,10 @@ threading.Event().wait()
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0])
-def test_kill_9_while_saving_keeps_every_saved_row(tmp_path, delay):
+def test_kill_9_while_saving_keeps_every_saved_row(db_url, delay):
     """Three threads of a server process save rows; the process is killed with SIGKILL mid-write. After a restart
-    every row whose save returned is there and ``PRAGMA integrity_check`` says ok."""
-    path = tmp_path / "h.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(ROOT / "dashboard")],
+    every row whose save returned is there (and, on SQLite, ``PRAGMA integrity_check`` says ok)."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, db_url, str(ROOT / "dashboard")],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -193,10 +275,11 @@ def test_kill_9_while_saving_keeps_every_saved_row(tmp_path, delay):
     saved = [line.split() for line in proc.stdout.read().splitlines() if line.strip()]
     saved = [(int(t), int(i), int(rid)) for t, i, rid in (x for x in saved if len(x) == 3)]
     assert len(saved) >= 3, "the writer saved too little to test anything"
-    s = store.Store(url(path))
+    s = store.Store(db_url)
     assert s.problem is None and s.integrity() == "ok"
-    with sqlite3.connect(path) as c:
-        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if db_url.startswith("sqlite:///"):
+        with sqlite3.connect(db_url[len("sqlite:///"):]) as c:
+            assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for t in range(3):
         ids = {r["id"] for r in s.experiments(f"browser-{t:04d}")}
         missing = [rid for tt, _, rid in saved if tt == t and rid not in ids]

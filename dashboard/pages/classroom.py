@@ -1,8 +1,13 @@
 """Class: the teacher's challenge, the students' submissions on one live leaderboard and one accuracy-vs-size chart.
 
-Teacher mode needs the passcode the server was started with (``streamlit run dashboard/app.py -- --teacher-code
-CODE`` or COMPRESSION_LAB_TEACHER_CODE), compared in constant time and never logged or stored; without it the page
-is read-only: students see the challenge, submit their own configurations and see their rank.
+Teacher rights come from the server, never from the page: the passcode the server was started with (``-- --teacher-code
+CODE`` or COMPRESSION_LAB_TEACHER_CODE, compared in constant time, never logged or stored), tried at most
+``store.MAX_TRIES`` times per client address before each further try pauses the next (60 s, doubling; kept in the
+database, so a reload, a new tab or a new browser session does not reset it); or the one-time teacher link
+``dashboard/server.py`` prints on its console at start (``/classroom?teacher=TOKEN``), which no wrong passcode can
+lock. Either grants this browser (its identity cookie) teacher rights for 12 hours, checked again on every teacher
+action. Without them the page is read-only: students see the challenge, submit their own configurations and see
+their rank.
 """
 
 import time
@@ -14,9 +19,6 @@ import streamlit as st
 import state
 import store
 
-MAX_TRIES = 5  # wrong passcodes per browser session before teacher login pauses
-PAUSE_S = 60
-
 db = store.get_store()
 bid = store.browser_id()
 ss = st.session_state
@@ -25,37 +27,70 @@ if db.problem:
     st.warning(db.problem)
 
 code = store.teacher_code()
-teacher = ss.get("c_teacher") is True and code is not None
+_link = st.query_params.get("teacher")
+if _link is not None:
+    del st.query_params["teacher"]  # spent or not, out of the address bar at once
+    try:
+        if db.redeem_teacher_link(_link, bid):
+            st.success("Teacher mode opened with the server's one-time link (the link will not work again).")
+        else:
+            st.error("This teacher link was used already or has expired: each server start prints a new one on its "
+                     "console; the passcode works too.")
+    except store.StoreError as e:
+        st.error(str(e))
+
+
+def is_teacher() -> bool:
+    """Teacher rights of this browser, from the database (asked again before every teacher action)."""
+    try:
+        return db.is_teacher(bid)
+    except store.StoreError:
+        return False
+
+
+teacher = is_teacher()
 
 # ------------------------------------------------------------------------------------------------ teacher login
 with st.expander("Teacher", expanded=False):
-    if code is None:
-        st.caption("Teacher mode is off on this server. Start it with "
-                   "`streamlit run dashboard/app.py -- --teacher-code CODE` (or set COMPRESSION_LAB_TEACHER_CODE) to "
-                   "set a challenge and reset the board.")
-    elif teacher:
+    if teacher:
         st.success("Teacher mode: you can set the challenge and reset the board.")
         if st.button("Leave teacher mode", key="c_logout"):
-            ss["c_teacher"] = False
+            try:
+                db.revoke_teacher(bid)
+            except store.StoreError as e:
+                st.error(str(e))
             st.rerun()
+    elif code is None:
+        st.caption("Teacher mode is off on this server for passcodes: start it with "
+                   "`streamlit run dashboard/server.py -- --teacher-code CODE` (or set COMPRESSION_LAB_TEACHER_CODE), "
+                   "or open the one-time teacher link `dashboard/server.py` prints on its console, to set a challenge "
+                   "and reset the board.")
     else:
-        paused = ss.get("c_pause_until", 0) > time.time()
+        me = store.client()
+        try:
+            wait = db.passcode_wait(me)
+        except store.StoreError:
+            wait = 0.0
         with st.form("c_login", clear_on_submit=True):
             typed = st.text_input("Teacher passcode", type="password", key="c_code")
-            go_in = st.form_submit_button("Enter teacher mode", disabled=paused)
-        if paused:
-            st.error(f"Too many wrong passcodes: try again in {int(ss['c_pause_until'] - time.time()) + 1} s.")
-        elif go_in:
-            if store.check_code(typed, code):
-                ss["c_teacher"], ss["c_tries"] = True, 0
-                st.rerun()
-            ss["c_tries"] = ss.get("c_tries", 0) + 1
-            time.sleep(min(2.0, 0.25 * ss["c_tries"]))  # guessing is slow
-            if ss["c_tries"] >= MAX_TRIES:
-                ss["c_pause_until"], ss["c_tries"] = time.time() + PAUSE_S, 0
-                st.error(f"Wrong passcode. Too many wrong passcodes: try again in {PAUSE_S} s.")
-            else:
-                st.error("Wrong passcode: the Class page stays read-only.")
+            go_in = st.form_submit_button("Enter teacher mode", disabled=wait > 0)
+        if go_in:
+            try:
+                wait = db.passcode_attempt(me)  # counted before it is checked; refused while paused
+                right = wait == 0 and store.check_code(typed, code)
+                if right:
+                    db.passcode_ok(me)
+                    db.grant_teacher(bid, "passcode")
+                    st.rerun()
+                elif wait == 0:
+                    time.sleep(0.5)  # guessing is slow, even between pauses
+                    wait = db.passcode_wait(me)
+                    st.error("Wrong passcode: the Class page stays read-only.")
+            except store.StoreError as e:
+                st.error(str(e))
+        if wait > 0:
+            st.error(f"Too many wrong passcodes from this address: try again in {int(wait) + 1} s. (The teacher's "
+                     "one-time link from the server's console always works.)")
 
 # ------------------------------------------------------------------------------------------------ the challenge
 try:
@@ -81,7 +116,7 @@ if teacher:
         simulated = st.checkbox("Count simulated (fake-quant) results at their theoretical size", value=False,
                                 key="c_sim")
         if st.button("Set challenge (starts a new, empty board)", type="primary", key="c_set"):
-            if ss.get("c_teacher") is not True:  # checked again on the server side, whatever the page showed
+            if not is_teacher():  # checked again on the server side, whatever the page showed
                 st.error("Only the teacher can set the challenge.")
             else:
                 try:
@@ -228,7 +263,7 @@ if teacher:
     t1, t2 = st.columns([1, 1])
     sure = t1.checkbox("Yes, remove every submission", key="c_sure")
     if t1.button("Reset the board", disabled=not sure, key="c_reset"):
-        if ss.get("c_teacher") is not True:  # the server checks, not just the page
+        if not is_teacher():  # the server checks, not just the page
             st.error("Only the teacher can reset the board.")
         else:
             try:

@@ -7,8 +7,13 @@
   of failing). Several dashboard processes on ONE machine can share the SQLite file; replicas on several machines (or
   a database on a network share) need a server database: ``--db postgresql+psycopg://user:pass@host/db`` (install a
   driver: ``pip install "psycopg[binary]"``).
-- **Who**: rows are keyed by a per-browser id kept in the page URL (``?u=...``), so a reload (F5), a dropped Wi-Fi or
-  a server restart finds the same history and settings. The id is the only key: a copied URL shares its history.
+- **Who**: rows are keyed by a hash of each browser's identity cookie: a server-issued secret (256 bits) in an
+  HttpOnly cookie set by ``dashboard/server.py`` (``identity.py``), so a reload (F5), a dropped Wi-Fi or a server
+  restart finds the same history and settings, and nothing a student can see (URL, name, leaderboard, export) opens
+  anyone else's. Rows stored under the old ``?u=`` URL ids stay in the database, unreachable from a browser.
+- **Teacher**: rights come from the passcode (with a backoff per client address kept in the database: ``logins``) or
+  from the one-time link the server prints at start (``teacher_links``, hashed); granted rights are a row in
+  ``teachers`` (12 hours).
 - **What**: experiments a student saved ("Save to history") or applied (training runs, imported recipes; never each
   slider tick), with rename, delete and CSV/JSON export; the current settings (the Explore page's widget values);
   the class room (the teacher's challenge and the students' submissions).
@@ -20,7 +25,8 @@
 - ``schema.py``: the tables, limits, ``--db`` and row helpers
 - ``database.py``: ``Store`` and ``get_store()``, the server's one store
 - ``classroom.py``: the class room's rules (passcode, challenge text, leaderboard)
-- ``session.py``: Streamlit glue (browser id, settings restored and remembered, history rows kept)
+- ``identity.py``: the identity cookie (ASGI middleware), browser keys, client keys
+- ``session.py``: Streamlit glue (browser key, client key, settings restored and remembered, history rows kept)
 - ``history_panel.py``: the Experiments page's history controls
 
 Only ``session.py`` and ``history_panel.py`` use streamlit, inside their functions.
@@ -30,15 +36,17 @@ from .classroom import (CHALLENGE_KINDS, challenge_text, check_code, entry_size_
                         teacher_code)
 from .database import Store, get_store
 from .history_panel import history_tools
-from .schema import (DEFAULT_PATH, MAX_NAME, MAX_ROWS, QUERY_KEY, ROOM, SCHEMA_VERSION, StoreError, clean_name,
-                     database_url, new_browser_id, valid_browser_id)
-from .session import (SETTING_KEYS, SETTING_PREFIXES, browser_id, current_settings, keep, load_history,
-                      persist_settings, restore_session, sync_session)
+from .schema import (DEFAULT_PATH, MAX_NAME, MAX_ROWS, MAX_TRIES, PAUSE_S, QUERY_KEY, ROOM, SCHEMA_VERSION,
+                     StoreError, clean_name, database_url, new_browser_id, valid_browser_id)
+from .identity import COOKIE, IdentityCookie, browser_key, client_key, new_secret, valid_secret
+from .session import (SETTING_KEYS, SETTING_PREFIXES, browser_id, client, current_settings, identity_kept, keep,
+                      load_history, persist_settings, restore_session, sync_session)
 
 __all__ = [
-    "CHALLENGE_KINDS", "DEFAULT_PATH", "MAX_NAME", "MAX_ROWS", "QUERY_KEY", "ROOM", "SCHEMA_VERSION", "SETTING_KEYS",
-    "SETTING_PREFIXES", "Store", "StoreError", "browser_id", "challenge_text", "check_code", "clean_name",
-    "current_settings", "database_url", "entry_size_kb", "get_store", "history_tools", "keep", "leaderboard",
-    "load_history", "new_browser_id", "persist_settings", "qualifies", "restore_session", "sync_session",
-    "teacher_code", "valid_browser_id",
+    "CHALLENGE_KINDS", "COOKIE", "DEFAULT_PATH", "MAX_NAME", "MAX_ROWS", "MAX_TRIES", "PAUSE_S", "QUERY_KEY",
+    "ROOM", "SCHEMA_VERSION", "SETTING_KEYS", "SETTING_PREFIXES", "browser_id", "browser_key", "challenge_text",
+    "check_code", "clean_name", "client", "client_key", "current_settings", "database_url", "entry_size_kb",
+    "get_store", "history_tools", "identity_kept", "IdentityCookie", "keep", "leaderboard", "load_history",
+    "new_browser_id", "new_secret", "persist_settings", "qualifies", "restore_session", "Store", "StoreError",
+    "sync_session", "teacher_code", "valid_browser_id", "valid_secret",
 ]

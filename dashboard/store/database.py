@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import secrets
 import threading
 import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from .schema import (MAX_ROWS, ROOM, SCHEMA_VERSION, StoreError, _json, _label, _line, challenges, clean_name,
-                     database_url, experiments, metadata, schema_version, settings, submissions)
+from .schema import (FORGET_S, LINK_S, MAX_PAUSE_S, MAX_ROWS, MAX_TRIES, PAUSE_S, ROOM, SCHEMA_VERSION, TEACHER_S,
+                     StoreError, _json, _label, _line, challenges, clean_name, database_url, experiments, logins,
+                     metadata, schema_version, settings, submissions, teacher_links, teachers)
 
 
 class Store:
@@ -364,6 +367,116 @@ class Store:
                 return c.execute(delete(submissions).where(submissions.c.room == room)).rowcount
 
         return self._run("resetting the class", go)
+
+    # ------------------------------------------------------------------ the teacher's rights
+    def _insert_missing(self, table, **values) -> None:
+        """Insert a row unless its primary key is there already (another process may insert it at the same time)."""
+        pk = list(table.primary_key.columns)[0]
+        try:
+            with self._write() as c:
+                if c.execute(select(pk).where(pk == values[pk.name])).first() is None:
+                    c.execute(insert(table).values(**values))
+        except IntegrityError:  # inserted by someone else in between: it exists, which is all we wanted
+            pass
+
+    def passcode_wait(self, client: str) -> float:
+        """Seconds before ``client`` (``identity.client_key``) may try the teacher passcode again; 0: now."""
+        def go():
+            with self.engine.connect() as c:
+                return c.execute(select(logins.c.until).where(logins.c.client == client)).scalar()
+
+        return max(0.0, float(self._run("reading the passcode pause", go) or 0.0) - time.time())
+
+    def passcode_attempt(self, client: str) -> float:
+        """Count one passcode try of ``client`` BEFORE it is checked (parallel tries from many tabs cannot slip past
+        the count); returns 0.0 when this try may be checked, else the seconds left in the pause (the try is refused
+        and not counted). From the MAX_TRIES-th try on, each try pauses the next: PAUSE_S, twice as long after each
+        further one (MAX_PAUSE_S at most). ``passcode_ok`` clears the count; FORGET_S after its last try a client
+        starts afresh. Kept in the database: a reload, a new tab, a new browser session or another server process
+        sees the same count."""
+        def go() -> float:
+            now = time.time()
+            self._insert_missing(logins, client=client, failures=0, until=0.0, updated=now)
+            with self._write() as c:  # SQLite: BEGIN IMMEDIATE; Postgres: the row lock below
+                r = c.execute(select(logins).where(logins.c.client == client).with_for_update()).first()
+                if r.until > now:
+                    return float(r.until - now)
+                failures = (0 if now - r.updated > FORGET_S else int(r.failures)) + 1
+                until = now + min(MAX_PAUSE_S, PAUSE_S * 2 ** (failures - MAX_TRIES)) if failures >= MAX_TRIES else 0.0
+                c.execute(update(logins).where(logins.c.client == client)
+                          .values(failures=failures, until=until, updated=now))
+                return 0.0
+
+        return self._run("checking the passcode pause", go)
+
+    def passcode_ok(self, client: str) -> None:
+        """The right passcode: ``client`` starts afresh."""
+        def go() -> None:
+            with self._write() as c:
+                c.execute(delete(logins).where(logins.c.client == client))
+
+        self._run("clearing the passcode pause", go)
+
+    def grant_teacher(self, browser: str, how: str, seconds: float = TEACHER_S) -> None:
+        """Give ``browser`` (``identity.browser_key``) teacher rights for ``seconds`` (``how``: passcode | link)."""
+        def go() -> None:
+            now = time.time()
+            with self._write() as c:
+                c.execute(delete(teachers).where(teachers.c.browser == browser))
+                c.execute(insert(teachers).values(browser=browser, granted=now, until=now + seconds, how=how[:16]))
+
+        self._run("granting teacher rights", go)
+
+    def is_teacher(self, browser: str) -> bool:
+        def go():
+            with self.engine.connect() as c:
+                return c.execute(select(teachers.c.until).where(teachers.c.browser == browser)).scalar()
+
+        return float(self._run("reading teacher rights", go) or 0.0) > time.time()
+
+    def revoke_teacher(self, browser: str) -> None:
+        def go() -> None:
+            with self._write() as c:
+                c.execute(delete(teachers).where(teachers.c.browser == browser))
+
+        self._run("leaving teacher mode", go)
+
+    @staticmethod
+    def _token_hash(token: str) -> str:
+        return hashlib.sha256(("compression-lab-teacher-link:" + token).encode("utf-8")).hexdigest()
+
+    def new_teacher_link(self) -> str:
+        """A new one-time teacher token (256 bits); only its SHA-256 is stored. Expired links are dropped."""
+        token = secrets.token_urlsafe(32)
+
+        def go() -> None:
+            now = time.time()
+            with self._write() as c:
+                c.execute(delete(teacher_links).where(teacher_links.c.created < now - LINK_S))
+                c.execute(insert(teacher_links).values(token_hash=self._token_hash(token), created=now, used=None))
+
+        self._run("making a teacher link", go)
+        return token
+
+    def redeem_teacher_link(self, token: str, browser: str) -> bool:
+        """Spend a one-time teacher token on ``browser``: True (teacher rights granted) only for an unused token
+        younger than LINK_S; the same token never works twice, even in two processes at once."""
+        if not isinstance(token, str) or not 20 <= len(token) <= 128:
+            return False
+
+        def go() -> bool:
+            now = time.time()
+            with self._write() as c:
+                spent = c.execute(update(teacher_links).where(
+                    teacher_links.c.token_hash == self._token_hash(token), teacher_links.c.used.is_(None),
+                    teacher_links.c.created >= now - LINK_S).values(used=now)).rowcount
+                if spent != 1:
+                    return False
+                c.execute(delete(teachers).where(teachers.c.browser == browser))
+                c.execute(insert(teachers).values(browser=browser, granted=now, until=now + TEACHER_S, how="link"))
+                return True
+
+        return self._run("opening the teacher link", go)
 
 
 _STORE: Store | None = None

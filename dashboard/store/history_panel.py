@@ -4,8 +4,8 @@ kept."""
 from __future__ import annotations
 
 from .database import get_store
-from .schema import MAX_NAME, QUERY_KEY, StoreError, clean_name
-from .session import browser_id
+from .schema import MAX_NAME, StoreError, clean_name
+from .session import browser_id, identity_kept
 
 
 def history_tools(rows: list[dict]) -> None:
@@ -15,10 +15,16 @@ def history_tools(rows: list[dict]) -> None:
     db = get_store()
     bid = browser_id()
     st.subheader("Your history")
-    st.caption(f"Kept in {db.where} for this browser: a reload or a server restart finds it again (the `?{QUERY_KEY}=` "
-               "part of the address is your key; bookmark it to come back). Rows are added by 'Save to history' on "
-               "the Explore page and by every training run, recipe import and latency timing; moving a slider only "
-               "changes the current row.")
+    if identity_kept():
+        kept_for = (f"Kept in {db.where} for this browser: a reload or a server restart finds it again (the key is a "
+                    "secret cookie this server gave your browser; no address or name opens it, and clearing this "
+                    "site's cookies starts a new, empty history).")
+    else:
+        kept_for = (f"Kept in {db.where} for this session only: this page came without the server's identity cookie "
+                    "(a server started with `streamlit run dashboard/app.py` instead of `dashboard/server.py`, or "
+                    "cookies blocked), so a reload starts a new history.")
+    st.caption(kept_for + " Rows are added by 'Save to history' on the Explore page and by every training run, "
+               "recipe import and latency timing; moving a slider only changes the current row.")
     if db.problem:
         st.warning(db.problem)
     kept = [r for r in rows if r.get("how") in ("saved", "applied")]

@@ -1,17 +1,18 @@
 """The history database's tables (schema version 1), its limits, where it lives (``--db``) and the row helpers
-(JSON that never holds NaN, printable names, browser ids)."""
+(JSON that never holds NaN, printable names, browser keys)."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import make_url
+
+from .identity import browser_key, new_secret
 
 try:  # the dashboard imports this package as ``store`` (dashboard/ on sys.path) or as ``dashboard.store``
     from jobs import server_flag
@@ -23,10 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository, when the dashboard
 DEFAULT_PATH = (ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()) / "compression-lab.sqlite3"
 SCHEMA_VERSION = 1
 ROOM = "class"  # one class room per server
-QUERY_KEY = "u"  # the URL query parameter that carries the browser id
+QUERY_KEY = "u"  # the URL query parameter that carried the browser id before the identity cookie (now ignored)
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_ROWS = 500  # experiments kept per browser
 MAX_NAME = 120
+# the teacher passcode's backoff, per client address: MAX_TRIES free tries, then each try pauses the next one, PAUSE_S
+# and twice as long after each further wrong one (MAX_PAUSE_S at most); FORGET_S after its last try a client starts
+# afresh. Teacher rights (passcode or one-time link) last TEACHER_S; an unused teacher link lasts LINK_S.
+MAX_TRIES = 5
+PAUSE_S = 60.0
+MAX_PAUSE_S = 3600.0
+FORGET_S = 24 * 3600.0
+TEACHER_S = 12 * 3600.0
+LINK_S = 12 * 3600.0
 
 metadata = MetaData()
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
@@ -65,6 +75,28 @@ submissions = Table(
     Column("accuracy", Float, nullable=False),
     Column("size_kb", Float, nullable=False),
     Column("data", Text, nullable=False),
+)
+
+# the teacher's rights (added to version 1 databases by create_all: new tables only, nothing else changes)
+logins = Table(  # the passcode backoff, per client address (``identity.client_key``), shared by every process
+    "logins", metadata,
+    Column("client", String(128), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("until", Float, nullable=False),  # no passcode is checked for this client before this time
+    Column("updated", Float, nullable=False),
+)
+teachers = Table(  # browsers (``identity.browser_key``) with teacher rights, and until when
+    "teachers", metadata,
+    Column("browser", String(64), primary_key=True),
+    Column("granted", Float, nullable=False),
+    Column("until", Float, nullable=False),
+    Column("how", String(16), nullable=False),  # "passcode" | "link"
+)
+teacher_links = Table(  # one-time teacher links printed on the server's console: SHA-256 of the token only
+    "teacher_links", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("created", Float, nullable=False),
+    Column("used", Float, nullable=True),
 )
 
 
@@ -119,4 +151,5 @@ def valid_browser_id(value: Any) -> bool:
 
 
 def new_browser_id() -> str:
-    return secrets.token_urlsafe(12)
+    """A random browser key (what a session without an identity cookie is keyed by)."""
+    return browser_key(new_secret())

@@ -1,5 +1,5 @@
-"""Streamlit glue: this browser's id in the URL (``?u=...``), its settings restored before the page and remembered
-after it, and its history rows kept (``keep``) in the store."""
+"""Streamlit glue: this browser's key (from its HttpOnly identity cookie), its settings restored before the page and
+remembered after it, and its history rows kept (``keep``) in the store."""
 
 from __future__ import annotations
 
@@ -8,25 +8,53 @@ import math
 from typing import Any
 
 from .database import get_store
-from .schema import QUERY_KEY, StoreError, _json, new_browser_id, valid_browser_id
+from .identity import COOKIE, browser_key, client_key, new_secret, valid_secret
+from .schema import QUERY_KEY, StoreError, _json
 
 SETTING_PREFIXES = ("x_",)  # the Explore page's widget keys
 SETTING_KEYS = ("c_name",)  # the display name on the Class page
 
 
 def browser_id() -> str:
-    """This browser's id: from the URL (``?u=...``), else a new one written into the URL so a reload keeps it."""
+    """This browser's key: the hash of its identity cookie (set HttpOnly by ``dashboard/server.py``'s middleware, read
+    here from the WebSocket handshake). Without one (AppTest, ``streamlit run dashboard/app.py``, a client that sent
+    no cookie) a random key for this session only. A ``?u=`` in the address (the old URL id) is ignored and removed:
+    nothing in a URL says who anyone is."""
     import streamlit as st
 
     ss = st.session_state
     bid = ss.get("_browser_id")
-    in_url = st.query_params.get(QUERY_KEY)
     if bid is None:
-        bid = in_url if valid_browser_id(in_url) else new_browser_id()
-        ss["_browser_id"] = bid
-    if in_url != bid:
-        st.query_params[QUERY_KEY] = bid
+        try:
+            secret = st.context.cookies.get(COOKIE)
+        except Exception:  # no request context (bare mode)
+            secret = None
+        kept = valid_secret(secret)
+        bid = browser_key(secret if kept else new_secret())
+        ss["_browser_id"], ss["_browser_kept"] = bid, kept
+    if QUERY_KEY in st.query_params:
+        del st.query_params[QUERY_KEY]
     return bid
+
+
+def identity_kept() -> bool:
+    """Whether this session's identity lasts beyond it (an identity cookie came with the page)."""
+    import streamlit as st
+
+    browser_id()
+    return bool(st.session_state.get("_browser_kept"))
+
+
+def client() -> str:
+    """This client's key for the passcode backoff: its address (``identity.client_key``), never the cookie, which a
+    student can drop."""
+    import streamlit as st
+
+    try:
+        address = st.context.ip_address
+    except Exception:
+        address = None
+    return client_key(address if isinstance(address, str) else None)
 
 
 def _settable(v: Any) -> bool:

@@ -1,0 +1,63 @@
+"""Compression Lab's server: ``streamlit run dashboard/server.py [-- --workload REF --db URL --teacher-code CODE]``.
+
+Streamlit finds the module-level ``app = st.App(...)`` below and serves it with uvicorn; the script arguments after
+``--`` reach ``sys.argv`` as with ``streamlit run dashboard/app.py`` (``sys.argv = [this file, *args]``), so every
+``--flag`` the pages read works the same. What this adds to ``app.py`` (which stays the router):
+
+- ``IdentityCookie``: each browser gets a server-issued secret in an HttpOnly cookie (``store/identity.py``); the
+  pages key history, settings and submissions by its hash. Nothing in a URL identifies anyone.
+- At start, one teacher link is printed on this console (and nowhere else):
+  ``http://HOST:PORT/classroom?teacher=TOKEN``. Opening it gives that browser teacher rights on the Class page
+  without the passcode; it works once (12 hours at most), so no student can use it after the teacher, and no
+  student can lock it the way wrong passcodes pause the passcode form. Each server start prints a new one.
+
+``streamlit run dashboard/app.py`` still works (no cookie: each browser tab is its own identity for its session,
+and nothing is kept across reloads); a class server runs this file.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import streamlit as st
+from starlette.middleware import Middleware
+
+HERE = Path(__file__).resolve().parent
+for _p in ([HERE.parent] if (HERE.parent / "pyproject.toml").is_file() else []) + [HERE]:
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from store.identity import IdentityCookie  # noqa: E402  (after the path set-up above)
+
+
+def _teacher_link() -> str:
+    """A new one-time teacher link for this server's address (the token is stored hashed in the database)."""
+    from streamlit import config
+
+    import store
+
+    token = store.get_store().new_teacher_link()
+    host = config.get_option("browser.serverAddress") or config.get_option("server.address") or "localhost"
+    if host in ("0.0.0.0", "::"):
+        host = "THIS-MACHINE"
+    port = config.get_option("server.port")
+    base = (config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"http://{host}:{port}/{base + '/' if base else ''}classroom?teacher={token}"
+
+
+@asynccontextmanager
+async def _lifespan(_app):
+    try:
+        link = _teacher_link()
+    except Exception as e:  # the dashboard serves students even if the link cannot be made
+        print(f"  Teacher link: not available ({type(e).__name__}: {' '.join(str(e).split())[:160]}); use "
+              "--teacher-code", flush=True)
+    else:
+        print(f"  Teacher link (works once, in the browser that opens it; keep it off the projector):\n  {link}\n",
+              flush=True)
+    yield
+
+
+app = st.App(str(HERE / "app.py"), middleware=[Middleware(IdentityCookie)], lifespan=_lifespan)
