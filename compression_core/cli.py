@@ -314,15 +314,17 @@ def _add_sensitivity_command(sub) -> None:
 
 
 def _dashboard_app() -> Path:
-    """The installed dashboard's ``app.py``, found without importing the dashboard (the library never imports it)."""
+    """The installed dashboard's server entry, ``server.py`` (``st.App`` around ``app.py`` with the identity cookie
+    and the teacher link), found without importing the dashboard (the library never imports it)."""
     spec = importlib.util.find_spec("dashboard")
     places = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
     for place in places:
-        if (place / "app.py").is_file() and (place / "pages").is_dir():
-            return place / "app.py"
+        if (place / "server.py").is_file() and (place / "app.py").is_file() and (place / "pages").is_dir():
+            return place / "server.py"
     where = f" (the `dashboard` package found at {places[0]} is not Compression Lab's)" if places else ""
     raise CompressionError(f"dashboard: not installed{where}; install compression-lab with the dashboard "
-                           "(`pip install .` from a checkout), or run `streamlit run dashboard/app.py` in a checkout")
+                           "(`pip install .` from a checkout), or run `streamlit run dashboard/server.py` in a "
+                           "checkout")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
