@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -295,12 +296,15 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pip-install")
     venv = tmp / "venv"
     python = _venv_seeing_this_interpreters_packages(venv)
+    src = tmp / "src"  # the checkout without build outputs: a stale build/lib never reaches the wheel
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".venv",
+                                                             ".hypothesis", ".benchmarks", "*.sqlite3*"))
     wheels = tmp / "wheels"
     # this interpreter's setuptools, else its base interpreter's: the setuptools a venv bundles (65 on Python 3.11)
     # is too old to build a wheel without the `wheel` package, and offline nothing newer can be fetched
     for builder in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", sys.executable)]):
         build = [builder, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                 "--disable-pip-version-check", "-w", str(wheels), str(ROOT)]
+                 "--disable-pip-version-check", "-w", str(wheels), str(src)]
         r = subprocess.run(build, capture_output=True, text=True, timeout=300, cwd=tmp)
         if r.returncode == 0:
             break
