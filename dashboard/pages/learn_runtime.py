@@ -17,7 +17,7 @@ if ort is None:
 @st.cache_data(show_spinner=False)
 def lesson(ref: str) -> tuple[list[dict], str]:
     """The library's measured comparison (rows) and its explanation, once per process and model."""
-    rows = ort.runtime_comparison(ref)
+    rows = ort.runtime_comparison(state.baseline(ref))  # the listed workload (checked by trust), not a reference
     return rows, runtime_lesson.why_runtime_matters(ref, rows=rows)
 
 
