@@ -103,7 +103,7 @@ __all__ += [
 ]
 from .distill import DistillConfig, ReinitConfig, distill, distillation_loss
 from .recipe import (  # Recipe is built when asked (see __getattr__ below)
-    RecipeResult, StepReport, apply_recipe, load_recipe, recipe_schema, recipe_to_yaml, validate_recipe,
+    RecipeResult, StepReport, apply_recipe, load_recipe, recipe_class, recipe_schema, recipe_to_yaml, validate_recipe,
 )
 from .bundle import load_bundle, save_bundle
 
@@ -118,7 +118,5 @@ def __getattr__(name: str):
     """``Recipe`` is built when asked, from the techniques registered now (a plugin registered after this package
     was imported is a step kind too)."""
     if name == "Recipe":
-        from .recipe import recipe_class
-
         return recipe_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ same run), and a method whose measured drop is over the threshold is never recom
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import torch
@@ -18,8 +19,11 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from .errors import CompressionError
-from .measure import accuracy, latency, size_bytes
+from .measure import evaluate, latency, size_bytes
 from .prune.common import is_attention
+from .quantize import DynamicInt8Config, QATConfig, StaticInt8Config, quantize
+from . import inputs as I
+from .workload import resolve_workload
 
 ModelType = Literal["recurrent", "transformer", "cnn", "mlp"]
 
@@ -76,8 +80,6 @@ _LABELS = {"quantize_dynamic": "dynamic int8", "quantize_static": "static int8",
 
 
 def _config(method: str, qat_epochs: int):
-    from .quantize import DynamicInt8Config, QATConfig, StaticInt8Config
-
     return {"quantize_dynamic": DynamicInt8Config(), "quantize_static": StaticInt8Config(),
             "quantize_qat": QATConfig(epochs=qat_epochs)}[method]
 
@@ -88,13 +90,6 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
 
     Candidates: dynamic and static int8 always; QAT for a CNN whose static drop is over ``max_drop_pt``.
     """
-    import time
-
-    from . import inputs as I
-    from .measure import evaluate
-    from .quantize import quantize
-    from .workload import resolve_workload
-
     if max_drop_pt < 0:
         raise CompressionError(f"max_drop_pt: must be >= 0, got {max_drop_pt}")
     wl = resolve_workload(name)

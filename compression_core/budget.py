@@ -25,14 +25,15 @@ from torch import nn
 
 from .errors import CompressionError
 from .measure import layer_stats
-from .prune.common import fold_masks
+from .io import fold_masks
 from .targets import classifier_name
-from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured
+from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured, select_layers
 from .quantize.fakequant import FakeQuantConfig
 from .sensitivity import Evaluator, intra_op_threads, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
 from .sparse import sparse_size_bytes
 from .technique import StepConfig, StepContext, apply_step, clone_model, register, TechniqueUI
 from .quantize._common import fake_quantize_weight
+from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
 
 FLOAT_BITS = 32
 # 0, 0.025, .., 0.95: a finer grid than 5% lets the fit spend the budget (on lenet300 the 5% grid left ~5 KB unused
@@ -348,8 +349,6 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
     every selected layer (the saved state_dict brings the values); quantize refits on the calibration split."""
     if ctx.replay and cfg.technique == "prune":
         chosen = UnstructuredPruneConfig(targets=cfg.targets, ignore=cfg.ignore, include_classifier=cfg.include_classifier)
-        from .prune.unstructured import select_layers
-
         names = select_layers(model, chosen, ctx)
         return prune_unstructured(model, explicit_step("prune", {n: 0.0 for n in names}, cfg.include_classifier), ctx)
     ctx.report(0.0, "sensitivity sweep on the calibration split")
@@ -362,8 +361,6 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
 def explicit_recipe(recipe, progress=None):
     """The recipe with every ``fit_budget`` step replaced by the explicit per-layer step it resolves to (so it can
     be exported and re-applied without refitting). Steps before a fit are applied to find the model it sees."""
-    from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
-
     recipe = load_recipe(recipe)
     data = recipe_to_dict(recipe)
     wl = recipe.workload()
@@ -390,8 +387,6 @@ def explicit_recipe(recipe, progress=None):
 
 def fitted_recipe(model_name: str, fit: BudgetFit, seed: int = 0):
     """A one-step explicit recipe for a fit on the workload ``model_name`` references (what the dashboard exports)."""
-    from .recipe import recipe_class
-
     step = fit.step()
     return recipe_class().model_validate({"version": 1, "model": model_name, "seed": seed,
                                           "steps": [step.model_dump(mode="json")] if step is not None else []})

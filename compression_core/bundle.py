@@ -17,6 +17,7 @@ recorded reference need not be known in the loading process (a model saved under
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import warnings
@@ -172,8 +173,6 @@ def read_bundle(source: BundleSource, *, any_model: bool = False) -> tuple[Recip
 
 
 def load_recipe_text(text: str, *, any_model: bool = False) -> RecipeBase:
-    import json
-
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -12,25 +12,28 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import CompressionError
-from .measure import ModelStats
+from .errors import CompressionError, OneLineParser
+from .measure import ModelStats, measure as _measure_torch
+from .workload import workload_names, workload_summary, resolve_workload
+from .ort import measure_ort, ort_quantize
+from .bundle import load_bundle, save_bundle
+from .recipe import apply_recipe, load_recipe, validate_recipe, recipe_schema
+from . import inputs as I
+from .onnx_export import onnx_size_bytes, save_onnx, to_onnx
+from .advise import advise, render_advice
+from .search_cli import add_executor_arguments, add_search_parser, sweep_from_args
+from .sensitivity import workload_sensitivity
 
 
 _REF_HELP = ("the model: a registered name (see `models`), path/to/file.py:attr or package.module:attr "
              "(a Workload or a zero-argument function returning one)")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage, so every bad argument is one line and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CompressionError(f"{self.prog}: {message}")
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -67,8 +70,6 @@ def render_stats(s: ModelStats) -> str:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .workload import workload_names, workload_summary
-
     refs = list(workload_names()) + [r for r in (args.workload or []) if r not in workload_names()]
     rows = []
     for ref in refs:
@@ -91,20 +92,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_measure(args: argparse.Namespace) -> int:
-    from .measure import measure as _measure_torch
-
     def measure(model, data, **kw):  # --runtime: torch measures the module, onnxruntime its ONNX export
         if getattr(args, "runtime", "torch") == "onnxruntime":
-            from .ort import measure_ort
-
             return measure_ort(model, data, **kw)
         return _measure_torch(model, data, **kw)
 
     if getattr(args, "bundle", None) is not None:
         if args.model is not None:
             raise CompressionError("measure: give --model REF or --bundle PATH, not both")
-        from .bundle import load_bundle
-
         recipe, model = load_bundle(args.bundle)
         wl = recipe.workload()
         stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)",
@@ -114,8 +109,6 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.model is None:
         raise CompressionError("measure: give --model REF (a name from `models`, path/to/file.py:attr or "
                                "package.module:attr) or --bundle PATH")
-    from .workload import resolve_workload
-
     wl = resolve_workload(args.model)
     stats = measure(wl.model, wl, name=wl.name, batch_size=args.batch_size, threads=args.threads)
     print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
@@ -138,13 +131,8 @@ def _progress_bar() -> "Callable[[float, str], None] | None":
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    from .bundle import save_bundle
-    from .recipe import apply_recipe, load_recipe
-
     recipe = load_recipe(args.recipe)
     if args.save_model is not None:
-        from pathlib import Path
-
         if Path(args.save_model).is_dir():
             raise CompressionError(f"--save-model: {args.save_model!r} is a directory; give a file path")
     result = apply_recipe(recipe, progress=_progress_bar(), measure_batch_size=args.batch_size,
@@ -172,8 +160,6 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .recipe import validate_recipe
-
     recipe = validate_recipe(args.recipe)
     kinds = ", ".join(s.kind for s in recipe.steps) or "no steps"
     print(f"OK {args.recipe}: model {recipe.model}, {len(recipe.steps)} steps ({kinds})")
@@ -181,8 +167,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from .recipe import recipe_schema
-
     print(json.dumps(recipe_schema(), indent=2))
     return 0
 
@@ -207,17 +191,9 @@ def _add_recipe_commands(sub) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export a bundle (or a workload's model, by reference) to ONNX, optionally as ONNX Runtime int8."""
-    import os
-
-    from . import inputs as I
-    from .onnx_export import onnx_size_bytes, save_onnx, to_onnx
-    from .workload import resolve_workload
-
     if args.onnx is None:
         raise CompressionError("export: give --onnx OUT.onnx")
     if os.path.isfile(args.bundle):
-        from .bundle import load_bundle
-
         recipe, model = load_bundle(args.bundle)
         data = recipe.workload()
     elif os.path.isdir(args.bundle):
@@ -227,9 +203,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         model = data.model
     proto = to_onnx(model, I.take(data.test.x, slice(0, 2)))
     if args.int8 != "none":
-        import onnx
-
-        from .ort import ort_quantize
+        import onnx  # lazy: onnx takes about a second to import, and only --int8 needs it here
 
         proto = onnx.ModelProto.FromString(ort_quantize(proto, args.int8, calib_x=data.calib.x))
     try:
@@ -254,8 +228,6 @@ def _add_export_command(sub) -> None:
 
 
 def _cmd_advise(args: argparse.Namespace) -> int:
-    from .advise import advise, render_advice
-
     if args.model is None:
         raise CompressionError("advise: give --model REF")
     a = advise(args.model, max_drop_pt=args.max_drop)
@@ -273,12 +245,8 @@ def _add_advise_command(sub) -> None:
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
     if getattr(args, "executor", "local") != "local" or getattr(args, "ray_address", None):
-        from .search_cli import sweep_from_args
-
         res = sweep_from_args(args)
     else:
-        from .sensitivity import workload_sensitivity
-
         res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
     if args.json:
         print(json.dumps(res.to_json_dict(), indent=2))
@@ -304,12 +272,7 @@ def _add_sensitivity_command(sub) -> None:
                    help="prune: sparsity 0..95%% (magnitude); quantize: 8..2 bits (simulated)")
     s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
-    try:
-        from .search_cli import add_executor_arguments
-    except ImportError:
-        pass
-    else:
-        add_executor_arguments(s)  # --executor local|ray, --ray-address ADDR
+    add_executor_arguments(s)  # --executor local|ray, --ray-address ADDR
     s.set_defaults(func=_cmd_sensitivity)
 
 
@@ -369,8 +332,8 @@ def _add_dashboard_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(prog="python -m compression_core", description="Compression Lab: compress and measure models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     m = sub.add_parser("models", help="list the registered models (the samples) and any --workload given")
     m.add_argument("--workload", action="append", metavar="REF", help="also list this workload reference "
@@ -392,12 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_advise_command(sub)
     _add_sensitivity_command(sub)
     _add_dashboard_command(sub)
-    try:
-        from .search_cli import add_search_parser
-    except ImportError:
-        pass
-    else:
-        add_search_parser(sub)
+    add_search_parser(sub)
     return p
 
 

@@ -21,6 +21,7 @@ from . import inputs as I
 from .errors import CompressionError
 from .technique import ProgressFn, StepConfig, StepContext, register, TechniqueUI
 from .train import FineTuneConfig, fine_tune
+from .workload import is_reference, workload_names, resolve_workload
 
 
 class DistillConfig(StepConfig):
@@ -43,8 +44,6 @@ class DistillConfig(StepConfig):
     @field_validator("teacher")
     @classmethod
     def _known_teacher(cls, v: str | None) -> str | None:
-        from .workload import is_reference, workload_names
-
         if v is not None and not is_reference(v) and v not in workload_names():
             raise ValueError(f"unknown teacher {v!r}; choose one of {', '.join(workload_names())} "
                              "or give path/to/file.py:attr")
@@ -137,8 +136,6 @@ def load_teacher(ref: str | None, student) -> tuple[nn.Module, tuple[int, ...] |
     the student's data: same number of samples, same input size), or the student's own uncompressed model."""
     if ref is None or ref == getattr(student, "name", None) or ref == getattr(student, "reference", None):
         return student.model, getattr(student, "input_shape", None)
-    from .workload import resolve_workload
-
     teacher = resolve_workload(ref)
     sx, tx = student.test.x, teacher.test.x
     same = I.n_items(sx) == I.n_items(tx)

@@ -14,6 +14,8 @@ name) or the same absolute file path.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -23,6 +25,12 @@ from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from .errors import CompressionError
+from .sensitivity import sensitivity, Sensitivity, intra_op_threads, layer_names
+from .workload import resolve_workload
+from .trials import evaluate_recipe
+from .budget import fit_budget
+from .targets import classifier_name
+from .technique import StepContext
 
 EXECUTORS = ("local", "ray")
 INSTALL_RAY = 'pip install "compression-lab[ray]"'
@@ -32,9 +40,6 @@ ResultFn = Callable[[int, dict], None]
 # --------------------------------------------------------------------------------------------------- tasks
 def _sweep_task(ref: str, payload: dict) -> dict:
     """Sensitivity curves of some layers of the workload (a part of a sweep)."""
-    from .sensitivity import sensitivity
-    from .workload import resolve_workload
-
     try:
         wl = resolve_workload(ref)
         res = sensitivity(wl.model, wl, payload["technique"], levels=payload.get("levels"),
@@ -46,17 +51,11 @@ def _sweep_task(ref: str, payload: dict) -> dict:
 
 
 def _trial_task(ref: str, payload: dict) -> dict:
-    from .search import evaluate_recipe
-
     return evaluate_recipe(ref, payload)
 
 
 def _fit_task(ref: str, payload: dict) -> dict:
     """``fit_budget`` for one target from given sensitivity curves: the per-layer choice."""
-    from .budget import fit_budget
-    from .sensitivity import Sensitivity, intra_op_threads
-    from .workload import resolve_workload
-
     try:
         wl = resolve_workload(ref)
         with intra_op_threads(1):
@@ -68,8 +67,6 @@ def _fit_task(ref: str, payload: dict) -> dict:
 
 def _warm_task(ref: str, payload: dict) -> dict:
     """Import the library and build the workload in a worker (its first task pays this once)."""
-    from .workload import resolve_workload
-
     t0 = time.perf_counter()
     try:
         resolve_workload(ref)
@@ -126,7 +123,7 @@ class LocalExecutor(Executor):
 def import_ray():
     """The ray module, or a one-line CompressionError telling how to install it."""
     try:
-        import ray
+        import ray  # lazy: ray is an optional extra (compression-lab[ray])
     except ImportError:
         raise CompressionError(f"--executor ray: the ray package is not installed; install it with {INSTALL_RAY}") \
             from None
@@ -180,8 +177,6 @@ def _is_loopback(address: str) -> bool:
     hp = _parse_address(address)
     if hp is None:
         return False
-    import ipaddress
-
     if hp[0] == "localhost":
         return True
     try:
@@ -196,7 +191,7 @@ def _loopback_only(ray) -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read at import by ray_constants: loopback node address
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
-        from ray._private import ray_constants
+        from ray._private import ray_constants  # lazy: ray is an optional extra (compression-lab[ray])
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # ray may have been imported before the variable was set
     except Exception:  # pragma: no cover - a Ray version without it: the variable alone does it
@@ -209,7 +204,7 @@ def _token_auth_if_available() -> None:
     if "RAY_AUTH_MODE" in os.environ:
         return
     try:  # Ray's own rule for `ray start`, which also reloads its C++ config
-        from ray._private.authentication.authentication_token_setup import (
+        from ray._private.authentication.authentication_token_setup import (  # lazy: ray is an optional extra
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:  # pragma: no cover - another Ray version: the environment variable alone
@@ -218,8 +213,6 @@ def _token_auth_if_available() -> None:
         if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token_file):
             os.environ["RAY_AUTH_MODE"] = "token"
         return
-    import logging
-
     quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its notice about token mode is not ours to print
@@ -368,11 +361,6 @@ def sweep_on(ex: Executor, ref: str, technique: str = "prune", levels=None, incl
     """A sensitivity sweep of the workload ``ref`` on an executor: locally one ``sensitivity`` call; on Ray one
     task per layer (the first also computes the ViT head importance), merged in layer order. The curves are the
     same either way (each point is one layer alone, restored afterwards); ``seconds`` is the wall time."""
-    from .sensitivity import Sensitivity, layer_names, sensitivity
-    from .targets import classifier_name
-    from .technique import StepContext
-    from .workload import resolve_workload
-
     t0 = time.perf_counter()
     wl = resolve_workload(ref)
     if isinstance(ex, LocalExecutor):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+import torch_pruning as tp
 
 from . import inputs as I
 from .errors import CompressionError
@@ -182,8 +183,6 @@ def _opaque_hook(module, args, out):
 
 
 def _refusing_pruner():
-    import torch_pruning as tp
-
     class _Refuse(tp.pruner.function.BasePruningFunc):
         """A layer kept whole: a group that reaches it is refused before any pruning function runs."""
 
@@ -205,8 +204,6 @@ def _refusing_pruner():
 @torch.enable_grad()
 def _dependency_graph(model: nn.Module, example: Any):
     """Torch-Pruning's DependencyGraph of ``model`` traced on ``example`` (recurrent layers kept opaque)."""
-    import torch_pruning as tp
-
     args, kwargs = I.example_args(example)
     refuse = _refusing_pruner()
     rnns = [m for m in model.modules() if isinstance(m, RECURRENT)]
@@ -225,8 +222,6 @@ def _dependency_graph(model: nn.Module, example: Any):
 
 
 def _member_kind(module: Any, handler: Any, dg: Any) -> str:
-    import torch_pruning as tp
-
     if isinstance(module, nn.Parameter):
         return "param"
     if _is_depthwise(module):

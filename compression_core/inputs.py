@@ -86,6 +86,20 @@ def call(model: nn.Module, x: Inputs) -> torch.Tensor:
     return as_logits(out)
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
+    """Outputs for ``x`` (a tensor or a dict of tensors) in eval mode, batched; float inputs are cast to the model's
+    dtype, integer inputs (token ids) never are (no_grad, not inference_mode: CSR weights fail under it)."""
+    was_training = model.training
+    model.eval()
+    n = n_items(x)
+    try:
+        outs = [call(model, take(x, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
 def shape_text(x: Inputs) -> str:
     if is_dict(x):
         return "{" + ", ".join(f"{k}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" for k, v in x.items()) + "}"

@@ -1,4 +1,5 @@
-"""Serialisation helpers: the bytes of a state_dict as a user would ship it, and atomic file writes."""
+"""Serialisation helpers: the bytes of a state_dict as a user would ship it (pruning masks folded into zeros),
+and atomic file writes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 
 def state_dict_bytes(state: dict) -> bytes:
@@ -34,6 +36,21 @@ def shippable_state_dict(model: nn.Module) -> dict:
         else:
             out[key] = value
     return out
+
+
+def has_mask(module: nn.Module, name: str = "weight") -> bool:
+    """True if ``module.<name>`` is a torch.nn.utils.prune reparametrisation (``<name>_orig`` x ``<name>_mask``)."""
+    return hasattr(module, name + "_mask") and hasattr(module, name + "_orig")
+
+
+def fold_masks(model: nn.Module) -> nn.Module:
+    """Make every torch.nn.utils.prune reparametrisation permanent in place (``w = w_orig * w_mask``)."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            name = getattr(hook, "_tensor_name", None)
+            if name is not None and has_mask(module, name):
+                torch_prune.remove(module, name)
+    return model
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -15,7 +15,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import inputs as I
+from .inputs import predict  # defined with the other batch helpers; measure's public name
 from .io import shippable_state_dict, state_dict_bytes
+from .peak_ram import peak_ram
+from .extra_metrics import compute
+from .errors import CompressionError
+from .sparse import sparse_size_bytes
 
 _DTYPE_BITS = {
     torch.float32: 32, torch.float64: 64, torch.float16: 16, torch.bfloat16: 16,
@@ -61,26 +66,16 @@ class ModelStats(BaseModel):
     flops: int
     nonzero_flops: int
     layers: list[LayerStats]
+    # peak inference RAM (weights as held in memory + input + live activations; compression_core.peak_ram) at
+    # ``batch_size`` and at batch 1; None when not measured
+    peak_ram_bytes: int | None = None
+    peak_ram_bytes_b1: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
 
 # ----------------------------------------------------------------------------------------------- accuracy
-@torch.no_grad()
-def predict(model: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
-    """Outputs for ``x`` (a tensor or a dict of tensors) in eval mode, batched; float inputs are cast to the model's
-    dtype, integer inputs (token ids) never are (no_grad, not inference_mode: CSR weights fail under it)."""
-    was_training = model.training
-    model.eval()
-    n = I.n_items(x)
-    try:
-        outs = [I.call(model, I.take(x, slice(i, i + batch_size))).float() for i in range(0, n, batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
-
-
 def accuracy(model: nn.Module, x: Any, y: torch.Tensor) -> float:
     """Fraction of ``x`` classified as ``y``."""
     if len(y) == 0:
@@ -118,7 +113,7 @@ def latency(
     model: nn.Module, example: Any, threads: int = 1, min_run_time: float = 0.3, warmup: int = 10
 ) -> tuple[float, float, int]:
     """(median ms, IQR ms, runs) of one forward pass on ``example`` with ``threads`` intra-op threads."""
-    from torch.utils import benchmark
+    from torch.utils import benchmark  # lazy: ~0.3 s to import, and only timing needs it
 
     model.eval()
     args, kwargs = I.example_args(I.cast_floats(example, _input_dtype(model)))
@@ -317,8 +312,6 @@ def _extra(model: nn.Module, data: Any) -> dict[str, float]:
     """The workload's secondary metrics on the test split ({} for plain data or workloads with none)."""
     if not isinstance(getattr(data, "info", None), dict) or not data.info.get("extra_metrics"):
         return {}
-    from .extra_metrics import compute
-
     return compute(model, data)
 
 
@@ -326,13 +319,24 @@ def _sparse_size(model: nn.Module, layers: list[LayerStats]) -> int | None:
     """Bytes of the sparse-encoded file (compression_core.sparse) when any weight is zero, else None."""
     if all(layer.nonzero == layer.params for layer in layers):
         return None
-    from .errors import CompressionError
-    from .sparse import sparse_size_bytes
-
     try:
         return sparse_size_bytes(model)
     except CompressionError:  # packed/quantized modules: not a plain float state_dict
         return None
+
+
+def peak_ram_pair(model: nn.Module, x: Any, batch_size: int, runner=None) -> tuple[int | None, int | None]:
+    """(peak RAM at ``batch_size``, at batch 1) in bytes of ``model`` on the first items of ``x``
+    (``compression_core.peak_ram``; ``runner(model, example)`` replaces the torch measurement, e.g. for ONNX
+    Runtime); (None, None) when the model cannot be followed op by op (the other numbers still stand)."""
+    runner = runner or peak_ram
+    try:
+        b1 = int(runner(model, I.head(x, 1)))
+        return (b1 if batch_size == 1 else int(runner(model, I.head(x, batch_size)))), b1
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception:
+        return None, None
 
 
 # ------------------------------------------------------------------------------------------------ measure
@@ -352,6 +356,7 @@ def measure(
     example = I.head(x, batch_size)
     lat = latency(model, example, threads=threads, min_run_time=min_run_time) if with_latency else None
     total_flops, nonzero_flops = flops(model, I.take(x, slice(0, 1)))
+    ram = peak_ram_pair(model, x, batch_size)
     simulated = any(layer.simulated for layer in layers)
     # simulated (fake-quant) layers are stored as float: also report the size their bit widths would take
     theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
@@ -374,4 +379,6 @@ def measure(
         flops=total_flops,
         nonzero_flops=nonzero_flops,
         layers=layers,
+        peak_ram_bytes=ram[0],
+        peak_ram_bytes_b1=ram[1],
     )

@@ -92,7 +92,7 @@ def ort_quantize(onnx_model: OnnxLike, method: Literal["dynamic", "static"], cal
     ``calib_samples`` of them, ``calib_batch_size`` per call). ``op_types``: the op types to quantize (None: the
     method's ``DYNAMIC_OP_TYPES`` / ``STATIC_OP_TYPES``). ``nodes``: only these ONNX nodes (a recipe's chosen layers,
     ``layer_nodes``); None = every node of ``op_types``. The input is not modified."""
-    from onnxruntime import quantization as q  # lazy: only ONNX Runtime work needs it
+    from onnxruntime import quantization as q  # lazy: optional at run time, as in ort_session.session
 
     if method not in ("dynamic", "static"):
         raise CompressionError(f"method: ONNX Runtime int8 is 'dynamic' or 'static', got {method!r}")
@@ -153,7 +153,7 @@ def ort_int4(onnx_model: OnnxLike, block_size: int = 32, symmetric: bool = True,
     """Weight-only int4 (or int8) of the MatMul nodes with constant weights, as ONNX Runtime's ``MatMulNBits``
     (``MatMulNBitsQuantizer``, block-wise scales, accuracy level 4: int8 activations inside the kernel). Gemm nodes
     are first rewritten as MatMul + Add. ``nodes``: only these (None = every MatMul with a constant weight)."""
-    # lazy: only ONNX Runtime work needs it
+    # lazy: onnxruntime is optional at run time, as in ort_session.session
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     proto = as_proto(onnx_model)

@@ -42,7 +42,7 @@ def as_bytes(onnx_model: OnnxLike) -> bytes:
 def session(onnx_model: OnnxLike, threads: int = 1):
     """An ``onnxruntime.InferenceSession`` on the CPU with ``threads`` intra-op threads (default 1), one
     inter-op thread, sequential execution and all graph optimisations."""
-    import onnxruntime as ort  # lazy: only ONNX Runtime work needs it
+    import onnxruntime as ort  # lazy: optional at run time (torch-only use and the dashboard work without it)
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -9,6 +9,7 @@ with no hand-kept list. A Markdown file whose YAML front matter is the recipe (S
 
 from __future__ import annotations
 
+import io as _io
 import json
 import re
 import reprlib
@@ -429,8 +430,6 @@ def step_seed(recipe_seed: int, index: int) -> int:
 
 def _own_states(model: nn.Module) -> dict[str, tuple[str, bytes]]:
     """Per module (named for a user: private ``_packed_params`` children fold into their layer): type + state bytes."""
-    import io as _io
-
     out: dict[str, tuple[str, bytes]] = {}
     for name, module in model.named_modules():
         own: dict = {}

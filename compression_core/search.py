@@ -33,8 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
+from torch import nn
 
 from .errors import CompressionError
+from .trials import evaluate_recipe, shipped_size  # what each trial runs (also in this module's API)
+from .budget import explicit_step
+from .recipe import parse_recipe, recipe_to_dict, apply_recipe
+from .targets import classifier_name, resolve_targets
+from .technique import StepContext
+from .executors import make_executor, sweep_on
+from .workload import resolve_workload
 
 OBJECTIVES = ("accuracy", "size", "latency")
 SPARSITY_STEP = 0.025
@@ -55,16 +63,6 @@ SAMPLERS = ("tpe", "nsga2")
 EMBEDDING_CHOICES = ("float", "int8")  # nn.Embedding tables: left float or int8 row-wise (quantize_embedding)
 
 
-# ------------------------------------------------------------------------------------------------- size
-def shipped_size(stats) -> tuple[int, str]:
-    """(bytes, kind) of the file a compressed model ships as: the sparse-encoded file (``sparse_size_bytes``, what
-    ``fit_budget`` counts for pruning) when it is smaller than the dense ``torch.save`` file, else the dense file."""
-    sparse = getattr(stats, "sparse_size_bytes", None)
-    if sparse is not None and sparse < stats.size_bytes:
-        return int(sparse), "sparse"
-    return int(stats.size_bytes), "dense"
-
-
 # ------------------------------------------------------------------------------------------------- space
 @dataclass(frozen=True)
 class SearchSpace:
@@ -82,7 +80,7 @@ class SearchSpace:
         return f"sparsity:{g[0]}" if len(g) == 1 else f"sparsity:group{i}"
 
     def distributions(self) -> dict:
-        from optuna.distributions import CategoricalDistribution, IntDistribution
+        from optuna.distributions import CategoricalDistribution, IntDistribution  # lazy: optuna takes ~0.4 s to import
 
         d: dict[str, Any] = {self.group_param(i): IntDistribution(0, len(SPARSITY_LEVELS) - 1)
                              for i in range(len(self.groups))}
@@ -124,8 +122,6 @@ class SearchSpace:
 
     def steps(self, params: dict) -> list[dict]:
         """The recipe steps of a trial: structured masks + shrink, per-layer unstructured pruning, storage method."""
-        from .budget import explicit_step
-
         d = self.describe(params)
         steps: list[dict] = []
         if d["structured"] > 0:
@@ -157,8 +153,6 @@ def _groups(layers: Sequence[str], max_groups: int) -> tuple[tuple[str, ...], ..
 
 def make_recipe(ref: str, steps: list[dict], name: str | None = None, description: str | None = None) -> dict:
     """A normalised recipe dict (every step's defaults filled in, as ``recipe_to_dict`` writes it)."""
-    from .recipe import parse_recipe, recipe_to_dict
-
     data: dict[str, Any] = {"version": 1, "model": ref, "seed": 0, "steps": steps}
     if name:
         data["name"] = name
@@ -172,12 +166,6 @@ def build_space(wl, methods: Sequence[str] | None = None, structured: bool = Fal
     """The search space for a workload: its prunable Linear/Conv2d layers (classifier left alone unless asked),
     grouped when there are more than ``max_groups``; the storage methods and structured units that apply to it
     (each checked by replaying its structural change on the model, after 50 % pruning)."""
-    from torch import nn
-
-    from .recipe import apply_recipe
-    from .targets import classifier_name, resolve_targets
-    from .technique import StepContext
-
     if max_groups < 1:
         raise CompressionError(f"max_groups: must be >= 1, got {max_groups}")
     ctx = StepContext(data=wl)
@@ -211,30 +199,6 @@ def build_space(wl, methods: Sequence[str] | None = None, structured: bool = Fal
     embeddings = (any(isinstance(m, nn.Embedding) for m in wl.model.modules())
                   and works(half + [{"kind": "quantize_embedding"}]))
     return SearchSpace(tuple(layers), groups, ok_methods, units, include_classifier, embeddings)
-
-
-# ------------------------------------------------------------------------------------------------ trials
-def evaluate_recipe(ref: str, payload: dict) -> dict:
-    """Apply one recipe to the workload ``ref`` names (rebuilt from its reference, cached per process) and measure
-    it on 1 intra-op thread. Returns plain data; a recipe the model cannot take is ``{"error": line}``. This is
-    what the executors run (locally or as a Ray task)."""
-    from .recipe import apply_recipe
-    from .sensitivity import intra_op_threads
-    from .workload import resolve_workload
-
-    t0 = time.perf_counter()
-    try:
-        with intra_op_threads(1):
-            wl = resolve_workload(ref)
-            res = apply_recipe(payload["recipe"], workload=wl, measure_before=False,
-                               with_latency=bool(payload.get("latency")), threads=1)
-    except CompressionError as e:
-        return {"error": str(e)}
-    a = res.after
-    size, kind = shipped_size(a)
-    return {"accuracy": float(a.accuracy), "metric": a.metric, "size_bytes": size, "size_kind": kind,
-            "dense_size_bytes": int(a.size_bytes), "sparse_size_bytes": a.sparse_size_bytes,
-            "latency_ms": a.latency_ms, "seconds": time.perf_counter() - t0}
 
 
 class SearchPoint(BaseModel):
@@ -363,7 +327,7 @@ def _check_args(trials: int, objectives: Sequence[str], max_size_bytes, max_drop
 
 def _sampler(name: str, seed: int, batch_size: int):
     """Seeded samplers; constraints come from ``Trial.set_constraint`` (Optuna 5), read by both."""
-    import optuna
+    import optuna  # lazy: optuna takes ~0.4 s to import and only a search needs it
 
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=max(2 * batch_size, 16), seed=seed)
@@ -403,8 +367,6 @@ def search(
     ``workers`` CPUs on 127.0.0.1). ``on_trial(point, front)`` is called as each trial finishes (completion order);
     ``should_stop()`` is checked between batches (the dashboard's cancel button).
     """
-    from .executors import make_executor
-
     objs = _check_args(trials, objectives, max_size_bytes, max_drop, sampler, batch_size)
     t0 = time.perf_counter()
     with make_executor(executor, ray_address=ray_address, workers=workers) as ex:  # bad/unreachable: before anything
@@ -416,10 +378,8 @@ def search(
 def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods, structured,
             include_classifier, max_groups, seed_trials, fit_seeds, progress, on_trial, should_stop,
             t0) -> SearchResult:
-    import optuna
-    from optuna.trial import TrialState
-
-    from .workload import resolve_workload
+    import optuna  # lazy: optuna takes ~0.4 s to import and only a search needs it
+    from optuna.trial import TrialState  # lazy: as optuna
 
     say = progress or (lambda f, m: None)
     wl = resolve_workload(model)
@@ -558,8 +518,6 @@ def _fit_seeds(space: SearchSpace, points: list[SearchPoint], max_size_bytes, ma
     """``fit_budget`` fits (pruning, calibration curves) at the file sizes the uniform seeds reached, at the size
     bound and at the drop bound, as trial parameters. The curves are swept once and the fits run as tasks, both on
     the executor (in parallel on Ray)."""
-    from .executors import sweep_on
-
     budgets: list[dict] = []
     for p in points:
         s = next(iter(p.settings["sparsity"].values()), None)

@@ -15,10 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
-from .errors import CompressionError
+import yaml
+
+from .errors import CompressionError, OneLineParser
+from .io import atomic_write_bytes
+from .search import search
+from .executors import sensitivity_sweep
 
 
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,8 +91,6 @@ def _check_out(out: str | None) -> Path | None:
     if p.exists() and not p.is_dir():
         raise CompressionError(f"--out: {out!r} exists and is not a directory")
     parent = p if p.exists() else next((q for q in p.parents if q.exists()), Path("."))
-    import os
-
     if not os.access(parent, os.W_OK):
         raise CompressionError(f"--out: cannot write in {str(parent)!r}")
     return p
@@ -99,10 +103,6 @@ def _progress_line(frac: float, msg: str) -> None:
 
 def write_front(result, out: Path) -> list[Path]:
     """Every front point as ``front-NN.yaml`` (smallest file first) and ``summary.json``, each written atomically."""
-    import yaml
-
-    from .io import atomic_write_bytes
-
     paths = []
     summary = result.summary()
     for i, p in enumerate(result.front, start=1):
@@ -121,8 +121,6 @@ def write_front(result, out: Path) -> list[Path]:
 
 def run_search(args: argparse.Namespace) -> int:
     """The ``search`` command: returns the exit code (CompressionError propagates: the caller prints it, exit 2)."""
-    from .search import search
-
     trials = _int(args.trials, "--trials", 1, 100_000)
     max_size = _int(args.max_size_bytes, "--max-size-bytes", 1, 2**62)
     max_drop = _float(args.max_drop, "--max-drop", 0.0, 100.0)
@@ -171,8 +169,6 @@ def run_search(args: argparse.Namespace) -> int:
 def sweep_from_args(args: argparse.Namespace):
     """The ``sensitivity`` command's sweep with ``--executor``/``--ray-address`` (a Sensitivity, same curves as
     the local sweep)."""
-    from .executors import sensitivity_sweep
-
     executor = getattr(args, "executor", "local") or "local"
     address = getattr(args, "ray_address", None)
     if executor != "ray" and address:
@@ -183,10 +179,9 @@ def sweep_from_args(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     """``python -m compression_core.search_cli ...``: the search command alone (before the main CLI registers it)."""
-    from .cli import _Parser
 
-    p = _Parser(prog="python -m compression_core")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(prog="python -m compression_core")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_search_parser(sub)
     try:
         args = p.parse_args(argv)

@@ -29,12 +29,15 @@ from torch.nn.utils import prune as torch_prune
 
 from . import inputs as I
 from .errors import CompressionError
-from .prune.common import fold_masks
+from .io import fold_masks
 from .targets import classifier_name
-from .prune.importance import head_accuracy_drop, weight_scores
+from .prune.importance import weight_scores
+from .prune.probes import head_accuracy_drop
 from .quantize._common import fake_quantize_weight
 from .targets import resolve_targets
 from .technique import StepContext, clone_model
+from .graph import build_graph
+from .workload import resolve_workload
 
 PRUNE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUANT_LEVELS: tuple[int, ...] = (8, 7, 6, 5, 4, 3, 2)
@@ -250,8 +253,6 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
             progress((li + 1) / len(names), f"{lname}: {len(levels)} levels")
     head_rows = None
     if heads is not False and technique == "prune":
-        from .graph import build_graph
-
         try:  # every attention the traced graph finds (hand-written, Hugging Face, nn.MultiheadAttention)
             total = sum(g.size for g in build_graph(work, I.head(calib.x, 4), probe=False).units("heads").values())
             wanted = total > 0 and (heads is True or total <= AUTO_HEADS)
@@ -270,8 +271,6 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
 
 def workload_sensitivity(ref, technique: Technique = "prune", **kw) -> Sensitivity:
     """``sensitivity`` of a workload given by reference (a registered name, file.py:attr or module:attr)."""
-    from .workload import resolve_workload
-
     wl = resolve_workload(ref)
     return sensitivity(wl.model, wl, technique, name=wl.name, **kw)
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .errors import CompressionError
-from .io import shippable_state_dict
+from .io import shippable_state_dict, fold_masks
+from .technique import clone_model
 
 FORMAT = "compression-lab-sparse"
 VERSION = 1
@@ -165,9 +166,6 @@ def decode_sparse(data: bytes) -> OrderedDict:
 
 def load_sparse(data: bytes, skeleton: nn.Module) -> nn.Module:
     """A copy of ``skeleton`` (same architecture; masks, if any, are folded away) with the weights of ``data``."""
-    from .prune.common import fold_masks
-    from .technique import clone_model
-
     model = fold_masks(clone_model(skeleton))
     model.load_state_dict(decode_sparse(data))
     return model.eval()

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from . import inputs as I
 from .errors import CompressionError
+from .inputs import predict
 
 ENTRY_POINT_GROUP = "compression_lab.workloads"
 DEFAULT_CALIB_ITEMS = 256
@@ -224,16 +226,12 @@ class Workload:
 
     def score(self, model: nn.Module, split: str = "test") -> float:
         """The workload's metric of ``model`` on ``split``."""
-        from .measure import predict
-
         s = self.needs(split, "scoring")
         return self.metric(predict(model, s.x), s.y)
 
 
 @torch.no_grad()
 def _predictions(model: nn.Module, x: Any) -> torch.Tensor:
-    from .measure import predict
-
     return predict(model, x).argmax(-1)
 
 
@@ -278,8 +276,6 @@ def _load_plugins() -> None:
         if _PLUGINS_LOADED:
             return
         _PLUGINS_LOADED = True
-        from importlib.metadata import entry_points
-
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 hook = ep.load()
@@ -379,8 +375,6 @@ def _build(obj: Any, label: str) -> Workload:
 
 def _check_forward(wl: Workload, label: str) -> None:
     """Run the model on two test inputs: a workload whose model cannot take its own data is refused in one line."""
-    from .measure import predict
-
     try:
         out = predict(wl.model, I.take(wl.test.x, slice(0, 2)))
     except Exception as e:

@@ -18,12 +18,12 @@ from ..graph import build_graph
 from .importance import (
     bn_group_scores,
     group_scores,
-    head_accuracy_drop,
     head_group_scores,
     head_scores,
     unit_scores,
     weight_scores,
 )
+from .probes import head_accuracy_drop
 from .layers import LayerPruneConfig, block_importance, prune_layers, remove_block, removable_blocks
 from .lottery import LotteryTicketConfig, RoundStats, lottery_ticket
 from .shrink import (

@@ -1,10 +1,9 @@
-"""Helpers shared by the pruning techniques: amounts per layer, masks and their folding. Which layers are coupled
-comes from the traced graph (``compression_core.graph``), not from here."""
+"""Helpers shared by the pruning techniques: amounts per layer and masks (``compression_core.io.fold_masks`` makes
+them permanent). Which layers are coupled comes from the traced graph (``compression_core.graph``), not from here."""
 
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
 
@@ -18,20 +17,6 @@ def check_overrides(overrides: dict[str, float], chosen: list[str], lo: float = 
         if value < lo or (value >= hi if hi_open else value > hi):
             rng = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
             raise CompressionError(f"{field_name}.{name}: must be in {rng}, got {value}")
-
-
-def has_mask(module: nn.Module, name: str = "weight") -> bool:
-    return hasattr(module, name + "_mask") and hasattr(module, name + "_orig")
-
-
-def fold_masks(model: nn.Module) -> nn.Module:
-    """Make every torch.nn.utils.prune reparametrisation permanent in place (``w = w_orig * w_mask``)."""
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            name = getattr(hook, "_tensor_name", None)
-            if name is not None and has_mask(module, name):
-                torch_prune.remove(module, name)
-    return model
 
 
 def mask_count(n: int, amount: float) -> int:

@@ -1,15 +1,14 @@
 """Importance scores, separate from removal: maskers and shrinkers act on what these return.
 
 Magnitude (L1/L2 norms, Han et al. 2015; Li et al. 2017 "Pruning Filters for Efficient ConvNets"), a random
-baseline, BatchNorm scale (Liu et al. 2017 "Network Slimming") and accuracy drop when a head or block is
-skipped (Michel et al. 2019 "Are Sixteen Heads Really Better than One?").
+baseline and BatchNorm scale (Liu et al. 2017 "Network Slimming"). Accuracy drops when a head or block is left out
+are measured in ``probes``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from ..measure import effective_weight  # the one accessor: masks applied, detached
@@ -63,8 +62,6 @@ def group_scores(group, importance: str, generator: torch.Generator | None = Non
         return torch.rand(group.size, generator=generator)
     if importance == "bn_scale":
         return bn_group_scores(group, model)
-    import torch_pruning as tp
-
     imp = tp.importance.GroupMagnitudeImportance(p=1 if importance == "l1" else 2, group_reduction="mean",
                                                  normalizer=None)
     with torch.no_grad():
@@ -101,41 +98,3 @@ def head_group_scores(model: nn.Module, heads, importance: str, generator: torch
     parts.append(cons[:, heads.columns.reshape(-1)].reshape(cons.shape[0], h, -1).permute(1, 0, 2).reshape(h, -1))
     return _norm(torch.cat(parts, dim=1), importance)
 
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    from ..measure import accuracy
-
-    return accuracy(model, x, y)
-
-
-def head_accuracy_drop(model: nn.Module, x, y: torch.Tensor) -> dict[str, list[float]]:
-    """Accuracy drop on (x, y) when each head alone is masked: {attention: [drop per head]}, for every attention the
-    traced graph finds (hand-written, Hugging Face, nn.MultiheadAttention)."""
-    from .. import inputs as I
-    from ..graph import build_graph
-    from ..technique import clone_model
-    from .structured import mask_heads
-
-    heads = build_graph(model, I.head(x, 4), probe=False).units("heads")
-    base = _accuracy(model, x, y) if heads else 0.0
-    out: dict[str, list[float]] = {}
-    for name, hg in heads.items():
-        drops = []
-        for head in range(hg.size):
-            probe = clone_model(model)
-            keep = torch.ones(hg.size)
-            keep[head] = 0
-            mask_heads(probe, hg, keep)
-            drops.append(base - _accuracy(probe, x, y))
-        out[name] = drops
-    return out
-
-
-def skip_accuracy_drop(model: nn.Module, blocks: list[str], x: torch.Tensor, y: torch.Tensor,
-                       skip: Callable[[nn.Module, str], nn.Module]) -> dict[str, float]:
-    """Accuracy drop on (x, y) when each of ``blocks`` is skipped (``skip(copy, name)`` returns the copy without it)."""
-    from ..technique import clone_model
-
-    base = _accuracy(model, x, y)
-    return {name: base - _accuracy(skip(clone_model(model), name), x, y) for name in blocks}

@@ -17,8 +17,8 @@ from torch import nn
 from .. import inputs as I
 from ..errors import CompressionError
 from ..graph import example_inputs, run_hooked
-from ..technique import StepConfig, StepContext, register, TechniqueUI
-from .importance import skip_accuracy_drop
+from ..technique import StepConfig, StepContext, register, TechniqueUI, clone_model
+from .probes import skip_accuracy_drop
 
 
 class LayerPruneConfig(StepConfig):
@@ -97,8 +97,6 @@ def removable_blocks(model: nn.Module, example: Any) -> list[str]:
 @torch.no_grad()
 def _runs_without(model: nn.Module, name: str, example: Any) -> bool:
     """Whether the model still runs with block ``name`` removed (tried on a copy)."""
-    from ..technique import clone_model
-
     try:
         I.call(remove_block(clone_model(model), name).eval(), I.head(example, 1))
         return True

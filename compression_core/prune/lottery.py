@@ -22,6 +22,7 @@ from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from .unstructured import select_layers
+from ..measure import evaluate
 
 
 class LotteryTicketConfig(StepConfig):
@@ -92,8 +93,6 @@ def lottery_ticket(model: nn.Module, cfg: LotteryTicketConfig, ctx: StepContext,
     ``(1 - rate)^r`` of the targeted weights left. ``control`` (default: ``reinit == "random"``) also trains each
     round's mask from a random re-initialisation. With ``reinit="random"`` the returned model is that control.
     """
-    from ..measure import evaluate
-
     model = clone_model(model)
     layers = select_layers(model, cfg, ctx)
     for name in layers:  # masks from the start, so every round has the same structure

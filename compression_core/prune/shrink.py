@@ -22,7 +22,8 @@ from .. import inputs as I
 from ..errors import CompressionError
 from ..graph import Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
 from ..technique import StepConfig, StepContext, register, TechniqueUI
-from .common import fold_masks, set_submodule
+from ..io import fold_masks
+from .common import set_submodule
 
 
 class ShrinkConfig(StepConfig):

@@ -10,6 +10,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..targets import _matches, check_pattern, classifier_name, resolve_targets
 from ..technique import StepContext
+from ..measure import size_bytes
 
 
 # ---------------------------------------------------------------------------------------------- arithmetic
@@ -138,8 +139,6 @@ def refuse_if_not_smaller(before: nn.Module | int, after: nn.Module, quantized: 
     """A one-line refusal when the quantized model's file is not smaller than the float one: the layers it could
     quantize hold too few of the weights (a recurrent or attention block, BatchNorms and embeddings stay float)
     and the scales and packing cost more than int8 saves. ``before``: the float model or its size in bytes."""
-    from ..measure import size_bytes
-
     b = before if isinstance(before, int) else size_bytes(before)
     a = size_bytes(after)
     if a >= b:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
-from ..prune.common import fold_masks
+from ..io import fold_masks
 from .ao_eager import quantize_dynamic
 from ..measure import size_bytes
 from ..ort_engine import OrtModule, ort_int8_step

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .. import inputs as I
-from ..prune.common import fold_masks
+from ..io import fold_masks
 from ._common import (affine_params, dequantize_values, fake_quantize_weight, qrange, quantize_values,
                       require_split, resolve_overrides, select_layers)
 

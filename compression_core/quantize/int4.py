@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import CompressionError
-from ..prune.common import fold_masks
+from ..io import fold_masks
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..ort_engine import OrtModule, ort_int4_step
 from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule

@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import inputs as I
 from ..errors import CompressionError
-from ..prune.common import fold_masks
+from ..io import fold_masks
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
 from .ao_eager import QuantWrapper, convert, prepare
