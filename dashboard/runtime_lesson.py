@@ -7,13 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from compression_core.cpu import cpu_has_int8_dot, cpu_summary
-from compression_core.ort import fastest_int8, runtime_comparison
+from compression_core.ort import fastest_int8
 
 
-def why_runtime_matters(model_name: str, rows: list[dict[str, Any]] | None = None) -> str:
-    """A plain-language explanation of why the runtime decides whether int8 is faster, with a table measured now on
-    this machine (``runtime_comparison`` of the workload ``model_name``; pass ``rows`` to reuse a measurement)."""
-    rows = rows if rows is not None else runtime_comparison(model_name)
+def why_runtime_matters(model_name: str, rows: list[dict[str, Any]]) -> str:
+    """A plain-language explanation of why the runtime decides whether int8 is faster, around ``rows``: the table
+    ``compression_core.ort.runtime_comparison`` measured just now on this machine for the workload ``model_name``."""
     table = ["| runtime | model | size | accuracy | ms @ batch 1 | ms @ batch 32 | vs fp32 @1 | vs fp32 @32 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
