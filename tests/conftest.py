@@ -69,6 +69,21 @@ def pytest_configure(config):
         socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """A parametrized test marked ``first_case_fast`` runs its first case in the fast set (plain ``pytest``) and its
+    other cases as ``slow`` (``bash scripts/test.sh`` runs them all): one model in minutes, every model in CI."""
+    seen = set()
+    for item in items:
+        if item.get_closest_marker("first_case_fast") is None:
+            continue
+        key = (str(item.path), item.originalname)
+        if key in seen:
+            item.add_marker(pytest.mark.slow)
+        else:
+            seen.add(key)
+
+
 @pytest.fixture(autouse=True)
 def _fixed_threads_and_seed():
     torch.manual_seed(0)

@@ -18,6 +18,7 @@ EXPECTED_TYPE = {"digits-mlp": "mlp", "digits-cnn": "cnn", "digits-vit": "transf
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
 def test_advice_is_supported_by_its_own_measurements(name):
     a = advise(name, min_run_time=0.02)

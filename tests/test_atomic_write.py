@@ -33,6 +33,7 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert oct(target.stat().st_mode & 0o777) != "0o600"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
 def test_killed_writer_never_leaves_a_partial_file(tmp_path, delay):
     target = tmp_path / "bundle.bin"

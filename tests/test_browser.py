@@ -17,8 +17,9 @@ import pytest
 
 from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason=f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")]
 SIZES = [(1400, 900), (1280, 720)]
 CHARTS = ".js-plotly-plot, [data-testid=stVegaLiteChart]"
 

@@ -66,6 +66,7 @@ def test_quantize_size_fit_meets_theoretical_budget(cnn):
     assert stats.simulated and stats.theoretical_size_bytes == fit.size_bytes <= budget
 
 
+@pytest.mark.slow
 def test_recipe_step_applies_and_explicit_recipe_reproduces_it(cnn):
     budget = int(sparse_size_bytes(cnn.model) * 0.5)
     recipe = {"version": 1, "model": "digits-cnn", "steps": [{"kind": "fit_budget", "max_size_bytes": budget}]}
@@ -112,6 +113,7 @@ def test_bad_target_in_a_recipe_names_the_step_field():
         load_recipe({"version": 1, "model": "digits-cnn", "steps": [{"kind": "fit_budget", "max_size_bytes": -5}]})
 
 
+@pytest.mark.slow
 def test_impossible_size_is_a_one_line_error(cnn, curves):
     with pytest.raises(CompressionError, match=r"^max_size_bytes: 1000 is smaller than the smallest reachable") as e:
         fit_budget(cnn.model, cnn.data, {"max_size_bytes": 1000}, curves=curves)

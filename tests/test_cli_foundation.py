@@ -11,6 +11,7 @@ KEYS = {"model", "params", "nonzero_params", "size_bytes", "latency_ms", "batch_
         "flops", "layers"}
 
 
+@pytest.mark.slow
 def test_measure_json_via_subprocess_has_the_contract_keys():
     out = subprocess.run([sys.executable, "-m", "compression_core", "measure", "--model", "digits-cnn", "--json"],
                          capture_output=True, text=True, check=True)
@@ -52,6 +53,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, capsys):
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unknown_model_names_valid_ones():
     out = subprocess.run([sys.executable, "-m", "compression_core", "measure", "--model", "nope"],
                          capture_output=True, text=True)

@@ -240,6 +240,7 @@ def test_latency_verdict_follows_the_spread(monkeypatch):
     assert faster.verdict == "faster" and faster.ratio == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_onnx_runtime_beside_torch():
     at = app()
     if "torch and ONNX Runtime" not in at.selectbox(key="x_runtime").options:
@@ -254,6 +255,7 @@ def test_onnx_runtime_beside_torch():
     assert list(table["model"]) == ["before", "after"]
 
 
+@pytest.mark.slow
 def test_learn_runtime_page_measures_on_a_button_with_a_chart():
     at = app()
     at.switch_page("pages/learn_runtime.py").run()
@@ -367,6 +369,7 @@ def workload():
 '''
 
 
+@pytest.mark.slow
 def test_workload_from_the_command_line_on_every_page(tmp_path, monkeypatch):
     """`streamlit run dashboard/app.py -- --workload FILE:attr`: the model is listed on every page and works on
     Explore, Experiments, Recipe, Sensitivity and Advise; a bad reference is one error line and the app runs."""
@@ -456,6 +459,7 @@ def test_pareto_front_is_the_non_dominated_set():
     assert list(charts.pareto_front(df, "size")["id"]) == [4, 2, 1]
 
 
+@pytest.mark.slow
 def test_recipe_export_round_trips_through_the_cli(tmp_path):
     at = app()
     at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
@@ -550,6 +554,7 @@ def test_cpu_facts_come_from_this_machine_not_from_text():
         assert not re.search(r"(this CPU|this machine)[^\"']{0,40}(has no|lacks|without) (int8|VNNI|AVX)", src), path
 
 
+@pytest.mark.slow
 def test_arrows_and_signs_match_the_direction():
     """A size reduction is not an up arrow; an accuracy drop is negative."""
     from streamlit.proto.Metric_pb2 import Metric
@@ -575,6 +580,7 @@ def test_arrows_and_signs_match_the_direction():
     assert not spec["layout"].get("annotations")  # the threshold is a legend line, not text over the bars
 
 
+@pytest.mark.slow
 def test_distillation_helps_with_few_labels_and_the_page_says_so():
     from benchmarks.distillation import run
 

@@ -16,7 +16,7 @@ APP = str(ROOT / "dashboard" / "app.py")
 MODEL = "minilm-topics"
 STRUCTURED = "structured (neurons / channels / heads)"
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

@@ -120,6 +120,7 @@ CNNS = [res_cnn, DepthwiseCNN, GroupedCNN, FlattenCNN, dense_cnn, SECNN]
 
 
 # ------------------------------------------------------------------------------------------------ tests
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("arch", CNNS)
 def test_channels_half_then_shrink_equals_masked_and_matches_torch_pruning(arch):
     import torch_pruning as tp
@@ -157,6 +158,7 @@ def test_residual_stream_is_one_group_removed_from_every_conv_adding_into_it():
     assert not hasattr(kept.stem[0], "weight_mask") and hasattr(kept.layer1.conv1, "weight_mask")
 
 
+@pytest.mark.slow
 def test_depthwise_groups_flatten_concat_and_squeeze_excite_shapes():
     wl = image_workload(randomize_bn(DepthwiseCNN()))
     s = prune(prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl), ShrinkConfig(), wl)
@@ -178,6 +180,7 @@ def test_depthwise_groups_flatten_concat_and_squeeze_excite_shapes():
     assert s.se1.reduce.out_channels == 2
 
 
+@pytest.mark.slow
 def test_group_importance_is_torch_prunings_and_lowest_groups_go_first():
     import torch_pruning as tp
 
@@ -196,6 +199,7 @@ def test_group_importance_is_torch_prunings_and_lowest_groups_go_first():
     assert torch.all(masked.layer2.bn1.weight[gone] == 0) and torch.all(masked.layer2.bn1.bias[gone] == 0)
 
 
+@pytest.mark.slow
 def test_multihead_attention_heads_and_ffn_neurons_prune_and_shrink():
     torch.manual_seed(0)
     wl = image_workload(TinyTransformer())
@@ -216,6 +220,7 @@ def test_multihead_attention_heads_and_ffn_neurons_prune_and_shrink():
     assert (a - b).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_hugging_face_bert_heads_and_ffn_neurons_prune_and_shrink():
     pytest.importorskip("transformers")
     model = tiny_bert()

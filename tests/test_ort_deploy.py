@@ -50,6 +50,7 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.argmax(-1) == b.argmax(-1)).float().mean())
 
 
+@pytest.mark.slow
 def test_static_int8_bundle_of_digits_cnn_exports_and_runs_in_onnx_runtime(tmp_path):
     """Issue 15's must-show: `apply recipes/static-int8-digits-cnn.yaml --save-model m.bundle`, then
     `export m.bundle --onnx m.onnx` (it used to fail: "quant0 ... not exportable"), >= 99% agreement in ORT."""
@@ -71,6 +72,7 @@ def test_static_int8_bundle_of_digits_cnn_exports_and_runs_in_onnx_runtime(tmp_p
     assert out.stat().st_size <= 0.4 * len(fp32)
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "same_pad_cnn"])
 def test_graph_int8_exports_as_qdq_with_torchs_ranges(name):
     wl = zoo.ZOO[name]()
@@ -125,6 +127,7 @@ def test_layer_nodes_finds_convs_with_a_folded_batchnorm():
     assert all(len(v) == 1 for v in found.values()) and len({v[0] for v in found.values()}) == 4
 
 
+@pytest.mark.slow
 def test_dict_and_integer_inputs_keep_their_names_and_dtypes():
     wl = zoo.dict_attention()
     x = wl.test.x
@@ -141,6 +144,7 @@ def test_dict_and_integer_inputs_keep_their_names_and_dtypes():
     assert (got - predict(tok.model, tok.test.x)).abs().max().item() <= 1e-3
 
 
+@pytest.mark.slow
 def test_int4_in_onnx_runtime_is_matmulnbits_small_and_accurate():
     sm = sample_models.load("mnist-lenet300")
     wl = sm.as_workload()
@@ -153,6 +157,7 @@ def test_int4_in_onnx_runtime_is_matmulnbits_small_and_accurate():
     assert _agreement(ort_predict(session(deployed), sm.data.test.x), predict(torch4, sm.data.test.x)) >= 0.98
 
 
+@pytest.mark.slow
 def test_fastest_engine_times_both_engines_now_and_says_which():
     sm = sample_models.load("digits-mlp")
     wl = sm.as_workload()

@@ -14,6 +14,7 @@ def vit():
     return sample_models.load("digits-vit")
 
 
+@pytest.mark.slow
 def test_remove_blocks_by_name_and_by_importance(vit):
     by_name = prune(vit.model, LayerPruneConfig(names=["blocks.0"]), vit)
     assert len(by_name.blocks) == 1 and len(vit.model.blocks) == 2  # input unchanged
@@ -47,6 +48,7 @@ def test_bad_layer_configs(vit):
         LayerPruneConfig(names=["blocks.0"], count=1)
 
 
+@pytest.mark.slow
 def test_lottery_ticket_rounds_masks_and_rewinding():
     sm = sample_models.load("digits-mlp")
     cfg = LotteryTicketConfig(rounds=2, epochs=1, rate=0.5)
@@ -64,6 +66,7 @@ def test_lottery_ticket_rounds_masks_and_rewinding():
     assert {k: v.shape for k, v in replay.state_dict().items()} == {k: v.shape for k, v in ticket.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_lottery_ticket_random_control_and_late_rewinding():
     sm = sample_models.load("digits-mlp")
     ctx = StepContext(data=sm.as_workload())

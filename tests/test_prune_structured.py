@@ -52,6 +52,7 @@ def _masked_and_shrunk(name, **cfg):
     ("digits-vit", "heads", 0.5),
     ("digits-vit", "neurons", 0.25),
 ])
+@pytest.mark.first_case_fast
 def test_shrunk_model_equals_masked_model_and_is_smaller(name, unit, amount):
     sm, masked, shrunk = _masked_and_shrunk(name, unit=unit, amount=amount)
     x = sm.data.test.x
@@ -104,6 +105,7 @@ def test_shrunk_cnn_has_fewer_flops_and_smaller_file():
     assert shrunk.fc1.in_features == 16 * 16
 
 
+@pytest.mark.slow
 def test_replay_rebuilds_the_same_shapes_and_loads_the_saved_state():
     sm = sample_models.load("digits-vit")
     steps = [StructuredPruneConfig(unit="heads", amount=0.25), StructuredPruneConfig(unit="neurons", amount=0.5),

@@ -15,6 +15,7 @@ def torch_quantize_dynamic(model: nn.Module, types: set[type[nn.Module]]) -> nn.
         return torch.ao.quantization.quantize_dynamic(model, types, dtype=torch.qint8, inplace=False)
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name,types", [("digits-mlp", {nn.Linear}), ("digits-lstm", {nn.LSTM, nn.Linear})])
 def test_dynamic_int8_matches_torch_quantize_dynamic_exactly(name, types):
     sm = sample_models.load(name)

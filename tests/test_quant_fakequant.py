@@ -100,6 +100,7 @@ def test_fake_quant_round_trips_through_a_state_dict_and_deepcopy():
     assert {r.name: r.bits for r in layer_stats(copy.deepcopy(q))}["conv2"] == 4
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("cfg", [FakeQuantConfig(bits=8, include_classifier=True),
                                  FakeQuantConfig(bits=8, activation_bits=8, include_classifier=True),
                                  StaticInt8Config()], ids=["fake8", "fake8-act8", "static"])

@@ -24,6 +24,7 @@ CASES = [
 ]
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name,cfg", CASES, ids=[f"{n}-{c.kind}" for n, c in CASES])
 def test_save_load_round_trip_gives_identical_outputs_and_never_changes_the_input(tmp_path, name, cfg):
     sm = sample_models.load(name)

@@ -86,6 +86,7 @@ def test_vit_linear_layers_are_int8_and_attention_stays_float():
     assert _acc(q, sm) >= _acc(sm.model, sm) - 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_residual_and_depthwise_cnns_fuse_everywhere_and_add_in_int8(name):
     wl = zoo.ZOO[name]()
@@ -105,6 +106,7 @@ def test_residual_and_depthwise_cnns_fuse_everywhere_and_add_in_int8(name):
     assert torch.equal(q(wl.test.x), r(wl.test.x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [StaticInt8Config(), QATConfig(epochs=1)], ids=["static", "qat"])
 def test_same_padding_conv_subclass_keeps_its_forward(cfg):
     """Issue 14 item 8: replacing a Conv2d subclass by its class's int8 module lost its padding; traced through,
@@ -136,6 +138,7 @@ class _Untraceable(nn.Module):
         return self.fc(F.relu(self.conv2(F.relu(self.conv(x)))).mean((2, 3))) * reps
 
 
+@pytest.mark.slow
 def test_untraceable_model_falls_back_to_eager_and_refuses_a_subclass_in_one_line():
     from compression_core import Workload
 
@@ -191,6 +194,7 @@ def test_qat_trains_then_converts_and_replay_builds_the_same_structure():
         {k: getattr(v, "shape", None) for k, v in q.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_the_input_model_is_not_modified():
     wl = zoo.resnet()
     before = {k: v.clone() for k, v in wl.model.state_dict().items()}

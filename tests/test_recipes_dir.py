@@ -19,6 +19,7 @@ def test_there_are_recipes_for_every_technique_the_issue_names():
         assert any(required in n for n in names), required
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_applies_with_sane_numbers(path):
     r = _apply(path)

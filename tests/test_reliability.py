@@ -36,6 +36,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.07, 0.2])
 def test_killed_save_bundle_leaves_old_or_new_bundle(tmp_path, delay):
     target = tmp_path / "model.bundle.pt"
@@ -55,6 +56,7 @@ def test_killed_save_bundle_leaves_old_or_new_bundle(tmp_path, delay):
     assert all(n.startswith(".model.bundle.pt.") and n.endswith(".tmp") for n in leftovers), leftovers
 
 
+@pytest.mark.slow
 def test_cli_apply_save_model_killed_leaves_old_or_new(tmp_path):
     """The CLI's --save-model goes through the same atomic writer: a kill at any point leaves a readable bundle."""
     recipe = tmp_path / "r.yaml"
@@ -76,6 +78,7 @@ def test_cli_apply_save_model_killed_leaves_old_or_new(tmp_path):
         assert read_bundle(target)[0].steps[0].amount == 0.6
 
 
+@pytest.mark.slow
 def test_workshop_load_smoke():
     """Three sessions on one real server for a few seconds. Only what machine load cannot change is asserted: no
     errors, no leaks, every session checked at least once (each session's clock starts after its own page load and

@@ -50,6 +50,7 @@ def test_load_gives_independent_copies():
     assert b.model.fc1.weight.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_reproduces_the_shipped_model():
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -63,6 +64,7 @@ def test_training_is_deterministic_and_reproduces_the_shipped_model():
     assert m1["test_accuracy"] == shipped["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_retraining_writes_identical_metadata(tmp_path, monkeypatch):
     """`python -m sample_models.train` leaves git clean: the JSON holds only what a rerun reproduces exactly."""
     import sample_models.train as train

@@ -64,6 +64,7 @@ def test_pareto_front_keeps_only_non_dominated_points_smallest_first():
     assert [p.trial for p in front] == [0, 1, 5]  # 2 and 6 dominated, 3 infeasible, 4 equal to 0 (later)
 
 
+@pytest.mark.slow
 def test_front_is_non_dominated_and_every_seed_is_matched_or_beaten(small_search):
     r = small_search
     assert r.trials == 14 and r.failed == 0 and r.front
@@ -335,6 +336,7 @@ def test_embedding_tables_are_a_search_choice():
 
 
 # ------------------------------------------------------------------------------------------------ dashboard
+@pytest.mark.slow
 def test_dashboard_search_page_fills_in_and_loads_a_point_into_explore():
     from streamlit.testing.v1 import AppTest
 
@@ -374,6 +376,7 @@ def test_dashboard_search_page_fills_in_and_loads_a_point_into_explore():
             assert {n: v for n, v in theirs["overrides"].items() if v} == {n: v for n, v in mine["overrides"].items() if v}
 
 
+@pytest.mark.slow
 def test_latency_objective_and_nsga2_sampler():
     r = search(MODEL, trials=4, batch_size=2, seed=0, seed_trials=False, objectives=["accuracy", "size", "latency"])
     assert r.objectives == ["accuracy", "size", "latency"] and r.front

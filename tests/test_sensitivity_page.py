@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -61,6 +62,7 @@ def test_a_bits_fit_fills_explores_per_layer_bits():
     assert step["kind"] == "fake_quant" and step["overrides"] == done["step"]["overrides"]
 
 
+@pytest.mark.slow
 def test_vit_head_chart_and_impossible_budget_is_one_line():
     at = _page()
     at.selectbox(key="s_model").set_value("digits-vit").run()

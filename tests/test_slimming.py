@@ -27,6 +27,7 @@ def trained(cnn):
     return with_pen, without
 
 
+@pytest.mark.slow
 def test_penalty_drives_bn_scales_toward_zero(trained):
     with_pen, without = trained
     small_with, small_without = int((_gammas(with_pen) < 1e-2).sum()), int((_gammas(without) < 1e-2).sum())
@@ -34,6 +35,7 @@ def test_penalty_drives_bn_scales_toward_zero(trained):
     assert float(_gammas(with_pen).sum()) < 0.5 * float(_gammas(without).sum())
 
 
+@pytest.mark.slow
 def test_slimmed_model_is_shrunk_runs_and_is_smaller(cnn):
     before = {k: v.clone() for k, v in cnn.model.state_dict().items()}
     out = prune(cnn.model, SlimmingConfig(amount=0.5), cnn)

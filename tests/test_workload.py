@@ -175,6 +175,7 @@ def test_sensitivity_cache_respects_a_sequential_subclass_forward():
 
 
 # ------------------------------------------------------------------------------------------------ references
+@pytest.mark.slow
 def test_references_resolve_by_file_module_and_name(user_dir, monkeypatch):
     monkeypatch.chdir(user_dir)
     wl = resolve_workload("my_net.py:workload")
@@ -192,6 +193,7 @@ def test_references_resolve_by_file_module_and_name(user_dir, monkeypatch):
     ("notamodel.py:thing", "not a compression_core.Workload"),
     ("no_such_model_name", "unknown 'no_such_model_name'"),
 ])
+@pytest.mark.slow
 def test_bad_references_are_one_line_and_exit_2(user_dir, ref, needle):
     (user_dir / "bad.py").write_text(
         "import torch\nfrom torch import nn\nfrom compression_core import Workload\n"

@@ -257,6 +257,7 @@ def test_zoo_functions_are_workload_references():
     assert wl.name == "zoo-gru" and wl.metric.name == "macro recall"
 
 
+@pytest.mark.slow
 def test_the_example_workload_file_is_short_trains_once_and_reloads_the_same_weights(tmp_path):
     src = ROOT / "examples" / "my_workload.py"
     assert len(src.read_text().splitlines()) <= 30  # the README's "Bring your own model" promise
