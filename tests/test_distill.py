@@ -24,6 +24,7 @@ def test_loss_is_hintons_soft_targets_with_t_squared_scaling():
     assert float(distillation_loss(t, t, y, T, 1.0)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cnn_teaches_mlp_without_touching_either():
     student = sample_models.load("digits-mlp")
     teacher = sample_models.load("digits-cnn")

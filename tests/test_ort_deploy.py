@@ -72,6 +72,7 @@ def test_static_int8_bundle_of_digits_cnn_exports_and_runs_in_onnx_runtime(tmp_p
     assert out.stat().st_size <= 0.4 * len(fp32)
 
 
+@pytest.mark.slow
 @pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "same_pad_cnn"])
 def test_graph_int8_exports_as_qdq_with_torchs_ranges(name):
