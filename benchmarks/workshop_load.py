@@ -1,14 +1,15 @@
 """Workshop load: ONE dashboard server, N concurrent sessions on the digits models; K of them run training jobs.
 
 ``python -m benchmarks.workshop_load --sessions 40 [--duration SECONDS] [--think SECONDS] [--trainers K]
-[--processes P] [--json]``
+[--processes P] [--db URL] [--compare-one] [--json]``
 
 Each session is a Streamlit client speaking the browser's own protocol over the websocket (``/_stcore/stream``,
 protobuf ``BackMsg`` / ``ForwardMsg``): it opens the Explore page, picks its digits model and unstructured pruning,
 then moves the sparsity slider to its own sequence of values with a think time between moves. Each session's clock
 starts after ITS page load (a slow first load on a busy server does not eat its measuring time), and every session
-checks at least one move whatever the duration. Like the browser, a client sends back the query string the server
-set (the per-browser id of the history) and runs a fragment when the server asks it to (``auto_rerun``).
+checks at least one move whatever the duration. Like the browser, a client first loads the page over HTTP (which
+gives it the server's HttpOnly identity cookie), sends that cookie with the websocket handshake, sends back the
+query string the server set and runs a fragment when the server asks it to (``auto_rerun``).
 
 ``--trainers K``: K sessions (on digits-cnn) tick "fine-tune" (10 epochs), and for each of their slider values
 press "Run training steps", which the dashboard runs as a job in its worker processes; the client polls as the
@@ -18,7 +19,15 @@ separately.
 
 ``--processes P``: P dashboard processes sharing one history database, each session sticking to one of them (what
 a reverse proxy with sticky sessions in front of them does; the proxy's own cost is not in these numbers): page
-reruns then use more than one core, which one process under one GIL cannot.
+reruns then use more than one core, which one process under one GIL cannot. ``--db URL``: the database they share
+(e.g. ``postgresql+psycopg://...``; default a temporary SQLite file, removed afterwards; a URL is used as it is and
+keeps what the run wrote: one settings row per session). ``--compare-one``: first the same load on ONE process
+(same database), then on P, and the ratio of their slider moves.
+
+After its last move each non-training session reloads against ANOTHER process (the next port; the same one when
+there is one): a new websocket with the same cookie, as F5 behind a proxy that lands elsewhere. Its first page must
+show the session's own last configuration (model, pruning, sparsity restored from the shared database, metrics equal
+to the library's): ``reloads_checked`` / ``reload_mismatches``.
 
 Why not 40 headless chromium contexts: on this shared 2-core machine the browsers' rendering would eat the CPU the
 server needs and we would measure chromium, not the server; the server does the same work for a websocket client.
@@ -46,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from .local_app import ROOT, free_port, stop, streamlit_argv, wait_healthy
@@ -60,6 +70,17 @@ PRUNE_LABEL = "unstructured (weights)"
 L_MODEL, L_PRUNE, L_AMOUNT = "Model", "Pruning kind", "Sparsity (fraction removed)"
 L_FINETUNE, L_EPOCHS, L_RUN = "fine-tune on the labels", "Epochs", "Run training steps"
 WATCHED = ("Accuracy", "Non-zero parameters")
+COOKIE = "compression_lab_id"  # dashboard/store/identity.py's COOKIE (not imported: the driver loads no dashboard)
+
+
+def identity_cookie(port: int) -> str | None:
+    """Load the page over HTTP as a browser does and return the identity cookie the server set (None: none set)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=180) as r:
+        for header in r.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            if name.strip() == COOKIE:
+                return rest.split(";")[0].strip()
+    return None
 
 
 # ------------------------------------------------------------------------------------------- server side
@@ -97,7 +118,7 @@ def _fresh(name: str):
 
 
 def _serve(port: int, report: str, server_args: list[str]) -> None:
-    """Run ``streamlit run dashboard/app.py -- SERVER_ARGS`` in this process; on SIGUSR1 write the baseline check."""
+    """Run ``streamlit run dashboard/server.py -- SERVER_ARGS`` in this process; on SIGUSR1 write the baseline check."""
     start = _hashes({n: _fresh(n) for n in MODELS})  # fresh from the shipped weights, before any session
 
     def check() -> None:
@@ -159,8 +180,14 @@ class Session:
     browser does, and runs the fragments the server schedules."""
 
     def __init__(self, idx: int, url: str, model: str, rng: random.Random, trainer: bool = False,
-                 train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS) -> None:
+                 train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS,
+                 reload_url: str | None = None) -> None:
         self.idx, self.url, self.model, self.rng, self.trainer = idx, url, model, rng, trainer
+        self.reload_url = reload_url  # another process's websocket, for the reload check
+        self.cookie: str | None = None
+        self.last_amount: float | None = None
+        self.reload_checked = False
+        self.reload_mismatch: str | None = None
         self.train_amounts = list(train_amounts or TRAIN_AMOUNTS)
         self.train_epochs = train_epochs
         self.widgets: dict[str, object] = {}  # widget id -> WidgetState (sent with every rerun, as the browser does)
@@ -258,12 +285,19 @@ class Session:
             return False
         return True
 
-    async def main(self, duration: float, think: float, expected: dict) -> None:
+    def _connect(self, url: str):
         import websockets
 
+        headers = {"Cookie": f"{COOKIE}={self.cookie}"} if self.cookie else None
+        return websockets.connect(url, subprotocols=["streamlit"], max_size=None, open_timeout=180,
+                                  ping_interval=None, additional_headers=headers)
+
+    async def main(self, duration: float, think: float, expected: dict) -> None:
         try:
-            async with websockets.connect(self.url, subprotocols=["streamlit"], max_size=None,
-                                          open_timeout=180, ping_interval=None) as ws:
+            self.stage = "loading the page (identity cookie)"
+            port = int(self.url.split(":")[2].split("/")[0])
+            self.cookie = await asyncio.to_thread(identity_cookie, port)
+            async with self._connect(self.url) as ws:
                 self.stage = "first page load"
                 t, els = await self.run_script(ws)
                 self.first_load = t
@@ -286,10 +320,28 @@ class Session:
                     t, els = await self.run_script(ws, fragment=frag)
                     self.times.append(t)
                     self._check(els, (self.model, amount, 0), expected)
+                    self.last_amount = amount
                     k += 1
                     await asyncio.sleep(self.rng.uniform(0.5 * think, 1.5 * think))
+            if self.reload_url and self.last_amount is not None:
+                await self.reload_elsewhere(expected)
         except Exception as e:
             self.errors.append(f"session {self.idx} ({self.stage}): {type(e).__name__}: {str(e)[:200]}")
+
+    async def reload_elsewhere(self, expected: dict) -> None:
+        """F5 against another process: same cookie, a new session there, no widget state and no query string sent;
+        its first page must show this session's last configuration, restored from the shared database."""
+        self.stage = "reloading against another process"
+        await asyncio.sleep(1.5)  # settings are written within ~0.3 s of the last move (coalesced, off the page)
+        self.widgets, self.fragment_of, self.query, self.auto = {}, {}, "", {}
+        async with self._connect(self.reload_url) as ws:
+            _, els = await self.run_script(ws)
+        want = expected[(self.model, self.last_amount, 0)]
+        got = {k: els["_metrics"].get(k) for k in want}
+        self.reload_checked = True
+        if got != want:
+            self.reload_mismatch = (f"session {self.idx} reloaded on {self.reload_url}: saw {got}, expected its last "
+                                    f"configuration {(self.model, self.last_amount)} {want}")
 
     async def _train_loop(self, ws, els: dict, deadline: float, think: float, expected: dict) -> None:
         self.stage = "ticking fine-tune"
@@ -376,7 +428,7 @@ async def _drive(n: int, trainers: int, ports: list[int], duration: float, think
     # several server processes: each session sticks to one of them, as a sticky reverse proxy would place it
     sessions = [Session(i, urls[i % len(urls)], TRAIN_MODEL if i < trainers else models[i % len(models)],
                         random.Random(rng.random()), trainer=i < trainers, train_amounts=train_amounts,
-                        train_epochs=train_epochs)
+                        train_epochs=train_epochs, reload_url=urls[(i + 1) % len(urls)])
                 for i in range(n)]
     mem = {"samples": []}
     done = asyncio.Event()
@@ -406,21 +458,33 @@ def _ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 1)
 
 
+def _db_label(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unreadable URL)"
+
+
 def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models: list[str] | None = None,
         trainers: int = 0, server_args: list[str] | None = None, processes: int = 1,
-        train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS) -> dict:
+        train_amounts: list[float] | None = None, train_epochs: int = TRAIN_EPOCHS, db_url: str | None = None,
+        expected: dict | None = None) -> dict:
     models = list(models or MODELS)
     trainers = max(0, min(trainers, sessions))
     t0 = time.perf_counter()
     train_amounts = list(train_amounts or TRAIN_AMOUNTS)
     trained = train_amounts if trainers else []  # every value a trainer may reach
-    expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained,
-                      epochs=train_epochs)
+    if expected is None:
+        expected = oracle(sorted(set(models) | ({TRAIN_MODEL} if trainers else set())), trained=trained,
+                          epochs=train_epochs)
     oracle_s = time.perf_counter() - t0
     processes = max(1, processes)
     ports = [free_port() for _ in range(processes)]
     reports = [tempfile.mktemp(prefix="workshop_baselines_", suffix=".json") for _ in ports]
-    db = tempfile.mktemp(prefix="workshop_history_", suffix=".sqlite3")  # one database shared by every process
+    # one database shared by every process: the given URL, else a temporary SQLite file
+    db = db_url or tempfile.mktemp(prefix="workshop_history_", suffix=".sqlite3")
     log = tempfile.NamedTemporaryFile(prefix="workshop_server_", suffix=".log", delete=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COMPRESSION_LAB_DB": db}
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.workshop_load", "--serve", str(port), report,
@@ -445,7 +509,7 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
     finally:
         for proc in procs:
             stop(proc, timeout=20)
-        for p in (*reports, db, db + "-wal", db + "-shm"):
+        for p in (*reports, *([] if db_url else [db, db + "-wal", db + "-shm"])):
             if os.path.exists(p):
                 os.unlink(p)
     movers = [s for s in clients if not s.trainer]
@@ -456,6 +520,8 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
     unchecked = [f"session {s.idx} never checked a move (stopped at: {s.stage}; "
                  f"{s.errors[0] if s.errors else 'no error recorded'})" for s in clients if s.checked == 0]
     loads = [s.first_load for s in clients if s.first_load is not None]
+    reloads = [s for s in movers if s.reload_checked]
+    reload_bad = [s.reload_mismatch for s in reloads if s.reload_mismatch]
     server_log = Path(log.name).read_text(errors="replace")
     tracebacks = server_log.count("Traceback")
     os.unlink(log.name)
@@ -463,11 +529,13 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
     return {
         "sessions": sessions, "trainers": trainers, "duration_s": duration, "think_s": think,
         "wall_s": round(mem["wall_s"], 1), "models": models, "server_args": server_args or [],
-        "processes": processes,
+        "processes": processes, "database": _db_label(db) if db_url else "sqlite (temporary file)",
+        "identity_cookies": sum(1 for s in clients if s.cookie),
         "interactions": len(times), "checked": sum(s.checked for s in clients),
         "sessions_checked": sum(1 for s in clients if s.checked), "unchecked": unchecked[:5],
         "errors": len(errors), "error_samples": errors[:5],
         "leaks": len(mismatches), "leak_samples": mismatches[:5],
+        "reloads_checked": len(reloads), "reload_mismatches": len(reload_bad), "reload_samples": reload_bad[:5],
         "baselines_unchanged": bool(baselines.get("ok")),
         "baseline_check": baselines.get("error", "hashes equal" if baselines.get("ok") else "hashes differ"),
         "server_tracebacks": tracebacks,
@@ -487,14 +555,14 @@ def run(sessions: int = 40, duration: float = 120.0, think: float = 1.5, models:
         "server_rss_peak_mb": round(max([rss_peak] + mem["samples"]), 1),
         "oracle_s": round(oracle_s, 1), "cpu_count": os.cpu_count(),
         "ok": (not errors and not mismatches and not unchecked and bool(baselines.get("ok")) and bool(times)
-               and tracebacks == 0),
+               and tracebacks == 0 and not reload_bad and len(reloads) == len(movers)),
     }
 
 
 def _text(r: dict) -> str:
     lines = [
         f"workshop load: {r['sessions']} sessions ({r['trainers']} training) x {r['duration_s']:.0f} s on "
-        f"{r['processes']} server process(es) "
+        f"{r['processes']} server process(es) on {r['database']} "
         f"({', '.join(r['models'])}; think time ~{r['think_s']} s; {r['cpu_count']} shared cores)",
         f"slider moves        {r['interactions']} by the non-training sessions ({r['throughput_per_s']}/s), "
         f"each checked against the library",
@@ -510,6 +578,9 @@ def _text(r: dict) -> str:
         f"sessions checked    {r['sessions_checked']}/{r['sessions']} {r['unchecked'] or ''}",
         f"errors              {r['errors']} {r['error_samples'] or ''}",
         f"leaks               {r['leaks']} {r['leak_samples'] or ''}",
+        f"reload elsewhere    {r['reloads_checked']} sessions reloaded against another process, "
+        f"{r['reload_mismatches']} did not find their configuration {r['reload_samples'] or ''} "
+        f"({r['identity_cookies']}/{r['sessions']} identity cookies)",
         f"server tracebacks   {r['server_tracebacks']}",
         f"baselines unchanged {r['baselines_unchanged']} ({r['baseline_check']})",
         f"OK                  {r['ok']}",
@@ -534,13 +605,29 @@ def main(argv=None) -> int:
                    "(repeatable), e.g. --server-arg=--job-workers=1")
     p.add_argument("--processes", type=int, default=1, help="dashboard processes sharing one history database; each "
                    "session sticks to one (what a sticky reverse proxy in front of them would do)")
+    p.add_argument("--db", default=None, help="the database the processes share (SQLAlchemy URL, e.g. "
+                   "postgresql+psycopg://user@host/db); default: a temporary SQLite file")
+    p.add_argument("--compare-one", action="store_true", help="first run the same load on ONE process (same "
+                   "database), then on --processes, and report both and the ratio of slider moves")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if not 1 <= a.sessions <= 200 or a.duration <= 0 or not 0 <= a.trainers <= a.sessions or not 1 <= a.processes <= 8:
         p.error("--sessions must be 1..200, --duration > 0, --trainers 0..sessions and --processes 1..8")
-    r = run(a.sessions, a.duration, a.think, trainers=a.trainers, server_args=a.server_arg, processes=a.processes)
-    print(json.dumps(r, indent=2) if a.json else _text(r))
-    return 0 if r["ok"] else 1
+    kw = dict(trainers=a.trainers, server_args=a.server_arg, db_url=a.db)
+    if not a.compare_one:
+        r = run(a.sessions, a.duration, a.think, processes=a.processes, **kw)
+        print(json.dumps(r, indent=2) if a.json else _text(r))
+        return 0 if r["ok"] else 1
+    expected = oracle(sorted(set(MODELS) | ({TRAIN_MODEL} if a.trainers else set())),
+                      trained=TRAIN_AMOUNTS if a.trainers else [])
+    one = run(a.sessions, a.duration, a.think, processes=1, expected=expected, **kw)
+    many = run(a.sessions, a.duration, a.think, processes=a.processes, expected=expected, **kw)
+    ratio = round(many["interactions"] / one["interactions"], 2) if one["interactions"] else None
+    both = {"one_process": one, f"{a.processes}_processes": many, "moves_ratio": ratio,
+            "ok": one["ok"] and many["ok"]}
+    print(json.dumps(both, indent=2) if a.json else
+          f"{_text(one)}\n\n{_text(many)}\n\nslider moves, {a.processes} processes / one: {ratio}x")
+    return 0 if both["ok"] else 1
 
 
 if __name__ == "__main__":

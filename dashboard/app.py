@@ -1,8 +1,11 @@
 """Compression Lab dashboard: a thin router; the pages live in dashboard/pages/.
 
-    streamlit run dashboard/app.py                                   # the registered workloads (samples, plugins)
-    streamlit run dashboard/app.py -- --workload my_model.py:workload --workload pkg.mod:make   # plus your own
+    streamlit run dashboard/server.py                                # the registered workloads (samples, plugins)
+    streamlit run dashboard/server.py -- --workload my_model.py:workload --workload pkg.mod:make   # plus your own
     compression-lab dashboard [--port N] [-- --workload REF ...]     # the installed app, from any folder
+
+``server.py`` serves this router through ``st.App`` with the identity cookie (history kept across reloads) and the
+teacher link; ``streamlit run dashboard/app.py`` also works, with each session its own, unkept identity.
 
 Each ``--workload REF`` (a registered name, ``path/to/file.py:attr`` or ``package.module:attr``) appears in every
 page's model list; a reference that cannot be loaded is one error line and the rest of the app still runs.

@@ -40,8 +40,8 @@ def _teacher_link() -> str:
 
     token = store.get_store().new_teacher_link()
     host = config.get_option("browser.serverAddress") or config.get_option("server.address") or "localhost"
-    if host in ("0.0.0.0", "::"):
-        host = "THIS-MACHINE"
+    if host in ("0.0.0.0", "::"):  # serving every interface: the link for a browser on this machine
+        host = "127.0.0.1"
     port = config.get_option("server.port")
     base = (config.get_option("server.baseUrlPath") or "").strip("/")
     return f"http://{host}:{port}/{base + '/' if base else ''}classroom?teacher={token}"

@@ -238,3 +238,17 @@ def test_two_processes_on_one_postgres_serve_a_students_history_on_either_port(t
         finally:
             one.stop()
             two.stop()
+
+
+@pytest.mark.slow
+def test_workshop_load_two_processes_on_one_postgres_reload_on_the_other(tmp_path):
+    """``benchmarks.workshop_load --processes 2 --db URL``: websocket students with the identity cookie, each reloading
+    against the other process at the end, find their own last configuration there; nothing errs or leaks."""
+    from benchmarks import workshop_load
+
+    with fresh_postgres_database(postgres_base()) as url:
+        r = workshop_load.run(sessions=2, duration=2.0, think=0.5, models=["digits-mlp"], processes=2, db_url=url)
+    assert r["identity_cookies"] == 2 and r["processes"] == 2 and "postgresql" in r["database"]
+    assert r["errors"] == 0 and r["leaks"] == 0, (r["error_samples"], r["leak_samples"])
+    assert r["reloads_checked"] == 2 and r["reload_mismatches"] == 0, r["reload_samples"]
+    assert r["server_tracebacks"] == 0, r["traceback_sample"]

@@ -1,7 +1,7 @@
 """History that lasts: experiments, settings and the class room in a database (SQLite by default, any SQLAlchemy URL).
 
 - **Where**: ``compression-lab.sqlite3`` next to the server (the repository root; an installed dashboard: the folder
-  it was started from), or ``--db URL_OR_PATH`` after ``--`` on ``streamlit run dashboard/app.py -- --db ...`` (or
+  it was started from), or ``--db URL_OR_PATH`` after ``--`` on ``streamlit run dashboard/server.py -- --db ...`` (or
   COMPRESSION_LAB_DB). SQLite runs in WAL mode with ``synchronous=FULL``; every write is one transaction
   (``BEGIN IMMEDIATE``, so writers from several server processes wait for each other up to the busy timeout instead
   of failing). Several dashboard processes on ONE machine can share the SQLite file; replicas on several machines (or
