@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..workload import as_workload
 from ..technique import StepConfig, StepContext, apply_step, configs_of_family, technique_ui
-from . import ao_engine as _torch_ao  # engine() below asks it
+from .ao_engine import pick_engine
 from .safe_state import load_safe_state_dict, safe_state_dict
 from .dynamic import DynamicInt8Config
 from .embedding import EmbeddingInt8Config
@@ -91,7 +91,7 @@ def rebuild(base_model: nn.Module, cfg: StepConfig, state: dict, workload: Any =
 
 def engine() -> str:
     """The quantized engine this platform uses (x86 on x86-64, qnnpack on ARM)."""
-    return _torch_ao.pick_engine()
+    return pick_engine()
 
 
 __all__ = [
