@@ -60,6 +60,8 @@ def test_a_valid_cookie_is_kept_and_a_forged_short_one_replaced():
     assert _call([(b"cookie", f"other=1; {store.COOKIE}={secret}".encode())]) == []
     assert len(_call([(b"cookie", f"{store.COOKIE}=alice".encode())])) == 1  # not one of ours: a new one
     assert len(_call([(b"cookie", b"\xff\xfe garbage;;==")])) == 1
+    # another app on the same host set an odd cookie (JSON with spaces): ours is still found
+    assert _call([(b"cookie", f'prefs={{"a": 1, "b": 2}}; {store.COOKIE}={secret}'.encode())]) == []
     assert _call([], kind="websocket") == []  # the handshake passes through; the page reads the cookie
 
 

@@ -20,7 +20,6 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from http.cookies import SimpleCookie
 from typing import Any
 
 COOKIE = "compression_lab_id"
@@ -62,17 +61,20 @@ def client_key(address: Any) -> str:
 
 
 def cookie_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The identity cookie's value from raw ASGI headers, or None."""
+    """The identity cookie's value from raw ASGI headers, or None. Parsed as Starlette parses it for
+    ``st.context.cookies`` (leniently: another app's odd cookie on the same host, e.g. JSON with spaces, which makes
+    ``http.cookies.SimpleCookie`` drop the whole header, must not cost a student their identity)."""
+    from starlette.requests import cookie_parser
+
     for name, value in headers:
         if name.lower() != b"cookie":
             continue
-        jar = SimpleCookie()
         try:
-            jar.load(value.decode("latin-1"))
-        except Exception:  # a malformed Cookie header: as if there were none of ours
+            found = cookie_parser(value.decode("latin-1")).get(COOKIE)
+        except Exception:  # a header nothing can read: as if there were none of ours
             continue
-        if COOKIE in jar:
-            return jar[COOKIE].value
+        if found is not None:
+            return found
     return None
 
 
