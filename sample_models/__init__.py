@@ -1,12 +1,25 @@
 """The bundled sample models: architecture, data splits, shipped weights and metadata, loaded offline.
 
->>> sm = load("digits-cnn"); sm.model, sm.data.test.x.shape, sm.info.classifier
+A sample is a ``compression_core.Workload`` (there is no second model abstraction): ``load(name)`` builds it with a
+fresh copy of the trained model each call, so a caller may change ``wl.model`` without touching anyone else's.
+
+>>> wl = load("digits-cnn"); wl.model, wl.test.x.shape, wl.classifier, wl.info["min_accuracy"]
+
+``wl.info`` holds the sample's metadata as plain JSON values: ``task``, ``architecture``, ``dataset``,
+``input_shape`` (a list), ``num_classes``, ``classifier``, ``metric``, ``baseline_metric`` (the shipped test
+accuracy), ``class_names`` (these are also the registry's listing), plus ``min_accuracy`` (what ``python -m
+sample_models.train`` must reach), ``train_settings`` (``epochs``, ``lr``, ``batch_size``, ``weight_decay``,
+``seed``: ``TrainSettings`` as a dict) and ``trained`` (the JSON next to the weights: how they were trained and the
+test accuracy reached; ``{}`` without one). ``wl.build`` makes the architecture with fresh weights; ``wl.lr`` and
+``wl.seed`` are the training settings'. ``info(name)`` gives the same metadata as a ``ModelInfo`` without loading
+anything. ``resolve_workload(name)`` gives the same workload with its reference set, built once per process and
+shared (techniques never modify their input).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -54,21 +67,6 @@ class ModelInfo:
     @property
     def class_names(self) -> list[str]:
         return [str(i) for i in range(self.num_classes)]
-
-
-@dataclass
-class SampleModel:
-    """A trained sample model with its data and metadata. ``model`` is a fresh copy you may change."""
-
-    name: str
-    model: nn.Module
-    data: DataSplits
-    info: ModelInfo
-    trained: dict
-
-    def as_workload(self) -> Workload:
-        """This sample (with its current ``model``) as a compression_core Workload."""
-        return _to_workload(self)
 
 
 _DIGITS_TASK = "digit classification, 8x8 scikit-learn digits (10 classes)"
@@ -125,15 +123,22 @@ def build(name: str) -> nn.Module:
     return info(name).build()
 
 
-def load(name: str) -> SampleModel:
-    """The trained sample model (weights from ``sample_models/weights``), in eval mode, with data and metadata."""
+def load(name: str) -> Workload:
+    """The trained sample model ``name`` as a Workload: a fresh copy of the model (weights from
+    ``sample_models/weights``, eval mode) each call, the fixed splits (shared and cached: do not modify), the
+    classifier, the training settings and the metadata in ``info`` (see the module docstring)."""
     i = info(name)
     model = i.build()
     state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
-    trained = json.loads(metadata_path(name).read_text()) if metadata_path(name).exists() else {}
-    return SampleModel(name, model, data(name), i, trained)
+    splits = data(name)
+    return Workload(
+        name=name, model=model, train=splits.train, calib=splits.calib, test=splits.test,
+        classifier=i.classifier, description=i.task, build=i.build, lr=i.train.lr, seed=i.train.seed,
+        info={**_listing(name), "min_accuracy": i.min_accuracy, "train_settings": asdict(i.train),
+              "trained": trained_metadata(name)},
+    )
 
 
 def trained_metadata(name: str) -> dict:
@@ -143,17 +148,8 @@ def trained_metadata(name: str) -> dict:
 
 
 def workload(name: str) -> Workload:
-    """The sample model ``name`` as a compression_core Workload (weights, splits, classifier, training settings)."""
-    return _to_workload(load(name))
-
-
-def _to_workload(sm: "SampleModel") -> Workload:
-    name, i = sm.name, sm.info
-    return Workload(
-        name=name, model=sm.model, train=sm.data.train, calib=sm.data.calib, test=sm.data.test,
-        classifier=i.classifier, description=i.task, build=i.build, lr=i.train.lr, seed=i.train.seed,
-        info=_listing(name),
-    )
+    """The sample model ``name`` as a compression_core Workload: the same as ``load(name)`` (the registry's factory)."""
+    return load(name)
 
 
 def _listing(name: str) -> dict:
@@ -174,7 +170,7 @@ def register() -> None:
 
 
 __all__ = [
-    "DataSplits", "ModelInfo", "MODEL_NAMES", "REGISTRY", "SampleModel", "Split", "TrainSettings",
+    "DataSplits", "ModelInfo", "MODEL_NAMES", "REGISTRY", "Split", "TrainSettings",
     "UnknownModelError", "build", "data", "info", "load", "metadata_path", "register", "trained_metadata",
     "weights_path", "workload",
 ]

@@ -6,17 +6,19 @@ import torch
 import sample_models
 from compression_core import accuracy
 from compression_core.errors import CompressionError
+from compression_core.workload import Workload, resolve_workload
 from sample_models.train import train_one
 
 
 @pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
 def test_shipped_model_meets_its_accuracy_and_metadata_is_true(name):
-    sm = sample_models.load(name)
-    acc = accuracy(sm.model, sm.data.test.x, sm.data.test.y)
-    assert acc >= sm.info.min_accuracy
-    assert acc == pytest.approx(sm.trained["test_accuracy"], abs=1e-9)
-    assert tuple(sm.data.test.x.shape[1:]) == sm.info.input_shape
-    assert sm.info.classifier in dict(sm.model.named_modules())
+    wl = sample_models.load(name)
+    acc = accuracy(wl.model, wl.test.x, wl.test.y)
+    assert acc >= wl.info["min_accuracy"]
+    assert acc == pytest.approx(wl.info["trained"]["test_accuracy"], abs=1e-9)
+    assert tuple(wl.test.x.shape[1:]) == tuple(wl.info["input_shape"])
+    assert wl.classifier == wl.info["classifier"]
+    assert wl.info["classifier"] in dict(wl.model.named_modules())
 
 
 @pytest.mark.parametrize("dataset_model", ["digits-mlp", "mnist-lenet300"])
@@ -48,6 +50,19 @@ def test_load_gives_independent_copies():
     with torch.no_grad():
         a.model.fc1.weight.zero_()
     assert b.model.fc1.weight.abs().sum() > 0
+
+
+def test_a_sample_is_a_workload_with_its_metadata_in_info():
+    wl = sample_models.load("digits-cnn")
+    assert isinstance(wl, Workload) and wl.name == "digits-cnn" and wl.reference is None
+    i = sample_models.info("digits-cnn")
+    assert (wl.classifier, wl.lr, wl.seed, wl.build, wl.input_shape) == (i.classifier, i.train.lr, i.train.seed,
+                                                                          i.build, i.input_shape)
+    assert wl.info["min_accuracy"] == i.min_accuracy and wl.info["train_settings"]["epochs"] == i.train.epochs
+    assert wl.info["trained"] == sample_models.trained_metadata("digits-cnn")
+    shared = resolve_workload("digits-cnn")  # built once per process, its reference set; load() never shares it
+    assert shared.reference == "digits-cnn" and shared.model is not wl.model
+    assert dict(shared.info) == dict(wl.info)
 
 
 @pytest.mark.slow
