@@ -30,13 +30,13 @@ def test_cnn_teaches_mlp_without_touching_either():
     teacher = sample_models.load("digits-cnn")
     s0 = {k: v.clone() for k, v in student.model.state_dict().items()}
     t0 = {k: v.clone() for k, v in teacher.model.state_dict().items()}
-    out = distill(student.model, teacher.model, student.data, DistillConfig(teacher="digits-cnn", epochs=2),
-                  teacher_input_shape=teacher.info.input_shape)
+    out = distill(student.model, teacher.model, student, DistillConfig(teacher="digits-cnn", epochs=2),
+                  teacher_input_shape=teacher.input_shape)
     assert all(torch.equal(s0[k], v) for k, v in student.model.state_dict().items())
     assert all(torch.equal(t0[k], v) for k, v in teacher.model.state_dict().items())
     assert not all(torch.equal(s0[k], v) for k, v in out.state_dict().items())
     with torch.no_grad():
-        acc = (out(student.data.test.x).argmax(1) == student.data.test.y).float().mean()
+        acc = (out(student.test.x).argmax(1) == student.test.y).float().mean()
     assert acc > 0.93
 
 
