@@ -38,6 +38,7 @@ from .train import FineTuneConfig, fine_tune
 from .prune import (
     LayerPruneConfig,
     LotteryTicketConfig,
+    LowRankConfig,
     ShrinkConfig,
     SlimmingConfig,
     StructuredPruneConfig,
@@ -58,7 +59,7 @@ __all__ += [
     "resolve_workload", "workload_names",
 ]
 __all__ += [
-    "LayerPruneConfig", "LotteryTicketConfig", "ShrinkConfig", "SlimmingConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
+    "LayerPruneConfig", "LotteryTicketConfig", "LowRankConfig", "ShrinkConfig", "SlimmingConfig", "StructuredPruneConfig", "ThresholdPruneConfig",
     "UnstructuredPruneConfig", "decode_sparse", "encode_sparse", "load_sparse", "prune", "sparse_size_bytes",
 ]
 from .quantize import (

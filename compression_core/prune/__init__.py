@@ -26,6 +26,7 @@ from .importance import (
 from .probes import head_accuracy_drop
 from .layers import LayerPruneConfig, block_importance, prune_layers, remove_block, removable_blocks
 from .lottery import LotteryTicketConfig, RoundStats, lottery_ticket
+from .lowrank import Factorized, LowRankConfig, factorize, low_rank_weight
 from .shrink import (
     PrunedMultiheadAttention,
     ShrinkConfig,
@@ -74,3 +75,4 @@ __all__ = [
 __all__ += ["SlimmingConfig", "bn_scale_scores", "slim", "slimming_masks"]
 __all__ += ["PrunedMultiheadAttention", "bn_group_scores", "group_scores", "head_group_scores", "mask_group",
             "mask_heads", "removable_units", "select_groups", "shrink_heads"]
+__all__ += ["Factorized", "LowRankConfig", "factorize", "low_rank_weight"]
