@@ -60,15 +60,15 @@ def test_static_int8_bundle_of_digits_cnn_exports_and_runs_in_onnx_runtime(tmp_p
     r = _cli("export", bundle, "--onnx", out)
     assert r.returncode == 0, r.stderr
     _, model = load_bundle(bundle)
-    sm = sample_models.load("digits-cnn")
-    x = sm.data.test.x
+    wl = sample_models.load("digits-cnn")
+    x = wl.test.x
     got = ort_predict(session(out), x)
     assert _agreement(got, predict(model, x)) >= 0.99
     ops = _ops(out.read_bytes())
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: ONNX Runtime runs it on int8 kernels
-    assert _int8_initializers(out.read_bytes()) >= sum(p.numel() for n, p in sm.model.named_parameters()
+    assert _int8_initializers(out.read_bytes()) >= sum(p.numel() for n, p in wl.model.named_parameters()
                                                        if n.endswith("weight") and p.dim() > 1)
-    fp32 = export_float(sm.model, x[:2]).SerializeToString()
+    fp32 = export_float(wl.model, x[:2]).SerializeToString()
     assert out.stat().st_size <= 0.4 * len(fp32)
 
 
@@ -91,15 +91,14 @@ def test_graph_int8_exports_as_qdq_with_torchs_ranges(name):
     ("digits-mlp", QATConfig(epochs=1, engine="onnxruntime"), "QuantizeLinear"),
 ], ids=["static", "dynamic", "int4", "qat"])
 def test_engine_onnxruntime_steps_run_in_ort_and_round_trip_through_bundles(tmp_path, name, cfg, storage):
-    sm = sample_models.load(name)
-    wl = sm.as_workload()
-    q = quantize(sm.model, cfg, wl)
+    wl = sample_models.load(name)
+    q = quantize(wl.model, cfg, wl)
     assert isinstance(q, OrtModule) and storage in _ops(q.onnx_bytes)
-    x = sm.data.test.x
-    assert wl.score(q, "test") >= wl.score(sm.model, "test") - 0.02
+    x = wl.test.x
+    assert wl.score(q, "test") >= wl.score(wl.model, "test") - 0.02
     stats = measure(q, wl, with_latency=False)
     assert abs(stats.size_bytes - q.size_bytes) < 2048  # the file is the state: its real bytes
-    assert stats.params == sum(p.numel() for p in sm.model.parameters())
+    assert stats.params == sum(p.numel() for p in wl.model.parameters())
     assert deploy_onnx(q, wl) == q.onnx_bytes
     recipe = parse_recipe({"model": name, "steps": [cfg.model_dump(mode="json")]})
     save_bundle(tmp_path / "b.pt", recipe, q)
@@ -108,8 +107,8 @@ def test_engine_onnxruntime_steps_run_in_ort_and_round_trip_through_bundles(tmp_
 
 
 def test_onnxruntime_engine_honours_the_layer_choices():
-    sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, StaticInt8Config(engine="onnxruntime", ignore=("fc1",)), sm.as_workload())
+    wl = sample_models.load("digits-cnn")
+    q = quantize(wl.model, StaticInt8Config(engine="onnxruntime", ignore=("fc1",)), wl)
     proto = onnx.ModelProto.FromString(q.onnx_bytes)
     gemm_weights = [n.input[1] for n in proto.graph.node if n.op_type == "Gemm"]
     produced_by = {o: n.op_type for n in proto.graph.node for o in n.output}
@@ -120,10 +119,10 @@ def test_onnxruntime_engine_honours_the_layer_choices():
 def test_layer_nodes_finds_convs_with_a_folded_batchnorm():
     from compression_core.measure import effective_weight
 
-    sm = sample_models.load("digits-cnn")
-    proto = export_float(sm.model, sm.data.test.x[:2], keep_metadata=True)
+    wl = sample_models.load("digits-cnn")
+    proto = export_float(wl.model, wl.test.x[:2], keep_metadata=True)
     names = ["conv1", "conv2", "fc1", "fc2"]
-    weights = {n: effective_weight(sm.model.get_submodule(n)) for n in names}
+    weights = {n: effective_weight(wl.model.get_submodule(n)) for n in names}
     found = layer_nodes(proto, names, ("Conv", "Gemm"), weights)
     assert all(len(v) == 1 for v in found.values()) and len({v[0] for v in found.values()}) == 4
 
@@ -147,26 +146,24 @@ def test_dict_and_integer_inputs_keep_their_names_and_dtypes():
 
 @pytest.mark.slow
 def test_int4_in_onnx_runtime_is_matmulnbits_small_and_accurate():
-    sm = sample_models.load("mnist-lenet300")
-    wl = sm.as_workload()
-    ort4 = quantize(sm.model, Int4Config(engine="onnxruntime"), wl)
-    torch4 = quantize(sm.model, Int4Config(), wl)
-    assert ort4.size_bytes <= 0.16 * size_bytes(sm.model)
-    assert wl.score(ort4, "test") >= wl.score(sm.model, "test") - 0.01
+    wl = sample_models.load("mnist-lenet300")
+    ort4 = quantize(wl.model, Int4Config(engine="onnxruntime"), wl)
+    torch4 = quantize(wl.model, Int4Config(), wl)
+    assert ort4.size_bytes <= 0.16 * size_bytes(wl.model)
+    assert wl.score(ort4, "test") >= wl.score(wl.model, "test") - 0.01
     deployed = deploy_onnx(torch4, wl)  # the torch-packed model deploys to the same kernel
     assert "MatMulNBits" in _ops(deployed)
-    assert _agreement(ort_predict(session(deployed), sm.data.test.x), predict(torch4, sm.data.test.x)) >= 0.98
+    assert _agreement(ort_predict(session(deployed), wl.test.x), predict(torch4, wl.test.x)) >= 0.98
 
 
 @pytest.mark.slow
 def test_fastest_engine_times_both_engines_now_and_says_which():
-    sm = sample_models.load("digits-mlp")
-    wl = sm.as_workload()
-    q = quantize(sm.model, StaticInt8Config(), wl)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, StaticInt8Config(), wl)
     r = fastest_engine(q, wl, min_run_time=0.02, rounds=1)
     assert r["engine"] in ("torch", "onnxruntime") and set(r["ms"]) == {"torch", "onnxruntime"}
     assert r["ms"][r["engine"]][32] == min(v[32] for v in r["ms"].values())
     assert r["agreement"] >= 0.99 and r["onnx_bytes"] > 0 and r["engine"] in r["reason"]
-    ort_only = fastest_engine(quantize(sm.model, DynamicInt8Config(engine="onnxruntime"), wl), wl,
+    ort_only = fastest_engine(quantize(wl.model, DynamicInt8Config(engine="onnxruntime"), wl), wl,
                               min_run_time=0.02, rounds=1)
     assert ort_only["engine"] == "onnxruntime" and set(ort_only["ms"]) == {"onnxruntime"}
