@@ -1,4 +1,5 @@
-"""Per-layer sensitivity analysis: calibration accuracy when ONE layer alone is pruned (or quantized) to each level.
+"""Per-layer sensitivity analysis: calibration accuracy when ONE layer alone is pruned (or quantized, or factorised to
+a lower rank) to each level.
 
 Why: layers differ widely in how much compression they tolerate; the curves show where to spend a size budget
 (Han et al. 2015 "Learning both Weights and Connections"; Distiller's sensitivity analysis; Michel et al. 2019
@@ -7,8 +8,9 @@ Why: layers differ widely in how much compression they tolerate; the curves show
 How it stays fast (a full pruning sweep of digits-cnn or mnist-lenet300 takes well under a second):
 - ONE private working copy of the model (never the caller's); for each point the layer's weight is swapped in
   place (masked by the prune family's magnitude importance + torch.nn.utils.prune's L1 masking, or fake-quantized
-  by the quantize family's ``fake_quantize_weight``, per-channel symmetric as ``fake_quant``'s default) and restored
-  afterwards: no deepcopy per point.
+  by the quantize family's ``fake_quantize_weight``, per-channel symmetric as ``fake_quant``'s default, or replaced by
+  the weight its low-rank factors compute with, ``low_rank_weight``: the factorised layer's exact function) and
+  restored afterwards: no deepcopy per point.
 - The whole calibration split is evaluated as ONE batch under ``torch.no_grad``.
 - For ``nn.Sequential`` models (all sample models but the ViT and the LSTM) the input of every top-level child is
   computed once and cached, and each point runs only the suffix from the changed layer on. Other models run the
@@ -32,6 +34,7 @@ from .errors import CompressionError
 from .io import fold_masks
 from .targets import classifier_name
 from .prune.importance import weight_scores
+from .prune.lowrank import RANK_LEVELS, factorizable, layer_types as lowrank_types, low_rank_weight
 from .prune.probes import head_accuracy_drop
 from .quantize._common import fake_quantize_weight
 from .targets import resolve_targets
@@ -41,14 +44,15 @@ from .workload import resolve_workload
 
 PRUNE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUANT_LEVELS: tuple[int, ...] = (8, 7, 6, 5, 4, 3, 2)
-Technique = Literal["prune", "quantize"]
+Technique = Literal["prune", "quantize", "lowrank"]
 AUTO_HEADS = 16  # head importance costs one evaluation per head: automatic only for small models
 EVALUATION = ("one working copy, weights swapped in place and restored; the whole calibration split in one batch "
               "under torch.no_grad; nn.Sequential models cache each layer's input and run only the suffix")
 
 
 class LayerCurve(BaseModel):
-    """One layer's sensitivity: ``points`` = [(sparsity fraction or bits, calibration accuracy 0..1), ...]."""
+    """One layer's sensitivity: ``points`` = [(sparsity fraction, bits or rank ratio, calibration accuracy 0..1), ...]
+    (a rank ratio at which the layer's factors would not be smaller leaves it as ``lowrank`` does: unchanged)."""
 
     name: str
     type: str
@@ -152,9 +156,14 @@ def prune_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
 
 def layer_names(model: nn.Module, technique: Technique, classifier: str | None, include_classifier: bool = False,
                 targets: list[str] | None = None, ignore: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """The layers a sweep covers: Linear/Conv2d (plus LSTM for quantize), classifier left alone by default."""
+    """The layers a sweep covers: Linear/Conv2d (plus LSTM for quantize; for lowrank those it can factorise),
+    classifier left alone by default."""
     types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d) + ((nn.LSTM,) if technique == "quantize" else ())
+    if technique == "lowrank":
+        types = lowrank_types(model)
     names = resolve_targets(model, targets, list(ignore), types, classifier, include_classifier)
+    if technique == "lowrank":
+        names = factorizable(model, names)
     if not names:
         raise CompressionError("targets: no layer selected for the sensitivity sweep; check targets, ignore and "
                                "include_classifier")
@@ -172,8 +181,13 @@ def _check_levels(technique: str, levels) -> tuple:
         bad = [v for v in levels if not 2 <= v <= 16]
         if bad:
             raise CompressionError(f"levels: bits must be 2..16, got {bad[0]}")
+    elif technique == "lowrank":
+        levels = tuple(float(v) for v in (levels if levels is not None else RANK_LEVELS))
+        bad = [v for v in levels if not 0 < v <= 1]
+        if bad:
+            raise CompressionError(f"levels: rank ratios must be in (0, 1], got {bad[0]}")
     else:
-        raise CompressionError(f"technique: must be 'prune' or 'quantize', got {technique!r}")
+        raise CompressionError(f"technique: must be 'prune', 'quantize' or 'lowrank', got {technique!r}")
     if not levels:
         raise CompressionError("levels: give at least one level")
     return levels
@@ -240,6 +254,11 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
                     for (_, t), orig in zip(tensors, saved):
                         if technique == "prune":
                             t.copy_(orig * prune_mask(orig, level))
+                        elif technique == "lowrank":
+                            t.copy_(orig)
+                            new = low_rank_weight(module, level)  # None: the layer would not shrink, lowrank leaves it
+                            if new is not None:
+                                t.copy_(new)
                         else:
                             t.copy_(fake_quantize_weight(orig.float(), int(level), per_channel=True)[0])
                 points.append((level, ev.accuracy(lname)))

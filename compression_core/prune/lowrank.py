@@ -222,10 +222,11 @@ class LayerPlan:
     def shrinks(self) -> bool:
         return self.after < self.before
 
-    def describe(self) -> str:
+    def describe(self, named: bool = True) -> str:
+        head = f"{self.name} " if named else ""
         if self.method == "svd":
-            return f"{self.name} rank {self.ranks[0]}/{self.full[0]}"
-        return f"{self.name} Tucker-2 ranks {self.ranks[0]}/{self.full[0]} in, {self.ranks[1]}/{self.full[1]} out"
+            return f"{head}rank {self.ranks[0]}/{self.full[0]}"
+        return f"{head}Tucker-2 ranks {self.ranks[0]}/{self.full[0]} in, {self.ranks[1]}/{self.full[1]} out"
 
 
 def layer_method(module: nn.Module, method: str) -> Literal["svd", "tucker2"]:
@@ -321,7 +322,8 @@ def ratio_for_params(module: nn.Module, fraction: float, method: str = "auto") -
 
 
 # ------------------------------------------------------------------------------------------------ selection
-def _types(model: nn.Module, method: str) -> tuple[type[nn.Module], ...]:
+def layer_types(model: nn.Module, method: str = "auto") -> tuple[type[nn.Module], ...]:
+    """The module classes ``method`` factorises in ``model`` (its Conv1D class found in the model itself)."""
     conv1d = tuple({type(m) for m in model.modules() if is_conv1d(m)})
     return (nn.Conv2d,) if method == "tucker2" else (nn.Linear, nn.Conv2d) + conv1d
 
@@ -345,6 +347,20 @@ def skip_reason(model: nn.Module, name: str, shared: dict[int, list[str]]) -> st
     return None
 
 
+def shared_parameters(model: nn.Module) -> dict[int, list[str]]:
+    """id(parameter) -> every name it is reachable under (more than one: tied)."""
+    shared: dict[int, list[str]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        shared.setdefault(id(p), []).append(pname)
+    return shared
+
+
+def factorizable(model: nn.Module, names: list[str]) -> list[str]:
+    """The layers of ``names`` that ``factorize`` can replace (no ``skip_reason``)."""
+    shared = shared_parameters(model)
+    return [n for n in names if skip_reason(model, n, shared) is None]
+
+
 def _overrides(model: nn.Module, cfg: LowRankConfig, chosen: list[str]) -> dict[str, float]:
     """Layer name -> rank ratio for each ``overrides`` key (exact name or ``re:`` pattern; the first match wins)."""
     out: dict[str, float] = {}
@@ -361,7 +377,7 @@ def _overrides(model: nn.Module, cfg: LowRankConfig, chosen: list[str]) -> dict[
 def plans(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = None
           ) -> tuple[list[LayerPlan], dict[str, str]]:
     """(the plan of every layer ``cfg`` factorises, {layer: why it is left as is}) without changing the model."""
-    types = _types(model, cfg.method)
+    types = layer_types(model, cfg.method)
     modules = dict(model.named_modules())
     for t in cfg.targets or ():
         if not t.startswith("re:") and t in modules and not isinstance(modules[t], types):
@@ -373,9 +389,7 @@ def plans(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = None
         raise CompressionError("targets: no Linear/Conv1D/Conv2d layer selected; check targets, ignore and "
                                "include_classifier")
     per_layer = _overrides(model, cfg, chosen)
-    shared: dict[int, list[str]] = {}
-    for pname, p in model.named_parameters(remove_duplicate=False):
-        shared.setdefault(id(p), []).append(pname)
+    shared = shared_parameters(model)
     out, skipped = [], {}
     for name in chosen:
         why = skip_reason(model, name, shared)
@@ -391,7 +405,7 @@ def plans(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = None
         if plan.shrinks:
             out.append(plan)
         else:
-            skipped[name] = f"{plan.describe()} keeps {plan.after:,} of {plan.before:,} weights"
+            skipped[name] = f"{plan.describe(named=False)} keeps {plan.after:,} of {plan.before:,} weights"
     if not out:
         field = "overrides" if per_layer and set(per_layer) >= set(chosen) - set(skipped) else cfg.criterion
         why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:4])
@@ -444,7 +458,7 @@ def _lowrank_step(model: nn.Module, cfg: LowRankConfig, ctx: StepContext) -> nn.
     return factorize(model, cfg, ctx)
 
 
-__all__ = ["Factorized", "LayerPlan", "LowRankConfig", "RANK_LEVELS", "build_factors", "energy_rank",
-           "factorize", "factorize_conv_svd", "factorize_linear", "is_conv1d", "layer_method", "low_rank_weight",
-           "plan_layer", "plans", "rank_of", "ratio_for_params", "skip_reason", "svd_factors", "tucker2_conv",
-           "tucker2_factors", "tucker2_weight"]
+__all__ = ["Factorized", "LayerPlan", "LowRankConfig", "RANK_LEVELS", "build_factors", "energy_rank", "factorizable",
+           "factorize", "factorize_conv_svd", "factorize_linear", "is_conv1d", "layer_method", "layer_types",
+           "low_rank_weight", "plan_layer", "plans", "rank_of", "ratio_for_params", "shared_parameters", "skip_reason",
+           "svd_factors", "tucker2_conv", "tucker2_factors", "tucker2_weight"]
