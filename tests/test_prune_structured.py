@@ -35,13 +35,13 @@ def _out(model, x):
 
 
 def _masked_and_shrunk(name, **cfg):
-    sm = sample_models.load(name)
-    before = {k: v.clone() for k, v in sm.model.state_dict().items()}
-    masked = prune(sm.model, StructuredPruneConfig(**cfg), sm)
-    shrunk = prune(masked, ShrinkConfig(), sm)
-    assert all(torch.equal(v, sm.model.state_dict()[k]) for k, v in before.items())  # input unchanged
+    wl = sample_models.load(name)
+    before = {k: v.clone() for k, v in wl.model.state_dict().items()}
+    masked = prune(wl.model, StructuredPruneConfig(**cfg), wl)
+    shrunk = prune(masked, ShrinkConfig(), wl)
+    assert all(torch.equal(v, wl.model.state_dict()[k]) for k, v in before.items())  # input unchanged
     assert any(k.endswith("_mask") for k in masked.state_dict())  # shrink did not touch its input either
-    return sm, masked, shrunk
+    return wl, masked, shrunk
 
 
 @pytest.mark.parametrize("name, unit, amount", [
@@ -54,10 +54,10 @@ def _masked_and_shrunk(name, **cfg):
 ])
 @pytest.mark.first_case_fast
 def test_shrunk_model_equals_masked_model_and_is_smaller(name, unit, amount):
-    sm, masked, shrunk = _masked_and_shrunk(name, unit=unit, amount=amount)
-    x = sm.data.test.x
+    wl, masked, shrunk = _masked_and_shrunk(name, unit=unit, amount=amount)
+    x = wl.test.x
     assert (_out(masked, x) - _out(shrunk, x)).abs().max() <= 1e-5
-    assert _params(shrunk) < _params(sm.model)
+    assert _params(shrunk) < _params(wl.model)
     assert not any(k.endswith(("_mask", "_orig")) for k in shrunk.state_dict())  # plain modules
     assert all(not m._forward_pre_hooks for m in shrunk.modules())
     buf = io.BytesIO()
@@ -66,8 +66,8 @@ def test_shrunk_model_equals_masked_model_and_is_smaller(name, unit, amount):
 
 
 def test_channel_masks_are_exact_and_batchnorm_aware():
-    sm = sample_models.load("digits-cnn")
-    masked = prune(sm.model, StructuredPruneConfig(unit="channels", amount=0.5, overrides={"conv1": 0.25}), sm)
+    wl = sample_models.load("digits-cnn")
+    masked = prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5, overrides={"conv1": 0.25}), wl)
     for conv, bn, n, k in [("conv1", "bn1", 16, 4), ("conv2", "bn2", 32, 16)]:
         c, b = masked.get_submodule(conv), masked.get_submodule(bn)
         gone = c.weight.reshape(n, -1).abs().sum(1) == 0
@@ -78,27 +78,27 @@ def test_channel_masks_are_exact_and_batchnorm_aware():
     # conv2's filters, bn2's affine parameters and fc1's input columns
     import torch_pruning as tp
 
-    dg = tp.DependencyGraph().build_dependency(sm.model, sm.data.test.x[:2])
-    group = dg.get_pruning_group(sm.model.conv2, tp.prune_conv_out_channels, list(range(32)))
+    dg = tp.DependencyGraph().build_dependency(wl.model, wl.test.x[:2])
+    group = dg.get_pruning_group(wl.model.conv2, tp.prune_conv_out_channels, list(range(32)))
     scores = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)(group)
     gone = masked.conv2.weight.reshape(32, -1).abs().sum(1) == 0
     assert scores[gone].max() <= scores[~gone].min()
 
 
 def test_head_pruning_really_removes_parameters():
-    sm, masked, shrunk = _masked_and_shrunk("digits-vit", unit="heads", amount=0.5)
+    wl, masked, shrunk = _masked_and_shrunk("digits-vit", unit="heads", amount=0.5)
     for i, block in enumerate(shrunk.blocks):
         assert block.attn.n_heads == 2
         assert block.attn.qkv.weight.shape == (3 * 2 * 8, 32) and block.attn.proj.weight.shape == (32, 16)
-        kept = head_scores(sm.model.blocks[i].attn, "l1").argsort(descending=True)[:2].sort().values
-        ref = slice_heads(sm.model.blocks[i].attn, kept)
+        kept = head_scores(wl.model.blocks[i].attn, "l1").argsort(descending=True)[:2].sort().values
+        ref = slice_heads(wl.model.blocks[i].attn, kept)
         assert torch.equal(ref.qkv.weight, block.attn.qkv.weight)
-    assert _params(sm.model) - _params(shrunk) == 2 * 2 * (3 * 8 * 32 + 3 * 8 + 8 * 32)
+    assert _params(wl.model) - _params(shrunk) == 2 * 2 * (3 * 8 * 32 + 3 * 8 + 8 * 32)
 
 
 def test_shrunk_cnn_has_fewer_flops_and_smaller_file():
-    sm, masked, shrunk = _masked_and_shrunk("digits-cnn", unit="channels", amount=0.5)
-    a, b = measure(masked, sm.data, with_latency=False), measure(shrunk, sm.data, with_latency=False)
+    wl, masked, shrunk = _masked_and_shrunk("digits-cnn", unit="channels", amount=0.5)
+    a, b = measure(masked, wl, with_latency=False), measure(shrunk, wl, with_latency=False)
     assert b.flops < 0.5 * a.flops and b.size_bytes < 0.6 * a.size_bytes
     assert b.accuracy == a.accuracy
     assert shrunk.conv1.out_channels == 8 and shrunk.bn1.num_features == 8 and shrunk.conv2.in_channels == 8
@@ -107,18 +107,18 @@ def test_shrunk_cnn_has_fewer_flops_and_smaller_file():
 
 @pytest.mark.slow
 def test_replay_rebuilds_the_same_shapes_and_loads_the_saved_state():
-    sm = sample_models.load("digits-vit")
+    wl = sample_models.load("digits-vit")
     steps = [StructuredPruneConfig(unit="heads", amount=0.25), StructuredPruneConfig(unit="neurons", amount=0.5),
              ShrinkConfig()]
-    real = sm.model
+    real = wl.model
     for cfg in steps:
-        real = apply_step(real, cfg, StepContext(data=sm.as_workload()))
+        real = apply_step(real, cfg, StepContext(data=wl))
     rebuilt = sample_models.build("digits-vit")
     for cfg in steps:
-        rebuilt = apply_step(rebuilt, cfg, StepContext(data=sm.as_workload(), replay=True))
+        rebuilt = apply_step(rebuilt, cfg, StepContext(data=wl, replay=True))
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
     rebuilt.load_state_dict(real.state_dict())
-    assert torch.equal(_out(rebuilt, sm.data.test.x), _out(real, sm.data.test.x))
+    assert torch.equal(_out(rebuilt, wl.test.x), _out(real, wl.test.x))
 
 
 def test_layer_functions_match_the_dense_computation():
@@ -141,11 +141,11 @@ def test_layer_functions_match_the_dense_computation():
 
 
 def test_structured_masks_on_top_of_unstructured_are_folded_by_shrink():
-    sm = sample_models.load("digits-mlp")
-    sparse = prune(sm.model, UnstructuredPruneConfig(amount=0.5, include_classifier=True), sm)
-    masked = prune(sparse, StructuredPruneConfig(unit="neurons", amount=0.5), sm)
-    shrunk = prune(masked, ShrinkConfig(), sm)
-    assert (_out(masked, sm.data.test.x) - _out(shrunk, sm.data.test.x)).abs().max() <= 1e-5
+    wl = sample_models.load("digits-mlp")
+    sparse = prune(wl.model, UnstructuredPruneConfig(amount=0.5, include_classifier=True), wl)
+    masked = prune(sparse, StructuredPruneConfig(unit="neurons", amount=0.5), wl)
+    shrunk = prune(masked, ShrinkConfig(), wl)
+    assert (_out(masked, wl.test.x) - _out(shrunk, wl.test.x)).abs().max() <= 1e-5
     assert shrunk.fc1.out_features == 64 and shrunk.fc2.in_features == 64 and shrunk.fc2.out_features == 32
 
 
@@ -162,7 +162,7 @@ def test_structured_masks_on_top_of_unstructured_are_folded_by_shrink():
     ("digits-vit", {"unit": "neurons", "targets": ["embed"]}, "targets: the neurons of 'embed' cannot be removed"),
 ])
 def test_bad_structured_configs_are_one_line_errors(name, kwargs, needle):
-    sm = sample_models.load(name)
+    wl = sample_models.load(name)
     with pytest.raises(CompressionError) as e:
-        prune(sm.model, StructuredPruneConfig(**kwargs), sm)
+        prune(wl.model, StructuredPruneConfig(**kwargs), wl)
     assert needle in str(e.value) and "\n" not in str(e.value)
