@@ -90,6 +90,7 @@ def _variants_by_kind() -> dict[str, tuple[Variant, ...]]:
                             "lottery")],
         "network_slimming": [("network_slimming 50%", [("network_slimming", {**s50, "epochs": 1})],
                               "fewer_params")],
+        "lowrank": [("lowrank rank 50%", [("lowrank", {"rank_ratio": 0.5})], "fewer_params")],
         "fit_budget": [("fit_budget prune, drop <= 2 pts",
                         [("fit_budget", {"technique": "prune", "max_accuracy_drop": 2.0})], "budget")],
         "quantize_dynamic": [("quantize_dynamic int8", [("quantize_dynamic", {})], "smaller", 3.0, False)],

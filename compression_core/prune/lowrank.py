@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ..errors import CompressionError
+from ..io import shippable_state_dict, state_dict_bytes
 from ..targets import check_pattern, classifier_name, resolve_targets
 from ..technique import StepConfig, StepContext, TechniqueUI, register
 from .common import set_submodule
@@ -432,6 +433,7 @@ def factorize(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = No
     """Apply ``cfg`` to ``model`` in place (the registered handler gets a copy) and return it."""
     layer_plans, skipped = plans(model, cfg, ctx)
     replay = bool(ctx is not None and ctx.replay)
+    file_before = None if replay or ctx is None else len(state_dict_bytes(shippable_state_dict(model)))
     fused = set()
     for i, plan in enumerate(layer_plans):
         set_submodule(model, plan.name, build_factors(model.get_submodule(plan.name), plan, compute=not replay))
@@ -447,6 +449,11 @@ def factorize(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = No
                  + ", ".join(p.describe() for p in layer_plans))
         if skipped:
             ctx.note("left as is: " + "; ".join(f"{n} ({r})" for n, r in skipped.items()))
+        file_after = None if file_before is None else len(state_dict_bytes(shippable_state_dict(model)))
+        if file_after is not None and file_after >= file_before:
+            ctx.note(f"the file grew from {file_before:,} to {file_after:,} bytes although {before - after:,} "
+                     "weights went: each factor is one more tensor in the file, and its framing (hundreds of bytes "
+                     "per tensor) outweighs the weights saved in layers this small; leave them out or lower the rank")
         if fused:
             ctx.note(f"{', '.join(sorted(fused))}: nn.TransformerEncoderLayer's fused inference path turned off (it "
                      "reads the dense weights); the layer runs its Python path")
