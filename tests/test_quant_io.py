@@ -27,26 +27,26 @@ CASES = [
 @pytest.mark.first_case_fast
 @pytest.mark.parametrize("name,cfg", CASES, ids=[f"{n}-{c.kind}" for n, c in CASES])
 def test_save_load_round_trip_gives_identical_outputs_and_never_changes_the_input(tmp_path, name, cfg):
-    sm = sample_models.load(name)
-    before = {k: v.clone() for k, v in sm.model.state_dict().items()}
-    q = quantize(sm.model, cfg, sm)
-    after = sm.model.state_dict()
+    wl = sample_models.load(name)
+    before = {k: v.clone() for k, v in wl.model.state_dict().items()}
+    q = quantize(wl.model, cfg, wl)
+    after = wl.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the input model is untouched
     path = tmp_path / "q.bundle.pt"
     save_bundle(path, Recipe(model=name, steps=[cfg]), q)
     torch.load(path, weights_only=True)  # the file holds tensors, tuples and plain data only
     recipe, r = load_bundle(path)
     assert recipe.steps == [cfg]
-    x = sm.data.test.x
+    x = wl.test.x
     assert torch.equal(predict(q, x), predict(r, x))
 
 
 def test_a_bundle_loads_from_bytes_and_from_a_file_object(tmp_path):
-    sm = sample_models.load("digits-lstm")
+    wl = sample_models.load("digits-lstm")
     cfg = DynamicInt8Config()
-    q = quantize(sm.model, cfg, sm)
+    q = quantize(wl.model, cfg, wl)
     data = bundle_bytes(Recipe(model="digits-lstm", steps=[cfg]), q)
-    x = sm.data.test.x[:64]
+    x = wl.test.x[:64]
     for source in (data, bytearray(data), io.BytesIO(data)):
         _, r = load_bundle(source)
         assert torch.equal(predict(q, x), predict(r, x))
@@ -62,24 +62,23 @@ def test_a_bundle_whose_reference_is_unknown_here_loads_with_the_workload_given(
     workload given (as load_quantized(path, base_model) did); without one, the unknown name is one line."""
     import compression_core.workload as W
 
-    sm = sample_models.load("digits-mlp")
-    wl = sm.as_workload()
+    wl = sample_models.load("digits-mlp")
     register_workload("tmp-elsewhere", lambda: wl)
     cfg = Int4Config()
-    q = quantize(sm.model, cfg, sm)
+    q = quantize(wl.model, cfg, wl)
     data = bundle_bytes(Recipe(model="tmp-elsewhere", steps=[cfg]), q)
     monkeypatch.delitem(W._REGISTRY, "tmp-elsewhere")  # the loading process never registered it
     with pytest.raises(CompressionError, match="^bundle \\(bytes\\): its recipe is invalid: model: unknown model"):
         load_bundle(data)
     recipe, r = load_bundle(data, workload=wl)
     assert recipe.model == "tmp-elsewhere"
-    x = sm.data.test.x[:64]
+    x = wl.test.x[:64]
     assert torch.equal(predict(q, x), predict(r, x))
 
 
 def test_dynamic_lstm_plain_state_dict_needs_pickle_the_safe_one_does_not():
-    sm = sample_models.load("digits-lstm")
-    q = quantize(sm.model, DynamicInt8Config(), sm)
+    wl = sample_models.load("digits-lstm")
+    q = quantize(wl.model, DynamicInt8Config(), wl)
     buf = io.BytesIO()
     torch.save(q.state_dict(), buf)
     buf.seek(0)
@@ -103,6 +102,6 @@ def test_load_rejects_other_files(tmp_path):
 
 
 def test_unknown_kind_is_a_one_line_error():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     with pytest.raises(CompressionError, match="^kind: unknown quantization method 'quantize_int3'"):
-        quantize(sm.model, {"kind": "quantize_int3"})
+        quantize(wl.model, {"kind": "quantize_int3"})
