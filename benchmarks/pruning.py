@@ -53,8 +53,9 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _fine_tune_cfg(info) -> FineTuneConfig:
-    return FineTuneConfig(epochs=FT_EPOCHS, lr=info.train.lr, weight_decay=info.train.weight_decay)
+def _fine_tune_cfg(wl: Workload) -> FineTuneConfig:
+    trained_with = wl.info["train_settings"]
+    return FineTuneConfig(epochs=FT_EPOCHS, lr=trained_with["lr"], weight_decay=trained_with["weight_decay"])
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -67,14 +68,14 @@ def _max_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def unstructured_lenet() -> dict:
-    sm = sample_models.load("mnist-lenet300")
-    x, y = sm.data.test.x, sm.data.test.y
-    dense_acc, dense_size = accuracy(sm.model, x, y), size_bytes(sm.model)
+    wl = sample_models.load("mnist-lenet300")
+    x, y = wl.test.x, wl.test.y
+    dense_acc, dense_size = accuracy(wl.model, x, y), size_bytes(wl.model)
     rows = []
     for amount in SPARSITIES:
-        pruned = prune(sm.model, UnstructuredPruneConfig(amount=amount, scope="global"), sm)
-        tuned = fine_tune(pruned, sm.data.train.x, sm.data.train.y, _fine_tune_cfg(sm.info))
-        stats = measure(tuned, sm.as_workload(), with_latency=False)
+        pruned = prune(wl.model, UnstructuredPruneConfig(amount=amount, scope="global"), wl)
+        tuned = fine_tune(pruned, wl.train.x, wl.train.y, _fine_tune_cfg(wl))
+        stats = measure(tuned, wl, with_latency=False)
         rows.append({
             "sparsity": amount, "weights_sparsity": 1 - stats.nonzero_params / stats.params,
             "accuracy": accuracy(pruned, x, y), "accuracy_finetuned": stats.accuracy,
@@ -84,7 +85,7 @@ def unstructured_lenet() -> dict:
         })
         _log(f"lenet300 {amount:.0%}: {rows[-1]['accuracy']:.4f} -> {stats.accuracy:.4f} after fine-tuning")
     return {"model": "mnist-lenet300", "dense_accuracy": dense_acc, "dense_bytes": dense_size,
-            "fine_tune": _fine_tune_cfg(sm.info).model_dump(), "scope": "global (classifier fc3 left dense)", "rows": rows}
+            "fine_tune": _fine_tune_cfg(wl).model_dump(), "scope": "global (classifier fc3 left dense)", "rows": rows}
 
 
 def _latencies(models: dict[str, torch.nn.Module], x: torch.Tensor, repeats: int = 7) -> dict[str, dict]:
@@ -100,43 +101,43 @@ def _latencies(models: dict[str, torch.nn.Module], x: torch.Tensor, repeats: int
 
 
 def channels_cnn() -> dict:
-    sm = sample_models.load("digits-cnn")
-    masked = prune(sm.model, StructuredPruneConfig(unit="channels", amount=0.5), sm)
-    shrunk = prune(masked, ShrinkConfig(), sm)
-    x32 = sm.data.test.x[:32]
-    lat = _latencies({"dense": sm.model, "masked": masked, "shrunk": shrunk}, x32)
+    wl = sample_models.load("digits-cnn")
+    masked = prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl)
+    shrunk = prune(masked, ShrinkConfig(), wl)
+    x32 = wl.test.x[:32]
+    lat = _latencies({"dense": wl.model, "masked": masked, "shrunk": shrunk}, x32)
     rows = []
-    for label, m in [("dense", sm.model), ("masked", masked), ("shrunk", shrunk)]:
-        s = measure(m, sm.as_workload(), with_latency=False)
+    for label, m in [("dense", wl.model), ("masked", masked), ("shrunk", shrunk)]:
+        s = measure(m, wl, with_latency=False)
         rows.append({"model": label, "params": _params(m), "nonzero_params": s.nonzero_params, "flops": s.flops,
                      "dense_bytes": s.size_bytes, "sparse_bytes": s.sparse_size_bytes, "accuracy": s.accuracy,
                      "latency_ms_b32": lat[label]["ms"], "latency_ratio": lat[label]["ratio"]})
     dense = rows[0]
     for r in rows:
         r["params_ratio"], r["flops_ratio"] = r["params"] / dense["params"], r["flops"] / dense["flops"]
-    tuned = fine_tune(shrunk, sm.data.train.x, sm.data.train.y, _fine_tune_cfg(sm.info))
-    rows.append({**rows[-1], "model": "shrunk+ft", "accuracy": accuracy(tuned, sm.data.test.x, sm.data.test.y)})
+    tuned = fine_tune(shrunk, wl.train.x, wl.train.y, _fine_tune_cfg(wl))
+    rows.append({**rows[-1], "model": "shrunk+ft", "accuracy": accuracy(tuned, wl.test.x, wl.test.y)})
     shapes = {n: tuple(shrunk.get_submodule(n).weight.shape) for n in ("conv1", "conv2", "fc1")}
     return {"model": "digits-cnn", "amount": 0.5, "unit": "channels (conv1, conv2; BatchNorm-aware L1)",
             "rows": rows, "shrunk_shapes": {k: list(v) for k, v in shapes.items()},
-            "max_abs_diff_shrunk_vs_masked": _max_diff(masked, shrunk, sm.data.test.x)}
+            "max_abs_diff_shrunk_vs_masked": _max_diff(masked, shrunk, wl.test.x)}
 
 
 def heads_vit() -> dict:
-    sm = sample_models.load("digits-vit")
-    x, y = sm.data.test.x, sm.data.test.y
-    drops = head_accuracy_drop(sm.model, x, y)
-    masked = prune(sm.model, StructuredPruneConfig(unit="heads", amount=0.5), sm)
-    shrunk = prune(masked, ShrinkConfig(), sm)
+    wl = sample_models.load("digits-vit")
+    x, y = wl.test.x, wl.test.y
+    drops = head_accuracy_drop(wl.model, x, y)
+    masked = prune(wl.model, StructuredPruneConfig(unit="heads", amount=0.5), wl)
+    shrunk = prune(masked, ShrinkConfig(), wl)
     heads = []
     for name, per_head in drops.items():
-        scores = head_scores(sm.model.get_submodule(name), "l1")
-        kept_mask = masked.get_submodule(name).proj.weight_mask[0].reshape(-1, sm.model.get_submodule(name).head_dim)
+        scores = head_scores(wl.model.get_submodule(name), "l1")
+        kept_mask = masked.get_submodule(name).proj.weight_mask[0].reshape(-1, wl.model.get_submodule(name).head_dim)
         for h, d in enumerate(per_head):
             heads.append({"layer": name, "head": h, "accuracy_drop": d, "l1_score": float(scores[h]),
                           "removed": bool(kept_mask[h].sum() == 0)})
     rows = []
-    for label, m in [("dense", sm.model), ("masked", masked), ("shrunk", shrunk)]:
+    for label, m in [("dense", wl.model), ("masked", masked), ("shrunk", shrunk)]:
         rows.append({"model": label, "params": _params(m), "accuracy": accuracy(m, x, y),
                      "heads": [b.attn.n_heads for b in m.blocks], "dense_bytes": size_bytes(m)})
     return {"model": "digits-vit", "amount": 0.5, "importance": "l1 (q,k,v rows + proj columns)", "rows": rows,
@@ -144,12 +145,12 @@ def heads_vit() -> dict:
 
 
 def lottery() -> dict:
-    sm = sample_models.load("mnist-lenet300")
+    wl = sample_models.load("mnist-lenet300")
     per_seed = []
     t0 = time.perf_counter()
     for seed in LT_SEEDS:
-        ctx = StepContext(data=sm.as_workload(), seed=seed, progress=lambda f, m, s=seed: _log(f"LT seed {s}: {m}"))
-        _, rounds = lottery_ticket(sm.model, LT, ctx)
+        ctx = StepContext(data=wl, seed=seed, progress=lambda f, m, s=seed: _log(f"LT seed {s}: {m}"))
+        _, rounds = lottery_ticket(wl.model, LT, ctx)
         per_seed.append(rounds)
     rows = []
     for r in range(LT.rounds + 1):
