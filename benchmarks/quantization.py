@@ -69,24 +69,24 @@ def methods_table() -> list[dict]:
     rows = []
     for name in sample_models.MODEL_NAMES:
         say(f"methods: {name}")
-        sm = sample_models.load(name)
-        x = sm.data.test.x
-        base = measure(sm.model, sm.data, name=name, with_latency=False)
-        fp = _paired(sm.model, sm.model, x)  # fp32 timed the same way as the quantized models (best round)
+        wl = sample_models.load(name)
+        x = wl.test.x
+        base = measure(wl.model, wl, name=name, with_latency=False)
+        fp = _paired(wl.model, wl.model, x)  # fp32 timed the same way as the quantized models (best round)
         b1, b32 = fp["lat_b1_ms"], fp["lat_b32_ms"]
-        first = next(n for n, m in sm.model.named_modules() if isinstance(m, torch.nn.Linear))
+        first = next(n for n, m in wl.model.named_modules() if isinstance(m, torch.nn.Linear))
         rows.append({"model": name, "method": "fp32", "accuracy": base.accuracy, "drop_pt": 0.0, "size_bytes":
                      base.size_bytes, "size_ratio": 1.0, "lat_b1_ms": b1, "lat_b32_ms": b32, "lat_ratio_b1": 1.0,
                      "lat_ratio_b32": 1.0, "seconds": 0.0})
-        for label, cfg in _methods(name, sm.info.classifier, first):
+        for label, cfg in _methods(name, wl.classifier, first):
             say(f"methods: {name}: {label}")
             t0 = time.perf_counter()
-            q = quantize(sm.model, cfg, sm)
+            q = quantize(wl.model, cfg, wl)
             took = time.perf_counter() - t0
-            s = measure(q, sm.data, name=name, with_latency=False)
+            s = measure(q, wl, name=name, with_latency=False)
             rows.append({"model": name, "method": label, "kind": cfg.kind, "accuracy": s.accuracy,
                          "drop_pt": 100 * (base.accuracy - s.accuracy), "size_bytes": s.size_bytes,
-                         "size_ratio": s.size_bytes / base.size_bytes, **_paired(sm.model, q, x), "seconds": took})
+                         "size_ratio": s.size_bytes / base.size_bytes, **_paired(wl.model, q, x), "seconds": took})
     return rows
 
 
@@ -94,31 +94,31 @@ def bits_sweep() -> list[dict]:
     rows = []
     for name in sample_models.MODEL_NAMES:
         say(f"bits sweep: {name}")
-        sm = sample_models.load(name)
-        base = measure(sm.model, sm.data, name=name, with_latency=False)
+        wl = sample_models.load(name)
+        base = measure(wl.model, wl, name=name, with_latency=False)
         row = {"model": name, "fp32": base.accuracy}
         for bits in range(8, 1, -1):
-            q = quantize(sm.model, FakeQuantConfig(bits=bits), sm)
-            s = measure(q, sm.data, name=name, with_latency=False)
+            q = quantize(wl.model, FakeQuantConfig(bits=bits), wl)
+            s = measure(q, wl, name=name, with_latency=False)
             row[f"w{bits}"] = s.accuracy
             row[f"w{bits}_theoretical_ratio"] = s.theoretical_size_bytes / base.size_bytes
-        q = quantize(sm.model, FakeQuantConfig(bits=4, activation_bits=4), sm)
-        row["w4a4"] = measure(q, sm.data, with_latency=False).accuracy
+        q = quantize(wl.model, FakeQuantConfig(bits=4, activation_bits=4), wl)
+        row["w4a4"] = measure(q, wl, with_latency=False).accuracy
         rows.append(row)
     return rows
 
 
 def ptq_vs_qat(name: str = "digits-cnn", epochs: int = 3) -> list[dict]:
-    sm = sample_models.load(name)
-    base = measure(sm.model, sm.data, with_latency=False).accuracy
+    wl = sample_models.load(name)
+    base = measure(wl.model, wl, with_latency=False).accuracy
     rows = []
     for bits in (4, 3, 2):
         say(f"PTQ vs QAT: {bits} bits")
-        fq = measure(quantize(sm.model, FakeQuantConfig(bits=bits, include_classifier=True), sm),
-                     sm.data, with_latency=False).accuracy
-        ptq = measure(quantize(sm.model, StaticInt8Config(weight_bits=bits), sm), sm.data,
+        fq = measure(quantize(wl.model, FakeQuantConfig(bits=bits, include_classifier=True), wl),
+                     wl, with_latency=False).accuracy
+        ptq = measure(quantize(wl.model, StaticInt8Config(weight_bits=bits), wl), wl,
                       with_latency=False).accuracy
-        qat = measure(quantize(sm.model, QATConfig(weight_bits=bits, epochs=epochs), sm), sm.data,
+        qat = measure(quantize(wl.model, QATConfig(weight_bits=bits, epochs=epochs), wl), wl,
                       with_latency=False).accuracy
         rows.append({"model": name, "weight_bits": bits, "fp32": base, "fake_quant_ptq_weights_only": fq,
                      "static_ptq": ptq, f"qat_{epochs}_epochs": qat, "qat_gain_pt": 100 * (qat - ptq)})
@@ -175,7 +175,7 @@ def graph_cnns() -> list[dict]:
     from compression_core.ort import OrtModule, deploy_onnx
 
     rows = []
-    workloads = [("Sequential CNN (mnist-cnn)", sample_models.load("mnist-cnn").as_workload())]
+    workloads = [("Sequential CNN (mnist-cnn)", sample_models.load("mnist-cnn"))]
     for name, build in _graph_cnns().items():
         say(f"graph CNNs: training {name} (2 epochs, 1 thread)")
         workloads.append((name, trained_workload(build, name=name)))
@@ -198,16 +198,15 @@ def graph_cnns() -> list[dict]:
 def int4_engines(name: str = "mnist-lenet300") -> list[dict]:
     """Weight-only int4 on ``name`` in both engines: torch's packing (dequantized per call) and ONNX Runtime's
     MatMulNBits (block 64 = the default group size, and block 32), against the torch fp32 model."""
-    sm = sample_models.load(name)
-    wl = sm.as_workload()
-    base = measure(sm.model, wl, with_latency=False)
-    rows = [_row(wl, "fp32", sm.model, base.accuracy, base.size_bytes, sm.model, "torch", rounds=9)]
+    wl = sample_models.load(name)
+    base = measure(wl.model, wl, with_latency=False)
+    rows = [_row(wl, "fp32", wl.model, base.accuracy, base.size_bytes, wl.model, "torch", rounds=9)]
     for label, cfg, eng in [("int4 g64", Int4Config(), "torch"),
                             ("int4 g64 (engine=onnxruntime)", Int4Config(engine="onnxruntime"), "onnxruntime"),
                             ("int4 g32 (engine=onnxruntime)", Int4Config(group_size=32, engine="onnxruntime"),
                              "onnxruntime")]:
         say(f"int4: {name}: {label}")
-        rows.append(_row(wl, label, quantize(sm.model, cfg, wl), base.accuracy, base.size_bytes, sm.model, eng,
+        rows.append(_row(wl, label, quantize(wl.model, cfg, wl), base.accuracy, base.size_bytes, wl.model, eng,
                          rounds=9))  # sub-0.1 ms calls: more rounds against the shared cores' noise
     return rows
 
