@@ -88,14 +88,14 @@ def test_explore_threshold_slider_drives_per_layer_sparsity():
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.radio(key="x_prune_digits-cnn").set_value("threshold (|w| below a value)").run()
-    sm = sample_models.load("digits-cnn")
+    wl = sample_models.load("digits-cnn")
     for t in (0.02, 0.1):
         at.number_input(key="x_prune_threshold_threshold").set_value(t).run()
         assert not at.exception and not at.error
         shown = _layer_sparsity(at)
         for layer in ("conv1", "conv2", "fc1"):  # the classifier fc2 is left alone by default
-            w = sm.model.get_submodule(layer).weight
-            b = sm.model.get_submodule(layer).bias
+            w = wl.model.get_submodule(layer).weight
+            b = wl.model.get_submodule(layer).bias
             expected = 100 * int((w.abs() < t).sum()) / (w.numel() + b.numel())
             assert shown[layer] == pytest.approx(expected, abs=1e-3), (t, layer)  # the chart rounds
         assert shown["fc2"] == pytest.approx(0.0)
