@@ -21,7 +21,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def curves(cnn):
-    return sensitivity(cnn.model, cnn.data, "prune")
+    return sensitivity(cnn.model, cnn, "prune")
 
 
 def test_fit_budget_is_a_recipe_step_kind():
@@ -32,37 +32,37 @@ def test_fit_budget_is_a_recipe_step_kind():
 def test_size_fit_meets_its_budget(cnn, curves, fraction):
     base = sparse_size_bytes(cnn.model)
     budget = int(base * fraction)
-    fit = fit_budget(cnn.model, cnn.data, {"max_size_bytes": budget}, curves=curves)
+    fit = fit_budget(cnn.model, cnn, {"max_size_bytes": budget}, curves=curves)
     pruned = prune(cnn.model, fit.step(), cnn)
     assert sparse_size_bytes(pruned) == fit.size_bytes <= budget  # the real sparse-encoded file
     assert set(fit.choice) == {"conv1", "conv2", "fc1"}  # classifier left alone
-    assert fit.accuracy == accuracy(pruned, cnn.data.calib.x, cnn.data.calib.y)
+    assert fit.accuracy == accuracy(pruned, cnn.calib.x, cnn.calib.y)
 
 
 def test_size_fit_beats_uniform_at_the_same_size(cnn, curves):
     uniform = prune(cnn.model, UnstructuredPruneConfig(amount=0.8, scope="layer"), cnn)
     budget = sparse_size_bytes(uniform)
-    fit = fit_budget(cnn.model, cnn.data, {"max_size_bytes": budget}, curves=curves)
+    fit = fit_budget(cnn.model, cnn, {"max_size_bytes": budget}, curves=curves)
     fitted = prune(cnn.model, fit.step(), cnn)
-    test = cnn.data.test
+    test = cnn.test
     assert accuracy(fitted, test.x, test.y) > accuracy(uniform, test.x, test.y)
 
 
 def test_accuracy_fit_meets_its_budget(cnn, curves):
-    fit = fit_budget(cnn.model, cnn.data, FitBudgetConfig(max_accuracy_drop=1.0), curves=curves)
+    fit = fit_budget(cnn.model, cnn, FitBudgetConfig(max_accuracy_drop=1.0), curves=curves)
     pruned = prune(cnn.model, fit.step(), cnn)
-    drop = (fit.baseline_accuracy - accuracy(pruned, cnn.data.calib.x, cnn.data.calib.y)) * 100
+    drop = (fit.baseline_accuracy - accuracy(pruned, cnn.calib.x, cnn.calib.y)) * 100
     assert drop <= 1.0 + 1e-9
     assert fit.size_bytes < fit.baseline_size_bytes  # it did compress
 
 
 def test_quantize_size_fit_meets_theoretical_budget(cnn):
-    base = measure(cnn.model, cnn.data, with_latency=False).size_bytes
+    base = measure(cnn.model, cnn, with_latency=False).size_bytes
     budget = base // 5
-    fit = fit_budget(cnn.model, cnn.data, {"technique": "quantize", "max_size_bytes": budget})
+    fit = fit_budget(cnn.model, cnn, {"technique": "quantize", "max_size_bytes": budget})
     assert fit.size_kind == "theoretical"
     q = quantize(cnn.model, fit.step(), cnn)
-    stats = measure(q, cnn.data, with_latency=False)
+    stats = measure(q, cnn, with_latency=False)
     assert stats.simulated and stats.theoretical_size_bytes == fit.size_bytes <= budget
 
 
@@ -83,14 +83,14 @@ def test_recipe_step_applies_and_explicit_recipe_reproduces_it(cnn):
 
 
 def test_fitted_recipe_of_a_fit(cnn, curves):
-    fit = fit_budget(cnn.model, cnn.data, {"max_accuracy_drop": 0.0}, curves=curves)
+    fit = fit_budget(cnn.model, cnn, {"max_accuracy_drop": 0.0}, curves=curves)
     r = fitted_recipe("digits-cnn", fit)
     assert r.model == "digits-cnn" and r.steps[0].overrides == fit.choice
 
 
 def test_input_model_unchanged(cnn, curves):
     before = {k: v.clone() for k, v in cnn.model.state_dict().items()}
-    fit_budget(cnn.model, cnn.data, {"max_size_bytes": 40_000}, curves=curves)
+    fit_budget(cnn.model, cnn, {"max_size_bytes": 40_000}, curves=curves)
     assert all(torch.equal(before[k], v) for k, v in cnn.model.state_dict().items())
 
 
@@ -116,7 +116,7 @@ def test_bad_target_in_a_recipe_names_the_step_field():
 @pytest.mark.slow
 def test_impossible_size_is_a_one_line_error(cnn, curves):
     with pytest.raises(CompressionError, match=r"^max_size_bytes: 1000 is smaller than the smallest reachable") as e:
-        fit_budget(cnn.model, cnn.data, {"max_size_bytes": 1000}, curves=curves)
+        fit_budget(cnn.model, cnn, {"max_size_bytes": 1000}, curves=curves)
     assert "\n" not in str(e.value)
     with pytest.raises(CompressionError, match=r"steps\[0\]\.max_size_bytes: 1000 is smaller"):
         apply_recipe({"version": 1, "model": "digits-cnn", "steps": [{"kind": "fit_budget", "max_size_bytes": 1000}]},
