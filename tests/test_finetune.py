@@ -6,13 +6,13 @@ from compression_core import FineTuneConfig, accuracy, fine_tune, layer_stats
 
 
 def test_fine_tune_keeps_masks_and_does_not_touch_input():
-    sm = sample_models.load("digits-mlp")
-    prune.l1_unstructured(sm.model.fc1, "weight", amount=0.8)
-    mask = sm.model.fc1.weight_mask.clone()
-    orig = sm.model.fc1.weight_orig.clone()
+    wl = sample_models.load("digits-mlp")
+    prune.l1_unstructured(wl.model.fc1, "weight", amount=0.8)
+    mask = wl.model.fc1.weight_mask.clone()
+    orig = wl.model.fc1.weight_orig.clone()
     cfg = FineTuneConfig(epochs=2, lr=1e-3, weight_decay=0.01)
-    tuned = fine_tune(sm.model, sm.data.train.x, sm.data.train.y, cfg)
-    assert torch.equal(sm.model.fc1.weight_orig, orig)  # input untouched
+    tuned = fine_tune(wl.model, wl.train.x, wl.train.y, cfg)
+    assert torch.equal(wl.model.fc1.weight_orig, orig)  # input untouched
     assert torch.equal(tuned.fc1.weight_mask, mask)
     assert torch.all(tuned.fc1.weight[mask == 0] == 0)
     assert not torch.equal(tuned.fc1.weight_orig * mask, orig * mask)  # it did train
@@ -20,11 +20,11 @@ def test_fine_tune_keeps_masks_and_does_not_touch_input():
 
 
 def test_fine_tune_is_deterministic_and_reports_progress():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     seen = []
     cfg = FineTuneConfig(epochs=2, lr=1e-3, seed=3)
-    a = fine_tune(sm.model, sm.data.train.x, sm.data.train.y, cfg, progress=lambda f, m: seen.append(f))
-    b = fine_tune(sm.model, sm.data.train.x, sm.data.train.y, cfg)
+    a = fine_tune(wl.model, wl.train.x, wl.train.y, cfg, progress=lambda f, m: seen.append(f))
+    b = fine_tune(wl.model, wl.train.x, wl.train.y, cfg)
     assert seen == [0.5, 1.0]
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert accuracy(a, sm.data.test.x, sm.data.test.y) > 0.9
+    assert accuracy(a, wl.test.x, wl.test.y) > 0.9
