@@ -17,8 +17,8 @@ def test_guard_really_blocks_the_network():
 def test_load_measure_train_with_sockets_blocked(no_sockets):
     with pytest.raises(NetworkBlocked):
         socket.socket()
-    sm = sample_models.load("digits-cnn")
-    s = measure(sm.model, sm.data, name="digits-cnn", min_run_time=0.02)
+    wl = sample_models.load("digits-cnn")
+    s = measure(wl.model, wl, name="digits-cnn", min_run_time=0.02)
     assert s.accuracy >= 0.97
-    tuned = fine_tune(sm.model, sm.data.train.x[:256], sm.data.train.y[:256], FineTuneConfig(epochs=1))
-    assert tuned is not sm.model
+    tuned = fine_tune(wl.model, wl.train.x[:256], wl.train.y[:256], FineTuneConfig(epochs=1))
+    assert tuned is not wl.model
