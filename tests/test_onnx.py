@@ -55,44 +55,44 @@ def runtime_lesson():
 
 @lru_cache(maxsize=None)
 def fp32_export(name: str) -> bytes:
-    sm = sample_models.load(name)
-    return onnx_bytes(sm.model, sm.data.test.x[:2])
+    wl = sample_models.load(name)
+    return onnx_bytes(wl.model, wl.test.x[:2])
 
 
 @lru_cache(maxsize=None)
 def fp16_export(name: str) -> bytes:
-    sm = sample_models.load(name)
-    return onnx_bytes(sm.model.half(), sm.data.test.x[:2])
+    wl = sample_models.load(name)
+    return onnx_bytes(wl.model.half(), wl.test.x[:2])
 
 
 @lru_cache(maxsize=None)
 def reference(name: str) -> torch.Tensor:
-    sm = sample_models.load(name)
-    return predict(sm.model, sm.data.test.x)
+    wl = sample_models.load(name)
+    return predict(wl.model, wl.test.x)
 
 
 @pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
 def test_fp32_export_matches_torch_logits(name):
-    sm = sample_models.load(name)
+    wl = sample_models.load(name)
     sess = session(fp32_export(name))
-    out = ort_predict(sess, sm.data.test.x)
+    out = ort_predict(sess, wl.test.x)
     assert out.shape == reference(name).shape
     assert (out - reference(name)).abs().max().item() <= 1e-4
     # the batch dimension is dynamic: batch 1 and an odd batch run too
     for n in (1, 7):
-        assert torch.allclose(ort_predict(sess, sm.data.test.x[:n]), reference(name)[:n], atol=1e-4)
+        assert torch.allclose(ort_predict(sess, wl.test.x[:n]), reference(name)[:n], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", sample_models.MODEL_NAMES)
 def test_ort_int8_agrees_with_torch(name):
     """Both ORT int8 methods keep >= 99% argmax agreement with the fp32 model and make the file smaller."""
-    sm = sample_models.load(name)
+    wl = sample_models.load(name)
     fp32 = fp32_export(name)
     ref = reference(name).argmax(1)
     for method in ("dynamic", "static"):
-        q = ort_quantize(fp32, method, calib_x=sm.data.calib.x)
-        agree = (ort_predict(session(q), sm.data.test.x).argmax(1) == ref).float().mean().item()
+        q = ort_quantize(fp32, method, calib_x=wl.calib.x)
+        agree = (ort_predict(session(q), wl.test.x).argmax(1) == ref).float().mean().item()
         assert agree >= 0.99, (method, agree)
         if not (name == "digits-lstm" and method == "static"):  # ORT's static int8 leaves LSTMs float
             assert len(q) < 0.8 * len(fp32), (method, len(q), len(fp32))
@@ -109,11 +109,11 @@ def test_ort_int8_stores_int8_weights_and_static_uses_qdq():
         big = [r for r in onnx_layer_stats(proto) if r.params >= 1000]  # the three weight matrices
         assert len(big) == 3 and all(r.bits == 8 and r.dtype in ("int8", "uint8") for r in big)
     # the exported fp32 weights are the torch weights, exactly
-    sm = sample_models.load("mnist-lenet300")
+    wl = sample_models.load("mnist-lenet300")
     stats = {r.name: r for r in onnx_layer_stats(fp32)}
-    assert stats["fc1.weight"].params == sm.model.fc1.weight.numel()
+    assert stats["fc1.weight"].params == wl.model.fc1.weight.numel()
     w = next(i for i in onnx.ModelProto.FromString(fp32).graph.initializer if i.name == "fc1.weight")
-    assert np.array_equal(onnx.numpy_helper.to_array(w), sm.model.fc1.weight.detach().numpy())
+    assert np.array_equal(onnx.numpy_helper.to_array(w), wl.model.fc1.weight.detach().numpy())
 
 
 def test_static_calibration_uses_the_data():
@@ -156,47 +156,47 @@ def test_reduce_range_auto_follows_the_cpu(monkeypatch):
 
 @pytest.mark.slow
 def test_pruned_model_exports_with_masks_folded_and_is_not_modified():
-    sm = sample_models.load("digits-mlp")
-    tprune.l1_unstructured(sm.model.fc1, "weight", amount=0.7)
-    sm.model.train()
-    before = {k: v.clone() for k, v in sm.model.state_dict().items()}
-    proto = to_onnx(sm.model, sm.data.test.x[:1])  # a batch of 1 still gives a dynamic batch
-    assert sm.model.training
-    after = sm.model.state_dict()
+    wl = sample_models.load("digits-mlp")
+    tprune.l1_unstructured(wl.model.fc1, "weight", amount=0.7)
+    wl.model.train()
+    before = {k: v.clone() for k, v in wl.model.state_dict().items()}
+    proto = to_onnx(wl.model, wl.test.x[:1])  # a batch of 1 still gives a dynamic batch
+    assert wl.model.training
+    after = wl.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    sm.model.eval()
+    wl.model.eval()
     names = {i.name for i in proto.graph.initializer}
     assert not any(n.endswith(("_mask", "_orig")) for n in names)
     w = next(i for i in proto.graph.initializer if i.name == "fc1.weight")
     arr = onnx.numpy_helper.to_array(w)
-    assert np.array_equal(arr, sm.model.fc1.weight.detach().numpy())
+    assert np.array_equal(arr, wl.model.fc1.weight.detach().numpy())
     assert (arr == 0).mean() == pytest.approx(0.7, abs=0.01)
-    out = ort_predict(session(proto), sm.data.test.x[:5])
-    assert (out - predict(sm.model, sm.data.test.x[:5])).abs().max().item() <= 1e-4
-    assert hasattr(sm.model.fc1, "weight_mask")  # the caller's model keeps its pruning
+    out = ort_predict(session(proto), wl.test.x[:5])
+    assert (out - predict(wl.model, wl.test.x[:5])).abs().max().item() <= 1e-4
+    assert hasattr(wl.model.fc1, "weight_mask")  # the caller's model keeps its pruning
 
 
 @pytest.mark.slow
 def test_structurally_pruned_and_shrunk_model_exports():
     from compression_core.prune import ShrinkConfig, StructuredPruneConfig, prune
 
-    sm = sample_models.load("digits-cnn")
-    small = prune(prune(sm.model, StructuredPruneConfig(amount=0.5, unit="channels"), sm), ShrinkConfig(), sm)
-    assert small.conv1.out_channels < sm.model.conv1.out_channels
-    blob = onnx_bytes(small, sm.data.test.x[:2])
-    out = ort_predict(session(blob), sm.data.test.x)
-    assert (out - predict(small, sm.data.test.x)).abs().max().item() <= 1e-4
+    wl = sample_models.load("digits-cnn")
+    small = prune(prune(wl.model, StructuredPruneConfig(amount=0.5, unit="channels"), wl), ShrinkConfig(), wl)
+    assert small.conv1.out_channels < wl.model.conv1.out_channels
+    blob = onnx_bytes(small, wl.test.x[:2])
+    out = ort_predict(session(blob), wl.test.x)
+    assert (out - predict(small, wl.test.x)).abs().max().item() <= 1e-4
     assert len(blob) < len(fp32_export("digits-cnn"))
 
 
 def test_fp16_model_exports_with_half_inputs():
-    sm = sample_models.load("digits-mlp")
-    half = sm.model.half()
+    wl = sample_models.load("digits-mlp")
+    half = wl.model.half()
     blob = fp16_export("digits-mlp")
     sess = session(blob)
     assert sess.get_inputs()[0].type == "tensor(float16)"
-    out = ort_predict(sess, sm.data.test.x)
-    ref = predict(half, sm.data.test.x)
+    out = ort_predict(sess, wl.test.x)
+    ref = predict(half, wl.test.x)
     assert (out - ref).abs().max().item() <= 0.05  # fp16 arithmetic in two runtimes
     assert (out.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.99
     assert len(blob) < 0.6 * len(fp32_export("digits-mlp"))
@@ -204,14 +204,14 @@ def test_fp16_model_exports_with_half_inputs():
 
 @pytest.mark.slow
 def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in_one_line():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        q = torch.ao.quantization.quantize_dynamic(sm.model, {nn.Linear}, dtype=torch.qint8)
+        q = torch.ao.quantization.quantize_dynamic(wl.model, {nn.Linear}, dtype=torch.qint8)
     check_exportable(q)  # dynamic int8 deploys as ONNX Runtime dynamic int8
-    proto = to_onnx(q, sm.data.test.x[:2])
+    proto = to_onnx(q, wl.test.x[:2])
     assert "MatMulInteger" in {n.op_type for n in proto.graph.node}
-    agree = (ort_predict(session(proto), sm.data.test.x).argmax(1) == predict(q, sm.data.test.x).argmax(1)).float()
+    agree = (ort_predict(session(proto), wl.test.x).argmax(1) == predict(q, wl.test.x).argmax(1)).float()
     assert agree.mean().item() >= 0.99
     # an eager int8 model built by hand around stubs (not one of the library's layouts): one line, no export
     fc = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Linear(64, 10), torch.ao.quantization.DeQuantStub())
@@ -219,14 +219,14 @@ def test_torch_ao_dynamic_model_exports_and_an_unknown_int8_layout_is_refused_in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.ao.quantization.prepare(fc, inplace=True)
-        fc(sm.data.calib.x)
+        fc(wl.calib.x)
         torch.ao.quantization.convert(fc, inplace=True)
     with pytest.raises(CompressionError) as e:
         check_exportable(fc)
     msg = str(e.value)
     assert "\n" not in msg and "not exportable" in msg and "engine='onnxruntime'" in msg
     with pytest.raises(CompressionError):
-        to_onnx(fc, sm.data.test.x[:2])
+        to_onnx(fc, wl.test.x[:2])
 
 
 @pytest.mark.slow
@@ -242,18 +242,18 @@ def test_export_failure_is_one_line():
 
 @pytest.mark.slow
 def test_save_is_atomic_and_size_counts_external_data(tmp_path):
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     path = tmp_path / "m.onnx"
-    inline = export_onnx(sm.model, sm.data.test.x[:2], path)
+    inline = export_onnx(wl.model, wl.test.x[:2], path)
     assert inline.data_path is None and external_data_files(path) == []
     assert onnx_size_bytes(path) == path.stat().st_size == inline.size_bytes
     # external data: weights beside the graph, the size counts both files, ORT loads it from the path
     ext = save_onnx(onnx.ModelProto.FromString(fp32_export("digits-mlp")), path, external_data=True)
     assert ext.data_path == tmp_path / "m.onnx.data" and external_data_files(path) == [ext.data_path]
     assert onnx_size_bytes(path) == path.stat().st_size + ext.data_path.stat().st_size
-    assert ext.data_path.stat().st_size > 0.9 * size_bytes(sm.model) * 0.9
+    assert ext.data_path.stat().st_size > 0.9 * size_bytes(wl.model) * 0.9
     assert path.stat().st_size < 0.2 * ext.data_path.stat().st_size
-    out = ort_predict(session(path), sm.data.test.x)
+    out = ort_predict(session(path), wl.test.x)
     assert (out - reference("digits-mlp")).abs().max().item() <= 1e-4
     assert oct(ext.data_path.stat().st_mode & 0o777) == oct(path.stat().st_mode & 0o777)
     # writing inline again removes the now stale data file; no temporary files are left behind
@@ -265,9 +265,9 @@ def test_save_is_atomic_and_size_counts_external_data(tmp_path):
 
 @pytest.mark.slow
 def test_measure_ort_is_typed_and_honest(tmp_path):
-    sm = sample_models.load("digits-mlp")
-    torch_stats = measure(sm.model, sm.data, name="mlp", with_latency=False)
-    stats = measure_ort(sm.model, sm.data, name="mlp", batch_size=4, min_run_time=0.02)
+    wl = sample_models.load("digits-mlp")
+    torch_stats = measure(wl.model, wl, name="mlp", with_latency=False)
+    stats = measure_ort(wl.model, wl, name="mlp", batch_size=4, min_run_time=0.02)
     assert stats.runtime == "onnxruntime" and torch_stats.runtime == "torch"
     assert stats.accuracy == torch_stats.accuracy  # fp32 in both runtimes: the same predictions
     assert stats.flops == torch_stats.flops and stats.params == torch_stats.params
@@ -275,15 +275,15 @@ def test_measure_ort_is_typed_and_honest(tmp_path):
     assert stats.latency_ms > 0 and stats.batch_size == 4 and stats.threads == 1
     path = tmp_path / "m.onnx"
     save_onnx(onnx.ModelProto.FromString(fp32_export("digits-mlp")), path, external_data=True)
-    from_file = measure_ort(path, sm.data, with_latency=False)
+    from_file = measure_ort(path, wl, with_latency=False)
     assert from_file.size_bytes == onnx_size_bytes(path) and from_file.flops == 0  # no source model given
-    q = measure_ort(ort_quantize(fp32_export("digits-mlp"), "dynamic"), sm.data, with_latency=False,
-                    source=sm.model)
+    q = measure_ort(ort_quantize(fp32_export("digits-mlp"), "dynamic"), wl, with_latency=False,
+                    source=wl.model)
     assert q.size_bytes < 0.4 * stats.size_bytes and q.flops == stats.flops
     assert {layer.bits for layer in q.layers if layer.params >= 1000} == {8}
     sess = session(fp32_export("digits-mlp"))
-    assert ort_accuracy(sess, sm.data.test.x, sm.data.test.y) == stats.accuracy
-    median, iqr, runs = ort_latency(sess, sm.data.test.x[:1], min_run_time=0.02)
+    assert ort_accuracy(sess, wl.test.x, wl.test.y) == stats.accuracy
+    median, iqr, runs = ort_latency(sess, wl.test.x[:1], min_run_time=0.02)
     assert median > 0 and runs > 0
 
 
@@ -339,8 +339,8 @@ def test_cli_export_and_measure_runtime(tmp_path):
     out = tmp_path / "cnn.onnx"
     r = _cli("export", "digits-cnn", "--onnx", str(out), "--int8", "static")
     assert r.returncode == 0, r.stderr
-    sm = sample_models.load("digits-cnn")
-    agree = (ort_predict(session(out), sm.data.test.x).argmax(1) == reference("digits-cnn").argmax(1)).float()
+    wl = sample_models.load("digits-cnn")
+    agree = (ort_predict(session(out), wl.test.x).argmax(1) == reference("digits-cnn").argmax(1)).float()
     assert agree.mean().item() >= 0.99
     r = _cli("measure", "--model", "digits-mlp", "--runtime", "onnxruntime", "--json")
     assert r.returncode == 0, r.stderr
@@ -361,12 +361,12 @@ def test_cli_exports_a_bundle(tmp_path):
     from compression_core.recipe import parse_recipe
 
     recipe = parse_recipe({"model": "digits-mlp", "steps": [{"kind": "prune_unstructured", "amount": 0.5}]})
-    sm = sample_models.load("digits-mlp")
-    pruned = prune(sm.model, UnstructuredPruneConfig(amount=0.5), sm)
+    wl = sample_models.load("digits-mlp")
+    pruned = prune(wl.model, UnstructuredPruneConfig(amount=0.5), wl)
     save_bundle(tmp_path / "m.bundle.pt", recipe, pruned)
     out = tmp_path / "m.onnx"
     r = _cli("export", str(tmp_path / "m.bundle.pt"), "--onnx", str(out))
     assert r.returncode == 0, r.stderr
-    got = ort_predict(session(out), sm.data.test.x)
-    assert (got - predict(pruned, sm.data.test.x)).abs().max().item() <= 1e-4
+    got = ort_predict(session(out), wl.test.x)
+    assert (got - predict(pruned, wl.test.x)).abs().max().item() <= 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bundle.pt", "m.onnx"]
