@@ -50,10 +50,10 @@ def test_global_scope_exact_count_and_smallest_magnitudes(lenet):
 
 
 def test_random_baseline_exact_count_reproducible_and_differs_from_l1():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     cfg = UnstructuredPruneConfig(amount=0.5, importance="random", include_classifier=True)
-    a, b = prune(sm.model, cfg, seed=1), prune(sm.model, cfg, seed=1)
-    l1 = prune(sm.model, UnstructuredPruneConfig(amount=0.5, include_classifier=True))
+    a, b = prune(wl.model, cfg, seed=1), prune(wl.model, cfg, seed=1)
+    l1 = prune(wl.model, UnstructuredPruneConfig(amount=0.5, include_classifier=True))
     for name, n in [("fc1", 64 * 128), ("fc2", 128 * 64), ("fc3", 64 * 10)]:
         assert _zeros(a, name) == round(0.5 * n)
         assert torch.equal(a.get_submodule(name).weight_mask, b.get_submodule(name).weight_mask)
@@ -61,24 +61,24 @@ def test_random_baseline_exact_count_reproducible_and_differs_from_l1():
 
 
 def test_repeated_pruning_prunes_the_remaining_weights():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     cfg = UnstructuredPruneConfig(amount=0.5, targets=["fc1"])
-    twice = prune(prune(sm.model, cfg), cfg)
+    twice = prune(prune(wl.model, cfg), cfg)
     assert _zeros(twice, "fc1") == 64 * 128 // 2 + 64 * 128 // 4
     assert {r.name: r.nonzero for r in layer_stats(twice)}["fc1"] == 64 * 128 // 4 + 128  # weights + bias
 
 
 def test_threshold_removes_exactly_the_weights_below_it():
-    sm = sample_models.load("digits-cnn")
-    out = prune(sm.model, ThresholdPruneConfig(threshold=0.05, overrides={"conv1": 0.2}), sm)
+    wl = sample_models.load("digits-cnn")
+    out = prune(wl.model, ThresholdPruneConfig(threshold=0.05, overrides={"conv1": 0.2}), wl)
     for name in ["conv1", "conv2", "fc1"]:
-        w = sm.model.get_submodule(name).weight
+        w = wl.model.get_submodule(name).weight
         t = 0.2 if name == "conv1" else 0.05
         assert torch.equal(out.get_submodule(name).weight_mask, (w.abs() >= t).float())
         assert torch.equal(out.get_submodule(name).weight, w * (w.abs() >= t))
-    std = prune(sm.model, ThresholdPruneConfig(threshold=1.0, scale="std", targets=["fc1"]), sm)
-    assert _zeros(std, "fc1") == int((sm.model.fc1.weight.abs() < sm.model.fc1.weight.std()).sum())
-    assert not hasattr(sm.model.fc1, "weight_mask")
+    std = prune(wl.model, ThresholdPruneConfig(threshold=1.0, scale="std", targets=["fc1"]), wl)
+    assert _zeros(std, "fc1") == int((wl.model.fc1.weight.abs() < wl.model.fc1.weight.std()).sum())
+    assert not hasattr(wl.model.fc1, "weight_mask")
 
 
 @pytest.mark.parametrize("amount", [1.0, 1.5, -0.1])
