@@ -34,42 +34,42 @@ def test_fake_quant_matches_torchs_fake_quantize_op(bits):
 
 
 def test_simulated_model_reports_bits_and_theoretical_size():
-    sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, FakeQuantConfig(bits=4, overrides={"conv1": 8, "re:fc.*": 6}), sm)
+    wl = sample_models.load("digits-cnn")
+    q = quantize(wl.model, FakeQuantConfig(bits=4, overrides={"conv1": 8, "re:fc.*": 6}), wl)
     rows = {r.name: r for r in layer_stats(q)}
     assert (rows["conv1"].bits, rows["conv2"].bits, rows["fc1"].bits, rows["fc2"].bits) == (8, 4, 6, 6)
     assert rows["conv2"].simulated and not rows["bn1"].simulated
-    s = measure(q, sm.data, with_latency=False)
+    s = measure(q, wl, with_latency=False)
     assert s.simulated
     assert s.theoretical_size_bytes == sum(r.bits * r.params for r in s.layers) // 8
     assert s.theoretical_size_bytes < 0.25 * s.size_bytes  # the real file is still float32
     # wrapped, not swapped: the layer keeps its class, and its float original
     assert type(q.fc1) is torch.nn.Linear and q.fc1.weight.dtype == torch.float32
     assert any(isinstance(h, FakeQuantWeight) for h in q.fc1._forward_pre_hooks.values())
-    assert torch.equal(q.fc1.weight_orig, sm.model.fc1.weight)
-    assert sum(r.params for r in s.layers) == sum(p.numel() for p in sm.model.parameters())  # counted once
+    assert torch.equal(q.fc1.weight_orig, wl.model.fc1.weight)
+    assert sum(r.params for r in s.layers) == sum(p.numel() for p in wl.model.parameters())  # counted once
 
 
 def test_weights_take_at_most_2_to_the_bits_values_per_channel():
-    sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, FakeQuantConfig(bits=3), sm)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, FakeQuantConfig(bits=3), wl)
     for row in q.fc2.weight:
         assert len(torch.unique(row)) <= 8
 
 
 def test_activation_fake_quant_needs_calibration_and_works_with_it():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     with pytest.raises(CompressionError, match="^activation_bits:.*calib"):
-        quantize(sm.model, FakeQuantConfig(activation_bits=8))
-    q = quantize(sm.model, FakeQuantConfig(bits=8, activation_bits=8), sm)
+        quantize(wl.model, FakeQuantConfig(activation_bits=8))
+    q = quantize(wl.model, FakeQuantConfig(bits=8, activation_bits=8), wl)
     assert float(q.fc1.act_scale) > 0
-    t = sm.data.test
-    assert accuracy(q, t.x, t.y) >= accuracy(sm.model, t.x, t.y) - 0.01
+    t = wl.test
+    assert accuracy(q, t.x, t.y) >= accuracy(wl.model, t.x, t.y) - 0.01
 
 
 def test_lstm_weights_can_be_simulated():
-    sm = sample_models.load("digits-lstm")
-    q = quantize(sm.model, FakeQuantConfig(bits=4), sm)
+    wl = sample_models.load("digits-lstm")
+    q = quantize(wl.model, FakeQuantConfig(bits=4), wl)
     assert {r.name: r.bits for r in layer_stats(q)} == {"lstm": 4, "fc": 32}
     assert len(torch.unique(q.lstm.weight_hh_l0[0])) <= 16
 
@@ -78,24 +78,24 @@ def test_lstm_weights_can_be_simulated():
                                        ({"overrides": {"fc1": 40}}, "overrides.fc1"),
                                        ({"weights": "per_row"}, "weights")])
 def test_bad_bits_are_one_line_errors_naming_the_field(bad, field):
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     with pytest.raises(CompressionError) as e:
-        quantize(sm.model, {"kind": "fake_quant", **bad}, sm.data)
+        quantize(wl.model, {"kind": "fake_quant", **bad}, wl)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{field}:")
 
 
 def test_fake_quant_round_trips_through_a_state_dict_and_deepcopy():
-    sm = sample_models.load("digits-cnn")
+    wl = sample_models.load("digits-cnn")
     cfg = FakeQuantConfig(bits=4, activation_bits=8)
-    q = quantize(sm.model, cfg, sm)
-    x = sm.data.test.x[:64]
+    q = quantize(wl.model, cfg, wl)
+    x = wl.test.x[:64]
     with torch.no_grad():
         assert torch.equal(copy.deepcopy(q)(x), q(x))
         buf = io.BytesIO()
         torch.save(q.state_dict(), buf)
         buf.seek(0)
-        r = rebuild(sm.model, cfg, torch.load(buf, weights_only=True), sm)
+        r = rebuild(wl.model, cfg, torch.load(buf, weights_only=True), wl)
         assert torch.equal(r(x), q(x))
     assert {r.name: r.bits for r in layer_stats(copy.deepcopy(q))}["conv2"] == 4
 
