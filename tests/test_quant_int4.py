@@ -44,27 +44,27 @@ def test_int4_linear_error_is_at_most_half_a_step_per_group(group_size, symmetri
 
 
 def test_int4_lenet300_file_is_about_an_eighth_and_accurate():
-    sm = sample_models.load("mnist-lenet300")
-    q = quantize(sm.model, Int4Config(), sm)
-    assert size_bytes(q) <= 0.16 * size_bytes(sm.model)
-    t = sm.data.test
-    assert accuracy(q, t.x, t.y) >= accuracy(sm.model, t.x, t.y) - 0.02
+    wl = sample_models.load("mnist-lenet300")
+    q = quantize(wl.model, Int4Config(), wl)
+    assert size_bytes(q) <= 0.16 * size_bytes(wl.model)
+    t = wl.test
+    assert accuracy(q, t.x, t.y) >= accuracy(wl.model, t.x, t.y) - 0.02
     rows = {r.name: r for r in layer_stats(q)}
     assert rows["fc1"].bits == 4 and rows["fc1"].dtype == "int4" and rows["fc3"].bits == 32  # classifier left
-    s = measure(q, sm.data, with_latency=False)
+    s = measure(q, wl, with_latency=False)
     assert not s.simulated and s.flops == 2 * (784 * 300 + 300 * 100 + 100 * 10)
 
 
 def test_mixed_overrides_first_and_last_layer_8_bit_the_rest_4_bit():
-    sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, Int4Config(overrides={"fc1": 8, "fc3": 8}), sm)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, Int4Config(overrides={"fc1": 8, "fc3": 8}), wl)
     assert type(q.fc1) is Int8WeightLinear and type(q.fc2) is Int4Linear and type(q.fc3) is Int8WeightLinear
     assert [r.bits for r in layer_stats(q)] == [8, 4, 8]
 
 
 def test_conv_is_not_supported_and_unknown_override_is_named():
-    sm = sample_models.load("digits-cnn")
+    wl = sample_models.load("digits-cnn")
     with pytest.raises(CompressionError, match=r"^targets: layer 'conv1' is Conv2d; quantize_int4 supports Linear"):
-        quantize(sm.model, Int4Config(targets=("conv1",)), sm)
+        quantize(wl.model, Int4Config(targets=("conv1",)), wl)
     with pytest.raises(CompressionError, match=r"^overrides: no layer matches 'fc9'"):
-        quantize(sm.model, Int4Config(overrides={"fc9": 8}), sm)
+        quantize(wl.model, Int4Config(overrides={"fc9": 8}), wl)
