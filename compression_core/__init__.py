@@ -70,12 +70,13 @@ from .quantize import (
     Int4Config,
     QATConfig,
     StaticInt8Config,
+    WeightOnlyConfig,
     quantize,
 )
 
 __all__ += [
     "DynamicInt8Config", "EmbeddingInt8Config", "FakeQuantConfig", "HalfPrecisionConfig", "Int4Config", "QATConfig", "StaticInt8Config",
-    "quantize",
+    "WeightOnlyConfig", "quantize",
 ]
 from .onnx_export import OnnxFile, check_exportable, export_onnx, onnx_bytes, onnx_size_bytes, save_onnx, to_onnx
 from .ort import (

@@ -9,6 +9,8 @@
 - ``FakeQuantConfig``    (``fake_quant``): simulated 2-16 bits per layer (weights wrapped, layers keep their
   class and forward), reported as simulated.
 - ``EmbeddingInt8Config`` (``quantize_embedding``): int8 embedding tables with row-wise scales.
+- ``WeightOnlyConfig``   (``quantize_weight_only``): weight-only int8/int4/int3 with group scales by round-to-nearest,
+  GPTQ or AWQ (calibrated), packed like int4 (int3 eight codes per three bytes).
 
 Static int8, QAT, dynamic int8 and int4 take ``engine="torch"`` (default) or ``engine="onnxruntime"``: the same
 layers and calibration realised in ONNX Runtime, returned as an ``OrtModule`` (``compression_core.ort``) whose
@@ -39,6 +41,7 @@ from .halfprec import HalfPrecisionConfig
 from .int4 import Int4Config, Int4Linear, Int8WeightLinear, pack_int4, unpack_int4
 from .qat import QATConfig
 from .static import StaticInt8Config
+from .weight_only import Int3Linear, WeightOnlyConfig
 
 
 def _quant_kinds() -> dict[str, type[StepConfig]]:
@@ -98,5 +101,5 @@ __all__ = [
     "DynamicInt8Config", "EmbeddingInt8Config", "FakeQuantConfig", "FakeQuantWeight", "HalfPrecisionConfig",
     "Int4Config", "Int4Linear", "Int8WeightLinear", "QATConfig", "StaticInt8Config", "engine",
     "load_safe_state_dict", "pack_int4", "quant_config", "quantize", "rebuild", "safe_state_dict",
-    "unpack_int4", "wrap_fake_quant",
+    "unpack_int4", "wrap_fake_quant", "Int3Linear", "WeightOnlyConfig",
 ]
