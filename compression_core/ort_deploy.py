@@ -24,8 +24,9 @@ from .quantize.int4 import _WeightOnlyLinear
 from .quantize.qdq_export import QDQExportError, export_qdq, qdq_module
 from .technique import clone_model
 from .ort_engine import OrtModule, example_batch
+from .ort_nbits import replace_with_nbits
 from .ort_nodes import gemm_to_matmul, selected_nodes
-from .ort_quantize import ort_int4, ort_quantize
+from .ort_quantize import ort_quantize
 from .ort_session import OnnxLike, as_proto, ort_latency, ort_predict, session
 
 
@@ -82,8 +83,8 @@ def deploy_proto(model: nn.Module, example, opset: int | None = None):
     - static int8 / QAT of torch.ao (graph or eager mode): ONNX QDQ with torch's own ranges (int8 weights, int32
       biases, the calibrated or learned activation scales), which ONNX Runtime fuses into int8 kernels;
     - dynamic int8: the layers' int8 weights dequantized, exported, and ONNX Runtime dynamic int8 of the same layers;
-    - packed int4 / int8 weight-only Linear layers: ONNX Runtime ``MatMulNBits`` of the same layers, block = their
-      group size;
+    - packed int3 / int4 / int8 weight-only Linear layers (RTN, GPTQ, AWQ): ONNX Runtime ``MatMulNBits`` holding
+      the layers' own codes and scales (``ort_nbits``), block = their group size;
     - anything else: the float export.
     """
     import onnx  # lazy: onnx takes about a second to import
@@ -108,26 +109,12 @@ def deploy_proto(model: nn.Module, example, opset: int | None = None):
     if dyn:
         nodes = selected_nodes(proto, [n for n, _ in dyn], ("MatMul", "Gemm", "LSTM", "GRU"), "quantize_dynamic")
         blob = ort_quantize(proto, "dynamic", nodes=nodes)
-    if packed:
-        for bits in (4, 8):
-            for group in sorted({m.group_size for _, m in packed if m.bits == bits}):
-                chosen = [n for n, m in packed if m.bits == bits and m.group_size == group]
-                if chosen:
-                    blob = ort_int4(blob, block_size=_block(group), symmetric=all(
-                        m.symmetric for n, m in packed if n in chosen), bits=bits,
-                        nodes=selected_nodes(as_proto(blob), chosen, ("MatMul",), "quantize_int4"))
+    if packed:  # the layers' own codes and scales (int3 in 4-bit nibbles), not a second rounding by ORT
+        blob = as_proto(blob)
+        replace_with_nbits(blob, dict(packed))
     out = as_proto(blob)
     strip_metadata(out)
     return out
-
-
-def _block(group: int) -> int:
-    """ONNX Runtime's MatMulNBits takes power-of-two blocks of at least 16: the group size, or the power of two at
-    or above it (a per-channel layer: its padded row)."""
-    b = 16
-    while b < group:
-        b *= 2
-    return b
 
 
 def _static_eager(model: nn.Module) -> bool:
