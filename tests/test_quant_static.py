@@ -20,8 +20,7 @@ from compression_core.quantize.ao_engine import qconfig
 
 
 def _acc(model, wl):
-    test = getattr(wl, "data", wl).test  # a sample model (.data.test) or a Workload (.test)
-    return accuracy(model, test.x, test.y)
+    return accuracy(model, wl.test.x, wl.test.y)
 
 
 def _ops(q):
@@ -37,14 +36,14 @@ def _reloaded(q, wl, cfg):
 
 
 def test_static_int8_digits_cnn_fuses_conv_bn_relu_and_is_small_and_accurate():
-    sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, StaticInt8Config(), sm)
+    wl = sample_models.load("digits-cnn")
+    q = quantize(wl.model, StaticInt8Config(), wl)
     assert isinstance(q, fx.GraphModule)
     assert type(q.conv1).__name__ == "ConvReLU2d" and type(q.conv1).__module__.startswith("torch.ao.nn.intrinsic.quantized")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())  # BN folded into the convs
     assert _ops(q).count(torch.quantize_per_tensor) == 1  # one int8 region from input to logits
-    assert size_bytes(q) <= 0.35 * size_bytes(sm.model)
-    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.01
+    assert size_bytes(q) <= 0.35 * size_bytes(wl.model)
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.01
 
 
 def test_static_minmax_per_tensor_equals_torchs_own_fx_ptq():
@@ -52,23 +51,23 @@ def test_static_minmax_per_tensor_equals_torchs_own_fx_ptq():
     from torch.ao.quantization import QConfigMapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     cfg = StaticInt8Config(observer="minmax", weights="per_tensor", calib_batches=1)
-    ours = quantize(sm.model, cfg, sm)
+    ours = quantize(wl.model, cfg, wl)
     mapping = QConfigMapping().set_global(qconfig("minmax", "per_tensor", 8))
-    ref = prepare_fx(sample_models.load("digits-mlp").model.eval(), mapping, (sm.data.calib.x[:2],))
+    ref = prepare_fx(sample_models.load("digits-mlp").model.eval(), mapping, (wl.calib.x[:2],))
     with torch.no_grad():
-        ref(sm.data.calib.x)
+        ref(wl.calib.x)
     ref = convert_fx(ref)
-    x = sm.data.test.x
+    x = wl.test.x
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
     assert ours.fc1.weight().qscheme() == torch.per_tensor_affine
 
 
 def test_per_channel_weights_and_restricted_weight_bits():
-    sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, StaticInt8Config(weight_bits=4), sm)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, StaticInt8Config(weight_bits=4), wl)
     w = q.fc2.weight()
     assert w.qscheme() == torch.per_channel_affine
     ints = w.int_repr()
@@ -76,14 +75,14 @@ def test_per_channel_weights_and_restricted_weight_bits():
 
 
 def test_vit_linear_layers_are_int8_and_attention_stays_float():
-    sm = sample_models.load("digits-vit")
-    q = quantize(sm.model, StaticInt8Config(observer="minmax"), sm)
-    linears = [n for n, m in sm.model.named_modules() if isinstance(m, nn.Linear)]
+    wl = sample_models.load("digits-vit")
+    q = quantize(wl.model, StaticInt8Config(observer="minmax"), wl)
+    linears = [n for n, m in wl.model.named_modules() if isinstance(m, nn.Linear)]
     assert all(type(q.get_submodule(n)).__name__ == "Linear" and "quantized" in type(q.get_submodule(n)).__module__
                and "Reference" not in repr(q.get_submodule(n)) for n in linears)  # every Linear on int8 kernels
     assert any(n.target is F.scaled_dot_product_attention for n in q.graph.nodes)  # attention itself stays float
-    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.02
-    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.02
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.02
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.02
 
 
 @pytest.mark.slow
@@ -168,28 +167,28 @@ def test_a_result_that_would_not_be_smaller_is_refused_in_one_line():
 
 
 def test_static_without_calibration_data_is_a_one_line_error():
-    sm = sample_models.load("digits-cnn")
+    wl = sample_models.load("digits-cnn")
     with pytest.raises(CompressionError) as e:
-        quantize(sm.model, StaticInt8Config())
+        quantize(wl.model, StaticInt8Config())
     assert "\n" not in str(e.value) and "calib" in str(e.value) and str(e.value).startswith("data:")
     with pytest.raises(CompressionError, match="train"):
-        quantize(sm.model, QATConfig(epochs=1))
+        quantize(wl.model, QATConfig(epochs=1))
 
 
 def test_ignored_layers_stay_float_in_graph_mode():
-    sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, StaticInt8Config(ignore=("conv1",), include_classifier=False), sm)
+    wl = sample_models.load("digits-cnn")
+    q = quantize(wl.model, StaticInt8Config(ignore=("conv1",), include_classifier=False), wl)
     rows = {r.name.split(".")[0]: r for r in layer_stats(q)}  # a float conv-BN-ReLU is fused too: "conv1.0"
     assert rows["conv1"].bits == 32 and rows["fc2"].bits == 32 and rows["conv2"].bits == 8
-    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.01
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.01
 
 
 def test_qat_trains_then_converts_and_replay_builds_the_same_structure():
-    sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, QATConfig(epochs=1, weight_bits=4), sm)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, QATConfig(epochs=1, weight_bits=4), wl)
     assert "quantized" in type(q.fc1).__module__
-    assert _acc(q, sm) >= _acc(sm.model, sm) - 0.03
-    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), sm, replay=True)
+    assert _acc(q, wl) >= _acc(wl.model, wl) - 0.03
+    r = quantize(sample_models.load("digits-mlp").model, QATConfig(epochs=1, weight_bits=4), wl, replay=True)
     assert {k: getattr(v, "shape", None) for k, v in r.state_dict().items()} == \
         {k: getattr(v, "shape", None) for k, v in q.state_dict().items()}
 
