@@ -40,6 +40,10 @@ def _fmt_bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 1024:,.1f} KB"
 
 
+def _ram(n: int | None) -> str:
+    return "-" if n is None else (f"{n / 2**20:,.2f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB")
+
+
 def render_stats(s: ModelStats) -> str:
     """A readable table of one ModelStats."""
     lines = [
@@ -58,6 +62,9 @@ def render_stats(s: ModelStats) -> str:
         f"{s.metric:<17}{s.accuracy * 100:.2f} % (test split)",
         *[f"{k:<17}{v:.4f} (test split)" for k, v in s.extra.items()],
         f"FLOPs            {s.flops:,} per sample ({s.nonzero_flops:,} if zeros were skipped)",
+        f"peak RAM         {_ram(s.peak_ram_bytes_b1)} at batch 1"
+        + (f", {_ram(s.peak_ram_bytes)} at batch {s.batch_size}" if s.batch_size != 1 else "")
+        + " (weights + input + live activations)",
         "",
         f"{'layer':<24}{'type':<18}{'params':>10}{'nonzero':>10}{'sparsity':>10}  {'dtype':<9}{'bits':>4}",
     ]

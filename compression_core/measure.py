@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import inputs as I
 from .inputs import predict  # defined with the other batch helpers; measure's public name
 from .io import shippable_state_dict, state_dict_bytes
+from .peak_ram import peak_ram
 from .extra_metrics import compute
 from .errors import CompressionError
 from .sparse import sparse_size_bytes
@@ -65,6 +66,10 @@ class ModelStats(BaseModel):
     flops: int
     nonzero_flops: int
     layers: list[LayerStats]
+    # peak inference RAM (weights as held in memory + input + live activations; compression_core.peak_ram) at
+    # ``batch_size`` and at batch 1; None when not measured
+    peak_ram_bytes: int | None = None
+    peak_ram_bytes_b1: int | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -320,6 +325,19 @@ def _sparse_size(model: nn.Module, layers: list[LayerStats]) -> int | None:
         return None
 
 
+def peak_ram_pair(model: Any, x: Any, batch_size: int) -> tuple[int | None, int | None]:
+    """(peak RAM at ``batch_size``, at batch 1) in bytes of ``model`` (torch, or an ONNX model in ONNX Runtime) on
+    the first items of ``x`` (``compression_core.peak_ram``); (None, None) when the model cannot be followed op by
+    op (the other numbers still stand)."""
+    try:
+        b1 = peak_ram(model, I.head(x, 1))
+        return (b1 if batch_size == 1 else peak_ram(model, I.head(x, batch_size))), b1
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception:
+        return None, None
+
+
 # ------------------------------------------------------------------------------------------------ measure
 def measure(
     model: nn.Module,
@@ -337,6 +355,7 @@ def measure(
     example = I.head(x, batch_size)
     lat = latency(model, example, threads=threads, min_run_time=min_run_time) if with_latency else None
     total_flops, nonzero_flops = flops(model, I.take(x, slice(0, 1)))
+    ram = peak_ram_pair(model, x, batch_size)
     simulated = any(layer.simulated for layer in layers)
     # simulated (fake-quant) layers are stored as float: also report the size their bit widths would take
     theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
@@ -359,4 +378,6 @@ def measure(
         flops=total_flops,
         nonzero_flops=nonzero_flops,
         layers=layers,
+        peak_ram_bytes=ram[0],
+        peak_ram_bytes_b1=ram[1],
     )

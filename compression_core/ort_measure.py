@@ -13,7 +13,8 @@ from torch import nn
 
 from . import inputs as I
 from .errors import CompressionError
-from .measure import ModelStats, accuracy, flops as torch_flops, latency, measure, predict, size_bytes
+from .measure import (ModelStats, accuracy, flops as torch_flops, latency, measure, peak_ram_pair, predict,
+                      size_bytes)
 from .onnx_export import to_onnx
 from .onnx_io import onnx_size_bytes
 from .quantize import DynamicInt8Config, StaticInt8Config, quantize
@@ -61,12 +62,14 @@ def measure_ort(
         value = float(metric(ort_predict(sess, x), y))
     else:
         value = ort_accuracy(sess, x, y)
+    ram = peak_ram_pair(onnx_model, x, batch_size)  # initializers + a liveness walk over the graph
     return ModelStats(
         model=name, runtime="onnxruntime",
         params=sum(layer.params for layer in layers), nonzero_params=sum(layer.nonzero for layer in layers),
         size_bytes=size, latency_ms=lat[0] if lat else None, latency_iqr_ms=lat[1] if lat else None,
         latency_runs=lat[2] if lat else None, batch_size=batch_size, threads=threads,
         accuracy=value, flops=total_flops, nonzero_flops=nonzero_flops, layers=layers,
+        peak_ram_bytes=ram[0], peak_ram_bytes_b1=ram[1],
     )
 
 

@@ -11,9 +11,10 @@ He et al. 2018, for per-layer choices). Each trial is a plain recipe, applied an
   and optionally a structured ratio (neurons / channels masked then removed with ``shrink``);
 - objectives: the workload's metric on the test split (``ModelStats.accuracy``, as ``apply`` reports it), the file
   size in bytes (``shipped_size``: the sparse-encoded file when it is smaller than the dense ``torch.save`` file, as
-  ``fit_budget`` counts a pruned model; else the dense file) and optionally latency (1 thread, batch 1, median);
-- constraints: ``max_size_bytes`` and ``max_drop`` (metric points below the baseline); infeasible trials never
-  reach the front;
+  ``fit_budget`` counts a pruned model; else the dense file) and optionally latency (1 thread, batch 1, median)
+  and peak inference RAM (``ram``: ``ModelStats.peak_ram_bytes`` at batch 1, compression_core.peak_ram);
+- constraints: ``max_size_bytes``, ``max_drop`` (metric points below the baseline) and ``max_ram_bytes`` (peak
+  inference RAM at batch 1); infeasible trials never reach the front;
 - the search is seeded with the uniform settings (uniform sparsity 50 .. 90 %, each storage method alone) and with
   ``fit_budget`` fits at the uniform sizes (models with at most 8 prunable layers: on a transformer a fit's
   refinement alone takes hours), so the front can only improve on them;
@@ -44,7 +45,7 @@ from .technique import StepContext
 from .executors import make_executor, sweep_on
 from .workload import resolve_workload
 
-OBJECTIVES = ("accuracy", "size", "latency")
+OBJECTIVES = ("accuracy", "size", "latency", "ram")
 SPARSITY_STEP = 0.025
 SPARSITY_LEVELS: tuple[float, ...] = tuple(round(i * SPARSITY_STEP, 3) for i in range(39))  # fit_budget's grid
 STRUCTURED_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -213,13 +214,14 @@ class SearchPoint(BaseModel):
     size_kind: str | None = None
     size_ratio: float | None = None
     latency_ms: float | None = None
+    peak_ram_bytes: int | None = None  # peak inference RAM at batch 1
     feasible: bool = False
     error: str | None = None
     seconds: float = 0.0
 
     def front_entry(self) -> dict:
         return {"recipe": self.recipe, "accuracy": self.accuracy, "size_bytes": self.size_bytes,
-                "latency_ms": self.latency_ms}
+                "latency_ms": self.latency_ms, "peak_ram_bytes": self.peak_ram_bytes}
 
 
 class SearchResult(BaseModel):
@@ -268,6 +270,8 @@ def _vector(p: SearchPoint, objectives: Sequence[str]) -> tuple[float, ...]:
             out.append(-float(p.accuracy))
         elif o == "size":
             out.append(float(p.size_bytes))
+        elif o == "ram":
+            out.append(float(p.peak_ram_bytes) if p.peak_ram_bytes is not None else math.inf)
         else:
             out.append(float(p.latency_ms) if p.latency_ms is not None else math.inf)
     return tuple(out)
@@ -302,18 +306,22 @@ class _State:
 
 
 def _check_args(trials: int, objectives: Sequence[str], max_size_bytes, max_drop, sampler: str,
-                batch_size: int) -> tuple[str, ...]:
+                batch_size: int, max_ram_bytes=None) -> tuple[str, ...]:
     if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100_000:
         raise CompressionError(f"trials: must be an integer 1..100000, got {trials!r}")
     objs = tuple(dict.fromkeys(o.strip() for o in objectives))
     bad = [o for o in objs if o not in OBJECTIVES]
     if bad:
-        raise CompressionError(f"objectives: unknown objective {bad[0]!r}; choose from accuracy, size, latency")
+        raise CompressionError(f"objectives: unknown objective {bad[0]!r}; choose from accuracy, size, latency, ram")
     if "accuracy" not in objs or "size" not in objs:
-        raise CompressionError(f"objectives: must include accuracy and size (latency is optional), got {','.join(objs)}")
+        raise CompressionError(f"objectives: must include accuracy and size (latency and ram are optional), got "
+                               f"{','.join(objs)}")
     if max_size_bytes is not None and (isinstance(max_size_bytes, bool) or not isinstance(max_size_bytes, int)
                                        or max_size_bytes <= 0):
         raise CompressionError(f"max_size_bytes: must be a positive number of bytes, got {max_size_bytes!r}")
+    if max_ram_bytes is not None and (isinstance(max_ram_bytes, bool) or not isinstance(max_ram_bytes, int)
+                                      or max_ram_bytes <= 0):
+        raise CompressionError(f"max_ram_bytes: must be a positive number of bytes, got {max_ram_bytes!r}")
     if max_drop is not None:
         if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
                 or not 0 <= max_drop <= 100:
@@ -355,6 +363,7 @@ def search(
     progress: ProgressFn | None = None,
     on_trial: Callable[[SearchPoint, list[SearchPoint]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_ram_bytes: int | None = None,
 ) -> SearchResult:
     """Search recipes for the workload ``model`` (a reference: registered name, ``file.py:attr`` or
     ``package.module:attr``) and return the non-dominated front of measured recipes.
@@ -365,19 +374,20 @@ def search(
     asked ``batch_size`` at a time and told in trial order, so ``seed`` (and ``batch_size``) fix the result whatever
     the executor (``"local"`` or ``"ray"``; ``ray_address`` connects to a cluster, else a local Ray runtime with
     ``workers`` CPUs on 127.0.0.1). ``on_trial(point, front)`` is called as each trial finishes (completion order);
-    ``should_stop()`` is checked between batches (the dashboard's cancel button).
+    ``should_stop()`` is checked between batches (the dashboard's cancel button). ``max_ram_bytes`` bounds peak
+    inference RAM at batch 1 (``ModelStats.peak_ram_bytes``); ``"ram"`` in ``objectives`` minimises it.
     """
-    objs = _check_args(trials, objectives, max_size_bytes, max_drop, sampler, batch_size)
+    objs = _check_args(trials, objectives, max_size_bytes, max_drop, sampler, batch_size, max_ram_bytes)
     t0 = time.perf_counter()
     with make_executor(executor, ray_address=ray_address, workers=workers) as ex:  # bad/unreachable: before anything
         return _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods,
                        structured, include_classifier, max_groups, seed_trials, fit_seeds, progress, on_trial,
-                       should_stop, t0)
+                       should_stop, t0, max_ram_bytes)
 
 
 def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, batch_size, methods, structured,
             include_classifier, max_groups, seed_trials, fit_seeds, progress, on_trial, should_stop,
-            t0) -> SearchResult:
+            t0, max_ram_bytes=None) -> SearchResult:
     import optuna  # lazy: optuna takes ~0.4 s to import and only a search needs it
     from optuna.trial import TrialState  # lazy: as optuna
 
@@ -390,10 +400,11 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
     if "error" in base:
         raise CompressionError(base["error"])
     baseline = {"accuracy": base["accuracy"], "size_bytes": base["size_bytes"], "latency_ms": base["latency_ms"],
+                "peak_ram_bytes": base.get("peak_ram_bytes"),
                 "metric": base["metric"]}
     if max_size_bytes is not None:
         _check_reachable(ex, ref, space, max_size_bytes)
-    constraints = {"max_size_bytes": max_size_bytes, "max_drop": max_drop}
+    constraints = {"max_size_bytes": max_size_bytes, "max_drop": max_drop, "max_ram_bytes": max_ram_bytes}
     say(0.0, f"baseline {base['metric']} {base['accuracy'] * 100:.2f} %, {base['size_bytes']:,} bytes; "
              f"{len(space.groups)} sparsity group(s), methods {', '.join(space.methods)}")
 
@@ -436,7 +447,7 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
         def finished(i: int, r: dict, asked=asked, recipes=recipes, batch=batch) -> None:
             t = asked[i]
             p = _point(t.number, t.user_attrs.get("origin", "search"), space.describe(t.params), recipes[i], r,
-                       baseline, max_size_bytes, max_drop)
+                       baseline, max_size_bytes, max_drop, max_ram_bytes)
             batch[i] = p
             state.points.append(p)
             if state.first_point is None and p.feasible:
@@ -456,10 +467,11 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
             if p.error is not None:
                 study.tell(t, state=TrialState.FAIL)
                 continue
-            for key, v in _violations(p, baseline, max_size_bytes, max_drop).items():
+            for key, v in _violations(p, baseline, max_size_bytes, max_drop, max_ram_bytes).items():
                 t.set_constraint(key, v)
             values = [{"accuracy": p.accuracy, "size": float(p.size_bytes),
-                       "latency": p.latency_ms if p.latency_ms is not None else math.inf}[o] for o in objs]
+                       "latency": p.latency_ms if p.latency_ms is not None else math.inf,
+                       "ram": float(p.peak_ram_bytes) if p.peak_ram_bytes is not None else math.inf}[o] for o in objs]
             study.tell(t, values)
         done += n
     executor_name, n_workers = ex.name, ex.workers
@@ -475,25 +487,29 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
         front=pareto_front(points, objs), points=points)
 
 
-def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop) -> dict[str, float]:
-    """Optuna constraint values (<= 0 is feasible) for the size and metric-drop bounds."""
+def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop, max_ram_bytes=None) -> dict[str, float]:
+    """Optuna constraint values (<= 0 is feasible) for the size, metric-drop and peak-RAM bounds (a trial whose RAM
+    could not be measured does not meet a RAM bound)."""
     out = {}
     if max_size_bytes is not None:
         out["max_size_bytes"] = float(p.size_bytes - max_size_bytes)
+    if max_ram_bytes is not None:
+        out["max_ram_bytes"] = float(p.peak_ram_bytes - max_ram_bytes) if p.peak_ram_bytes is not None else math.inf
     if max_drop is not None:
         out["max_drop"] = (baseline["accuracy"] - p.accuracy) * 100 - max_drop
     return out
 
 
 def _point(trial: int, origin: str, settings: dict, recipe: dict, r: dict, baseline: dict, max_size_bytes,
-           max_drop) -> SearchPoint:
+           max_drop, max_ram_bytes=None) -> SearchPoint:
     if "error" in r:
         return SearchPoint(trial=trial, origin=origin, settings=settings, recipe=recipe, error=r["error"])
     p = SearchPoint(trial=trial, origin=origin, settings=settings, recipe=recipe, accuracy=r["accuracy"],
                     size_bytes=r["size_bytes"], size_kind=r["size_kind"],
                     size_ratio=round(r["size_bytes"] / baseline["size_bytes"], 6), latency_ms=r["latency_ms"],
+                    peak_ram_bytes=r.get("peak_ram_bytes"),
                     seconds=r.get("seconds", 0.0))
-    feasible = all(v <= 1e-9 for v in _violations(p, baseline, max_size_bytes, max_drop).values())
+    feasible = all(v <= 1e-9 for v in _violations(p, baseline, max_size_bytes, max_drop, max_ram_bytes).values())
     return p.model_copy(update={"feasible": feasible})
 
 

@@ -1,7 +1,7 @@
 """The ``search`` command, and the ``--executor``/``--ray-address`` flags the ``sensitivity`` command shares.
 
     python -m compression_core search --model REF --trials N [--objectives accuracy,size[,latency]]
-        [--max-size-bytes B] [--max-drop PT] [--executor local|ray] [--ray-address ADDR] [--seed S] [--json]
+        [--max-size-bytes B] [--max-drop PT] [--max-ram-bytes B] [--executor local|ray] [--ray-address ADDR] [--seed S] [--json]
         [--out DIR]
 
 Progress goes to stderr, one line per trial. ``--out DIR`` writes every front point as a recipe file
@@ -45,10 +45,14 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--trials", required=True, type=str, metavar="N",
                    help="recipes to evaluate, the seeded uniform settings and budget fits included")
     s.add_argument("--objectives", default="accuracy,size", metavar="LIST",
-                   help="accuracy,size (default) or accuracy,size,latency (latency: 1 thread, batch 1)")
+                   help="accuracy,size (default), plus latency (1 thread, batch 1) and/or ram (peak inference RAM, "
+                        "batch 1), e.g. accuracy,size,ram")
     s.add_argument("--max-size-bytes", type=str, default=None, metavar="B", help="only files of at most B bytes")
     s.add_argument("--max-drop", type=str, default=None, metavar="PT",
                    help="only points at most PT metric points below the baseline")
+    s.add_argument("--max-ram-bytes", type=str, default=None, metavar="B",
+                   help="only models whose peak inference RAM (weights + input + activations, batch 1) is at most B "
+                        "bytes")
     add_executor_arguments(s)
     s.add_argument("--seed", type=str, default="0", metavar="S", help="sampler seed (default 0): same seed, same front")
     s.add_argument("--json", action="store_true", help="print one JSON object: model, baseline, trials, seconds, "
@@ -124,6 +128,7 @@ def run_search(args: argparse.Namespace) -> int:
     trials = _int(args.trials, "--trials", 1, 100_000)
     max_size = _int(args.max_size_bytes, "--max-size-bytes", 1, 2**62)
     max_drop = _float(args.max_drop, "--max-drop", 0.0, 100.0)
+    max_ram = _int(getattr(args, "max_ram_bytes", None), "--max-ram-bytes", 1, 2**62)
     seed = _int(args.seed, "--seed", 0, 2**31 - 1)
     objectives = [o.strip() for o in str(args.objectives).split(",") if o.strip()]
     out = _check_out(args.out)
@@ -132,11 +137,12 @@ def run_search(args: argparse.Namespace) -> int:
     try:
         result = search(args.model, trials=trials, objectives=objectives, max_size_bytes=max_size,
                         max_drop=max_drop, executor=args.executor, ray_address=args.ray_address, seed=seed,
-                        progress=_progress_line)
+                        progress=_progress_line, max_ram_bytes=max_ram)
     except CompressionError as e:
         msg = str(e)
         for field, flag in (("trials:", "--trials:"), ("objectives:", "--objectives:"),
-                            ("max_size_bytes:", "--max-size-bytes:"), ("max_drop:", "--max-drop:")):
+                            ("max_size_bytes:", "--max-size-bytes:"), ("max_drop:", "--max-drop:"),
+                            ("max_ram_bytes:", "--max-ram-bytes:")):
             if msg.startswith(field):
                 msg = flag + msg[len(field):]
         raise CompressionError(msg) from None
@@ -152,15 +158,16 @@ def run_search(args: argparse.Namespace) -> int:
           f"{result.executor}, seed {result.seed}; first front point after "
           f"{result.first_point_seconds or 0:.1f} s")
     print(f"\n{'#':>3} {'trial':>5}  {'origin':<10}{result.metric:>10}{'drop pt':>9}{'bytes':>11}{'ratio':>8}"
-          f"{'latency ms':>12}  settings")
+          f"{'latency ms':>12}{'peak RAM':>12}  settings")
     for i, p in enumerate(result.front, start=1):
         sp = p.settings["sparsity"]
         lat = f"{p.latency_ms:.3f}" if p.latency_ms is not None else "-"
         settings = (f"{p.settings['method']}; sparsity " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in sp.items()))
         if p.settings.get("structured"):
             settings += f"; structured {p.settings['structured'] * 100:.0f}%"
+        ram = f"{p.peak_ram_bytes / 1024:,.1f} KB" if p.peak_ram_bytes is not None else "-"
         print(f"{i:>3} {p.trial:>5}  {p.origin:<10}{p.accuracy * 100:>9.2f}%{(base['accuracy'] - p.accuracy) * 100:>9.2f}"
-              f"{p.size_bytes:>11,}{p.size_ratio:>7.3f}x{lat:>12}  {settings[:80]}")
+              f"{p.size_bytes:>11,}{p.size_ratio:>7.3f}x{lat:>12}{ram:>12}  {settings[:80]}")
     if out is not None:
         print(f"\nwrote {len(result.front)} recipes and summary.json to {out}")
     return 0

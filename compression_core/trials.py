@@ -36,7 +36,7 @@ def evaluate_recipe(ref: str, payload: dict) -> dict:
     size, kind = shipped_size(a)
     return {"accuracy": float(a.accuracy), "metric": a.metric, "size_bytes": size, "size_kind": kind,
             "dense_size_bytes": int(a.size_bytes), "sparse_size_bytes": a.sparse_size_bytes,
-            "latency_ms": a.latency_ms, "seconds": time.perf_counter() - t0}
+            "latency_ms": a.latency_ms, "peak_ram_bytes": a.peak_ram_bytes, "seconds": time.perf_counter() - t0}
 
 
 __all__ = ["evaluate_recipe", "shipped_size"]
