@@ -44,7 +44,8 @@ from .workload import resolve_workload
 
 PRUNE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 QUANT_LEVELS: tuple[int, ...] = (8, 7, 6, 5, 4, 3, 2)
-Technique = Literal["prune", "quantize", "lowrank"]
+Technique = Literal["prune", "quantize"]  # what the budget fit and the dashboard's Sensitivity page take today
+Sweep = Literal["prune", "quantize", "lowrank"]  # every sweep sensitivity() runs (lowrank: levels are rank ratios)
 AUTO_HEADS = 16  # head importance costs one evaluation per head: automatic only for small models
 EVALUATION = ("one working copy, weights swapped in place and restored; the whole calibration split in one batch "
               "under torch.no_grad; nn.Sequential models cache each layer's input and run only the suffix")
@@ -73,7 +74,7 @@ class Sensitivity(BaseModel):
     """The result of ``sensitivity``: baseline and per-layer curves on the calibration split (typed data)."""
 
     model: str
-    technique: Technique
+    technique: Sweep
     split: str = "calib"
     samples: int
     baseline_accuracy: float
@@ -154,7 +155,7 @@ def prune_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     return torch_prune.L1Unstructured(amount=amount).compute_mask(scores, torch.ones_like(weight))
 
 
-def layer_names(model: nn.Module, technique: Technique, classifier: str | None, include_classifier: bool = False,
+def layer_names(model: nn.Module, technique: Sweep, classifier: str | None, include_classifier: bool = False,
                 targets: list[str] | None = None, ignore: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The layers a sweep covers: Linear/Conv2d (plus LSTM for quantize; for lowrank those it can factorise),
     classifier left alone by default."""
@@ -196,7 +197,7 @@ def _check_levels(technique: str, levels) -> tuple:
 def sensitivity(
     model: nn.Module,
     data,
-    technique: Technique = "prune",
+    technique: Sweep = "prune",
     levels=None,
     targets: list[str] | None = None,
     ignore: tuple[str, ...] | list[str] = (),
@@ -288,7 +289,7 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
                        seconds=time.perf_counter() - t0)
 
 
-def workload_sensitivity(ref, technique: Technique = "prune", **kw) -> Sensitivity:
+def workload_sensitivity(ref, technique: Sweep = "prune", **kw) -> Sensitivity:
     """``sensitivity`` of a workload given by reference (a registered name, file.py:attr or module:attr)."""
     wl = resolve_workload(ref)
     return sensitivity(wl.model, wl, technique, name=wl.name, **kw)
@@ -298,4 +299,4 @@ sample_sensitivity = workload_sensitivity  # the older name
 
 
 __all__ = ["EVALUATION", "Evaluator", "HeadImportance", "LayerCurve", "PRUNE_LEVELS", "QUANT_LEVELS", "Sensitivity",
-           "layer_names", "prune_mask", "sample_sensitivity", "sensitivity", "workload_sensitivity"]
+           "Sweep", "layer_names", "prune_mask", "sample_sensitivity", "sensitivity", "workload_sensitivity"]

@@ -326,3 +326,13 @@ def test_foreign_architectures(name):
         assert isinstance(layer.linear1, Factorized) and isinstance(layer.linear2, Factorized)
         assert layer.activation_relu_or_gelu == 0 and not isinstance(layer.self_attn.out_proj, Factorized)
         assert any("fused inference path turned off" in n for n in ctx.notes)
+
+
+def test_the_lenet300_recipe_keeps_half_the_parameters():
+    from pathlib import Path
+
+    recipe = validate_recipe(Path(__file__).resolve().parent.parent / "recipes" / "lenet300-lowrank.yaml")
+    wl = recipe.workload()
+    out = apply_step(wl.model, recipe.steps[0], StepContext(data=wl, replay=True))  # structure only, no training
+    assert sum(p.numel() for p in out.parameters()) <= 0.5 * sum(p.numel() for p in wl.model.parameters())
+    assert [out.fc1[0].out_features, out.fc2[0].out_features] == [108, 37]
