@@ -22,11 +22,11 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def cnn_prune(cnn):
-    return sensitivity(cnn.model, cnn.data, "prune", name="digits-cnn")
+    return sensitivity(cnn.model, cnn, "prune", name="digits-cnn")
 
 
-def _calib_acc(sm, model):
-    return accuracy(model, sm.data.calib.x, sm.data.calib.y)
+def _calib_acc(wl, model):
+    return accuracy(model, wl.calib.x, wl.calib.y)
 
 
 def test_zero_sparsity_is_exactly_the_baseline(cnn, cnn_prune):
@@ -39,9 +39,9 @@ def test_zero_sparsity_is_exactly_the_baseline(cnn, cnn_prune):
 
 def test_lenet300_zero_point_exact_and_last_level_costs_accuracy():
     """(The sweep's time is measured by ``python -m benchmarks.sensitivity``, not asserted here.)"""
-    sm = sample_models.load("mnist-lenet300")
-    res = sensitivity(sm.model, sm.data, "prune")
-    assert all(c.points[0][1] == res.baseline_accuracy == _calib_acc(sm, sm.model) for c in res.layers)
+    wl = sample_models.load("mnist-lenet300")
+    res = sensitivity(wl.model, wl, "prune")
+    assert all(c.points[0][1] == res.baseline_accuracy == _calib_acc(wl, wl.model) for c in res.layers)
     assert res.layers[0].points[-1][1] < res.baseline_accuracy  # 95 % of fc1 costs accuracy
 
 
@@ -54,7 +54,7 @@ def test_points_match_the_prune_family(cnn, cnn_prune):
 
 
 def test_points_match_the_quantize_family(cnn):
-    res = sensitivity(cnn.model, cnn.data, "quantize")
+    res = sensitivity(cnn.model, cnn, "quantize")
     assert [p[0] for p in res.layers[0].points] == list(QUANT_LEVELS)
     for c in res.layers:
         for bits, acc in c.points[::3]:
@@ -64,19 +64,19 @@ def test_points_match_the_quantize_family(cnn):
 
 def test_input_model_unchanged(cnn):
     before = {k: v.clone() for k, v in cnn.model.state_dict().items()}
-    sensitivity(cnn.model, cnn.data, "prune", levels=[0.5, 0.9])
+    sensitivity(cnn.model, cnn, "prune", levels=[0.5, 0.9])
     after = cnn.model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_classifier_included_on_request(cnn):
-    res = sensitivity(cnn.model, cnn.data, "prune", include_classifier=True, levels=[0.5])
+    res = sensitivity(cnn.model, cnn, "prune", include_classifier=True, levels=[0.5])
     assert [c.name for c in res.layers][-1] == "fc2"
 
 
 def test_vit_head_importance():
-    sm = sample_models.load("digits-vit")
-    res = sensitivity(sm.model, sm.data, "prune", levels=[0.0], targets=["blocks.1.mlp.fc1"])
+    wl = sample_models.load("digits-vit")
+    res = sensitivity(wl.model, wl, "prune", levels=[0.0], targets=["blocks.1.mlp.fc1"])
     assert res.layers[0].points[0][1] == res.baseline_accuracy
     assert res.heads is not None and len(res.heads) == 8  # 2 blocks x 4 heads
     assert any(h.accuracy_drop > 0 for h in res.heads)
@@ -88,10 +88,10 @@ def test_bad_arguments_are_one_line_errors(cnn):
     for kw, field in [({"technique": "distill"}, "technique"), ({"levels": [1.5]}, "levels"),
                       ({"targets": ["nope"]}, "targets")]:
         with pytest.raises(CompressionError, match=f"^{field}") as e:
-            sensitivity(cnn.model, cnn.data, **kw)
+            sensitivity(cnn.model, cnn, **kw)
         assert "\n" not in str(e.value)
     with pytest.raises(CompressionError, match="^levels"):
-        sensitivity(cnn.model, cnn.data, "quantize", levels=[1])
+        sensitivity(cnn.model, cnn, "quantize", levels=[1])
 
 
 def test_cli_json(capsys):
