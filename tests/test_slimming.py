@@ -44,7 +44,7 @@ def test_slimmed_model_is_shrunk_runs_and_is_smaller(cnn):
     assert out.fc1.in_features == 16 * 16
     assert sum(p.numel() for p in out.parameters()) < sum(p.numel() for p in cnn.model.parameters())
     assert not any(k.endswith("_mask") for k in out.state_dict())
-    assert accuracy(out, cnn.data.test.x, cnn.data.test.y) > 0.5  # runs and still classifies (before fine-tuning)
+    assert accuracy(out, cnn.test.x, cnn.test.y) > 0.5  # runs and still classifies (before fine-tuning)
 
 
 def test_channels_removed_are_the_smallest_scales(trained):
@@ -67,7 +67,7 @@ def test_replay_builds_the_same_shapes_without_training(cnn):
     rep = prune(cnn.model, cfg, cnn, replay=True)
     assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in rep.state_dict().items()}
     rep.load_state_dict(out.state_dict())
-    x = cnn.data.test.x[:16]
+    x = cnn.test.x[:16]
     with torch.no_grad():
         assert torch.equal(rep(x), out(x))
     with pytest.raises(CompressionError, match="^scope:"):
@@ -75,9 +75,9 @@ def test_replay_builds_the_same_shapes_without_training(cnn):
 
 
 def test_models_without_batchnorm_are_a_one_line_error():
-    sm = sample_models.load("digits-mlp")
+    wl = sample_models.load("digits-mlp")
     with pytest.raises(CompressionError) as e:
-        prune(sm.model, SlimmingConfig(epochs=0), sm)
+        prune(wl.model, SlimmingConfig(epochs=0), wl)
     assert str(e.value).startswith("targets:") and "\n" not in str(e.value)
 
 
