@@ -35,7 +35,7 @@ def test_round_trip_is_exact(lenet, amount):
     ref = shippable_state_dict(pruned)
     assert list(state) == list(ref) and all(torch.equal(state[k], ref[k]) for k in ref)
     loaded = load_sparse(data, lenet.model)
-    x = lenet.data.test.x
+    x = lenet.test.x
     with torch.no_grad():
         assert torch.equal(loaded(x), pruned(x))
 
@@ -63,10 +63,10 @@ def test_every_encoding_round_trips():
 
 
 def test_measure_reports_the_sparse_size_only_when_weights_are_zero():
-    sm = sample_models.load("digits-cnn")
-    assert measure(sm.model, sm.data, with_latency=False).sparse_size_bytes is None
-    masked = prune(sm.model, StructuredPruneConfig(unit="channels", amount=0.5), sm)
-    stats = measure(masked, sm.data, with_latency=False)
+    wl = sample_models.load("digits-cnn")
+    assert measure(wl.model, wl, with_latency=False).sparse_size_bytes is None
+    masked = prune(wl.model, StructuredPruneConfig(unit="channels", amount=0.5), wl)
+    stats = measure(masked, wl, with_latency=False)
     assert stats.sparse_size_bytes == sparse_size_bytes(masked) < stats.size_bytes
 
 
