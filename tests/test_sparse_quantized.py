@@ -14,12 +14,12 @@ from compression_core.sparse import decode_sparse
 
 @pytest.mark.parametrize("name,cfg", [("mnist-lenet300", DynamicInt8Config()), ("digits-cnn", StaticInt8Config())])
 def test_pruned_int8_model_round_trips_and_shrinks_with_sparsity(name, cfg):
-    sm = sample_models.load(name)
-    pruned = prune(sm.model, UnstructuredPruneConfig(amount=0.9, scope="global"), sm.data)
-    q = quantize(pruned, cfg, sm.data)
+    wl = sample_models.load(name)
+    pruned = prune(wl.model, UnstructuredPruneConfig(amount=0.9, scope="global"), wl)
+    q = quantize(pruned, cfg, wl)
     data = encode_sparse(q)
-    back = load_sparse(data, quantize(sm.model, cfg, sm.data))  # a skeleton of the same structure
-    x = sm.data.test.x
+    back = load_sparse(data, quantize(wl.model, cfg, wl))  # a skeleton of the same structure
+    x = wl.test.x
     with torch.no_grad():
         assert torch.equal(back(x), q(x))
     assert len(data) == sparse_size_bytes(q)
@@ -28,14 +28,14 @@ def test_pruned_int8_model_round_trips_and_shrinks_with_sparsity(name, cfg):
 
 
 def test_dense_int8_model_is_not_inflated():
-    sm = sample_models.load("digits-cnn")
-    q = quantize(sm.model, StaticInt8Config(), sm.data)
+    wl = sample_models.load("digits-cnn")
+    q = quantize(wl.model, StaticInt8Config(), wl)
     assert sparse_size_bytes(q) < 1.05 * size_bytes(q)
 
 
 def test_corrupt_sparse_file_is_one_line_error():
-    sm = sample_models.load("digits-mlp")
-    q = quantize(sm.model, DynamicInt8Config(), sm.data)
+    wl = sample_models.load("digits-mlp")
+    q = quantize(wl.model, DynamicInt8Config(), wl)
     data = bytearray(encode_sparse(q))
     with pytest.raises(CompressionError) as e:
         decode_sparse(bytes(data[: len(data) // 2]))
