@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from torch import nn
 
 from .errors import CompressionError
+from .inputs import predict
 from .measure import layer_stats
 from .io import fold_masks
 from .targets import classifier_name
@@ -34,6 +35,7 @@ from .sparse import sparse_size_bytes
 from .technique import StepConfig, StepContext, apply_step, clone_model, register, TechniqueUI
 from .quantize._common import fake_quantize_weight
 from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
+from .workload import top1
 
 FLOAT_BITS = 32
 # 0, 0.025, .., 0.95: a finer grid than 5% lets the fit spend the budget (on lenet300 the 5% grid left ~5 KB unused
@@ -94,6 +96,13 @@ class BudgetFit(BaseModel):
     size_bytes: int
     size_kind: Literal["sparse", "theoretical"]
     min_size_bytes: int
+    # the same choice on the test split (the fit sees only calibration data): metric before/after, both drops in
+    # points, and one line when the two splits disagree by more than one test item's worth or 1 point
+    calibration_drop_points: float | None = None
+    test_baseline_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_drop_points: float | None = None
+    split_note: str | None = None
 
     def step(self) -> StepConfig | None:
         """The explicit per-layer step this fit resolves to (a normal prune_unstructured / fake_quant step); None
@@ -337,10 +346,43 @@ def _fit(model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | Non
         raise CompressionError(f"max_size_bytes: could not reach {cfg.max_size_bytes} bytes (got {size})")
     target = ({"max_size_bytes": cfg.max_size_bytes} if cfg.max_size_bytes is not None
               else {"max_accuracy_drop": cfg.max_accuracy_drop})
+    accuracy = f.real_accuracy(choice)
     return BudgetFit(technique=cfg.technique, target=target, choice=choice, include_classifier=cfg.include_classifier,
-                     baseline_accuracy=f.base, accuracy=f.real_accuracy(choice),
+                     baseline_accuracy=f.base, accuracy=accuracy,
                      predicted_drop_points=round(f.predicted(idx)[1], 6), baseline_size_bytes=f.base_size,
-                     size_bytes=size, size_kind=f.kind, min_size_bytes=f.min_size)
+                     size_bytes=size, size_kind=f.kind, min_size_bytes=f.min_size,
+                     **_on_test_split(f, cfg, choice, accuracy))
+
+
+def _on_test_split(f: _Fitter, cfg: FitBudgetConfig, choice: dict[str, float], accuracy: float) -> dict:
+    """The fit's choice applied to the input model and scored on the test split beside the calibration drop, and a
+    line when the two drops differ by more than one test item's worth (or 1 point, whichever is larger)."""
+    data = f.data
+    test = getattr(data, "test", None)
+    calib_drop = (f.base - accuracy) * 100
+    if test is None or getattr(test, "y", None) is None:
+        return {"calibration_drop_points": calib_drop}
+    step = explicit_step(cfg.technique, choice, cfg.include_classifier)
+    fitted = f.model if step is None else apply_step(f.model, step, f.ctx)
+    metric = getattr(data, "metric", None)
+    score = metric if callable(metric) else top1
+    base = float(score(predict(f.model, test.x), test.y))
+    after = float(score(predict(fitted, test.x), test.y))
+    test_drop = (base - after) * 100
+    out = {"calibration_drop_points": calib_drop, "test_baseline_accuracy": base, "test_accuracy": after,
+           "test_drop_points": test_drop}
+    n_test, n_calib = len(test.y), len(data.calib.y) if data.calib.y is not None else len(data.calib)
+    if abs(test_drop - calib_drop) > max(1.0, 100.0 / max(n_test, 1)):
+        line = (f"the fit loses {calib_drop:.2f} points on the calibration split ({n_calib} items) but "
+                f"{test_drop:.2f} on the test split ({n_test} items)")
+        if cfg.max_accuracy_drop is not None and test_drop > cfg.max_accuracy_drop:
+            line += (f": the {cfg.max_accuracy_drop:g}-point budget is met on calibration and missed on test by "
+                     f"{test_drop - cfg.max_accuracy_drop:.2f} points; ask for a smaller max_accuracy_drop or give "
+                     "the workload a larger calibration split")
+        else:
+            line += "; the fit sees only the calibration split: the test figure is the one to expect"
+        out["split_note"] = line
+    return out
 
 
 @register(FitBudgetConfig)
@@ -354,6 +396,8 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
     ctx.report(0.0, "sensitivity sweep on the calibration split")
     fit = fit_budget(model, ctx.data, cfg)
     ctx.report(0.8, f"fitted: {fit.size_bytes} bytes ({fit.size_kind}), calib accuracy {fit.accuracy:.4f}")
+    if fit.split_note:
+        ctx.note(fit.split_note)
     step = fit.step()
     return model if step is None else apply_step(model, step, ctx)
 

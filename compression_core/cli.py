@@ -10,6 +10,7 @@ Bad input prints one line on stderr and exits 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -38,6 +39,43 @@ _REF_HELP = ("the model: a registered name (see `models`), path/to/file.py:attr 
 
 def _fmt_bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 1024:,.1f} KB"
+
+
+@contextlib.contextmanager
+def _loading():
+    """While a workload's own code runs (its package's import, its factory), what it prints goes to stderr, never to
+    stdout, so ``--json`` output stays one JSON document: Python's ``sys.stdout`` and file descriptor 1 (prints from
+    C extensions) both point at stderr until the workload is loaded."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptors 1 and 2 (an embedding host): Python's own prints are still redirected
+        saved = None
+    old, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stdout = old
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _load(ref: str, base_dir=None):
+    """``resolve_workload`` with the workload's prints sent to stderr (``_loading``); its notes (inputs cast,
+    outputs reduced) on stderr, one line each."""
+    with _loading():
+        wl = resolve_workload(ref, base_dir=base_dir)
+    _say_notes(wl)
+    return wl
+
+
+def _say_notes(wl) -> None:
+    for line in getattr(wl, "notes", ()):
+        print(f"note: {line}", file=sys.stderr)
 
 
 def _ram(n: int | None) -> str:
@@ -80,20 +118,24 @@ def _cmd_models(args: argparse.Namespace) -> int:
     refs = list(workload_names()) + [r for r in (args.workload or []) if r not in workload_names()]
     rows = []
     for ref in refs:
-        info = workload_summary(ref)
+        with _loading():
+            info = workload_summary(ref)
+        for line in info.get("notes") or []:
+            print(f"note: {info.get('name', ref)}: {line}", file=sys.stderr)
         rows.append({
             "name": info.get("name", ref), "reference": ref, "task": info.get("task", ""),
             "architecture": info.get("architecture", ""), "dataset": info.get("dataset"),
             "input_shape": info.get("input_shape"), "classes": info.get("num_classes"),
             "classifier": info.get("classifier"), "metric": info.get("metric", "accuracy"),
-            "baseline_accuracy": info.get("baseline_metric"),
+            "baseline_accuracy": info.get("baseline_metric"), "percent": info.get("percent", True),
         })
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(f"{'model':<18}{'metric':>16}  {'architecture':<40}task")
         for r in rows:
-            val = "-" if r["baseline_accuracy"] is None else f"{r['metric']} {r['baseline_accuracy'] * 100:.2f}%"
+            v = r["baseline_accuracy"]
+            val = "-" if v is None else f"{r['metric']} " + (f"{v * 100:.2f}%" if r["percent"] else f"{v:.4g}")
             print(f"{r['name']:<18}{val:>16}  {r['architecture'][:39]:<40}{r['task']}")
     return 0
 
@@ -107,8 +149,10 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if getattr(args, "bundle", None) is not None:
         if args.model is not None:
             raise CompressionError("measure: give --model REF or --bundle PATH, not both")
-        recipe, model = load_bundle(args.bundle)
-        wl = recipe.workload()
+        with _loading():
+            recipe, model = load_bundle(args.bundle)
+            wl = recipe.workload()
+        _say_notes(wl)
         stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)",
                         batch_size=args.batch_size, threads=args.threads)
         print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
@@ -116,7 +160,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     if args.model is None:
         raise CompressionError("measure: give --model REF (a name from `models`, path/to/file.py:attr or "
                                "package.module:attr) or --bundle PATH")
-    wl = resolve_workload(args.model)
+    wl = _load(args.model)
     stats = measure(wl.model, wl, name=wl.name, batch_size=args.batch_size, threads=args.threads)
     print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
     return 0
@@ -142,6 +186,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     if args.save_model is not None:
         if Path(args.save_model).is_dir():
             raise CompressionError(f"--save-model: {args.save_model!r} is a directory; give a file path")
+    with _loading():
+        recipe.workload()  # loaded once per process: apply_recipe finds it ready
     result = apply_recipe(recipe, progress=_progress_bar(), measure_batch_size=args.batch_size,
                           threads=args.threads, with_latency=not args.no_latency)
     saved = save_bundle(args.save_model, recipe, result.model) if args.save_model is not None else None
@@ -163,6 +209,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
           f"{_fmt_bytes(a.size_bytes)} ({a.size_bytes / b.size_bytes:.3f}x)")
     if saved is not None:
         print(f"saved bundle     {args.save_model} ({saved:,} bytes: weights {a.size_bytes:,} + recipe and framing)")
+    for line in result.advisories:  # the workload's notes, steps' notes, a collapse: one line each
+        print(line)
     return 0
 
 
@@ -201,12 +249,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.onnx is None:
         raise CompressionError("export: give --onnx OUT.onnx")
     if os.path.isfile(args.bundle):
-        recipe, model = load_bundle(args.bundle)
-        data = recipe.workload()
+        with _loading():
+            recipe, model = load_bundle(args.bundle)
+            data = recipe.workload()
     elif os.path.isdir(args.bundle):
         raise CompressionError(f"export: {args.bundle!r} is a directory; give a bundle file or a model reference")
     else:
-        data = resolve_workload(args.bundle)
+        data = _load(args.bundle)
         model = data.model
     proto = to_onnx(model, I.take(data.test.x, slice(0, 2)))
     if args.int8 != "none":
@@ -377,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _check_args(args)
+        if args.command in ("advise", "sensitivity", "search") and isinstance(getattr(args, "model", None), str):
+            _load(args.model)  # its prints to stderr now; the command finds it loaded (once per process)
         return int(args.func(args))
     except CompressionError as e:
         print(f"error: {e}", file=sys.stderr)

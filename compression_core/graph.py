@@ -245,7 +245,9 @@ def _member_kind(module: Any, handler: Any, dg: Any) -> str:
 def _group_record(dg: Any, root: nn.Module, names: dict[int, str]) -> tuple[Any, list[Member], list[tuple[str, Any]]]:
     pruner = dg.get_pruner_of_module(root)
     n = pruner.get_out_channels(root)
-    tp_group = dg.get_pruning_group(root, pruner.prune_out_channels, list(range(n)))
+    with warnings.catch_warnings():  # Torch-Pruning's warnings are not the user's: a refusal stays one line
+        warnings.filterwarnings("ignore", module="torch_pruning")
+        tp_group = dg.get_pruning_group(root, pruner.prune_out_channels, list(range(n)))
     members: dict[tuple[str, str], list[list[int]]] = {}
     odd: list[tuple[str, Any]] = []
     for item in tp_group:

@@ -29,6 +29,7 @@ from . import distill as _distill  # noqa: F401  (distill, reinit)
 from . import prune as _prune  # noqa: F401  (prune_*, shrink, lottery_ticket)
 from . import quantize as _quantize  # noqa: F401  (quantize_*, fake_quant)
 from . import train as _train  # noqa: F401  (finetune)
+from .advisories import collapse
 from .errors import CompressionError
 from .measure import ModelStats, measure
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, registered_configs
@@ -398,6 +399,7 @@ class StepReport:
     touched: list[str]
     seconds: float
     notes: str = ""
+    advice: tuple[str, ...] = ()  # the step's own one-line notes (StepContext.note), also in ``notes``
 
     def to_json_dict(self) -> dict:
         return {"index": self.index, "kind": self.kind, "touched": list(self.touched),
@@ -413,6 +415,9 @@ class RecipeResult:
     before: ModelStats | None
     after: ModelStats | None
     steps: list[StepReport] = field(default_factory=list)
+    # one line each a user should act on: the workload's notes (inputs cast, outputs reduced), the steps' notes
+    # (e.g. a budget met on the calibration split but not on the test split) and a collapse (compression_core.advisories)
+    advisories: list[str] = field(default_factory=list)
 
     def to_json_dict(self) -> dict:
         return {
@@ -420,6 +425,7 @@ class RecipeResult:
             "before": self.before.to_json_dict() if self.before is not None else None,
             "after": self.after.to_json_dict() if self.after is not None else None,
             "steps": [s.to_json_dict() for s in self.steps],
+            "advisories": list(self.advisories),
         }
 
 
@@ -494,7 +500,8 @@ def _run_steps(
         seconds = time.perf_counter() - t0
         if reports is not None:
             touched = touched_layers(snapshot, _own_states(model))  # type: ignore[arg-type]
-            reports.append(StepReport(i, cfg.kind, touched, seconds, "replay" if replay else ""))
+            notes = "; ".join((["replay"] if replay else []) + ctx.notes)
+            reports.append(StepReport(i, cfg.kind, touched, seconds, notes, tuple(ctx.notes)))
         report(1.0, "done")
     return model
 
@@ -568,7 +575,13 @@ def apply_recipe(
         except Exception as e:
             raise CompressionError(f"measure: the compressed model cannot be measured ({type(e).__name__}: "
                                    f"{(str(e).splitlines() or [''])[0][:300]})") from None
-    return RecipeResult(recipe, model, before, after, reports)
+    advisories = list(getattr(wl, "notes", ()))
+    advisories += [f"steps[{r.index}] ({r.kind}): {n}" for r in reports for n in r.advice]
+    if after is not None:
+        line = collapse(before, after, wl)
+        if line:
+            advisories.append(line)
+    return RecipeResult(recipe, model, before, after, reports, advisories)
 
 
 __all__ = [

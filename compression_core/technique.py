@@ -8,7 +8,7 @@ built from this registry, so every registered technique is also a recipe step ki
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, TypeVar
 
 import torch
@@ -66,10 +66,15 @@ class StepContext:
     seed: int = 0
     progress: ProgressFn | None = None
     replay: bool = False  # rebuild only the structure (no training); a saved state_dict is loaded afterwards
+    notes: list[str] = field(default_factory=list)  # one line each for the step's report (``note``)
 
     @property
     def workload(self):
         return self.data
+
+    def note(self, line: str) -> None:
+        """Say something the user should read about this step's result (shown with its report, one line)."""
+        self.notes.append(" ".join(str(line).split()))
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:

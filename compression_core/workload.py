@@ -63,11 +63,13 @@ def top1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """``fn(outputs, targets) -> float``, higher is better, shown as ``name`` (``unit``: ``%`` for fractions)."""
+    """``fn(outputs, targets) -> float`` shown as ``name`` (``unit``: ``%`` for fractions); higher is better unless
+    ``higher_is_better=False`` (perplexity, a loss)."""
 
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor], float] = field(compare=False)
     percent: bool = True  # a fraction in [0, 1], shown as a percentage
+    higher_is_better: bool = True
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
         return float(self.fn(outputs, targets))
@@ -153,6 +155,7 @@ class Workload:
     seed: int = 0
     reference: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    notes: tuple[str, ...] = ()  # one line each, set by resolve_workload: inputs cast, outputs reduced
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -373,16 +376,83 @@ def _build(obj: Any, label: str) -> Workload:
     return obj
 
 
-def _check_forward(wl: Workload, label: str) -> None:
-    """Run the model on two test inputs: a workload whose model cannot take its own data is refused in one line."""
+CHECK_ITEMS = 8  # test items the model runs on when a workload is loaded
+
+
+def _check_forward(wl: Workload, label: str) -> tuple[str, ...]:
+    """Run the model on its first test inputs. A model that cannot take its own data, returns non-finite outputs, or
+    whose top-1 metric's labels lie outside its outputs is refused in one line; a silent cast of the inputs or a
+    reduction of the outputs is returned as a one-line note each."""
+    x = I.take(wl.test.x, slice(0, CHECK_ITEMS))
+    n = I.n_items(x)
+    model = wl.model
+    dtype = I.input_dtype(model)
+    was_training = model.training
+    model.eval()
     try:
-        out = predict(wl.model, I.take(wl.test.x, slice(0, 2)))
+        with torch.no_grad():
+            cast = I.cast_floats(x, dtype)
+            raw = model(**cast) if I.is_dict(cast) else model(cast)
+            out = I.as_logits(raw).float()
     except Exception as e:
         raise CompressionError(f"model: {label}: the model's forward fails on its test inputs "
-                               f"{I.shape_text(I.take(wl.test.x, slice(0, 2)))} ({type(e).__name__}: {_first(e)})") from None
-    if out.shape[0] != 2:
-        raise CompressionError(f"model: {label}: the model returned {tuple(out.shape)} for 2 inputs; "
+                               f"{I.shape_text(x)} ({type(e).__name__}: {_first(e)})") from None
+    finally:
+        model.train(was_training)
+    if out.dim() == 0 or out.shape[0] != n:
+        raise CompressionError(f"model: {label}: the model returned {tuple(out.shape)} for {n} inputs; "
                                "the first dimension must be the batch")
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise CompressionError(f"model: {label}: {bad} of the {out.numel()} outputs on the first {n} test inputs are "
+                               "NaN or infinite; no metric means anything over them (check the weights and the input "
+                               "scaling)")
+    if getattr(wl.metric, "fn", None) is top1 and wl.metric is not AGREEMENT:
+        _check_labels(wl, out, label)
+    notes = []
+    floats = sorted({str(t.dtype).replace("torch.", "") for s in (wl.test, wl.train, wl.calib) if s is not None
+                     for t in (s.x.values() if I.is_dict(s.x) else [s.x]) if t.is_floating_point() and t.dtype != dtype})
+    if floats:
+        notes.append(f"inputs: the data is {' and '.join(floats)}; every forward casts it to "
+                     f"{str(dtype).replace('torch.', '')}, the model's dtype")
+    if isinstance(raw, (tuple, list)):
+        notes.append(f"outputs: the model returns a {type(raw).__name__} of {len(raw)}; its first element "
+                     f"{tuple(out.shape[1:])} per item is scored, the rest ignored")
+    elif not isinstance(raw, torch.Tensor):
+        notes.append(f"outputs: the model returns {type(raw).__name__}; its .logits {tuple(out.shape[1:])} per item "
+                     "are scored")
+    return tuple(notes)
+
+
+def _check_labels(wl: Workload, out: torch.Tensor, label: str) -> None:
+    """Top-1 metrics need one class index per output position (one per item; one per token for sequence outputs
+    (B, T, classes)) inside the model's outputs: refuse anything else in one line. -100, the usual "ignore this
+    position" target, is let through."""
+    if out.dim() < 2:
+        return
+    classes, per_item = int(out.shape[-1]), tuple(out.shape[1:-1])
+    for split in ("test", "train", "calib"):
+        s = getattr(wl, split)
+        if s is None or s.y is None:
+            continue
+        y = s.y
+        if tuple(y.shape[1:]) != per_item:
+            want = "one class index per item" if not per_item else f"targets of shape (N, {', '.join(map(str, per_item))})"
+            raise CompressionError(f"model: {label}: {split} targets have shape {tuple(y.shape)} but the outputs "
+                                   f"{(-1, *out.shape[1:])} need {want} for top-1 {wl.metric.name}; pass class "
+                                   "indices (e.g. one_hot.argmax(-1))")
+        if y.is_complex() or (y.is_floating_point() and not bool(torch.isfinite(y).all() and (y == y.round()).all())):
+            raise CompressionError(f"model: {label}: {split} targets are {str(y.dtype).replace('torch.', '')} with "
+                                   f"fractions but top-1 {wl.metric.name} needs class indices; pass integer labels")
+        kept = y[y != -100]
+        if not kept.numel():
+            continue
+        lo, hi = int(kept.min()), int(kept.max())
+        if lo < 0 or hi >= classes:
+            shift = " (they seem to start at 1: pass labels - 1)" if lo >= 1 and hi == classes else ""
+            raise CompressionError(f"model: {label}: {split} labels run {lo}..{hi} but the model has {classes} "
+                                   f"outputs (classes 0..{classes - 1}), so those items could never be scored "
+                                   f"right; give labels 0..{classes - 1}{shift}")
 
 
 def resolve_workload(ref: "str | Workload", base_dir: str | Path | None = None, cache: bool = True) -> Workload:
@@ -407,9 +477,9 @@ def resolve_workload(ref: "str | Workload", base_dir: str | Path | None = None, 
             names = ", ".join(workload_names()) or "(none registered)"
             raise CompressionError(f"model: unknown {ref!r}; choose one of {names}, or give path/to/file.py:attr")
         wl = _build(reg.factory, ref)
-    _check_forward(wl, ref)
-    if wl.reference != key:
-        wl = _with(wl, reference=key)
+    notes = _check_forward(wl, ref)
+    if wl.reference != key or wl.notes != notes:
+        wl = _with(wl, reference=key, notes=notes)
     with _LOCK:
         if cache:
             _CACHE[key] = wl
@@ -430,7 +500,12 @@ def workload_summary(ref: str) -> dict:
     if reg is not None and reg.info:
         return {"name": ref, **reg.info}
     wl = resolve_workload(ref)
-    return {"name": wl.name, "reference": wl.reference, "task": wl.description, **wl.info}
+    out = {"name": wl.name, "reference": wl.reference, "task": wl.description,
+           "architecture": type(wl.model).__name__, "metric": wl.metric_name, "percent": wl.metric.percent,
+           "notes": list(wl.notes), **wl.info}
+    if out.get("baseline_metric") is None:  # measured here: a listing never shows "-" for a model it could load
+        out["baseline_metric"] = wl.score(wl.model)
+    return out
 
 
 __all__ = [

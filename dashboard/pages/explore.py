@@ -14,6 +14,7 @@ import jobs
 import state
 import store
 import techniques as T
+from compression_core.advisories import collapse  # the one "collapsed, and what helps" rule (apply says it too)
 from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
 from compression_core.graph import build_graph
 from compression_core import inputs as I
@@ -83,6 +84,10 @@ def technique_panel(title: str, fam: str, key: str, wl, f: dict, include_cls: bo
     return t, values, ovr, addons
 
 
+def ram_text(n: int) -> str:
+    return f"{n / 2**20:,.2f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB"
+
+
 def for_layers(t: T.Technique, targets: list[str] | None, wl, f: dict) -> list[str] | None:
     """The user's layer choice narrowed to the layers ``t`` acts on (None: the technique's own default)."""
     if targets is None or not t.ui.layer_types:
@@ -107,7 +112,8 @@ except Exception as e:  # a workload whose data or metric cannot be measured: on
 bstats = base["stats"]
 st.caption(f"{f['architecture']}{' - ' + f['task'] if f['task'] else ''}. Baseline test {f['metric']} "
            f"{state.metric_text(bstats['accuracy'], f)}, {bstats['params']:,} parameters, "
-           f"{bstats['size_bytes'] / 1024:,.1f} KB file.")
+           f"{bstats['size_bytes'] / 1024:,.1f} KB file"
+           + (f", {ram_text(bstats['peak_ram_bytes_b1'])} peak RAM at batch 1." if bstats.get("peak_ram_bytes_b1") else "."))
 
 with st.expander("Layers of this model", expanded=False):
     st.dataframe(pd.DataFrame([{k: r[k] for k in ("name", "type", "params", "nonzero", "sparsity", "dtype", "bits")}
@@ -213,6 +219,16 @@ def workbench() -> None:
             m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
                       f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
                       delta_arrow="off")
+            if after.get("peak_ram_bytes_b1") and bstats.get("peak_ram_bytes_b1"):
+                m5, _ = st.columns(2)
+                m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
+                          f"{after['peak_ram_bytes_b1'] / bstats['peak_ram_bytes_b1']:.2f}x of before",
+                          delta_color="off", delta_arrow="off",
+                          help="weights as held in memory + one input + the intermediate tensors alive at once, "
+                               "in torch (compression_core.peak_ram)")
+            collapsed = collapse(result.get("baseline_accuracy", bstats["accuracy"]), after["accuracy"], wl)
+            if collapsed:
+                st.warning(collapsed)
             if result.get("extra"):  # the workload's extra metrics (e.g. a transformer's embedding fidelity)
                 for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
                     col.metric(name.capitalize(), f"{value:.4f}", help=f"{name} of the compressed model (workload metric)")

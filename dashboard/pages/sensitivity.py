@@ -183,6 +183,12 @@ if done and done["model"] == name and done["technique"] == technique:
     m2.metric(f"Calibration {facts['metric']} (all layers together)", state.metric_text(f["accuracy"], facts),
               state.metric_delta(f["accuracy"], f["baseline_accuracy"], facts))
     m3.metric("Smallest reachable size", f"{f['min_size_bytes'] / 1024:,.1f} KB")
+    if f.get("test_accuracy") is not None:  # the fit sees only the calibration split: the test split beside it
+        st.caption(f"Test split: {facts['metric']} {state.metric_text(f['test_baseline_accuracy'], facts)} -> "
+                   f"{state.metric_text(f['test_accuracy'], facts)} ({f['test_drop_points']:.2f} points lost; "
+                   f"{f['calibration_drop_points']:.2f} on the calibration split).")
+    if f.get("split_note"):
+        st.warning(f["split_note"])
     if done.get("filled"):
         st.success(f"Filled the Explore page's controls ({done['filled']}, one value per layer). Go to Explore to "
                    "see size, accuracy and latency on the test split.")
