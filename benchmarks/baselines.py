@@ -15,9 +15,9 @@ def run() -> dict:
     rows = []
     for name in sample_models.MODEL_NAMES:
         progress(f"{name}: measuring")
-        sm = sample_models.load(name)
-        s = measure(sm.model, sm.data, name=name, batch_size=1, threads=1, min_run_time=0.5)
-        b32 = latency(sm.model, sm.data.test.x[:32], threads=1, min_run_time=0.5)[0]
+        wl = sample_models.load(name)
+        s = measure(wl.model, wl, name=name, batch_size=1, threads=1, min_run_time=0.5)
+        b32 = latency(wl.model, wl.test.x[:32], threads=1, min_run_time=0.5)[0]
         rows.append({
             "model": name, "params": s.params, "size_bytes": s.size_bytes, "latency_ms_b1": s.latency_ms,
             "latency_ms_b32": b32, "accuracy": s.accuracy, "flops": s.flops,
