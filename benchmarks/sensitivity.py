@@ -33,12 +33,12 @@ UNIFORM = (0.8, 0.85, 0.9)
 
 
 def sweep_times(name: str, runs: int = 3) -> dict:
-    sm = sample_models.load(name)
+    wl = sample_models.load(name)
     times = []
     for r in range(runs):
         progress(f"{name}: sensitivity sweep {r + 1}/{runs}")
         t0 = time.perf_counter()
-        res = sensitivity(sm.model, sm.data, "prune", name=name)
+        res = sensitivity(wl.model, wl, "prune", name=name)
         times.append(time.perf_counter() - t0)
     points = sum(len(c.points) for c in res.layers)
     return {"model": name, "layers": len(res.layers), "levels": len(res.layers[0].points), "evaluations": points,
@@ -47,17 +47,17 @@ def sweep_times(name: str, runs: int = 3) -> dict:
 
 
 def fitted_vs_uniform(name: str) -> list[dict]:
-    sm = sample_models.load(name)
-    test = sm.data.test
+    wl = sample_models.load(name)
+    test = wl.test
     rows = []
     for u in UNIFORM:
         progress(f"{name}: fit vs uniform {u:.0%}")
-        uniform = prune(sm.model, UnstructuredPruneConfig(amount=u, scope="layer"), sm)
+        uniform = prune(wl.model, UnstructuredPruneConfig(amount=u, scope="layer"), wl)
         budget = sparse_size_bytes(uniform)
         t0 = time.perf_counter()
-        fit = fit_budget(sm.model, sm.data, {"max_size_bytes": budget})
+        fit = fit_budget(wl.model, wl, {"max_size_bytes": budget})
         seconds = time.perf_counter() - t0
-        fitted = prune(sm.model, fit.step(), sm)
+        fitted = prune(wl.model, fit.step(), wl)
         size = sparse_size_bytes(fitted)
         ua, fa = accuracy(uniform, test.x, test.y), accuracy(fitted, test.x, test.y)
         rows.append({"model": name, "uniform_sparsity": u, "budget_bytes": budget, "uniform_bytes": budget,
