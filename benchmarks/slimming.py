@@ -35,17 +35,17 @@ def run() -> dict:
     torch.set_num_threads(1)
     rows = []
     for name in MODELS:
-        sm = sample_models.load(name)
-        t = sm.data.test
-        base = accuracy(sm.model, t.x, t.y)
+        wl = sample_models.load(name)
+        t = wl.test
+        base = accuracy(wl.model, t.x, t.y)
         se, fe = SPARSITY_EPOCHS[name], FT_EPOCHS[name]
         ft = FineTuneConfig(epochs=fe, lr=1e-3)
         ft_long = FineTuneConfig(epochs=se + fe, lr=1e-3)
         for amount in AMOUNTS:
             progress(f"{name}: {amount:.0%} channels, L2 then slimming")
             t0 = time.perf_counter()
-            l2 = prune(prune(sm.model, StructuredPruneConfig(amount=amount, importance="l2"), sm), ShrinkConfig(), sm)
-            l2_ft = fine_tune(l2, sm.data.train.x, sm.data.train.y, ft_long)
+            l2 = prune(prune(wl.model, StructuredPruneConfig(amount=amount, importance="l2"), wl), ShrinkConfig(), wl)
+            l2_ft = fine_tune(l2, wl.train.x, wl.train.y, ft_long)
             rows.append({"model": name, "amount": amount, "method": "L2 channels", "baseline": base,
                          "params": _params(l2), "acc_pruned": accuracy(l2, t.x, t.y),
                          "acc_finetuned": accuracy(l2_ft, t.x, t.y), "epochs": f"0 + {se + fe}",
@@ -53,8 +53,8 @@ def run() -> dict:
             for scope in ("layer", "global"):
                 t0 = time.perf_counter()
                 cfg = SlimmingConfig(amount=amount, scope=scope, epochs=se)
-                sl = prune(sm.model, cfg, sm)
-                sl_ft = fine_tune(sl, sm.data.train.x, sm.data.train.y, ft)
+                sl = prune(wl.model, cfg, wl)
+                sl_ft = fine_tune(sl, wl.train.x, wl.train.y, ft)
                 rows.append({"model": name, "amount": amount, "method": f"slimming ({scope})", "baseline": base,
                              "params": _params(sl), "acc_pruned": accuracy(sl, t.x, t.y),
                              "acc_finetuned": accuracy(sl_ft, t.x, t.y), "epochs": f"{se} + {fe}",
