@@ -25,9 +25,10 @@ from torch import nn
 
 from .errors import CompressionError
 from .inputs import predict
-from .measure import layer_stats
+from .measure import layer_stats, size_bytes
 from .io import fold_masks
 from .targets import classifier_name
+from .prune.lowrank import LowRankConfig, low_rank_weight, plan_layer
 from .prune.unstructured import UnstructuredPruneConfig, prune_unstructured, select_layers
 from .quantize.fakequant import FakeQuantConfig
 from .sensitivity import Evaluator, intra_op_threads, QUANT_LEVELS, Sensitivity, prune_mask, sensitivity
@@ -41,17 +42,19 @@ FLOAT_BITS = 32
 # 0, 0.025, .., 0.95: a finer grid than 5% lets the fit spend the budget (on lenet300 the 5% grid left ~5 KB unused
 # and lost to uniform at one budget; 2.5% wins at all three, at ~2x the fit time)
 FIT_PRUNE_LEVELS: tuple[float, ...] = tuple(round(i * 0.025, 3) for i in range(39))
+# rank ratios the fit picks from (finer than sensitivity's 1.0/0.75/0.5/0.25/0.1 display grid)
+FIT_RANK_LEVELS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05)
 
 
 class FitBudgetConfig(StepConfig):
-    """Fit per-layer sparsity (``technique="prune"``) or bits (``"quantize"``) to ONE target: the file at most
-    ``max_size_bytes`` (sparse-encoded for prune, theoretical for quantize) or at most ``max_accuracy_drop``
-    percentage points lost on the calibration split. The classifier is left alone unless ``include_classifier``."""
+    """Fit per-layer sparsity (``technique="prune"``), bits (``"quantize"``) or rank ratios (``"lowrank"``) to ONE
+    target: the file at most ``max_size_bytes`` (sparse-encoded for prune, theoretical for quantize, the dense file
+    for lowrank) or at most ``max_accuracy_drop`` percentage points lost on the calibration split. The classifier is left alone unless ``include_classifier``."""
 
     kind: Literal["fit_budget"] = "fit_budget"
     ui = TechniqueUI(family="prune", label="fit per-layer settings to a budget", hidden=True, storage="sparse",
                      order=95)
-    technique: Literal["prune", "quantize"] = "prune"
+    technique: Literal["prune", "quantize", "lowrank"] = "prune"
     max_size_bytes: int | None = Field(default=None, gt=0, description="file size target in bytes")
     max_accuracy_drop: float | None = Field(default=None, ge=0, le=100,
                                             description="calibration accuracy drop target in percentage points")
@@ -85,16 +88,16 @@ def budget_config(spec: FitBudgetConfig | dict | None = None, **fields) -> FitBu
 class BudgetFit(BaseModel):
     """What a fit chose and what it measured (calibration split; size as the file the technique would ship)."""
 
-    technique: Literal["prune", "quantize"]
+    technique: Literal["prune", "quantize", "lowrank"]
     target: dict
-    choice: dict[str, float]  # layer -> sparsity fraction (prune) or bits (quantize; 32 = left float)
+    choice: dict[str, float]  # layer -> sparsity (prune), bits (quantize; 32 = float) or rank ratio (1 = as is)
     include_classifier: bool
     baseline_accuracy: float  # calibration
     accuracy: float  # calibration, all layers compressed together
     predicted_drop_points: float  # from the single-layer curves, summed
     baseline_size_bytes: int
     size_bytes: int
-    size_kind: Literal["sparse", "theoretical"]
+    size_kind: Literal["sparse", "theoretical", "dense"]
     min_size_bytes: int
     # the same choice on the test split (the fit sees only calibration data): metric before/after, both drops in
     # points, and one line when the two splits disagree by more than one test item's worth or 1 point
@@ -113,6 +116,10 @@ class BudgetFit(BaseModel):
 def explicit_step(technique: str, choice: dict[str, float], include_classifier: bool) -> StepConfig | None:
     """Per-layer overrides as a normal step: every chosen layer is listed (0 sparsity too, so replayed bundles get
     the same masks); for quantize only the layers given fewer than 32 bits are targeted."""
+    if technique == "lowrank":  # the fit offers only levels at which the layer's factors are smaller
+        ranks = {k: float(v) for k, v in choice.items() if v < 1}
+        return LowRankConfig(targets=tuple(ranks), overrides=ranks, include_classifier=include_classifier) \
+            if ranks else None
     if technique == "prune":
         return UnstructuredPruneConfig(amount=0.0, scope="layer", targets=list(choice), include_classifier=include_classifier,
                                        overrides={k: float(v) for k, v in choice.items()})
@@ -145,7 +152,7 @@ class _Fitter:
         self.ctx = ctx = StepContext(data=data)
         self.classifier = classifier_name(self.work, ctx)
         if curves is None or curves.technique != cfg.technique:
-            levels = FIT_PRUNE_LEVELS if cfg.technique == "prune" else None  # finer than the 10 % display grid
+            levels = {"prune": FIT_PRUNE_LEVELS, "lowrank": FIT_RANK_LEVELS}.get(cfg.technique)  # finer grids
             curves = sensitivity(self.work, data, cfg.technique, targets=cfg.targets, ignore=cfg.ignore,
                                  include_classifier=cfg.include_classifier, heads=False, levels=levels)
         self.curves = curves
@@ -166,6 +173,19 @@ class _Fitter:
                 self.loss[c.name] = _losses([(0.0, self.base)] + pts, self.base)
                 # bytes of the whole file with this layer alone at each level (the others dense): additive estimate
                 self.bytes[c.name] = [self.base_size] + [self._size({c.name: p[0]}) for p in pts]
+        elif cfg.technique == "lowrank":
+            self.kind = "dense"
+            self.base_size = size_bytes(self.work)
+            for c in curves.layers:
+                m = self.work.get_submodule(c.name)
+                plans = [(p, plan_layer(c.name, m, ratio=p[0])) for p in sorted(c.points, key=lambda p: -p[0])]
+                pts = [(p, pl) for p, pl in plans if p[0] < 1 and pl.shrinks]  # only levels that shrink the layer
+                self.levels[c.name] = [1.0] + [p[0] for p, _ in pts]
+                self.loss[c.name] = _losses([(1.0, self.base)] + [p for p, _ in pts], self.base)
+                # the weights the factors save, in the layer's dtype (the real file also has each factor's framing)
+                item = m.weight.element_size()
+                self.bytes[c.name] = [self.base_size] + [self.base_size - item * (pl.before - pl.after)
+                                                         for _, pl in pts]
         else:
             self.kind = "theoretical"
             rows = {r.name: r for r in layer_stats(self.work)}
@@ -191,13 +211,18 @@ class _Fitter:
         """Put the working copy in the state ``choice`` describes (unlisted layers restored)."""
         for n in self.names:
             level = choice.get(n)
-            if level is None or (self.cfg.technique == "prune" and level == 0) or level >= FLOAT_BITS:
+            if level is None or (self.cfg.technique == "prune" and level == 0) or level >= FLOAT_BITS or \
+                    (self.cfg.technique == "lowrank" and level >= 1):
                 new = self.saved[n]
             else:
                 new = self._cache.get((n, level))
                 if new is None:
                     if self.cfg.technique == "prune":
                         new = [orig * prune_mask(orig, level) for orig in self.saved[n]]
+                    elif self.cfg.technique == "lowrank":  # what the factors compute, from the original weight
+                        self._tensors(n)[0].copy_(self.saved[n][0])
+                        w = low_rank_weight(self.work.get_submodule(n), level)
+                        new = [w if w is not None else self.saved[n][0]]
                     else:
                         new = [fake_quantize_weight(orig.float(), int(level), per_channel=True)[0]
                                for orig in self.saved[n]]
@@ -214,7 +239,10 @@ class _Fitter:
 
     def real_size(self, choice: dict[str, float]) -> int:
         """The size of exactly what the explicit step produces (prune: the step applied to the input model, then
-        sparse-encoded; quantize: the theoretical size measure reports)."""
+        sparse-encoded; quantize: the theoretical size measure reports; lowrank: the step applied, its file)."""
+        if self.cfg.technique == "lowrank":
+            step = explicit_step("lowrank", choice, self.cfg.include_classifier)
+            return size_bytes(self.model if step is None else apply_step(self.model, step, self.ctx))
         if self.cfg.technique == "prune":
             step = explicit_step("prune", choice, self.cfg.include_classifier)
             return sparse_size_bytes(apply_step(self.model, step, self.ctx))
@@ -307,11 +335,13 @@ def _fit(model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | Non
         raise CompressionError("data: fit_budget needs the workload's calibration split (calib)")
     f = _Fitter(model, data, cfg, curves)
     idx = {n: 0 for n in f.names}
-    what = "sparse-encoded" if cfg.technique == "prune" else "theoretical (simulated bits x params)"
+    what = {"prune": "sparse-encoded", "lowrank": "dense file"}.get(cfg.technique,
+                                                                    "theoretical (simulated bits x params)")
     if cfg.max_size_bytes is not None:
         budget = cfg.max_size_bytes
         if budget < f.min_size:
-            top = "95 % sparsity" if cfg.technique == "prune" else f"{min(QUANT_LEVELS)} bits"
+            top = {"prune": "95 % sparsity", "lowrank": f"rank ratio {min(FIT_RANK_LEVELS)} where it shrinks"}.get(
+                cfg.technique, f"{min(QUANT_LEVELS)} bits")
             raise CompressionError(f"max_size_bytes: {budget} is smaller than the smallest reachable {what} size "
                                    f"{f.min_size} bytes (every selected layer at {top}); allowed: >= {f.min_size}")
         target = budget
@@ -388,7 +418,8 @@ def _on_test_split(f: _Fitter, cfg: FitBudgetConfig, choice: dict[str, float], a
 @register(FitBudgetConfig)
 def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -> nn.Module:
     """Fit, then apply the explicit per-layer step. In replay (bundle reload) pruning only rebuilds the masks of
-    every selected layer (the saved state_dict brings the values); quantize refits on the calibration split."""
+    every selected layer (the saved state_dict brings the values); quantize and lowrank refit on the calibration
+    split (the same input gives the same choice, so the same shapes)."""
     if ctx.replay and cfg.technique == "prune":
         chosen = UnstructuredPruneConfig(targets=cfg.targets, ignore=cfg.ignore, include_classifier=cfg.include_classifier)
         names = select_layers(model, chosen, ctx)

@@ -336,3 +336,23 @@ def test_the_lenet300_recipe_keeps_half_the_parameters():
     out = apply_step(wl.model, recipe.steps[0], StepContext(data=wl, replay=True))  # structure only, no training
     assert sum(p.numel() for p in out.parameters()) <= 0.5 * sum(p.numel() for p in wl.model.parameters())
     assert [out.fc1[0].out_features, out.fc2[0].out_features] == [108, 37]
+
+
+def test_the_budget_fit_picks_rank_ratios_and_meets_the_size():
+    from compression_core import fit_budget, size_bytes
+
+    wl = zoo.flatten_cnn()
+    budget = int(0.6 * size_bytes(wl.model))
+    fit = fit_budget(wl.model, wl, {"technique": "lowrank", "max_size_bytes": budget})
+    step = fit.step()
+    assert fit.size_kind == "dense" and isinstance(step, LowRankConfig) and step.overrides
+    assert all(v < 1 for v in step.overrides.values()) and set(fit.choice) == {"conv1", "conv2", "fc1"}
+    out = prune(wl.model, step, wl)
+    assert size_bytes(out) == fit.size_bytes <= budget
+    assert wl.score(out, "calib") == pytest.approx(fit.accuracy, abs=1e-9)
+    from compression_core.budget import FitBudgetConfig
+
+    cfg = FitBudgetConfig(technique="lowrank", max_size_bytes=budget)
+    real = apply_step(wl.model, cfg, StepContext(data=wl))
+    replayed = apply_step(wl.model, cfg, StepContext(data=wl, replay=True))  # refits: the same choice, same shapes
+    assert {k: v.shape for k, v in real.state_dict().items()} == {k: v.shape for k, v in replayed.state_dict().items()}
