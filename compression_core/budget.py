@@ -49,7 +49,8 @@ FIT_RANK_LEVELS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.
 class FitBudgetConfig(StepConfig):
     """Fit per-layer sparsity (``technique="prune"``), bits (``"quantize"``) or rank ratios (``"lowrank"``) to ONE
     target: the file at most ``max_size_bytes`` (sparse-encoded for prune, theoretical for quantize, the dense file
-    for lowrank) or at most ``max_accuracy_drop`` percentage points lost on the calibration split. The classifier is left alone unless ``include_classifier``."""
+    for lowrank) or at most ``max_accuracy_drop`` percentage points lost on the calibration split. The classifier
+    is left alone unless ``include_classifier``."""
 
     kind: Literal["fit_budget"] = "fit_budget"
     ui = TechniqueUI(family="prune", label="fit per-layer settings to a budget", hidden=True, storage="sparse",
