@@ -391,11 +391,12 @@ def plans(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = None
                                "include_classifier")
     per_layer = _overrides(model, cfg, chosen)
     shared = shared_parameters(model)
-    out, skipped = [], {}
+    out, skipped, structural = [], {}, set()
     for name in chosen:
         why = skip_reason(model, name, shared)
         if why is not None:
             skipped[name] = why
+            structural.add(name)
             continue
         module = modules[name]
         if name in per_layer:
@@ -408,8 +409,11 @@ def plans(model: nn.Module, cfg: LowRankConfig, ctx: StepContext | None = None
         else:
             skipped[name] = f"{plan.describe(named=False)} keeps {plan.after:,} of {plan.before:,} weights"
     if not out:
-        field = "overrides" if per_layer and set(per_layer) >= set(chosen) - set(skipped) else cfg.criterion
         why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:4])
+        if structural == set(chosen):
+            raise CompressionError(f"targets: no selected layer can be factorised ({why}); select other layers")
+        sized = set(chosen) - structural
+        field = "overrides" if per_layer and set(per_layer) >= sized else cfg.criterion
         raise CompressionError(f"{field}: no selected layer gets fewer weights when factorised ({why}); "
                                "lower the rank or select other layers")
     return out, skipped
