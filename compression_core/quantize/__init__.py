@@ -11,6 +11,8 @@
 - ``EmbeddingInt8Config`` (``quantize_embedding``): int8 embedding tables with row-wise scales.
 - ``WeightOnlyConfig``   (``quantize_weight_only``): weight-only int8/int4/int3 with group scales by round-to-nearest,
   GPTQ or AWQ (calibrated), packed like int4 (int3 eight codes per three bytes).
+- ``SmoothQuantConfig``  (``smoothquant``): per-input scales that move activation outliers into the weights; a float
+  step placed before ``quantize_dynamic`` / ``quantize_static``.
 
 Static int8, QAT, dynamic int8 and int4 take ``engine="torch"`` (default) or ``engine="onnxruntime"``: the same
 layers and calibration realised in ONNX Runtime, returned as an ``OrtModule`` (``compression_core.ort``) whose
@@ -41,6 +43,7 @@ from .halfprec import HalfPrecisionConfig
 from .int4 import Int4Config, Int4Linear, Int8WeightLinear, pack_int4, unpack_int4
 from .qat import QATConfig
 from .static import StaticInt8Config
+from .smoothquant import SmoothedLinear, SmoothQuantConfig
 from .weight_only import Int3Linear, WeightOnlyConfig
 
 
@@ -102,4 +105,5 @@ __all__ = [
     "Int4Config", "Int4Linear", "Int8WeightLinear", "QATConfig", "StaticInt8Config", "engine",
     "load_safe_state_dict", "pack_int4", "quant_config", "quantize", "rebuild", "safe_state_dict",
     "unpack_int4", "wrap_fake_quant", "Int3Linear", "WeightOnlyConfig",
+    "SmoothQuantConfig", "SmoothedLinear",
 ]

@@ -30,6 +30,7 @@ from ..ort_nbits import nbits_proto
 from ..technique import StepConfig, StepContext, TechniqueUI, register
 from ._common import require_split, resolve_overrides, select_layers, set_submodule
 from .awq import awq_scale
+from .calibration import collect, execution_order, plain_linear
 from .gptq import Hessian, gptq
 from .groupwise import QuantizedWeight, pack_int3, rtn, unpack_int3
 from .int4 import Int4Linear, Int8WeightLinear, _WeightOnlyLinear
@@ -140,29 +141,11 @@ def weight_only_bits(model: nn.Module, cfg: WeightOnlyConfig, ctx: StepContext) 
     if not bits:
         raise CompressionError("targets: quantize_weight_only selected no Linear/Conv1D layer; name some in targets")
     for name in bits:  # a Conv1D is quantized (and exported as MatMul) as the equivalent Linear
-        set_submodule(model, name, _as_linear(model.get_submodule(name)))
+        set_submodule(model, name, plain_linear(model.get_submodule(name)))
     return bits
 
 
-def _as_linear(module: nn.Module) -> nn.Module:
-    """``module`` if it is an nn.Linear, else the exactly equivalent nn.Linear of a transformers ``Conv1D`` (weight
-    (in, out), ``y = x @ W + b``)."""
-    if isinstance(module, nn.Linear) or type(module).__name__ != "Conv1D":
-        return module
-    w = module.weight.detach()  # (in, out)
-    lin = nn.Linear(w.shape[0], w.shape[1], bias=module.bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(w.t())
-        if module.bias is not None:
-            lin.bias.copy_(module.bias.detach())
-    return lin
-
-
 # ------------------------------------------------------------------------------------------------ calibration
-class _Stop(Exception):
-    """Raised by a hook once every layer of a stage has seen this batch: the rest of the forward is not needed."""
-
-
 class _Inputs:
     """One layer's calibration inputs: the Hessian, mean |x| per input and (for AWQ) the rows themselves."""
 
@@ -188,87 +171,6 @@ class _Inputs:
             idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:MAX_AWQ_ROWS]
             x = x[idx.sort().values]
         return x
-
-
-def _batches(x, n: int, size: int = 32):
-    x = I.head(x, min(n, I.n_items(x)))
-    for i in range(0, I.n_items(x), size):
-        yield I.take(x, slice(i, i + size))
-
-
-def _run(model: nn.Module, xb) -> None:
-    xb = I.cast_floats(xb, I.input_dtype(model))
-    model(**xb) if I.is_dict(xb) else model(xb)
-
-
-def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """A layer input (..., in) as rows (n, in), padding positions left out when the batch's attention mask fits."""
-    if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-        return x[mask.bool()]  # (real tokens, in)
-    return x.reshape(-1, x.shape[-1])
-
-
-@torch.no_grad()
-def _execution_order(model: nn.Module, names: list[str], xb) -> tuple[list[list[str]], list[str], bool]:
-    """(stages: consecutive layers that read the same input tensor, e.g. query/key/value; layers never called;
-    whether every layer runs once per forward, so a stage's pass may stop after its last layer)."""
-    calls: list[tuple[str, tuple]] = []
-    handles = []
-    for name in names:
-        def hook(mod, args, name=name):
-            x = args[0] if args else None
-            key = (x.data_ptr(), tuple(x.shape), x.stride()) if isinstance(x, torch.Tensor) else (id(x),)
-            calls.append((name, key))
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
-    try:
-        _run(model, xb)
-    finally:
-        for h in handles:
-            h.remove()
-    counts = {n: sum(1 for c, _ in calls if c == n) for n in names}
-    stages: list[list[str]] = []
-    last_key = None
-    seen: set[str] = set()
-    for name, key in calls:
-        if name in seen:
-            continue
-        seen.add(name)
-        if stages and key == last_key:
-            stages[-1].append(name)
-        else:
-            stages.append([name])
-        last_key = key
-    return stages, [n for n in names if counts[n] == 0], all(c == 1 for c in counts.values())
-
-
-@torch.no_grad()
-def _collect(model: nn.Module, stage: list[str], calib_x, n_items: int, keep_rows: bool,
-             stop_early: bool) -> dict[str, _Inputs]:
-    """Run the calibration items through ``model`` and collect the inputs of the ``stage`` layers."""
-    got = {n: _Inputs(model.get_submodule(n).in_features, keep_rows) for n in stage}
-    state: dict = {"mask": None, "seen": set()}
-
-    def make(name):
-        def hook(mod, args):
-            got[name].add(_rows(args[0], state["mask"]))
-            state["seen"].add(name)
-            if stop_early and len(state["seen"]) == len(stage):
-                raise _Stop
-        return hook
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(make(n)) for n in stage]
-    try:
-        for xb in _batches(calib_x, n_items):
-            state["mask"] = xb.get("attention_mask") if I.is_dict(xb) else None
-            state["seen"] = set()
-            try:
-                _run(model, xb)
-            except _Stop:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
-    return got
 
 
 def _relative_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float:
@@ -327,12 +229,14 @@ def _weight_only(model: nn.Module, cfg: WeightOnlyConfig, ctx: StepContext) -> n
     else:
         calib = require_split(ctx, "calib", "method", f"method={cfg.method!r}")
         n_items = min(cfg.calib_samples, len(calib))
-        stages, unused, once = _execution_order(model, list(bits), I.head(calib.x, min(2, len(calib))))
+        stages, unused, once = execution_order(model, list(bits), I.head(calib.x, min(2, len(calib))))
         if not cfg.sequential:
             stages = [[n for s in stages for n in s]]
         done = 0
         for stage in stages:
-            got = _collect(model, stage, calib.x, n_items, cfg.method == "awq", stop_early=once and cfg.sequential)
+            keep = cfg.method == "awq"
+            got = collect(model, stage, calib.x, n_items, lambda m: _Inputs(m.in_features, keep),
+                          stop_early=once and cfg.sequential)
             for name in stage:
                 mod, err, rtn_err = _quantize_layer(model.get_submodule(name), bits[name], cfg, got[name], ctx.seed)
                 set_submodule(model, name, mod)
