@@ -114,6 +114,9 @@ __all__ += [
     "distillation_loss", "load_bundle", "load_recipe", "recipe_schema", "recipe_to_yaml", "save_bundle",
     "validate_recipe",
 ]
+from .cost import Cost, estimate_cost  # size, parameters and FLOPs of a configuration, computed without applying it
+
+__all__ += ["Cost", "estimate_cost"]
 
 
 def __getattr__(name: str):
