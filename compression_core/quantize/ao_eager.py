@@ -19,13 +19,36 @@ QuantWrapper = _tq.QuantWrapper
 
 
 # ------------------------------------------------------------------------------------------------- dynamic
-def quantize_dynamic(model: nn.Module, names: list[str]) -> nn.Module:
+class FullRangeDynamicLinear(_nnqd.Linear):
+    """torch's dynamic int8 Linear with 8-bit activations: ``linear_dynamic(..., reduce_range=False)``.
+
+    torch's own module quantizes activations to 7 bits (``reduce_range=True``), because fbgemm's AVX2 kernels sum
+    pairs of uint8 x int8 products in int16 and can saturate. With int8 dot-product instructions (AVX-512 VNNI,
+    AMX, ARM dotprod) the products accumulate straight into int32, so the full 8-bit range is safe and one bit more
+    accurate. Same state as ``torch.ao.nn.quantized.dynamic.Linear``; only ``forward`` differs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed_params.dtype != torch.qint8:
+            return super().forward(x)
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False).to(x.dtype)
+
+
+def quantize_dynamic(model: nn.Module, names: list[str], per_channel: bool = False,
+                     full_range: bool = False) -> nn.Module:
     """Dynamic int8 (weights int8, activations quantized per batch at run time) of the named Linear/LSTM layers,
-    in place on ``model`` (the caller passes a copy)."""
+    in place on ``model`` (the caller passes a copy). ``per_channel``: one weight scale per output channel of a
+    Linear (recurrent layers keep per-tensor scales); ``full_range``: 8-bit activations (``FullRangeDynamicLinear``:
+    only where the CPU has int8 dot-product instructions)."""
     use_engine()
-    spec = {name: _tq.default_dynamic_qconfig for name in names}
+    spec = {name: _tq.per_channel_dynamic_qconfig if per_channel and isinstance(model.get_submodule(name), nn.Linear)
+            else _tq.default_dynamic_qconfig for name in names}
     with quiet():
-        return _tq.quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8, inplace=True)
+        out = _tq.quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8, inplace=True)
+    if full_range:
+        for m in out.modules():
+            if type(m) is _nnqd.Linear:
+                m.__class__ = FullRangeDynamicLinear
+    return out
 
 
 def fuse(model: nn.Module, groups: list[list[str]], qat: bool) -> nn.Module:
