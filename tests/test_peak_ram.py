@@ -198,6 +198,18 @@ def test_search_bounds_peak_ram():
     assert fits.front_entry()["peak_ram_bytes"] == 4000
 
 
+def test_ram_as_an_objective_keeps_the_leaner_of_two_equal_points():
+    from compression_core.search import pareto_front
+
+    def pt(trial, ram):
+        return SearchPoint(trial=trial, origin="search", settings={}, recipe={}, accuracy=0.9, size_bytes=100,
+                           peak_ram_bytes=ram, feasible=True)
+
+    a, b = pt(0, 5000), pt(1, 4000)
+    assert pareto_front([a, b], ("accuracy", "size")) == [a]  # equal without RAM: the earliest
+    assert pareto_front([a, b], ("accuracy", "size", "ram")) == [b]
+
+
 def test_search_command_refuses_a_bad_ram_bound_in_one_line(capsys):
     assert main(["search", "--model", "digits-mlp", "--trials", "2", "--max-ram-bytes", "lots"]) == 2
     err = capsys.readouterr().err.strip()
