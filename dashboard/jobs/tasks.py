@@ -20,6 +20,8 @@ KINDS: dict[str, str] = {
     "latency": f"{__name__}:run_latency",
     "sleep": f"{__name__}:run_sleep",  # diagnostics: check the limits and the queue on a server
     "allocate": f"{__name__}:run_allocate",
+    "export": f"{__name__}:run_export",  # a compressed model's bundle and ONNX file (take it home)
+    "measure_bundle": f"{__name__}:run_measure_bundle",  # an uploaded bundle re-measured (a heavy one)
 }
 
 
@@ -132,6 +134,51 @@ def run_latency(payload: dict, progress) -> dict:
     c = compare_latency(wl.model, after, example, threads=int(payload.get("threads", 1)),
                         rounds=int(payload.get("rounds", 15)))
     return c.to_json_dict()
+
+
+def run_export(payload: dict, progress) -> dict:
+    """The compressed model of ``payload['recipe']`` (rebuilt from ``payload['bundle']`` when given, else applied
+    here as ``apply`` does) as the .onnx bytes ONNX Runtime deploys (``compression_core.ort.deploy_onnx``) and, with
+    ``bundle_too``, its bundle. An ONNX refusal is one line in ``onnx_error`` (the bundle still comes back)."""
+    _threads()
+    from compression_core import resolve_workload
+    from compression_core.bundle import bundle_bytes, load_bundle
+    from compression_core.errors import CompressionError
+    from compression_core.ort import deploy_onnx
+    from compression_core.recipe import apply_recipe, load_recipe
+
+    recipe = load_recipe(payload["recipe"])
+    wl = resolve_workload(recipe.model)
+    if payload.get("bundle"):
+        progress(0.1, "rebuilding the compressed model from its bundle")
+        _, model = load_bundle(payload["bundle"], workload=wl)
+    else:
+        progress(0.05, "applying the recipe")
+        model = apply_recipe(recipe, progress=lambda f, m: progress(0.05 + 0.5 * f, m), with_latency=False,
+                             measure_before=False, measure_after=False, workload=wl).model
+    out: dict = {"bundle": bundle_bytes(recipe, model) if payload.get("bundle_too") else None, "onnx": None,
+                 "onnx_error": None}
+    progress(0.6, "exporting to ONNX (the deploy engine's graph)")
+    try:
+        out["onnx"] = deploy_onnx(model, wl)
+    except CompressionError as e:
+        out["onnx_error"] = " ".join(str(e).split())
+    return out
+
+
+def run_measure_bundle(payload: dict, progress) -> dict:
+    """An uploaded bundle (``payload['bundle']``, already read and its model checked by the server) rebuilt over the
+    listed workload ``payload['model']`` and measured on the whole test split: {stats}."""
+    _threads()
+    from compression_core import measure, resolve_workload
+    from compression_core.bundle import load_bundle
+
+    wl = resolve_workload(payload["model"])
+    progress(0.1, "rebuilding the bundle's model")
+    recipe, model = load_bundle(payload["bundle"], workload=wl)
+    progress(0.4, "measuring it on the test split")
+    stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)", with_latency=False)
+    return {"stats": stats.model_dump()}
 
 
 def run_sleep(payload: dict, progress) -> dict:

@@ -23,8 +23,8 @@ from .lru import LRU
 from .previews import (baseline_preview_metric, full_ready, full_view, preview_size, preview_view,
                        run_recipe_live)
 from .recipes import MAX_RECIPE_UPLOAD_BYTES, parse_recipe_text, recipe_dict, recipe_key, to_yaml
-from .results import (adopt_job_result, applied, baseline_view, compressed, extra_view, layer_weights, model_of,
-                      result_view, run_recipe)
+from .results import (adopt_job_result, applied, baseline_view, compressed, extra_view, is_applied, layer_weights,
+                      model_of, result_view, run_recipe)
 from .runtimes import RUNTIMES, compare, ort_module, ort_view
 from .session import (FIELD_LABELS, describe, experiments_frame, history, latency_frame, record, record_latency,
                       smallest_bytes)
@@ -35,8 +35,8 @@ __all__ = [
     "DEFAULT_MODEL", "FIELD_LABELS", "LRU", "MAX_RECIPE_UPLOAD_BYTES", "RUNTIMES", "Ready", "adopt_job_result",
     "applied", "baseline", "baseline_preview_metric", "baseline_view", "cli_references", "compare", "compressed", "cpu",
     "default_index", "describe", "experiments_frame", "extra_view", "facts", "figure", "full_ready", "full_view",
-    "history", "item_name", "label", "latency_frame", "layer_weights", "metric_delta", "metric_text", "metric_title",
-    "model_of", "models", "one_line", "ort_module", "ort_view", "parse_recipe_text", "preview_size", "preview_view",
-    "record", "record_latency", "recipe_dict", "recipe_key", "reference_errors", "result_view", "run_recipe",
-    "run_recipe_live", "smallest_bytes", "tensor_input", "to_yaml",
+    "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_delta", "metric_text",
+    "metric_title", "model_of", "models", "one_line", "ort_module", "ort_view", "parse_recipe_text", "preview_size",
+    "preview_view", "record", "record_latency", "recipe_dict", "recipe_key", "reference_errors", "result_view",
+    "run_recipe", "run_recipe_live", "smallest_bytes", "tensor_input", "to_yaml",
 ]

@@ -133,6 +133,12 @@ def extra_view(key: str | None, ref: str) -> dict[str, float]:
     return extra_metrics.compute(model_of(key, ref), baseline(ref))
 
 
+def is_applied(key: str) -> bool:
+    """True when this process holds the recipe ``key``'s compressed model (measured, previewed or adopted from a
+    job): ``applied(key)`` then returns it without applying (or training) anything."""
+    return _store().get(key) is not None or _unmeasured().get(key) is not None
+
+
 def model_of(key: str | None, ref: str) -> torch.nn.Module:
     """The baseline model (key None) or a recipe's compressed model."""
     return baseline(ref).model if key is None else applied(key)[0].model
