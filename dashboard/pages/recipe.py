@@ -5,8 +5,11 @@ import streamlit as st
 
 import charts
 import state
+import take_home
 import techniques as T
 from compression_core import CompressionError
+
+RECIPE_KB = state.MAX_RECIPE_UPLOAD_BYTES // 1024  # the library's limit on a recipe (256 KB)
 
 st.title("Recipe")
 st.markdown("A recipe is the whole configuration as a small YAML file: the model, a seed and the ordered steps. "
@@ -34,18 +37,23 @@ if text is not None:
                         f" and **size_bytes {shown['size_bytes']:,}**; the command prints the same `after` numbers.")
         except Exception as e:
             st.error(state.one_line(e))
+            shown = None
+        take_home.offer(current, "r_take", shown, title="Take the compressed model home")
 
 st.subheader("Import a recipe and reproduce it")
 # No type filter: the uploader's own refusal of a file type shows only in a tooltip; the library reads the text and
-# any problem is one st.error line below.
-up = st.file_uploader("Recipe file (.yaml, .yml, .json or .md with YAML front matter)", key="r_upload",
-                      max_upload_size=1)
+# any problem is one st.error line below. The real limit is the library's (256 KB) and the label says so; the widget's
+# own "Limit 1MB per file" line (its smallest setting: whole MB) is hidden so the page states one limit only.
+st.html("<style>.st-key-r_upload [data-testid='stFileUploaderDropzoneInstructions'] small "
+        "{display: none;}</style>")
+up = st.file_uploader(f"Recipe file (.yaml, .yml, .json or .md with YAML front matter; at most {RECIPE_KB} KB)",
+                      key="r_upload", max_upload_size=1)
 if up is not None:
     try:
         raw = up.getvalue()
         if len(raw) > state.MAX_RECIPE_UPLOAD_BYTES:
-            raise CompressionError(f"recipe: the file is {len(raw):,} bytes; a recipe may be at most "
-                                   f"{state.MAX_RECIPE_UPLOAD_BYTES:,} bytes")
+            raise CompressionError(f"recipe: the file is {len(raw):,} bytes; a recipe may be at most {RECIPE_KB} KB "
+                                   f"({state.MAX_RECIPE_UPLOAD_BYTES:,} bytes)")
         recipe = state.parse_recipe_text(raw.decode("utf-8"))
         needs_training = any((t := T.by_kind(s["kind"])) is not None and t.ui.trains for s in recipe["steps"])
         go = True
@@ -72,3 +80,5 @@ if up is not None:
         st.error("recipe: the file is not UTF-8 text")
     except Exception as e:  # CompressionError, pydantic, anything unexpected: one line, never a traceback
         st.error(state.one_line(e))
+
+take_home.open_bundle()
