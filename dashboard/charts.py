@@ -227,20 +227,90 @@ def latency_chart(comparisons: list[dict]) -> Fig:
     return fig
 
 
-def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | None) -> Fig:
-    """Per-layer sparsity (%) bars with bits per weight on a second axis."""
+MAX_LAYER_BARS = 24  # more layers than this (MiniLM: 53) are drawn as a grid by block, not as bars
+
+
+def layer_chart(before_layers: Sequence[dict], after_layers: Sequence[dict] | None,
+                grid_bits: dict[str, int] | None = None) -> Fig:
+    """Per-layer sparsity (%) bars with bits per weight on a second axis; more than ``MAX_LAYER_BARS`` layers as a
+    grid by block (``layer_grid``). ``grid_bits``: layers whose int8 codes lie on a smaller grid (weight bits < 8),
+    drawn at those bits."""
+    layers = list(after_layers if after_layers is not None else before_layers)
+    grid_bits = grid_bits or {}
+    if len(layers) > MAX_LAYER_BARS:
+        return layer_grid(layers, grid_bits)
     fig = _fig("Per-layer sparsity (%) and bits per weight", yaxis_title="sparsity (%)",
                yaxis2=dict(title="bits per weight", overlaying="y", side="right", range=[0, 34], dtick=8,
                             showgrid=False))
-    layers = list(after_layers if after_layers is not None else before_layers)
     names = [r["name"] for r in layers]
     fig.add_bar(name="sparsity after (%)", x=names, y=[r["sparsity"] * 100 for r in layers], marker_color=AFTER)
-    bits = [r["bits"] for r in layers]
+    bits = [grid_bits.get(r["name"], r["bits"]) for r in layers]
     sim = [r.get("simulated", False) for r in layers]
-    fig.add_scatter(name="bits per weight (orange = simulated)", x=names, y=bits, yaxis="y2", mode="markers+lines",
-                    marker=dict(size=10, color=[SIMULATED if s else "#d62728" for s in sim]), line=dict(color="#d62728"))
+    colors = [GRID if r["name"] in grid_bits else SIMULATED if s_ else "#d62728" for r, s_ in zip(layers, sim)]
+    legend = ("bits per weight (purple = int8 codes on a smaller grid)" if grid_bits
+              else "bits per weight (orange = simulated)")
+    fig.add_scatter(name=legend, x=names, y=bits, yaxis="y2", mode="markers+lines",
+                    marker=dict(size=10, color=colors), line=dict(color="#d62728"))
     fig.update_yaxes(range=[0, 100], selector=dict(title_text="sparsity (%)"))
     fig.update_xaxes(title_text="layer")
+    return fig
+
+
+GRID = "#9467bd"  # int8 codes restricted to a smaller grid: purple
+
+
+def block_of(name: str) -> tuple[str, str]:
+    """(block, role) of a layer name: the block is the name up to its first numbered part (``encoder.layer.3``),
+    the role the rest (``attention.self.query``); a layer outside numbered blocks has block "" and its last part."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit() and i + 1 < len(parts):
+            return ".".join(parts[: i + 1]), ".".join(parts[i + 1:])
+    return "", parts[-1] if len(parts) > 1 else name
+
+
+def layer_grid(layers: Sequence[dict], grid_bits: dict[str, int] | None = None) -> Fig:
+    """Many layers as one readable grid: a column per block (``layer.0``, ``layer.1``, ... and "other" for the
+    layers outside numbered blocks), a row per role inside a block; the colour is the sparsity (%), each cell says
+    its sparsity and bits per weight; hovering names the layer."""
+    grid_bits = grid_bits or {}
+    cells: dict[tuple[str, str], dict] = {}
+    blocks: list[str] = []
+    roles: list[str] = []
+    for r in layers:
+        block, role = block_of(r["name"])
+        col = ".".join(block.split(".")[-2:]) if block else "other"
+        if col not in blocks:
+            blocks.append(col)
+        if role not in roles:
+            roles.append(role)
+        cells[(role, col)] = r
+    if "other" in blocks:  # the layers outside the blocks last, after the numbered blocks
+        blocks = [b for b in blocks if b != "other"] + ["other"]
+    z, text, hover = [], [], []
+    for role in roles:
+        zr, tr, hr = [], [], []
+        for col in blocks:
+            r = cells.get((role, col))
+            if r is None:
+                zr.append(None), tr.append(""), hr.append("")
+                continue
+            bits = grid_bits.get(r["name"], r["bits"])
+            sim = " simulated" if r.get("simulated") else ""
+            zr.append(round(r["sparsity"] * 100, 2))
+            tr.append(f"{r['sparsity'] * 100:.0f}% | {bits}b{'*' if sim else ''}")
+            hr.append(f"{r['name']} ({r['type']}, {r['params']:,} params): {r['sparsity'] * 100:.1f} % zeros, "
+                      f"{bits}{sim} bits per weight")
+        z.append(zr), text.append(tr), hover.append(hr)
+    fig = _fig(f"Per-layer sparsity (%) and bits per weight, by block ({len(layers)} layers)",
+               height=max(320, 26 * len(roles) + 120), margin=dict(l=10, r=10, t=50, b=40))
+    fig.add_heatmap(x=blocks, y=roles, z=z, text=text, customdata=hover, texttemplate="%{text}",
+                    hovertemplate="%{customdata}<extra></extra>", zmin=0, zmax=100, xgap=2, ygap=2,
+                    colorscale=[[0, "#f0f4fa"], [1, AFTER]], colorbar=dict(title=dict(text="sparsity %"), len=0.9),
+                    textfont=dict(size=10))
+    fig.update_xaxes(title_text="block (cells: sparsity | bits per weight; * = simulated)", type="category",
+                     side="bottom")
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
     return fig
 
 

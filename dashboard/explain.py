@@ -28,8 +28,16 @@ def structure_change(before_layers: list[dict], after_layers: list[dict]) -> dic
             "folded_params": sum(r["params"] for r in folded)}
 
 
-def why_size(before: dict, after: dict, storages: list[str]) -> list[str]:
-    """Sentences about file size and parameter count, each quoting the numbers it rests on."""
+def names_list(names: list[str], shown: int = 6) -> str:
+    """The first ``shown`` names, then "and N more" when there are more (never a silent cut)."""
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def why_size(before: dict, after: dict, storages: list[str], classifier: str | None = None) -> list[str]:
+    """Sentences about file size and parameter count, each quoting the numbers it rests on. ``classifier``: the
+    output layer the page leaves alone (not compressed): it may only lose the inputs of units removed before it,
+    and is named as such, never among the layers whose units were removed."""
     out = []
     ratio = after["size_bytes"] / before["size_bytes"]
     zeros = after["params"] - after["nonzero_params"]
@@ -52,12 +60,16 @@ def why_size(before: dict, after: dict, storages: list[str]) -> list[str]:
             out.append("A sparse encoding (only the non-zeros and their positions) or *shrinking* (structured "
                        "pruning, then physically removing the zeroed neurons/channels) is what makes the file smaller.")
     if units_removed:
-        where = ", ".join((change["shrunk"] + change["removed"])[:6])
-        out.append(f"**Shrunk:** units were removed ({where}): {after['params']:,} parameters vs "
-                   f"{before['params']:,}, file {_kb(after['size_bytes'])} ({ratio:.2f}x).")
+        touched = [n for n in change["shrunk"] + change["removed"] if n != classifier]
+        cls_smaller = classifier is not None and classifier in change["shrunk"]
+        where = f" ({names_list(touched)})" if touched else ""
+        out.append(f"**Shrunk:** units were removed{where}: {after['params']:,} parameters vs "
+                   f"{before['params']:,}, file {_kb(after['size_bytes'])} ({ratio:.2f}x)."
+                   + (f" The classifier `{classifier}` keeps all its outputs; it is smaller only because the layer "
+                      "before it lost units (its inputs)." if cls_smaller else ""))
     if change["folded"]:
-        out.append(f"**BatchNorm folded:** {', '.join(change['folded'])} ({change['folded_params']:,} parameters) were "
-                   "merged into the weights and biases of the layers before them, so the parameter count is "
+        out.append(f"**BatchNorm folded:** {names_list(change['folded'])} ({change['folded_params']:,} parameters) "
+                   "were merged into the weights and biases of the layers before them, so the parameter count is "
                    f"{after['params']:,} vs {before['params']:,}"
                    + ("" if units_removed else "; no neuron or channel was removed") + ".")
     if after.get("simulated"):
@@ -73,6 +85,28 @@ def why_size(before: dict, after: dict, storages: list[str]) -> list[str]:
                    f"{_kb(after['size_bytes'])} vs {_kb(before['size_bytes'])} ({ratio:.2f}x). Layers left out "
                    "(the classifier by default, norms, biases) stay fp32, and each layer stores its scales.")
     return out
+
+
+def grid_bits(steps: list[dict]) -> int | None:
+    """The ``weight_bits`` below 8 a real int8 step restricts its codes to (None when no step does): the weights
+    then take a smaller grid but are still stored as int8."""
+    low = [int(s["weight_bits"]) for s in steps if isinstance(s.get("weight_bits"), int) and s["weight_bits"] < 8]
+    return low[0] if low else None
+
+
+def grid_layers(before_layers: list[dict], after_layers: list[dict], bits: int | None) -> dict[str, int]:
+    """The layers whose int8 codes lie on the ``bits`` grid: those stored in 8 bits after and in more before."""
+    if bits is None:
+        return {}
+    was = {r["name"]: r["bits"] for r in before_layers}
+    return {r["name"]: bits for r in after_layers if r["bits"] == 8 and was.get(r["name"], 8) > 8}
+
+
+def grid_note(bits: int) -> str:
+    """What "Weight bits" below 8 does under a real int8 method, and what it does not."""
+    return (f"Weight bits {bits}: each quantized layer's weights take at most {2 ** bits - 1} values (a {bits}-bit "
+            "grid) but are still stored as int8 codes, so the file size does not change; the accuracy and the "
+            f"per-layer chart ({bits} bits) show the grid. For a smaller file pick an int4 (packed) method.")
 
 
 def speed_line(c: dict) -> str:

@@ -13,6 +13,7 @@ import explain
 import jobs
 import state
 import store
+import take_home
 import techniques as T
 from compression_core.advisories import collapse  # the one "collapsed, and what helps" rule (apply says it too)
 from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
@@ -46,11 +47,17 @@ def overrides_form(t: T.Technique, layers: list[str], ref: str) -> dict:
     if levels is None or not layers:
         return {}
     out = {}
-    with st.expander("Per-layer values"):
+    loaded = st.session_state.get(f"x_{t.kind}_ovr_loaded_{ref}")  # per-layer values Search loaded: in view
+    note = st.empty()
+    with st.expander("Per-layer values", expanded=bool(loaded)):
         for layer in layers:
             v = st.select_slider(layer, ["global"] + levels, key=default(f"x_{t.kind}_ovr_{ref}_{layer}", "global"))
             if v != "global":
                 out[layer] = v
+    if loaded and out:
+        note.info(f"Per-layer values loaded ({loaded}); the main slider applies to the layers set to 'global'.")
+    elif loaded:  # every layer back on 'global': nothing loaded is left
+        st.session_state.pop(f"x_{t.kind}_ovr_loaded_{ref}", None)
     return out
 
 
@@ -146,6 +153,8 @@ def workbench() -> None:
                                                              chosen)
         quant_t, quant_v, quant_o, quant_addons = technique_panel("Quantization", "quantize", "x_quant", wl, f,
                                                                   include_cls, chosen, widget="selectbox")
+        if explain.grid_bits([quant_v]) is not None:  # weight bits < 8 under int8: say what moves and what not
+            st.caption(explain.grid_note(explain.grid_bits([quant_v])))
 
         st.subheader("Training (runs on a button)")
         trainers = []
@@ -309,7 +318,7 @@ def workbench() -> None:
 
         latency_panel()
         if after is not None:
-            notes = explain.why_size(bstats, after, storages)
+            notes = explain.why_size(bstats, after, storages, classifier=None if include_cls else f["classifier"])
             if notes:
                 st.info("\n\n".join(notes))
 
@@ -321,8 +330,10 @@ def workbench() -> None:
         detail = st.segmented_control("Detail", details, key="x_detail", label_visibility="collapsed", required=True)
         after_cm = result["confusion"] if result else None
         if detail == "Per layer":
+            grid = explain.grid_layers(bstats["layers"], after["layers"], explain.grid_bits(current["steps"])) \
+                if after else {}
             st.plotly_chart(state.figure("layers", (ref, rk), lambda: charts.layer_chart(
-                bstats["layers"], after["layers"] if after else None)), key="layer_chart", config=FAST)
+                bstats["layers"], after["layers"] if after else None, grid)), key="layer_chart", config=FAST)
         elif detail == "Weights":
             weighted = [r["name"] for r in (after or bstats)["layers"] if "Norm" not in r["type"]]
             sizes = {r["name"]: r["params"] for r in bstats["layers"]}
@@ -349,6 +360,8 @@ def workbench() -> None:
         if result and result.get("steps"):
             with st.expander("What each step did"):
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
+        if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
+            take_home.offer(current, "x_take", None if result.get("preview") else after)
 
 
 workbench()
