@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import state
+import take_home
 import techniques as T
 import trust
 from compression_core.search import search
@@ -88,12 +89,42 @@ def chart(run: dict, base: dict | None, mine: dict | None, metric: str) -> go.Fi
     return fig
 
 
+def main_spec(t: T.Technique, value) -> T.FieldSpec | None:
+    """The setting a per-layer override value stands in for: the technique's first fraction (a float within [0, 1])
+    for float values, its first integer setting whose range holds the value for ints."""
+    for s in T.specs(t):
+        if isinstance(value, float) and s.kind == "float" and s.lo is not None and s.hi is not None \
+                and 0 <= s.lo and s.hi <= 1:
+            return s
+        if isinstance(value, int) and s.kind == "int" and (s.lo is None or s.lo <= value) \
+                and (s.hi is None or value <= s.hi):
+            return s
+    return None
+
+
+def on_slider(s: T.FieldSpec, value) -> bool:
+    """True when the main slider of ``s`` can show ``value`` exactly (on its range and step)."""
+    if s.kind == "int":
+        return True
+    if s.lo is None or s.hi is None:
+        return False
+    step = T._step(s.lo, s.hi)
+    k = (float(value) - s.lo) / step
+    return s.lo <= value <= s.hi and abs(k - round(k)) < 1e-6
+
+
 def fill_explore(ref: str, steps: list[dict]) -> list[str]:
     """Write a front point's pruning and quantization steps into the Explore page's widget keys (technique choice,
-    per-layer sparsity sliders); returns the labels filled."""
+    settings, per-layer values); returns the labels filled. Per-layer values that are all the same become the main
+    slider's value; different ones are loaded into the per-layer sliders, which Explore then shows open with a line
+    saying so (a main slider at 0.00 must not hide them)."""
     ss = st.session_state
     ss["x_model"] = ref
     filled = []
+    for key in [k for k in ss if isinstance(k, str) and k.startswith("x_") and f"_ovr_{ref}_" in k]:
+        ss[key] = "global"  # no per-layer value left over from an earlier load
+    for key in [k for k in ss if isinstance(k, str) and k.startswith("x_") and k.endswith(f"_ovr_loaded_{ref}")]:
+        del ss[key]
     for step in steps:
         t = T.by_kind(step["kind"])
         if t is None or t.ui.family not in ("prune", "quantize") or T.is_addon(t):
@@ -108,10 +139,36 @@ def fill_explore(ref: str, steps: list[dict]) -> list[str]:
         for s in T.specs(t):
             if s.name in step and s.name not in ("targets", "include_classifier"):
                 ss[f"x_{t.kind}_{s.name}"] = step[s.name]
-        for layer, v in (step.get("overrides") or {}).items():
-            ss[f"x_{t.kind}_ovr_{ref}_{layer}"] = round(float(v), 3) if isinstance(v, float) else v
+        ovr = {layer: (round(float(v), 3) if isinstance(v, float) else v)
+               for layer, v in (step.get("overrides") or {}).items()}
+        values = set(ovr.values())
+        main = main_spec(t, next(iter(values))) if len(values) == 1 else None
+        if main is not None and on_slider(main, next(iter(values))):
+            ss[f"x_{t.kind}_{main.name}"] = next(iter(values))  # uniform: the main slider shows it
+        elif ovr:
+            for layer, v in ovr.items():
+                ss[f"x_{t.kind}_ovr_{ref}_{layer}"] = v
+            low, high = min(values), max(values)
+            span = (f"{low:.1%} to {high:.1%}" if isinstance(low, float) else f"{low} to {high}") if low != high \
+                else f"{low:.1%}" if isinstance(low, float) else str(low)
+            ss[f"x_{t.kind}_ovr_loaded_{ref}"] = f"from Search: {len(ovr)} layers, {span}"
         filled.append(t.label)
     return filled
+
+
+def sparsity_text(sparsity: dict[str, float]) -> str:
+    """A front point's per-layer sparsity in a few characters: one value when uniform, else the mean and range."""
+    values = list(sparsity.values())
+    if not values or max(values) == 0:
+        return "none"
+    if min(values) == max(values):
+        return f"{values[0]:.1%} uniform"
+    return f"{sum(values) / len(values):.1%} mean ({min(values):.1%}-{max(values):.1%})"
+
+
+def best_point(front: list[dict]) -> int:
+    """The index of the front's best-metric point (the smaller file on a tie): what the picker starts on."""
+    return max(range(len(front)), key=lambda k: (front[k]["accuracy"], -front[k]["size_bytes"]))
 
 
 # ---------------------------------------------------------------------------------------------------- page
@@ -168,10 +225,18 @@ def live() -> None:
     if run["front"]:
         rows = [{"#": i + 1, "trial": p["trial"], "origin": p["origin"], f["metric"]: state.metric_text(p["accuracy"], f),
                  "KB": round(p["size_bytes"] / 1024, 1), "x of baseline": p["size_ratio"],
-                 "method": p["settings"]["method"],
-                 "sparsity": ", ".join(f"{k} {v * 100:g}%" for k, v in p["settings"]["sparsity"].items())}
+                 "method": p["settings"]["method"], "sparsity": sparsity_text(p["settings"]["sparsity"])}
                 for i, p in enumerate(sorted(run["front"], key=lambda p: p["size_bytes"]))]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+            "#": st.column_config.NumberColumn(width="small"), "trial": st.column_config.NumberColumn(width="small"),
+            "origin": st.column_config.TextColumn(width="small"),
+            f["metric"]: st.column_config.TextColumn(width="small"),
+            "KB": st.column_config.NumberColumn(format="%.1f", width="small"),
+            "x of baseline": st.column_config.NumberColumn(format="%.3f", width="small"),
+            "method": st.column_config.TextColumn(width="small"),
+            "sparsity": st.column_config.TextColumn("sparsity (per layer)", width="medium",
+                                                    help="the layers' sparsity: one value when uniform, else the "
+                                                         "mean and range (the recipe below lists every layer)")})
     if run["done"] and st.session_state.get("q_last_shown") != id(run):
         st.session_state["q_last_shown"] = id(run)
         st.rerun()  # once, so the point picker below shows the final front
@@ -183,7 +248,10 @@ run = st.session_state.get(RUN)
 if run is not None and run["done"] and run["front"] and not run["error"]:
     front = sorted(run["front"], key=lambda p: p["size_bytes"])
     st.subheader("Use a front point")
-    i = st.selectbox("Front point", range(len(front)), key="q_pick",
+    if st.session_state.get("q_pick_run") != id(run) or st.session_state.get("q_pick") not in range(len(front)):
+        st.session_state["q_pick_run"] = id(run)  # a new front: start from its best-metric point
+        st.session_state["q_pick"] = best_point(front)
+    i = st.selectbox("Front point (the best metric first chosen)", range(len(front)), key="q_pick",
                      format_func=lambda k: f"#{k + 1}: {state.metric_text(front[k]['accuracy'], f)} at "
                                            f"{front[k]['size_bytes'] / 1024:,.1f} KB ({front[k]['size_ratio']:.3f}x)"
                                            f", {front[k]['settings']['method']}")
@@ -202,3 +270,4 @@ if run is not None and run["done"] and run["front"] and not run["error"]:
                        mime="text/yaml", key="q_download")
     with st.expander("Recipe"):
         st.code(recipe_yaml, language="yaml")
+    take_home.offer(p["recipe"], "q_take", title="Take this model home")
