@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import state
+import techniques as T
 from compression_core.advise import advise
 
 st.title("Advise: which quantization method for this model?")
@@ -48,11 +49,41 @@ df = pd.DataFrame([{  # a drop is a negative change: -0.28 points, never "+0.28"
     "latency x fp32": r["latency_ratio"], "within threshold": r["within_threshold"],
     "recommended": r["method"] == a["recommended"],
 } for r in rows])
-st.dataframe(df, hide_index=True, width="stretch", column_config={
-    "accuracy %": st.column_config.NumberColumn(format="%.2f"), "accuracy change (points)": st.column_config.NumberColumn(format="%+.2f"),
-    "size KB": st.column_config.NumberColumn(format="%.1f"), "size x fp32": st.column_config.NumberColumn(format="%.3f"),
-    "latency ms (b32)": st.column_config.NumberColumn(format="%.3f"),
-    "latency x fp32": st.column_config.NumberColumn(format="%.2f")})
+st.dataframe(df, hide_index=True, width="stretch", column_config={  # short headers: 9 columns fit at 1280 px
+    "method": st.column_config.TextColumn("method", width="small"),
+    "accuracy %": st.column_config.NumberColumn("accuracy %", format="%.2f", width="small"),
+    "accuracy change (points)": st.column_config.NumberColumn("change (pt)", format="%+.2f", width="small",
+                                                              help="accuracy change in points against fp32"),
+    "size KB": st.column_config.NumberColumn("size KB", format="%.1f", width="small",
+                                             help="bytes of the saved state_dict, as Explore's 'File size (dense)'"),
+    "size x fp32": st.column_config.NumberColumn("size x", format="%.3f", width="small", help="size / fp32 size"),
+    "latency ms (b32)": st.column_config.NumberColumn("ms (b32)", format="%.3f", width="small",
+                                                      help="latency per call at batch 32, 1 thread"),
+    "latency x fp32": st.column_config.NumberColumn("latency x", format="%.2f", width="small",
+                                                    help="latency / fp32 latency, timed in the same run"),
+    "within threshold": st.column_config.CheckboxColumn("within", width="small",
+                                                        help="accuracy drop within the threshold"),
+    "recommended": st.column_config.CheckboxColumn("chosen", width="small", help="the recommended method")})
+st.caption("Each candidate quantizes the whole model, the classifier included (one int8 region end to end). Explore "
+           "leaves the classifier alone unless 'Also compress the classifier' is ticked, so its file is a little "
+           "bigger there; open a method in Explore below to get exactly this configuration and these numbers.")
+in_explore = [c for c in a["candidates"] if T.by_kind(c["method"]) is not None]
+if in_explore:
+    o1, o2 = st.columns([2, 1], vertical_alignment="bottom")
+    method = o1.selectbox("Method to open in Explore", [c["method"] for c in in_explore], key="adv_open_pick",
+                          index=next((i for i, c in enumerate(in_explore) if c["method"] == a["recommended"]), 0),
+                          format_func=labels.get)
+    if o2.button("Open in Explore", key="adv_open", width="stretch"):
+        ss = st.session_state
+        t = T.by_kind(method)
+        ss["x_model"] = ref
+        ss[f"x_prune_{ref}"] = "none"
+        ss["x_quant"] = t.label
+        ss[f"x_cls_{ref}"] = True  # the classifier too, as the candidate was measured
+        ss.pop(f"x_layers_{ref}", None)  # every layer
+        for s_ in T.specs(t):  # the candidate's settings are the config's defaults
+            ss.pop(f"x_{t.kind}_{s_.name}", None)
+        st.switch_page("pages/explore.py")
 
 fig = go.Figure()
 names = [r["label"] for r in rows]

@@ -18,6 +18,7 @@ import streamlit as st
 
 import state
 import store
+import take_home
 
 db = store.get_store()
 bid = store.browser_id()
@@ -186,6 +187,10 @@ else:
                 st.success("Submitted: your point is on the board below.")
             except store.StoreError as e:
                 st.error(str(e))
+    if row.get("recipe"):  # the chosen configuration's model to take home (its numbers as measured here)
+        with st.expander("Take this model home (bundle and ONNX)"):
+            take_home.offer(row["recipe"], "c_take",
+                            {"accuracy": row.get("accuracy"), "size_bytes": row.get("size_bytes")}, title=None)
 
 
 # ------------------------------------------------------------------------------------------------ the board

@@ -19,24 +19,30 @@ df = state.experiments_frame(rows)
 models = list(dict.fromkeys(df["model"]))
 pick = st.multiselect("Models", models, default=models, key="e_models")
 df = df[df["model"].isin(pick)]
+SMALL = "small"  # 12 columns: small widths and short headers so the table fits at 1280 px without scrolling
 st.dataframe(df[["id", "model", "label", "value", "change_pt", "size_kb", "sparse_kb", "simulated_kb",
                  "size_ratio", "nonzero_params", "latency_ratio", "latency_verdict"]],
              hide_index=True, width="stretch", column_config={
-    "id": st.column_config.NumberColumn("row", format="%d"),
+    "id": st.column_config.NumberColumn("row", format="%d", width=SMALL),
+    "model": st.column_config.TextColumn("model", width=SMALL),
     "label": st.column_config.TextColumn("configuration", width="medium"),
-    "value": st.column_config.NumberColumn("metric (%)", format="%.2f",
+    "value": st.column_config.NumberColumn("metric %", format="%.2f", width=SMALL,
                                            help="the model's own metric (accuracy unless its workload says otherwise)"),
-    "change_pt": st.column_config.NumberColumn("change (points)", format="%+.2f"),
-    "size_kb": st.column_config.NumberColumn("dense file (KB)", format="%.1f"),
-    "sparse_kb": st.column_config.NumberColumn("sparse file (KB)", format="%.1f"),
-    "simulated_kb": st.column_config.NumberColumn("simulated (KB)", format="%.1f"),
-    "size_ratio": st.column_config.NumberColumn("smallest size (x)", format="%.3f",
+    "change_pt": st.column_config.NumberColumn("change pt", format="%+.2f", width=SMALL,
+                                               help="change against the model's own baseline, in points"),
+    "size_kb": st.column_config.NumberColumn("dense KB", format="%.1f", width=SMALL, help="the dense file"),
+    "sparse_kb": st.column_config.NumberColumn("sparse KB", format="%.1f", width=SMALL,
+                                               help="the sparse-encoded or packed file, where one exists"),
+    "simulated_kb": st.column_config.NumberColumn("simul. KB", format="%.1f", width=SMALL,
+                                                  help="the theoretical size of a simulated (fake-quant) result"),
+    "size_ratio": st.column_config.NumberColumn("size x", format="%.3f", width=SMALL,
                                                 help="the smallest real (or simulated) file, as a multiple of the "
                                                      "model's own baseline"),
-    "nonzero_params": st.column_config.NumberColumn("non-zero params", format="localized"),
-    "latency_ratio": st.column_config.NumberColumn("latency (x)", format="%.2f",
+    "nonzero_params": st.column_config.NumberColumn("non-zero", format="localized", width=SMALL,
+                                                    help="non-zero parameters"),
+    "latency_ratio": st.column_config.NumberColumn("latency x", format="%.2f", width=SMALL,
                                                    help="the latest timing's after/before ratio (timed together)"),
-    "latency_verdict": st.column_config.TextColumn("latency verdict"),
+    "latency_verdict": st.column_config.TextColumn("latency", width=SMALL, help="the latest timing's verdict"),
 })
 st.caption("Sizes: the dense `torch.save` file, the sparse-encoded/packed file where one exists, and the theoretical "
            "size of simulated (fake-quant) results (hollow diamonds below: simulated, not real). Ratios and changes "
@@ -59,13 +65,19 @@ lat = state.latency_frame([r for r in rows if r["model"] in pick])
 if len(lat):
     st.subheader("Every latency timing")
     st.dataframe(lat, hide_index=True, width="stretch", column_config={
-        "id": st.column_config.NumberColumn("row", format="%d"),
+        "id": st.column_config.NumberColumn("row", format="%d", width=SMALL),
+        "model": st.column_config.TextColumn("model", width=SMALL),
         "label": st.column_config.TextColumn("configuration", width="medium"), "rounds": None,
-        "timing": st.column_config.NumberColumn("timing #", format="%d"),
-        "before_ms": st.column_config.NumberColumn("before (ms)", format="%.4f"),
-        "after_ms": st.column_config.NumberColumn("after (ms)", format="%.4f"),
-        "ratio": st.column_config.NumberColumn("after / before", format="%.2f"),
-        "ratio_range": "middle half of the ratios"})
+        "timing": st.column_config.NumberColumn("#", format="%d", width=SMALL, help="timing number"),
+        "runtime": st.column_config.TextColumn("runtime", width=SMALL),
+        "batch": st.column_config.NumberColumn("batch", width=SMALL),
+        "threads": st.column_config.NumberColumn("threads", width=SMALL),
+        "before_ms": st.column_config.NumberColumn("before ms", format="%.4f", width=SMALL),
+        "after_ms": st.column_config.NumberColumn("after ms", format="%.4f", width=SMALL),
+        "ratio": st.column_config.NumberColumn("after/before", format="%.2f", width=SMALL),
+        "ratio_range": st.column_config.TextColumn("middle half", width=SMALL,
+                                                   help="middle half of the after/before ratios"),
+        "verdict": st.column_config.TextColumn("verdict", width=SMALL)})
     st.caption("Each timing ran before and after alternately in the same second, with the batch, threads and runtime "
                "shown; timing again adds a row.")
 

@@ -4,7 +4,7 @@ kept."""
 from __future__ import annotations
 
 from .database import get_store
-from .schema import MAX_NAME, StoreError, clean_name
+from .schema import MAX_NAME, StoreError, _label, clean_name
 from .session import browser_id, identity_kept
 
 
@@ -15,18 +15,23 @@ def history_tools(rows: list[dict]) -> None:
     db = get_store()
     bid = browser_id()
     st.subheader("Your history")
+    try:  # where the database lives is the server's business: only the teacher sees its path
+        teacher = db.is_teacher(bid)
+    except StoreError:
+        teacher = False
+    where = db.where if teacher or not db.persistent else "this server's database"
     if identity_kept():
-        kept_for = (f"Kept in {db.where} for this browser: a reload or a server restart finds it again (the key is a "
+        kept_for = (f"Kept in {where} for this browser: a reload or a server restart finds it again (the key is a "
                     "secret cookie this server gave your browser; no address or name opens it, and clearing this "
                     "site's cookies starts a new, empty history).")
     else:
-        kept_for = (f"Kept in {db.where} for this session only: this page came without the server's identity cookie "
+        kept_for = (f"Kept in {where} for this session only: this page came without the server's identity cookie "
                     "(a server started with `streamlit run dashboard/app.py` instead of `dashboard/server.py`, or "
                     "cookies blocked), so a reload starts a new history.")
     st.caption(kept_for + " Rows are added by 'Save to history' on the Explore page and by every training run, "
                "recipe import and latency timing; moving a slider only changes the current row.")
-    if db.problem:
-        st.warning(db.problem)
+    if db.problem:  # the line names the database file: a student reads "on the server" instead
+        st.warning(db.problem if teacher else db.problem.replace(_label(db.url), "on the server"))
     kept = [r for r in rows if r.get("how") in ("saved", "applied")]
     names = {r["id"]: f"row {r['id']}: {r.get('label', '')}"[:90] for r in kept}
     if kept:
