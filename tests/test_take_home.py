@@ -1,0 +1,406 @@
+"""Issue 24, items 1 and 5 (pages): the compressed model taken home (a bundle and an ONNX file from Explore, Recipe,
+Search and Class, named after the model and recipe), a bundle opened on the Recipe page (weights only, its reference
+checked by the server's one validator before anything is resolved, re-measured beside what it recorded), and the
+page fixes: the Weight bits control under int8, the Shrunk message, Search's default point and "Load into Explore",
+Advise's size beside Explore's, the database path on Experiments, per-layer charts of 36+ layers.
+
+The fast tests drive the pages with Streamlit's AppTest; the Must-show test (marked browser/slow) downloads both files
+from Explore in chromium, re-measures the bundle with the CLI and runs the ONNX file in ONNX Runtime."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "dashboard" / "app.py")
+PRUNE = "x_prune_digits-cnn"
+AMOUNT = "x_prune_unstructured_amount"
+UNSTRUCTURED = "unstructured (weights)"
+STATIC = "int8 static (real, calibrated)"
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def no_problems(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def dashboard_module(name: str):
+    """A dashboard helper module as the app imported it (dashboard/ is on sys.path once app.py ran)."""
+    if str(ROOT / "dashboard") not in sys.path:
+        sys.path.insert(0, str(ROOT / "dashboard"))
+    return __import__(name)
+
+
+def pruned_int8(at: AppTest) -> AppTest:
+    at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
+    at.slider(key=AMOUNT).set_value(0.5).run()
+    at.selectbox(key="x_quant").set_value(STATIC).run()
+    no_problems(at)
+    return at
+
+
+def layer_chart_spec(at: AppTest) -> dict:
+    for chart in at.get("plotly_chart"):
+        if chart.proto.id and "layer_chart" in chart.proto.id:
+            return json.loads(chart.proto.spec)
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if "Per-layer" in json.dumps(spec["layout"].get("title", "")):
+            return spec
+    raise AssertionError("no per-layer chart on the page")
+
+
+# ------------------------------------------------------------------------------------------------ names
+def test_download_names_come_from_the_model_and_the_recipe():
+    th = dashboard_module("take_home")
+    assert th.file_stem({"model": "digits-cnn", "steps": [{"kind": "prune_unstructured", "amount": 0.5},
+                                                           {"kind": "quantize_static"}]}) == "digits-cnn-prune50-int8"
+    assert th.file_stem({"model": "digits-cnn", "steps": []}) == "digits-cnn-baseline"
+    stem = th.file_stem({"model": "x"}, name="my model/../../etc passwd;rm -rf")
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", stem) and ".." not in stem.replace("...", "")
+    stem = th.file_stem({"model": "digits-cnn", "steps": [
+        {"kind": "prune_structured", "amount": 0.3, "unit": "channels"}, {"kind": "shrink"},
+        {"kind": "quantize_static", "weight_bits": 4}, {"kind": "prune_unstructured", "amount": 0.0,
+                                                        "overrides": {"a": 0.5, "b": 0.25}}]})
+    assert stem == "digits-cnn-structured30-shrink-int8w4-prune38mix"
+
+
+# ------------------------------------------------------------------------------------------------ Explore
+def test_explore_offers_the_bundle_and_the_onnx_file_named_after_the_recipe():
+    at = pruned_int8(app())
+    assert [b.label for b in at.get("download_button") if ".bundle" in b.label] == \
+        ["Download digits-cnn-prune50-int8.bundle"]
+    assert any(b.label == "Build the ONNX file" for b in at.button)  # a job: the export takes seconds of CPU
+    assert any("measure --bundle digits-cnn-prune50-int8.bundle" in c.value for c in at.caption)
+
+
+def test_the_bundle_explore_offers_measures_the_same_in_the_cli(tmp_path, capsys):
+    """The in-page bundle (what the download button's callable returns) is the page's model: the CLI's
+    ``measure --bundle`` gives the accuracy and size the page shows, and the bundle records them."""
+    from compression_core import cli
+
+    at = pruned_int8(app())
+    recipe, shown = at.session_state["current_recipe"], at.session_state["current_stats"]
+    th = dashboard_module("take_home")
+    data = th.bundle_of(recipe, shown)
+    path = tmp_path / "digits-cnn-prune50-int8.bundle"
+    path.write_bytes(data)
+    capsys.readouterr()
+    assert cli.main(["measure", "--bundle", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"] == pytest.approx(shown["accuracy"], abs=1e-12)
+    assert out["size_bytes"] == shown["size_bytes"]
+    assert out["model"] == "digits-cnn-prune50-int8"  # the recipe's name
+    from compression_core.bundle import read_bundle
+
+    rec, _ = read_bundle(path)
+    assert th.recorded(rec.description) == {"metric": "accuracy", "accuracy": shown["accuracy"],
+                                            "size_bytes": shown["size_bytes"]}
+    shown_kb = [m.value for m in at.metric if m.label.startswith("File size")][0]
+    assert shown_kb == f"{out['size_bytes'] / 1024:,.1f} KB"
+
+
+@pytest.mark.slow
+def test_the_export_job_gives_an_onnx_file_that_runs_in_onnx_runtime():
+    """The ``export`` job (run here directly, as a worker runs it): the deploy engine's .onnx file of a static int8
+    model runs in ONNX Runtime and predicts what the bundle's model predicts."""
+    import onnxruntime as ort
+
+    from compression_core import resolve_workload
+    from compression_core.bundle import load_bundle
+
+    jobs = dashboard_module("jobs")
+    recipe = {"version": 1, "model": "digits-cnn", "seed": 0, "name": "digits-cnn-prune50-int8",
+              "steps": [{"kind": "prune_unstructured", "amount": 0.5}, {"kind": "quantize_static"}]}
+    out = jobs.run_export({"recipe": recipe, "bundle_too": True}, lambda f, m: None)
+    assert out["onnx_error"] is None and out["bundle"] and out["onnx"]
+    _, model = load_bundle(out["bundle"])
+    x = resolve_workload("digits-cnn").test.x
+    sess = ort.InferenceSession(out["onnx"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0].argmax(-1)
+    with torch.no_grad():
+        want = model(x).argmax(-1).numpy()
+    assert (got == want).mean() >= 0.97
+    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load_from_string(out["onnx"]).graph.node)
+
+
+# ------------------------------------------------------------------------------------------------ opening a bundle
+def recipe_page() -> AppTest:
+    at = app()
+    at.switch_page("pages/recipe.py").run()
+    no_problems(at)
+    return at
+
+
+def test_uploaders_state_their_real_limits():
+    import tomllib
+
+    from compression_core.bundle import MAX_BUNDLE_BYTES
+    from compression_core.recipe import MAX_RECIPE_BYTES
+
+    at = recipe_page()
+    recipe_up, bundle_up = at.file_uploader(key="r_upload"), at.file_uploader(key="r_bundle")
+    assert f"at most {MAX_RECIPE_BYTES // 1024} KB" in recipe_up.label
+    assert f"at most {MAX_BUNDLE_BYTES // 2**20} MB" in bundle_up.label
+    assert bundle_up.proto.max_upload_size_mb == MAX_BUNDLE_BYTES // 2**20
+    assert recipe_up.proto.max_upload_size_mb == 1  # whole MB is the widget's smallest; its "1MB" line is hidden
+    assert "stFileUploaderDropzoneInstructions" in " ".join(str(h.proto) for h in at.get("html"))
+    for path in (ROOT / ".streamlit" / "config.toml", ROOT / "dashboard" / ".streamlit" / "config.toml"):
+        assert tomllib.loads(path.read_text())["server"]["maxUploadSize"] == MAX_BUNDLE_BYTES // 2**20
+
+
+def make_bundle(steps: list[dict], model: str = "digits-cnn", description: str | None = None) -> bytes:
+    from compression_core.bundle import bundle_bytes
+    from compression_core.recipe import apply_recipe, load_recipe
+
+    data = {"version": 1, "model": model, "steps": steps}
+    if description:
+        data["description"] = description
+    r = apply_recipe(load_recipe(data), with_latency=False, measure_before=False, measure_after=False)
+    return bundle_bytes(r.recipe, r.model)
+
+
+def test_an_opened_bundle_is_re_measured_beside_what_it_recorded():
+    from compression_core import measure
+    from compression_core.bundle import load_bundle
+
+    raw = make_bundle([{"kind": "prune_unstructured", "amount": 0.5}])
+    _, model = load_bundle(raw)
+    from compression_core import resolve_workload
+
+    truth = measure(model, resolve_workload("digits-cnn"), with_latency=False)
+    th = dashboard_module("take_home")
+    note = th.measured_note({"accuracy": truth.accuracy, "size_bytes": truth.size_bytes}, {"metric": "accuracy"})
+    raw = make_bundle([{"kind": "prune_unstructured", "amount": 0.5}], description=note)
+    at = recipe_page()
+    at.file_uploader(key="r_bundle").set_value(("mine.bundle", raw, "application/octet-stream")).run()
+    no_problems(at)
+    assert any("re-measured here" in s.value and f"{truth.size_bytes:,} bytes" in s.value for s in at.success)
+    table = at.table[-1].value
+    assert list(table.iloc[:, 0]) == ["re-measured here", "recorded in the bundle"]
+    assert any("Same numbers as the bundle recorded" in c.value for c in at.caption)
+    # a bundle from `apply --save-model` (no recorded numbers): re-measured, and said so
+    at.file_uploader(key="r_bundle").set_value(("cli.bundle", make_bundle([{"kind": "quantize_dynamic"}]),
+                                               "application/octet-stream")).run()
+    no_problems(at)
+    assert any("recorded no measured numbers" in c.value for c in at.caption)
+
+
+def foreign_bundle(ref: str) -> bytes:
+    """A well-formed bundle whose recorded workload is ``ref`` (a file this server does not list)."""
+    from compression_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION
+
+    buf = io.BytesIO()
+    recipe = json.dumps({"version": 1, "model": ref, "seed": 0, "steps": [{"kind": "quantize_dynamic"}]})
+    torch.save({"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "recipe": recipe, "workload": ref,
+                "state_dict": {"w": torch.zeros(2)}}, buf)
+    return buf.getvalue()
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_a_bundle_naming_an_unlisted_model_is_refused_before_anything_is_resolved(tmp_path):
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil_workload.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').write('x')\nworkload = None\n")
+    at = recipe_page()
+    at.file_uploader(key="r_bundle").set_value(("evil.bundle", foreign_bundle(f"{evil}:workload"),
+                                               "application/octet-stream")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert "is not one of this server's models" in at.error[0].value and "digits-cnn" in at.error[0].value
+    assert not marker.exists()  # nothing was imported
+    # pickled code is refused by the weights-only load, in one line
+    buf = io.BytesIO()
+    torch.save({"format": "compression-lab-bundle", "format_version": 1, "recipe": "{}", "state_dict": Evil()}, buf)
+    at.file_uploader(key="r_bundle").set_value(("code.bundle", buf.getvalue(), "application/octet-stream")).run()
+    assert not at.exception and len(at.error) == 1 and "refused" in at.error[0].value
+    # a new, good file: the old error is gone
+    at.file_uploader(key="r_bundle").set_value(("good.bundle", make_bundle([{"kind": "quantize_dynamic"}]),
+                                               "application/octet-stream")).run()
+    no_problems(at)
+    assert at.success
+    # not a bundle at all: one line; a recipe's stale error never sticks to the bundle opener either
+    at.file_uploader(key="r_bundle").set_value(("notes.txt", b"hello", "text/plain")).run()
+    assert not at.exception and len(at.error) == 1 and "not a Compression Lab bundle" in at.error[0].value
+
+
+def test_the_recipe_page_offers_the_current_model():
+    at = pruned_int8(app())
+    at.switch_page("pages/recipe.py").run()
+    no_problems(at)
+    assert any(b.label == "Download digits-cnn-prune50-int8.bundle" for b in at.get("download_button"))
+
+
+# ------------------------------------------------------------------------------------------------ page fixes
+def test_weight_bits_under_int8_acts_on_the_chart_and_says_the_size_stays():
+    at = app()
+    at.selectbox(key="x_quant").set_value(STATIC).run()
+    bits8 = layer_chart_spec(at)["data"][1]["y"]
+    assert not any("Weight bits" in c.value for c in at.caption)
+    at.slider(key="x_quantize_static_weight_bits").set_value(4).run()
+    no_problems(at)
+    spec = layer_chart_spec(at)
+    assert spec["data"][1]["y"] != bits8 and 4 in spec["data"][1]["y"]  # the chart moves with the control
+    assert any("Weight bits 4" in c.value and "file size does not change" in c.value for c in at.caption)
+
+
+def test_shrunk_message_lists_every_layer_and_not_the_classifier():
+    explain = dashboard_module("explain")
+    before = {"params": 1000, "size_bytes": 4000, "nonzero_params": 1000,
+              "layers": [{"name": f"l{i}", "type": "Linear", "params": 100} for i in range(8)]
+              + [{"name": "fc", "type": "Linear", "params": 200}]}
+    after = {"params": 500, "size_bytes": 2000, "nonzero_params": 500,
+             "layers": [{"name": f"l{i}", "type": "Linear", "params": 50} for i in range(8)]
+             + [{"name": "fc", "type": "Linear", "params": 100}]}
+    text = " ".join(explain.why_size(before, after, ["dense", "shrunk"], classifier="fc"))
+    assert "l0, l1, l2, l3, l4, l5 and 2 more" in text
+    units = text.split("units were removed")[1].split(":")[0]
+    assert "fc" not in units and "classifier `fc` keeps all its outputs" in text
+
+
+def test_shrunk_on_the_page_leaves_the_classifier_out_of_the_list():
+    at = app()
+    at.radio(key=PRUNE).set_value("structured (neurons / channels / heads)").run()
+    at.checkbox(key="x_shrink_after_prune_structured").check().run()
+    no_problems(at)
+    text = " ".join(i.value for i in at.info)
+    assert "**Shrunk:**" in text
+    removed = text.split("units were removed")[1].split(":")[0]
+    assert "fc2" not in removed  # the classifier the page says it leaves alone
+
+
+def fake_search_run(front: list[dict]) -> dict:
+    return {"ref": "digits-cnn", "trials": len(front), "seed": 0, "points": front, "front": front,
+            "message": "done", "done": True, "error": None, "stop": threading.Event(), "t0": time.perf_counter(),
+            "result": {"baseline": {}, "seconds": 1.0, "cancelled": False, "first_point_seconds": 0.1}}
+
+
+def point(trial: int, acc: float, size: int, sparsity: dict[str, float], method: str = "none") -> dict:
+    steps = []
+    if any(sparsity.values()):
+        steps.append({"kind": "prune_unstructured", "amount": 0.0, "scope": "layer", "targets": list(sparsity),
+                      "overrides": sparsity, "include_classifier": False})
+    if method == "int8":
+        steps.append({"kind": "quantize_dynamic"})
+    return {"trial": trial, "origin": "search", "accuracy": acc, "size_bytes": size, "size_ratio": size / 160000,
+            "settings": {"method": method, "sparsity": sparsity}, "error": None,
+            "recipe": {"version": 1, "model": "digits-cnn", "seed": 0, "steps": steps}}
+
+
+LAYERS = ("conv1", "conv2", "fc1")
+
+
+def test_search_starts_on_the_best_point_and_loads_values_where_they_show():
+    front = [point(1, 0.90, 20000, {n: 0.8 for n in LAYERS}, "int8"),
+             point(2, 0.975, 60000, {"conv1": 0.25, "conv2": 0.5, "fc1": 0.75}),
+             point(3, 0.98, 90000, {n: 0.5 for n in LAYERS})]
+    at = app()
+    at.session_state["srch_run"] = fake_search_run(front)
+    at.switch_page("pages/search.py").run()
+    no_problems(at)
+    assert at.selectbox(key="q_pick").value == 2  # the best-metric point, not the smallest (lowest-accuracy) one
+    # a uniform point: the main slider shows the loaded value
+    at.button(key="q_load").click().run()
+    at.switch_page("pages/explore.py").run()
+    no_problems(at)
+    assert at.slider(key=AMOUNT).value == pytest.approx(0.5)
+    step = at.session_state["current_recipe"]["steps"][0]
+    assert step.get("amount") in (None, 0.5) and not step.get("overrides")
+    # per-layer values: kept per layer, the panel open with a line saying they were loaded
+    at.switch_page("pages/search.py").run()
+    at.selectbox(key="q_pick").set_value(1).run()
+    at.button(key="q_load").click().run()
+    at.switch_page("pages/explore.py").run()
+    no_problems(at)
+    assert any("Per-layer values loaded" in i.value for i in at.info)
+    assert at.get("expander")  # the per-layer panel
+    assert any(e.proto.expanded for e in at.get("expander") if e.label == "Per-layer values")
+    ovr = at.session_state["current_recipe"]["steps"][0]["overrides"]
+    assert ovr == {"conv1": 0.25, "conv2": 0.5, "fc1": 0.75}
+
+
+def test_search_table_is_short_enough_to_fit():
+    front = [point(i, 0.9 + i / 100, 20000 * i, {n: 0.025 * (i + k) for k, n in enumerate(LAYERS)}) for i in (1, 2)]
+    at = app()
+    at.session_state["srch_run"] = fake_search_run(front)
+    at.switch_page("pages/search.py").run()
+    no_problems(at)
+    df = at.dataframe[0].value
+    assert df["sparsity"].str.len().max() <= 30  # one short summary, not every layer's value
+
+
+def test_advise_opens_its_method_in_explore_with_the_same_size():
+    at = app()
+    at.switch_page("pages/advise.py").run()
+    no_problems(at)
+    shown = at.dataframe[0].value
+    kb = float(shown.loc[shown["method"] == "static int8", "size KB"].iloc[0])
+    at.selectbox(key="adv_open_pick").set_value("quantize_static").run()
+    at.button(key="adv_open").click().run()
+    no_problems(at)
+    assert at.selectbox(key="x_quant").value == STATIC and at.checkbox(key="x_cls_digits-cnn").value
+    size = [m.value for m in at.metric if m.label.startswith("File size")][0]
+    assert size == f"{kb:,.1f} KB"  # the same number on both pages
+
+
+def test_experiments_page_hides_the_database_path_from_students():
+    store = dashboard_module("store")
+    at = pruned_int8(app())
+    at.button(key="b_save").click().run()
+    at.switch_page("pages/experiments.py").run()
+    no_problems(at)
+    db = store.get_store()
+    assert db.persistent  # the tests' own temporary SQLite file (conftest)
+    text = " ".join(c.value for c in at.caption)
+    assert "Kept in this server's database" in text and db.where not in text
+    bid = at.session_state["_browser_id"]
+    db.grant_teacher(bid, "passcode")  # a teacher may see where it is kept
+    try:
+        at.run()
+        no_problems(at)
+        assert db.where in " ".join(c.value for c in at.caption)
+    finally:
+        db.revoke_teacher(bid)
+
+
+def test_many_layers_are_drawn_as_a_grid_by_block():
+    charts = dashboard_module("charts")
+    roles = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+    layers = [{"name": "encoder.embeddings.word_embeddings", "type": "Embedding", "params": 10, "sparsity": 0.0,
+               "bits": 32}]
+    layers += [{"name": f"encoder.encoder.layer.{b}.{r}", "type": "Linear", "params": 10, "sparsity": b / 10,
+                "bits": 8} for b in range(6) for r in roles]
+    layers += [{"name": "head", "type": "Linear", "params": 10, "sparsity": 0.0, "bits": 32}]
+    fig = charts.layer_chart(layers, layers)
+    trace = fig["data"][0]
+    assert trace["type"] == "heatmap"
+    assert trace["x"] == ["layer.0", "layer.1", "layer.2", "layer.3", "layer.4", "layer.5", "other"]
+    assert len(trace["y"]) == len(roles) + 2 and max(len(y) for y in trace["y"]) <= 30
+    cells = [t for row in trace["text"] for t in row if t]
+    assert len(cells) == len(layers)  # every layer has its cell
+    assert trace["z"][trace["y"].index("attention.self.query")][3] == pytest.approx(30.0)  # layer.3's: 30 % sparse
+    few = charts.layer_chart(layers[:10], layers[:10])
+    assert few["data"][0]["type"] == "bar"
