@@ -30,6 +30,7 @@ import torch_pruning as tp
 
 from . import inputs as I
 from .errors import CompressionError
+from .linear_like import conv1d_names, is_conv1d, is_linear_like, linear_copy
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.modules.batchnorm._BatchNorm,)
@@ -86,13 +87,17 @@ class HeadGroup:
 
 @dataclass
 class ModelGraph:
-    """Every coupled group of a model, traced once on example inputs (the modules are the model's own)."""
+    """Every coupled group of a model, traced once on example inputs. ``model`` is the model traced: the model's
+    own modules, or, when it has transformers' Conv1D layers (``conv1d``: their names), a copy of it with each
+    Conv1D converted to an equivalent nn.Linear (Torch-Pruning has no Conv1D handling); the groups name the same
+    layers either way, and acting on them through ``tp_group`` or ``dg`` changes that copy, not the model."""
 
     model: nn.Module
     groups: dict[str, Group]
     heads: dict[str, HeadGroup]
     dg: Any = field(default=None, repr=False)
     example: Any = field(default=None, repr=False)
+    conv1d: frozenset = frozenset()
 
     def all(self, unit: str) -> dict[str, Group | HeadGroup]:
         if unit == "heads":
@@ -134,7 +139,10 @@ def _name_map(model: nn.Module) -> dict[int, str]:
 
 
 def out_dim(module: nn.Module) -> int:
-    """The dimension of ``weight`` holding a producer's output units."""
+    """The dimension of ``weight`` holding a producer's output units (transformers' Conv1D: 1, its weight is
+    (in, out))."""
+    if is_conv1d(module):
+        return 1
     if isinstance(module, CONVS + (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and module.transposed:
         return 1
     if isinstance(module, nn.Embedding):
@@ -384,7 +392,7 @@ def _probe_zero_paths(model: nn.Module, groups: dict[str, Group], example: Any) 
             mod = model.get_submodule(m.name)
             idxs = sorted({i for u in gone for i in m.idxs[u]})
             if m.kind in ("out", "depthwise", "norm"):
-                dim = -1 if isinstance(mod, nn.Linear) else 1
+                dim = -1 if is_linear_like(mod) else 1
                 n = mod.weight.shape[out_dim(mod)] if m.kind != "norm" else mod.num_features
                 keep = zero_at.get(m.name, (dim, torch.ones(n)))[1]  # a BatchNorm after a concat: several groups
                 keep[idxs] = 0
@@ -394,7 +402,7 @@ def _probe_zero_paths(model: nn.Module, groups: dict[str, Group], example: Any) 
                 keep[idxs] = 0
                 zero_at[m.name] = (-1, keep)
             elif m.kind == "in":
-                dim = -1 if isinstance(mod, nn.Linear) else 1
+                dim = -1 if is_linear_like(mod) else 1
                 check_at.setdefault(m.name, []).append((gname, dim, idxs))
 
     def zero_hook(name):
@@ -579,8 +587,15 @@ def _attention_heads(model: nn.Module, example: Any) -> dict[str, HeadGroup]:
 def build_graph(model: nn.Module, example: Any, probe: bool = True) -> ModelGraph:
     """Trace ``model`` on ``example`` (a batch of its inputs) and return its coupled groups and attention heads.
 
-    The model is traced in eval mode and left in the mode it was in; its weights are not changed.
+    The model is traced in eval mode and left in the mode it was in; its weights are not changed. A model with
+    transformers' Conv1D layers is traced as a copy with each converted to an equivalent nn.Linear
+    (``ModelGraph.model``, ``ModelGraph.conv1d``).
     """
+    conv1d = frozenset(conv1d_names(model))
+    if conv1d:
+        graph = build_graph(linear_copy(model), example, probe)
+        graph.conv1d = conv1d
+        return graph
     was = model.training
     try:
         heads = _attention_heads(model, example)

@@ -12,6 +12,7 @@ from typing import Iterable
 from torch import nn
 
 from .errors import CompressionError
+from .linear_like import is_linear_like, type_names, with_conv1d
 
 
 def _matches(name: str, pattern: str) -> bool:
@@ -30,12 +31,12 @@ def check_pattern(pattern: str, field: str = "targets") -> None:
 
 
 def classifier_name(model: nn.Module, ctx=None) -> str | None:
-    """The workload's classifier (``ctx.data.classifier``), or the last Linear layer in module order."""
+    """The workload's classifier (``ctx.data.classifier``), or the last Linear (or Conv1D) layer in module order."""
     wl = getattr(ctx, "data", None) if ctx is not None else None
     given = getattr(wl, "classifier", None)
     if isinstance(given, str) and given:
         return given
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = [n for n, m in model.named_modules() if is_linear_like(m)]
     return names[-1] if names else None
 
 
@@ -51,8 +52,10 @@ def resolve_targets(
     """Names of the modules of ``types`` selected by ``targets`` (None = all of them) minus ``ignore``.
 
     An exact name that is not a module of the allowed types, or a pattern that matches nothing, is a one-line
-    error naming the field and the valid layer names.
+    error naming the field and the valid layer names. A technique that takes ``nn.Linear`` also takes transformers'
+    ``Conv1D`` (GPT-2's linear layers, ``compression_core.linear_like``).
     """
+    types = with_conv1d(types)
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, types)]
     valid = ", ".join(candidates)
     if targets is None:
@@ -64,7 +67,7 @@ def resolve_targets(
             hits = [n for n in candidates if _matches(n, t)]
             if not hits:
                 kind = "pattern matches no" if t.startswith("re:") else "unknown"
-                allowed = "/".join(ty.__name__ for ty in types)
+                allowed = type_names(types)
                 raise CompressionError(f"{field}: {kind} layer {t!r}; {allowed} layers are: {valid}")
             chosen += [h for h in hits if h not in chosen]
     for pattern in ignore:

@@ -53,7 +53,8 @@ def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int 
 
     ``workload`` (a compression_core.Workload, or plain data splits) is needed by steps that train or evaluate
     (lottery tickets, layer pruning by importance); it also names the classifier (left alone by default).
-    Any registered config whose ``TechniqueUI.family`` is ``"prune"`` is accepted; any other is refused.
+    Any registered config whose ``TechniqueUI.family`` is ``"prune"`` is accepted; any other is refused. Every
+    failure is a one-line CompressionError.
     """
     family = technique_ui(type(cfg)).family if isinstance(cfg, StepConfig) else None
     if family != "prune":
@@ -61,8 +62,15 @@ def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int 
         what = f"{cfg.kind!r} is a {family} technique, not a pruning one" if family else \
             f"prune() takes a pruning config object, got a {type(cfg).__name__}"
         raise CompressionError(f"kind: {what}; give prune() one of {kinds}")
-    return apply_step(model, cfg, StepContext(data=as_workload(workload, model), seed=seed, progress=progress,
-                                              replay=replay))
+    ctx = StepContext(data=as_workload(workload, model), seed=seed, progress=progress, replay=replay)
+    try:
+        return apply_step(model, cfg, ctx)
+    except (CompressionError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # a model the technique cannot handle: one line, never a traceback
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise CompressionError(f"model: {cfg.kind} cannot be applied to this model ({type(e).__name__}: "
+                               f"{first})") from None
 
 
 __all__ = [

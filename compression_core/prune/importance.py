@@ -11,6 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..linear_like import weight_oi
 from ..measure import effective_weight  # the one accessor: masks applied, detached
 
 
@@ -32,6 +33,7 @@ def unit_scores(layer: nn.Module, importance: str, bn: nn.Module | None = None,
     """(out_units,) scores of a Linear's neurons or a conv's channels: the norm of each output row/filter, times
     the BatchNorm's effective scale |gamma| / sqrt(var + eps) when one follows (that is the filter's real gain)."""
     w = effective_weight(layer)  # (out, in) or (out, in, kh, kw)
+    w = weight_oi(layer, w) if w.dim() == 2 else w  # a Conv1D's (in, out) weight as (out, in)
     if importance == "random":
         return torch.rand(w.shape[0], generator=generator)
     scores = _norm(w, importance)
@@ -92,9 +94,10 @@ def head_group_scores(model: nn.Module, heads, importance: str, generator: torch
     parts = []
     for pname, rows in heads.producers.items():
         mod = model.get_submodule(pname)
-        w = (mod.in_proj_weight if heads.kind == "mha" else effective_weight(mod)).detach()  # (out, in)
+        w = (mod.in_proj_weight if heads.kind == "mha" else weight_oi(mod, effective_weight(mod))).detach()  # (out, in)
         parts.append(w[rows.reshape(-1)].reshape(h, -1))  # (H, rows*in)
-    cons = effective_weight(model.get_submodule(heads.consumer))  # (out, H*d)
+    cmod = model.get_submodule(heads.consumer)
+    cons = weight_oi(cmod, effective_weight(cmod))  # (out, H*d)
     parts.append(cons[:, heads.columns.reshape(-1)].reshape(cons.shape[0], h, -1).permute(1, 0, 2).reshape(h, -1))
     return _norm(torch.cat(parts, dim=1), importance)
 

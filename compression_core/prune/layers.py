@@ -17,6 +17,7 @@ from torch import nn
 from .. import inputs as I
 from ..errors import CompressionError
 from ..graph import example_inputs, run_hooked
+from ..linear_like import is_linear_like
 from ..technique import StepConfig, StepContext, register, TechniqueUI, clone_model
 from .probes import skip_accuracy_drop
 
@@ -40,7 +41,7 @@ _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBa
 
 
 def _has_weights(m: nn.Module) -> bool:
-    return any(isinstance(x, _WEIGHTED) for x in m.modules())
+    return any(isinstance(x, _WEIGHTED) or is_linear_like(x) for x in m.modules())  # Conv1D: GPT-2's layers
 
 
 def _first_tensor(x: Any) -> torch.Tensor | None:

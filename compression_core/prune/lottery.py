@@ -30,7 +30,7 @@ class LotteryTicketConfig(StepConfig):
 
     kind: Literal["lottery_ticket"] = "lottery_ticket"
     ui = TechniqueUI(family="prune", label="lottery ticket (train, prune, rewind)", trains=True,
-                     layer_types=("Linear", "Conv2d"), storage="sparse", order=50)
+                     layer_types=("Linear", "Conv1D", "Conv2d"), storage="sparse", order=50)
     rate: float = Field(default=0.2, gt=0, lt=1)
     rounds: int = Field(default=5, ge=1, le=30)
     rewind: Literal["init"] | int = "init"

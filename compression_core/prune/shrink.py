@@ -23,6 +23,7 @@ from ..errors import CompressionError
 from ..graph import Group, HeadGroup, ModelGraph, build_graph, example_inputs, out_dim
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..io import fold_masks
+from ..linear_like import convert_to_conv1d, convert_to_linear, weight_oi
 from .common import set_submodule
 
 
@@ -255,7 +256,7 @@ def removable_units(model: nn.Module, group: Group | HeadGroup) -> torch.Tensor:
         gone = torch.ones(group.size, dtype=torch.bool)
         for pname, rows in group.producers.items():
             mod = model.get_submodule(pname)
-            w = mod.in_proj_weight if group.kind == "mha" else mod.weight
+            w = mod.in_proj_weight if group.kind == "mha" else weight_oi(mod)  # (out, in)
             b = mod.in_proj_bias if group.kind == "mha" else mod.bias
             z = _zero_along(w, 0, w.shape[0]) & _zero_along(b, 0, w.shape[0])
             gone &= z[rows].all(1)
@@ -296,9 +297,19 @@ def kept_units(model: nn.Module, graph: ModelGraph) -> dict[str, torch.Tensor]:
 def shrink(model: nn.Module, cfg: ShrinkConfig | None = None, ctx: StepContext | None = None) -> nn.Module:
     """Fold every mask, then remove the removable units of each coupled group (in place; returns the model).
 
-    Checked: the shrunk model's outputs on the workload's inputs equal the masked model's (else a one-line error)."""
+    Checked: the shrunk model's outputs on the workload's inputs equal the masked model's (else a one-line error).
+    transformers' Conv1D layers are sliced as equivalent nn.Linear layers (Torch-Pruning slices those) and turned
+    back into Conv1D of the new sizes."""
     fold_masks(model)
     example = example_inputs(ctx, "data")
+    conv1d = convert_to_linear(model)
+    try:
+        return _shrink(model, example, ctx)
+    finally:
+        convert_to_conv1d(model, conv1d)
+
+
+def _shrink(model: nn.Module, example, ctx: StepContext | None) -> nn.Module:
     graph = build_graph(model, example, probe=False)
     keeps = kept_units(model, graph)
     was = model.training

@@ -32,7 +32,7 @@ class StructuredPruneConfig(StepConfig):
 
     kind: Literal["prune_structured"] = "prune_structured"
     ui = TechniqueUI(family="prune", label="structured (neurons / channels / heads)",
-                     layer_types=("Linear", "Conv1d", "Conv2d", "Conv3d", "MultiheadAttention"), order=20)
+                     layer_types=("Linear", "Conv1D", "Conv1d", "Conv2d", "Conv3d", "MultiheadAttention"), order=20)
     amount: float = Field(default=0.5, ge=0, lt=1)
     unit: Literal["neurons", "channels", "heads"] = "channels"
     importance: Literal["l1", "l2", "random", "bn_scale"] = "l1"
@@ -166,9 +166,10 @@ def mask_heads(model: nn.Module, heads: HeadGroup, keep: torch.Tensor) -> None:
             _mask_dim(mod, "in_proj_weight", 0, r)
             _mask_dim(mod, "in_proj_bias", 0, r)
         else:
-            _mask_dim(mod, "weight", 0, r)
+            _mask_dim(mod, "weight", out_dim(mod), r)  # rows of a Linear, columns of a Conv1D's (in, out) weight
             _mask_dim(mod, "bias", 0, r)
-    _mask_dim(model.get_submodule(heads.consumer), "weight", 1, heads.columns[gone].reshape(-1).tolist())
+    cons = model.get_submodule(heads.consumer)
+    _mask_dim(cons, "weight", 1 - out_dim(cons), heads.columns[gone].reshape(-1).tolist())
 
 
 def prune_structured(model: nn.Module, cfg: StructuredPruneConfig, ctx: StepContext | None = None) -> nn.Module:

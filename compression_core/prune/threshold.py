@@ -24,7 +24,7 @@ class ThresholdPruneConfig(StepConfig):
 
     kind: Literal["prune_threshold"] = "prune_threshold"
     ui = TechniqueUI(family="prune", label="threshold (|w| below a value)",
-                     layer_types=("Linear", "Conv2d"), storage="sparse", order=30)
+                     layer_types=("Linear", "Conv1D", "Conv2d"), storage="sparse", order=30)
     threshold: float = Field(default=0.01, ge=0)
     scale: Literal["absolute", "std"] = "absolute"
     targets: list[str] | None = None

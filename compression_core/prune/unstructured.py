@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..errors import CompressionError
+from ..linear_like import leave_tied, say, tied_note
 from ..targets import resolve_targets
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..targets import classifier_name
@@ -30,7 +31,7 @@ class UnstructuredPruneConfig(StepConfig):
 
     kind: Literal["prune_unstructured"] = "prune_unstructured"
     ui = TechniqueUI(family="prune", label="unstructured (weights)",
-                     layer_types=("Linear", "Conv2d"), storage="sparse", order=10)
+                     layer_types=("Linear", "Conv1D", "Conv2d"), storage="sparse", order=10)
     amount: float = Field(default=0.5, ge=0, lt=1)
     scope: Literal["layer", "global"] = "layer"
     importance: Literal["l1", "random"] = "l1"
@@ -41,11 +42,17 @@ class UnstructuredPruneConfig(StepConfig):
 
 
 def select_layers(model: nn.Module, cfg, ctx: StepContext | None) -> list[str]:
-    """The Linear/Conv2d layers a magnitude-pruning config selects (classifier excluded unless asked)."""
+    """The Linear/Conv1D/Conv2d layers a magnitude-pruning config selects (classifier excluded unless asked); a layer
+    whose weight is tied to another module (an output layer sharing the embedding table) is left dense, or refused
+    when named: masking one of them would untie the matrix and ship it twice."""
     chosen = resolve_targets(model, cfg.targets, cfg.ignore, (nn.Linear, nn.Conv2d), classifier_name(model, ctx),
                              cfg.include_classifier)
+    chosen, left = leave_tied(model, chosen, cfg.targets, cfg.kind)
+    if left:
+        say(ctx, f"left dense: {tied_note(model, left)}: tied weights are pruned together or not at all")
     if not chosen:
-        raise CompressionError("targets: no Linear/Conv2d layer selected; check targets, ignore and include_classifier")
+        raise CompressionError("targets: no Linear/Conv1D/Conv2d layer selected; check targets, ignore and "
+                               "include_classifier")
     return chosen
 
 
