@@ -24,6 +24,7 @@ from torch.nn.utils import prune
 from . import inputs as I
 from .errors import CompressionError
 from .io import atomic_write_bytes
+from .linear_like import conv1d_names, convert_to_linear
 from .technique import clone_model
 
 INPUT_NAME = "input"
@@ -47,12 +48,15 @@ class OnnxFile:
 
 
 def _folded(model: nn.Module) -> nn.Module:
-    """The model itself, or a copy with torch.nn.utils.prune reparametrisations removed (weights = w * mask)."""
+    """The model itself, or a copy with torch.nn.utils.prune reparametrisations removed (weights = w * mask) and
+    transformers' Conv1D layers as the equivalent nn.Linear: Conv1D's ``addmm`` would export as a Gemm on a 2-D view,
+    which ONNX Runtime's MatMulNBits does not take; a Linear on (B, T, in) exports as MatMul."""
     pruned = [(m, h._tensor_name) for m in model.modules() for h in m._forward_pre_hooks.values()
               if isinstance(h, prune.BasePruningMethod)]
-    if not pruned:
+    if not pruned and not conv1d_names(model):
         return model
     copy = clone_model(model)
+    convert_to_linear(copy)
     for m in copy.modules():
         for h in list(m._forward_pre_hooks.values()):
             if isinstance(h, prune.BasePruningMethod):

@@ -121,6 +121,36 @@ def gemm_to_matmul(proto) -> int:
     return done
 
 
+def share_transposed(proto) -> int:
+    """Store a weight once when the graph holds it twice, as a matrix and as its transpose (what constant folding
+    makes of tied weights: GPT-2's embedding table read by a Gather and, transposed, by the output MatMul): the
+    transposed copy becomes a ``Transpose`` node of the other, in place. Returns how many copies were dropped."""
+    from onnx import helper, numpy_helper  # lazy: onnx takes about a second to import
+
+    by_bytes: dict[tuple, str] = {}
+    copies: dict[str, str] = {}  # initializer -> the initializer it is the transpose of
+    for init in proto.graph.initializer:
+        if len(init.dims) != 2 or init.data_type not in (1, 10, 11, 16) or min(init.dims) < 2:
+            continue
+        a = numpy_helper.to_array(init)
+        key = (a.dtype.str, a.shape, a.tobytes())
+        if key in by_bytes:
+            copies[init.name] = by_bytes[key]
+            continue
+        by_bytes[(a.dtype.str, a.T.shape, np.ascontiguousarray(a.T).tobytes())] = init.name
+    if not copies:
+        return 0
+    keep = [i for i in proto.graph.initializer if i.name not in copies]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    nodes = [helper.make_node("Transpose", [src], [name], name=f"{name}_shared", perm=[1, 0])
+             for name, src in copies.items()]
+    old = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes + old)  # before every use: the graph stays topologically sorted
+    return len(copies)
+
+
 def selected_nodes(proto, layers: list[str], op_types: tuple[str, ...], technique: str,
                    model: nn.Module | None = None) -> list[str]:
     """The ONNX nodes of ``op_types`` the ``layers`` were exported as (matched by weight too when ``model`` is
@@ -167,4 +197,4 @@ def onnx_layer_stats(onnx_model: OnnxLike) -> list[LayerStats]:
     return rows
 
 
-__all__ = ["gemm_to_matmul", "layer_nodes", "onnx_layer_stats", "selected_nodes"]
+__all__ = ["gemm_to_matmul", "layer_nodes", "onnx_layer_stats", "selected_nodes", "share_transposed"]

@@ -24,7 +24,7 @@ import numpy as np
 from . import inputs as I
 from .cpu import cpu_has_int8_dot
 from .errors import CompressionError
-from .ort_nodes import gemm_to_matmul
+from .ort_nodes import gemm_to_matmul, share_transposed
 from .ort_session import OnnxLike, as_proto
 
 # Linear-like and recurrent layers; convolutions stay float: ORT's dynamic ConvInteger was 8x slower than its fp32
@@ -139,13 +139,20 @@ def ort_quantize(onnx_model: OnnxLike, method: Literal["dynamic", "static"], cal
                                   op_types_to_quantize=ops, per_channel=per_channel, nodes_to_quantize=nodes,
                                   reduce_range=reduce, activation_type=qtype[activation_type],
                                   weight_type=qtype[weight_type], calibrate_method=calibrator)
-            return out.read_bytes()
+            return _stored_once(out.read_bytes())
     except CompressionError:
         raise
     except Exception as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise CompressionError(f"{what}: ONNX Runtime quantization failed: {type(e).__name__}: "
                                f"{first[:300]}") from e
+
+
+def _stored_once(blob: bytes) -> bytes:
+    """The quantized file with a weight that pre-processing's constant folding stored twice (tied weights: a table
+    and its transpose, GPT-2's embedding and lm_head) stored once (``share_transposed``)."""
+    proto = as_proto(blob)
+    return proto.SerializeToString() if share_transposed(proto) else blob
 
 
 def ort_int4(onnx_model: OnnxLike, block_size: int = 32, symmetric: bool = True, nodes: list[str] | None = None,

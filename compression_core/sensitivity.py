@@ -32,6 +32,7 @@ from torch.nn.utils import prune as torch_prune
 from . import inputs as I
 from .errors import CompressionError
 from .io import fold_masks
+from .linear_like import is_conv1d
 from .targets import classifier_name
 from .prune.importance import weight_scores
 from .prune.lowrank import RANK_LEVELS, factorizable, layer_types as lowrank_types, low_rank_weight
@@ -260,6 +261,8 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
                             new = low_rank_weight(module, level)  # None: the layer would not shrink, lowrank leaves it
                             if new is not None:
                                 t.copy_(new)
+                        elif is_conv1d(module):  # weight (in, out): one scale per output, as fake_quant does
+                            t.copy_(fake_quantize_weight(orig.float().t(), int(level), per_channel=True)[0].t())
                         else:
                             t.copy_(fake_quantize_weight(orig.float(), int(level), per_channel=True)[0])
                 points.append((level, ev.accuracy(lname)))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import CompressionError
+from ..linear_like import convert_to_linear, is_conv1d, leave_tied, say, tied_note, type_names, with_conv1d
 from ..targets import _matches, check_pattern, classifier_name, resolve_targets
 from ..technique import StepContext
 from ..measure import size_bytes
@@ -63,8 +64,12 @@ def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.
     """Names chosen by ``cfg.targets``/``cfg.ignore``/``cfg.include_classifier`` among ``types``; a targeted layer
     of another type is a one-line error naming what the technique supports. ``swapped``: the technique replaces
     the layer by a module without a ``weight`` tensor, so layers whose parent reads ``child.weight`` itself
-    (nn.TransformerEncoderLayer's fast path) stay float too."""
-    allowed = "/".join(t.__name__ for t in types)
+    (nn.TransformerEncoderLayer's fast path) stay float too. A technique that takes nn.Linear takes transformers'
+    Conv1D too (``as_linear`` turns the chosen ones into nn.Linear). A layer whose weight is tied to another
+    module (an output layer sharing the embedding table) stays float, and is refused when named: quantizing one of
+    them would store the matrix twice (``quantize_embedding`` quantizes an embedding and its tied output together)."""
+    types = with_conv1d(types)
+    allowed = type_names(types)
     modules = dict(model.named_modules())
     for t in cfg.targets or ():
         if not t.startswith("re:") and t in modules and not isinstance(modules[t], types):
@@ -83,12 +88,24 @@ def select_layers(model: nn.Module, cfg, ctx: StepContext, types: tuple[type[nn.
                                "it out (or use engine='onnxruntime')")
     if unused:
         ctx.report(0.0, f"left float: {', '.join(unused)} (their parent reads their weights directly)")
-    return [n for n in names if n not in unused]
+    names = [n for n in names if n not in unused]
+    names, tied = leave_tied(model, names, cfg.targets, technique,
+                             "quantize_embedding quantizes an embedding and its tied output layer together")
+    if tied:
+        say(ctx, f"left float: {tied_note(model, tied)}: tied weights are quantized together or not at all")
+    return names
+
+
+def as_linear(model: nn.Module, names: list[str]) -> list[str]:
+    """Turn the Conv1D layers among ``names`` into equivalent nn.Linear layers in place (what torch.ao's int8
+    modules, the int4 packing and the ONNX export as MatMul take); returns the names converted."""
+    return convert_to_linear(model, [n for n in names if is_conv1d(model.get_submodule(n))])
 
 
 def resolve_overrides(model: nn.Module, overrides: dict[str, int], types: tuple[type[nn.Module], ...],
                       technique: str) -> dict[str, int]:
     """Layer name -> bits for each override key (exact name or ``re:`` pattern; the first matching key wins)."""
+    types = with_conv1d(types)
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, types)]
     modules = dict(model.named_modules())
     out: dict[str, int] = {}
@@ -96,7 +113,7 @@ def resolve_overrides(model: nn.Module, overrides: dict[str, int], types: tuple[
         check_pattern(key, "overrides")
         if not key.startswith("re:") and key in modules and not isinstance(modules[key], types):
             raise CompressionError(f"overrides: layer {key!r} is {type(modules[key]).__name__}; {technique} supports "
-                                   f"{'/'.join(t.__name__ for t in types)} layers")
+                                   f"{type_names(types)} layers")
         hits = [n for n in candidates if _matches(n, key)]
         if not hits:
             raise CompressionError(f"overrides: no layer matches {key!r}; layers are: {', '.join(candidates)}")

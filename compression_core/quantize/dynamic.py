@@ -16,17 +16,17 @@ from ..io import fold_masks
 from .ao_eager import quantize_dynamic
 from ..measure import size_bytes
 from ..ort_engine import OrtModule, ort_int8_step
-from ._common import refuse_if_not_smaller, select_layers
+from ._common import as_linear, refuse_if_not_smaller, select_layers
 
 DYNAMIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
 
 
 class DynamicInt8Config(StepConfig):
-    """Dynamic int8 of the Linear/LSTM/GRU layers selected by ``targets`` (None = all) minus ``ignore``."""
+    """Dynamic int8 of the Linear/Conv1D/LSTM/GRU layers selected by ``targets`` (None = all) minus ``ignore``."""
 
     kind: Literal["quantize_dynamic"] = "quantize_dynamic"
     ui = TechniqueUI(family="quantize", label="int8 dynamic (real)",
-                     layer_types=("Linear", "LSTM", "GRU"), storage="int8", order=20)
+                     layer_types=("Linear", "Conv1D", "LSTM", "GRU"), storage="int8", order=20)
     targets: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
     include_classifier: bool = True  # 8-bit costs the classifier little accuracy (see benchmarks.quantization)
@@ -40,7 +40,9 @@ def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.M
     fold_masks(model)  # a pruned model: quantize its effective (zeroed) weights; the masks are not quantizable
     names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic", swapped=True)
     if not names:
-        raise CompressionError("targets: quantize_dynamic selected no Linear/LSTM/GRU layer; name some in targets")
+        raise CompressionError("targets: quantize_dynamic selected no Linear/Conv1D/LSTM/GRU layer; name some in "
+                               "targets")
+    as_linear(model, names)  # torch.ao swaps nn.Linear only: a Conv1D becomes the equivalent Linear first
     ctx.report(0.0, f"dynamic int8 on {len(names)} layers")
     before = None if ctx.replay else size_bytes(model)
     out = quantize_dynamic(model.eval(), names)
@@ -59,4 +61,5 @@ def _onnxruntime(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> 
     names = select_layers(model, cfg, ctx, DYNAMIC_TYPES, cfg.kind)
     if not names:
         raise CompressionError(f"targets: {cfg.kind} selected no layer; name some in targets")
+    as_linear(model, names)  # exported as MatMul, what ORT's dynamic int8 quantizes
     return ort_int8_step(model, names, ctx, cfg.kind, "dynamic")

@@ -24,6 +24,7 @@ from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .. import inputs as I
 from ..io import fold_masks
+from ..linear_like import is_conv1d
 from ._common import (affine_params, dequantize_values, fake_quantize_weight, qrange, quantize_values,
                       require_split, resolve_overrides, select_layers)
 
@@ -41,13 +42,18 @@ class FakeQuantWeight:
     (``torch.nn.utils.parametrize`` would do the same, but it adds a ``parametrizations`` child per layer that
     ``measure`` counts as a second layer holding the same weight.)"""
 
-    def __init__(self, name: str, bits: int, per_channel: bool) -> None:
+    def __init__(self, name: str, bits: int, per_channel: bool, transposed: bool = False) -> None:
         self._tensor_name = name  # the attribute name torch.nn.utils.prune's hooks use; clone_model relies on it
         self.bits, self.per_channel = bits, per_channel
+        self.transposed = transposed  # transformers' Conv1D: weight (in, out), one scale per output = per column
 
     def compute(self, module: nn.Module) -> torch.Tensor:
         w = getattr(module, self._tensor_name + "_orig")
-        deq = fake_quantize_weight(w.detach().float(), self.bits, self.per_channel)[0].to(w.dtype)
+        wf = w.detach().float()
+        if getattr(self, "transposed", False):
+            deq = fake_quantize_weight(wf.t(), self.bits, self.per_channel)[0].t().to(w.dtype)
+        else:
+            deq = fake_quantize_weight(wf, self.bits, self.per_channel)[0].to(w.dtype)
         if torch.is_grad_enabled() and w.requires_grad:
             return w + (deq - w).detach()  # straight-through estimator
         return deq
@@ -62,7 +68,7 @@ class FakeQuantWeight:
 
     @staticmethod
     def wrap(module: nn.Module, name: str, bits: int, per_channel: bool) -> "FakeQuantWeight":
-        hook = FakeQuantWeight(name, bits, per_channel)
+        hook = FakeQuantWeight(name, bits, per_channel, transposed=is_conv1d(module))
         original = module._parameters.pop(name)
         module.register_parameter(name + "_orig", original)
         with torch.no_grad():
@@ -126,7 +132,7 @@ class FakeQuantConfig(StepConfig):
 
     kind: Literal["fake_quant"] = "fake_quant"
     ui = TechniqueUI(family="quantize", label="simulated n-bit (fake quant)",
-                     layer_types=("Linear", "Conv2d", "LSTM"), storage="simulated", order=10)
+                     layer_types=("Linear", "Conv1D", "Conv2d", "LSTM"), storage="simulated", order=10)
     bits: Bits = 8
     weights: Literal["per_channel", "per_tensor"] = "per_channel"
     activation_bits: Bits | None = None
@@ -169,7 +175,7 @@ def _fake_quant(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> nn.
     bits = {n: cfg.bits for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, FAKE_TYPES, "fake_quant"))
     if not bits:
-        raise CompressionError("targets: fake_quant selected no Linear/Conv2d layer; name some in targets")
+        raise CompressionError("targets: fake_quant selected no Linear/Conv1D/Conv2d layer; name some in targets")
     ranges = {}
     if cfg.activation_bits is not None and not ctx.replay:
         calib = require_split(ctx, "calib", "activation_bits", "fake_quant with activation_bits")

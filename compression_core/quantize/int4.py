@@ -25,7 +25,8 @@ from ..errors import CompressionError
 from ..io import fold_masks
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..ort_engine import OrtModule, ort_int4_step
-from ._common import affine_params, qrange, quantize_values, resolve_overrides, select_layers, set_submodule
+from ._common import (affine_params, as_linear, qrange, quantize_values, resolve_overrides, select_layers,
+                      set_submodule)
 
 _FP16_TINY = 2.0**-14  # smallest normal float16: scales never underflow to zero
 # byte -> (low nibble, high nibble) as signed floats, for run-time dequantization of packed codes
@@ -180,11 +181,12 @@ class Int8WeightLinear(_WeightOnlyLinear):
 
 
 class Int4Config(StepConfig):
-    """Weight-only int4 of the selected Linear layers; ``overrides`` maps layers (name or ``re:``) to 4 or 8 bits."""
+    """Weight-only int4 of the selected Linear/Conv1D layers; ``overrides`` maps layers (name or ``re:``) to 4 or 8
+    bits."""
 
     kind: Literal["quantize_int4"] = "quantize_int4"
     ui = TechniqueUI(family="quantize", label="int4 packed weights (real)",
-                     layer_types=("Linear",), storage="int4", order=40)
+                     layer_types=("Linear", "Conv1D"), storage="int4", order=40)
     group_size: Literal[16, 32, 64, 128, 256] | None = 64  # None = one scale per output channel
     symmetric: bool = True
     targets: tuple[str, ...] | None = None
@@ -197,14 +199,16 @@ class Int4Config(StepConfig):
 
 
 def int4_layer_bits(model: nn.Module, cfg: "Int4Config", ctx: StepContext) -> dict[str, int]:
-    """{Linear layer: bits (4, or an override)} that ``cfg`` selects, with pruning masks folded in first; one line
-    when nothing is selected. Shared by the torch packing and the ONNX Runtime MatMulNBits engine."""
+    """{Linear/Conv1D layer: bits (4, or an override)} that ``cfg`` selects, with pruning masks folded in first
+    (Conv1D layers become the equivalent nn.Linear); one line when nothing is selected. Shared by the torch packing
+    and the ONNX Runtime MatMulNBits engine."""
     fold_masks(model)
     names = select_layers(model, cfg, ctx, (nn.Linear,), "quantize_int4")
     bits = {n: 4 for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, (nn.Linear,), "quantize_int4"))
     if not bits:
-        raise CompressionError("targets: quantize_int4 selected no Linear layer; name some in targets")
+        raise CompressionError("targets: quantize_int4 selected no Linear/Conv1D layer; name some in targets")
+    as_linear(model, list(bits))  # a Conv1D is packed (and exported as MatMul) as the equivalent Linear
     return bits
 
 

@@ -22,7 +22,7 @@ class QATConfig(_Int8Config):
 
     kind: Literal["quantize_qat"] = "quantize_qat"
     ui = TechniqueUI(family="quantize", label="int8 quantization-aware training", trains=True,
-                     layer_types=("Linear", "Conv2d"), storage="int8", order=35)
+                     layer_types=("Linear", "Conv1D", "Conv2d"), storage="int8", order=35)
     epochs: int = Field(default=3, ge=0, le=200)
     lr: float = Field(default=5e-4, gt=0, le=1.0)
     batch_size: int = Field(default=64, ge=1, le=4096)

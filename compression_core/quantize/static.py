@@ -35,8 +35,8 @@ from .graph_mode import GraphModeError, convert_graph, prepare_graph
 from .qdq_export import export_qdq
 from ..measure import size_bytes
 from ..ort_engine import OrtModule, example_batch, ort_int8_step
-from ._common import (_READS_CHILD_WEIGHTS, refuse_if_not_smaller, require_split, rezero, select_layers,
-                      set_submodule, zero_masks)
+from ._common import (_READS_CHILD_WEIGHTS, as_linear, refuse_if_not_smaller, require_split, rezero,
+                      select_layers, set_submodule, zero_masks)
 
 STATIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _STOCK_FORWARD = {nn.Linear: nn.Linear.forward, nn.Conv1d: nn.Conv1d.forward, nn.Conv2d: nn.Conv2d.forward}
@@ -62,7 +62,7 @@ class StaticInt8Config(_Int8Config):
 
     kind: Literal["quantize_static"] = "quantize_static"
     ui = TechniqueUI(family="quantize", label="int8 static (real, calibrated)",
-                     layer_types=("Linear", "Conv2d"), storage="int8", order=30)
+                     layer_types=("Linear", "Conv1D", "Conv2d"), storage="int8", order=30)
     observer: Literal["minmax", "histogram"] = "histogram"
     calib_batches: int = Field(default=8, ge=1, le=1000)
 
@@ -142,7 +142,8 @@ def build_int8(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool, 
     before = None if ctx.replay or not check_size else size_bytes(model)
     names = select_layers(model, cfg, ctx, STATIC_TYPES, technique)
     if not names:
-        raise CompressionError(f"targets: {technique} selected no Linear/Conv layer; name some in targets")
+        raise CompressionError(f"targets: {technique} selected no Linear/Conv1D/Conv layer; name some in targets")
+    as_linear(model, names)  # torch.ao's int8 modules replace nn.Linear: a Conv1D becomes the equivalent Linear
     split = "train" if qat else "calib"
     data = None if ctx.replay else require_split(ctx, split, "data", technique)
     qc = qconfig(getattr(cfg, "observer", "minmax"), cfg.weights, cfg.weight_bits, qat=qat)
@@ -188,6 +189,7 @@ def _onnxruntime(model: nn.Module, cfg: _Int8Config, ctx: StepContext, qat: bool
     names = select_layers(model, cfg, ctx, STATIC_TYPES, cfg.kind)
     if not names:
         raise CompressionError(f"targets: {cfg.kind} selected no layer; name some in targets")
+    as_linear(model, names)  # exported as MatMul like any Linear
     calib = require_split(ctx, "calib", "data", cfg.kind)
     return ort_int8_step(model, names, ctx, cfg.kind, "static", calib_x=calib.x,
                          per_channel=cfg.weights == "per_channel")
