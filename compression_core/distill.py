@@ -20,7 +20,7 @@ from torch import nn
 from . import inputs as I
 from .errors import CompressionError
 from .technique import ProgressFn, StepConfig, StepContext, register, TechniqueUI
-from .train import FineTuneConfig, fine_tune
+from .train import FineTuneConfig, fine_tune, per_position
 from .workload import is_reference, workload_names, resolve_workload
 
 
@@ -79,6 +79,8 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Hinton's loss: ``alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, y)``."""
     t = float(temperature)
+    student_logits, y = per_position(student_logits, y)  # sequence outputs: every position is an item
+    teacher_logits = teacher_logits.reshape(student_logits.shape)
     soft = F.kl_div(
         F.log_softmax(student_logits / t, dim=1),  # (B, classes)
         F.log_softmax(teacher_logits / t, dim=1),  # (B, classes)

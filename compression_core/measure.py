@@ -237,8 +237,11 @@ def _tensor_bits(t: torch.Tensor) -> int:
 
 
 def layer_stats(model: nn.Module) -> list[LayerStats]:
-    """One row per module that owns weights (parameters, quantized packed weights, or its own ``layer_stats``)."""
+    """One row per module that owns weights (parameters, quantized packed weights, or its own ``layer_stats``).
+    A parameter shared by several modules (tied weights: GPT-2's lm_head is its token embedding) is counted once,
+    with the first module holding it; a module left with nothing of its own has no row."""
     rows: list[LayerStats] = []
+    seen: set[int] = set()  # ids of the parameters already counted
     for name, module in model.named_modules():
         described = getattr(module, "layer_stats", None)
         if callable(described):
@@ -268,7 +271,7 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
             continue
         # every module that owns tensors itself: leaves, and also modules with children that own parameters
         # (nn.MultiheadAttention's in_proj, a TransformerEncoderLayer subclass, a block with its own scale)
-        tensors = _own_tensors(module)
+        tensors = _own_tensors(module, seen)
         if tensors:
             if name == "" and list(module.children()):
                 for pname, t in tensors:  # parameters owned by the root (e.g. a ViT's position embedding)
@@ -281,11 +284,16 @@ def layer_stats(model: nn.Module) -> list[LayerStats]:
     return rows
 
 
-def _own_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Parameters owned directly by ``module``, with pruning reparametrisations resolved to effective weights."""
+def _own_tensors(module: nn.Module, seen: set[int] | None = None) -> list[tuple[str, torch.Tensor]]:
+    """Parameters owned directly by ``module``, with pruning reparametrisations resolved to effective weights;
+    those whose id is in ``seen`` (counted with another module) are left out and the others added to it."""
     out = []
     buffers = dict(module.named_buffers(recurse=False))
     for pname, p in module.named_parameters(recurse=False):
+        if seen is not None:
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
         base = pname[: -len("_orig")]
         if pname.endswith("_orig") and base + "_mask" in buffers:
             out.append((base, (p * buffers[base + "_mask"]).detach()))
@@ -361,6 +369,7 @@ def measure(
     theoretical = sum(layer.bits * layer.params for layer in layers) // 8 if simulated else None
     return ModelStats(
         model=name,
+        runtime="onnxruntime" if getattr(model, "is_onnx_runtime_model", False) else "torch",  # an OrtModule
         params=sum(layer.params for layer in layers),
         nonzero_params=sum(layer.nonzero for layer in layers),
         size_bytes=size_bytes(model),

@@ -31,7 +31,8 @@ from . import quantize as _quantize  # noqa: F401  (quantize_*, fake_quant)
 from . import train as _train  # noqa: F401  (finetune)
 from .advisories import collapse
 from .errors import CompressionError
-from .measure import ModelStats, measure
+from .linear_like import say, tied_partners
+from .measure import ModelStats, measure, size_bytes
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, registered_configs
 from .workload import Workload, is_reference, resolve_workload, workload_names
 
@@ -462,6 +463,21 @@ def touched_layers(before: dict[str, tuple[str, bytes]], after: dict[str, tuple[
     return [n for n in names if before.get(n) != after.get(n)]
 
 
+def growth_note(before: nn.Module, after: nn.Module, before_bytes: int, after_bytes: int) -> str:
+    """The report line of a step whose file grew (no step may return a larger file silently), with why."""
+    untied = sorted(set(tied_partners(before)) - set(tied_partners(after)))
+    if getattr(after, "is_onnx_runtime_model", False):
+        why = "the ONNX file holds float tensors and graph framing that outweigh what its quantized layers saved"
+    elif untied:
+        why = f"the tied weights of {', '.join(untied)} are now stored separately"
+    elif any(getattr(m, "fake_quant_bits", None) for m in after.modules()):
+        why = "simulated quantization keeps the float weights and adds its scales"
+    else:
+        why = "what it adds (scales, zero points, masks, packing and their framing) outweighs what it saved"
+    return (f"the file grew {before_bytes:,} -> {after_bytes:,} bytes ({after_bytes / max(before_bytes, 1):.3f}x): "
+            f"{why}")
+
+
 def _prefix_error(msg: str, index: int, cfg: StepConfig) -> str:
     """``targets: unknown layer ...`` from a handler -> ``steps[2].targets: unknown layer ...``."""
     m = re.match(r"([A-Za-z_][\w]*)((?:\[\d+\]|\.[\w]+)*)\s*:", msg)
@@ -475,6 +491,7 @@ def _run_steps(
 ) -> nn.Module:
     steps = list(recipe.steps)  # type: ignore[attr-defined]
     n = max(len(steps), 1)
+    size = None  # bytes of the model's file before the next step (reports: a step whose file grows says so)
     for i, cfg in enumerate(steps):
         seed = step_seed(recipe.seed, i)
 
@@ -484,6 +501,9 @@ def _run_steps(
 
         ctx = StepContext(data=wl, seed=seed, progress=report, replay=replay)
         snapshot = _own_states(model) if reports is not None else None
+        before_model = model
+        if reports is not None and not replay and size is None:
+            size = size_bytes(model)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         try:
@@ -498,6 +518,11 @@ def _run_steps(
                 f"steps[{i}] ({cfg.kind}): cannot be applied here ({type(e).__name__}: {first})"
             ) from None
         seconds = time.perf_counter() - t0
+        if reports is not None and not replay:
+            grown = size_bytes(model)
+            if grown > size and not any("file grew" in n for n in ctx.notes):  # unless the step said it itself
+                say(ctx, growth_note(before_model, model, size, grown))
+            size = grown
         if reports is not None:
             touched = touched_layers(snapshot, _own_states(model))  # type: ignore[arg-type]
             notes = "; ".join((["replay"] if replay else []) + ctx.notes)

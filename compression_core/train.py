@@ -18,6 +18,14 @@ from .technique import ProgressFn, clone_model, StepConfig, StepContext, registe
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def per_position(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence outputs (B, T, classes) with targets (B, T) (a language model's next-token logits) as (B*T, classes)
+    and (B*T,), what cross-entropy takes; (B, classes) outputs pass unchanged."""
+    if logits.dim() > 2 and tuple(y.shape) == tuple(logits.shape[:-1]):
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)  # (B*T, classes), (B*T,)
+    return logits, y
+
+
 class FineTuneConfig(StepConfig):
     """Train on the train split with AdamW and a cosine learning-rate schedule."""
 
@@ -77,7 +85,7 @@ def fine_tune(
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb, yb = I.take(x, idx), y[idx]
             logits = I.call(model, xb)
-            loss = loss_fn(logits, xb, yb) if loss_fn is not None else F.cross_entropy(logits, yb)
+            loss = loss_fn(logits, xb, yb) if loss_fn is not None else F.cross_entropy(*per_position(logits, yb))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

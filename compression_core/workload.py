@@ -55,10 +55,11 @@ class DataSplits:
 
 # -------------------------------------------------------------------------------------------------- metric
 def top1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Fraction of rows whose largest output is the target class."""
-    if len(targets) == 0:
+    """Fraction of rows whose largest output is the target class (of every position, for sequence outputs
+    (B, T, classes) with targets (B, T): a language model's next tokens)."""
+    if targets.numel() == 0:
         return 0.0
-    return int((outputs.argmax(-1) == targets).sum()) / len(targets)
+    return int((outputs.argmax(-1) == targets).sum()) / targets.numel()
 
 
 @dataclass(frozen=True)
