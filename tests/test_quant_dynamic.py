@@ -57,4 +57,4 @@ def test_a_conv_layer_is_not_supported_one_line_error():
     with pytest.raises(CompressionError) as e:
         quantize(wl.model, DynamicInt8Config(targets=("conv1",)), wl)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("targets:") and "Conv2d" in msg and "Linear/LSTM/GRU" in msg
+    assert "\n" not in msg and msg.startswith("targets:") and "Conv2d" in msg and "Linear/Conv1D/LSTM/GRU" in msg

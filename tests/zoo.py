@@ -18,12 +18,17 @@ installed packages (scikit-learn's digits) or on seeded synthetic token sequence
     token_transformer  nn.Embedding fed integer token ids (vocab 5000) + nn.TransformerEncoder    synthetic, accuracy
     dict_attention  input_ids + attention_mask as keyword arguments (a dict of tensors),
                     nn.MultiheadAttention with a key padding mask                                synthetic, agreement
+    gpt2            Hugging Face GPT2LMHeadModel (2 layers, 128 wide, 4 heads): transformers' Conv1D
+                    layers (weight (in, out)) and lm_head tied to the token embedding; random
+                    weights, logits (B, T, vocab) for every position                              synthetic, agreement
+    tied            an nn.Embedding whose weight IS the output Linear's (weight tying), token ids  synthetic, accuracy
 
 The architectures are also the ONE copy of the small CNNs the tests and benchmarks use elsewhere (parametrised by
 input channels, widths and classes; the defaults are the zoo's): ``ResNet``/``BasicBlock``, ``DepthwiseCNN``,
 ``FlattenCNN``, ``DenseNet``, ``SECNN``/``SqueezeExcite``; ``randomize_bn`` gives an untrained model per-channel
 BatchNorm statistics as after training (tests/test_graph.py, benchmarks/pruning.py, benchmarks/quantization.py).
-This file imports only torch, sklearn, compression_core and the standard library: it is loaded by file path.
+This file imports only torch, sklearn, compression_core and the standard library (and transformers inside ``gpt2``):
+it is loaded by file path.
 """
 
 from __future__ import annotations
@@ -593,6 +598,78 @@ def dict_attention() -> Workload:
     model = train(_seeded(build), tr, 6, lr=1e-2)
     return Workload(name="zoo-dict-attention", model=model, train=tr, calib=cal, test=te, build=build,
                     metric="agreement", description="dict input (input_ids, attention_mask) + nn.MultiheadAttention")
+
+
+# --------------------------------------------------------------------------------- language models, tied weights
+LM_VOCAB, LM_SEQ = 1000, 16
+
+
+@functools.lru_cache(maxsize=None)
+def lm_tokens(vocab: int = LM_VOCAB, n_train: int = 256) -> tuple:
+    """Seeded token sequences (N, LM_SEQ) in [0, vocab) that follow a fixed random successor table 3 times in 4 (the
+    rest random), with the successor of each sequence's last token as its target: splits train, calib, test =
+    ``n_train``, 64, 128."""
+    n = n_train + 192
+    g = torch.Generator().manual_seed(2)
+    nxt = torch.randperm(vocab, generator=g)  # the successor of each token id
+    ids = torch.empty(n, LM_SEQ, dtype=torch.long)
+    ids[:, 0] = torch.randint(0, vocab, (n,), generator=g)
+    for t in range(1, LM_SEQ):
+        rand = torch.randint(0, vocab, (n,), generator=g)
+        keep = torch.rand(n, generator=g) < 0.75
+        ids[:, t] = torch.where(keep, nxt[ids[:, t - 1]], rand)
+    y = nxt[ids[:, -1]]
+    return tuple((ids[a:b], y[a:b]) for a, b in ((0, n_train), (n_train, n_train + 64), (n_train + 64, n)))
+
+
+def _gpt2_model() -> nn.Module:
+    # lazy: transformers takes seconds to import and only these two workloads need it
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=LM_VOCAB, n_positions=32, use_cache=False,
+                     bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg).eval()  # transformers' own initialisation (std 0.02)
+    with torch.no_grad():  # a margin for its argmaxes: at 1.0x, int4 flips 7% of a random GPT-2's near-ties
+        model.transformer.wte.weight.mul_(1.2)  # (lm_head is the same tensor)
+    return model
+
+
+@_zoo
+def gpt2() -> Workload:
+    """Hugging Face GPT-2 as people have it: random weights (seed 0, the token embedding scaled 1.2x), called on
+    token ids, returning a CausalLMOutputWithCrossAttentions whose .logits (B, T, vocab) are scored at every position
+    (agreement with the uncompressed model's argmax)."""
+    tr, cal, te = lm_tokens()
+    model = _seeded(_gpt2_model)
+    return Workload(name="zoo-gpt2", model=model, train=tr[0], calib=cal[0], test=te[0], build=_gpt2_model,
+                    metric="agreement", description="Hugging Face GPT2LMHeadModel: Conv1D layers, tied lm_head")
+
+
+class TiedLM(nn.Module):
+    """Token ids (B, T) -> logits (B, vocab) for the next token after the last one; the output layer's weight is the
+    embedding table itself (weight tying, Press & Wolf 2017)."""
+
+    def __init__(self, vocab: int = 128, d: int = 32, hidden: int = 128):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, vocab, bias=False)
+        self.out.weight = self.embed.weight  # one Parameter, two modules
+
+    def forward(self, ids):
+        h = self.embed(ids[:, -1]) + 0.1 * self.embed(ids).mean(1)  # (B, d)
+        h = h + self.fc2(F.gelu(self.fc1(h)))  # (B, d)
+        return self.out(self.norm(h))  # (B, vocab)
+
+
+@_zoo
+def tied() -> Workload:
+    tr, cal, te = lm_tokens(vocab=128, n_train=1600)
+    model = train(_seeded(TiedLM), tr, 8, lr=1e-2)
+    return Workload(name="zoo-tied", model=model, train=tr, calib=cal, test=te, build=TiedLM,
+                    description="nn.Embedding tied to the output Linear (one Parameter, two modules)")
 
 
 __all__ = list(ZOO) + ["ZOO", "digits", "tokens", "train", "randomize_bn", "BasicBlock", "ResNet", "MobileNet",
