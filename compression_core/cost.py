@@ -80,9 +80,10 @@ class Cost(BaseModel):
 
 _PLANNERS = {
     "prune_unstructured": S.prune_unstructured, "prune_threshold": S.prune_threshold,
-    "prune_structured": S.prune_structured, "shrink": S.shrink, "prune_layers": S.prune_layers,
+    "prune_structured": S.prune_structured, "shrink": S.shrink, "prune_layers": S.prune_layers, "lowrank": S.lowrank,
     "quantize_dynamic": Q.quantize_dynamic, "quantize_static": Q.quantize_static, "quantize_qat": Q.quantize_static,
-    "quantize_int4": Q.quantize_int4, "quantize_embedding": Q.quantize_embedding, "quantize_half": Q.quantize_half,
+    "quantize_int4": Q.quantize_int4, "quantize_weight_only": Q.quantize_weight_only,
+    "quantize_embedding": Q.quantize_embedding, "quantize_half": Q.quantize_half,
     "fake_quant": Q.fake_quant, "finetune": S.trains, "distill": S.trains, "reinit": S.trains,
     "lottery_ticket": S.trains, "network_slimming": S.trains, "fit_budget": S.trains,
 }
@@ -98,8 +99,8 @@ class _Flops:
     """FLOPs of one forward pass as ``measure.flops`` counts them, per layer: (counted, formula) of each layer it
     hooks, each recurrent layer's formula, and the counter's total under each module."""
 
-    def __init__(self, total: int, layers: dict, recurrent: dict, modules: dict) -> None:
-        self.total, self.layers, self.recurrent, self.modules = total, layers, recurrent, modules
+    def __init__(self, total: int, layers: dict, recurrent: dict, modules: dict, inputs: dict) -> None:
+        self.total, self.layers, self.recurrent, self.modules, self.inputs = total, layers, recurrent, modules, inputs
 
 
 class _Info:
@@ -214,12 +215,16 @@ def _layer_flops(model: nn.Module, example: Any) -> _Flops:
     args, kwargs = I.example_args(I.cast_floats(example, I.input_dtype(model)))
     layers: dict[str, int] = {}
     recurrent: dict[str, int] = {}
+    inputs: dict[str, int] = {}  # 2 x the positions of each layer's input (a conv's input resolution)
     hooks = []
     for name, module in model.named_modules():
         if effective_weight(module) is not None and not any(effective_weight(c) is not None
                                                             for c in module.children()):
             def hook(mod, inp, out, name=name):
                 layers[name] = layers.get(name, 0) + _formula_flops(mod, out)
+                x = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+                if x is not None and x.dim() == 4:
+                    inputs[name] = inputs.get(name, 0) + 2 * x.shape[0] * x.shape[2] * x.shape[3]
             hooks.append(module.register_forward_hook(hook))
         elif _is_recurrent(module):
             def rhook(mod, inp, out, name=name):
@@ -237,7 +242,7 @@ def _layer_flops(model: nn.Module, example: Any) -> _Flops:
                for k, v in counter.get_flop_counts().items() if k == root or k.startswith(root + ".")}
     total = int(counter.get_total_flops())
     total += sum(f for n, f in {**layers, **recurrent}.items() if not modules.get(n))
-    return _Flops(total, {n: (modules.get(n, 0), f) for n, f in layers.items()}, recurrent, modules)
+    return _Flops(total, {n: (modules.get(n, 0), f) for n, f in layers.items()}, recurrent, modules, inputs)
 
 
 # -------------------------------------------------------------------------------------------------- FLOPs
@@ -275,6 +280,19 @@ def _flops(p: S.Plan, unknown: dict) -> tuple[int | None, int | None]:
         if gone(name):
             continue
         e, e0 = p.flop_weight.get(name) or (weights.get(name) or [None])[0], base.get(name)
+        if name in p.factorized:  # low rank: its factors, plain layers at the layer's (or its input's) positions
+            positions = f // _prod(_fdims(S.is_conv1d(p.model.get_submodule(name)), e0.shape))
+            total -= counted if counted else f
+            for key, at_input in p.factorized[name]:
+                child = p.layout.entries[key]
+                f_child = (fl.inputs.get(name, 0) if at_input else positions) * _prod(_fdims(False, child.shape))
+                total += f_child
+                z = child.param_zeros()
+                if z is None:
+                    known = False
+                else:
+                    cut += int(round(f_child * (1.0 - (child.pcount - z) / max(child.pcount, 1))))
+            continue
         if e is None and not counted and not f:  # a BatchNorm folded into its conv
             continue
         if e is None or e0 is None:
@@ -309,6 +327,10 @@ def _flops(p: S.Plan, unknown: dict) -> tuple[int | None, int | None]:
     if not known:
         unknown["nonzero_flops"] = p.why_unknown
     return total, total - cut if known else None
+
+
+def _prod(dims: tuple[int, int]) -> int:
+    return dims[0] * dims[1]
 
 
 def _fdims(conv1d: bool, shape: tuple[int, ...]) -> tuple[int, int]:

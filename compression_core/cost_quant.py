@@ -77,6 +77,16 @@ def _dynamic_codes(v: torch.Tensor) -> torch.Tensor:
     return torch.quantize_per_tensor(v.float(), float(scale), int(zp), torch.qint8).int_repr()
 
 
+def _pruned_code_zeros(p: Plan, w: Entry) -> int | None:
+    """Zero codes of a weight magnitude-pruned by one layer-wise step, without its values: pruning removes the
+    smallest |w| and keeps the largest (the per-tensor scale), and a code is zero for the smallest |w| too, so the
+    zeros are the larger of the two prefixes (the base weight's zero codes: counted once per model)."""
+    base = p.base.entries.get(w.ckey[0]) if w.ckey and len(w.ckey) == 2 and w.ckey[1][0] == "l1" else None
+    if base is None or w.zeros is None or w.masked != w.zeros or base.stored_zeros() != 0:
+        return None
+    return max(w.zeros, derive(base, ("dynamic",), _dynamic_codes).stored_zeros())
+
+
 def quantize_dynamic(p: Plan, cfg, ctx) -> None:
     from .quantize.dynamic import DYNAMIC_TYPES
 
@@ -91,7 +101,7 @@ def quantize_dynamic(p: Plan, cfg, ctx) -> None:
             t = is_conv1d(mod)  # made an nn.Linear first: its weight is the transpose
             qw = derive(w, ("dynamic",), (lambda v: _dynamic_codes(v.t())) if t else _dynamic_codes,
                         shape=w.shape[::-1] if t else w.shape, dtype=torch.qint8, qscheme="tensor", zero_point=0,
-                        fixed=True, as_param=False, masked=0, pid=None)
+                        fixed=True, as_param=False, masked=0, pid=None, zeros=_pruned_code_zeros(p, w))
             if t:
                 p.linearized.add(name)
             qb = None if b is None else b.changed(as_param=True, fixed=True, tensor=None, zeros=b.zeros)
@@ -212,52 +222,102 @@ def _weight_only(v: torch.Tensor, bits: int, group_size: int | None, symmetric: 
     return q.reshape(w.shape[0], g * n), zp, scale
 
 
-def quantize_int4(p: Plan, cfg, ctx) -> None:
+def _packed_bits(p: Plan, cfg, ctx, technique: str) -> dict[str, int]:
     from .quantize._common import resolve_overrides
+
+    default = getattr(cfg, "bits", 4)
+    names = _int8_names(p, cfg, ctx, (nn.Linear,), technique)
+    bits = {n: default for n in names}
+    bits.update(resolve_overrides(p.model, cfg.overrides, (nn.Linear,), technique))
+    if not bits:
+        raise CompressionError(f"targets: {technique} selected no Linear/Conv1D layer; name some in targets")
+    p.need(technique, list(bits), reshape=False)
+    return bits
+
+
+def _packed_layer(p: Plan, name: str, b: int, group_size: int | None, symmetric: bool, codes_of, tag,
+                  input_scale: bool = False) -> None:
+    """A Linear (or Conv1D) as ``int4._WeightOnlyLinear`` stores it: bias, codes packed (int4 two per byte, int3
+    eight per three bytes, int8 one per byte), float16 group scales, int8 zero points when asymmetric, AWQ's float16
+    input scale. ``codes_of(weight (out, in))`` -> (codes, zero points, scales), or None when calibration decides."""
     from .quantize.int4 import _group, pack_int4
 
-    names = _int8_names(p, cfg, ctx, (nn.Linear,), "quantize_int4")
-    bits = {n: 4 for n in names}
-    bits.update(resolve_overrides(p.model, cfg.overrides, (nn.Linear,), "quantize_int4"))
-    if not bits:
-        raise CompressionError("targets: quantize_int4 selected no Linear layer; name some in targets")
-    p.need("quantize_int4", list(bits), reshape=False)
-    for name, b in bits.items():
-        w, bias = p.entry(f"{name}.weight"), p.layout.entries.get(f"{name}.bias")
-        t = is_conv1d(p.model.get_submodule(name))  # packed as the equivalent nn.Linear: (out, in)
-        out, inp = w.shape[::-1] if t else w.shape
-        g, n = _group(inp, cfg.group_size)
-        memo: dict = {}
-        if t:
-            p.linearized.add(name)
+    w, bias = p.entry(f"{name}.weight"), p.layout.entries.get(f"{name}.bias")
+    t = is_conv1d(p.model.get_submodule(name))  # packed as the equivalent nn.Linear: (out, in)
+    out, inp = w.shape[::-1] if t else w.shape
+    g, n = _group(inp, group_size)
+    memo: dict = {}
+    if t:
+        p.linearized.add(name)
 
-        def codes(memo=memo, w=w, b=b, t=t):
-            if "q" not in memo:
-                memo["q"] = _weight_only(w.values().t() if t else w.values(), b, cfg.group_size, cfg.symmetric)
-            return memo["q"]
+    def codes():
+        if "q" not in memo:
+            memo["q"] = codes_of(w.values().t() if t else w.values())
+        return memo["q"]
 
-        def deq_zero_pattern(codes=codes, out=out, n=n, g=g, inp=inp):
-            q, zp, _ = codes()
-            return (q.reshape(out, n, g) - zp.unsqueeze(2)).reshape(out, n * g)[:, :inp]
+    def pattern():  # zero where the dequantized weight is: codes equal to their zero point
+        q, zp, _ = codes()
+        return (q.reshape(out, n, g) - zp.unsqueeze(2)).reshape(out, n * g)[:, :inp]
 
-        stored = (lambda codes=codes: pack_int4(codes()[0])) if b == 4 else (lambda codes=codes: codes()[0])
-        known = w.values is not None
-        new = OrderedDict()
-        if bias is not None:
-            new[f"{name}.bias"] = bias
-        tag = ("int4", b, cfg.group_size, cfg.symmetric)
-        shape, dtype = ((out, g * n // 2), torch.uint8) if b == 4 else ((out, g * n), torch.int8)
-        new[f"{name}.qweight"] = Entry(shape, dtype, layer=name, pcount=out * inp, role="weight", bits=b,
-                                       eshape=(out, inp), values=stored if known else None,
-                                       pvalues=deq_zero_pattern if known else None,
-                                       ckey=None if w.ckey is None else w.ckey + (tag,), cache=w.cache)
-        new[f"{name}.scale"] = Entry((out, n), torch.float16, layer=name, role="scale", zeros=0)
-        if not cfg.symmetric:
-            new[f"{name}.zero_point"] = Entry((out, n), torch.int8, layer=name, role="zero_point",
-                                              values=(lambda codes=codes: codes()[1]) if known else None,
-                                              ckey=None if w.ckey is None else w.ckey + (tag, "zp"), cache=w.cache)
-        p.splice(_module_keys(p, name), new)
+    def stored():
+        q = codes()[0]
+        if b == 4:
+            return pack_int4(q)
+        if b == 3:
+            from .quantize.groupwise import pack_int3
+
+            return pack_int3(F.pad(q, (0, -q.shape[1] % 8)))
+        return q
+
+    known = w.values is not None and codes_of is not None
+    ckey = None if w.ckey is None or not known else w.ckey + (tag,)
+    shape, dtype = {4: ((out, g * n // 2), torch.uint8), 3: ((out, 3 * -(-g * n // 8)), torch.uint8)}.get(
+        b, ((out, g * n), torch.int8))
+    new = OrderedDict()
+    if bias is not None:
+        new[f"{name}.bias"] = bias
+    new[f"{name}.qweight"] = Entry(shape, dtype, layer=name, pcount=out * inp, role="weight", bits=b,
+                                   eshape=(out, inp), values=stored if known else None,
+                                   pvalues=pattern if known else None, ckey=ckey, cache=w.cache)
+    new[f"{name}.scale"] = Entry((out, n), torch.float16, layer=name, role="scale", zeros=0)
+    if not symmetric:
+        new[f"{name}.zero_point"] = Entry((out, n), torch.int8, layer=name, role="zero_point",
+                                          values=(lambda: codes()[1]) if known else None,
+                                          ckey=None if ckey is None else ckey + ("zero_point",), cache=w.cache)
+    if input_scale:  # AWQ: a float16 scale per input, from calibration
+        new[f"{name}.input_scale"] = Entry((inp,), torch.float16, layer=name, role="input_scale")
+    p.splice(_module_keys(p, name), new)
+
+
+def quantize_int4(p: Plan, cfg, ctx) -> None:
+    for name, b in _packed_bits(p, cfg, ctx, "quantize_int4").items():
+        _packed_layer(p, name, b, cfg.group_size, cfg.symmetric,
+                      lambda v, b=b: _weight_only(v, b, cfg.group_size, cfg.symmetric),
+                      ("int4", b, cfg.group_size, cfg.symmetric))
         p.swapped[name] = "quantize_int4"
+
+
+def quantize_weight_only(p: Plan, cfg, ctx) -> None:
+    """Weight-only int8/int4/int3: the file's shapes do not depend on the method; the codes of GPTQ and AWQ (and
+    AWQ's input scales) come from calibration, so their zeros are unknown here; round-to-nearest's are computed."""
+    from .quantize._common import require_split
+    from .quantize.groupwise import rtn
+
+    if cfg.method != "rtn" and cfg.engine == "torch":
+        require_split(ctx, "calib", "method", f"method={cfg.method!r}")
+
+    def rtn_codes(v, b):
+        q = rtn(v, b, cfg.group_size, cfg.symmetric)
+        return q.codes, q.zero_point if q.zero_point is not None else torch.zeros_like(q.scale, dtype=torch.int8), \
+            q.scale
+
+    for name, b in _packed_bits(p, cfg, ctx, "quantize_weight_only").items():
+        _packed_layer(p, name, b, cfg.group_size, cfg.symmetric,
+                      (lambda v, b=b: rtn_codes(v, b)) if cfg.method == "rtn" else None,
+                      ("weight_only", b, cfg.group_size, cfg.symmetric), input_scale=cfg.method == "awq")
+        p.swapped[name] = "quantize_weight_only"
+    if cfg.method != "rtn":
+        p.why_unknown = f"quantize_weight_only: {cfg.method}'s codes come from calibration: known after applying"
 
 
 # ---------------------------------------------------------------------------------------- int8 embeddings
@@ -360,4 +420,5 @@ def fake_quant(p: Plan, cfg, ctx) -> None:
         p.swapped[name] = "fake_quant"
 
 
-__all__ = ["fake_quant", "quantize_dynamic", "quantize_embedding", "quantize_half", "quantize_int4", "quantize_static"]
+__all__ = ["fake_quant", "quantize_dynamic", "quantize_embedding", "quantize_half", "quantize_int4",
+           "quantize_static", "quantize_weight_only"]

@@ -10,6 +10,7 @@ chosen by a measured accuracy drop).
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -61,6 +62,7 @@ class Plan:
         self.linearized: set[str] = set()  # Conv1D layers made nn.Linear (their FLOP formula reads the transpose)
         self.flop_weight: dict[str, Entry] = {}  # a layer computing with another layer's stored weight (tied int8)
         self.why_unknown = "which weights are zero is known only after applying"  # set by the step that hides them
+        self.factorized: dict[str, list[tuple[str, bool]]] = {}  # layer -> its factors' weights (at input resolution)
 
     def entry(self, key: str) -> Entry:
         return self.layout.entries[key]
@@ -147,7 +149,17 @@ class _UnstructuredMasks:
     def one(self, name: str) -> torch.Tensor:
         e = self.olds[name]
         v = e.values()
-        return _container_mask(self.method(self.cfg.overrides.get(name, self.cfg.amount)), v, _default_mask(e, v))
+        amount = self.cfg.overrides.get(name, self.cfg.amount)
+        if self.cfg.importance == "l1" and e.masked == 0:  # fast path: a threshold, when no tie makes it ambiguous
+            k = mask_count(v.numel(), amount)
+            if k == 0:
+                return torch.ones_like(v)
+            a = v.abs()
+            cut = a.reshape(-1).kthvalue(k).values
+            mask = a > cut
+            if int(mask.sum()) == v.numel() - k:  # exactly the k smallest: the set topk picks
+                return mask.to(v.dtype)
+        return _container_mask(self.method(amount), v, _default_mask(e, v))
 
     def values(self, name: str) -> torch.Tensor:
         if name not in self.masks:
@@ -484,6 +496,69 @@ def _remove_block(p: Plan, name: str) -> None:
                                    for k, v in lay.metadata.items() if k == name or not under(k))
 
 
+# ------------------------------------------------------------------------------------------------ low rank
+def lowrank(p: Plan, cfg, ctx) -> None:
+    """Each planned layer becomes a ``Factorized`` of plain Linear/Conv2d factors (the library's own ``plans``:
+    ranks by ratio, parameter budget or energy, the last from the singular values of the weights)."""
+    from .prune.lowrank import Factorized, build_factors, plans
+
+    p.need("lowrank")
+    layer_plans, _ = plans(p.model, cfg, ctx)
+    for lp in layer_plans:
+        name, mod = lp.name, p.model.get_submodule(lp.name)
+        p.need("lowrank", [name])
+        w, b = p.entry(f"{name}.weight"), p.layout.entries.get(f"{name}.bias")
+        if cfg.criterion == "energy" and not p.untouched([f"{name}.weight"]):
+            raise NotEstimated("lowrank by energy after another step changed the weights is not estimated")
+        if isinstance(mod, nn.Conv2d):
+            c_out, c_in, kh, kw = w.shape
+            if lp.method == "tucker2":
+                r_in, r_out = lp.ranks
+                shapes = [(r_in, c_in, 1, 1), (r_out, r_in, kh, kw), (c_out, r_out, 1, 1)]
+            else:
+                shapes = [(lp.ranks[0], c_in, kh, kw), (c_out, lp.ranks[0], 1, 1)]
+        else:
+            out_f, in_f = w.shape[::-1] if is_conv1d(mod) else w.shape
+            shapes = [(lp.ranks[0], in_f), (out_f, lp.ranks[0])]
+        memo: dict = {}
+
+        def factors(memo=memo, mod=mod, lp=lp, w=w, b=b):  # the library's SVD / HOSVD on the planned weights
+            if "f" not in memo:
+                m = copy.deepcopy(mod)
+                with torch.no_grad():
+                    m.weight.copy_(w.values())
+                    if b is not None:
+                        m.bias.copy_(b.values())
+                memo["f"] = build_factors(m, lp).state_dict()
+            return memo["f"]
+
+        known = w.values is not None and (b is None or b.values is not None)
+        new = OrderedDict()
+        for i, shape in enumerate(shapes):
+            key = f"{name}.{i}"
+            new[f"{key}.weight"] = Entry(shape, w.dtype, layer=key, pcount=int(torch.Size(shape).numel()),
+                                         role="weight",
+                                         values=(lambda k=f"{i}.weight", f=factors: f()[k]) if known else None)
+        if b is not None:
+            new[f"{name}.{len(shapes) - 1}.bias"] = b.changed(layer=f"{name}.{len(shapes) - 1}", values=b.values,
+                                                                 zeros=b.zeros, pid=None)
+        p.splice([k for k in p.layout.entries if k.rpartition(".")[0] == name], new)
+        kinds = [nn.Conv2d if isinstance(mod, nn.Conv2d) else nn.Linear] * len(shapes)
+        meta = OrderedDict()
+        for k, v in p.layout.metadata.items():
+            meta[k] = {"version": Factorized._version} if k == name else v
+            if k == name:
+                meta.update((f"{name}.{i}", {"version": kind._version}) for i, kind in enumerate(kinds))
+        p.layout.metadata = meta
+        p.factorized[name] = [(f"{name}.{i}.weight", isinstance(mod, nn.Conv2d) and lp.method == "tucker2" and i == 0)
+                              for i in range(len(shapes))]
+        p.swapped[name] = "lowrank"
+        if isinstance(p.model.get_submodule(name.rpartition(".")[0]) if "." in name else p.model,
+                      nn.TransformerEncoderLayer):
+            p.flops_unknown = "lowrank in an nn.TransformerEncoderLayer turns its fused path off: its FLOPs are " \
+                "counted on another code path, measured after applying"
+
+
 # ------------------------------------------------------------------------------------------- training
 def trains(p: Plan, cfg, ctx) -> None:
     """Same structure, new values: sizes stay exact, zero counts become unknown."""
@@ -495,5 +570,5 @@ def trains(p: Plan, cfg, ctx) -> None:
             p.put(k, e.changed(values=None, pvalues=None, masked=None, tensor=e.tensor, share=e.share))
 
 
-__all__ = ["NotEstimated", "Plan", "derive", "in_dim", "is_conv1d", "prune_layers", "prune_structured",
+__all__ = ["NotEstimated", "Plan", "derive", "in_dim", "is_conv1d", "lowrank", "prune_layers", "prune_structured",
            "prune_threshold", "prune_unstructured", "shrink", "tied_partners", "trains"]

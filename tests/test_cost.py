@@ -3,8 +3,9 @@ applying it, equal what ``measure`` reports for the model the steps produce (``a
 1 KB (container overhead is the only slack allowed; in practice it is byte-exact), parameter counts exactly, and every
 other number either exactly or None with the reason stated. Where the library refuses a configuration, so does the
 estimate. Every sample model (minilm-topics in the slow set) and every zoo model, for unstructured, structured +
-shrink, dynamic/static int8, int4, fp16/bf16, int8 embeddings, fake quant and prune-then-quantize combinations; a
-few pairs run in the fast set, the whole matrix in the slow one."""
+shrink, dynamic/static int8, int4, weight-only int3/int4/int8 (RTN, GPTQ, AWQ), low rank, fp16/bf16, int8
+embeddings, fake quant and prune-then-quantize combinations; a few pairs run in the fast set, the whole matrix in
+the slow one."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from compression_core import inputs as I
 from compression_core.cost import estimate_cost
 from compression_core.cost_layout import saved_size
 from compression_core.measure import flops, layer_stats, size_bytes
+from compression_core.prune import LowRankConfig
+from compression_core.quantize import WeightOnlyConfig
 from compression_core.sparse import sparse_size_bytes
 from compression_core.technique import StepContext, apply_step
 
@@ -46,6 +49,13 @@ CASES = {
     "bf16": [HalfPrecisionConfig(dtype="bf16")],
     "int8-embeddings": [EmbeddingInt8Config()],
     "fake-quant-4bit": [FakeQuantConfig(bits=4)],
+    "weight-only-int3": [WeightOnlyConfig(bits=3, method="rtn")],
+    "weight-only-int8-asymmetric": [WeightOnlyConfig(bits=8, method="rtn", symmetric=False, group_size=32)],
+    "weight-only-gptq": [WeightOnlyConfig(bits=4, method="gptq")],
+    "weight-only-awq": [WeightOnlyConfig(bits=3, method="awq")],
+    "lowrank-ratio": [LowRankConfig(rank_ratio=0.3)],
+    "lowrank-params": [LowRankConfig(param_ratio=0.4)],
+    "lowrank-energy": [LowRankConfig(energy=0.9)],
     "unstructured+dynamic": [U(amount=0.9), DynamicInt8Config()],
     "unstructured+static": [U(amount=0.7), StaticInt8Config()],
     "unstructured+int4": [U(amount=0.7), Int4Config()],
@@ -56,13 +66,14 @@ CASES = {
 }
 SAMPLES = [n for n in workload_names() if n != "minilm-topics"]
 MODELS = SAMPLES + [f"zoo:{n}" for n in zoo.ZOO]
-FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on small models (~20 s in all)
+FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on small models (~15 s in all)
     ("digits-mlp", "unstructured-50"), ("digits-mlp", "unstructured-global"), ("digits-mlp", "unstructured-random"),
     ("digits-mlp", "neurons+shrink"), ("digits-mlp", "dynamic-int8"), ("digits-mlp", "static-int8"),
     ("digits-mlp", "int4"), ("digits-mlp", "fake-quant-4bit"), ("digits-mlp", "unstructured+dynamic"),
     ("digits-mlp", "neurons+shrink+int4"), ("digits-cnn", "channels+shrink"), ("digits-cnn", "channels+shrink+fp16"),
     ("digits-cnn", "threshold"), ("digits-vit", "heads+shrink"), ("digits-lstm", "dynamic-int8"),
     ("zoo:resnet", "channels+shrink"), ("zoo:tied", "int8-embeddings"), ("zoo:tied", "fp16"),
+    ("digits-mlp", "weight-only-int3"), ("digits-mlp", "weight-only-gptq"), ("digits-cnn", "lowrank-ratio"),
 }
 MINILM = ["unstructured-50", "unstructured+dynamic", "neurons+shrink", "heads+shrink", "dynamic-int8", "int4",
           "fp16", "int8-embeddings"]
