@@ -145,11 +145,11 @@ class _Info:
             g = build_graph(self.model, ex, probe=False)
             plain = ModelGraph(g.model, {n: dataclasses.replace(x) for n, x in g.groups.items()}, dict(g.heads),
                                g.dg, g.example)
-            was = self.model.training
+            was = g.model.training
             try:
-                _probe_zero_paths(self.model, g.groups, ex)
+                _probe_zero_paths(g.model, g.groups, ex)  # the model traced (a copy when it has Conv1D layers)
             finally:
-                self.model.train(was)
+                g.model.train(was)
             return g, plain
 
         probed, plain = self.cached("graph", build)
@@ -195,15 +195,22 @@ def _unsupported(model: nn.Module) -> str | None:
     return None
 
 
-_INFOS: "weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[Any, _Info]]]" = weakref.WeakKeyDictionary()
+_INFOS: "weakref.WeakKeyDictionary[nn.Module, dict[int, tuple[Any, _Info, tuple]]]" = weakref.WeakKeyDictionary()
 _INFOS_LOCK = threading.Lock()
 
 
+def _signature(model: nn.Module) -> tuple:
+    """Changes when a tensor of the model is replaced or changed in place (its version counter): cheap, no data."""
+    return tuple((n, t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                 for n, t in list(model.named_parameters()) + list(model.named_buffers()))
+
+
 def _info(model: nn.Module, wl: Any) -> _Info:
+    sig = _signature(model)
     with _INFOS_LOCK:
         per = _INFOS.setdefault(model, {})
-        if id(wl) not in per:  # the workload is kept alive with its facts, so its id is never reused
-            per[id(wl)] = (wl, _Info(model, wl))
+        if id(wl) not in per or per[id(wl)][2] != sig:  # the workload is kept alive with its facts (no id reuse)
+            per[id(wl)] = (wl, _Info(model, wl), sig)
         return per[id(wl)][1]
 
 
@@ -415,6 +422,11 @@ def estimate_cost(model: nn.Module, recipe_or_steps: Any = (), workload: Any = N
             return Cost(storage=storage, refused=_prefix_error(str(e), i, cfg), seconds=time.perf_counter() - t0)
         except S.NotEstimated as e:
             return Cost(storage=storage, unknown={"all": f"steps[{i}] ({cfg.kind}): {e}"},
+                        seconds=time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - a model the planner does not follow: no number rather than a wrong one
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            return Cost(storage=storage, unknown={"all": f"steps[{i}] ({cfg.kind}): not estimated here "
+                                                         f"({type(e).__name__}: {first})"},
                         seconds=time.perf_counter() - t0)
     unknown: dict[str, str] = {}
     rows, known = _rows(p)
