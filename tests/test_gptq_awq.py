@@ -26,7 +26,7 @@ from compression_core.ort_session import session
 from compression_core.quantize import Int4Linear, WeightOnlyConfig, quant_config, quantize
 from compression_core.quantize.awq import awq_scale
 from compression_core.quantize.gptq import Hessian, gptq, layer_error
-from compression_core.quantize.groupwise import fake_quantize, pack_int3, rtn, unpack_int3
+from compression_core.quantize.groupwise import clip_search, fake_quantize, pack_int3, rtn, unpack_int3
 from compression_core.quantize.weight_only import AwqInt4Linear, Int3Linear, packed_layer
 from compression_core.recipe import recipe_class
 from compression_core.technique import StepContext, apply_step
@@ -132,6 +132,21 @@ def test_awq_alpha_zero_is_rtn_and_the_search_beats_rtn_on_outlier_channels():
     flat = torch.ones(w.shape[1])  # equal activations: every alpha gives s = 1, i.e. round-to-nearest
     s1, _, _ = awq_scale(w, x, 4, 64, act=flat)
     assert torch.equal(s1, torch.ones_like(s1))
+
+
+def test_awq_clipping_ratio_one_is_rtn_and_the_search_lowers_the_layer_error():
+    w, x = _weight(), _calibration()
+    w = w.clone()
+    w[:, 100] *= 8  # one large weight per row stretches every group's range
+    h = Hessian(x.shape[1])
+    h.add(x)
+    assert torch.equal(rtn(w, 3, 64, clip=torch.ones(96, 4)).codes, rtn(w, 3, 64).codes)
+    for bits in (4, 3):
+        ratio = clip_search(w, h.h, bits, 64)
+        assert ratio.shape == (96, 4) and float(ratio.min()) >= 0.5 and float(ratio.max()) <= 1.0
+        assert float(ratio.min()) < 1.0
+        e_clip = layer_error(w, rtn(w, bits, 64, clip=ratio).dequantize(), x)
+        assert e_clip < layer_error(w, rtn(w, bits, 64).dequantize(), x)
 
 
 # ------------------------------------------------------------------------------------------ the technique

@@ -38,14 +38,17 @@ class QuantizedWeight:
         return (q * self.scale.float().unsqueeze(2)).reshape(out, -1)[:, : self.in_features]  # (out, in)
 
 
-def group_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale float16, zero point int8) of each row of ``w`` (out, n): one group's parameters, exactly as
-    ``Int4Linear.from_float`` computes them (zero padding changes neither)."""
+def group_params(w: torch.Tensor, bits: int, symmetric: bool,
+                 clip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale float16, zero point int8) of each row of ``w`` (..., n): one group's parameters, exactly as
+    ``Int4Linear.from_float`` computes them (zero padding changes neither). ``clip`` (...,): the range is shrunk
+    to this fraction of the row's extremes (values beyond it saturate)."""
+    c = 1.0 if clip is None else clip
     if symmetric:
         qmax = qrange(bits)[1]
-        scale = (w.abs().amax(dim=-1) / qmax).clamp(min=_FP16_TINY).half()  # (out,)
+        scale = (w.abs().amax(dim=-1) * c / qmax).clamp(min=_FP16_TINY).half()  # (...,)
         return scale, torch.zeros_like(scale, dtype=torch.int8)
-    s, z = affine_params(w.amin(dim=-1), w.amax(dim=-1), bits, eps=_FP16_TINY)
+    s, z = affine_params(w.amin(dim=-1) * c, w.amax(dim=-1) * c, bits, eps=_FP16_TINY)
     return s.half(), (z - 2 ** (bits - 1)).to(torch.int8)  # unsigned grid shifted into the signed range
 
 
@@ -55,20 +58,51 @@ def quantize_column(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
     return torch.clamp(torch.round(w / scale.float()) + zero_point.float(), qmin, qmax)
 
 
-def rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True) -> QuantizedWeight:
-    """Round-to-nearest of ``w`` (out, in), group-wise (``group_size`` inputs share a scale; None = per channel)."""
+def rtn(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True,
+        clip: torch.Tensor | None = None) -> QuantizedWeight:
+    """Round-to-nearest of ``w`` (out, in), group-wise (``group_size`` inputs share a scale; None = per channel);
+    ``clip`` (out, groups): each group's range as a fraction of its extremes (``clip_search``)."""
     w = w.detach().float()
     out, n = w.shape
     g, groups = _group(n, group_size)
     wp = F.pad(w, (0, g * groups - n)).reshape(out, groups, g)  # (out, G, g)
-    scale, zp = group_params(wp, bits, symmetric)  # (out, G)
+    scale, zp = group_params(wp, bits, symmetric, clip)  # (out, G)
     q = quantize_column(wp, scale.unsqueeze(2), zp.unsqueeze(2), bits)  # (out, G, g)
     return QuantizedWeight(q.reshape(out, g * groups).to(torch.int8), scale, None if symmetric else zp, g, n, bits)
 
 
-def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True) -> torch.Tensor:
+def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True,
+                  clip: torch.Tensor | None = None) -> torch.Tensor:
     """``rtn(w).dequantize()``: the weight after round-to-nearest, same shape."""
-    return rtn(w, bits, group_size, symmetric).dequantize()
+    return rtn(w, bits, group_size, symmetric, clip).dequantize()
+
+
+@torch.no_grad()
+def clip_search(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True,
+                steps: int = 10, lowest: float = 0.5) -> torch.Tensor:
+    """Per (output row, group), the clipping ratio in [``lowest``, 1] whose round-to-nearest minimises that group's
+    share of the layer's output error ``d^T H_g d`` (``h``: the input Hessian 2 X^T X / n, (in, in); ``d``: the
+    group's weight error): AWQ's weight clipping (Lin et al. 2023, section 3.3), judged by the layer's output
+    rather than by the weights. Returns (out, groups); 1 where no ratio beats the full range."""
+    w = w.detach().float()
+    out, n = w.shape
+    g, groups = _group(n, group_size)
+    wp = F.pad(w, (0, g * groups - n)).reshape(out, groups, g)  # (out, G, g)
+    hp = F.pad(h.float(), (0, g * groups - n, 0, g * groups - n))  # (in', in')
+    blocks = torch.stack([hp[k * g:(k + 1) * g, k * g:(k + 1) * g] for k in range(groups)])  # (G, g, g)
+    best = torch.full((out, groups), float("inf"))
+    ratio = torch.ones(out, groups)
+    for i in range(steps + 1):
+        r = 1.0 - (1.0 - lowest) * i / steps
+        c = torch.full((out, groups), r)
+        scale, zp = group_params(wp, bits, symmetric, c)  # (out, G)
+        q = quantize_column(wp, scale.unsqueeze(2), zp.unsqueeze(2), bits)  # (out, G, g)
+        d = wp - (q - zp.float().unsqueeze(2)) * scale.float().unsqueeze(2)  # (out, G, g) weight error
+        err = torch.einsum("ogi,gij,ogj->og", d, blocks, d)  # (out, G)
+        better = err < best
+        best = torch.where(better, err, best)
+        ratio = torch.where(better, c, ratio)
+    return ratio
 
 
 # ------------------------------------------------------------------------------------------------- 3-bit codes
@@ -93,4 +127,5 @@ def unpack_int3(packed: torch.Tensor) -> torch.Tensor:
     return ((u ^ 4) - 4).reshape(*packed.shape[:-1], -1).to(torch.int8)  # sign-extend, (..., 8m)
 
 
-__all__ = ["QuantizedWeight", "fake_quantize", "group_params", "pack_int3", "quantize_column", "rtn", "unpack_int3"]
+__all__ = ["QuantizedWeight", "clip_search", "fake_quantize", "group_params", "pack_int3", "quantize_column", "rtn",
+           "unpack_int3"]

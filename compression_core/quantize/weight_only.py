@@ -32,7 +32,7 @@ from ._common import require_split, resolve_overrides, select_layers, set_submod
 from .awq import awq_scale
 from .calibration import collect, execution_order, plain_linear
 from .gptq import Hessian, gptq
-from .groupwise import QuantizedWeight, pack_int3, rtn, unpack_int3
+from .groupwise import QuantizedWeight, clip_search, pack_int3, rtn, unpack_int3
 from .int4 import Int4Linear, Int8WeightLinear, _WeightOnlyLinear
 
 MAX_AWQ_ROWS = 4096  # input rows an AWQ grid search evaluates per layer (a fixed subsample beyond that)
@@ -116,7 +116,7 @@ class WeightOnlyConfig(StepConfig):
     ui = TechniqueUI(family="quantize", label="weight-only int8/int4/int3: RTN, GPTQ, AWQ (real)",
                      layer_types=("Linear", "Conv1D"), storage="int4", order=41)
     bits: Literal[3, 4, 8] = 4
-    method: Literal["rtn", "gptq", "awq"] = "gptq"
+    method: Literal["rtn", "gptq", "awq"] = "rtn"  # rtn needs no data; gptq / awq calibrate (seconds per layer)
     group_size: Literal[16, 32, 64, 128, 256] | None = 64  # None = one scale per output channel
     symmetric: bool = True
     targets: tuple[str, ...] | None = None
@@ -129,6 +129,7 @@ class WeightOnlyConfig(StepConfig):
     act_order: bool = False  # GPTQ: visit columns by decreasing diag(H) (static groups)
     block: int = Field(default=128, ge=1, le=4096)  # GPTQ: lazy-batch columns
     grid: int = Field(default=20, ge=1, le=100)  # AWQ: alpha in {0, 1/grid, ..., 1}
+    clip: bool = True  # AWQ: then each group's clipping ratio (0.5-1 of its range) on the layer output error
     engine: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: the same codes as MatMulNBits nodes
 
 
@@ -197,7 +198,11 @@ def _quantize_layer(linear: nn.Linear, bits: int, cfg: WeightOnlyConfig, inputs:
         return packed_layer(linear, qw), _relative_error(w, qw.dequantize(), h), rtn_err
     act = (inputs.abs_sum / inputs.n).float()
     s, _, _ = awq_scale(w, inputs.x(seed), bits, cfg.group_size, cfg.symmetric, cfg.grid, act=act)
-    qw = rtn(w * s.float(), bits, cfg.group_size, cfg.symmetric)
+    sf = s.float()
+    clip = None
+    if cfg.clip:  # the scaled layer sees inputs x / s: its Hessian is H / (s s^T)
+        clip = clip_search(w * sf, h / torch.outer(sf, sf).double(), bits, cfg.group_size, cfg.symmetric)
+    qw = rtn(w * sf, bits, cfg.group_size, cfg.symmetric, clip)
     mod = packed_layer(linear, qw, input_scale=s)
     return mod, _relative_error(w, mod.dequantized_weight(), h), rtn_err
 
