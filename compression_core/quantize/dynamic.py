@@ -10,6 +10,7 @@ from typing import Literal
 
 from torch import nn
 
+from ..cpu import cpu_has_int8_dot
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..io import fold_masks
@@ -31,6 +32,11 @@ class DynamicInt8Config(StepConfig):
     ignore: tuple[str, ...] = ()
     include_classifier: bool = True  # 8-bit costs the classifier little accuracy (see benchmarks.quantization)
     engine: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: ORT's dynamic int8 of the same layers
+    # torch engine (ONNX Runtime's always uses per-channel weights, and 8-bit activations where the CPU has VNNI):
+    weights: Literal["per_tensor", "per_channel"] = "per_tensor"  # per_channel: one scale per output channel
+    # reduced: 7-bit activations (torch's default, safe on any x86); full: 8-bit; auto: full where the CPU has int8
+    # dot-product instructions (VNNI / AMX / dotprod: int32 sums, no int16 saturation), else reduced
+    activations: Literal["reduced", "full", "auto"] = "reduced"
 
 
 @register(DynamicInt8Config)
@@ -45,7 +51,11 @@ def _dynamic(model: nn.Module, cfg: DynamicInt8Config, ctx: StepContext) -> nn.M
     as_linear(model, names)  # torch.ao swaps nn.Linear only: a Conv1D becomes the equivalent Linear first
     ctx.report(0.0, f"dynamic int8 on {len(names)} layers")
     before = None if ctx.replay else size_bytes(model)
-    out = quantize_dynamic(model.eval(), names)
+    full = cfg.activations == "full" or (cfg.activations == "auto" and cpu_has_int8_dot())
+    if cfg.activations == "full" and not cpu_has_int8_dot() and not ctx.replay:
+        ctx.note("activations='full' on a CPU without int8 dot-product instructions: fbgemm's int16 sums can "
+                 "saturate; 'auto' keeps 7-bit activations here")
+    out = quantize_dynamic(model.eval(), names, per_channel=cfg.weights == "per_channel", full_range=full)
     if before is not None:
         refuse_if_not_smaller(before, out, names, "quantize_dynamic",
                               "quantize_static runs convolutions in int8, quantize_embedding the embedding tables")
