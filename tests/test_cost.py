@@ -75,8 +75,8 @@ FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on 
     ("zoo:resnet", "channels+shrink"), ("zoo:tied", "int8-embeddings"), ("zoo:tied", "fp16"),
     ("digits-mlp", "weight-only-int3"), ("digits-mlp", "weight-only-gptq"), ("digits-cnn", "lowrank-ratio"),
 }
-MINILM = ["unstructured-50", "unstructured+dynamic", "neurons+shrink", "heads+shrink", "dynamic-int8", "int4",
-          "fp16", "int8-embeddings"]
+MINILM = ["unstructured-50", "unstructured-90", "unstructured+dynamic", "neurons+shrink", "heads+shrink",
+          "dynamic-int8", "static-int8", "int4", "weight-only-int3", "lowrank-ratio", "fp16", "int8-embeddings"]
 
 
 def workload(ref: str):
