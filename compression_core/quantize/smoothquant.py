@@ -88,9 +88,9 @@ def _smoothquant(model: nn.Module, cfg: SmoothQuantConfig, ctx: StepContext) -> 
     fold_masks(model)
     names = select_layers(model, cfg, ctx, (nn.Linear,), "smoothquant", swapped=True)
     if not names:
-        raise CompressionError("targets: smoothquant selected no Linear/Conv1D layer (a layer whose parent reads its "
-                               "weight directly, as nn.TransformerEncoderLayer does, stays as it is); name some in "
-                               "targets")
+        raise CompressionError("targets: smoothquant selected no Linear/Conv1D layer (the classifier is left alone "
+                               "unless include_classifier, and so is a layer whose parent reads its weight directly, as "
+                               "nn.TransformerEncoderLayer does); name some in targets")
     for name in names:
         set_submodule(model, name, plain_linear(model.get_submodule(name)))
     model.eval()
