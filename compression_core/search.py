@@ -7,7 +7,8 @@ He et al. 2018, for per-layer choices). Each trial is a plain recipe, applied an
 
 - search space: per-layer unstructured sparsity (per group of consecutive layers when a model has more than
   ``max_groups`` prunable layers) on ``fit_budget``'s 2.5 % grid (0 .. 95 %), a storage method (none, dynamic int8,
-  static int8, int4 weights; only those this workload accepts), int8 embedding tables (models with nn.Embedding)
+  static int8, int4 weights; int4 GPTQ and int3 AWQ when asked for; only those this workload accepts), int8
+  embedding tables (models with nn.Embedding)
   and optionally a structured ratio (neurons / channels masked then removed with ``shrink``);
 - objectives: the workload's metric on the test split (``ModelStats.accuracy``, as ``apply`` reports it), the file
   size in bytes (``shipped_size``: the sparse-encoded file when it is smaller than the dense ``torch.save`` file, as
@@ -59,7 +60,11 @@ METHODS: dict[str, dict | None] = {  # storage method -> the recipe step that ap
     "int8": {"kind": "quantize_dynamic"},
     "int8_static": {"kind": "quantize_static"},
     "int4": {"kind": "quantize_int4"},
+    # calibrated LLM methods (seconds per layer on a transformer): searched when asked for, not by default
+    "int4_gptq": {"kind": "quantize_weight_only", "bits": 4, "method": "gptq"},
+    "int3_awq": {"kind": "quantize_weight_only", "bits": 3, "method": "awq"},
 }
+DEFAULT_METHODS: tuple[str, ...] = ("none", "int8", "int8_static", "int4")
 SAMPLERS = ("tpe", "nsga2")
 EMBEDDING_CHOICES = ("float", "int8")  # nn.Embedding tables: left float or int8 row-wise (quantize_embedding)
 
@@ -174,7 +179,7 @@ def build_space(wl, methods: Sequence[str] | None = None, structured: bool = Fal
                              include_classifier)
     if not layers:
         raise CompressionError("model: no prunable Linear/Conv2d layer (besides the classifier) to search over")
-    asked = tuple(methods) if methods is not None else tuple(METHODS)
+    asked = tuple(methods) if methods is not None else DEFAULT_METHODS
     unknown = [m for m in asked if m not in METHODS]
     if unknown:
         raise CompressionError(f"methods: unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")

@@ -277,3 +277,13 @@ def test_bad_input_is_one_line():
         quantize(wl.model, WeightOnlyConfig(overrides={"nope": 3}), wl)
     with pytest.raises(CompressionError, match=r"^targets: "):
         quantize(zoo.gru().model, WeightOnlyConfig(targets=("gru",)), zoo.gru())
+
+
+def test_search_takes_the_calibrated_methods_when_asked():
+    from compression_core.search import DEFAULT_METHODS, search
+
+    assert "int4_gptq" not in DEFAULT_METHODS  # seconds per layer on a transformer: only when asked for
+    r = search("digits-mlp", trials=8, batch_size=8, seed=0, methods=["none", "int4_gptq", "int3_awq"])
+    methods = {p.settings["method"] for p in r.points}
+    assert {"int4_gptq", "int3_awq"} <= methods <= {"none", "int4_gptq", "int3_awq"} and r.front
+    assert all(p.accuracy > 0.85 for p in r.front)
