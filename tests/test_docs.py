@@ -76,3 +76,23 @@ def test_every_local_file_the_docs_cite_exists():
             if rel.startswith(("http://", "https://")):
                 continue
             assert (ROOT / rel).exists() or (ROOT / "docs" / rel).exists(), f"{doc} cites {rel}, which is not in the repo"
+
+
+def _layout_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert "## Code layout" in text, "README.md must describe the code layout (## Code layout)"
+    return text.split("## Code layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_code_layout_names_every_module_and_only_real_ones():
+    """The README's layout lists every module of the library and the dashboard (pages aside), and names no file
+    that is not there: a split, a move or a new module fails here until the README says where it went."""
+    section = _layout_section()
+    named = set(re.findall(r"`([\w/]+\.py)`", section))
+    on_disk = {p for pkg in ("compression_core", "dashboard") for p in (ROOT / pkg).rglob("*.py")
+               if p.name != "__init__.py" and "pages" not in p.parts}
+    missing = sorted(str(p.relative_to(ROOT)) for p in on_disk if p.name not in {n.rsplit("/", 1)[-1] for n in named})
+    assert missing == [], f"modules not in README's Code layout: {missing}"
+    names = {p.name for p in on_disk}
+    ghosts = sorted(n for n in named if n.rsplit("/", 1)[-1] not in names and not (ROOT / n).exists())
+    assert ghosts == [], f"README's Code layout names files that do not exist: {ghosts}"
