@@ -66,6 +66,7 @@ def profiler_peak(model: torch.nn.Module, x) -> int:
     return sum(before.values()) + peak
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", MODELS)
 def test_torch_peak_ram_matches_the_torch_profiler(name):
     wl = resolve_workload(name)
@@ -164,6 +165,7 @@ def vmhwm_peaks(blob: bytes, batches: dict[int, dict[str, np.ndarray]], folder) 
     return dict(zip(batches, map(int, r.stdout.split())))
 
 
+@pytest.mark.first_case_fast
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_runtime_peak_ram_matches_a_subprocess_peak_rss(name, tmp_path):
     wl = resolve_workload(name)
