@@ -167,7 +167,8 @@ def export_payload(recipe: dict, stats: dict | None, want_bundle: bool) -> dict:
 # ------------------------------------------------------------------------------------------------ the page's panel
 def offer(recipe: dict | None, key: str, stats: dict | None = None, title: str | None = "Take it home") -> None:
     """Download buttons for ``recipe``'s compressed model: the bundle and the ONNX file, named after the model and
-    recipe. ``stats``: the page's full-test-set numbers of it (recorded in the bundle; None for a preview)."""
+    recipe. ``stats``: the page's full-test-set numbers of it (recorded in the bundle; None for a preview). ``key``:
+    the widgets' key prefix, never ``x_...`` (app.py re-assigns those keys on every run, which a button refuses)."""
     if title:
         st.subheader(title)
     if not recipe or not recipe.get("steps"):
@@ -182,34 +183,34 @@ def offer(recipe: dict | None, key: str, stats: dict | None = None, title: str |
     except Exception as e:  # a model this server cannot load: one line
         st.error(state.one_line(e))
         return
-    st.caption(f"**{stem}.bundle**: the recipe and the weights in one file, the library's own format (opens with "
-               f"`python -m compression_core measure --bundle {stem}.bundle`, weights only, or on the Recipe page). "
+    st.caption(f"**{stem}.bundle**: the recipe and the weights, the library's own file (weights only; opens with "
+               f"`python -m compression_core measure --bundle {stem}.bundle` or on the Recipe page). "
                f"**{stem}.onnx**: the file ONNX Runtime runs (quantized layers as the deploy engine's int8/int4 "
                "graph), built in a background job.")
     c1, c2 = st.columns(2)
     if in_page:
-        c1.download_button(f"Download {stem}.bundle", data=lambda: bundle_of(recipe, stats), file_name=f"{stem}.bundle",
+        c1.download_button("Download the bundle", data=lambda: bundle_of(recipe, stats), file_name=f"{stem}.bundle",
                            mime=MIME, key=f"{key}_bundle", icon=":material/download:", on_click="ignore",
-                           width="stretch")
-    with c2 if in_page else st.container():
-        label = "Build the ONNX file" if in_page else "Build the bundle and the ONNX file"
-        try:
-            payload = export_payload(recipe, stats, want_bundle=not in_page)
-        except Exception as e:
-            st.error(state.one_line(e))
-            return
-        digest = hashlib.sha256(state.recipe_key(payload["recipe"]).encode()).hexdigest()[:16]
-        result = jobs.job_panel("export", payload, f"export:{digest}", store.browser_id(), label=label)
+                           width="stretch", help=f"{stem}.bundle, built when you click")
+    try:
+        payload = export_payload(recipe, stats, want_bundle=not in_page)
+    except Exception as e:
+        st.error(state.one_line(e))
+        return
+    digest = hashlib.sha256(state.recipe_key(payload["recipe"]).encode()).hexdigest()[:16]
+    with c2 if in_page else c1:
+        result = jobs.job_panel("export", payload, f"export:{digest}", store.browser_id(),
+                                label="Build the ONNX file" if in_page else "Build the bundle and the ONNX file")
     if result is None:
         return
-    d1, d2 = st.columns(2)
     if result.get("bundle") is not None:
-        d1.download_button(f"Download {stem}.bundle", data=result["bundle"], file_name=f"{stem}.bundle", mime=MIME,
-                           key=f"{key}_bundle_job", icon=":material/download:", on_click="ignore", width="stretch")
+        c1.download_button("Download the bundle", data=result["bundle"], file_name=f"{stem}.bundle", mime=MIME,
+                           key=f"{key}_bundle_job", icon=":material/download:", on_click="ignore", width="stretch",
+                           help=f"{stem}.bundle, {len(result['bundle']) / 1024:,.1f} KB")
     if result.get("onnx") is not None:
-        d2.download_button(f"Download {stem}.onnx", data=result["onnx"], file_name=f"{stem}.onnx", mime=MIME,
-                           key=f"{key}_onnx", icon=":material/download:", on_click="ignore", width="stretch")
-        st.caption(f"{stem}.onnx: {len(result['onnx']) / 1024:,.1f} KB, {result.get('engine_note', '')}".rstrip(", "))
+        c2.download_button("Download the ONNX file", data=result["onnx"], file_name=f"{stem}.onnx", mime=MIME,
+                           key=f"{key}_onnx", icon=":material/download:", on_click="ignore", width="stretch",
+                           help=f"{stem}.onnx, {len(result['onnx']) / 1024:,.1f} KB")
     elif result.get("onnx_error"):
         st.error(f"ONNX: {result['onnx_error']}")
 

@@ -189,7 +189,7 @@ else:
                 st.error(str(e))
     if row.get("recipe"):  # the chosen configuration's model to take home (its numbers as measured here)
         with st.expander("Take this model home (bundle and ONNX)"):
-            take_home.offer(row["recipe"], "c_take",
+            take_home.offer(row["recipe"], "take_c",
                             {"accuracy": row.get("accuracy"), "size_bytes": row.get("size_bytes")}, title=None)
 
 

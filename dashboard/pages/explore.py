@@ -361,7 +361,7 @@ def workbench() -> None:
             with st.expander("What each step did"):
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
-            take_home.offer(current, "x_take", None if result.get("preview") else after)
+            take_home.offer(current, "take_x", None if result.get("preview") else after)
 
 
 workbench()

@@ -38,16 +38,19 @@ if text is not None:
         except Exception as e:
             st.error(state.one_line(e))
             shown = None
-        take_home.offer(current, "r_take", shown, title="Take the compressed model home")
+        take_home.offer(current, "take_r", shown, title="Take the compressed model home")
 
 st.subheader("Import a recipe and reproduce it")
 # No type filter: the uploader's own refusal of a file type shows only in a tooltip; the library reads the text and
-# any problem is one st.error line below. The real limit is the library's (256 KB) and the label says so; the widget's
-# own "Limit 1MB per file" line (its smallest setting: whole MB) is hidden so the page states one limit only.
-st.html("<style>.st-key-r_upload [data-testid='stFileUploaderDropzoneInstructions'] small "
-        "{display: none;}</style>")
+# any problem is one st.error line below. The real limit is the library's (256 KB): the label says so and the page
+# refuses a bigger file in one line, replaced by the next file's outcome. The widget's own check (whole MB only) is left
+# at the server's cap: a file it refused would stay listed with its error beside the next file chosen (a stale error),
+# and its "NMB per file" line is replaced by the real limit, so the page states one limit.
+_DROP = ".st-key-r_upload [data-testid='stFileUploaderDropzoneInstructions']"
+st.html(f"<style>{_DROP} span {{display: none;}} {_DROP} > div::after {{content: '{RECIPE_KB} KB per file'; "
+        "font-size: 14px; line-height: 22.4px; color: rgba(47, 45, 43, 0.7);}</style>")
 up = st.file_uploader(f"Recipe file (.yaml, .yml, .json or .md with YAML front matter; at most {RECIPE_KB} KB)",
-                      key="r_upload", max_upload_size=1)
+                      key="r_upload")
 if up is not None:
     try:
         raw = up.getvalue()

@@ -125,6 +125,9 @@ def fill_explore(ref: str, steps: list[dict]) -> list[str]:
         ss[key] = "global"  # no per-layer value left over from an earlier load
     for key in [k for k in ss if isinstance(k, str) and k.startswith("x_") and k.endswith(f"_ovr_loaded_{ref}")]:
         del ss[key]
+    ss[f"x_prune_{ref}"], ss["x_quant"] = "none", "none"  # nothing left over from an earlier load
+    ss.pop(f"x_layers_{ref}", None)
+    prunes = any((t := T.by_kind(s["kind"])) is not None and t.ui.family == "prune" for s in steps)
     for step in steps:
         t = T.by_kind(step["kind"])
         if t is None or t.ui.family not in ("prune", "quantize") or T.is_addon(t):
@@ -136,6 +139,9 @@ def fill_explore(ref: str, steps: list[dict]) -> list[str]:
                 ss[f"x_layers_{ref}"] = list(step["targets"])
         else:
             ss["x_quant"] = t.label
+            if not prunes and "include_classifier" in t.fields():  # Explore's one box: as this step has it
+                ss[f"x_cls_{ref}"] = bool(step.get("include_classifier",
+                                                   t.fields()["include_classifier"].get_default()))
         for s in T.specs(t):
             if s.name in step and s.name not in ("targets", "include_classifier"):
                 ss[f"x_{t.kind}_{s.name}"] = step[s.name]
@@ -227,14 +233,15 @@ def live() -> None:
                  "KB": round(p["size_bytes"] / 1024, 1), "x of baseline": p["size_ratio"],
                  "method": p["settings"]["method"], "sparsity": sparsity_text(p["settings"]["sparsity"])}
                 for i, p in enumerate(sorted(run["front"], key=lambda p: p["size_bytes"]))]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-            "#": st.column_config.NumberColumn(width="small"), "trial": st.column_config.NumberColumn(width="small"),
-            "origin": st.column_config.TextColumn(width="small"),
-            f["metric"]: st.column_config.TextColumn(width="small"),
-            "KB": st.column_config.NumberColumn(format="%.1f", width="small"),
-            "x of baseline": st.column_config.NumberColumn(format="%.3f", width="small"),
-            "method": st.column_config.TextColumn(width="small"),
-            "sparsity": st.column_config.TextColumn("sparsity (per layer)", width="medium",
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={  # fits 1280 px
+            "#": st.column_config.NumberColumn(width=40), "trial": st.column_config.NumberColumn(width=55),
+            "origin": st.column_config.TextColumn(width=70),
+            f["metric"]: st.column_config.TextColumn(width=80),
+            "KB": st.column_config.NumberColumn(format="%.1f", width=60),
+            "x of baseline": st.column_config.NumberColumn("size x", format="%.3f", width=60,
+                                                           help="size as a multiple of the baseline's"),
+            "method": st.column_config.TextColumn(width=90),
+            "sparsity": st.column_config.TextColumn("sparsity (per layer)", width=200,
                                                     help="the layers' sparsity: one value when uniform, else the "
                                                          "mean and range (the recipe below lists every layer)")})
     if run["done"] and st.session_state.get("q_last_shown") != id(run):
@@ -270,4 +277,4 @@ if run is not None and run["done"] and run["front"] and not run["error"]:
                        mime="text/yaml", key="q_download")
     with st.expander("Recipe"):
         st.code(recipe_yaml, language="yaml")
-    take_home.offer(p["recipe"], "q_take", title="Take this model home")
+    take_home.offer(p["recipe"], "take_q", title="Take this model home")
