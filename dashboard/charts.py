@@ -298,19 +298,18 @@ def layer_grid(layers: Sequence[dict], grid_bits: dict[str, int] | None = None) 
             bits = grid_bits.get(r["name"], r["bits"])
             sim = " simulated" if r.get("simulated") else ""
             zr.append(round(r["sparsity"] * 100, 2))
-            tr.append(f"{r['sparsity'] * 100:.0f}% | {bits}b{'*' if sim else ''}")
+            tr.append(f"{r['sparsity'] * 100:.0f}%<br>{bits}b{'*' if sim else ''}")
             hr.append(f"{r['name']} ({r['type']}, {r['params']:,} params): {r['sparsity'] * 100:.1f} % zeros, "
                       f"{bits}{sim} bits per weight")
         z.append(zr), text.append(tr), hover.append(hr)
     fig = _fig(f"Per-layer sparsity (%) and bits per weight, by block ({len(layers)} layers)",
-               height=max(320, 26 * len(roles) + 120), margin=dict(l=10, r=10, t=50, b=40))
+               height=max(320, 34 * len(roles) + 120), margin=dict(l=10, r=10, t=50, b=40))
     fig.add_heatmap(x=blocks, y=roles, z=z, text=text, customdata=hover, texttemplate="%{text}",
                     hovertemplate="%{customdata}<extra></extra>", zmin=0, zmax=100, xgap=2, ygap=2,
-                    colorscale=[[0, "#f0f4fa"], [1, AFTER]], colorbar=dict(title=dict(text="sparsity %"), len=0.9),
-                    textfont=dict(size=10))
-    fig.update_xaxes(title_text="block (cells: sparsity | bits per weight; * = simulated)", type="category",
-                     side="bottom")
-    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
+                    colorscale=[[0, "#f0f4fa"], [1, AFTER]], showscale=False, textfont=dict(size=10))
+    fig.update_xaxes(title_text="block (cell: sparsity, bits; * simulated)",
+                     type="category", side="bottom", showgrid=False)
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True, showgrid=False)
     return fig
 
 

@@ -444,7 +444,7 @@ def test_experiments_table_rounded_labelled_and_relative_per_model():
     stars = [tr for tr in specs["Metric change vs size"]["data"] if tr.get("name", "").startswith("baseline")]
     assert stars and set(stars[0]["x"]) == {1.0} and set(stars[0]["y"]) == {0.0}  # every model at its own (1, 0)
     timings = at.dataframe[1].value
-    assert list(timings["batch"]) == [1, 32] and set(timings["runtime"]) == {"torch"}
+    assert list(timings["conditions"]) == ["torch, batch 1, 1 thread", "torch, batch 32, 1 thread"]
     side = at.dataframe[-1].value
     assert "dense file (KB)" in list(side.iloc[:, 0]) and "best_KB" not in list(side.iloc[:, 0])
 

@@ -8,6 +8,40 @@ import charts
 import state
 import store
 
+
+def table_view(df: pd.DataFrame, one_model: bool) -> tuple[pd.DataFrame, dict]:
+    """The history table as shown: the sparse/simulated size in one column and the latest timing in words, columns
+    only where some row has a value, widths in pixels, so it fits the page at 1280 px without a horizontal scroll
+    (non-zero parameters and the rest are in "Side by side" below)."""
+    view = df.copy()
+    view["smaller_kb"] = view["sparse_kb"].where(view["sparse_kb"].notna(), view["simulated_kb"])
+    view["latency"] = [None if base or pd.isna(r) else f"{r:.2f}x" + (f" {v}" if isinstance(v, str) else "")
+                       for r, v, base in zip(view["latency_ratio"], view["latency_verdict"], view["baseline"])]
+    cols = ["id"] + ([] if one_model else ["model"]) + ["label", "value", "change_pt", "size_kb"]
+    cols += ["smaller_kb"] if view["smaller_kb"].notna().any() else []
+    cols += ["size_ratio"] + (["latency"] if view["latency"].notna().any() else [])
+    config = {
+        "id": st.column_config.NumberColumn("row", format="%d", width=50),
+        "model": st.column_config.TextColumn("model", width=90),
+        "label": st.column_config.TextColumn("configuration", width=170),
+        "value": st.column_config.NumberColumn("metric %", format="%.2f", width=72,
+                                               help="the model's own metric (accuracy unless its workload says "
+                                                    "otherwise)"),
+        "change_pt": st.column_config.NumberColumn("change pt", format="%+.2f", width=72,
+                                                   help="change against the model's own baseline, in points"),
+        "size_kb": st.column_config.NumberColumn("dense KB", format="%.1f", width=72, help="the dense file"),
+        "smaller_kb": st.column_config.NumberColumn("smaller KB", format="%.1f", width=84,
+                                                    help="the sparse-encoded or packed file where one exists, else "
+                                                         "the theoretical size of a simulated (fake-quant) result"),
+        "size_ratio": st.column_config.NumberColumn("size x", format="%.3f", width=64,
+                                                    help="the smallest real (or simulated) file, as a multiple of "
+                                                         "the model's own baseline"),
+        "latency": st.column_config.TextColumn("latency", width=120,
+                                               help="the latest timing: after/before ratio and its verdict"),
+    }
+    return view[cols], {k: v for k, v in config.items() if k in cols}
+
+
 st.title("Experiments")
 rows = state.history()
 if not rows:
@@ -19,31 +53,9 @@ df = state.experiments_frame(rows)
 models = list(dict.fromkeys(df["model"]))
 pick = st.multiselect("Models", models, default=models, key="e_models")
 df = df[df["model"].isin(pick)]
-SMALL = "small"  # 12 columns: small widths and short headers so the table fits at 1280 px without scrolling
-st.dataframe(df[["id", "model", "label", "value", "change_pt", "size_kb", "sparse_kb", "simulated_kb",
-                 "size_ratio", "nonzero_params", "latency_ratio", "latency_verdict"]],
-             hide_index=True, width="stretch", column_config={
-    "id": st.column_config.NumberColumn("row", format="%d", width=SMALL),
-    "model": st.column_config.TextColumn("model", width=SMALL),
-    "label": st.column_config.TextColumn("configuration", width="medium"),
-    "value": st.column_config.NumberColumn("metric %", format="%.2f", width=SMALL,
-                                           help="the model's own metric (accuracy unless its workload says otherwise)"),
-    "change_pt": st.column_config.NumberColumn("change pt", format="%+.2f", width=SMALL,
-                                               help="change against the model's own baseline, in points"),
-    "size_kb": st.column_config.NumberColumn("dense KB", format="%.1f", width=SMALL, help="the dense file"),
-    "sparse_kb": st.column_config.NumberColumn("sparse KB", format="%.1f", width=SMALL,
-                                               help="the sparse-encoded or packed file, where one exists"),
-    "simulated_kb": st.column_config.NumberColumn("simul. KB", format="%.1f", width=SMALL,
-                                                  help="the theoretical size of a simulated (fake-quant) result"),
-    "size_ratio": st.column_config.NumberColumn("size x", format="%.3f", width=SMALL,
-                                                help="the smallest real (or simulated) file, as a multiple of the "
-                                                     "model's own baseline"),
-    "nonzero_params": st.column_config.NumberColumn("non-zero", format="localized", width=SMALL,
-                                                    help="non-zero parameters"),
-    "latency_ratio": st.column_config.NumberColumn("latency x", format="%.2f", width=SMALL,
-                                                   help="the latest timing's after/before ratio (timed together)"),
-    "latency_verdict": st.column_config.TextColumn("latency", width=SMALL, help="the latest timing's verdict"),
-})
+
+table, table_config = table_view(df, len(pick) == 1)
+st.dataframe(table, hide_index=True, width="stretch", column_config=table_config)
 st.caption("Sizes: the dense `torch.save` file, the sparse-encoded/packed file where one exists, and the theoretical "
            "size of simulated (fake-quant) results (hollow diamonds below: simulated, not real). Ratios and changes "
            "are relative to each model's own baseline, so models of different sizes share the charts.")
@@ -64,20 +76,20 @@ else:
 lat = state.latency_frame([r for r in rows if r["model"] in pick])
 if len(lat):
     st.subheader("Every latency timing")
-    st.dataframe(lat, hide_index=True, width="stretch", column_config={
-        "id": st.column_config.NumberColumn("row", format="%d", width=SMALL),
-        "model": st.column_config.TextColumn("model", width=SMALL),
-        "label": st.column_config.TextColumn("configuration", width="medium"), "rounds": None,
-        "timing": st.column_config.NumberColumn("#", format="%d", width=SMALL, help="timing number"),
-        "runtime": st.column_config.TextColumn("runtime", width=SMALL),
-        "batch": st.column_config.NumberColumn("batch", width=SMALL),
-        "threads": st.column_config.NumberColumn("threads", width=SMALL),
-        "before_ms": st.column_config.NumberColumn("before ms", format="%.4f", width=SMALL),
-        "after_ms": st.column_config.NumberColumn("after ms", format="%.4f", width=SMALL),
-        "ratio": st.column_config.NumberColumn("after/before", format="%.2f", width=SMALL),
-        "ratio_range": st.column_config.TextColumn("middle half", width=SMALL,
+    timings = lat.assign(conditions=[f"{rt}, batch {b}, {t} thread{'s' if t > 1 else ''}"
+                                     for rt, b, t in zip(lat["runtime"], lat["batch"], lat["threads"])])
+    st.dataframe(timings[["id", "label", "timing", "conditions", "before_ms", "after_ms", "ratio", "ratio_range",
+                          "verdict"]], hide_index=True, width="stretch", column_config={  # pixel widths: fits 1280
+        "id": st.column_config.NumberColumn("row", format="%d", width=45),
+        "label": st.column_config.TextColumn("configuration", width=140),
+        "timing": st.column_config.NumberColumn("#", format="%d", width=36, help="timing number"),
+        "conditions": st.column_config.TextColumn("conditions", width=160, help="runtime, batch size, threads"),
+        "before_ms": st.column_config.NumberColumn("before ms", format="%.4f", width=75),
+        "after_ms": st.column_config.NumberColumn("after ms", format="%.4f", width=75),
+        "ratio": st.column_config.NumberColumn("after/before", format="%.2f", width=85),
+        "ratio_range": st.column_config.TextColumn("middle half", width=80,
                                                    help="middle half of the after/before ratios"),
-        "verdict": st.column_config.TextColumn("verdict", width=SMALL)})
+        "verdict": st.column_config.TextColumn("verdict", width=110)})
     st.caption("Each timing ran before and after alternately in the same second, with the batch, threads and runtime "
                "shown; timing again adds a row.")
 
