@@ -37,11 +37,13 @@ def names_list(names: list[str], shown: int = 6) -> str:
 def why_size(before: dict, after: dict, storages: list[str], classifier: str | None = None) -> list[str]:
     """Sentences about file size and parameter count, each quoting the numbers it rests on. ``classifier``: the
     output layer the page leaves alone (not compressed): it may only lose the inputs of units removed before it,
-    and is named as such, never among the layers whose units were removed."""
+    and is named as such, never among the layers made smaller."""
     out = []
     ratio = after["size_bytes"] / before["size_bytes"]
     zeros = after["params"] - after["nonzero_params"]
-    sparse = "sparse" in storages or "shrunk" in storages
+    rounds = any(s in ("int8", "int4", "fp16", "simulated") for s in storages)  # a step that rounds weights
+    # zeros from a step that rounds nothing are pruned (structured masks are stored dense until shrunk)
+    sparse = "sparse" in storages or "shrunk" in storages or (zeros > 0 and not rounds)
     change = structure_change(before.get("layers", []), after.get("layers", []))
     units_removed = bool(change["shrunk"] or change["removed"])
     if zeros > 0 and not sparse and after["params"] == before["params"]:
@@ -62,7 +64,7 @@ def why_size(before: dict, after: dict, storages: list[str], classifier: str | N
     if units_removed:
         touched = [n for n in change["shrunk"] + change["removed"] if n != classifier]
         cls_smaller = classifier is not None and classifier in change["shrunk"]
-        where = f" ({names_list(touched)})" if touched else ""
+        where = f", so these layers are smaller ({names_list(touched)})" if touched else ""
         out.append(f"**Shrunk:** units were removed{where}: {after['params']:,} parameters vs "
                    f"{before['params']:,}, file {_kb(after['size_bytes'])} ({ratio:.2f}x)."
                    + (f" The classifier `{classifier}` keeps all its outputs; it is smaller only because the layer "
