@@ -80,7 +80,9 @@ def step_tag(step: dict) -> str:
     amount = step.get("amount", step.get("rank_ratio"))
     ovr = step.get("overrides") or {}
     if not amount and ovr and all(isinstance(v, (int, float)) for v in ovr.values()):  # per-layer values
-        return ("prune" if storage == "sparse" else suffix) + _pct(sum(ovr.values()) / len(ovr)) + "mix"
+        same = len(set(ovr.values())) == 1  # one value for every layer: as uniform as the main setting
+        return ("prune" if storage == "sparse" else suffix) + _pct(sum(ovr.values()) / len(ovr)) + \
+            ("" if same else "mix")
     if storage == "sparse" and "amount" in step:
         return "prune" + _pct(amount)
     return suffix + _pct(amount)
