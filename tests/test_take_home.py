@@ -256,6 +256,50 @@ def test_the_recipe_page_offers_the_current_model():
                for b in at.get("download_button"))
 
 
+def test_a_big_bundle_is_re_measured_in_a_job(monkeypatch):
+    """Over ``MEASURE_IN_PAGE_BYTES`` the opener offers a background job; the job function re-measures it."""
+    th = dashboard_module("take_home")
+    jobs = dashboard_module("jobs")
+    raw = make_bundle([{"kind": "quantize_dynamic"}])
+    monkeypatch.setattr(th, "MEASURE_IN_PAGE_BYTES", 10)
+    at = recipe_page()
+    at.file_uploader(key="r_bundle").set_value(("big.bundle", raw, "application/octet-stream")).run()
+    no_problems(at)
+    assert any(b.label == "Re-measure it (a background job)" for b in at.button)
+    out = jobs.run_measure_bundle({"model": "digits-cnn", "bundle": raw}, lambda f, m: None)
+    assert out["stats"]["size_bytes"] == th.remeasure(raw, "digits-cnn")["size_bytes"]
+
+
+def test_search_and_class_offer_the_chosen_model(tmp_path):
+    store = dashboard_module("store")
+    old, store.database._STORE = store.database._STORE, store.Store(f"sqlite:///{tmp_path / 'class.db'}")
+    try:
+        offered_on_search_and_class(store)
+    finally:
+        store.database._STORE.engine.dispose()
+        store.database._STORE = old
+
+
+def offered_on_search_and_class(store):
+    front = [point(1, 0.98, 60000, {n: 0.5 for n in LAYERS}, "int8")]
+    at = app()
+    at.session_state["srch_run"] = fake_search_run(front)
+    at.switch_page("pages/search.py").run()
+    no_problems(at)
+    helps = [b.proto.help for b in at.get("download_button") if b.label == "Download the bundle"]
+    assert helps and helps[0].startswith("digits-cnn-prune50-int8.bundle")
+    db = store.get_store()
+    db.set_challenge({"kind": "max_size", "model": "digits-cnn", "metric": "accuracy", "limit": 50.0,
+                      "count_simulated": False})
+    at.switch_page("pages/explore.py").run()
+    pruned_int8(at)
+    at.switch_page("pages/classroom.py").run()
+    no_problems(at)
+    assert any(e.label.startswith("Take this model home") for e in at.get("expander"))
+    helps = [b.proto.help for b in at.get("download_button") if b.label == "Download the bundle"]
+    assert helps and helps[0].startswith("digits-cnn-prune50-int8.bundle")
+
+
 # ------------------------------------------------------------------------------------------------ page fixes
 def test_weight_bits_under_int8_acts_on_the_chart_and_says_the_size_stays():
     at = app()
