@@ -338,6 +338,15 @@ def test_shrunk_on_the_page_leaves_the_classifier_out_of_the_list():
     assert "fc2" not in removed  # the classifier the page says it leaves alone
 
 
+def test_structured_masks_are_not_called_zeros_from_rounding():
+    at = app()
+    at.radio(key=PRUNE).set_value("structured (neurons / channels / heads)").run()
+    at.checkbox(key="x_shrink_after_prune_structured").uncheck().run()  # masks only, stored dense
+    no_problems(at)
+    text = " ".join(i.value for i in at.info)
+    assert "Zeros from rounding" not in text and "Not smaller on disk?" in text
+
+
 def fake_search_run(front: list[dict]) -> dict:
     return {"ref": "digits-cnn", "trials": len(front), "seed": 0, "points": front, "front": front,
             "message": "done", "done": True, "error": None, "stop": threading.Event(), "t0": time.perf_counter(),
@@ -392,12 +401,16 @@ def test_loading_a_quantize_only_point_leaves_nothing_of_the_previous_one():
     front = [point(1, 0.98, 60000, {n: 0.5 for n in LAYERS}), point(2, 0.985, 61000, {n: 0.0 for n in LAYERS}, "int8")]
     at = app()
     at.session_state["srch_run"] = fake_search_run(front)
-    at.switch_page("pages/search.py").run()
-    for k in (0, 1):
+    for k in (0, 1):  # the pruned point, looked at in Explore, then the quantize-only one
+        at.switch_page("pages/search.py").run()
         at.selectbox(key="q_pick").set_value(k).run()
+        if k:  # Explore's values as a browser keeps them across pages (app.py keeps x_ keys; AppTest drops them)
+            at.session_state[PRUNE] = UNSTRUCTURED
         at.button(key="q_load").click().run()
-    at.switch_page("pages/explore.py").run()
-    no_problems(at)
+        if k:
+            assert at.session_state[PRUNE] == "none"  # the earlier point's pruning is not left behind
+        at.switch_page("pages/explore.py").run()
+        no_problems(at)
     assert at.radio(key=PRUNE).value == "none"
     assert [s["kind"] for s in at.session_state["current_recipe"]["steps"]] == ["quantize_dynamic"]
     assert at.checkbox(key="x_cls_digits-cnn").value  # as the search measured it: the classifier too
