@@ -39,6 +39,15 @@ from .cost_layout import Entry, Layout, layout_of
 from .errors import CompressionError
 from .measure import _DTYPE_BITS, _formula_flops, _is_recurrent, _recurrent_flops, effective_weight
 from .technique import StepConfig, StepContext, technique_ui
+from .recipe import RecipeBase, load_recipe, step_kinds, step_seed
+from .recipe import _prefix_error
+from .workload import as_workload
+from .graph import example_inputs
+import dataclasses
+from .graph import ModelGraph, _probe_zero_paths, build_graph
+from .prune.layers import removable_blocks
+from .measure import flops
+from .technique import apply_step
 
 
 class LayerCost(BaseModel):
@@ -130,15 +139,12 @@ class _Info:
         return value
 
     def example(self, n: int = 4):
-        from .graph import example_inputs
 
         return example_inputs(StepContext(data=self.wl), "data", n=n)
 
     def graph(self, probe: bool):
         """The traced graph as structured pruning (probe=True) and shrink (probe=False) build it."""
-        import dataclasses
 
-        from .graph import ModelGraph, _probe_zero_paths, build_graph
 
         def build():
             ex = self.example()
@@ -156,7 +162,6 @@ class _Info:
         return probed if probe else plain
 
     def removable_blocks(self) -> list[str]:
-        from .prune.layers import removable_blocks
 
         return self.cached("blocks", lambda: removable_blocks(self.model, self.example(2)))
 
@@ -165,8 +170,6 @@ class _Info:
                cfg.fuse)
 
         def build():
-            from .measure import flops
-            from .technique import apply_step
 
             try:
                 model = apply_step(self.model, cfg, StepContext(data=self.wl, replay=True))
@@ -372,7 +375,6 @@ def _rows(p: S.Plan) -> tuple[list[LayerCost], bool]:
 
 
 def _steps(recipe_or_steps: Any, seed: int) -> list[tuple[StepConfig, int]]:
-    from .recipe import RecipeBase, load_recipe, step_kinds, step_seed
 
     if (isinstance(recipe_or_steps, dict) and "kind" not in recipe_or_steps) or isinstance(recipe_or_steps, str) \
             or hasattr(recipe_or_steps, "__fspath__"):
@@ -399,8 +401,6 @@ def estimate_cost(model: nn.Module, recipe_or_steps: Any = (), workload: Any = N
     replay are traced on (without it FLOPs and the steps that trace are unknown). ``seed``: the seed of every step
     of a plain list (a Recipe seeds its steps as ``apply_recipe`` does). Estimates of the same model reuse what was
     traced for it (cached while the model lives)."""
-    from .recipe import _prefix_error
-    from .workload import as_workload
 
     t0 = time.perf_counter()
     wl = as_workload(workload, model)

@@ -25,6 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.serialization import location_tag, normalize_storage_type
+from .io import shippable_state_dict
+from .sparse import FORMAT, VERSION
 
 _ALIGN = 64  # torch's zip records start at multiples of 64 bytes
 _U32 = 0xFFFFFFFF
@@ -33,7 +36,6 @@ _U32 = 0xFFFFFFFF
 # ------------------------------------------------------------------------------------------ the container
 def _pickle(obj: Any) -> tuple[int, list[int]]:
     """(length of torch.save's data.pkl for ``obj``, bytes of each storage record in order), without any data."""
-    from torch.serialization import location_tag, normalize_storage_type
 
     ids: dict[int, str] = {}
     sizes: list[int] = []
@@ -320,7 +322,6 @@ class Layout:
                 tensors = OrderedDict((k, _sparse_value(v, memo)) for k, v in self.entries.items())
         except _Unknown:
             return None
-        from .sparse import FORMAT, VERSION
 
         meta = {k: dict(v) for k, v in self.metadata.items()}
         return saved_size({"format": FORMAT, "version": VERSION, "tensors": tensors, "metadata": meta})
@@ -409,7 +410,6 @@ def layout_of(model: nn.Module, state: dict | None = None, params: set[str] | No
 
     ``params``: keys counted as parameters by layer_stats (default: the model's parameters, masks folded, and the
     weights and biases of torch.ao quantized layers)."""
-    from .io import shippable_state_dict
 
     state = shippable_state_dict(model) if state is None else state
     buffers = dict(model.named_buffers(remove_duplicate=False))

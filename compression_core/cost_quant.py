@@ -22,10 +22,24 @@ from .cost_layout import Entry, entry_of
 from .cost_steps import NotEstimated, Plan, _values, derive, is_conv1d, tied_partners
 from .errors import CompressionError
 from .targets import resolve_targets
+from .quantize._common import select_layers
+from torch.ao.nn.quantized.dynamic import Linear
+from torch.ao.quantization import default_dynamic_qconfig
+from .quantize.dynamic import DYNAMIC_TYPES
+from .quantize.ao_eager import quantize_dynamic as ao_dynamic
+from .quantize.static import STATIC_TYPES
+from .quantize._common import affine_params, qrange, quantize_values
+from .quantize.int4 import _FP16_TINY, _group
+from .quantize._common import resolve_overrides
+from .quantize.int4 import _group, pack_int4
+from .quantize.groupwise import pack_int3
+from .quantize._common import require_split
+from .quantize.groupwise import rtn
+from .quantize._common import fake_quantize_weight, require_split, resolve_overrides
+from .quantize.fakequant import FAKE_TYPES
 
 
 def _int8_names(p: Plan, cfg, ctx, types, technique: str, swapped: bool = False) -> list[str]:
-    from .quantize._common import select_layers
 
     if getattr(cfg, "engine", "torch") != "torch":
         raise NotEstimated(f"{technique} with engine='onnxruntime' ships an ONNX file, whose size is not computed")
@@ -61,7 +75,6 @@ def _set_meta(p: Plan, name: str, entries: dict[str, dict]) -> None:
 # -------------------------------------------------------------------------------------------- dynamic int8
 @lru_cache(maxsize=1)
 def _dynamic_linear_versions() -> dict[str, dict]:
-    from torch.ao.nn.quantized.dynamic import Linear
 
     state = Linear(4, 2).state_dict()
     return {k: dict(v) for k, v in state._metadata.items()}
@@ -69,7 +82,6 @@ def _dynamic_linear_versions() -> dict[str, dict]:
 
 def _dynamic_codes(v: torch.Tensor) -> torch.Tensor:
     """The int8 codes ``torch.ao``'s dynamic quantization stores for a float weight (its default weight observer)."""
-    from torch.ao.quantization import default_dynamic_qconfig
 
     obs = default_dynamic_qconfig.weight()
     obs(v.float())
@@ -88,7 +100,6 @@ def _pruned_code_zeros(p: Plan, w: Entry) -> int | None:
 
 
 def quantize_dynamic(p: Plan, cfg, ctx) -> None:
-    from .quantize.dynamic import DYNAMIC_TYPES
 
     names = _int8_names(p, cfg, ctx, DYNAMIC_TYPES, "quantize_dynamic", swapped=True)
     if not names:
@@ -121,7 +132,6 @@ def quantize_dynamic(p: Plan, cfg, ctx) -> None:
 def _dynamic_rnn(p: Plan, name: str, mod: nn.Module) -> None:
     """A torch.ao dynamic LSTM/GRU saves packed TorchScript objects: take them from a copy quantized once (their
     pickled size depends on the shapes only); its weights count as int8 codes, its biases as they are."""
-    from .quantize.ao_eager import quantize_dynamic as ao_dynamic
 
     holder = p.info.cached(("dynamic_rnn", name), lambda: ao_dynamic(_holder(copy.deepcopy(mod)), ["m"]))
     state = holder.state_dict()
@@ -145,7 +155,6 @@ def _holder(m: nn.Module) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------ static int8 / QAT
 def quantize_static(p: Plan, cfg, ctx) -> None:
-    from .quantize.static import STATIC_TYPES
 
     names = _int8_names(p, cfg, ctx, STATIC_TYPES, cfg.kind)
     if p.swapped:
@@ -205,8 +214,6 @@ def _is_conv1d_at(p: Plan, name: str) -> bool:
 # --------------------------------------------------------------------------------------------------- int4
 def _weight_only(v: torch.Tensor, bits: int, group_size: int | None, symmetric: bool):
     """(codes (out, padded) int8, zero points (out, G) int8, scales (out, G) fp16), as ``int4._WeightOnlyLinear``."""
-    from .quantize._common import affine_params, qrange, quantize_values
-    from .quantize.int4 import _FP16_TINY, _group
 
     w = v.float()
     g, n = _group(w.shape[1], group_size)
@@ -223,7 +230,6 @@ def _weight_only(v: torch.Tensor, bits: int, group_size: int | None, symmetric: 
 
 
 def _packed_bits(p: Plan, cfg, ctx, technique: str) -> dict[str, int]:
-    from .quantize._common import resolve_overrides
 
     default = getattr(cfg, "bits", 4)
     names = _int8_names(p, cfg, ctx, (nn.Linear,), technique)
@@ -240,7 +246,6 @@ def _packed_layer(p: Plan, name: str, b: int, group_size: int | None, symmetric:
     """A Linear (or Conv1D) as ``int4._WeightOnlyLinear`` stores it: bias, codes packed (int4 two per byte, int3
     eight per three bytes, int8 one per byte), float16 group scales, int8 zero points when asymmetric, AWQ's float16
     input scale. ``codes_of(weight (out, in))`` -> (codes, zero points, scales), or None when calibration decides."""
-    from .quantize.int4 import _group, pack_int4
 
     w, bias = p.entry(f"{name}.weight"), p.layout.entries.get(f"{name}.bias")
     t = is_conv1d(p.model.get_submodule(name))  # packed as the equivalent nn.Linear: (out, in)
@@ -264,7 +269,6 @@ def _packed_layer(p: Plan, name: str, b: int, group_size: int | None, symmetric:
         if b == 4:
             return pack_int4(q)
         if b == 3:
-            from .quantize.groupwise import pack_int3
 
             return pack_int3(F.pad(q, (0, -q.shape[1] % 8)))
         return q
@@ -300,8 +304,6 @@ def quantize_int4(p: Plan, cfg, ctx) -> None:
 def quantize_weight_only(p: Plan, cfg, ctx) -> None:
     """Weight-only int8/int4/int3: the file's shapes do not depend on the method; the codes of GPTQ and AWQ (and
     AWQ's input scales) come from calibration, so their zeros are unknown here; round-to-nearest's are computed."""
-    from .quantize._common import require_split
-    from .quantize.groupwise import rtn
 
     if cfg.method != "rtn" and cfg.engine == "torch":
         require_split(ctx, "calib", "method", f"method={cfg.method!r}")
@@ -377,8 +379,6 @@ def quantize_half(p: Plan, cfg, ctx) -> None:
 
 # ----------------------------------------------------------------------------------------------- fake quant
 def fake_quant(p: Plan, cfg, ctx) -> None:
-    from .quantize._common import fake_quantize_weight, require_split, resolve_overrides
-    from .quantize.fakequant import FAKE_TYPES
 
     names = _int8_names(p, cfg, ctx, FAKE_TYPES, "fake_quant")
     bits = {n: cfg.bits for n in names}

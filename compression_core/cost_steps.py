@@ -22,6 +22,11 @@ from .errors import CompressionError
 from .graph import out_dim
 from .prune.common import check_overrides, mask_count
 from .targets import classifier_name
+from .prune.unstructured import select_layers
+from .prune.importance import group_scores, head_group_scores
+from .prune.structured import _unit_mask, select_groups
+from .prune.layers import why_not_removable
+from .prune.lowrank import Factorized, build_factors, plans
 
 try:
     from .linear_like import is_conv1d, tied_partners
@@ -192,7 +197,6 @@ def _container_mask(method, t: torch.Tensor, default_mask: torch.Tensor) -> torc
 
 
 def prune_unstructured(p: Plan, cfg, ctx) -> None:
-    from .prune.unstructured import select_layers
 
     chosen = select_layers(p.model, cfg, ctx)
     check_overrides(cfg.overrides, chosen)
@@ -219,7 +223,6 @@ def prune_unstructured(p: Plan, cfg, ctx) -> None:
 
 
 def prune_threshold(p: Plan, cfg, ctx) -> None:
-    from .prune.unstructured import select_layers
 
     chosen = select_layers(p.model, cfg, ctx)
     check_overrides(cfg.overrides, chosen, hi=float("inf"))
@@ -250,8 +253,6 @@ def _zero_slices(p: Plan, key: str, dim: int, gone: list[int]) -> None:
 
 
 def prune_structured(p: Plan, cfg, ctx) -> None:
-    from .prune.importance import group_scores, head_group_scores
-    from .prune.structured import _unit_mask, select_groups
 
     p.need("prune_structured")
     graph = p.info.graph(probe=True)
@@ -449,7 +450,6 @@ def prune_layers(p: Plan, cfg, ctx) -> None:
     blocks = p.info.removable_blocks()
     for n in cfg.names:
         if n not in blocks:
-            from .prune.layers import why_not_removable
 
             why = why_not_removable(p.model, p.info.example(2), n)
             raise CompressionError(f"names: {n!r} is not a removable block ({why}); removable: {', '.join(blocks)}")
@@ -500,7 +500,6 @@ def _remove_block(p: Plan, name: str) -> None:
 def lowrank(p: Plan, cfg, ctx) -> None:
     """Each planned layer becomes a ``Factorized`` of plain Linear/Conv2d factors (the library's own ``plans``:
     ranks by ratio, parameter budget or energy, the last from the singular values of the weights)."""
-    from .prune.lowrank import Factorized, build_factors, plans
 
     p.need("lowrank")
     layer_plans, _ = plans(p.model, cfg, ctx)
