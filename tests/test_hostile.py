@@ -274,7 +274,8 @@ def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps
                                ("file.yaml", f"version: 1\nmodel: {json.dumps(evil)}\nseed: 0\nsteps: []\n")):
                 path = tmp_path / name
                 path.write_text(body)
-                b.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(path))
+                b.locator("[data-testid=stFileUploader]").filter(has_text="Recipe file").locator(
+                    "input[type=file]").set_input_files(str(path))
                 b.locator('[data-testid="stAlertContentError"]').first.wait_for(timeout=60_000)
                 _idle(b)
                 errors = b.locator('[data-testid="stAlertContentError"]').all_inner_texts()
