@@ -153,9 +153,15 @@ def recipe_page() -> AppTest:
 def test_uploaders_state_their_real_limits():
     import tomllib
 
+    from streamlit import config
+
     from compression_core.bundle import MAX_BUNDLE_BYTES
     from compression_core.recipe import MAX_RECIPE_BYTES
 
+    # the server reads its cap from dashboard/.streamlit/config.toml (equal to the bundle limit: test_uploads checks
+    # the files); in a test process another test may have loaded Streamlit's config first, so set it as the server does
+    shipped = tomllib.loads((ROOT / "dashboard" / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    config.set_option("server.maxUploadSize", shipped)
     at = recipe_page()
     recipe_up, bundle_up = at.file_uploader(key="r_upload"), at.file_uploader(key="r_bundle")
     assert f"at most {MAX_RECIPE_BYTES // 1024} KB" in recipe_up.label
