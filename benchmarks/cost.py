@@ -45,16 +45,20 @@ def configurations(rng: random.Random, n: int, unit: str) -> list[list]:
     def i4():
         return Int4Config(group_size=rng.choice([32, 64, 128, None]))
 
-    families = [lambda: [u()], lambda: s(), lambda: [DynamicInt8Config()], lambda: [i4()],
-                lambda: [HalfPrecisionConfig(dtype=rng.choice(["fp16", "bf16"]))], lambda: [u(), DynamicInt8Config()],
-                lambda: [u(), i4()], lambda: s() + [DynamicInt8Config()]]
+    def dyn():
+        return DynamicInt8Config(include_classifier=rng.random() < 0.5)
+
+    families = [lambda: [u()], lambda: s(), lambda: [dyn()], lambda: [i4()],
+                lambda: [HalfPrecisionConfig(dtype=rng.choice(["fp16", "bf16"]))], lambda: [u(), dyn()],
+                lambda: [u(), i4()], lambda: s() + [dyn()]]
     out, seen = [], set()
-    while len(out) < n:
-        steps = families[len(out) % len(families)]()
-        key = repr(steps)
-        if key not in seen:
-            seen.add(key)
+    for attempt in range(50 * n):  # a family with few settings is skipped once they are all seen
+        steps = families[attempt % len(families)]()
+        if repr(steps) not in seen:
+            seen.add(repr(steps))
             out.append(steps)
+        if len(out) == n:
+            break
     return out
 
 

@@ -166,7 +166,6 @@ class Unknowable(Exception):
     """Raised by a values function whose values cannot be known before running: its zero count is unknown."""
 
 
-_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _INT_CODES = {torch.qint8: torch.int8, torch.quint8: torch.uint8, torch.qint32: torch.int32}
 
 
