@@ -22,6 +22,14 @@ from .schema import (FORGET_S, LINK_S, MAX_PAUSE_S, MAX_ROWS, MAX_TRIES, PAUSE_S
                      metadata, schema_version, settings, submissions, teacher_links, teachers)
 
 
+
+def _stored(text: str) -> dict:
+    """A row's stored JSON, or {} when it cannot be read (a damaged row never breaks a page)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
 class Store:
     """Experiments, settings and the class room in one database (see the module docstring)."""
 
@@ -175,14 +183,7 @@ class Store:
             with self.engine.connect() as c:
                 rows = c.execute(select(experiments).where(experiments.c.browser == browser)
                                  .order_by(experiments.c.id)).all()
-            out = []
-            for r in rows:
-                try:
-                    data = json.loads(r.data)
-                except ValueError:
-                    data = {}
-                out.append({**data, "id": r.id, "name": r.name, "how": r.how, "created": r.created})
-            return out
+            return [{**_stored(r.data), "id": r.id, "name": r.name, "how": r.how, "created": r.created} for r in rows]
 
         return self._run("reading the history", go)
 
@@ -348,15 +349,8 @@ class Store:
                 rows = c.execute(select(submissions).where(submissions.c.room == room,
                                                            submissions.c.revision == rev)
                                  .order_by(submissions.c.id)).all()
-            out = []
-            for r in rows:
-                try:
-                    data = json.loads(r.data)
-                except ValueError:
-                    data = {}
-                out.append({**data, "id": r.id, "browser": r.browser, "display_name": r.display_name,
-                            "created": r.created, "accuracy": r.accuracy, "size_kb": r.size_kb})
-            return out
+            return [{**_stored(r.data), "id": r.id, "browser": r.browser, "display_name": r.display_name,
+                     "created": r.created, "accuracy": r.accuracy, "size_kb": r.size_kb} for r in rows]
 
         return self._run("reading the leaderboard", go)
 
