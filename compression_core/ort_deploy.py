@@ -24,7 +24,7 @@ from .quantize.int4 import _WeightOnlyLinear
 from .quantize.qdq_export import QDQExportError, export_qdq, qdq_module
 from .technique import clone_model
 from .ort_engine import OrtModule, example_batch
-from .ort_nbits import replace_with_nbits
+from .ort_nbits import float_linear, replace_with_nbits
 from .ort_nodes import gemm_to_matmul, selected_nodes
 from .ort_quantize import ort_quantize
 from .ort_session import OnnxLike, as_proto, ort_latency, ort_predict, session
@@ -102,7 +102,7 @@ def deploy_proto(model: nn.Module, example, opset: int | None = None):
         return export_float(model, example, opset)
     float_model = clone_model(model)
     for name, m in dyn + packed:
-        set_submodule(float_model, name, dequantized_float(m) if (name, m) in dyn else _linear_of(m))
+        set_submodule(float_model, name, dequantized_float(m) if (name, m) in dyn else float_linear(m))
     proto = export_float(float_model, example, opset, keep_metadata=True)
     gemm_to_matmul(proto)  # ORT's dynamic int8 and int4 quantize MatMul nodes
     blob: OnnxLike = proto
@@ -119,16 +119,6 @@ def deploy_proto(model: nn.Module, example, opset: int | None = None):
 
 def _static_eager(model: nn.Module) -> bool:
     return any(isinstance(m, QuantWrapper) for m in model.modules())
-
-
-def _linear_of(m) -> nn.Linear:
-    """A float nn.Linear with a packed weight-only layer's dequantized weight."""
-    lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(m.dequantized_weight())
-        if m.bias is not None:
-            lin.bias.copy_(m.bias.detach().float())
-    return lin.eval()
 
 
 def deploy_onnx(model_or_bundle, workload=None) -> bytes:

@@ -72,7 +72,8 @@ def nbits_arrays(m: nn.Module) -> dict:
     return out
 
 
-def _float_linear(m: nn.Module) -> nn.Linear:
+def float_linear(m: nn.Module) -> nn.Linear:
+    """A float nn.Linear with a packed weight-only layer's dequantized weight."""
     lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     with torch.no_grad():
         lin.weight.copy_(m.dequantized_weight())
@@ -142,7 +143,7 @@ def nbits_proto(model: nn.Module, example, accuracy_level: int = 4):
     packed = {n: m for n, m in model.named_modules() if is_packed(m)}
     float_model = clone_model(model)
     for name, m in packed.items():
-        _set(float_model, name, _float_linear(m))
+        _set(float_model, name, float_linear(m))
     proto = export_float(float_model, example, keep_metadata=True)
     gemm_to_matmul(proto)
     if packed:
