@@ -23,6 +23,7 @@ from pathlib import Path
 
 import streamlit as st
 from starlette.middleware import Middleware
+from streamlit.runtime.pages_manager import PagesManager
 
 HERE = Path(__file__).resolve().parent
 for _p in ([HERE.parent] if (HERE.parent / "pyproject.toml").is_file() else []) + [HERE]:
@@ -60,4 +61,16 @@ async def _lifespan(_app):
     yield
 
 
+def _no_pages_directory_navigation() -> None:
+    """Route every URL through ``app.py``'s ``st.navigation`` (its sections), never Streamlit's automatic page list.
+
+    Streamlit still treats a ``pages/`` folder beside the main script as a version-1 multipage app until the first
+    run that calls ``st.navigation``: a first visit to ``/recipe`` or ``/search`` after a start ran that page file
+    alone, without ``app.py`` (no sections, no trust banner, no restored settings), and every deep link did so until
+    someone opened ``/``. The flag is Streamlit's own switch (``st.navigation`` clears it on its first call;
+    streamlit is pinned in requirements.txt); tests/test_browser_walk.py opens deep links on a fresh server."""
+    PagesManager.uses_pages_directory = False
+
+
+_no_pages_directory_navigation()
 app = st.App(str(HERE / "app.py"), middleware=[Middleware(IdentityCookie)], lifespan=_lifespan)
