@@ -52,7 +52,7 @@ fi
 
 # Everything (-m "" lifts the default deselection), two workers, one test file per worker at a time.
 set +e
-python3 -m pytest -q -m "" -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+python3 -m pytest -q -m "" -n "${TEST_WORKERS:-2}" --dist loadfile --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = "5" ]; then
