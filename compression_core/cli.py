@@ -29,6 +29,8 @@ from .recipe import apply_recipe, load_recipe, validate_recipe, recipe_schema
 from . import inputs as I
 from .onnx_export import onnx_size_bytes, save_onnx, to_onnx
 from .advise import advise, render_advice
+from .faster import faster_path
+from .timing import TOLERANCE
 from .search_cli import add_executor_arguments, add_search_parser, sweep_from_args
 from .sensitivity import workload_sensitivity
 
@@ -155,7 +157,22 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         _say_notes(wl)
         stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)",
                         batch_size=args.batch_size, threads=args.threads)
-        print(json.dumps(stats.to_json_dict(), indent=2) if args.json else render_stats(stats))
+        faster = None
+        if stats.latency_ms is not None and recipe.steps and getattr(args, "runtime", "torch") == "torch":
+            # fp32 and the bundle timed together; the other compressed paths only when it is slower
+            try:
+                faster = faster_path(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads,
+                                     only_if_slower=True)
+            except CompressionError as e:
+                print(f"note: no engine comparison ({e})", file=sys.stderr)
+        if args.json:
+            out = stats.to_json_dict()
+            out["faster_path"] = faster.to_json_dict() if faster is not None else None
+            print(json.dumps(out, indent=2))
+        else:
+            print(render_stats(stats))
+            if faster is not None:
+                print(faster.line() or f"latency vs fp32: {faster.summary()}")
         return 0
     if args.model is None:
         raise CompressionError("measure: give --model REF (a name from `models`, path/to/file.py:attr or "
@@ -191,8 +208,13 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     result = apply_recipe(recipe, progress=_progress_bar(), measure_batch_size=args.batch_size,
                           threads=args.threads, with_latency=not args.no_latency)
     saved = save_bundle(args.save_model, recipe, result.model) if args.save_model is not None else None
+    faster = _slower_check(result.before, result.after, recipe.workload(), result.model, recipe, args)
+    if faster is not None and faster.line():
+        result.advisories.append(faster.line())
     if args.json:
-        print(json.dumps(result.to_json_dict(), indent=2))
+        out = result.to_json_dict()
+        out["faster_path"] = faster.to_json_dict() if faster is not None else None
+        print(json.dumps(out, indent=2))
         return 0
     title = recipe.name or args.recipe
     print(f"recipe           {title} (model {recipe.model}, seed {recipe.seed}, {len(recipe.steps)} steps)")
@@ -212,6 +234,22 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     for line in result.advisories:  # the workload's notes, steps' notes, a collapse: one line each
         print(line)
     return 0
+
+
+def _slower_check(before: ModelStats | None, after: ModelStats | None, wl, model, recipe, args):
+    """When latency was measured and the compressed model came out slower than fp32 (by more than the timing
+    tolerance), ``faster_path``: fp32, the model and the other compressed paths timed again in one run, with what is
+    faster (None otherwise)."""
+    if before is None or after is None or before.latency_ms is None or after.latency_ms is None:
+        return None
+    if after.latency_ms <= before.latency_ms * (1 + TOLERANCE):
+        return None
+    try:
+        return faster_path(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads,
+                           only_if_slower=True)
+    except CompressionError as e:  # the comparison is advice: a refusal is one line, the report stands
+        print(f"note: no engine comparison ({e})", file=sys.stderr)
+        return None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ Workers are spawned processes (no forked torch state), sized to the machine (one
 and no more workers than the memory limit allows), started lazily, each running one job at a time at a lower CPU
 priority (``nice``) than the page server. A worker rebuilds the workload from its reference string
 (``compression_core.resolve_workload``, cached per worker) and runs the library (``apply_recipe``, ``sensitivity``,
-``fit_budget``, ``search``, ``advise``, ``latency``, ``deploy_onnx`` for downloads); results come back as plain data (a
+``fit_budget``, ``search``, ``advise``, ``latency``, ``faster_path``, ``deploy_onnx`` for downloads); results come back as plain data (a
 compressed model as a bundle, the library's own file format, rebuilt in the server with ``jobs.recipe_result``).
 
 Limits per job: wall time (a watchdog in the server kills the worker) and memory (``RLIMIT_AS`` set in the worker
@@ -34,13 +34,13 @@ This package imports neither streamlit nor torch at import time: the workers imp
 from .limits import JobRefused, Limits, server_flag
 from .panel import job_panel, training_panel
 from .pool import CANCELLED, DONE, ERROR, FINISHED, QUEUED, RUNNING, Job, JobRunner, runner
-from .tasks import (KINDS, recipe_result, run_advise, run_allocate, run_export, run_fit, run_latency,
+from .tasks import (KINDS, recipe_result, run_advise, run_allocate, run_export, run_faster, run_fit, run_latency,
                     run_measure_bundle, run_recipe, run_search, run_sensitivity, run_sleep)
 from .worker import worker_entry, worker_main
 
 __all__ = [
     "CANCELLED", "DONE", "ERROR", "FINISHED", "KINDS", "QUEUED", "RUNNING", "Job", "JobRefused", "JobRunner", "Limits",
-    "job_panel", "recipe_result", "run_advise", "run_allocate", "run_export", "run_fit", "run_latency",
+    "job_panel", "recipe_result", "run_advise", "run_allocate", "run_export", "run_faster", "run_fit", "run_latency",
     "run_measure_bundle", "run_recipe", "run_search", "run_sensitivity", "run_sleep", "runner", "server_flag",
     "training_panel", "worker_entry", "worker_main",
 ]

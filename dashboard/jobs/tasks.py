@@ -1,5 +1,5 @@
 """The job kinds: functions a worker calls as ``fn(payload, progress) -> picklable result`` (``apply_recipe``,
-``sensitivity``, ``fit_budget``, ``search``, ``advise``, latency, and two diagnostics), and ``recipe_result``, which
+``sensitivity``, ``fit_budget``, ``search``, ``advise``, latency, ``faster_path``, and two diagnostics), and ``recipe_result``, which
 rebuilds a finished recipe job's model in the server from its bundle.
 
 Imports neither streamlit nor torch at import time (each function imports what it needs, in the worker).
@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "search": f"{__name__}:run_search",
     "advise": f"{__name__}:run_advise",
     "latency": f"{__name__}:run_latency",
+    "faster": f"{__name__}:run_faster",  # the compressed model against fp32 and the other engines (slower? what is faster)
     "sleep": f"{__name__}:run_sleep",  # diagnostics: check the limits and the queue on a server
     "allocate": f"{__name__}:run_allocate",
     "export": f"{__name__}:run_export",  # a compressed model's bundle and ONNX file (take it home)
@@ -134,6 +135,25 @@ def run_latency(payload: dict, progress) -> dict:
     c = compare_latency(wl.model, after, example, threads=int(payload.get("threads", 1)),
                         rounds=int(payload.get("rounds", 15)))
     return c.to_json_dict()
+
+
+def run_faster(payload: dict, progress) -> dict:
+    """``compression_core.faster.faster_path``: the compressed model of ``payload['recipe']`` (rebuilt from
+    ``payload['bundle']`` when given, else applied here) against the fp32 model and the other compressed engines,
+    timed together: {model, recipe, bundle, batch, threads}. The result as plain data, with its ``line``."""
+    _threads()
+    from compression_core import resolve_workload
+    from compression_core.faster import faster_path
+    from compression_core.recipe import load_recipe
+
+    wl = resolve_workload(payload["model"])
+    recipe = load_recipe(payload["recipe"])
+    model = recipe
+    if payload.get("bundle"):
+        progress(0.02, "rebuilding the compressed model")
+        model = recipe_result({"recipe": payload["recipe"], "bundle": payload["bundle"]}).model
+    return faster_path(wl, model, recipe=recipe, label=payload.get("label"), batch_size=int(payload.get("batch", 1)),
+                       threads=int(payload.get("threads", 1)), progress=progress).to_json_dict()
 
 
 def run_export(payload: dict, progress) -> dict:

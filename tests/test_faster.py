@@ -1,0 +1,143 @@
+"""Slower than fp32, and what is faster (issue 24 item 2): ``compression_core.faster.faster_path`` times the
+compressed model, fp32 and the other compressed paths together and says in one line when the model is slower and
+which path is faster, or that none is. The wording and the choice are tested with an injected timer (no timing
+asserts); the slow set runs the real timer and checks that the named path is the fastest of those measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compression_core import resolve_workload
+from compression_core.cli import main
+from compression_core.faster import PATHS, THIS_IN_ORT, FasterPath, faster_path
+from compression_core.quantize import DynamicInt8Config, quantize
+
+STATIC = {"version": 1, "model": "digits-mlp", "steps": [{"kind": "quantize_static"}]}
+
+
+def fake_timer(ms: dict[str, float], seen: list | None = None):
+    """A timer that reports fixed per-call times (3 rounds each) and records which calls it was given."""
+
+    def run(calls):
+        if seen is not None:
+            seen.append(sorted(calls))
+        for call in calls.values():
+            call()  # every call really runs once (a broken path would fail here)
+        return {n: [ms.get(n, ms["other"])] * 3 for n in calls}
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    wl = resolve_workload("digits-mlp")
+    return wl, quantize(wl.model, DynamicInt8Config(), wl)
+
+
+def test_slower_says_the_ratio_and_names_the_fastest_faster_path(mlp):
+    wl, q = mlp
+    r = faster_path(wl, q, label="dynamic int8", batch_size=8, paths=("torch static int8", "torch dynamic int8"),
+                    timer=fake_timer({"fp32": 1.0, "this": 2.4, "torch static int8": 0.9, "torch dynamic int8": 0.5,
+                                      "other": 9}))
+    assert r.slower and r.this.ratio == pytest.approx(2.4)
+    line = r.line()
+    assert "\n" not in line
+    assert line.startswith("slower: dynamic int8 runs 2.4x slower than fp32 in torch at batch 8, 1 thread")
+    assert r.faster.path == "torch dynamic int8" and "faster here: torch dynamic int8 (0.50x fp32's time" in line
+    assert "{kind: quantize_dynamic}" in line and "timed in the same run" in line
+    assert [p.path for p in r.paths] == ["torch dynamic int8", "torch static int8"]  # fastest first
+    assert r.faster.ratio == min(p.ratio for p in r.paths)
+    d = r.to_json_dict()
+    assert d["line"] == line and json.loads(json.dumps(d))["faster"]["path"] == "torch dynamic int8"
+    assert FasterPath.model_validate({k: v for k, v in d.items() if k not in ("line", "summary")}).line() == line
+
+
+def test_slower_with_nothing_faster_says_so(mlp):
+    wl, q = mlp
+    r = faster_path(wl, q, label="dynamic int8", paths=("torch static int8",),
+                    timer=fake_timer({"fp32": 1.0, "this": 3.0, "other": 1.6}))
+    assert r.faster is None
+    assert "no compressed path is faster than fp32 here (the fastest, torch static int8 (1.60x fp32's time" \
+        in r.line()
+
+
+@pytest.mark.slow
+def test_a_faster_path_that_answers_differently_is_not_named(mlp, monkeypatch):
+    wl, q = mlp
+    import compression_core.faster as F
+
+    real = F._labels
+    monkeypatch.setattr(F, "_labels", lambda m, x: (real(m, x) + 1) % 10 if m.__class__.__name__ == "OrtModule"
+                        else real(m, x))  # the ORT path disagrees with fp32 everywhere
+    r = faster_path(wl, q, paths=("ORT dynamic int8", "torch static int8"),
+                    timer=fake_timer({"fp32": 1.0, "this": 2.0, "ORT dynamic int8": 0.2, "other": 0.8}))
+    ort = next(p for p in r.paths if p.path == "ORT dynamic int8")
+    assert ort.agreement == 0.0 and r.faster.path == "torch static int8"
+
+
+def test_not_slower_builds_nothing_when_asked_only_if_slower(mlp):
+    wl, q = mlp
+    seen: list = []
+    r = faster_path(wl, q, only_if_slower=True, timer=fake_timer({"fp32": 1.0, "this": 0.6, "other": 1}, seen))
+    assert r.verdict == "faster" and r.line() is None and r.paths == [] and seen == [["fp32", "this"]]
+    assert "0.60x fp32's time: faster" in r.summary()
+    same = faster_path(wl, q, only_if_slower=True, timer=fake_timer({"fp32": 1.0, "this": 1.01, "other": 1}))
+    assert same.verdict == "no measurable difference" and same.line() is None
+
+
+def test_a_recipe_is_applied_and_not_compared_with_itself():
+    seen: list = []
+    r = faster_path("digits-mlp", STATIC, paths=("torch static int8", "torch dynamic int8"),
+                    timer=fake_timer({"fp32": 1.0, "this": 2.0, "other": 0.7}, seen))
+    assert r.label == "int8 static" and [p.path for p in r.paths] == ["torch dynamic int8"]
+    assert seen[-1] == ["fp32", "this", "torch dynamic int8"]
+
+
+def test_a_path_that_refuses_the_model_is_skipped_in_one_line(mlp):
+    wl, q = mlp
+    r = faster_path(wl, q, paths=("ORT MatMulNBits int4",), batch_size=1,
+                    timer=fake_timer({"fp32": 1.0, "this": 2.0, "other": 3.0}))
+    # digits-mlp's Linear layers are narrower than a MatMulNBits block, or it works: either way no traceback
+    assert all("\n" not in v for v in r.skipped.values())
+    assert r.line().startswith("slower:")
+
+
+def test_measure_bundle_and_apply_print_the_line(tmp_path, capsys, monkeypatch):
+    import compression_core.cli as cli
+
+    timer = fake_timer({"fp32": 1.0, "this": 2.5, "other": 0.5})
+    monkeypatch.setattr(cli, "faster_path", lambda *a, **k: faster_path(
+        *a, **{**k, "timer": timer, "paths": ("torch dynamic int8",)}))
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps(STATIC))
+    bundle = tmp_path / "m.bundle"
+    monkeypatch.setattr(cli, "TOLERANCE", -1.0)  # apply's own before/after timing: treat any result as slower
+    assert main(["apply", str(recipe), "--json", "--save-model", str(bundle), "--batch-size", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    line = out["faster_path"]["line"]
+    assert line.startswith("slower: int8 static runs 2.5x slower than fp32 in torch at batch 4, 1 thread")
+    assert "faster here: torch dynamic int8" in line and line in out["advisories"]
+    assert main(["measure", "--bundle", str(bundle)]) == 0
+    text = capsys.readouterr().out
+    assert "slower: int8 static runs 2.5x slower than fp32 in torch at batch 1" in text
+
+
+@pytest.mark.slow
+def test_real_timing_names_the_fastest_measured_path():
+    """digits-cnn static int8 at batch 1 against every path, real clock: whatever the verdict, a named path is the
+    fastest of the agreeing ones at or below fp32's time, and the line says it (or that none is)."""
+    r = faster_path("digits-cnn", {"version": 1, "model": "digits-cnn", "steps": [{"kind": "quantize_static"}]},
+                    rounds=3)
+    assert {p.path for p in r.paths} | set(r.skipped) >= set(PATHS) - {"torch static int8"} | {THIS_IN_ORT}
+    good = [p for p in r.paths if p.ratio <= 1 and (p.agreement is None or p.agreement >= r.min_agreement)]
+    if good:
+        assert r.faster.ratio == min(p.ratio for p in good)
+    else:
+        assert r.faster is None
+    if r.slower:
+        assert r.line().startswith(f"slower: int8 static runs {r.this.ratio:.1f}x slower than fp32 in torch")
+        assert (f"faster here: {r.faster.path}" if r.faster else "no compressed path") in r.line()
+    else:
+        assert r.line() is None
