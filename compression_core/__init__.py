@@ -117,6 +117,10 @@ __all__ += [
 from .cost import Cost, estimate_cost  # size, parameters and FLOPs of a configuration, computed without applying it
 
 __all__ += ["Cost", "estimate_cost"]
+from .estimate_metric import (  # the metric of a configuration estimated from per-layer sensitivity curves
+    MetricCurves, MetricEstimate, estimate_metric, estimate_quality, metric_curves)
+
+__all__ += ["MetricCurves", "MetricEstimate", "estimate_metric", "estimate_quality", "metric_curves"]
 
 
 def __getattr__(name: str):

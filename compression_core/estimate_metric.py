@@ -1,0 +1,366 @@
+"""The metric of a configuration estimated before anything is applied: per-layer sensitivity curves (each layer alone
+pruned, quantized or factorised to a few levels, measured once per model) combined as additive per-layer changes
+interpolated at the configuration's per-layer settings, with an error band measured on random configurations.
+
+>>> curves = metric_curves(wl.model, wl)                      # once per model (seconds to minutes; cache it)
+>>> est = estimate_metric(curves, wl.model, steps, wl)        # milliseconds
+>>> est.value, est.band, est.stage                            # predicted test metric, half-width, "estimate"
+
+How a configuration is read: its per-layer settings come from ``estimate_cost`` (the exact arithmetic of the
+planned model: each layer's zeros and stored bits, whatever the technique, targets and overrides), so every prune
+and quantize technique the registry has is read the same way; low-rank factorisation is read from its config's
+rank ratio. Each layer's change of the metric at its setting is interpolated on its curve (linearly between the
+measured levels) and the changes of all layers and families are added (Distiller's and Sparsify's sensitivity
+model; layers are assumed independent, which is what the measured error band pays for). A lower-is-better metric
+that is positive (perplexity) combines its changes as ratios (additive in the log), others as differences.
+
+Structured pruning is read as the zeros it leaves (an approximation: removing whole channels or heads costs more
+than the same number of scattered weights; the band measured by ``estimate_quality`` includes such moves only
+when asked). Steps that train, remove blocks or calibrate nothing the curves know of are not estimated (``None``
+with the reason).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from . import sensitivity as _sensitivity_module
+from .cost import Cost, _steps, estimate_cost
+from .disk_cache import source_digest
+from .errors import CompressionError
+from .recipe import apply_recipe
+from .sensitivity import LayerCurve, intra_op_threads, layer_names, sensitivity
+from .targets import classifier_name
+from .technique import StepContext
+from .workload import _with, as_workload, resolve_workload
+
+FAMILIES: tuple[str, ...] = ("prune", "lowrank", "quantize")  # the order steps are applied in
+CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8, 6, 4, 3, 2),
+                                  "lowrank": (0.5, 0.25, 0.1, 0.05)}
+VERSION = 1  # of the curves' meaning: part of every cache key built from them (with ``curves_code()``)
+
+
+def curves_code() -> str:
+    """The code version of curves: a digest of the source that computes them (this file, sensitivity, the
+    techniques' weight transforms), for cache keys."""
+    return source_digest(__file__, _sensitivity_module)
+
+# Step kinds whose effect the curves describe (read per layer from estimate_cost's rows, or the config: lowrank)
+_PRUNES = {"prune_unstructured", "prune_threshold", "prune_structured", "shrink"}
+_QUANTS = {"quantize_dynamic", "quantize_static", "quantize_int4", "quantize_weight_only", "quantize_embedding",
+           "quantize_half", "fake_quant"}
+ESTIMATED_KINDS = frozenset(_PRUNES | _QUANTS | {"lowrank"})
+
+
+class MetricCurves(BaseModel):
+    """Per-layer curves of one model, per family (``sensitivity`` results), on one split, with the band measured on
+    random configurations of that split (``band``: the half-width that held ``band_share`` of them)."""
+
+    model: str
+    split: str  # what the curves were measured on, in words ("the calibration split (74 items)")
+    samples: int
+    metric: str
+    higher_is_better: bool = True
+    percent: bool = True
+    baseline: float  # the metric of the unchanged model on the split
+    curves: dict[str, list[LayerCurve]]
+    band: float | None = None
+    band_share: float | None = None
+    band_checks: int = 0
+    median_abs_error: float | None = None
+    seconds: float = 0.0
+    version: int = VERSION
+
+
+class MetricEstimate(BaseModel):
+    """A predicted metric (``value``, None when it cannot be estimated: ``reason``) with its band half-width."""
+
+    value: float | None
+    band: float | None = None
+    baseline: float | None = None  # the baseline the change was added to (the test metric)
+    change: float | None = None
+    reason: str = ""
+    layers: dict[str, float] = Field(default_factory=dict)  # layer -> its change (metric units)
+    stage: str = "estimate"
+
+
+# ------------------------------------------------------------------------------------------------ curves
+def _split_data(wl, split: str | int):
+    """(workload whose ``calib`` is the split to measure on, its description)."""
+    if split == "calib":
+        return wl, f"the calibration split ({len(wl.calib)} items)"
+    n = int(split)
+    return _with(wl, calib=wl.test.take(slice(0, n))), f"the preview subset (first {n} test items)"
+
+
+def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | list[str] = FAMILIES,
+                  levels: dict[str, tuple] | None = None, split: str | int = "calib", check: int = 12,
+                  seed: int = 0, progress=None, threads: int | None = 1) -> MetricCurves:
+    """Sensitivity curves of every layer (classifier included) for each family, on ``split`` ("calib", or an int n:
+    the first n test items), then ``check`` random configurations (other than ``estimate_quality``'s) measured on
+    the whole test split against their estimate, giving the band the page states: the 80th percentile of the
+    absolute errors (the estimate predicts the test metric, so that is where its error is measured)."""
+    wl = as_workload(workload, model)
+    data, where = _split_data(wl, split)
+    t0 = time.perf_counter()
+    curves: dict[str, list[LayerCurve]] = {}
+    base = None
+    fams = list(families)
+    for i, fam in enumerate(fams):
+        lv = (levels or {}).get(fam, CURVE_LEVELS[fam])
+
+        def prog(f, msg, i=i, fam=fam):
+            if progress is not None:
+                progress((i + f) / (len(fams) + (1 if check else 0)), f"{fam}: {msg}")
+        try:
+            s = sensitivity(model, data, fam, levels=lv, include_classifier=True, heads=False, name=wl.name,
+                            progress=prog, threads=threads)
+        except CompressionError:  # e.g. no layer lowrank can factorise: that family is not estimated
+            continue
+        base = s.baseline_accuracy
+        curves[fam] = s.layers
+    if base is None:
+        raise CompressionError("curves: no layer of this model can be swept (no Linear, Conv2d or LSTM layer)")
+    metric = getattr(wl, "metric", None)
+    out = MetricCurves(model=wl.name, split=where, samples=len(data.calib), metric=getattr(wl, "metric_name", "metric"),
+                       higher_is_better=bool(getattr(metric, "higher_is_better", True)),
+                       percent=bool(getattr(metric, "percent", True)), baseline=base, curves=curves)
+    if check:
+        if progress is not None:
+            progress(len(fams) / (len(fams) + 1), f"checking the estimate on {check} random configurations")
+        with intra_op_threads(threads):
+            q = _quality(model, wl, out, check, seed + 1000, on="test")
+        out = out.model_copy(update={"band": q["band"], "band_share": q["inside_band"], "band_checks": q["n"],
+                                     "median_abs_error": q["median_abs_error"]})
+    return out.model_copy(update={"seconds": time.perf_counter() - t0})
+
+
+# ------------------------------------------------------------------------------------------------ estimate
+def _interp(points: list[tuple[float, float]], x: float) -> float:
+    """Linear interpolation on sorted (level, value) points, clamped at the ends."""
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return pts[-1][1]
+
+
+def _monotone(pts: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """A curve made monotone from its first point (a layer compressed further never helps): a small gain measured
+    on the calibration split is noise, and noise added over dozens of layers would move the estimate."""
+    out, best = [], None
+    for x, m in pts:
+        best = m if best is None else (min(best, m) if higher_is_better else max(best, m))
+        out.append((x, best))
+    return out
+
+
+def _base_rows(model: nn.Module, wl) -> dict:
+    return {r.name: r for r in estimate_cost(model, [], wl).layers}
+
+
+def _lowrank_levels(steps, names: list[str]) -> dict[str, float] | str:
+    """Per-layer rank ratios of the lowrank steps (a layer they factorise), or a reason they cannot be read."""
+    out: dict[str, float] = {}
+    for s in steps:
+        if getattr(s, "kind", None) != "lowrank":
+            continue
+        if s.energy or getattr(s, "param_ratio", None):
+            return "lowrank by energy or parameter ratio: the rank is known only after the SVD"
+        for n in names:
+            out[n] = float(s.overrides.get(n, s.rank_ratio)) if getattr(s, "overrides", None) else float(s.rank_ratio)
+    return out
+
+
+def _as_configs(steps) -> list:
+    return [c for c, _ in _steps(steps, 0)]
+
+
+def estimate_metric(curves: MetricCurves, model: nn.Module, steps: Any, workload: Any, *,
+                    baseline: float | None = None, band: float | None = None, cost: Cost | None = None,
+                    base_rows: dict | None = None) -> MetricEstimate:
+    """The predicted test metric of ``model`` after ``steps`` (a recipe, its dict, step configs or dicts), from
+    ``curves``: the workload's test baseline (or ``baseline``) plus each layer's change at its setting. ``band``
+    overrides the curves' measured half-width. ``cost``/``base_rows``: already computed (the page has them)."""
+    wl = as_workload(workload, model)
+    configs = _as_configs(steps)
+    bad = [c.kind for c in configs if c.kind not in ESTIMATED_KINDS]
+    if bad:
+        return MetricEstimate(value=None, reason=f"{bad[0]} is not estimated from sensitivity curves")
+    if baseline is None:
+        baseline = float(wl.score(model, "test"))
+    if not configs:
+        return MetricEstimate(value=baseline, band=0.0, baseline=baseline, change=0.0)
+    lowrank = [c for c in configs if c.kind == "lowrank"]
+    rest = [c for c in configs if c.kind != "lowrank"]
+    if lowrank:  # its factors rename the layer: zeros and bits are read without it, its rank from its config
+        cost = estimate_cost(model, rest, wl)
+    else:
+        cost = cost or estimate_cost(model, configs, wl)
+    if cost.refused:
+        return MetricEstimate(value=None, reason=cost.refused)
+    if not cost.layers or cost.nonzero_params is None and any(c.kind in _PRUNES for c in rest):
+        return MetricEstimate(value=None, reason=next(iter(cost.unknown.values()), "per-layer settings unknown"))
+    base_rows = base_rows if base_rows is not None else _base_rows(model, wl)
+    rows = {r.name: r for r in cost.layers}
+    ratio = not curves.higher_is_better and curves.baseline > 0
+    b0 = curves.baseline
+    changes: dict[str, float] = {}
+
+    def add(name: str, fam: str, level: float) -> None:
+        c = next((c for c in curves.curves.get(fam, []) if c.name == name), None)
+        if c is None:
+            return
+        zero = {"prune": 0.0, "quantize": 32, "lowrank": 1.0}[fam]
+        pts = [(float(lv), float(m)) for lv, m in c.points] + [(zero, b0)]
+        if fam == "quantize":
+            if level >= 9:  # 16-bit floats and 9+ bit integers: no measurable change at the curves' resolution
+                return
+            pts = [(-b, m) for b, m in pts]  # fewer bits = further along
+            level = -level
+        if fam == "lowrank":
+            pts = [(-r, m) for r, m in pts]  # a lower rank = further along
+            level = -level
+        pts = _monotone(sorted(pts), curves.higher_is_better)
+        m = _interp(pts, level)
+        d = (math.log(max(m, 1e-12)) - math.log(b0)) if ratio else (m - b0)
+        changes[name] = changes.get(name, 0.0) + d
+
+    if lowrank:
+        if "lowrank" not in curves.curves:
+            return MetricEstimate(value=None, reason="no low-rank curves for this model")
+        lr_cost = estimate_cost(model, lowrank, wl)
+        if lr_cost.refused or not lr_cost.layers:
+            return MetricEstimate(value=None, reason=lr_cost.refused or "low-rank layers unknown")
+        lr_rows = {r.name for r in lr_cost.layers}
+        lr = _lowrank_levels(lowrank, [n for n in base_rows if n not in lr_rows and f"{n}.0" in lr_rows])
+        if isinstance(lr, str):
+            return MetricEstimate(value=None, reason=lr)
+        for name, level in lr.items():
+            add(name, "lowrank", level)
+    for name, b in base_rows.items():
+        r = rows.get(name)
+        if r is None:
+            continue
+        curve = next((c for c in curves.curves.get("prune", []) if c.name == name), None)
+        if curve is not None and r.nonzero is not None and b.nonzero is not None and b.nonzero > r.nonzero:
+            add(name, "prune", min((b.nonzero - r.nonzero) / max(curve.params, 1), 0.999))
+        if r.bits < 32:
+            add(name, "quantize", r.bits)
+    total = sum(changes.values())
+    floor = min((float(m) for cs in curves.curves.values() for c in cs for _, m in c.points), default=None)
+    if ratio:
+        value = baseline * math.exp(total)
+    else:
+        value = baseline + total
+        if curves.higher_is_better and floor is not None:
+            value = max(value, min(floor, baseline))  # no worse than a layer alone at its worst (chance level)
+        if curves.percent:
+            value = min(max(value, 0.0), 1.0)
+    return MetricEstimate(value=value, band=curves.band if band is None else band, baseline=baseline,
+                          change=value - baseline, layers=changes)
+
+
+# ------------------------------------------------------------------------------------------------ quality
+def random_configs(model: nn.Module, workload: Any, n: int, seed: int = 0,
+                   families: tuple[str, ...] = FAMILIES) -> list[list[dict]]:
+    """``n`` random configurations (step dicts): one to three families combined, each setting uniform over its
+    control's range, on a random subset of several layers (at least two where the model has them)."""
+    wl = as_workload(workload, model)
+    cls = classifier_name(model, StepContext(data=wl))
+    rng = random.Random(seed)
+    layers = {f: _safe_layers(model, f, cls) for f in families}
+    fams = [f for f in families if layers[f]]
+    out = []
+    for _ in range(n):
+        k = rng.randint(1, min(3, len(fams)))
+        picked = sorted(rng.sample(fams, k), key=fams.index)
+        steps: list[dict] = []
+        for fam in picked:  # applied in the order prune, lowrank, quantize
+            names = layers[fam]
+            m = rng.randint(min(2, len(names)), len(names))
+            targets = sorted(rng.sample(names, m), key=names.index)
+            if fam == "prune":
+                steps.append({"kind": "prune_unstructured", "amount": round(rng.uniform(0.0, 0.95), 3),
+                              "targets": targets})
+            elif fam == "lowrank":
+                steps.append({"kind": "lowrank", "rank_ratio": round(rng.uniform(0.05, 1.0), 3),
+                              "targets": targets})
+            else:  # a factorised layer is not quantized (the library refuses it)
+                factorised = {t for s in steps if s["kind"] == "lowrank" for t in s["targets"]}
+                targets = [t for t in targets if t not in factorised]
+                if targets:
+                    steps.append({"kind": "fake_quant", "bits": rng.randint(2, 8), "targets": targets})
+        out.append(steps)
+    return out
+
+
+def _safe_layers(model, fam, cls) -> list[str]:
+    try:
+        names = layer_names(model, fam, cls, include_classifier=True)
+    except CompressionError:
+        return []
+    if fam == "quantize":  # fake_quant acts on Linear/Conv layers
+        names = [n for n in names if isinstance(model.get_submodule(n), (nn.Linear, nn.Conv2d))]
+    return names
+
+
+def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> dict:
+    """Estimate vs measurement of ``n`` random configurations on ``data``'s split ``on`` ("calib" or "test")."""
+    fams = tuple(curves.curves)
+    configs = random_configs(model, data, n, seed, fams)
+    base_rows = _base_rows(model, data)
+    baseline = float(data.score(model, on))
+    errors, rows = [], []
+    for steps in configs:
+        est = estimate_metric(curves, model, steps, data, baseline=baseline, base_rows=base_rows)
+        if est.value is None:
+            continue
+        try:
+            after = apply_recipe({"version": 1, "model": curves.model, "steps": steps}, workload=data,
+                                 with_latency=False, measure_before=False, measure_after=False).model
+        except CompressionError:  # a configuration the library refuses (the estimate said so too, mostly)
+            continue
+        measured = float(data.score(after, on))
+        errors.append(abs(est.value - measured))
+        rows.append({"steps": steps, "estimate": est.value, "measured": measured})
+    if not errors:
+        return {"n": 0, "median_abs_error": None, "band": None, "inside_band": None, "rows": rows}
+    e = sorted(errors)
+    med = e[len(e) // 2] if len(e) % 2 else (e[len(e) // 2 - 1] + e[len(e) // 2]) / 2
+    band = e[min(len(e) - 1, math.ceil(0.8 * len(e)) - 1)]  # the half-width that held 80 % of them
+    return {"n": len(e), "median_abs_error": med, "band": band,
+            "inside_band": sum(x <= band + 1e-12 for x in e) / len(e), "rows": rows}
+
+
+def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCurves | None = None,
+                     band: float | None = None, threads: int | None = 1) -> dict:
+    """How good the estimate is on ``workload`` (a Workload or reference): ``n`` random configurations (see
+    ``random_configs``) estimated from ``curves`` (computed here on the calibration split when not given) and
+    measured on the whole test split. Returns {n, median_abs_error, inside_band (share whose measurement is within
+    the stated band), band (the curves' own band, or ``band``), band_80 (the half-width that would hold 80 %),
+    higher_is_better, percent, rows}. Errors are in the metric's own units (fractions for accuracy)."""
+    wl = resolve_workload(workload) if isinstance(workload, str) else workload
+    if curves is None:
+        curves = metric_curves(wl.model, wl, threads=threads, seed=seed)
+    with intra_op_threads(threads):
+        q = _quality(wl.model, wl, curves, n, seed + 1, on="test")
+    stated = curves.band if band is None else band
+    errs = [abs(r["estimate"] - r["measured"]) for r in q["rows"]]
+    inside = (sum(x <= stated + 1e-12 for x in errs) / len(errs)) if errs and stated is not None else None
+    return {"model": curves.model, "n": q["n"], "median_abs_error": q["median_abs_error"], "band": stated,
+            "inside_band": inside, "band_80": q["band"], "higher_is_better": curves.higher_is_better,
+            "percent": curves.percent, "curves_split": curves.split, "rows": q["rows"]}
+
+
+__all__ = ["CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "estimate_metric",
+           "estimate_quality", "metric_curves", "random_configs"]

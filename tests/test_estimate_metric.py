@@ -1,0 +1,75 @@
+"""The metric estimated from per-layer sensitivity curves: exact at the curves' own points, monotone, lower-is-better
+metrics combined as ratios, steps it cannot read named, and its quality measured on random configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sample_models
+from compression_core import estimate_metric, estimate_quality, metric_curves
+from compression_core.estimate_metric import MetricCurves, random_configs
+from compression_core.sensitivity import LayerCurve
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return sample_models.load("digits-mlp")
+
+
+@pytest.fixture(scope="module")
+def curves(mlp):
+    return metric_curves(mlp.model, mlp, families=("prune", "quantize"),
+                         levels={"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8, 4, 2)}, check=0)
+
+
+def test_no_steps_is_the_baseline_and_one_layer_at_a_level_is_its_curve(mlp, curves):
+    base = mlp.score(mlp.model, "test")
+    assert estimate_metric(curves, mlp.model, [], mlp).value == pytest.approx(base)
+    fc1 = next(c for c in curves.curves["prune"] if c.name == "fc1")
+    level, m = fc1.points[1]  # 0.5 sparsity, measured on the calibration split
+    est = estimate_metric(curves, mlp.model, [{"kind": "prune_unstructured", "amount": level, "targets": ["fc1"]}], mlp)
+    assert est.value == pytest.approx(base + (m - curves.baseline), abs=1e-3)  # bias counted: weights only
+    assert set(est.layers) == {"fc1"}
+
+
+@pytest.mark.slow
+def test_more_compression_never_estimates_better(mlp, curves):
+    vals = [estimate_metric(curves, mlp.model, [{"kind": "prune_unstructured", "amount": a}], mlp).value
+            for a in (0.0, 0.3, 0.6, 0.9)]
+    assert vals == sorted(vals, reverse=True) and vals[-1] < vals[0]
+    bits = [estimate_metric(curves, mlp.model, [{"kind": "fake_quant", "bits": b}], mlp).value for b in (8, 4, 2)]
+    assert bits[0] >= bits[-1]
+
+
+@pytest.mark.slow
+def test_steps_it_cannot_read_are_named(mlp, curves):
+    est = estimate_metric(curves, mlp.model, [{"kind": "finetune", "epochs": 1}], mlp)
+    assert est.value is None and "finetune" in est.reason
+
+
+def test_lower_is_better_metric_combines_as_ratios(mlp):
+    """A perplexity-like metric: each layer's change is a ratio; the estimate rises when layers are compressed."""
+    fake = MetricCurves(model="m", split="calib", samples=10, metric="perplexity", higher_is_better=False,
+                        percent=False, baseline=10.0,
+                        curves={"prune": [LayerCurve(name=n, type="Linear", params=p, points=[(0.5, 12.0), (0.9, 20.0)])
+                                          for n, p in (("fc1", 64 * 128), ("fc2", 128 * 64))]})
+    est = estimate_metric(fake, mlp.model, [{"kind": "prune_unstructured", "amount": 0.5, "targets": ["fc1", "fc2"]}],
+                          mlp, baseline=20.0)
+    assert est.value == pytest.approx(20.0 * 1.2 * 1.2, rel=0.01)  # two layers, each x1.2
+
+
+def test_random_configs_mix_families_over_several_layers(mlp):
+    configs = random_configs(mlp.model, mlp, 30, seed=3)
+    kinds = {len(c) for c in configs}
+    assert max(kinds) >= 2 and min(kinds) >= 1
+    assert all(len(s["targets"]) >= 1 for c in configs for s in c)
+    assert configs == random_configs(mlp.model, mlp, 30, seed=3)  # seeded
+
+
+@pytest.mark.slow
+def test_estimate_quality_reports_error_and_band(mlp, curves):
+    banded = curves.model_copy(update={"band": 0.05})
+    q = estimate_quality(mlp, n=6, seed=1, curves=banded)
+    assert q["n"] >= 1 and q["median_abs_error"] >= 0 and 0 <= q["inside_band"] <= 1 and q["band"] == 0.05
+    assert {"estimate", "measured", "steps"} <= set(q["rows"][0])
