@@ -132,7 +132,12 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
 
     def metric(page, label):
         box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-        box.wait_for(timeout=300_000)
+        try:
+            box.wait_for(timeout=300_000)
+        except Exception:  # say what the page showed instead
+            page.screenshot(path=str(tmp_path / "missing-metric.png"))
+            shown = page.locator('[data-testid="stMain"]').inner_text()[:3000]
+            raise AssertionError(f"no {label!r} metric on the page; it shows:\n{shown}") from None
         return box.inner_text()
 
     port = free_port()
@@ -141,6 +146,16 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = b.new_page(viewport={"width": 1400, "height": 900})
+            # The preview may be replaced by the whole test set within a few hundred ms on a fast machine: a
+            # MutationObserver records that it was shown, so the test does not race the dashboard.
+            page.add_init_script("""
+                window.__previews = 0;
+                new MutationObserver(() => {
+                    const shown = /preview on \\d+ of \\d+ test sentences/.test(document.body ? document.body.textContent : "");
+                    if (shown && !window.__previewShown) window.__previews += 1;
+                    window.__previewShown = shown;
+                }).observe(document, {subtree: true, childList: true, characterData: true});
+            """)
             page.goto(f"http://127.0.0.1:{port}")
             page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
             idle(page)
@@ -151,8 +166,9 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
             page.get_by_text(STRUCTURED, exact=True).click()
             page.get_by_text("heads", exact=True).wait_for(timeout=300_000)
             idle(page)
+            seen = page.evaluate("window.__previews")
             page.get_by_text("heads", exact=True).click()
-            page.get_by_text(re.compile(r"preview on \d+ of \d+ test sentences")).first.wait_for(timeout=300_000)
+            page.wait_for_function(f"window.__previews > {seen}", timeout=300_000)
             idle(page)
             main = page.locator('[data-testid="stMain"]')
             page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
@@ -161,9 +177,10 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
             slider = page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first
             slider.wait_for(state="attached", timeout=60_000)
             slider.focus()
+            seen = page.evaluate("window.__previews")
             for _ in range(5):
                 page.keyboard.press("ArrowLeft")
-            page.get_by_text(re.compile(r"preview on \d+ of \d+ test sentences")).first.wait_for(timeout=300_000)
+            page.wait_for_function(f"window.__previews > {seen}", timeout=300_000)
             page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
             idle(page)
             after = {k: metric(page, k) for k in ("Accuracy", "File size", "Fidelity")}
