@@ -23,7 +23,7 @@ from .measure import evaluate, latency, size_bytes
 from .prune.common import is_attention
 from .quantize import DynamicInt8Config, QATConfig, StaticInt8Config, quantize
 from . import inputs as I
-from .workload import resolve_workload
+from .workload import metric_loss, metric_up, resolve_workload
 
 ModelType = Literal["recurrent", "transformer", "cnn", "mlp"]
 
@@ -110,7 +110,7 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
             took = time.perf_counter() - t0
             acc = evaluate(q, wl)
             ms = latency(q, example, threads=threads, min_run_time=min_run_time)[0]
-            drop = 100 * (base_acc - acc)
+            drop = metric_loss(wl.metric, base_acc, acc)  # points; % rise for perplexity
             return Candidate(method=method, label=_LABELS[method], accuracy=acc, drop_pt=drop,
                              size_bytes=size_bytes(q), size_ratio=size_bytes(q) / base_size, latency_ms=ms,
                              latency_ratio=ms / base_ms, within_threshold=drop <= max_drop_pt, seconds=took)
@@ -133,16 +133,18 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
                           "Linear layers; dynamic int8 quantizes every Linear with no calibration",
            "mlp": "Linear layers only: dynamic int8 quantizes their weights with no calibration",
            "cnn": "a CNN: calibrated static int8 runs whole conv-BN-ReLU regions in integer arithmetic"}[kind]
+    pt = "pt" if metric_up(wl.metric) else f"% {wl.metric.name} rise"
     if chosen == rule:
-        reason = f"{why}; measured drop {r.drop_pt:+.2f} pt <= {max_drop_pt:g} pt"
+        reason = f"{why}; measured drop {r.drop_pt:+.2f} {pt} <= {max_drop_pt:g} {pt}"
     elif chosen == "quantize_qat":
-        reason = (f"{why}, but static int8 lost {r.drop_pt:.2f} pt (> {max_drop_pt:g}); QAT ({qat_epochs} epochs) "
-                  f"lost {by['quantize_qat'].drop_pt:+.2f} pt")
+        reason = (f"{why}, but static int8 lost {r.drop_pt:.2f} {pt} (> {max_drop_pt:g}); QAT ({qat_epochs} "
+                  f"epochs) lost {by['quantize_qat'].drop_pt:+.2f} {pt}")
     elif chosen != "none":
-        reason = (f"{why}, but {_LABELS[rule]} lost {r.drop_pt:.2f} pt (> {max_drop_pt:g}); "
-                  f"{_LABELS[chosen]} lost {by[chosen].drop_pt:+.2f} pt")
+        reason = (f"{why}, but {_LABELS[rule]} lost {r.drop_pt:.2f} {pt} (> {max_drop_pt:g}); "
+                  f"{_LABELS[chosen]} lost {by[chosen].drop_pt:+.2f} {pt}")
     else:
-        reason = f"every measured method lost more than {max_drop_pt:g} accuracy points: keep fp32"
+        reason = (f"every measured method lost more than {max_drop_pt:g} accuracy points: keep fp32"
+                  if metric_up(wl.metric) else f"every measured method lost more than {max_drop_pt:g} {pt}: keep fp32")
     return Advice(model=name, model_type=kind, rule=rule, recommended=chosen, reason=reason, max_drop_pt=max_drop_pt,
                   batch_size=batch_size, threads=threads, baseline=base, candidates=cands)
 

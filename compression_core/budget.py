@@ -10,6 +10,10 @@ single-layer drop on the calibration split. The result is then checked for real 
 calibration accuracy) and corrected (more moves if the file is still too big, moves undone if the joint drop is
 too large), so a fit always meets its budget.
 
+Direction: a lower-is-better metric (perplexity, a loss) is handled in its own units: a layer's loss is the metric's
+RISE in percent of the baseline (``workload.metric_loss``), so ``max_accuracy_drop=5`` on a perplexity workload
+means "perplexity at most 5 % above the baseline" (on an accuracy workload: at most 5 points below it).
+
 Sizes: pruning counts the sparse-encoded file (``compression_core.sparse.sparse_size_bytes``: dense, bitmask or CSR
 per tensor, whichever is smallest); quantize uses simulated (fake-quant) bits and counts the THEORETICAL size
 (bits x params / 8 summed over every layer, as ``measure``'s ``theoretical_size_bytes``), not a real packed file.
@@ -36,7 +40,7 @@ from .sparse import sparse_size_bytes
 from .technique import StepConfig, StepContext, apply_step, clone_model, register, TechniqueUI
 from .quantize._common import fake_quantize_weight
 from .recipe import apply_recipe, load_recipe, recipe_class, recipe_to_dict
-from .workload import top1
+from .workload import better, loss_unit, metric_loss, metric_up, top1
 
 FLOAT_BITS = 32
 # 0, 0.025, .., 0.95: a finer grid than 5% lets the fit spend the budget (on lenet300 the 5% grid left ~5 KB unused
@@ -49,7 +53,8 @@ FIT_RANK_LEVELS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.
 class FitBudgetConfig(StepConfig):
     """Fit per-layer sparsity (``technique="prune"``), bits (``"quantize"``) or rank ratios (``"lowrank"``) to ONE
     target: the file at most ``max_size_bytes`` (sparse-encoded for prune, theoretical for quantize, the dense file
-    for lowrank) or at most ``max_accuracy_drop`` percentage points lost on the calibration split. The classifier
+    for lowrank) or at most ``max_accuracy_drop`` lost on the calibration split: percentage points for a
+    higher-is-better metric, percent of the baseline for a lower-is-better one (perplexity +5 % is 5). The classifier
     is left alone unless ``include_classifier``."""
 
     kind: Literal["fit_budget"] = "fit_budget"
@@ -58,7 +63,8 @@ class FitBudgetConfig(StepConfig):
     technique: Literal["prune", "quantize", "lowrank"] = "prune"
     max_size_bytes: int | None = Field(default=None, gt=0, description="file size target in bytes")
     max_accuracy_drop: float | None = Field(default=None, ge=0, le=100,
-                                            description="calibration accuracy drop target in percentage points")
+                                            description="calibration metric loss target: percentage points, or "
+                                                        "percent rise for a lower-is-better metric (perplexity)")
     targets: list[str] | None = None
     ignore: list[str] = Field(default_factory=list)
     include_classifier: bool = False
@@ -91,6 +97,9 @@ class BudgetFit(BaseModel):
 
     technique: Literal["prune", "quantize", "lowrank"]
     target: dict
+    metric: str = "accuracy"
+    higher_is_better: bool = True  # False: perplexity; every drop below is then a rise in % of the baseline
+    drop_unit: str = "points"  # what the *_drop_points fields count in: "points" or "% rise"
     choice: dict[str, float]  # layer -> sparsity (prune), bits (quantize; 32 = float) or rank ratio (1 = as is)
     include_classifier: bool
     baseline_accuracy: float  # calibration
@@ -132,11 +141,12 @@ def explicit_step(technique: str, choice: dict[str, float], include_classifier: 
 
 
 # ------------------------------------------------------------------------------------------------ fitting
-def _losses(points: list[tuple[float, float]], base: float) -> list[float]:
-    """Predicted loss in points per level, from the single-layer drop: never negative and made non-decreasing
-    with the level by taking, at each level, the smallest drop at that level or beyond (a dip in the middle of a
-    curve that later levels do not show is calibration noise, not a real cost)."""
-    drops = [max(0.0, (base - acc) * 100) for _, acc in points]
+def _losses(points: list[tuple[float, float]], base: float, metric=None) -> list[float]:
+    """Predicted loss per level (``metric_loss``: points, or % rise for a lower-is-better metric), from the
+    single-layer drop: never negative and made non-decreasing with the level by taking, at each level, the smallest
+    drop at that level or beyond (a dip in the middle of a curve that later levels do not show is calibration
+    noise, not a real cost)."""
+    drops = [max(0.0, metric_loss(metric, base, acc)) for _, acc in points]
     out, low = [], float("inf")
     for d in reversed(drops):
         low = min(low, d)
@@ -157,6 +167,7 @@ class _Fitter:
             curves = sensitivity(self.work, data, cfg.technique, targets=cfg.targets, ignore=cfg.ignore,
                                  include_classifier=cfg.include_classifier, heads=False, levels=levels)
         self.curves = curves
+        self.metric = getattr(data, "metric", None)
         self.base = curves.baseline_accuracy
         self.names = [c.name for c in curves.layers]
         self.ev = Evaluator(self.work, data.calib.x, data.calib.y, getattr(data, "metric", None))
@@ -171,7 +182,7 @@ class _Fitter:
             for c in curves.layers:
                 pts = [p for p in c.points if p[0] > 0]
                 self.levels[c.name] = [0.0] + [p[0] for p in pts]
-                self.loss[c.name] = _losses([(0.0, self.base)] + pts, self.base)
+                self.loss[c.name] = _losses([(0.0, self.base)] + pts, self.base, self.metric)
                 # bytes of the whole file with this layer alone at each level (the others dense): additive estimate
                 self.bytes[c.name] = [self.base_size] + [self._size({c.name: p[0]}) for p in pts]
         elif cfg.technique == "lowrank":
@@ -182,7 +193,7 @@ class _Fitter:
                 plans = [(p, plan_layer(c.name, m, ratio=p[0])) for p in sorted(c.points, key=lambda p: -p[0])]
                 pts = [(p, pl) for p, pl in plans if p[0] < 1 and pl.shrinks]  # only levels that shrink the layer
                 self.levels[c.name] = [1.0] + [p[0] for p, _ in pts]
-                self.loss[c.name] = _losses([(1.0, self.base)] + [p for p, _ in pts], self.base)
+                self.loss[c.name] = _losses([(1.0, self.base)] + [p for p, _ in pts], self.base, self.metric)
                 # the weights the factors save, in the layer's dtype (the real file also has each factor's framing)
                 item = m.weight.element_size()
                 self.bytes[c.name] = [self.base_size] + [self.base_size - item * (pl.before - pl.after)
@@ -196,7 +207,7 @@ class _Fitter:
                 r = rows[c.name]
                 pts = sorted(c.points, key=lambda p: -p[0])  # 8 bits first
                 self.levels[c.name] = [float(FLOAT_BITS)] + [p[0] for p in pts]
-                self.loss[c.name] = _losses([(FLOAT_BITS, self.base)] + pts, self.base)
+                self.loss[c.name] = _losses([(FLOAT_BITS, self.base)] + pts, self.base, self.metric)
                 self.bytes[c.name] = [self.base_size] + [(self.total_bits - (r.bits - int(b)) * r.params) // 8
                                                          for b, _ in pts]
         self.min_size = self.real_size({n: self.levels[n][-1] for n in self.names})
@@ -313,13 +324,13 @@ def _relax(f: _Fitter, idx: dict[str, int], budget: int) -> None:
                     if f.predicted(c)[0] > budget:
                         continue
                     acc = f.real_accuracy(f.choice(c))
-                    key = (acc, -f.predicted(c)[1])
-                    if acc > current and (best is None or key > best[0]):
+                    key = (acc if metric_up(f.metric) else -acc, -f.predicted(c)[1])
+                    if better(f.metric, acc, current) and (best is None or key > best[0]):
                         best = (key, c)
         if best is None or f.real_size(f.choice(best[1])) > budget:
             return
         idx.update(best[1])
-        current = best[0][0]
+        current = best[0][0] if metric_up(f.metric) else -best[0][0]
 
 
 def fit_budget(model: nn.Module, data, cfg: FitBudgetConfig | dict,
@@ -368,7 +379,7 @@ def _fit(model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | Non
                 break
             history.append((move[2], idx[move[2]]))
             idx[move[2]] = move[3]
-        while history and (f.base - f.real_accuracy(f.choice(idx))) * 100 > allowance + 1e-9:
+        while history and metric_loss(f.metric, f.base, f.real_accuracy(f.choice(idx))) > allowance + 1e-9:
             n, old = history.pop()  # the joint drop is larger than the curves predicted: undo the latest move
             idx[n] = old
     choice = f.choice(idx)
@@ -378,7 +389,9 @@ def _fit(model: nn.Module, data, cfg: FitBudgetConfig, curves: Sensitivity | Non
     target = ({"max_size_bytes": cfg.max_size_bytes} if cfg.max_size_bytes is not None
               else {"max_accuracy_drop": cfg.max_accuracy_drop})
     accuracy = f.real_accuracy(choice)
-    return BudgetFit(technique=cfg.technique, target=target, choice=choice, include_classifier=cfg.include_classifier,
+    return BudgetFit(technique=cfg.technique, target=target, metric=str(getattr(f.metric, "name", "accuracy")),
+                     higher_is_better=metric_up(f.metric), drop_unit=loss_unit(f.metric), choice=choice,
+                     include_classifier=cfg.include_classifier,
                      baseline_accuracy=f.base, accuracy=accuracy,
                      predicted_drop_points=round(f.predicted(idx)[1], 6), baseline_size_bytes=f.base_size,
                      size_bytes=size, size_kind=f.kind, min_size_bytes=f.min_size,
@@ -390,7 +403,8 @@ def _on_test_split(f: _Fitter, cfg: FitBudgetConfig, choice: dict[str, float], a
     line when the two drops differ by more than one test item's worth (or 1 point, whichever is larger)."""
     data = f.data
     test = getattr(data, "test", None)
-    calib_drop = (f.base - accuracy) * 100
+    calib_drop = metric_loss(f.metric, f.base, accuracy)
+    unit = loss_unit(f.metric)
     if test is None or getattr(test, "y", None) is None:
         return {"calibration_drop_points": calib_drop}
     step = explicit_step(cfg.technique, choice, cfg.include_classifier)
@@ -399,16 +413,16 @@ def _on_test_split(f: _Fitter, cfg: FitBudgetConfig, choice: dict[str, float], a
     score = metric if callable(metric) else top1
     base = float(score(predict(f.model, test.x), test.y))
     after = float(score(predict(fitted, test.x), test.y))
-    test_drop = (base - after) * 100
+    test_drop = metric_loss(f.metric, base, after)
     out = {"calibration_drop_points": calib_drop, "test_baseline_accuracy": base, "test_accuracy": after,
            "test_drop_points": test_drop}
     n_test, n_calib = len(test.y), len(data.calib.y) if data.calib.y is not None else len(data.calib)
     if abs(test_drop - calib_drop) > max(1.0, 100.0 / max(n_test, 1)):
-        line = (f"the fit loses {calib_drop:.2f} points on the calibration split ({n_calib} items) but "
+        line = (f"the fit loses {calib_drop:.2f} {unit} on the calibration split ({n_calib} items) but "
                 f"{test_drop:.2f} on the test split ({n_test} items)")
         if cfg.max_accuracy_drop is not None and test_drop > cfg.max_accuracy_drop:
-            line += (f": the {cfg.max_accuracy_drop:g}-point budget is met on calibration and missed on test by "
-                     f"{test_drop - cfg.max_accuracy_drop:.2f} points; ask for a smaller max_accuracy_drop or give "
+            line += (f": the {cfg.max_accuracy_drop:g} {unit} budget is met on calibration and missed on test by "
+                     f"{test_drop - cfg.max_accuracy_drop:.2f} {unit}; ask for a smaller max_accuracy_drop or give "
                      "the workload a larger calibration split")
         else:
             line += "; the fit sees only the calibration split: the test figure is the one to expect"
@@ -427,7 +441,7 @@ def _fit_budget_step(model: nn.Module, cfg: FitBudgetConfig, ctx: StepContext) -
         return prune_unstructured(model, explicit_step("prune", {n: 0.0 for n in names}, cfg.include_classifier), ctx)
     ctx.report(0.0, "sensitivity sweep on the calibration split")
     fit = fit_budget(model, ctx.data, cfg)
-    ctx.report(0.8, f"fitted: {fit.size_bytes} bytes ({fit.size_kind}), calib accuracy {fit.accuracy:.4f}")
+    ctx.report(0.8, f"fitted: {fit.size_bytes} bytes ({fit.size_kind}), calib {fit.metric} {fit.accuracy:.4f}")
     if fit.split_note:
         ctx.note(fit.split_note)
     step = fit.step()

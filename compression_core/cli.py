@@ -99,7 +99,8 @@ def render_stats(s: ModelStats) -> str:
     lat = "-" if s.latency_ms is None else f"{s.latency_ms:.3f} ms (median of {s.latency_runs} runs)"
     lines += [
         f"latency          {lat}, batch {s.batch_size}, {s.threads} thread(s), runtime {s.runtime}",
-        f"{s.metric:<17}{s.accuracy * 100:.2f} % (test split)",
+        f"{s.metric:<17}{s.metric_text()} (test split"
+        + ("" if s.higher_is_better else ", lower is better") + ")",
         *[f"{k:<17}{v:.4f} (test split)" for k, v in s.extra.items()],
         f"FLOPs            {s.flops:,} per sample ({s.nonzero_flops:,} if zeros were skipped)",
         f"peak RAM         {_ram(s.peak_ram_bytes_b1)} at batch 1"
@@ -227,7 +228,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     print("\n--- after ---")
     print(render_stats(result.after))
     b, a = result.before, result.after
-    print(f"\n{a.metric} {b.accuracy * 100:.2f} % -> {a.accuracy * 100:.2f} %, size {_fmt_bytes(b.size_bytes)} -> "
+    print(f"\n{a.metric} {b.metric_text()} -> {a.metric_text()}, size {_fmt_bytes(b.size_bytes)} -> "
           f"{_fmt_bytes(a.size_bytes)} ({a.size_bytes / b.size_bytes:.3f}x)")
     if saved is not None:
         print(f"saved bundle     {args.save_model} ({saved:,} bytes: weights {a.size_bytes:,} + recipe and framing)")
@@ -348,12 +349,14 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     unit = "sparsity" if args.technique == "prune" else "bits"
     levels = [p[0] for p in res.layers[0].points]
     head = [f"{v * 100:.0f}%" if unit == "sparsity" else f"{v}b" for v in levels]
-    print(f"{res.model}: calibration accuracy ({res.samples} samples) with ONE layer at each {unit}; baseline "
-          f"{res.baseline_accuracy * 100:.2f} %; classifier {'included' if res.include_classifier else 'left alone'}; "
+    scale, shown = (100, f"{res.baseline_accuracy * 100:.2f} %") if res.percent else (1, f"{res.baseline_accuracy:.4g}")
+    print(f"{res.model}: calibration {res.metric} ({res.samples} samples"
+          + ("" if res.higher_is_better else ", lower is better") + f") with ONE layer at each {unit}; baseline "
+          f"{shown}; classifier {'included' if res.include_classifier else 'left alone'}; "
           f"{res.seconds:.2f} s")
     print(f"{'layer':<22}" + "".join(f"{h:>7}" for h in head))
     for c in res.layers:
-        print(f"{c.name:<22}" + "".join(f"{a * 100:>7.1f}" for _, a in c.points))
+        print(f"{c.name:<22}" + "".join(f"{a * scale:>7.1f}" for _, a in c.points))
     for h in res.heads or []:
         print(f"head {h.layer}[{h.head}] removed: {h.accuracy * 100:.1f} % ({h.accuracy_drop * 100:+.1f} points drop)")
     return 0

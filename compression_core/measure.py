@@ -62,6 +62,8 @@ class ModelStats(BaseModel):
     threads: int
     accuracy: float  # the workload's metric (``metric`` names it; top-1 accuracy by default)
     metric: str = "accuracy"
+    higher_is_better: bool = True  # the metric's direction (False: perplexity, a loss)
+    metric_percent: bool = True  # the metric is a fraction shown in % (False: shown as the number, e.g. perplexity)
     extra: dict[str, float] = {}  # the workload's secondary metrics (e.g. fidelity), from info["extra_metrics"]
     flops: int
     nonzero_flops: int
@@ -73,6 +75,11 @@ class ModelStats(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def metric_text(self, value: float | None = None) -> str:
+        """The metric (``value``, default this model's) as a person reads it: ``97.78 %`` or ``23.41``."""
+        v = self.accuracy if value is None else value
+        return f"{v * 100:.2f} %" if self.metric_percent else f"{v:.4g}"
 
 
 # ----------------------------------------------------------------------------------------------- accuracy
@@ -383,6 +390,8 @@ def measure(
         threads=threads,
         accuracy=evaluate(model, data),
         metric=getattr(getattr(data, "metric", None), "name", "accuracy"),
+        higher_is_better=bool(getattr(getattr(data, "metric", None), "higher_is_better", True)),
+        metric_percent=bool(getattr(getattr(data, "metric", None), "percent", True)),
         extra=_extra(model, data),
         flops=total_flops,
         nonzero_flops=nonzero_flops,

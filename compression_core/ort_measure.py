@@ -68,7 +68,10 @@ def measure_ort(
         params=sum(layer.params for layer in layers), nonzero_params=sum(layer.nonzero for layer in layers),
         size_bytes=size, latency_ms=lat[0] if lat else None, latency_iqr_ms=lat[1] if lat else None,
         latency_runs=lat[2] if lat else None, batch_size=batch_size, threads=threads,
-        accuracy=value, flops=total_flops, nonzero_flops=nonzero_flops, layers=layers,
+        accuracy=value, metric=getattr(metric, "name", "accuracy"),
+        higher_is_better=bool(getattr(metric, "higher_is_better", True)),
+        metric_percent=bool(getattr(metric, "percent", True)), flops=total_flops, nonzero_flops=nonzero_flops,
+        layers=layers,
         peak_ram_bytes=ram[0], peak_ram_bytes_b1=ram[1],
     )
 

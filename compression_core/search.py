@@ -14,7 +14,8 @@ He et al. 2018, for per-layer choices). Each trial is a plain recipe, applied an
   size in bytes (``shipped_size``: the sparse-encoded file when it is smaller than the dense ``torch.save`` file, as
   ``fit_budget`` counts a pruned model; else the dense file) and optionally latency (1 thread, batch 1, median)
   and peak inference RAM (``ram``: ``ModelStats.peak_ram_bytes`` at batch 1, compression_core.peak_ram);
-- constraints: ``max_size_bytes``, ``max_drop`` (metric points below the baseline) and ``max_ram_bytes`` (peak
+- constraints: ``max_size_bytes``, ``max_drop`` (metric points below the baseline; for a lower-is-better metric
+  such as perplexity, the rise in percent of the baseline, ``workload.metric_loss``) and ``max_ram_bytes`` (peak
   inference RAM at batch 1); infeasible trials never reach the front;
 - the search is seeded with the uniform settings (uniform sparsity 50 .. 90 %, each storage method alone) and with
   ``fit_budget`` fits at the uniform sizes (models with at most 8 prunable layers: on a transformer a fit's
@@ -44,7 +45,7 @@ from .recipe import parse_recipe, recipe_to_dict, apply_recipe
 from .targets import classifier_name, resolve_targets
 from .technique import StepContext
 from .executors import make_executor, sweep_on
-from .workload import resolve_workload
+from .workload import metric_loss, metric_up, resolve_workload
 
 OBJECTIVES = ("accuracy", "size", "latency", "ram")
 SPARSITY_STEP = 0.025
@@ -234,6 +235,7 @@ class SearchResult(BaseModel):
 
     model: str
     metric: str
+    higher_is_better: bool = True  # the metric's direction (False: perplexity; the search minimises it)
     baseline: dict
     objectives: list[str]
     constraints: dict
@@ -253,8 +255,8 @@ class SearchResult(BaseModel):
 
     def to_json_dict(self) -> dict:
         """The object ``search --json`` prints."""
-        return {"model": self.model, "baseline": {"accuracy": self.baseline["accuracy"],
-                                                  "size_bytes": self.baseline["size_bytes"]},
+        return {"model": self.model, "metric": self.metric, "higher_is_better": self.higher_is_better,
+                "baseline": {"accuracy": self.baseline["accuracy"], "size_bytes": self.baseline["size_bytes"]},
                 "trials": self.trials, "seconds": round(self.seconds, 3), "executor": self.executor,
                 "front": [p.front_entry() for p in self.front]}
 
@@ -267,12 +269,12 @@ class SearchResult(BaseModel):
                 "front": [p.model_dump() for p in self.front]}
 
 
-def _vector(p: SearchPoint, objectives: Sequence[str]) -> tuple[float, ...]:
-    """Objective values as numbers to MINIMISE."""
+def _vector(p: SearchPoint, objectives: Sequence[str], higher_is_better: bool = True) -> tuple[float, ...]:
+    """Objective values as numbers to MINIMISE (the metric negated when higher is better)."""
     out = []
     for o in objectives:
         if o == "accuracy":
-            out.append(-float(p.accuracy))
+            out.append(-float(p.accuracy) if higher_is_better else float(p.accuracy))
         elif o == "size":
             out.append(float(p.size_bytes))
         elif o == "ram":
@@ -282,11 +284,13 @@ def _vector(p: SearchPoint, objectives: Sequence[str]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def pareto_front(points: Sequence[SearchPoint], objectives: Sequence[str] = ("accuracy", "size")) -> list[SearchPoint]:
+def pareto_front(points: Sequence[SearchPoint], objectives: Sequence[str] = ("accuracy", "size"),
+                 higher_is_better: bool = True) -> list[SearchPoint]:
     """The feasible points no other feasible point dominates (as good in every objective, better in one); of equal
-    points the earliest trial; smallest file first."""
+    points the earliest trial; smallest file first. ``higher_is_better=False``: the metric is minimised
+    (perplexity)."""
     cands = [p for p in points if p.feasible and p.error is None]
-    vecs = {p.trial: _vector(p, objectives) for p in cands}
+    vecs = {p.trial: _vector(p, objectives, higher_is_better) for p in cands}
     front: list[SearchPoint] = []
     seen: set[tuple[float, ...]] = set()
     for p in sorted(cands, key=lambda q: q.trial):
@@ -297,7 +301,8 @@ def pareto_front(points: Sequence[SearchPoint], objectives: Sequence[str] = ("ac
             continue
         seen.add(v)
         front.append(p)
-    return sorted(front, key=lambda p: (p.size_bytes, -p.accuracy, p.trial))
+    sign = -1 if higher_is_better else 1
+    return sorted(front, key=lambda p: (p.size_bytes, sign * p.accuracy, p.trial))
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -330,7 +335,8 @@ def _check_args(trials: int, objectives: Sequence[str], max_size_bytes, max_drop
     if max_drop is not None:
         if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
                 or not 0 <= max_drop <= 100:
-            raise CompressionError(f"max_drop: must be 0..100 metric points, got {max_drop!r}")
+            raise CompressionError(f"max_drop: must be 0..100 metric points (percent rise for a lower-is-better "
+                                   f"metric such as perplexity), got {max_drop!r}")
     if sampler not in SAMPLERS:
         raise CompressionError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
@@ -404,17 +410,24 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
     base = evaluate_recipe(ref, {"recipe": make_recipe(ref, []), "latency": with_latency})
     if "error" in base:
         raise CompressionError(base["error"])
+    up = metric_up(wl.metric)
+    percent = bool(getattr(wl.metric, "percent", True))
     baseline = {"accuracy": base["accuracy"], "size_bytes": base["size_bytes"], "latency_ms": base["latency_ms"],
                 "peak_ram_bytes": base.get("peak_ram_bytes"),
-                "metric": base["metric"]}
+                "metric": base["metric"], "higher_is_better": up, "percent": percent}
+
+    def shown(v: float) -> str:
+        return f"{v * 100:.2f} %" if percent else f"{v:.4g}"
+
     if max_size_bytes is not None:
         _check_reachable(ex, ref, space, max_size_bytes)
     constraints = {"max_size_bytes": max_size_bytes, "max_drop": max_drop, "max_ram_bytes": max_ram_bytes}
-    say(0.0, f"baseline {base['metric']} {base['accuracy'] * 100:.2f} %, {base['size_bytes']:,} bytes; "
+    say(0.0, f"baseline {base['metric']} {shown(base['accuracy'])}, {base['size_bytes']:,} bytes; "
              f"{len(space.groups)} sparsity group(s), methods {', '.join(space.methods)}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = [{"accuracy": "maximize", "size": "minimize", "latency": "minimize"}[o] for o in objs]
+    directions = [{"accuracy": "maximize" if up else "minimize", "size": "minimize", "latency": "minimize",
+                   "ram": "minimize"}[o] for o in objs]
     study = optuna.create_study(directions=directions, sampler=_sampler(sampler, seed, batch_size))
     dists = space.distributions()
 
@@ -457,11 +470,11 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
             state.points.append(p)
             if state.first_point is None and p.feasible:
                 state.first_point = time.perf_counter() - t0
-            front = pareto_front(state.points, objs)
+            front = pareto_front(state.points, objs, up)
             if on_trial is not None:
                 on_trial(p, front)
             what = (f"error: {p.error}" if p.error else
-                    f"{p.accuracy * 100:.2f} %, {p.size_bytes:,} B ({p.size_ratio:.3f}x)"
+                    f"{shown(p.accuracy)}, {p.size_bytes:,} B ({p.size_ratio:.3f}x)"
                     + (f", {p.latency_ms:.3f} ms" if p.latency_ms is not None else "")
                     + ("" if p.feasible else " (infeasible)"))
             say(len(state.points) / trials, f"trial {p.trial + 1}/{trials} [{p.origin}] {what}; front {len(front)}")
@@ -482,14 +495,15 @@ def _search(ex, model, trials, objs, max_size_bytes, max_drop, seed, sampler, ba
     executor_name, n_workers = ex.name, ex.workers
     points = sorted(state.points, key=lambda p: p.trial)
     return SearchResult(
-        model=ref, metric=baseline["metric"], baseline=baseline, objectives=list(objs), constraints=constraints,
+        model=ref, metric=baseline["metric"], higher_is_better=up, baseline=baseline, objectives=list(objs),
+        constraints=constraints,
         trials=len(points), failed=sum(p.error is not None for p in points), seconds=time.perf_counter() - t0,
         first_point_seconds=state.first_point, executor=executor_name, workers=n_workers, sampler=sampler, seed=seed,
         batch_size=batch_size, cancelled=cancelled,
         space={"layers": list(space.layers), "groups": [list(g) for g in space.groups], "methods": list(space.methods),
                "structured_units": list(space.structured_units), "embeddings": space.embeddings,
                "sparsity_levels": list(SPARSITY_LEVELS)},
-        front=pareto_front(points, objs), points=points)
+        front=pareto_front(points, objs, up), points=points)
 
 
 def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop, max_ram_bytes=None) -> dict[str, float]:
@@ -501,7 +515,8 @@ def _violations(p: SearchPoint, baseline: dict, max_size_bytes, max_drop, max_ra
     if max_ram_bytes is not None:
         out["max_ram_bytes"] = float(p.peak_ram_bytes - max_ram_bytes) if p.peak_ram_bytes is not None else math.inf
     if max_drop is not None:
-        out["max_drop"] = (baseline["accuracy"] - p.accuracy) * 100 - max_drop
+        out["max_drop"] = metric_loss(baseline.get("higher_is_better", True), baseline["accuracy"], p.accuracy) \
+            - max_drop
     return out
 
 

@@ -25,6 +25,7 @@ from .errors import CompressionError, OneLineParser
 from .io import atomic_write_bytes
 from .search import search
 from .executors import sensitivity_sweep
+from .workload import metric_loss
 
 
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,8 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
                         "batch 1), e.g. accuracy,size,ram")
     s.add_argument("--max-size-bytes", type=str, default=None, metavar="B", help="only files of at most B bytes")
     s.add_argument("--max-drop", type=str, default=None, metavar="PT",
-                   help="only points at most PT metric points below the baseline")
+                   help="only points at most PT metric points below the baseline (for a lower-is-better metric "
+                        "such as perplexity: at most PT percent above it)")
     s.add_argument("--max-ram-bytes", type=str, default=None, metavar="B",
                    help="only models whose peak inference RAM (weights + input + activations, batch 1) is at most B "
                         "bytes")
@@ -152,12 +154,19 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json_dict(), indent=2))
         return 0
     base = result.baseline
-    print(f"model     {result.model} ({result.metric}); baseline {base['accuracy'] * 100:.2f} %, "
+    pct = base.get("percent", True)
+
+    def shown(v: float) -> str:
+        return f"{v * 100:.2f}%" if pct else f"{v:.4g}"
+
+    unit = "drop pt" if result.higher_is_better else "rise %"
+    print(f"model     {result.model} ({result.metric}, {'higher' if result.higher_is_better else 'lower'} is "
+          f"better); baseline {shown(base['accuracy'])}, "
           f"{base['size_bytes']:,} bytes")
     print(f"search    {result.trials} trials ({result.failed} failed) in {result.seconds:.1f} s, executor "
           f"{result.executor}, seed {result.seed}; first front point after "
           f"{result.first_point_seconds or 0:.1f} s")
-    print(f"\n{'#':>3} {'trial':>5}  {'origin':<10}{result.metric:>10}{'drop pt':>9}{'bytes':>11}{'ratio':>8}"
+    print(f"\n{'#':>3} {'trial':>5}  {'origin':<10}{result.metric:>10}{unit:>9}{'bytes':>11}{'ratio':>8}"
           f"{'latency ms':>12}{'peak RAM':>12}  settings")
     for i, p in enumerate(result.front, start=1):
         sp = p.settings["sparsity"]
@@ -166,7 +175,8 @@ def run_search(args: argparse.Namespace) -> int:
         if p.settings.get("structured"):
             settings += f"; structured {p.settings['structured'] * 100:.0f}%"
         ram = f"{p.peak_ram_bytes / 1024:,.1f} KB" if p.peak_ram_bytes is not None else "-"
-        print(f"{i:>3} {p.trial:>5}  {p.origin:<10}{p.accuracy * 100:>9.2f}%{(base['accuracy'] - p.accuracy) * 100:>9.2f}"
+        loss = metric_loss(result.higher_is_better, base["accuracy"], p.accuracy)
+        print(f"{i:>3} {p.trial:>5}  {p.origin:<10}{shown(p.accuracy):>10}{loss:>9.2f}"
               f"{p.size_bytes:>11,}{p.size_ratio:>7.3f}x{lat:>12}{ram:>12}  {settings[:80]}")
     if out is not None:
         print(f"\nwrote {len(result.front)} recipes and summary.json to {out}")

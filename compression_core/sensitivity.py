@@ -79,6 +79,9 @@ class Sensitivity(BaseModel):
     split: str = "calib"
     samples: int
     baseline_accuracy: float
+    metric: str = "accuracy"  # what baseline_accuracy and the curves' values are
+    higher_is_better: bool = True  # False: perplexity, a loss (a curve then rises as the layer is compressed)
+    percent: bool = True  # a fraction shown in %
     include_classifier: bool
     layers: list[LayerCurve]
     heads: list[HeadImportance] | None = None
@@ -287,7 +290,11 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
             for h, drop in enumerate(drops):
                 head_rows.append(HeadImportance(layer=layer, head=h, accuracy=round(base - drop, 10),
                                                 accuracy_drop=round(drop, 10)))
+    metric = getattr(data, "metric", None)
     return Sensitivity(model=name, technique=technique, samples=len(calib), baseline_accuracy=base,
+                       metric=str(getattr(metric, "name", "accuracy")),
+                       higher_is_better=bool(getattr(metric, "higher_is_better", True)),
+                       percent=bool(getattr(metric, "percent", True)),
                        include_classifier=include_classifier, layers=curves, heads=head_rows,
                        seconds=time.perf_counter() - t0)
 

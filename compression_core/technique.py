@@ -176,3 +176,16 @@ def apply_step(model: nn.Module, cfg: StepConfig, ctx: StepContext) -> nn.Module
         kinds = ", ".join(sorted(c.model_fields["kind"].default for c in _HANDLERS))
         raise CompressionError(f"kind: no technique registered for {type(cfg).__name__}; known kinds: {kinds}")
     return handler(clone_model(model), cfg, ctx)
+
+
+def apply_step_one_line(model: nn.Module, cfg: StepConfig, ctx: StepContext) -> nn.Module:
+    """``apply_step`` for the family verbs (``prune``, ``quantize``): a model the technique cannot handle is one
+    line (a CompressionError naming the technique and the first line of what failed), never a raw traceback."""
+    try:
+        return apply_step(model, cfg, ctx)
+    except (CompressionError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # a model the technique cannot handle: one line, never a traceback
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise CompressionError(f"model: {cfg.kind} cannot be applied to this model ({type(e).__name__}: "
+                               f"{first})") from None

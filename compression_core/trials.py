@@ -34,7 +34,8 @@ def evaluate_recipe(ref: str, payload: dict) -> dict:
         return {"error": str(e)}
     a = res.after
     size, kind = shipped_size(a)
-    return {"accuracy": float(a.accuracy), "metric": a.metric, "size_bytes": size, "size_kind": kind,
+    return {"accuracy": float(a.accuracy), "metric": a.metric, "higher_is_better": a.higher_is_better,
+            "size_bytes": size, "size_kind": kind,
             "dense_size_bytes": int(a.size_bytes), "sparse_size_bytes": a.sparse_size_bytes,
             "latency_ms": a.latency_ms, "peak_ram_bytes": a.peak_ram_bytes, "seconds": time.perf_counter() - t0}
 

@@ -76,6 +76,33 @@ class Metric:
         return float(self.fn(outputs, targets))
 
 
+def metric_up(metric: Any) -> bool:
+    """The metric's direction: ``Metric.higher_is_better`` (a bool is taken as the direction itself; True for
+    anything without one)."""
+    if isinstance(metric, bool):
+        return metric
+    return bool(getattr(metric, "higher_is_better", True))
+
+
+def metric_loss(metric: Any, before: float, after: float) -> float:
+    """How much worse ``after`` is than ``before`` in the unit drops and budgets use (``loss_unit``): percentage
+    points (x100) for a higher-is-better metric; for a lower-is-better one (perplexity, a loss) the rise in percent
+    of ``before`` (perplexity 20 -> 21 is 5.0), as people budget perplexity ("within +5 %"). Negative: better."""
+    if metric_up(metric):
+        return (before - after) * 100
+    return (after - before) / max(abs(before), 1e-12) * 100
+
+
+def loss_unit(metric: Any) -> str:
+    """What ``metric_loss`` counts in: ``points`` or ``% rise`` (lower-is-better metrics)."""
+    return "points" if metric_up(metric) else "% rise"
+
+
+def better(metric: Any, a: float, b: float) -> bool:
+    """True when the metric value ``a`` is strictly better than ``b`` (lower for a lower-is-better metric)."""
+    return a > b if metric_up(metric) else a < b
+
+
 ACCURACY = Metric("accuracy", top1)
 AGREEMENT = Metric("agreement", top1)  # top-1 against the uncompressed model's own predictions
 
@@ -510,7 +537,8 @@ def workload_summary(ref: str) -> dict:
 
 
 __all__ = [
-    "ACCURACY", "AGREEMENT", "DataSplits", "as_workload", "Metric", "Registered", "Split", "Workload", "canonical_reference",
-    "is_reference", "register_workload", "registered_workloads", "reinitialized", "resolve_workload", "top1",
+    "ACCURACY", "AGREEMENT", "DataSplits", "as_workload", "Metric", "Registered", "Split", "Workload", "better",
+    "canonical_reference", "is_reference", "loss_unit", "metric_loss", "metric_up", "register_workload",
+    "registered_workloads", "reinitialized", "resolve_workload", "top1",
     "workload_names", "workload_summary",
 ]

@@ -176,10 +176,14 @@ def size_chart(before: dict, after: dict | None) -> Fig:
     return fig
 
 
-def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", percent: bool = True) -> Fig:
+def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", percent: bool = True,
+                   higher_is_better: bool = True) -> Fig:
     """The workload's metric on the test split (in % for fractions), before vs after, bars from 0 (a zoomed axis
-    would make a small drop look huge); the change is written on the after bar and in the subtitle."""
+    would make a small drop look huge); the change is written on the after bar and in the subtitle. A
+    lower-is-better metric (perplexity) says so in its titles, and its change also in percent of before."""
     scale, unit = (100, " (%)") if percent else (1, "")
+    if not higher_is_better:
+        unit += ", lower is better"
     labels = ["before"] + (["after"] if after else [])
     vals = [before["accuracy"] * scale] + ([after["accuracy"] * scale] if after else [])
     sim = bool(after and after.get("simulated"))
@@ -187,6 +191,9 @@ def accuracy_chart(before: dict, after: dict | None, metric: str = "accuracy", p
     if after:
         d = vals[1] - vals[0]
         change = f"{d:+.2f} points" if percent else f"{d:+.4f}"
+        if not percent and vals[0]:
+            verdict = "same" if d == 0 else "better" if (d > 0) == higher_is_better else "worse"
+            change += f" ({d / abs(vals[0]) * 100:+.1f} %: {verdict})"
     fig = _fig(f"Test {metric}{unit}", yaxis_title=f"{metric}{unit}")
     if after:
         fig.update_layout(title=dict(subtitle=dict(text=f"after - before: {change}" + (" (simulated)" if sim else ""))),
@@ -414,7 +421,8 @@ def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> F
 
 
 def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: Sequence[int] = (),
-                 y: str = "change_pt", y_title: str = "metric change vs its own baseline (points)",
+                 y: str = "change_pt",
+                 y_title: str = "metric change vs its own baseline (points; % lower for perplexity-like metrics)",
                  error_x: tuple[str, str] | None = None) -> Fig:
     """Every experiment as (x, y), both relative to the experiment's own model's baseline (so models of very
     different sizes share one chart), one colour per model, simulated results hollow, the per-model Pareto front

@@ -251,7 +251,8 @@ def widget(container, s: FieldSpec, key: str, value: Any, choices: tuple | None 
 
 def override_levels(t: Technique, fit_levels: tuple[float, ...]) -> list | None:
     """The values a per-layer override slider offers, from the type of the config's ``overrides`` values: a bits
-    range, Literal choices, or (fractions) the budget fit's sparsity grid; None when the type gives no range."""
+    range, Literal choices, or (fractions) the budget fit's sparsity grid within the values' own bounds; None when
+    the type gives no range."""
     f = t.fields().get("overrides")
     if f is None:
         return None
@@ -267,7 +268,12 @@ def override_levels(t: Technique, fit_levels: tuple[float, ...]) -> list | None:
     if ann is float:  # fractions, when the technique's own fraction field is bounded within [0, 1]
         for s in specs(t):
             if s.kind == "float" and s.lo is not None and s.hi is not None and 0 <= s.lo and s.hi <= 1:
-                return list(fit_levels)
+                # the grid, kept to the override type's own range (a rank ratio is in (0, 1]: no 0, and 1 kept)
+                grid = [v for v in fit_levels if (lo is None or (v >= lo if lo_inc else v > lo))
+                        and (hi is None or (v <= hi if hi_inc else v < hi))]
+                if hi is not None and hi_inc and 0 <= hi <= 1 and float(hi) not in grid:
+                    grid.append(float(hi))
+                return grid
     return None
 
 

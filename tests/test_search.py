@@ -132,7 +132,7 @@ def test_cli_json_and_out_recipes_reapply_to_the_reported_numbers(tmp_path, caps
     assert search_main(["search", "--model", MODEL, "--trials", "10", "--json", "--out", str(out), "--seed", "2"]) == 0
     cap = capsys.readouterr()
     d = json.loads(cap.out)
-    assert set(d) == {"model", "baseline", "trials", "seconds", "executor", "front"}
+    assert set(d) == {"model", "metric", "higher_is_better", "baseline", "trials", "seconds", "executor", "front"}
     assert set(d["baseline"]) == {"accuracy", "size_bytes"} and d["executor"] == "local" and d["trials"] == 10
     assert "trial 10/10" in cap.err  # progress on stderr
     files = sorted(out.glob("front-*.yaml"))

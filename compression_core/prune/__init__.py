@@ -12,7 +12,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import CompressionError
-from ..technique import ProgressFn, StepConfig, StepContext, apply_step, configs_of_family, technique_ui
+from ..technique import (ProgressFn, StepConfig, StepContext, apply_step_one_line, configs_of_family,
+                         technique_ui)
 from ..workload import as_workload
 from ..graph import build_graph
 from .importance import (
@@ -63,14 +64,7 @@ def prune(model: nn.Module, cfg: StepConfig, workload: Any = None, *, seed: int 
             f"prune() takes a pruning config object, got a {type(cfg).__name__}"
         raise CompressionError(f"kind: {what}; give prune() one of {kinds}")
     ctx = StepContext(data=as_workload(workload, model), seed=seed, progress=progress, replay=replay)
-    try:
-        return apply_step(model, cfg, ctx)
-    except (CompressionError, KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as e:  # a model the technique cannot handle: one line, never a traceback
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise CompressionError(f"model: {cfg.kind} cannot be applied to this model ({type(e).__name__}: "
-                               f"{first})") from None
+    return apply_step_one_line(model, cfg, ctx)
 
 
 __all__ = [

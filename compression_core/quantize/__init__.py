@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import CompressionError
 from ..workload import as_workload
-from ..technique import StepConfig, StepContext, apply_step, configs_of_family, technique_ui
+from ..technique import StepConfig, StepContext, apply_step_one_line, configs_of_family, technique_ui
 from .ao_engine import pick_engine
 from .safe_state import load_safe_state_dict, safe_state_dict
 from .dynamic import DynamicInt8Config
@@ -82,10 +82,11 @@ def quantize(
     replay: bool = False,
 ) -> nn.Module:
     """Quantize a copy of ``model`` with the method ``cfg`` names; the ``workload`` is needed by static PTQ (calib),
-    QAT (train) and fake-quant activations (calib), and names the classifier (default: the last Linear layer)."""
+    QAT (train) and fake-quant activations (calib), and names the classifier (default: the last Linear layer).
+    Every failure is a one-line CompressionError, as ``prune``'s."""
     cfg = quant_config(cfg)
-    return apply_step(model, cfg, StepContext(data=as_workload(workload, model), seed=seed, progress=progress,
-                                              replay=replay))
+    return apply_step_one_line(model, cfg, StepContext(data=as_workload(workload, model), seed=seed,
+                                                       progress=progress, replay=replay))
 
 
 def rebuild(base_model: nn.Module, cfg: StepConfig, state: dict, workload: Any = None) -> nn.Module:

@@ -108,10 +108,21 @@ if teacher:
         current_model = (ch or {}).get("model", state.DEFAULT_MODEL)
         model = c1.selectbox("Model", models, index=models.index(current_model) if current_model in models else 0,
                              key="c_model")
-        kinds = {"best accuracy under a file size (KB)": "max_size",
-                 "smallest file with accuracy at least (%)": "min_metric"}
+        try:  # the model's metric, its units and direction (perplexity: lower is better, not a percentage)
+            mf = state.facts(model)
+        except Exception:  # a model that cannot be loaded: the challenge is worded for accuracy
+            mf = {"metric": "accuracy", "percent": True, "higher_is_better": True}
+        m_up, m_pct = mf.get("higher_is_better", True), mf["percent"]
+        if m_up:
+            kinds = {f"best {mf['metric']} under a file size (KB)": "max_size",
+                     f"smallest file with {mf['metric']} at least" + (" (%)" if m_pct else ""): "min_metric"}
+        else:
+            kinds = {f"lowest {mf['metric']} under a file size (KB)": "max_size",
+                     f"smallest file with {mf['metric']} at most" + (" (%)" if m_pct else ""): "min_metric"}
         kind = kinds[c2.radio("Goal", list(kinds), key="c_kind")]
-        limit = c3.number_input("Size limit (KB)" if kind == "max_size" else "Accuracy at least (%)",
+        limit = c3.number_input("Size limit (KB)" if kind == "max_size" else
+                                f"{mf['metric'].capitalize()} at " + ("least" if m_up else "most")
+                                + (" (%)" if m_pct else ""),
                                 min_value=0.0, max_value=100000.0, value=20.0 if kind == "max_size" else 95.0,
                                 step=1.0, key=f"c_limit_{kind}")
         simulated = st.checkbox("Count simulated (fake-quant) results at their theoretical size", value=False,
@@ -121,7 +132,8 @@ if teacher:
                 st.error("Only the teacher can set the challenge.")
             else:
                 try:
-                    db.set_challenge({"kind": kind, "model": model, "metric": "accuracy", "limit": float(limit),
+                    db.set_challenge({"kind": kind, "model": model, "metric": mf["metric"], "percent": bool(m_pct),
+                                      "higher_is_better": bool(m_up), "limit": float(limit),
                                       "count_simulated": bool(simulated)})
                     st.rerun()
                 except store.StoreError as e:
@@ -135,7 +147,8 @@ st.subheader("Challenge: " + store.challenge_text(ch))
 size_rule = ("the smallest real file (dense or sparse-encoded)" +
              ("; simulated results count at their theoretical size" if ch.get("count_simulated")
               else "; simulated (fake-quant) results do not count"))
-st.caption(f"Accuracy on the {ch['model']} test split as measured by the dashboard; size: {size_rule}. "
+st.caption(f"{ch.get('metric', 'accuracy').capitalize()} on the {ch['model']} test split as measured by the dashboard"
+           + ("" if store.classroom.higher_is_better(ch) else " (lower is better)") + f"; size: {size_rule}. "
            "Build a configuration on the Explore page, then submit it here under any display name.")
 
 
@@ -176,7 +189,7 @@ else:
                    "quantization (int8, int4 packed) or pruning.")
     else:
         ok = store.qualifies(ch, row["accuracy"], size_kb)
-        s2.caption(f"{row['accuracy'] * 100:.2f} % at {size_kb:,.1f} KB: "
+        s2.caption(f"{store.classroom.metric_shown(ch, row['accuracy'])} at {size_kb:,.1f} KB: "
                    + ("meets the constraint." if ok else "does NOT meet the constraint (it is listed, unranked)."))
         if st.button("Submit to the challenge", type="primary", key="c_submit"):
             try:
@@ -195,28 +208,34 @@ else:
 
 # ------------------------------------------------------------------------------------------------ the board
 def board_chart(ch: dict, subs: list[dict], base: dict | None) -> go.Figure:
+    metric, pct = ch.get("metric", "accuracy"), ch.get("percent", True)
+    unit = " %" if pct else ""
+    val = store.classroom.metric_value
     fig = go.Figure()
     within = [s for s in subs if store.qualifies(ch, s["accuracy"], s["size_kb"])]
     over = [s for s in subs if not store.qualifies(ch, s["accuracy"], s["size_kb"])]
     for label, pts, color, symbol in (("meets the constraint", within, "#2ca02c", "circle"),
                                       ("does not", over, "#9e9e9e", "x")):
         fig.add_trace(go.Scatter(
-            x=[p["size_kb"] for p in pts], y=[p["accuracy"] * 100 for p in pts], mode="markers", name=label,
+            x=[p["size_kb"] for p in pts], y=[val(ch, p["accuracy"]) for p in pts], mode="markers", name=label,
             marker=dict(color=color, size=11, symbol=symbol, line=dict(width=1, color="white")),
             text=[p["display_name"] for p in pts],
-            hovertemplate="%{text}: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+            hovertemplate=f"%{{text}}: %{{y:.2f}}{unit} at %{{x:,.1f}} KB<extra></extra>"))
     if base is not None:
-        fig.add_trace(go.Scatter(x=[base["size_bytes"] / 1024], y=[base["accuracy"] * 100], mode="markers",
+        fig.add_trace(go.Scatter(x=[base["size_bytes"] / 1024], y=[val(ch, base["accuracy"])], mode="markers",
                                  name="baseline (uncompressed)", marker=dict(color="#1f77b4", size=14, symbol="star"),
-                                 hovertemplate="baseline: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+                                 hovertemplate=f"baseline: %{{y:.2f}}{unit} at %{{x:,.1f}} KB<extra></extra>"))
     if ch.get("kind", "max_size") == "max_size":
         fig.add_vline(x=float(ch["limit"]), line_dash="dash", line_color="#d62728",
                       annotation_text=f"limit {float(ch['limit']):g} KB", annotation_position="top right")
     else:
         fig.add_hline(y=float(ch["limit"]), line_dash="dash", line_color="#d62728",
-                      annotation_text=f"at least {float(ch['limit']):g} %", annotation_position="bottom right")
-    fig.update_layout(title=dict(text=f"The class's submissions: accuracy vs file size ({ch['model']})", x=0.0),
-                      xaxis_title="file size (KB, smallest real file)", yaxis_title="test accuracy (%)",
+                      annotation_text=f"at {'least' if store.classroom.higher_is_better(ch) else 'most'} "
+                                      f"{float(ch['limit']):g}{unit}", annotation_position="bottom right")
+    lower = "" if store.classroom.higher_is_better(ch) else ", lower is better"
+    fig.update_layout(title=dict(text=f"The class's submissions: {metric} vs file size ({ch['model']})", x=0.0),
+                      xaxis_title="file size (KB, smallest real file)",
+                      yaxis_title=f"test {metric}" + (" (%)" if pct else "") + lower,
                       legend=dict(orientation="h", y=-0.2), height=420, margin=dict(l=50, r=20, t=50, b=40))
     return fig
 
@@ -240,19 +259,24 @@ def board() -> None:
     if mine is None:
         st.caption("You have not submitted yet.")
     elif mine["rank"] is not None:
-        st.success(f"Your rank: {mine['rank']} of {n_ok} ({mine['display_name']}: {mine['accuracy'] * 100:.2f} % at "
+        st.success(f"Your rank: {mine['rank']} of {n_ok} ({mine['display_name']}: "
+                   f"{store.classroom.metric_shown(live, mine['accuracy'])} at "
                    f"{mine['size_kb']:,.1f} KB).")
     else:
-        st.warning(f"Your best submission does not meet the constraint yet ({mine['accuracy'] * 100:.2f} % at "
+        st.warning(f"Your best submission does not meet the constraint yet "
+                   f"({store.classroom.metric_shown(live, mine['accuracy'])} at "
                    f"{mine['size_kb']:,.1f} KB), so it is unranked.")
     if ranked:  # a plain table: readable by screen readers and on a projector, no scrolling grid
+        pct = live.get("percent", True)
+        col = f"{live.get('metric', 'accuracy')}" + (" (%)" if pct else "")
         table = pd.DataFrame([{  # every column of one type (a mixed column costs pyarrow a logged traceback)
             "rank": str(r["rank"]) if r["rank"] is not None else "-", "name": str(r["display_name"]),
-            "accuracy (%)": round(r["accuracy"] * 100, 2), "size (KB)": round(r["size_kb"], 1),
+            col: round(store.classroom.metric_value(live, r["accuracy"]), 2 if pct else 4),
+            "size (KB)": round(r["size_kb"], 1),
             "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": str(r.get("label") or ""),
             "you": "<- you" if r["browser"] == bid else ""} for r in ranked]).set_index("rank")
         # shown as the app shows numbers elsewhere: percent with 2 decimals, KB with 1 (not "98.6100")
-        st.table(table.style.format({"accuracy (%)": "{:.2f}", "size (KB)": "{:,.1f}"}))
+        st.table(table.style.format({col: "{:.2f}" if pct else "{:.4g}", "size (KB)": "{:,.1f}"}))
     try:
         base = state.baseline_view(live["model"])["stats"]
     except Exception:  # a model this build does not have: the chart just has no baseline star

@@ -24,11 +24,13 @@ def table_view(df: pd.DataFrame, one_model: bool) -> tuple[pd.DataFrame, dict]:
         "id": st.column_config.NumberColumn("row", format="%d", width=50),
         "model": st.column_config.TextColumn("model", width=90),
         "label": st.column_config.TextColumn("configuration", width=170),
-        "value": st.column_config.NumberColumn("metric %", format="%.2f", width=72,
-                                               help="the model's own metric (accuracy unless its workload says "
-                                                    "otherwise)"),
-        "change_pt": st.column_config.NumberColumn("change pt", format="%+.2f", width=72,
-                                                   help="change against the model's own baseline, in points"),
+        "value": st.column_config.NumberColumn("metric", format="%.2f", width=72,
+                                               help="the model's own metric (accuracy in % unless its workload "
+                                                    "says otherwise; perplexity as the number)"),
+        "change_pt": st.column_config.NumberColumn("change", format="%+.2f", width=72,
+                                                   help="change against the model's own baseline, positive = better: "
+                                                        "points, or for a lower-is-better metric (perplexity) "
+                                                        "percent lower"),
         "size_kb": st.column_config.NumberColumn("dense KB", format="%.1f", width=72, help="the dense file"),
         "smaller_kb": st.column_config.NumberColumn("smaller KB", format="%.1f", width=84,
                                                     help="the sparse-encoded or packed file where one exists, else "

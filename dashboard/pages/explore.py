@@ -219,7 +219,8 @@ def workbench() -> None:
             (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
             m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
                       state.metric_text(after["accuracy"], f),
-                      state.metric_delta(after["accuracy"], result.get("baseline_accuracy", bstats["accuracy"]), f))
+                      state.metric_delta(after["accuracy"], result.get("baseline_accuracy", bstats["accuracy"]), f),
+                      delta_color=state.delta_color(f))
             m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
                       f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
             m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
@@ -262,7 +263,8 @@ def workbench() -> None:
         c1.plotly_chart(state.figure("size", (ref, rk), lambda: charts.size_chart(bstats, after)), key="size_chart",
                         config=FAST)
         c2.plotly_chart(state.figure("acc", (ref, rk), lambda: charts.accuracy_chart(bstats, after, f["metric"],
-                                                                                     f["percent"])),
+                                                                                     f["percent"],
+                                                                                     f["higher_is_better"])),
                         key="acc_chart", config=FAST)
 
         @st.fragment

@@ -77,7 +77,8 @@ if up is not None:
                        f"{state.metric_text(after['accuracy'], f)}, size {after['size_bytes']:,} bytes.")
             c1, c2 = st.columns(2)
             c1.plotly_chart(charts.size_chart(base, after), key="r_size")
-            c2.plotly_chart(charts.accuracy_chart(base, after, f["metric"], f["percent"]), key="r_acc")
+            c2.plotly_chart(charts.accuracy_chart(base, after, f["metric"], f["percent"], f["higher_is_better"]),
+                            key="r_acc")
             st.dataframe(pd.DataFrame(res["steps"]), hide_index=True, width="stretch")
     except UnicodeDecodeError:
         st.error("recipe: the file is not UTF-8 text")

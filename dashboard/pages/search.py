@@ -58,7 +58,11 @@ def explore_point(ref: str) -> dict | None:
     return rows[-1] if rows else None
 
 
-def chart(run: dict, base: dict | None, mine: dict | None, metric: str) -> go.Figure:
+def chart(run: dict, base: dict | None, mine: dict | None, f: dict) -> go.Figure:
+    """Every trial as (file size, metric), the front as a step line; the metric in its own units (``f``: the
+    workload's facts), a lower-is-better one (perplexity) titled so, its front falling to the right."""
+    metric = f["metric"]
+    scale, unit = (100, " %") if f["percent"] else (1, "")
     pts = [p for p in run["points"] if p.get("error") is None]
     fig = go.Figure()
     others = [p for p in pts if p["origin"] == "search"]
@@ -66,25 +70,25 @@ def chart(run: dict, base: dict | None, mine: dict | None, metric: str) -> go.Fi
     for group, name, color, symbol in ((others, "trials", "#b0b0b0", "circle"),
                                        (seeds, "uniform settings and budget fits (seeds)", "#1f77b4", "diamond")):
         fig.add_trace(go.Scatter(
-            x=[p["size_bytes"] / 1024 for p in group], y=[p["accuracy"] * 100 for p in group], mode="markers",
+            x=[p["size_bytes"] / 1024 for p in group], y=[p["accuracy"] * scale for p in group], mode="markers",
             name=name, marker=dict(color=color, symbol=symbol, size=8),
             customdata=[p["trial"] for p in group],
-            hovertemplate="trial %{customdata}: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+            hovertemplate=f"trial %{{customdata}}: %{{y:.2f}}{unit} at %{{x:,.1f}} KB<extra></extra>"))
     front = sorted(run["front"], key=lambda p: p["size_bytes"])
     fig.add_trace(go.Scatter(
-        x=[p["size_bytes"] / 1024 for p in front], y=[p["accuracy"] * 100 for p in front], mode="lines+markers",
+        x=[p["size_bytes"] / 1024 for p in front], y=[p["accuracy"] * scale for p in front], mode="lines+markers",
         name="front (best trade-offs)", line=dict(color="#d62728", shape="hv"), marker=dict(size=11),
         customdata=[p["trial"] for p in front],
-        hovertemplate="front, trial %{customdata}: %{y:.2f} % at %{x:,.1f} KB<extra></extra>"))
+        hovertemplate=f"front, trial %{{customdata}}: %{{y:.2f}}{unit} at %{{x:,.1f}} KB<extra></extra>"))
     if base:
-        fig.add_trace(go.Scatter(x=[base["size_bytes"] / 1024], y=[base["accuracy"] * 100], mode="markers",
+        fig.add_trace(go.Scatter(x=[base["size_bytes"] / 1024], y=[base["accuracy"] * scale], mode="markers",
                                  name="uncompressed", marker=dict(color="black", symbol="square", size=10)))
     if mine:
-        fig.add_trace(go.Scatter(x=[mine["smallest_bytes"] / 1024], y=[mine["accuracy"] * 100], mode="markers",
+        fig.add_trace(go.Scatter(x=[mine["smallest_bytes"] / 1024], y=[mine["accuracy"] * scale], mode="markers",
                                  name="your Explore setting", marker=dict(color="#2ca02c", symbol="star", size=16)))
     fig.update_layout(title=dict(text=f"Test {metric} vs file size: each dot is a recipe applied and measured", x=0.0),
                       xaxis_title="file size (KB, sparse-encoded when smaller; log scale)", xaxis_type="log",
-                      yaxis_title=f"test {metric} (%)", height=460, legend=dict(orientation="h", y=-0.25),
+                      yaxis_title=f"test {state.metric_axis(f)}", height=460, legend=dict(orientation="h", y=-0.25),
                       margin=dict(l=60, r=20, t=50, b=40))
     return fig
 
@@ -172,9 +176,11 @@ def sparsity_text(sparsity: dict[str, float]) -> str:
     return f"{sum(values) / len(values):.1%} mean ({min(values):.1%}-{max(values):.1%})"
 
 
-def best_point(front: list[dict]) -> int:
-    """The index of the front's best-metric point (the smaller file on a tie): what the picker starts on."""
-    return max(range(len(front)), key=lambda k: (front[k]["accuracy"], -front[k]["size_bytes"]))
+def best_point(front: list[dict], higher_is_better: bool = True) -> int:
+    """The index of the front's best-metric point (the lowest for a lower-is-better metric such as perplexity; the
+    smaller file on a tie): what the picker starts on."""
+    sign = 1 if higher_is_better else -1
+    return max(range(len(front)), key=lambda k: (sign * front[k]["accuracy"], -front[k]["size_bytes"]))
 
 
 # ---------------------------------------------------------------------------------------------------- page
@@ -197,8 +203,12 @@ latency = c4.checkbox("Latency too", key="q_latency",
                       help="1 thread, batch 1; latency is a measurement, so the front then varies between runs")
 d1, d2 = st.columns(2)
 size_kb = d1.number_input("Max file size (KB, 0 = no limit)", min_value=0.0, value=0.0, step=10.0, key="q_size")
-drop = d2.number_input(f"Max {f['metric']} drop (points, 0 = no limit)", min_value=0.0, max_value=100.0, value=0.0,
-                       step=0.5, key="q_drop")
+drop = d2.number_input(f"Max {f['metric']} drop (points, 0 = no limit)" if f["higher_is_better"] else
+                       f"Max {f['metric']} rise (% of the baseline, 0 = no limit)",
+                       min_value=0.0, max_value=100.0, value=0.0, step=0.5, key="q_drop",
+                       help=None if f["higher_is_better"] else
+                       f"lower is better: {f['metric']} may be at most this many percent above the uncompressed "
+                       "model's")
 
 run = st.session_state.get(RUN)
 running = run is not None and not run["done"]
@@ -226,7 +236,7 @@ def live() -> None:
     st.progress(min(n / run["trials"], 1.0), text=f"{n}/{run['trials']} trials, {time.perf_counter() - run['t0']:.0f} s: "
                                                   f"{msg}"[:200])
     base = {"size_bytes": bstats["size_bytes"], "accuracy": bstats["accuracy"]} if run["ref"] == ref else None
-    st.plotly_chart(chart(run, base, explore_point(run["ref"]) if run["ref"] == ref else None, f["metric"]),
+    st.plotly_chart(chart(run, base, explore_point(run["ref"]) if run["ref"] == ref else None, f),
                     key="q_chart")
     if run["front"]:
         rows = [{"#": i + 1, "trial": p["trial"], "origin": p["origin"], f["metric"]: state.metric_text(p["accuracy"], f),
@@ -257,7 +267,7 @@ if run is not None and run["done"] and run["front"] and not run["error"]:
     st.subheader("Use a front point")
     if st.session_state.get("q_pick_run") != id(run) or st.session_state.get("q_pick") not in range(len(front)):
         st.session_state["q_pick_run"] = id(run)  # a new front: start from its best-metric point
-        st.session_state["q_pick"] = best_point(front)
+        st.session_state["q_pick"] = best_point(front, f["higher_is_better"])
     i = st.selectbox("Front point (the best metric first chosen)", range(len(front)), key="q_pick",
                      format_func=lambda k: f"#{k + 1}: {state.metric_text(front[k]['accuracy'], f)} at "
                                            f"{front[k]['size_bytes'] / 1024:,.1f} KB ({front[k]['size_ratio']:.3f}x)"

@@ -1,4 +1,5 @@
-"""Sensitivity: how much pruning (or how few bits) each layer tolerates alone, and a per-layer fit to a budget."""
+"""Sensitivity: how much pruning (how few bits, how low a rank) each layer tolerates alone, and a per-layer fit to a
+budget. The metric is shown in its own units: a lower-is-better one (perplexity) rises as a layer is compressed."""
 
 import typing
 
@@ -10,10 +11,12 @@ import state
 import techniques as T
 from compression_core.budget import fit_budget, fitted_recipe
 from compression_core.recipe import recipe_to_yaml
-from compression_core.sensitivity import Technique, sensitivity
+from compression_core.sensitivity import Sweep, sensitivity
 
-SWEEPS = typing.get_args(Technique)  # what the library's sweep offers ("prune", "quantize")
-SWEEP_LABELS = {"prune": "prune (magnitude, per layer)", "quantize": "quantize (simulated bits)"}
+# every sweep the library runs whose technique is registered (low-rank: the ``lowrank`` kind)
+SWEEPS = tuple(k for k in typing.get_args(Sweep) if k in ("prune", "quantize") or T.by_kind(k) is not None)
+SWEEP_LABELS = {"prune": "prune (magnitude, per layer)", "quantize": "quantize (simulated bits)",
+                **{k: f"{T.by_kind(k).label} (rank ratio)" for k in SWEEPS if T.by_kind(k) is not None}}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -36,22 +39,37 @@ def fit(ref: str, technique: str, include_cls: bool, target: str, value: float) 
 
 
 def level_label(technique: str, x: float) -> str:
+    if technique == "lowrank":
+        return f"rank {x * 100:g} %"
     return f"{x * 100:g} %" if technique == "prune" else f"{int(x)} bits"
+
+
+def _metric(res: dict) -> tuple[str, int, str, bool]:
+    """(metric name, scale, unit, higher is better) of a sweep result (older cached results: accuracy in %)."""
+    pct = res.get("percent", True)
+    return res.get("metric", "accuracy"), 100 if pct else 1, " (%)" if pct else "", res.get("higher_is_better", True)
+
+
+X_TITLES = {"prune": "sparsity of that layer (%)", "quantize": "bits per weight of that layer",
+            "lowrank": "rank kept by that layer (fraction of full rank)"}
+WHAT = {"prune": "pruned (magnitude)", "quantize": "fake-quantized (simulated)", "lowrank": "factorized (low rank)"}
 
 
 def heatmap(res: dict) -> go.Figure:
     tech = res["technique"]
+    metric, scale, unit, up = _metric(res)
     xs = [level_label(tech, p[0]) for p in res["layers"][0]["points"]]
     ys = [c["name"] for c in res["layers"]]
-    z = [[p[1] * 100 for p in c["points"]] for c in res["layers"]]  # (layers, levels) accuracy %
-    fig = go.Figure(go.Heatmap(
-        z=z, x=xs, y=ys, colorscale="RdYlGn", zmin=0, zmax=100, texttemplate="%{z:.1f}",
-        colorbar=dict(title="calib accuracy (%)"),
-        hovertemplate="layer %{y}<br>" + ("sparsity" if tech == "prune" else "weights") +
-                      " %{x}<br>calibration accuracy %{z:.1f} %<extra></extra>"))
-    what = "pruned (magnitude)" if tech == "prune" else "fake-quantized (simulated)"
-    fig.update_layout(title=dict(text=f"Calibration accuracy (%) with ONE layer alone {what}", x=0.0),
-                      xaxis_title="sparsity of that layer (%)" if tech == "prune" else "bits per weight of that layer",
+    z = [[p[1] * scale for p in c["points"]] for c in res["layers"]]  # (layers, levels) metric
+    rng = dict(zmin=0, zmax=100) if scale == 100 else {}
+    fig = go.Figure(go.Heatmap(  # green is good: high accuracy, or low perplexity
+        z=z, x=xs, y=ys, colorscale="RdYlGn" if up else "RdYlGn_r", texttemplate="%{z:.1f}" if scale == 100 else
+        "%{z:.3g}", colorbar=dict(title=f"calib {metric}{unit}"), **rng,
+        hovertemplate="layer %{y}<br>" + {"prune": "sparsity", "lowrank": "rank"}.get(tech, "weights") +
+                      f" %{{x}}<br>calibration {metric} %{{z:.3g}}{unit}<extra></extra>"))
+    lower = "" if up else ", lower is better"
+    fig.update_layout(title=dict(text=f"Calibration {metric}{unit}{lower} with ONE layer alone {WHAT[tech]}", x=0.0),
+                      xaxis_title=X_TITLES[tech],
                       yaxis_title="layer", yaxis=dict(autorange="reversed"), xaxis=dict(type="category"),
                       height=140 + 36 * len(ys),
                       margin=dict(l=60, r=20, t=50, b=40))
@@ -60,19 +78,24 @@ def heatmap(res: dict) -> go.Figure:
 
 def curves(res: dict) -> go.Figure:
     tech = res["technique"]
+    metric, scale, unit, up = _metric(res)
     fig = go.Figure()
     for c in res["layers"]:
         xs = [p[0] * 100 if tech == "prune" else p[0] for p in c["points"]]
-        fig.add_trace(go.Scatter(x=xs, y=[p[1] * 100 for p in c["points"]], mode="lines+markers", name=c["name"],
-                                 hovertemplate=c["name"] + ": %{y:.1f} % at %{x}<extra></extra>"))
-    fig.add_hline(y=res["baseline_accuracy"] * 100, line_dash="dash", line_color="gray",
+        fig.add_trace(go.Scatter(x=xs, y=[p[1] * scale for p in c["points"]], mode="lines+markers", name=c["name"],
+                                 hovertemplate=c["name"] + f": %{{y:.3g}}{unit} at %{{x}}<extra></extra>"))
+    fig.add_hline(y=res["baseline_accuracy"] * scale, line_dash="dash", line_color="gray",
                   annotation_text="baseline", annotation_position="bottom left")
-    fig.update_layout(title=dict(text="Sensitivity curves: calibration accuracy (%) per layer", x=0.0),
-                      xaxis_title="sparsity of the layer (%)" if tech == "prune" else "bits per weight",
-                      yaxis_title="calibration accuracy (%)", yaxis=dict(range=[0, 102]), legend_title_text="layer",
+    lower = "" if up else ", lower is better"
+    fig.update_layout(title=dict(text=f"Sensitivity curves: calibration {metric}{unit}{lower} per layer", x=0.0),
+                      xaxis_title={"prune": "sparsity of the layer (%)", "quantize": "bits per weight",
+                                   "lowrank": "rank kept (fraction of full rank)"}[tech],
+                      yaxis_title=f"calibration {metric}{unit}{lower}", legend_title_text="layer",
                       height=360,
                       margin=dict(l=50, r=20, t=50, b=40))
-    if tech == "quantize":
+    if scale == 100:
+        fig.update_yaxes(range=[0, 102])
+    if tech in ("quantize", "lowrank"):  # more compression to the right
         fig.update_xaxes(autorange="reversed")
     return fig
 
@@ -93,7 +116,7 @@ def fill_explore(ref: str, step: dict) -> str | None:
     """Write a fitted step into the Explore page's own widget keys (the technique of its family, its settings,
     layer selection, classifier box and one per-layer override per layer); returns the technique's label."""
     t = T.by_kind(step["kind"])
-    if t is None or t.ui.family not in ("prune", "quantize"):
+    if t is None or t.ui.family not in ("prune", "quantize"):  # lowrank is of the prune family
         return None
     ss = st.session_state
     ss["x_model"] = ref
@@ -132,7 +155,8 @@ except Exception as e:  # one line, never a traceback
     st.error(state.one_line(e))
     st.stop()
 
-st.caption(f"Baseline calibration accuracy {res['baseline_accuracy'] * 100:.2f} % on {res['samples']} samples; "
+st.caption(f"Baseline calibration {facts['metric']} {state.metric_text(res['baseline_accuracy'], facts)}"
+           + ("" if facts["higher_is_better"] else " (lower is better)") + f" on {res['samples']} samples; "
            f"sweep took {res['seconds']:.2f} s.")
 st.plotly_chart(heatmap(res), key="sens_heatmap")
 st.plotly_chart(curves(res), key="sens_curves")
@@ -142,21 +166,28 @@ if res.get("heads"):
                "means the model did slightly better without it on these samples.")
 
 st.subheader("Fit to a budget")
-size_kind = ("sparse-encoded file (dense/bitmask/CSR per tensor)" if technique == "prune"
-             else "theoretical size of simulated bits (bits x params / 8), not a real packed file")
-st.caption(f"Picks per-layer {'sparsity' if technique == 'prune' else 'bits'} from the sensitivity curves (greedy: "
-           f"least accuracy lost per byte saved, then refined on the joint calibration accuracy). Size means the "
-           f"{size_kind}.")
+size_kind = {"prune": "sparse-encoded file (dense/bitmask/CSR per tensor)",
+             "lowrank": "dense file of the factorized model"}.get(
+    technique, "theoretical size of simulated bits (bits x params / 8), not a real packed file")
+setting = {"prune": "sparsity", "lowrank": "rank ratios"}.get(technique, "bits")
+up = facts["higher_is_better"]
+drop_unit = "points" if up else "% of the baseline"
+st.caption(f"Picks per-layer {setting} from the sensitivity curves (greedy: least {facts['metric']} lost per byte "
+           f"saved, then refined on the joint calibration {facts['metric']}). Size means the {size_kind}."
+           + ("" if up else f" Lower {facts['metric']} is better: the budget is how far it may RISE, in percent of "
+                            "the uncompressed model's."))
 f1, f2, f3 = st.columns([1, 1, 1])
-target_label = f1.radio("Budget", ["file size (KB)", "max accuracy drop (points)"], key="s_target")
+drop_label = f"max {facts['metric']} drop (points)" if up else f"max {facts['metric']} rise (%)"
+target_label = f1.radio("Budget", ["file size (KB)", drop_label], key="s_target")
 target = "size" if target_label.startswith("file") else "drop"
 if target == "size":
     value = f2.number_input("Target file size (KB)", min_value=0.0, value=float(state.baseline_view(name)["stats"]
                             ["size_bytes"] // 2048), step=1.0, key=f"s_kb_{name}")
     budget_value = value * 1024
 else:
-    value = f2.number_input("Max calibration accuracy drop (points)", min_value=0.0, max_value=100.0, value=1.0,
-                            step=0.5, key="s_drop")
+    value = f2.number_input(f"Max calibration {facts['metric']} " + ("drop (points)" if up else
+                                                                     "rise (% of the baseline)"),
+                            min_value=0.0, max_value=100.0, value=1.0, step=0.5, key="s_drop")
     budget_value = value
 if f3.button("Fit to budget", type="primary", key="s_fit"):
     try:
@@ -173,25 +204,27 @@ if f3.button("Fit to budget", type="primary", key="s_fit"):
 done = st.session_state.get("sens_fit")
 if done and done["model"] == name and done["technique"] == technique:
     f = done["fit"]
-    unit = "sparsity" if technique == "prune" else "bits"
+    unit = {"prune": "sparsity", "lowrank": "rank ratio"}.get(technique, "bits")
     st.dataframe(pd.DataFrame([{"layer": k, unit: (f"{v * 100:g} %" if technique == "prune" else
+                                                   f"{v:g}" if technique == "lowrank" else
                                                    ("float (32)" if v >= 32 else f"{int(v)}"))}
                                for k, v in f["choice"].items()]), hide_index=True)
     m1, m2, m3 = st.columns(3)
     m1.metric(f"File size ({f['size_kind']})", f"{f['size_bytes'] / 1024:,.1f} KB",
               f"{f['size_bytes'] / f['baseline_size_bytes']:.2f}x of baseline", delta_color="off", delta_arrow="off")
     m2.metric(f"Calibration {facts['metric']} (all layers together)", state.metric_text(f["accuracy"], facts),
-              state.metric_delta(f["accuracy"], f["baseline_accuracy"], facts))
+              state.metric_delta(f["accuracy"], f["baseline_accuracy"], facts), delta_color=state.delta_color(facts))
     m3.metric("Smallest reachable size", f"{f['min_size_bytes'] / 1024:,.1f} KB")
     if f.get("test_accuracy") is not None:  # the fit sees only the calibration split: the test split beside it
         st.caption(f"Test split: {facts['metric']} {state.metric_text(f['test_baseline_accuracy'], facts)} -> "
-                   f"{state.metric_text(f['test_accuracy'], facts)} ({f['test_drop_points']:.2f} points lost; "
-                   f"{f['calibration_drop_points']:.2f} on the calibration split).")
+                   f"{state.metric_text(f['test_accuracy'], facts)} ({f['test_drop_points']:.2f} "
+                   f"{'points lost' if up else '% worse'}; {f['calibration_drop_points']:.2f} on the calibration "
+                   "split).")
     if f.get("split_note"):
         st.warning(f["split_note"])
     if done.get("filled"):
         st.success(f"Filled the Explore page's controls ({done['filled']}, one value per layer). Go to Explore to "
-                   "see size, accuracy and latency on the test split.")
+                   f"see size, {facts['metric']} and latency on the test split.")
         try:
             st.page_link("pages/explore.py", label="Go to Explore", icon=":material/tune:")
         except Exception:  # the link needs the router; the message above says where to go

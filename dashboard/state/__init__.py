@@ -11,6 +11,8 @@ every technique copies its input. Results are cached by (model, recipe). A user'
 - ``lru.py``: the small process-wide LRU the caches below use
 - ``results.py``: compressed models and their measured views, cached per process
 - ``previews.py``: big models measured on a preview subset first, the whole test set in the background
+- ``estimates.py``: a move's computed size and estimated metric (sensitivity curves from a background job, on disk)
+- ``stages.py``: the server-side log of which stage (estimate, preview, full test set) each session was shown
 - ``runtimes.py``: latency timed on request (torch or ONNX Runtime) and ONNX Runtime views
 - ``figures.py``: figures built once per process and served as finished data
 - ``session.py``: the session's history rows and the Experiments page's tables
@@ -28,15 +30,24 @@ from .results import (adopt_job_result, applied, baseline_view, compressed, extr
 from .runtimes import RUNTIMES, compare, ort_module, ort_view
 from .session import (FIELD_LABELS, describe, experiments_frame, history, latency_frame, record, record_latency,
                       smallest_bytes)
-from .workloads import (DEFAULT_MODEL, baseline, cli_references, cpu, default_index, facts, item_name, label,
-                        metric_delta, metric_text, metric_title, models, one_line, reference_errors, tensor_input)
+from .workloads import (DEFAULT_MODEL, baseline, cli_references, cpu, default_index, delta_color, facts, item_name,
+                        label, metric_axis, metric_delta, metric_text, metric_title, models, one_line,
+                        reference_errors, tensor_input)
 
 __all__ = [
     "DEFAULT_MODEL", "FIELD_LABELS", "LRU", "MAX_RECIPE_UPLOAD_BYTES", "RUNTIMES", "Ready", "adopt_job_result",
     "applied", "baseline", "baseline_preview_metric", "baseline_view", "cli_references", "compare", "compressed", "cpu",
-    "default_index", "describe", "experiments_frame", "extra_view", "facts", "figure", "full_ready", "full_view",
-    "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_delta", "metric_text",
-    "metric_title", "model_of", "models", "one_line", "ort_module", "ort_view", "parse_recipe_text", "preview_size",
+    "default_index", "delta_color", "describe", "experiments_frame", "extra_view", "facts", "figure", "full_ready",
+    "full_view", "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_axis",
+    "metric_delta", "metric_text", "metric_title", "model_of", "models", "one_line", "ort_module", "ort_view",
+    "parse_recipe_text", "preview_size",
     "preview_view", "record", "record_latency", "recipe_dict", "recipe_key", "reference_errors", "result_view",
     "run_recipe", "run_recipe_live", "smallest_bytes", "tensor_input", "to_yaml",
 ]
+
+from . import stages  # noqa: E402  (the stage log: Explore writes it, tests and benchmarks read it)
+from .estimates import cost_view, curves_status, estimate_view, estimated_stats, with_cost  # noqa: E402
+from .previews import live_view, newer_stage  # noqa: E402
+
+__all__ += ["cost_view", "curves_status", "estimate_view", "estimated_stats", "live_view", "newer_stage", "stages",
+            "with_cost"]

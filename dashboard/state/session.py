@@ -34,6 +34,7 @@ def record(ref: str, label_: str, recipe: dict | None, stats: dict, how: str = "
     row = {
         "id": max((r["id"] for r in rows), default=0) + 1, "key": key, "model": label(ref), "ref": ref, "label": label_,
         "baseline": recipe is None, "metric": stats.get("metric", "accuracy"),
+        "higher_is_better": bool(stats.get("higher_is_better", True)), "percent": stats.get("metric_percent"),
         "accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"],
         "sparse_size_bytes": stats.get("sparse_size_bytes"), "theoretical_size_bytes": stats.get("theoretical_size_bytes"),
         "simulated": bool(stats.get("simulated")), "nonzero_params": stats["nonzero_params"], "params": stats["params"],
@@ -86,21 +87,28 @@ def describe(steps: list[dict]) -> str:
 # ------------------------------------------------------------------------------------------------ experiments
 def experiments_frame(rows: list[dict]):
     """One row per configuration, numbers rounded for people, sizes and the metric also as changes relative to the
-    configuration's own model's baseline (so models of very different sizes compare on one chart)."""
+    configuration's own model's baseline (so models of very different sizes compare on one chart). ``change_pt``
+    is positive when better: points for a higher-is-better metric, percent lower for a lower-is-better one
+    (perplexity 20 -> 19 is +5.0), so one Pareto front (up is better) holds for every model."""
     import pandas as pd
 
     base = {r["ref"]: r for r in rows if r["baseline"]}
     out = []
     for r in rows:
         b = base.get(r["ref"], r)
-        pct = r["metric"] in ("accuracy", "agreement") or 0 <= r["accuracy"] <= 1
+        pct = r.get("percent")
+        if pct is None:  # rows kept before the unit was recorded
+            pct = r["metric"] in ("accuracy", "agreement") or 0 <= r["accuracy"] <= 1
         scale = 100 if pct else 1
+        up = r.get("higher_is_better", True)
+        change = (r["accuracy"] - b["accuracy"]) * scale if up else \
+            (b["accuracy"] - r["accuracy"]) / max(abs(b["accuracy"]), 1e-12) * 100
         lat = r["latency"][-1] if r["latency"] else None
         out.append({
             "id": r["id"], "model": r["model"], "label": r["label"], "baseline": r["baseline"],
             "simulated": r["simulated"], "metric": r["metric"],
             "value": round(r["accuracy"] * scale, 2),
-            "change_pt": round((r["accuracy"] - b["accuracy"]) * scale, 2),
+            "change_pt": round(change, 2),
             "size_kb": round(r["size_bytes"] / 1024, 1),
             "sparse_kb": None if r["sparse_size_bytes"] is None else round(r["sparse_size_bytes"] / 1024, 1),
             "simulated_kb": None if r["theoretical_size_bytes"] is None else round(r["theoretical_size_bytes"] / 1024, 1),

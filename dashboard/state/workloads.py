@@ -10,7 +10,7 @@ from compression_core import CompressionError, predict
 from compression_core import inputs as I
 from compression_core.cpu import CpuFacts, cpu_facts
 from compression_core.recipe import validation_error_line
-from compression_core.workload import Workload, registered_workloads, resolve_workload, workload_names
+from compression_core.workload import Workload, metric_up, registered_workloads, resolve_workload, workload_names
 
 try:  # the one validator of browser input (dashboard/trust.py), with this folder on sys.path or as a package
     import trust
@@ -106,6 +106,7 @@ def facts(ref: str) -> dict:
         "architecture": str(info.get("architecture") or type(wl.model).__name__),
         "task": str(info.get("task") or wl.description or ""),
         "classifier": wl.output_layer, "metric": wl.metric_name, "percent": bool(wl.metric.percent),
+        "higher_is_better": metric_up(wl.metric),
         "num_classes": num_classes, "class_names": class_names, "classification": bool(classification),
         "test_items": len(wl.test), "tensor_input": not I.is_dict(wl.test.x),
     }
@@ -126,7 +127,23 @@ def metric_text(value: float, f: dict) -> str:
 
 
 def metric_delta(after: float, before: float, f: dict) -> str:
-    return f"{(after - before) * 100:+.2f} points" if f["percent"] else f"{after - before:+.4f}"
+    """The change in the metric's own units: ``-1.20 points`` for fractions, ``+0.8123 (+4.1 %)`` otherwise (the
+    relative change is what a perplexity budget counts)."""
+    if f["percent"]:
+        return f"{(after - before) * 100:+.2f} points"
+    rel = f" ({(after - before) / abs(before) * 100:+.1f} %)" if before else ""
+    return f"{after - before:+.4f}{rel}"
+
+
+def delta_color(f: dict) -> str:
+    """``st.metric``'s delta_color for the metric: "inverse" when lower is better (a rise in perplexity is red)."""
+    return "normal" if f.get("higher_is_better", True) else "inverse"
+
+
+def metric_axis(f: dict) -> str:
+    """An axis title naming the metric and its unit, and its direction when lower is better."""
+    return f"{f['metric']}" + (" (%)" if f["percent"] else "") + \
+        ("" if f.get("higher_is_better", True) else ", lower is better")
 
 
 def metric_title(f: dict) -> str:

@@ -29,10 +29,30 @@ CHALLENGE_KINDS = {
     "max_size": "best {metric} under {limit:g} KB",
     "min_metric": "smallest file with {metric} at least {limit:g} %",
 }
+# a lower-is-better metric (perplexity: the challenge's ``higher_is_better`` is False), in its own units
+LOWER_KINDS = {
+    "max_size": "lowest {metric} under {limit:g} KB",
+    "min_metric": "smallest file with {metric} at most {limit:g}",
+}
+
+
+def higher_is_better(ch: dict) -> bool:
+    """The challenge metric's direction (challenges set before directions were stored: higher is better)."""
+    return bool(ch.get("higher_is_better", True))
+
+
+def metric_value(ch: dict, accuracy: float) -> float:
+    """A metric value in the challenge's display units: percent for fractions, else the number (perplexity)."""
+    return accuracy * 100 if ch.get("percent", True) else accuracy
+
+
+def metric_shown(ch: dict, accuracy: float) -> str:
+    return f"{accuracy * 100:.2f} %" if ch.get("percent", True) else f"{accuracy:.4g}"
 
 
 def challenge_text(ch: dict) -> str:
-    what = CHALLENGE_KINDS.get(ch.get("kind", "max_size"), CHALLENGE_KINDS["max_size"])
+    kinds = CHALLENGE_KINDS if higher_is_better(ch) else LOWER_KINDS
+    what = kinds.get(ch.get("kind", "max_size"), kinds["max_size"])
     return what.format(metric=ch.get("metric", "accuracy"), limit=float(ch.get("limit", 0))) + \
         f" on {ch.get('model', '?')}"
 
@@ -53,20 +73,24 @@ def entry_size_kb(row: dict, count_simulated: bool = False) -> float | None:
 def qualifies(ch: dict, accuracy: float, size_kb: float) -> bool:
     if ch.get("kind", "max_size") == "max_size":
         return size_kb <= float(ch["limit"]) + 1e-9
-    return accuracy * 100 >= float(ch["limit"]) - 1e-9
+    if not higher_is_better(ch):  # "perplexity at most <limit>"
+        return metric_value(ch, accuracy) <= float(ch["limit"]) + 1e-9
+    return metric_value(ch, accuracy) >= float(ch["limit"]) - 1e-9
 
 
 def leaderboard(ch: dict | None, subs: list[dict]) -> list[dict]:
     """One line per student (browser): their best submission, ranked (1 = best) among those meeting the constraint;
-    the others follow with rank None. "max_size": higher accuracy first (then smaller, then earlier);
-    "min_metric": smaller size first (then higher accuracy, then earlier)."""
+    the others follow with rank None. "max_size": better metric first (then smaller, then earlier);
+    "min_metric": smaller size first (then better metric, then earlier). Better: higher, or lower for a
+    lower-is-better metric (perplexity)."""
     if not ch:
         return []
     size_first = ch.get("kind", "max_size") == "min_metric"
+    sign = -1 if higher_is_better(ch) else 1
 
     def order(s: dict) -> tuple:
         ok = qualifies(ch, s["accuracy"], s["size_kb"])
-        main = (s["size_kb"], -s["accuracy"]) if size_first else (-s["accuracy"], s["size_kb"])
+        main = (s["size_kb"], sign * s["accuracy"]) if size_first else (sign * s["accuracy"], s["size_kb"])
         return (not ok, *main, s["created"])
 
     best: dict[str, dict] = {}
