@@ -125,8 +125,13 @@ if teacher:
                                 + (" (%)" if m_pct else ""),
                                 min_value=0.0, max_value=100000.0, value=20.0 if kind == "max_size" else 95.0,
                                 step=1.0, key=f"c_limit_{kind}")
-        simulated = st.checkbox("Count simulated (fake-quant) results at their theoretical size", value=False,
+        r1, r2 = st.columns([2, 1])
+        simulated = r1.checkbox("Count simulated (fake-quant) results at their theoretical size", value=False,
                                 key="c_sim")
+        max_ram = r2.number_input("Max peak RAM (KB, 0 = no limit)", min_value=0.0, max_value=10_000_000.0,
+                                  value=0.0, step=10.0, key="c_max_ram",
+                                  help="peak inference RAM at batch 1: weights as held in memory + the input + the "
+                                       "intermediate tensors alive at once (compression_core.peak_ram)")
         if st.button("Set challenge (starts a new, empty board)", type="primary", key="c_set"):
             if not is_teacher():  # checked again on the server side, whatever the page showed
                 st.error("Only the teacher can set the challenge.")
@@ -134,7 +139,8 @@ if teacher:
                 try:
                     db.set_challenge({"kind": kind, "model": model, "metric": mf["metric"], "percent": bool(m_pct),
                                       "higher_is_better": bool(m_up), "limit": float(limit),
-                                      "count_simulated": bool(simulated)})
+                                      "count_simulated": bool(simulated),
+                                      "max_ram_kb": float(max_ram) if max_ram > 0 else None})
                     st.rerun()
                 except store.StoreError as e:
                     st.error(str(e))
@@ -148,7 +154,9 @@ size_rule = ("the smallest real file (dense or sparse-encoded)" +
              ("; simulated results count at their theoretical size" if ch.get("count_simulated")
               else "; simulated (fake-quant) results do not count"))
 st.caption(f"{ch.get('metric', 'accuracy').capitalize()} on the {ch['model']} test split as measured by the dashboard"
-           + ("" if store.classroom.higher_is_better(ch) else " (lower is better)") + f"; size: {size_rule}. "
+           + ("" if store.classroom.higher_is_better(ch) else " (lower is better)") + f"; size: {size_rule}"
+           + ("; peak RAM: inference at batch 1 (weights + input + live activations), as Explore shows it"
+              if store.classroom.max_ram_kb(ch) is not None else "") + ". "
            "Build a configuration on the Explore page, then submit it here under any display name.")
 
 
@@ -158,7 +166,8 @@ def stats_row(stats: dict) -> dict:
     return {"accuracy": stats["accuracy"], "size_bytes": stats["size_bytes"], "simulated": bool(stats.get("simulated")),
             "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
             "theoretical_KB": None if stats.get("theoretical_size_bytes") is None
-            else stats["theoretical_size_bytes"] / 1024}
+            else stats["theoretical_size_bytes"] / 1024,
+            "peak_ram_KB": None if stats.get("peak_ram_bytes_b1") is None else stats["peak_ram_bytes_b1"] / 1024}
 
 
 candidates: dict[str, dict] = {}
@@ -188,15 +197,24 @@ else:
         s2.caption("A simulated (fake-quant) result has no real file; this challenge does not count it. Use a real "
                    "quantization (int8, int4 packed) or pruning.")
     else:
-        ok = store.qualifies(ch, row["accuracy"], size_kb)
-        s2.caption(f"{store.classroom.metric_shown(ch, row['accuracy'])} at {size_kb:,.1f} KB: "
-                   + ("meets the constraint." if ok else "does NOT meet the constraint (it is listed, unranked)."))
+        ram_kb = row.get("peak_ram_KB")
+        ok = store.qualifies(ch, row["accuracy"], size_kb, ram_kb)
+        ram_limit = store.classroom.max_ram_kb(ch)
+        ram_text = "" if ram_kb is None else f", {ram_kb:,.1f} KB peak RAM"
+        why = ""
+        if not store.classroom.ram_ok(ch, ram_kb):
+            why = (f" (peak RAM {ram_kb:,.1f} KB is over the {ram_limit:g} KB limit)" if ram_kb is not None
+                   else " (no peak-RAM figure for it: measure it on the Explore page)")
+        s2.caption(f"{store.classroom.metric_shown(ch, row['accuracy'])} at {size_kb:,.1f} KB{ram_text}: "
+                   + ("meets the constraint." if ok else f"does NOT meet the constraint{why} (it is listed, "
+                                                         "unranked)."))
         if st.button("Submit to the challenge", type="primary", key="c_submit"):
             try:
                 db.submit(bid, ss.get("c_name", ""), {
                     "accuracy": float(row["accuracy"]), "size_kb": float(size_kb), "model": ch["model"],
                     "label": str(row.get("label", ""))[:200], "recipe": row.get("recipe"),
-                    "simulated": bool(row.get("simulated"))})
+                    "simulated": bool(row.get("simulated")),
+                    "peak_ram_kb": None if ram_kb is None else float(ram_kb)})
                 st.success("Submitted: your point is on the board below.")
             except store.StoreError as e:
                 st.error(str(e))
@@ -212,8 +230,8 @@ def board_chart(ch: dict, subs: list[dict], base: dict | None) -> go.Figure:
     unit = " %" if pct else ""
     val = store.classroom.metric_value
     fig = go.Figure()
-    within = [s for s in subs if store.qualifies(ch, s["accuracy"], s["size_kb"])]
-    over = [s for s in subs if not store.qualifies(ch, s["accuracy"], s["size_kb"])]
+    within = [s for s in subs if store.qualifies(ch, s["accuracy"], s["size_kb"], s.get("peak_ram_kb"))]
+    over = [s for s in subs if not store.qualifies(ch, s["accuracy"], s["size_kb"], s.get("peak_ram_kb"))]
     for label, pts, color, symbol in (("meets the constraint", within, "#2ca02c", "circle"),
                                       ("does not", over, "#9e9e9e", "x")):
         fig.add_trace(go.Scatter(
@@ -273,6 +291,8 @@ def board() -> None:
             "rank": str(r["rank"]) if r["rank"] is not None else "-", "name": str(r["display_name"]),
             col: round(store.classroom.metric_value(live, r["accuracy"]), 2 if pct else 4),
             "size (KB)": round(r["size_kb"], 1),
+            **({"peak RAM (KB)": "-" if r.get("peak_ram_kb") is None else f"{r['peak_ram_kb']:,.1f}"}
+               if store.classroom.max_ram_kb(live) is not None else {}),
             "meets the constraint": "yes" if r["qualifies"] else "no", "configuration": str(r.get("label") or ""),
             "you": "<- you" if r["browser"] == bid else ""} for r in ranked]).set_index("rank")
         # shown as the app shows numbers elsewhere: percent with 2 decimals, KB with 1 (not "98.6100")

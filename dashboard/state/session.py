@@ -44,6 +44,8 @@ def record(ref: str, label_: str, recipe: dict | None, stats: dict, how: str = "
         "sparse_KB": None if stats.get("sparse_size_bytes") is None else stats["sparse_size_bytes"] / 1024,
         "theoretical_KB": None if stats.get("theoretical_size_bytes") is None else stats["theoretical_size_bytes"] / 1024,
         "best_KB": smallest_bytes(stats) / 1024, "latency_ms": None,
+        # peak inference RAM at batch 1 (compression_core.peak_ram): the Class page's RAM constraint reads it
+        "peak_ram_KB": None if stats.get("peak_ram_bytes_b1") is None else stats["peak_ram_bytes_b1"] / 1024,
     }
     rows[:] = [r for r in rows if r.get("how") != "preview"]  # one unsaved row: the current configuration
     rows.append(row)

@@ -53,8 +53,22 @@ def metric_shown(ch: dict, accuracy: float) -> str:
 def challenge_text(ch: dict) -> str:
     kinds = CHALLENGE_KINDS if higher_is_better(ch) else LOWER_KINDS
     what = kinds.get(ch.get("kind", "max_size"), kinds["max_size"])
+    ram = max_ram_kb(ch)
     return what.format(metric=ch.get("metric", "accuracy"), limit=float(ch.get("limit", 0))) + \
-        f" on {ch.get('model', '?')}"
+        (f", peak RAM at most {ram:g} KB" if ram is not None else "") + f" on {ch.get('model', '?')}"
+
+
+def max_ram_kb(ch: dict | None) -> float | None:
+    """The challenge's peak-RAM limit in KB (inference at batch 1: weights + input + live activations), or None."""
+    v = (ch or {}).get("max_ram_kb")
+    return float(v) if v else None
+
+
+def ram_ok(ch: dict, peak_ram_kb: float | None) -> bool:
+    """True when a submission's peak RAM is within the challenge's limit (always, without a limit); a submission
+    with no peak-RAM figure does not meet a limit it cannot show it meets."""
+    limit = max_ram_kb(ch)
+    return limit is None or (peak_ram_kb is not None and float(peak_ram_kb) <= limit + 1e-9)
 
 
 def entry_size_kb(row: dict, count_simulated: bool = False) -> float | None:
@@ -70,7 +84,10 @@ def entry_size_kb(row: dict, count_simulated: bool = False) -> float | None:
     return min(sizes) if sizes else None
 
 
-def qualifies(ch: dict, accuracy: float, size_kb: float) -> bool:
+def qualifies(ch: dict, accuracy: float, size_kb: float, peak_ram_kb: float | None = None) -> bool:
+    """Whether a submission meets the challenge: its goal's limit, and the peak-RAM limit when there is one."""
+    if not ram_ok(ch, peak_ram_kb):
+        return False
     if ch.get("kind", "max_size") == "max_size":
         return size_kb <= float(ch["limit"]) + 1e-9
     if not higher_is_better(ch):  # "perplexity at most <limit>"
@@ -89,7 +106,7 @@ def leaderboard(ch: dict | None, subs: list[dict]) -> list[dict]:
     sign = -1 if higher_is_better(ch) else 1
 
     def order(s: dict) -> tuple:
-        ok = qualifies(ch, s["accuracy"], s["size_kb"])
+        ok = qualifies(ch, s["accuracy"], s["size_kb"], s.get("peak_ram_kb"))
         main = (s["size_kb"], sign * s["accuracy"]) if size_first else (sign * s["accuracy"], s["size_kb"])
         return (not ok, *main, s["created"])
 
@@ -102,15 +119,15 @@ def leaderboard(ch: dict | None, subs: list[dict]) -> list[dict]:
     rows = sorted(best.values(), key=order)
     out, rank = [], 0
     for s in rows:
-        ok = qualifies(ch, s["accuracy"], s["size_kb"])
+        ok = qualifies(ch, s["accuracy"], s["size_kb"], s.get("peak_ram_kb"))
         if ok:
             rank += 1
         out.append({**s, "display_name": latest_name[s["browser"]], "qualifies": ok, "rank": rank if ok else None})
     return out
 
 
-SUBMISSION_COLUMNS = ("id", "display_name", "accuracy", "size_kb", "meets_constraint", "label", "model", "simulated",
-                      "created")
+SUBMISSION_COLUMNS = ("id", "display_name", "accuracy", "size_kb", "peak_ram_kb", "meets_constraint", "label", "model",
+                      "simulated", "created")
 
 
 def iso_time(t: float | None) -> str:
@@ -129,7 +146,7 @@ def submissions_csv(ch: dict | None, subs: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(SUBMISSION_COLUMNS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for s in subs:
-        ok = qualifies(ch, s["accuracy"], s["size_kb"]) if ch else None
+        ok = qualifies(ch, s["accuracy"], s["size_kb"], s.get("peak_ram_kb")) if ch else None
         row = {k: _cell(s.get(k)) for k in SUBMISSION_COLUMNS}
         w.writerow({**row, "meets_constraint": "" if ok is None else ("yes" if ok else "no"),
                     "simulated": "yes" if s.get("simulated") else "no", "created": iso_time(s.get("created"))})
