@@ -12,18 +12,24 @@ Two optional ``info`` keys (no workload has to give them):
 >>> extra_metrics(wl)                       # {"fidelity": <function>} or {}
 >>> compute(model, wl, n=60)                # {"fidelity": 0.97}
 >>> preview_items(wl)                       # 60, or None: measure everything at once
+>>> generate_text(model, wl, "Hello")       # a language model's greedy continuation (info["generate"])
+
+A third optional key, ``generate``: a callable or ``"module:attr"`` reference, ``fn(model, prompt,
+max_new_tokens=N) -> str``, a language model's continuation of ``prompt`` (greedy: deterministic). Without it, a
+registered workload whose factory's module defines ``generate`` uses that (tiny-lm does).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from typing import Any, Callable
 
 from torch import nn
 
 from .errors import CompressionError
-from .workload import Workload, _with
+from .workload import Workload, _with, registered_workloads
 
 PREVIEW_PARAMS = 5_000_000  # above this many parameters a slider move is first measured on a preview subset
 DEFAULT_PREVIEW_ITEMS = 64
@@ -85,5 +91,34 @@ def preview_workload(wl: Workload, n: int) -> Workload:
     return _with(wl, test=wl.test.take(slice(0, n)))
 
 
-__all__ = ["DEFAULT_PREVIEW_ITEMS", "PREVIEW_PARAMS", "compute", "extra_metrics", "param_count", "preview_items",
-           "preview_workload"]
+def text_generator(wl: Workload) -> Callable | None:
+    """``fn(model, prompt, max_new_tokens=N) -> str`` from ``info["generate"]``, else the ``generate`` function of the
+    module that registered the workload; None when the workload gives none (not a language model)."""
+    spec = (wl.info or {}).get("generate")
+    if spec is not None:
+        return _resolve("generate", spec)
+    reg = registered_workloads().get(wl.reference or wl.name)
+    module = sys.modules.get(getattr(getattr(reg, "factory", None), "__module__", "") or "")
+    fn = getattr(module, "generate", None)
+    return fn if callable(fn) else None
+
+
+def generate_text(model: nn.Module, wl: Workload, prompt: str, max_new_tokens: int = 32) -> str:
+    """``model``'s continuation of ``prompt`` (a compressed copy of ``wl``'s model, or the model itself), greedy,
+    ``max_new_tokens`` at most; a workload with no text generator, or a model that cannot run one, is one line."""
+    fn = text_generator(wl)
+    if fn is None:
+        raise CompressionError(f"generate: {wl.name} gives no text generator (info['generate']: a function "
+                               "(model, prompt, max_new_tokens) -> str); only a language model has one")
+    with _LOCK:
+        try:
+            return str(fn(model, prompt, max_new_tokens=max_new_tokens))
+        except CompressionError:
+            raise
+        except Exception as e:
+            raise CompressionError(f"generate: cannot generate text with this model ({type(e).__name__}: "
+                                   f"{(str(e).splitlines() or [''])[0][:200]})") from None
+
+
+__all__ = ["DEFAULT_PREVIEW_ITEMS", "PREVIEW_PARAMS", "compute", "extra_metrics", "generate_text", "param_count",
+           "preview_items", "preview_workload", "text_generator"]

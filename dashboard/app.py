@@ -53,6 +53,7 @@ NAV: dict[str, list[tuple[str, str, str]]] = {  # section -> (file in pages/, ti
         ("learn_dtypes.py", "Data types", ":material/table:"),
         ("learn_runtime.py", "Runtimes", ":material/speed:"),
         ("learn_transformer.py", "Compressing a transformer", ":material/translate:"),
+        ("learn_language.py", "Compressing a language model", ":material/chat:"),
     ],
 }
 
