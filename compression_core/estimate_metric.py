@@ -135,11 +135,30 @@ def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | l
     if check:
         if progress is not None:
             progress(len(fams) / (len(fams) + 1), f"checking the estimate on {check} random configurations")
-        with intra_op_threads(threads):
-            q = _quality(model, wl, out, check, seed + 1000, on="test")
-        out = out.model_copy(update={"band": q["band"], "band_share": q["inside_band"], "band_checks": q["n"],
-                                     "median_abs_error": q["median_abs_error"]})
+        out = measure_band(model, wl, out, check, seed, threads=threads)
     return out.model_copy(update={"seconds": time.perf_counter() - t0})
+
+
+def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int = 12, seed: int = 0,
+                 threads: int | None = 1) -> MetricCurves:
+    """``curves`` with their band measured: ``n`` random configurations (other than ``estimate_quality``'s for the
+    same seed) estimated and measured on the whole test split; the band is the 80th percentile of the absolute
+    errors (the estimate predicts the test metric, so that is where its error is measured)."""
+    wl = as_workload(workload, model)
+    with intra_op_threads(threads):
+        q = _quality(model, wl, curves, n, seed + 1000, on="test")
+    return curves.model_copy(update={"band": q["band"], "band_share": q["inside_band"], "band_checks": q["n"],
+                                     "median_abs_error": q["median_abs_error"]})
+
+
+def merge_curves(parts: list[MetricCurves]) -> MetricCurves:
+    """One MetricCurves from several computed separately (one family each, on the same split)."""
+    if not parts:
+        raise CompressionError("curves: nothing to merge")
+    curves: dict[str, list[LayerCurve]] = {}
+    for p in parts:
+        curves.update(p.curves)
+    return parts[0].model_copy(update={"curves": curves, "seconds": sum(p.seconds for p in parts)})
 
 
 # ------------------------------------------------------------------------------------------------ estimate
@@ -362,5 +381,5 @@ def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCu
             "percent": curves.percent, "curves_split": curves.split, "rows": q["rows"]}
 
 
-__all__ = ["CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "estimate_metric",
-           "estimate_quality", "metric_curves", "random_configs"]
+__all__ = ["CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
+           "estimate_metric", "estimate_quality", "measure_band", "merge_curves", "metric_curves", "random_configs"]

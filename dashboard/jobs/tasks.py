@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "allocate": f"{__name__}:run_allocate",
     "export": f"{__name__}:run_export",  # a compressed model's bundle and ONNX file (take it home)
     "measure_bundle": f"{__name__}:run_measure_bundle",  # an uploaded bundle re-measured (a heavy one)
+    "curves": f"{__name__}:run_curves",  # per-layer sensitivity curves of one family, or their band (Explore's estimate)
 }
 
 
@@ -199,6 +200,24 @@ def run_measure_bundle(payload: dict, progress) -> dict:
     progress(0.4, "measuring it on the test split")
     stats = measure(model, wl, name=recipe.name or f"{wl.name} (bundle)", with_latency=False)
     return {"stats": stats.model_dump()}
+
+
+def run_curves(payload: dict, progress) -> dict:
+    """``compression_core.metric_curves`` of one family (``family``, ``levels``) of a workload reference, or with
+    ``band`` (n) the band of the given ``curves`` measured on n random configurations: {"curves": MetricCurves}."""
+    _threads()
+    from compression_core import resolve_workload
+    from compression_core.estimate_metric import MetricCurves, measure_band, metric_curves
+
+    wl = resolve_workload(payload["model"])
+    if payload.get("band"):
+        progress(0.05, f"checking the estimate on {int(payload['band'])} random configurations")
+        c = measure_band(wl.model, wl, MetricCurves.model_validate(payload["curves"]), int(payload["band"]))
+    else:
+        fam = payload["family"]
+        levels = {fam: tuple(payload["levels"])} if payload.get("levels") else None
+        c = metric_curves(wl.model, wl, [fam], levels=levels, check=0, progress=progress)
+    return {"curves": c.model_dump(mode="json")}
 
 
 def run_sleep(payload: dict, progress) -> dict:

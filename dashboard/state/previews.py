@@ -1,12 +1,19 @@
 """Previews of big models: a big model (its workload's ``info["preview_items"]``, or over 5 M parameters) is first
 measured on a fixed preview subset, its first N test items, so a slider move shows numbers quickly; the whole test set
 is measured in a background thread (one at a time per process, on a copy of the model) and replaces the preview when
-it is done."""
+it is done.
+
+``live_view`` is Explore's path through the three stages of a move (``stages.py``): nothing measured yet
+(``estimate``: the page shows the computed size and the estimated metric, ``estimates.py``), the preview subset
+measured (``preview``), the whole test set measured (``full``). A big model's measurements run in one background
+thread per process (``_Pipeline``), the newest move first, so the page never waits for them; small models are
+measured at once and go straight to ``full``."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -15,9 +22,12 @@ import torch
 
 from compression_core import CompressionError, extra_metrics, measure
 
+from compression_core.recipe import apply_recipe, parse_recipe
+
 from .lru import LRU
 from .recipes import recipe_key
-from .results import _measure_full, _store, applied, extra_view, run_recipe
+from .results import _measure_full, _store, _unmeasured, applied, extra_view, run_recipe
+from .stages import ESTIMATE, FULL, PREVIEW
 from .workloads import baseline, facts, one_line
 
 
@@ -122,3 +132,129 @@ def run_recipe_live(recipe: dict) -> dict:
     view = dict(run_recipe(recipe))
     view.setdefault("extra", extra_view(key, ref))
     return view
+
+
+# ------------------------------------------------------------------------------------------------ Explore's stages
+class _Pipeline:
+    """Measurements of moves on big models in ONE background thread per process: the newest move first, its preview
+    subset, then its whole test set; moves not started yet beyond ``MAX_PENDING`` newer ones are dropped (the
+    student has moved on; coming back starts them again). No Streamlit calls in the thread: what it needs is
+    resolved in the page's thread and passed in ``ctx``."""
+
+    MAX_PENDING = 3
+    KEEP = 128
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: OrderedDict[str, dict] = OrderedDict()
+        self.previews: OrderedDict[str, Any] = OrderedDict()
+        self.fulls: OrderedDict[str, Any] = OrderedDict()
+        self.thread: threading.Thread | None = None
+
+    def want(self, key: str, ctx: dict) -> None:
+        with self.cond:
+            if key in self.fulls:
+                return
+            self.pending[key] = ctx
+            self.pending.move_to_end(key)
+            while len(self.pending) > self.MAX_PENDING:
+                self.pending.popitem(last=False)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, daemon=True, name="explore-stages")
+                self.thread.start()
+            self.cond.notify()
+
+    def _keep(self, d: OrderedDict, key: str, value: Any) -> None:
+        d[key] = value
+        d.move_to_end(key)
+        while len(d) > self.KEEP:
+            d.popitem(last=False)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=30):
+                    self.thread = None
+                    return
+                key, ctx = next(reversed(self.pending.items()))
+                first = key not in self.previews
+            try:
+                out: Any = _preview_now(key, ctx) if first else _full_now(key, ctx)
+            except Exception as e:  # shown as one line by the page
+                out = CompressionError(one_line(e))
+            with self.cond:
+                if first:
+                    self._keep(self.previews, key, out)
+                if not first or isinstance(out, Exception):
+                    self._keep(self.fulls, key, out)
+                    self.pending.pop(key, None)
+
+
+@st.cache_resource(show_spinner=False)
+def _pipeline() -> _Pipeline:
+    return _Pipeline()
+
+
+def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
+    hit = ctx["results"].get(key) or ctx["unmeasured"].get(key)
+    if hit is not None:
+        return hit
+    t0 = time.perf_counter()
+    result = apply_recipe(parse_recipe(json.loads(key)), with_latency=False, measure_before=False,
+                          measure_after=False, workload=ctx["wl"])
+    value = (result, time.perf_counter() - t0)
+    ctx["unmeasured"].put(key, value)
+    return value
+
+
+def _preview_now(key: str, ctx: dict) -> dict:
+    """The preview subset's view of a move (size and parameters are the whole model's), measured here."""
+    result, seconds = _applied_now(key, ctx)
+    wl, n, total = ctx["wl"], ctx["n"], ctx["total"]
+    stats = measure(result.model, extra_metrics.preview_workload(wl, n), name=wl.name, with_latency=False)
+    return {"stats": stats.model_dump(), "confusion": None, "extra": extra_metrics.compute(result.model, wl, n=n),
+            "preview": [n, total], "baseline_accuracy": ctx["base_preview"],
+            "steps": [s.to_json_dict() for s in result.steps], "seconds": seconds}
+
+
+def _full_now(key: str, ctx: dict) -> dict:
+    """The whole test set's view of a move (its model measured on a copy; the result kept in the per-process
+    store)."""
+    return _measure_full(key, _applied_now(key, ctx), ctx["facts"], ctx["results"])[1]
+
+
+def live_view(recipe: dict) -> dict:
+    """Explore's view of a move: {"stage": "estimate" | "preview" | "full", "view": the measured view or None}.
+    A big model's first call starts its measurements in the background and returns the estimate stage at once;
+    later calls return the newest stage measured. A small model (or a move already measured, e.g. trained) is
+    measured here and is at once ``full``. A measurement that failed raises its one line."""
+    key = recipe_key(recipe)
+    ref = recipe["model"]
+    pv = preview_size(ref)
+    if pv is None or _store().get(key) is not None:
+        view = dict(run_recipe(recipe))
+        view.setdefault("extra", extra_view(key, ref))
+        return {"stage": FULL, "view": view}
+    p = _pipeline()
+    with p.cond:
+        full, prev = p.fulls.get(key), p.previews.get(key)
+    for v in (full, prev):
+        if isinstance(v, Exception):
+            raise v
+    if full is not None:
+        return {"stage": FULL, "view": full}
+    p.want(key, {"wl": baseline(ref), "facts": facts(ref), "n": pv[0], "total": pv[1],
+                 "base_preview": baseline_preview_metric(ref), "results": _store(), "unmeasured": _unmeasured()})
+    if prev is not None:
+        return {"stage": PREVIEW, "view": prev}
+    return {"stage": ESTIMATE, "view": None}
+
+
+def newer_stage(key: str, stage: str) -> bool:
+    """True when a later stage than ``stage`` of the move ``key`` has been measured (or has failed): the page's
+    poller reruns then."""
+    p = _pipeline()
+    with p.cond:
+        if key in p.fulls:
+            return stage != FULL
+        return stage == ESTIMATE and key in p.previews

@@ -1,0 +1,246 @@
+"""Explore's first stage, before anything runs: a configuration's size, parameters and FLOPs computed exactly
+(``compression_core.estimate_cost``) and its metric estimated from per-layer sensitivity curves
+(``compression_core.estimate_metric``).
+
+The curves are computed by background jobs (the worker pool training uses, one family at a time, then their error
+band on a few random configurations), started when a model is first opened, and cached on disk by the model's
+content (``compression_core.disk_cache``: kept across sessions and server restarts); until they exist the estimate
+stage shows the size alone and says the estimate is being prepared. Curves are shared by every session (a model's
+curves are the same for everyone); the jobs run under one server session, not a student's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import streamlit as st
+
+from compression_core import disk_cache, estimate_cost, extra_metrics
+from compression_core.estimate_metric import (CURVE_LEVELS, FAMILIES, VERSION, MetricCurves, curves_code,
+                                              estimate_metric, merge_curves)
+from compression_core.recipe import parse_recipe
+
+import jobs  # dashboard/jobs: the curves are computed in worker processes
+
+from .lru import LRU
+from .workloads import baseline, one_line
+
+BIG_LEVELS = {"prune": (0.3, 0.6, 0.9), "quantize": (8, 4, 2), "lowrank": (0.5, 0.25, 0.1)}  # big models: 3 levels
+BAND_CHECKS = {"small": 12, "big": 6}  # random configurations the band is measured on (whole test split each)
+JOB_SESSION = "explore-curves"  # the jobs' session: a model's curves are everyone's
+CACHE = disk_cache.DiskCache("metric-curves")
+
+
+def _big(ref: str) -> bool:
+    """A model Explore measures on a preview subset first (its curves get fewer levels)."""
+    return extra_metrics.preview_items(baseline(ref)) is not None
+
+
+@st.cache_data(show_spinner=False)
+def model_key(ref: str) -> str:
+    """The model's content digest (every tensor of its state dict): the curves' disk cache key."""
+    return disk_cache.model_digest(baseline(ref).model)
+
+
+def levels(ref: str) -> dict[str, tuple]:
+    return BIG_LEVELS if _big(ref) else CURVE_LEVELS
+
+
+def _key(ref: str, what: str) -> str:
+    return disk_cache.digest("metric-curves", VERSION, model_key(ref), what, levels(ref),
+                             BAND_CHECKS["big" if _big(ref) else "small"], curves_code())
+
+
+class _Curves:
+    """Per process: finished curves (key -> MetricCurves), families that cannot be swept, and the job ids."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done: dict[str, MetricCurves | None] = {}  # None: this family has no layer to sweep
+        self.jobs: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+
+
+@st.cache_resource(show_spinner=False)
+def _state() -> _Curves:
+    return _Curves()
+
+
+def _from_disk(key: str) -> MetricCurves | None | bool:
+    got = CACHE.load(key)
+    if got is None:
+        return False
+    meta = got[1]
+    return None if meta.get("none") else MetricCurves.model_validate(meta["curves"])
+
+
+def _to_disk(key: str, c: MetricCurves | None) -> None:
+    CACHE.save(key, None, {"none": True} if c is None else {"curves": c.model_dump(mode="json")})
+
+
+def _part(ref: str, what: str, payload: dict) -> tuple[bool, MetricCurves | None, str]:
+    """(ready, curves, status) of one job's result: memory, then disk, else its job (submitted once)."""
+    s = _state()
+    key = _key(ref, what)
+    with s.lock:
+        if key in s.done:
+            return True, s.done[key], ""
+        if key in s.failed:
+            return True, None, s.failed[key]
+    hit = _from_disk(key)
+    if hit is not False:
+        with s.lock:
+            s.done[key] = hit
+        return True, hit, ""
+    try:
+        with s.lock:
+            job = s.jobs.get(key)
+        if job is None:
+            job = jobs.runner().submit("curves", payload, JOB_SESSION)
+            with s.lock:
+                s.jobs[key] = job
+        st_ = jobs.runner().status(job)
+    except Exception as e:  # the pool refused (queue full, workers cannot start): the estimate waits, one line
+        return False, None, one_line(e)
+    if st_["state"] == jobs.DONE:
+        c = MetricCurves.model_validate(st_["result"]["curves"])
+        _to_disk(key, c)
+        with s.lock:
+            s.done[key] = c
+        return True, c, ""
+    if st_["state"] in (jobs.ERROR, jobs.CANCELLED, "unknown"):
+        err = st_.get("error") or "failed"
+        if what in FAMILIES and "no layer" in err:  # nothing of this family to sweep: the others still count
+            _to_disk(key, None)
+            with s.lock:
+                s.done[key] = None
+            return True, None, ""
+        with s.lock:
+            s.failed[key] = err
+            s.jobs.pop(key, None)
+        return True, None, err
+    return False, None, f"{what} curves {st_['progress'] * 100:.0f} %" + (
+        f" ({st_['message']})" if st_.get("message") else "")
+
+
+def curves(ref: str) -> tuple[MetricCurves | None, str]:
+    """(the model's curves, with their band once measured; or None) and a status line while they are prepared.
+    Called on every Explore run: the first call starts the jobs (one at a time), later calls poll them."""
+    parts: list[MetricCurves] = []
+    lv = levels(ref)
+    for fam in FAMILIES:
+        ready, c, status = _part(ref, fam, {"model": ref, "family": fam, "levels": list(lv[fam])})
+        if not ready:
+            return None, status
+        if c is not None:
+            parts.append(c)
+        elif status:  # this family failed (time limit, ...): estimate with the others, say so
+            pass
+    if not parts:
+        return None, "no sensitivity curves could be computed for this model"
+    merged = merge_curves(parts)
+    n = BAND_CHECKS["big" if _big(ref) else "small"]
+    ready, banded, status = _part(ref, "band", {"model": ref, "band": n, "curves": merged.model_dump(mode="json")})
+    if ready and banded is not None:
+        return banded, ""
+    return merged, ("the error band is being measured: " + status) if not ready else status
+
+
+def curves_status(ref: str) -> str:
+    """Start (or poll) the curves of ``ref`` now (Explore calls this when a model is opened); a status line. Only
+    for a model measured on a preview subset first: a small model's moves are measured at once (no estimate
+    stage), so its curves would never be shown."""
+    try:
+        if not _big(ref):
+            return ""
+        return curves(ref)[1]
+    except Exception as e:  # never break the page for the estimate
+        return one_line(e)
+
+
+# ------------------------------------------------------------------------------------------------ per move
+@st.cache_data(show_spinner=False, max_entries=512)
+def cost_view(key: str) -> dict:
+    """``estimate_cost`` of the recipe ``key`` as a dict (sizes, parameters, FLOPs, per-layer rows; None where a
+    number is known only after applying, ``unknown`` says why; ``refused`` when the library would refuse it)."""
+    recipe = parse_recipe(json.loads(key))
+    wl = baseline(recipe.model)
+    return estimate_cost(wl.model, recipe, wl).model_dump()
+
+
+@st.cache_resource(show_spinner=False)
+def _base_layer_rows(ref: str) -> dict:
+    wl = baseline(ref)
+    return {r.name: r for r in estimate_cost(wl.model, [], wl).layers}
+
+
+@st.cache_resource(show_spinner=False)
+def _estimates() -> LRU:
+    return LRU(size=512)
+
+
+def estimate_view(key: str, base_metric: float) -> dict:
+    """{"value": predicted test metric or None, "band", "split", "reason", "status"} for the recipe ``key``."""
+    ref = json.loads(key)["model"]
+    try:
+        c, status = curves(ref)
+    except Exception as e:
+        return {"value": None, "band": None, "split": None, "reason": one_line(e), "status": ""}
+    if c is None:
+        return {"value": None, "band": None, "split": None, "reason": "", "status": status}
+    k = json.dumps([key, c.band, sorted(c.curves)])
+    hit = _estimates().get(k)
+    if hit is None:
+        recipe = parse_recipe(json.loads(key))
+        wl = baseline(ref)
+        try:
+            est = estimate_metric(c, wl.model, recipe, wl, baseline=base_metric, base_rows=_base_layer_rows(ref))
+            hit = {"value": est.value, "band": est.band, "split": c.split, "reason": est.reason, "status": status,
+                   "checks": c.band_checks}
+        except Exception as e:  # noqa: BLE001 - the estimate is a bonus: one line, the measurement follows
+            hit = {"value": None, "band": None, "split": c.split, "reason": one_line(e), "status": status}
+        _estimates().put(k, hit)
+    return hit
+
+
+def estimated_stats(key: str, bstats: dict, base_metric: float) -> tuple[dict, dict]:
+    """(stats of the estimate stage in ModelStats' shape: sizes, parameters and FLOPs computed, the metric
+    estimated (None when not yet), per-layer rows computed; the estimate's own view)."""
+    cost = cost_view(key)
+    est = estimate_view(key, base_metric)
+    return with_cost({"accuracy": est["value"], "layers": _layer_rows(cost, bstats)}, cost, bstats), est
+
+
+def _layer_rows(cost: dict, bstats: dict) -> list[dict]:
+    types = {r["name"]: r for r in bstats["layers"]}
+    rows = []
+    for r in cost.get("layers") or []:
+        b = types.get(r["name"], {})
+        nz = r["nonzero"] if r["nonzero"] is not None else r["params"]
+        rows.append({"name": r["name"], "type": b.get("type", ""), "params": r["params"], "nonzero": nz,
+                     "sparsity": 1 - nz / r["params"] if r["params"] else 0.0,
+                     "dtype": b.get("dtype", "") if r["bits"] == b.get("bits") else f"{r['bits']}-bit",
+                     "bits": r["bits"], "simulated": r["simulated"]})
+    return rows
+
+
+def with_cost(stats: dict, cost: dict, bstats: dict) -> dict:
+    """``stats`` with every size, parameter and FLOP count the computed cost knows (the same numbers on every
+    stage); a number the cost does not know keeps the measured one, or the baseline's shape when none is."""
+    out = dict(stats)
+    for k in ("size_bytes", "sparse_size_bytes", "theoretical_size_bytes", "params", "nonzero_params", "flops",
+              "nonzero_flops"):
+        if cost.get(k) is not None:
+            out[k] = cost[k]
+        elif k not in out:
+            out[k] = None
+    if cost.get("theoretical_size_bytes") is not None:
+        out["simulated"] = True
+    out.setdefault("simulated", False)
+    return out
+
+
+__all__ = ["BIG_LEVELS", "CACHE", "JOB_SESSION", "cost_view", "curves", "curves_status", "estimate_view",
+           "estimated_stats", "levels", "model_key", "with_cost"]
