@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from .errors import CompressionError
+from .cost import estimate_cost
 from .measure import evaluate, latency, size_bytes
 from .prune.common import is_attention
 from .quantize import DynamicInt8Config, QATConfig, StaticInt8Config, quantize
@@ -84,6 +85,14 @@ def _config(method: str, qat_epochs: int):
             "quantize_qat": QATConfig(epochs=qat_epochs)}[method]
 
 
+def _size(wl, steps: list, built: nn.Module) -> int:
+    """The file size of the workload's model after ``steps``, computed by ``estimate_cost`` (the function Explore's
+    size numbers come from, so the two pages agree to the byte); measured on ``built`` only when it cannot be
+    computed."""
+    c = estimate_cost(wl.model, steps, wl)
+    return c.size_bytes if c.size_bytes is not None else size_bytes(built)
+
+
 def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int = 32, threads: int = 1,
            min_run_time: float = 0.1) -> Advice:
     """Measure the candidate methods on the workload ``name`` (a reference or a Workload) and recommend one.
@@ -101,7 +110,7 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
     torch.set_num_threads(threads)
     try:
         base_acc = evaluate(wl.model, wl)
-        base_size = size_bytes(wl.model)
+        base_size = _size(wl, [], wl.model)
         base_ms = latency(wl.model, example, threads=threads, min_run_time=min_run_time)[0]
 
         def run(method: str) -> Candidate:
@@ -111,8 +120,9 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
             acc = evaluate(q, wl)
             ms = latency(q, example, threads=threads, min_run_time=min_run_time)[0]
             drop = metric_loss(wl.metric, base_acc, acc)  # points; % rise for perplexity
+            size = _size(wl, [_config(method, qat_epochs)], q)
             return Candidate(method=method, label=_LABELS[method], accuracy=acc, drop_pt=drop,
-                             size_bytes=size_bytes(q), size_ratio=size_bytes(q) / base_size, latency_ms=ms,
+                             size_bytes=size, size_ratio=size / base_size, latency_ms=ms,
                              latency_ratio=ms / base_ms, within_threshold=drop <= max_drop_pt, seconds=took)
 
         cands = [run("quantize_dynamic"), run("quantize_static")]

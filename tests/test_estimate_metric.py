@@ -73,3 +73,17 @@ def test_estimate_quality_reports_error_and_band(mlp, curves):
     q = estimate_quality(mlp, n=6, seed=1, curves=banded)
     assert q["n"] >= 1 and q["median_abs_error"] >= 0 and 0 <= q["inside_band"] <= 1 and q["band"] == 0.05
     assert {"estimate", "measured", "steps"} <= set(q["rows"][0])
+
+
+@pytest.mark.slow
+def test_advise_sizes_are_the_computed_ones_and_equal_the_measured_file():
+    """Advise's size figures come from estimate_cost (Explore's too), and equal the saved file's bytes."""
+    from compression_core import estimate_cost, quantize, size_bytes
+    from compression_core.advise import _config, advise
+
+    wl = sample_models.load("digits-mlp")
+    a = advise(wl, min_run_time=0.01)
+    assert a.baseline.size_bytes == estimate_cost(wl.model, [], wl).size_bytes == size_bytes(wl.model)
+    for c in a.candidates:
+        cfg = _config(c.method, 2)
+        assert c.size_bytes == estimate_cost(wl.model, [cfg], wl).size_bytes == size_bytes(quantize(wl.model, cfg, wl))
