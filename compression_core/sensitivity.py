@@ -14,7 +14,8 @@ How it stays fast (a full pruning sweep of digits-cnn or mnist-lenet300 takes we
 - The whole calibration split is evaluated as ONE batch under ``torch.no_grad``.
 - For ``nn.Sequential`` models (all sample models but the ViT and the LSTM) the input of every top-level child is
   computed once and cached, and each point runs only the suffix from the changed layer on. Other models run the
-  full forward (still one batch). The suffix of a Sequential is exactly what its forward runs, so a layer at 0 %
+  full forward (still one batch), with the recorded outputs of the blocks that end before the changed layer
+  replayed (``prefix_cache.BlockPrefix``: transformer layers, CNN stages), so only the rest runs. The suffix of a Sequential is exactly what its forward runs, so a layer at 0 %
   sparsity gives exactly the baseline accuracy.
 """
 
@@ -36,6 +37,7 @@ from .linear_like import is_conv1d
 from .targets import classifier_name
 from .prune.importance import weight_scores
 from .prune.lowrank import RANK_LEVELS, factorizable, layer_types as lowrank_types, low_rank_weight
+from .prefix_cache import BlockPrefix
 from .prune.probes import head_accuracy_drop
 from .quantize._common import fake_quantize_weight
 from .targets import resolve_targets
@@ -49,7 +51,8 @@ Technique = Literal["prune", "quantize"]  # what the budget fit and the dashboar
 Sweep = Literal["prune", "quantize", "lowrank"]  # every sweep sensitivity() runs (lowrank: levels are rank ratios)
 AUTO_HEADS = 16  # head importance costs one evaluation per head: automatic only for small models
 EVALUATION = ("one working copy, weights swapped in place and restored; the whole calibration split in one batch "
-              "under torch.no_grad; nn.Sequential models cache each layer's input and run only the suffix")
+              "under torch.no_grad; nn.Sequential models cache each layer's input and run only the suffix; other "
+              "models replay the recorded outputs of the blocks before the changed layer")
 
 
 class LayerCurve(BaseModel):
@@ -115,6 +118,8 @@ class Evaluator:
         self.children = list(model.children()) if plain and not I.is_dict(x) else None
         self.names = [n for n, _ in model.named_children()] if self.children is not None else []
         self._inputs: list[torch.Tensor] = []
+        # any other model: block outputs recorded once, replayed for the blocks before the changed layer
+        self.prefix = BlockPrefix(model, x) if self.children is None else None
         if self.children is not None:  # cached NOW, from the unchanged weights
             with torch.no_grad():
                 h = I.cast_floats(x, I.input_dtype(model))
@@ -134,7 +139,11 @@ class Evaluator:
         if self.children is None or changed is None:
             was = self.model.training
             self.model.eval()
-            out = I.call(self.model, self.x)  # (B, classes)
+            if self.prefix is not None and changed is not None:
+                with self.prefix.skip_before(changed):
+                    out = I.call(self.model, self.x)  # (B, classes), the blocks before ``changed`` replayed
+            else:
+                out = I.call(self.model, self.x)  # (B, classes)
             self.model.train(was)
         else:
             i = self.names.index(changed.split(".")[0])
@@ -268,7 +277,8 @@ def _sweep(model, data, technique, levels, targets, ignore, include_classifier, 
                             t.copy_(fake_quantize_weight(orig.float().t(), int(level), per_channel=True)[0].t())
                         else:
                             t.copy_(fake_quantize_weight(orig.float(), int(level), per_channel=True)[0])
-                points.append((level, ev.accuracy(lname)))
+                unchanged = technique == "prune" and level == 0  # mask of ones: exactly the baseline
+                points.append((level, base if unchanged else ev.accuracy(lname)))
         finally:
             with torch.no_grad():
                 for (_, t), orig in zip(tensors, saved):
