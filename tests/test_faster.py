@@ -141,3 +141,69 @@ def test_real_timing_names_the_fastest_measured_path():
         assert (f"faster here: {r.faster.path}" if r.faster else "no compressed path") in r.line()
     else:
         assert r.line() is None
+
+
+# ------------------------------------------------------------------------------------------------ the pages
+def _dashboard(name: str):
+    from pathlib import Path
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if str(root / "dashboard") not in sys.path:
+        sys.path.insert(0, str(root / "dashboard"))
+    return __import__(name)
+
+
+@pytest.mark.slow
+def test_explore_says_slower_offers_the_engines_job_and_shows_peak_ram_at_the_chosen_batch(monkeypatch):
+    """Explore's latency panel: a slower timing is one line with its ratio; 'Find a faster engine' is a button (a
+    job, never a slider move); the job's result (run here as a worker runs it, with an injected timer) is shown
+    with its line; peak RAM at batch 1 and at the chosen batch beside the timing."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    import compression_core.faster as F
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="x_quant").set_value("int8 static (real, calibrated)").run()
+    at.selectbox(key="x_batch").set_value(8).run()
+    assert "Find a faster engine" not in [b.label for b in at.button]  # nothing before the timing is asked for
+    at.button(key="b_latency").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (comps,) = [v for k, v in at.session_state["latency"].items() if k[1] == 8]
+    slower = [w.value for w in at.warning if w.value.startswith("slower:")]
+    assert len(slower) == sum(c["verdict"] == "slower" for c in comps)
+    for w in slower:
+        assert "int8 static runs" in w and "x slower than fp32 in torch at batch 8, 1 thread" in w
+    assert "Find a faster engine" in [b.label for b in at.button]
+    ram = next(d.value for d in at.dataframe if "peak RAM, batch 1" in d.value.columns)
+    assert list(ram["model"]) == ["before", "after"] and "peak RAM, batch 8" in ram.columns
+
+    monkeypatch.setattr(F, "interleaved_timer", lambda rounds=7: fake_timer({"fp32": 1.0, "this": 2.0, "other": 0.5}))
+    jobs, engines = _dashboard("jobs"), _dashboard("engines")
+    recipe = at.session_state["current_recipe"]
+    res = jobs.run_faster(engines.payload("digits-cnn", recipe, 8, 1), lambda f, m: None)
+    assert res["line"].startswith("slower: int8 static runs 2.0x slower than fp32 in torch at batch 8, 1 thread")
+    at.session_state["_job_results"] = {engines.job_key(recipe, 8, 1): res}  # as job_panel keeps a finished job
+    at.run()
+    assert res["line"] in [w.value for w in at.warning]
+    table = next(d.value for d in at.dataframe if "x fp32 time" in d.value.columns)
+    assert table["path"].iloc[0] == "int8 static" and table["faster"].sum() == 1
+
+
+@pytest.mark.slow
+def test_advise_offers_the_same_engines_job():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "advise.py"),
+                           default_timeout=240)
+    at.session_state["adv_model"] = "digits-mlp"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Slower than fp32? What is faster here" in [h.value for h in at.subheader]
+    assert "Find a faster engine" in [b.label for b in at.button]
+    assert at.selectbox(key="adv_engine_pick").options

@@ -4,9 +4,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import engines
 import state
 import techniques as T
 from compression_core.advise import advise
+from compression_core.timing import TOLERANCE
 
 st.title("Advise: which quantization method for this model?")
 st.markdown(
@@ -84,6 +86,28 @@ if in_explore:
         for s_ in T.specs(t):  # the candidate's settings are the config's defaults
             ss.pop(f"x_{t.kind}_{s_.name}", None)
         st.switch_page("pages/explore.py")
+
+st.subheader("Slower than fp32? What is faster here")
+slow = [c for c in a["candidates"] if c["latency_ratio"] > 1 + TOLERANCE]
+for c in slow:  # the advice's own timing (batch 32, same run): said in one line, what is faster on request
+    st.warning(f"slower: {c['label']} runs {c['latency_ratio']:.1f}x slower than fp32 "
+               f"{engines.where('torch', a['batch_size'], a['threads'])}; 'Find a faster engine' times the other "
+               "compressed paths against it")
+e1, e2 = st.columns([2, 1], vertical_alignment="bottom")
+timed = [c for c in a["candidates"] if not (T.by_kind(c["method"]) and T.by_kind(c["method"]).ui.trains)]
+if timed:
+    default_pick = next((i for i, c in enumerate(timed) if c in slow), 0)
+    pick = e1.selectbox("Method to compare with the other engines", [c["method"] for c in timed], key="adv_engine_pick",
+                        index=default_pick, format_func=labels.get)
+    with e2:
+        res = engines.faster_panel(ref, state.recipe_dict(ref, [{"kind": pick}]), a["batch_size"], a["threads"],
+                                   label=labels[pick], show=False)
+    if res is not None:
+        engines.show_result(res)
+    else:
+        st.caption("A job: the method, fp32 and every other compressed path (ONNX Runtime QDQ static and dynamic "
+                   "int8, MatMulNBits int4, torch int8) timed together on this machine; the same comparison "
+                   "`compression-lab apply` prints and Explore's latency panel offers.")
 
 fig = go.Figure()
 names = [r["label"] for r in rows]

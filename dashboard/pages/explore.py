@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import charts
+import engines
 import explain
 import jobs
 import state
@@ -285,7 +286,7 @@ def workbench() -> None:
                 return
             key = state.recipe_key(current)
             chosen_rt = [r for r in state.RUNTIMES if r in runtime]
-            store = st.session_state.setdefault("latency", {})
+            timings = st.session_state.setdefault("latency", {})
             cfg = (key, batch, threads, runtime)
             if l4.button("Time before vs after", key="b_latency", width="stretch",
                          help="runs both models alternately for about a second; press again to time again"):
@@ -300,18 +301,29 @@ def workbench() -> None:
                         c["runtime"] = rt
                         found.append(c)
                         state.record_latency(ref, current, after, c)
-                store[cfg] = found
-            comps = store.get(cfg)
+                timings[cfg] = found
+            comps = timings.get(cfg)
             if comps is None:
                 st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the button. "
                            "Before and after are timed together, alternating, so both see the same machine.")
                 return
             if comps:
                 st.plotly_chart(charts.latency_chart(comps), key="lat_chart")
+            # slower than fp32: one line with the ratio; what is faster comes from the engines job (on request)
+            for c in comps:
+                line = engines.slower_line(engines.label_of(current), c, batch, threads)
+                if line:
+                    st.warning(line)
+            engines.faster_panel(ref, current, batch, threads)
+            try:  # peak inference RAM at batch 1 and at the batch just timed (torch)
+                st.dataframe(pd.DataFrame(engines.peak_ram_rows(key, ref, batch)), hide_index=True)
+            except Exception as e:
+                st.error(f"peak RAM: {state.one_line(e)}")
             if "ONNX Runtime" in chosen_rt and state.ort_module() is not None:
                 try:
                     rows = [{"runtime": "ONNX Runtime", "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
-                             f"{f['metric']}": state.metric_text(s["accuracy"], f)}
+                             f"{f['metric']}": state.metric_text(s["accuracy"], f),
+                             "peak RAM, batch 1": engines.ram_text(s.get("peak_ram_bytes_b1"))}
                             for lbl, s in (("before", state.ort_view(None, ref)), ("after", state.ort_view(key, ref)))]
                     st.dataframe(pd.DataFrame(rows), hide_index=True)
                 except Exception as e:

@@ -1,11 +1,12 @@
 """Latency and ONNX Runtime on request: baseline vs compressed timed now, interleaved in one run (torch or ONNX
-Runtime), and a result's size and metric exported to ONNX."""
+Runtime), a result's size and metric exported to ONNX, and peak inference RAM at a chosen batch."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from compression_core import inputs as I
+from compression_core.measure import peak_ram_pair
 from compression_core.timing import compare_calls, compare_latency
 
 from .results import model_of
@@ -37,6 +38,14 @@ def ort_module():
     except ImportError:
         return None
     return ort
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def peak_ram_view(key: str | None, ref: str, batch: int) -> dict:
+    """Peak inference RAM in bytes of the baseline (key None) or a recipe's result in torch (an ONNX Runtime model
+    as its graph), at batch 1 and at ``batch``: {b1, batch} (None where the model cannot be followed op by op)."""
+    big, b1 = peak_ram_pair(model_of(key, ref), baseline(ref).test.x, int(batch))
+    return {"b1": b1, "batch": big}
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
