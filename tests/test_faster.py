@@ -199,6 +199,7 @@ def test_advise_offers_the_same_engines_job():
 
     from streamlit.testing.v1 import AppTest
 
+    _dashboard("state")  # dashboard/ on sys.path, as app.py puts it
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "advise.py"),
                            default_timeout=240)
     at.session_state["adv_model"] = "digits-mlp"
@@ -207,3 +208,34 @@ def test_advise_offers_the_same_engines_job():
     assert "Slower than fp32? What is faster here" in [h.value for h in at.subheader]
     assert "Find a faster engine" in [b.label for b in at.button]
     assert at.selectbox(key="adv_engine_pick").options
+
+
+@pytest.mark.slow
+def test_search_says_when_the_chosen_point_was_slower_and_offers_the_engines_job():
+    """A search that timed its points (the 'Latency too' box): the chosen front point slower than the baseline in
+    that timing is said in one line with the ratio, and the same 'Find a faster engine' job is offered."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    recipe = {"version": 1, "model": "digits-mlp", "seed": 0, "steps": [{"kind": "quantize_static"}]}
+    point = {"trial": 0, "origin": "method", "accuracy": 0.95, "size_bytes": 9000, "size_ratio": 0.3,
+             "latency_ms": 0.25, "peak_ram_bytes": None, "recipe": recipe, "on_front": True,
+             "settings": {"sparsity": {}, "method": "int8_static", "structured": 0.0, "embedding": "float"},
+             "violations": {}}
+    run = {"ref": "digits-mlp", "trials": 1, "points": [point], "front": [point], "message": "done", "done": True,
+           "error": None, "stop": threading.Event(), "t0": time.perf_counter(),
+           "result": {"baseline": {"accuracy": 0.96, "size_bytes": 30000, "latency_ms": 0.1}, "seconds": 1.0,
+                      "cancelled": False}}
+    _dashboard("state")  # dashboard/ on sys.path, as app.py puts it
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "pages" / "search.py"),
+                           default_timeout=120)
+    at.session_state["q_model"] = "digits-mlp"
+    at.session_state["srch_run"] = run
+    at.run()
+    assert not at.exception, at.exception
+    assert ("slower: int8 static runs 2.5x slower than fp32 in torch at batch 1, 1 thread; press 'Find a faster "
+            "engine'") in " ".join(w.value for w in at.warning)
+    assert "Find a faster engine" in [b.label for b in at.button]

@@ -15,11 +15,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import engines
 import state
 import take_home
 import techniques as T
 import trust
 from compression_core.search import search
+from compression_core.timing import TOLERANCE
 
 RUN = "srch_run"  # session key: the running (or last) search of this browser session
 
@@ -273,6 +275,14 @@ if run is not None and run["done"] and run["front"] and not run["error"]:
                                            f"{front[k]['size_bytes'] / 1024:,.1f} KB ({front[k]['size_ratio']:.3f}x)"
                                            f", {front[k]['settings']['method']}")
     p = front[i]
+    base_ms = ((run.get("result") or {}).get("baseline") or {}).get("latency_ms")
+    if p.get("latency_ms") and base_ms:  # the search timed it (batch 1, 1 thread): slower than fp32 is said here
+        ratio = p["latency_ms"] / base_ms
+        line = engines.slower_line(engines.label_of(p["recipe"]), {
+            "verdict": "slower" if ratio > 1 + TOLERANCE else "not slower", "ratio": ratio, "runtime": "torch"}, 1, 1)
+        if line:
+            st.warning(line)
+        engines.faster_panel(run["ref"], p["recipe"], 1, 1)
     recipe_yaml = state.to_yaml(p["recipe"])
     e1, e2 = st.columns(2)
     if e1.button("Load into Explore", key="q_load"):
