@@ -57,6 +57,7 @@ class Advice(BaseModel):
     threads: int
     baseline: Candidate
     candidates: list[Candidate] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)  # method -> why the library refused it for this model
 
     def candidate(self, method: str) -> Candidate | None:
         return next((c for c in self.candidates if c.method == method), None)
@@ -125,11 +126,23 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
                              size_bytes=size, size_ratio=size / base_size, latency_ms=ms,
                              latency_ratio=ms / base_ms, within_threshold=drop <= max_drop_pt, seconds=took)
 
-        cands = [run("quantize_dynamic"), run("quantize_static")]
+        skipped: dict[str, str] = {}
+
+        def attempt(method: str) -> list[Candidate]:
+            """The candidate measured, or none when the library refuses the method for this model (dynamic int8 of
+            a CNN whose only Linear is its small classifier: the file would not shrink); the refusal is kept."""
+            try:
+                return [run(method)]
+            except CompressionError as e:
+                skipped[method] = " ".join(str(e).split())
+                return []
+
+        cands = attempt("quantize_dynamic") + attempt("quantize_static")
         by = {c.method: c for c in cands}
-        if kind == "cnn" and not by["quantize_static"].within_threshold and wl.train is not None:
-            cands.append(run("quantize_qat"))
-            by["quantize_qat"] = cands[-1]
+        if kind == "cnn" and (by.get("quantize_static") is None or not by["quantize_static"].within_threshold) \
+                and "quantize_static" not in skipped and wl.train is not None:
+            cands += attempt("quantize_qat")
+            by.update({c.method: c for c in cands})
     finally:
         torch.set_num_threads(old)
     base = Candidate(method="fp32", label="fp32", accuracy=base_acc, drop_pt=0.0, size_bytes=base_size,
@@ -137,6 +150,9 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
     order = [rule] + (["quantize_qat"] if kind == "cnn" else []) + [m for m in by if m != rule]
     chosen = next((m for m in order if m in by and by[m].within_threshold), "none")
     r = by.get(rule)
+    if not cands:
+        raise CompressionError(f"{name}: no quantization method applies: " + "; ".join(
+            f"{_LABELS[m]}: {why}" for m, why in skipped.items()))
     why = {"recurrent": "a recurrent model: its cost is in the LSTM/Linear weight matrices and its activations "
                         "change with every input, so dynamic int8 (no calibration) fits",
            "transformer": "a transformer: LayerNorm, softmax and GELU stay float, so static int8 only wraps single "
@@ -144,11 +160,15 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
            "mlp": "Linear layers only: dynamic int8 quantizes their weights with no calibration",
            "cnn": "a CNN: calibrated static int8 runs whole conv-BN-ReLU regions in integer arithmetic"}[kind]
     pt = "pt" if metric_up(wl.metric) else f"% {wl.metric.name} rise"
+    if r is None:  # the rule's method was refused: say so before the alternative
+        why += f", but {_LABELS[rule]} does not apply to it ({skipped[rule][:160]})"
     if chosen == rule:
         reason = f"{why}; measured drop {r.drop_pt:+.2f} {pt} <= {max_drop_pt:g} {pt}"
     elif chosen == "quantize_qat":
         reason = (f"{why}, but static int8 lost {r.drop_pt:.2f} {pt} (> {max_drop_pt:g}); QAT ({qat_epochs} "
                   f"epochs) lost {by['quantize_qat'].drop_pt:+.2f} {pt}")
+    elif chosen != "none" and r is None:
+        reason = f"{why}; {_LABELS[chosen]} lost {by[chosen].drop_pt:+.2f} {pt} <= {max_drop_pt:g} {pt}"
     elif chosen != "none":
         reason = (f"{why}, but {_LABELS[rule]} lost {r.drop_pt:.2f} {pt} (> {max_drop_pt:g}); "
                   f"{_LABELS[chosen]} lost {by[chosen].drop_pt:+.2f} {pt}")
@@ -156,7 +176,7 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
         reason = (f"every measured method lost more than {max_drop_pt:g} accuracy points: keep fp32"
                   if metric_up(wl.metric) else f"every measured method lost more than {max_drop_pt:g} {pt}: keep fp32")
     return Advice(model=name, model_type=kind, rule=rule, recommended=chosen, reason=reason, max_drop_pt=max_drop_pt,
-                  batch_size=batch_size, threads=threads, baseline=base, candidates=cands)
+                  batch_size=batch_size, threads=threads, baseline=base, candidates=cands, skipped=skipped)
 
 
 def render_advice(a: Advice) -> str:
@@ -171,6 +191,7 @@ def render_advice(a: Advice) -> str:
     for c in [a.baseline] + a.candidates:
         lines.append(f"{c.label:<14}{c.accuracy:>10.4f}{c.drop_pt:>11.2f}{c.size_bytes:>11,}{c.size_ratio:>8.3f}"
                      f"{c.latency_ms:>9.3f}{c.latency_ratio:>8.3f}  {'yes' if c.within_threshold else 'no'}")
+    lines += [f"{_LABELS.get(m, m):<14}not applicable: {why}" for m, why in a.skipped.items()]
     return "\n".join(lines)
 
 

@@ -55,6 +55,20 @@ def test_a_cnn_whose_static_drop_is_too_large_gets_qat_when_qat_meets_the_thresh
     assert (a.recommended == "quantize_qat") == qat.within_threshold
 
 
+@pytest.mark.slow  # QAT is trained too (static int8 loses nothing here, but the branch is measured): ~8 s
+def test_a_method_the_library_refuses_is_named_not_an_error():
+    """A residual CNN whose only Linear is its small classifier (examples/my_workload.py, brought as a workload):
+    dynamic int8 is refused (the file would not shrink); the advice measures the others and names the refusal."""
+    from compression_core.advise import render_advice
+
+    a = advise(str(Path(__file__).resolve().parent.parent / "examples" / "my_workload.py") + ":workload",
+               min_run_time=0.02)
+    assert "quantize_dynamic" in a.skipped and "would not shrink" in a.skipped["quantize_dynamic"]
+    assert a.candidate("quantize_dynamic") is None and a.candidate("quantize_static") is not None
+    assert a.recommended in ("quantize_static", "quantize_qat", "none")
+    assert "not applicable: " in render_advice(a)
+
+
 def test_cli_advise_json_and_errors(capsys):
     assert main(["advise", "--model", "digits-lstm", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

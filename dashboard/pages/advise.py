@@ -43,6 +43,9 @@ if a["recommended"] == "none":
     st.warning(f"**Keep fp32** for {name} ({a['model_type']}): {a['reason']}.")
 else:
     st.success(f"**{labels[a['recommended']]}** for {name} ({a['model_type']}): {a['reason']}.")
+if a.get("skipped"):  # a method the library refuses for this model: named with the reason, not an error
+    st.caption("Not applicable to this model: " + "; ".join(
+        f"**{T.by_kind(m).label if T.by_kind(m) else m}**: {why}" for m, why in a["skipped"].items()))
 
 rows = [a["baseline"]] + a["candidates"]
 df = pd.DataFrame([{  # a drop is a negative change: -0.28 points, never "+0.28" for a loss
