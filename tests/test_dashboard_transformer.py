@@ -26,7 +26,7 @@ def _join_background_measurements():
     import threading
 
     for t in threading.enumerate():
-        if t.name == "full-measure":
+        if t.name in ("full-measure", "explore-stages"):
             t.join(timeout=600)
 
 
@@ -36,6 +36,13 @@ def metrics(at: AppTest) -> dict[str, tuple[str, str]]:
 
 def captions(at: AppTest) -> str:
     return " ".join(c.value for c in at.caption)
+
+
+def stage(at: AppTest) -> str:
+    """The page's one stage line (Explore states which numbers it shows: estimate, preview or full test set)."""
+    shown = [c.value for c in at.caption if c.value.startswith("Stage: ")]
+    assert len(shown) == 1, shown
+    return shown[0]
 
 
 def no_problems(at: AppTest) -> None:
@@ -72,24 +79,32 @@ def test_head_pruning_slider_on_minilm_changes_size_accuracy_and_fidelity():
     steps = at.session_state["current_recipe"]["steps"]
     assert steps[0]["kind"] == "prune_structured" and steps[0]["unit"] == "heads" and steps[0]["amount"] == 0.25
 
-    # first numbers: the preview subset, stated on the page
+    # the move's stages, each stated in one line: the estimate at once (size computed), the preview subset, then the
+    # whole test set (state/stages.py logs them in that order: tests/test_explore_stages.py)
+    assert stage(at).startswith(("Stage: estimate", "Stage: preview")), stage(at)
+    assert float(metrics(at)["File size (dense)"][1].split("x")[0]) < 0.99  # computed at once: heads removed, shrunk
+    deadline = time.monotonic() + 300
+    while stage(at).startswith("Stage: estimate") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    no_problems(at)
     m = metrics(at)
-    assert "Fidelity" in m and "Accuracy" in m
-    text = captions(at)
-    found = re.search(r"preview on (\d+) of (\d+) test sentences", text)
+    text = stage(at)
+    found = re.search(r"Stage: preview — measured on (\d+) of (\d+) test sentences", text)
     assert found, text
     assert int(found.group(1)) < int(found.group(2))
+    assert "Fidelity" in m and "Accuracy (preview)" in m
     assert float(m["File size (dense)"][1].split("x")[0]) < 0.99  # heads removed and shrunk (the embedding table stays)
     preview_fid = float(m["Fidelity"][0])
     assert 0.0 < preview_fid < 0.999  # half the heads gone: the embeddings moved
 
     # the whole test set fills in (a background thread); the page polls and then shows the full numbers
     deadline = time.monotonic() + 300
-    while "preview on" in captions(at) and time.monotonic() < deadline:
+    while not stage(at).startswith("Stage: full test set") and time.monotonic() < deadline:
         time.sleep(2)
         at.run()
     no_problems(at)
-    assert "preview on" not in captions(at)
+    assert stage(at).startswith("Stage: full test set")
     m = metrics(at)
     row = at.session_state["history"][-1]
     assert not row["baseline"] and row["size_bytes"] < 0.99 * base_size
@@ -116,8 +131,8 @@ def test_learn_transformer_page_measures_heads_and_int8_live():
 
 @pytest.mark.browser
 def test_browser_head_pruning_slider_on_minilm(tmp_path):
-    """In chromium: pick minilm-topics on Explore, structured pruning of heads, move the slider: the preview is
-    stated, size, accuracy and fidelity change, and the whole test set replaces the preview."""
+    """In chromium: pick minilm-topics on Explore, structured pruning of heads, move the slider: the stage shown is
+    stated ('Stage: preview', then 'Stage: full test set'), size, accuracy and fidelity change."""
     from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
 
     if not Path(CHROMIUM).exists():
@@ -151,7 +166,7 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
             page.add_init_script("""
                 window.__previews = 0;
                 new MutationObserver(() => {
-                    const shown = /preview on \\d+ of \\d+ test sentences/.test(document.body ? document.body.textContent : "");
+                    const shown = /Stage: preview/.test(document.body ? document.body.textContent : "");
                     if (shown && !window.__previewShown) window.__previews += 1;
                     window.__previewShown = shown;
                 }).observe(document, {subtree: true, childList: true, characterData: true});
@@ -171,7 +186,7 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
             page.wait_for_function(f"window.__previews > {seen}", timeout=300_000)
             idle(page)
             main = page.locator('[data-testid="stMain"]')
-            page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
+            page.wait_for_function("() => document.body.innerText.includes('Stage: full test set')", timeout=300_000)
             idle(page)
             before = {k: metric(page, k) for k in ("Accuracy", "File size", "Fidelity")}
             slider = page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first
@@ -181,7 +196,7 @@ def test_browser_head_pruning_slider_on_minilm(tmp_path):
             for _ in range(5):
                 page.keyboard.press("ArrowLeft")
             page.wait_for_function(f"window.__previews > {seen}", timeout=300_000)
-            page.wait_for_function("() => !document.body.innerText.includes('preview on')", timeout=300_000)
+            page.wait_for_function("() => document.body.innerText.includes('Stage: full test set')", timeout=300_000)
             idle(page)
             after = {k: metric(page, k) for k in ("Accuracy", "File size", "Fidelity")}
             assert all(after[k] != before[k] for k in before), (before, after)

@@ -20,6 +20,7 @@ from compression_core.advisories import collapse  # the one "collapsed, and what
 from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
 from compression_core.graph import build_graph
 from compression_core import inputs as I
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 NONE = "none"
 FAST = {"displayModeBar": False}  # no plotly toolbar to build on every redraw (Streamlit's own toolbar stays)
@@ -104,6 +105,38 @@ def for_layers(t: T.Technique, targets: list[str] | None, wl, f: dict) -> list[s
     return [n for n in targets if n in mine]
 
 
+def session_id() -> str:
+    """This browser tab's Streamlit session (the stage log's key)."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def stage_caption(stage: str, ref: str, f: dict, result: dict | None, est: dict) -> str:
+    """The one line saying which numbers the page shows. Its prefix is a contract (benchmarks.live and the browser
+    tests wait for it): ``Stage: estimate``, ``Stage: preview`` or ``Stage: full test set``."""
+    items = state.item_name(ref)
+    if stage == "estimate":
+        if est.get("value") is not None:
+            band = est.get("band")
+            if band is None:
+                bt = ", its error band being measured"
+            else:
+                bt = (f", ±{band * 100:.1f} points" if f["percent"] else f", ±{band:.4g}") + \
+                     f" (80 % of {est.get('checks')} random configurations measured on the test set were within it)"
+            what = f"{f['metric']} from per-layer sensitivity curves on {est['split']}{bt}"
+        elif est.get("reason"):
+            what = f"{f['metric']} not estimated: {est['reason']}"
+        else:
+            what = f"the {f['metric']} estimate is being prepared ({est.get('status') or 'starting'})"
+        return (f"Stage: estimate — size, parameters and FLOPs computed exactly; {what}. The preview subset is "
+                "being measured.")
+    if stage == "preview":
+        n, total = result["preview"]
+        return (f"Stage: preview — measured on {n} of {total} test {items} (the first ones, fixed; the change is "
+                "against the baseline on the same ones); the whole test set is being measured in the background.")
+    return f"Stage: full test set — measured on all {f['test_items']} test {items}."
+
+
 # ------------------------------------------------------------------------------------------ page
 st.title("Explore: compress a model, watch the numbers")
 refs = state.models()
@@ -118,6 +151,7 @@ except Exception as e:  # a workload whose data or metric cannot be measured: on
     st.error(state.one_line(e))
     st.stop()
 bstats = base["stats"]
+state.curves_status(ref)  # the estimate's sensitivity curves: started in a background job the first time, on disk after
 st.caption(f"{f['architecture']}{' - ' + f['task'] if f['task'] else ''}. Baseline test {f['metric']} "
            f"{state.metric_text(bstats['accuracy'], f)}, {bstats['params']:,} parameters, "
            f"{bstats['size_bytes'] / 1024:,.1f} KB file"
@@ -201,15 +235,25 @@ def workbench() -> None:
     with view:
         after = None
         result = None
+        stage = None  # which numbers are shown: "estimate", "preview" or "full" (state/stages.py)
+        est: dict = {}
+        move = state.recipe_key(current)
         if current["steps"]:
             try:
-                result = state.run_recipe_live(current)  # big models: a preview subset first, the rest fills in
-                after = result["stats"]
+                live = state.live_view(current)  # at once; a big model's preview and whole test set fill in behind
+                stage, result = live["stage"], live["view"]
+                if result is None:  # estimate: size computed, the metric estimated from sensitivity curves
+                    after, est = state.estimated_stats(move, bstats, bstats["accuracy"])
+                else:  # measured; sizes, parameters and FLOPs stay the computed ones (the same on every stage)
+                    after = state.with_cost(result["stats"], state.cost_view(move), bstats)
             except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
                 st.error(state.one_line(e))
-        st.session_state["current_stats"] = after
+                stage, after = None, None
+        base_shown = result.get("baseline_accuracy", bstats["accuracy"]) if result else bstats["accuracy"]
+        bview = {**bstats, "accuracy": base_shown}  # the baseline on the subset the numbers shown are measured on
+        st.session_state["current_stats"] = after if stage in ("preview", "full") else None
         state.record(ref, "baseline", None, bstats)
-        if after is not None and not result.get("preview"):  # trained ones kept; a preview replaces the current row
+        if after is not None and stage == "full":  # trained ones kept; a measured move replaces the current row
             applied = full_steps != preview_steps and state.recipe_key(full) in trained
             state.record(ref, state.describe(current["steps"]), current, after, how="applied" if applied else "preview")
             if st.button("Save to history", key="b_save", help="keep this configuration in your history (Experiments)"):
@@ -218,18 +262,25 @@ def workbench() -> None:
 
         if after is not None:
             (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
-            m1.metric(state.metric_title(f) + (" (simulated)" if after["simulated"] else ""),
-                      state.metric_text(after["accuracy"], f),
-                      state.metric_delta(after["accuracy"], result.get("baseline_accuracy", bstats["accuracy"]), f),
-                      delta_color=state.delta_color(f))
-            m2.metric("File size (dense)", f"{after['size_bytes'] / 1024:,.1f} KB",
-                      f"{after['size_bytes'] / bstats['size_bytes']:.2f}x of before", delta_color="off", delta_arrow="off")
-            m3.metric("Non-zero parameters", f"{after['nonzero_params']:,}",
-                      f"{after['nonzero_params'] / bstats['nonzero_params']:.2f}x of before", delta_color="off",
-                      delta_arrow="off")
-            m4.metric("FLOPs if zeros skipped", f"{after['nonzero_flops']:,}",
-                      f"{after['nonzero_flops'] / max(bstats['nonzero_flops'], 1):.2f}x of before", delta_color="off",
-                      delta_arrow="off")
+            title = (state.metric_title(f) + (" (simulated)" if after["simulated"] else "")
+                     + {"estimate": " (estimate)", "preview": " (preview)"}.get(stage, ""))
+            if after["accuracy"] is None:  # the estimate is being prepared (or cannot be made): the preview follows
+                m1.metric(title, "…", help=est.get("reason") or est.get("status") or None)
+            else:
+                m1.metric(title, state.metric_text(after["accuracy"], f),
+                          state.metric_delta(after["accuracy"], base_shown, f),
+                          delta_color=state.delta_color(f))
+
+            def counted(col, label: str, k: str, text) -> None:
+                if after.get(k) is None:
+                    col.metric(label, "…", help="known after applying")
+                else:
+                    col.metric(label, text(after[k]), f"{after[k] / max(bstats[k], 1):.2f}x of before",
+                               delta_color="off", delta_arrow="off")
+
+            counted(m2, "File size (dense)", "size_bytes", lambda v: f"{v / 1024:,.1f} KB")
+            counted(m3, "Non-zero parameters", "nonzero_params", lambda v: f"{v:,}")
+            counted(m4, "FLOPs if zeros skipped", "nonzero_flops", lambda v: f"{v:,}")
             if after.get("peak_ram_bytes_b1") and bstats.get("peak_ram_bytes_b1"):
                 m5, _ = st.columns(2)
                 m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
@@ -237,33 +288,33 @@ def workbench() -> None:
                           delta_color="off", delta_arrow="off",
                           help="weights as held in memory + one input + the intermediate tensors alive at once, "
                                "in torch (compression_core.peak_ram)")
-            collapsed = collapse(result.get("baseline_accuracy", bstats["accuracy"]), after["accuracy"], wl)
+            collapsed = collapse(base_shown, after["accuracy"], wl) if after["accuracy"] is not None else None
             if collapsed:
                 st.warning(collapsed)
-            if result.get("extra"):  # the workload's extra metrics (e.g. a transformer's embedding fidelity)
+            if result and result.get("extra"):  # the workload's extra metrics (e.g. a transformer's embedding fidelity)
                 for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
                     col.metric(name.capitalize(), f"{value:.4f}", help=f"{name} of the compressed model (workload metric)")
-            if result.get("preview"):
-                n_prev, n_all = result["preview"]
-                rkey = state.recipe_key(current)
+            if stage is not None:
+                state.stages.record(session_id(), move, stage)
+                st.caption(stage_caption(stage, ref, f, result, est))
+                if stage != "full":
+                    @st.fragment(run_every=0.5)
+                    def poll_stage():
+                        """Polls the background measurements; a full rerun shows the next stage when it is ready."""
+                        if state.newer_stage(move, stage):
+                            st.rerun()
 
-                @st.fragment(run_every=1.0)
-                def fill_in():
-                    """Polls the background measurement of the whole test set; a full rerun shows it when ready."""
-                    if state.full_ready(rkey):
-                        st.rerun()
-                    st.caption(f"preview on {n_prev} of {n_all} test {state.item_name(ref)} (the first ones, fixed); "
-                               "the whole test set is being measured in the background and replaces these numbers.")
-
-                fill_in()
+                    poll_stage()
         else:
             st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
         c1, c2 = st.columns(2)
-        rk = state.recipe_key(current) if after is not None else ""  # names the result every chart shows
-        c1.plotly_chart(state.figure("size", (ref, rk), lambda: charts.size_chart(bstats, after)), key="size_chart",
+        rk = f"{move}|{stage}" if after is not None else ""  # names the result (and its stage) every chart shows
+        sized = after if after is not None and after.get("size_bytes") is not None else None
+        scored = after if after is not None and after["accuracy"] is not None else None
+        c1.plotly_chart(state.figure("size", (ref, rk), lambda: charts.size_chart(bstats, sized)), key="size_chart",
                         config=FAST)
-        c2.plotly_chart(state.figure("acc", (ref, rk), lambda: charts.accuracy_chart(bstats, after, f["metric"],
+        c2.plotly_chart(state.figure("acc", (ref, rk), lambda: charts.accuracy_chart(bview, scored, f["metric"],
                                                                                      f["percent"],
                                                                                      f["higher_is_better"])),
                         key="acc_chart", config=FAST)
@@ -332,7 +383,8 @@ def workbench() -> None:
 
         latency_panel()
         if after is not None:
-            notes = explain.why_size(bstats, after, storages, classifier=None if include_cls else f["classifier"])
+            notes = explain.why_size(bstats, after, storages, classifier=None if include_cls else f["classifier"]) \
+                if None not in (after.get("size_bytes"), after.get("nonzero_params")) else []
             if notes:
                 st.info("\n\n".join(notes))
 
@@ -357,7 +409,8 @@ def workbench() -> None:
 
             def hist():
                 w_before = state.layer_weights(None, ref, layer)
-                w_after = state.layer_weights(state.recipe_key(current), ref, layer) if after is not None else None
+                w_after = state.layer_weights(state.recipe_key(current), ref, layer) \
+                    if after is not None and stage != "estimate" else None  # not applied yet: drawn when measured
                 return charts.weight_histogram(w_before, w_after, layer)
 
             if layer is not None and state.layer_weights(None, ref, layer) is not None:
@@ -375,7 +428,7 @@ def workbench() -> None:
             with st.expander("What each step did"):
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
-            take_home.offer(current, "take_x", None if result.get("preview") else after)
+            take_home.offer(current, "take_x", after if stage == "full" else None)
 
 
 workbench()
