@@ -364,6 +364,8 @@ def test_dashboard_search_page_fills_in_and_loads_a_point_into_explore():
     k = next((i for i, p in enumerate(front) if any(s["kind"] == "prune_unstructured" for s in p["recipe"]["steps"])),
              0)
     at.selectbox(key="q_pick").set_value(k).run()
+    ring = [json.loads(c.proto.spec)["data"][-1] for c in at.get("plotly_chart") if "chosen below" in c.proto.spec]
+    assert ring and ring[0]["name"] == "chosen below" and ring[0]["x"] == [front[k]["size_bytes"] / 1024]  # ringed
     at.button(key="q_load").click().run()
     assert not at.exception and any("Explore" in s.value for s in at.success)
     steps = front[k]["recipe"]["steps"]

@@ -60,9 +60,10 @@ def explore_point(ref: str) -> dict | None:
     return rows[-1] if rows else None
 
 
-def chart(run: dict, base: dict | None, mine: dict | None, f: dict) -> go.Figure:
+def chart(run: dict, base: dict | None, mine: dict | None, f: dict, picked: dict | None = None) -> go.Figure:
     """Every trial as (file size, metric), the front as a step line; the metric in its own units (``f``: the
-    workload's facts), a lower-is-better one (perplexity) titled so, its front falling to the right."""
+    workload's facts), a lower-is-better one (perplexity) titled so, its front falling to the right; ``picked``: the
+    front point chosen under "Use a front point", ringed."""
     metric = f["metric"]
     scale, unit = (100, " %") if f["percent"] else (1, "")
     pts = [p for p in run["points"] if p.get("error") is None]
@@ -88,6 +89,10 @@ def chart(run: dict, base: dict | None, mine: dict | None, f: dict) -> go.Figure
     if mine:
         fig.add_trace(go.Scatter(x=[mine["smallest_bytes"] / 1024], y=[mine["accuracy"] * scale], mode="markers",
                                  name="your Explore setting", marker=dict(color="#2ca02c", symbol="star", size=16)))
+    if picked:  # the picker below moves this ring: the chart shows which point the buttons act on
+        fig.add_trace(go.Scatter(x=[picked["size_bytes"] / 1024], y=[picked["accuracy"] * scale], mode="markers",
+                                 name="chosen below", hoverinfo="skip",
+                                 marker=dict(color="rgba(0,0,0,0)", size=22, line=dict(color="#d62728", width=2))))
     fig.update_layout(title=dict(text=f"Test {metric} vs file size: each dot is a recipe applied and measured", x=0.0),
                       xaxis_title="file size (KB, sparse-encoded when smaller; log scale)", xaxis_type="log",
                       yaxis_title=f"test {state.metric_axis(f)}", height=460, legend=dict(orientation="h", y=-0.25),
@@ -238,8 +243,11 @@ def live() -> None:
     st.progress(min(n / run["trials"], 1.0), text=f"{n}/{run['trials']} trials, {time.perf_counter() - run['t0']:.0f} s: "
                                                   f"{msg}"[:200])
     base = {"size_bytes": bstats["size_bytes"], "accuracy": bstats["accuracy"]} if run["ref"] == ref else None
-    st.plotly_chart(chart(run, base, explore_point(run["ref"]) if run["ref"] == ref else None, f),
-                    key="q_chart")
+    front = sorted(run["front"], key=lambda p: p["size_bytes"])
+    k = (st.session_state.get("q_pick") if st.session_state.get("q_pick_run") == id(run) else best_point(front)) \
+        if run["done"] and front else None  # the picker's point (its first choice before it is drawn)
+    st.plotly_chart(chart(run, base, explore_point(run["ref"]) if run["ref"] == ref else None, f,
+                          front[k] if isinstance(k, int) and 0 <= k < len(front) else None), key="q_chart")
     if run["front"]:
         rows = [{"#": i + 1, "trial": p["trial"], "origin": p["origin"], f["metric"]: state.metric_text(p["accuracy"], f),
                  "KB": round(p["size_bytes"] / 1024, 1), "x of baseline": p["size_ratio"],
