@@ -37,6 +37,7 @@ def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | N
             del running[key]
             lines[key] = s.get("error") or s["state"]
         else:
+            _attach(job_id, session_id)
             _job_fragment(job_id, session_id)
             return None
     start = st.button(label, type="primary", key=f"b_job_{kind}" if kind != "recipe" else "b_run") if label \
@@ -50,6 +51,7 @@ def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | N
         except JobRefused as e:
             lines[key] = str(e)
         else:
+            _attach(running[key], session_id)
             _job_fragment(running[key], session_id)
             return None
     if key in lines:
@@ -74,6 +76,24 @@ def training_panel(recipe: dict, key: str, session_id: str, adopt: Callable[[dic
         st.error(st.session_state["_job_lines"][key])
         return False
     return True
+
+
+def _page_alive(page_session: str) -> bool:
+    """Whether a Streamlit session (a browser tab's connection) is still connected to this server."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():  # no server (AppTest, bare mode): nobody can leave
+        return True
+    return Runtime.instance().is_active_session(page_session)
+
+
+def _attach(job_id: str, session_id: str) -> None:
+    """Tie the job to this page session: when the student leaves (the tab's session ends), the job is cancelled
+    for them (``JobRunner.attach``)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    runner().attach(job_id, session_id, getattr(ctx, "session_id", None), _page_alive)
 
 
 def _job_fragment(job_id: str, session_id: str) -> None:

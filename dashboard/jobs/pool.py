@@ -102,6 +102,12 @@ class JobRunner:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._worker_index = itertools.count(1)
+        # a student leaving cancels theirs: (job id, owner) -> the page sessions (Streamlit session ids) waiting on
+        # it; when none of them is connected for GONE_AFTER_S, the owner's share of the job is cancelled
+        self.attached: dict[tuple[str, str], set[str]] = {}
+        self._gone_since: dict[tuple[str, str], float] = {}
+        self._alive: Any = None  # callable(page session id) -> bool, set by the page side (panel.py)
+        self._last_reap = 0.0
 
     # ------------------------------------------------------------------ public API (called from page threads)
     def submit(self, kind: str, payload: Any, session_id: str) -> str:
@@ -177,6 +183,53 @@ class JobRunner:
                     self._replace(w)
         self._wake()
         return True
+
+    GONE_AFTER_S = 10.0  # a page session disconnected this long has left (a reload or a brief drop reconnects)
+
+    def attach(self, job_id: str, session_id: str, page_session: str | None, alive=None) -> None:
+        """Note that the page session ``page_session`` (a Streamlit session id) waits on ``job_id`` for
+        ``session_id``; ``alive(page_session) -> bool`` says whether a page session is still connected. When every
+        page session attached for that owner has gone, the owner's share of the job is cancelled (``cancel``: a job
+        shared with other owners keeps running for them)."""
+        if page_session is None:
+            return
+        with self.lock:
+            if alive is not None:
+                self._alive = alive
+            job = self.jobs.get(job_id)
+            if job is None or job.state in FINISHED:
+                return
+            self.attached.setdefault((job_id, session_id), set()).add(page_session)
+            self._gone_since.pop((job_id, session_id), None)
+
+    def _reap(self) -> None:
+        """Cancel the jobs of owners whose page sessions have all gone (called from the loop, about once a second)."""
+        now = time.monotonic()
+        if now - self._last_reap < 1.0 or self._alive is None:
+            return
+        self._last_reap = now
+        with self.lock:
+            entries = list(self.attached.items())
+        for (job_id, owner), pages in entries:
+            with self.lock:
+                job = self.jobs.get(job_id)
+                if job is None or job.state in FINISHED or owner not in job.sessions:
+                    self.attached.pop((job_id, owner), None)
+                    self._gone_since.pop((job_id, owner), None)
+                    continue
+            try:
+                here = any(self._alive(p) for p in list(pages))
+            except Exception:  # cannot tell: assume the student is still there
+                here = True
+            if here:
+                self._gone_since.pop((job_id, owner), None)
+                continue
+            since = self._gone_since.setdefault((job_id, owner), now)
+            if now - since >= self.GONE_AFTER_S:
+                self.cancel(job_id, owner)
+                with self.lock:
+                    self.attached.pop((job_id, owner), None)
+                    self._gone_since.pop((job_id, owner), None)
 
     def session_jobs(self, session_id: str) -> list[dict]:
         with self.lock:
@@ -306,6 +359,7 @@ class JobRunner:
                         self._drain(w)
                 self._watch()
                 self._dispatch()
+            self._reap()
 
     def _drain(self, w: _Worker) -> None:
         """Read every message a worker sent (with the lock held)."""

@@ -71,15 +71,19 @@ def recipe_result(result: dict):
 
 
 def run_sensitivity(payload: dict, progress) -> dict:
-    """``compression_core.sensitivity`` of a workload reference: {model, technique, include_classifier, levels}."""
+    """``compression_core.sensitivity`` of a workload reference: {model, technique, include_classifier, levels},
+    read from the disk cache when the same sweep of the same model was computed before (``sensitivity_cache``),
+    else computed and stored; the result says which (``cached``)."""
     _threads()
     from compression_core import resolve_workload
-    from compression_core.sensitivity import sensitivity
+    from compression_core.sensitivity_cache import cached_sensitivity
 
     wl = resolve_workload(payload["model"])
     kw = {k: payload[k] for k in ("levels", "include_classifier", "heads") if k in payload}
-    return sensitivity(wl.model, wl, payload.get("technique", "prune"), name=wl.name, progress=progress,
-                       **kw).to_json_dict()
+    progress(0.0, "loading the model and looking for a stored result")
+    res, hit = cached_sensitivity(wl.model, wl, payload.get("technique", "prune"), name=wl.name, progress=progress,
+                                  **kw)
+    return {**res.to_json_dict(), "cached": hit}
 
 
 def run_fit(payload: dict, progress) -> dict:

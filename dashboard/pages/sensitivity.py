@@ -7,11 +7,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import jobs
 import state
+import store
 import techniques as T
 from compression_core.budget import fit_budget, fitted_recipe
 from compression_core.recipe import recipe_to_yaml
-from compression_core.sensitivity import Sweep, sensitivity
+from compression_core.sensitivity import Sweep
+from compression_core.sensitivity_cache import cached_sensitivity, lookup_key, sensitivity_key
 
 # every sweep the library runs whose technique is registered (low-rank: the ``lowrank`` kind)
 SWEEPS = tuple(k for k in typing.get_args(Sweep) if k in ("prune", "quantize") or T.by_kind(k) is not None)
@@ -21,9 +24,32 @@ SWEEP_LABELS = {"prune": "prune (magnitude, per layer)", "quantize": "quantize (
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def sweep(ref: str, technique: str, include_cls: bool) -> dict:
-    """The library's sensitivity sweep on the calibration split (cached per model/technique)."""
+    """The library's sensitivity sweep on the calibration split, in this process (a small model: under a second),
+    kept on disk by content (``sensitivity_cache``) and per process."""
     wl = state.baseline(ref)
-    return sensitivity(wl.model, wl, technique, include_classifier=include_cls, name=wl.name).to_json_dict()
+    res, hit = cached_sensitivity(wl.model, wl, technique, include_classifier=include_cls, name=wl.name)
+    return {**res.to_json_dict(), "cached": hit}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sweep_key(ref: str, technique: str, include_cls: bool) -> str:
+    """The disk-cache key of a sweep of the (never changing) baseline ``ref``: computed once per process."""
+    wl = state.baseline(ref)
+    return sensitivity_key(wl.model, wl, technique, include_classifier=include_cls)
+
+
+def stored_or_job(ref: str, technique: str, include_cls: bool) -> dict | None:
+    """A big model's sweep (minutes): from the disk cache when it was computed before, else as a job in the worker
+    pool (progress and Cancel on the page, which stays usable; leaving the page's session cancels it). None while
+    the job runs."""
+    key = sweep_key(ref, technique, include_cls)
+    got = lookup_key(key)
+    if got is not None:
+        return {**got.to_json_dict(), "cached": True}
+    st.info("Sweeping every layer of a large model takes a while: it runs as a job in a worker process (this page "
+            "and the others stay usable), and the result is kept on disk for everyone, across restarts.")
+    payload = {"model": ref, "technique": technique, "include_classifier": include_cls}
+    return jobs.job_panel("sensitivity", payload, f"sensitivity:{key[:24]}", store.browser_id())
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -149,15 +175,20 @@ except Exception as e:  # a workload that cannot be loaded: one line
 include_cls = c3.checkbox(f"Include the classifier ({facts['classifier']})", key=f"s_cls_{name}")
 
 try:
-    with st.spinner("sweeping every layer..."):
-        res = sweep(name, technique, include_cls)
+    if state.preview_size(name) is None:  # a small model: the sweep takes under a second, here
+        with st.spinner("sweeping every layer..."):
+            res = sweep(name, technique, include_cls)
+    else:
+        res = stored_or_job(name, technique, include_cls)
 except Exception as e:  # one line, never a traceback
     st.error(state.one_line(e))
+    st.stop()
+if res is None:  # the job is queued or running: its panel above shows progress and Cancel
     st.stop()
 
 st.caption(f"Baseline calibration {facts['metric']} {state.metric_text(res['baseline_accuracy'], facts)}"
            + ("" if facts["higher_is_better"] else " (lower is better)") + f" on {res['samples']} samples; "
-           f"sweep took {res['seconds']:.2f} s.")
+           f"sweep took {res['seconds']:.2f} s" + (" (read from the disk cache now)." if res.get("cached") else "."))
 st.plotly_chart(heatmap(res), key="sens_heatmap")
 st.plotly_chart(curves(res), key="sens_curves")
 if res.get("heads"):

@@ -24,6 +24,7 @@ from compression_core.workload import Workload
 
 import jobs  # dashboard/jobs: heavy work in worker processes (a finished recipe job's model is adopted here)
 
+from . import baselines
 from .lru import LRU
 from .recipes import recipe_key
 from .workloads import baseline, facts
@@ -39,9 +40,12 @@ def _view(model: torch.nn.Module, wl: Workload, stats, f: dict) -> dict:
 
 @st.cache_data(show_spinner=False)
 def baseline_view(ref: str) -> dict:
-    """Measured numbers of the baseline (latency is timed on request, against a compressed model)."""
+    """Measured numbers of the baseline (latency is timed on request, against a compressed model), kept on disk
+    by content (``baselines.py``): a server restart does not measure the same baseline again."""
     wl = baseline(ref)
-    return _view(wl.model, wl, measure(wl.model, wl, name=wl.name, with_latency=False), facts(ref))
+    f = facts(ref)
+    return baselines.cached_view(wl, f, lambda: _view(wl.model, wl, measure(wl.model, wl, name=wl.name,
+                                                                            with_latency=False), f))
 
 
 @st.cache_resource(show_spinner=False)
@@ -129,7 +133,11 @@ def _measure_full(key: str, pre: tuple[Any, float], f: dict, results: LRU) -> tu
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def extra_view(key: str | None, ref: str) -> dict[str, float]:
-    """The workload's extra metrics (e.g. fidelity) of the baseline (key None) or a recipe's result, whole test set."""
+    """The workload's extra metrics (e.g. fidelity) of the baseline (key None: kept on disk) or a recipe's result,
+    whole test set."""
+    if key is None:
+        wl = baseline(ref)
+        return baselines.cached_extra(wl, lambda: extra_metrics.compute(wl.model, wl))
     return extra_metrics.compute(model_of(key, ref), baseline(ref))
 
 
