@@ -20,7 +20,10 @@ import pandas as pd
 BEFORE = "#7f8c8d"  # baseline: grey
 AFTER = "#1f77b4"  # compressed: blue
 SIMULATED = "#ff7f0e"  # simulated / theoretical: orange
-_LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=40), height=320, legend=dict(orientation="h", y=-0.22))
+# A horizontal legend at the bottom of the whole figure ("container"), under the x-axis title: placed at a fraction of
+# the plot's height below it (y=-0.22), it sat on the axis title in the narrow Explore columns at 1280 px.
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom")
+_LAYOUT = dict(margin=dict(l=50, r=20, t=50, b=40), height=320, legend=LEGEND_BELOW)
 _KEEP = {"error_x", "error_y"}  # property names that contain an underscore themselves
 
 
@@ -161,7 +164,7 @@ def size_chart(before: dict, after: dict | None) -> Fig:
     file: every label sits at the end of its own bar, so two numbers can never run into each other however narrow
     the column is."""
     fig = _fig("Model size (KB)", xaxis_title="size (KB)", barmode="group", bargap=0.25,
-               margin=dict(l=110, r=30, t=50, b=40), legend=dict(orientation="h", y=-0.25, traceorder="normal"))
+               margin=dict(l=110, r=30, t=50, b=40), legend=dict(LEGEND_BELOW, traceorder="normal"))
     sim = bool(after and after.get("simulated"))
     for label, stats, color in (("before", before, BEFORE), ("after", after, SIMULATED if sim else AFTER)):
         if stats is None:
@@ -359,7 +362,7 @@ def weight_histogram(before: np.ndarray, after: np.ndarray | None, layer: str, b
     log = before.size > 2000  # big layers: a log axis shows the spike of zeros and the tails together
     fig = _fig(f"Weights of {layer}: before vs after", xaxis_title=x_title,
                yaxis_title="count" + (" (log scale)" if log else ""), barmode="overlay", height=360,
-               margin=dict(l=60, r=20, t=50, b=90), legend=dict(orientation="h", y=-0.3))
+               margin=dict(l=60, r=20, t=50, b=90), legend=LEGEND_BELOW)
     both = [w for w in (before, after) if w is not None]
     lo, hi = float(min(w.min() for w in both)), float(max(w.max() for w in both))
     hi = hi if hi > lo else lo + 1e-6
@@ -455,7 +458,7 @@ def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: 
         fig.add_scatter(name="the two rows compared below", x=hi[x], y=hi[y], mode="markers",
                         marker=dict(size=20, symbol="circle-open", color="red", line=dict(width=2)), hoverinfo="skip")
     fig.add_vline(x=1.0, line_dash="dot", line_color="#999999")
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(legend=LEGEND_BELOW)
     return fig
 
 
