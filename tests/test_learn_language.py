@@ -57,5 +57,5 @@ def test_learn_language_page_compares_four_compressions_with_generated_text(test
     assert rows[0]["text"] in texts and rows[3]["text"] in texts  # before and after, shown beside the numbers
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("perplexity, lower is better" in s for s in charts)
-    again = P.lm_generate(W.resolve_workload(test_lm).model, at.selectbox(key="ll_prompt").value, 32)
+    again = P.lm_generate(W.resolve_workload(test_lm).model, at.selectbox(key="ll_prompt").value + "\n", 32)
     assert again == rows[0]["text"]  # greedy: the page's text is the model's deterministic continuation

@@ -17,7 +17,8 @@ from compression_core.workload import registered_workloads
 
 PREFERRED = "tiny-lm"
 NEW_TOKENS = 32  # tokens generated per prompt: a sentence or two
-PROMPTS = ("What is AI?", "Tell me a joke.", "Do you like music?", "What is your favorite book?")
+# each sent as one dialog line (a newline after it), so the model writes the reply line(s)
+PROMPTS = ("Tell me a joke.", "How do I install Python?", "Do you like music?", "My computer is slow.", "Hello")
 # (label, recipe steps): the methods people compare on language models, weight-only 4 bits in groups of 64
 METHODS = (
     ("fp32 (uncompressed)", []),
@@ -42,8 +43,9 @@ def language_models() -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def continuation(ref: str, key: str | None, prompt: str) -> str:
-    """The model's (the baseline's for key None, else the recipe's result's) greedy continuation of ``prompt``."""
-    return generate_text(state.model_of(key, ref), state.baseline(ref), prompt, max_new_tokens=NEW_TOKENS)
+    """The model's (the baseline's for key None, else the recipe's result's) greedy reply to ``prompt`` (sent as
+    one dialog line)."""
+    return generate_text(state.model_of(key, ref), state.baseline(ref), prompt + "\n", max_new_tokens=NEW_TOKENS)
 
 
 def measure(ref: str, f: dict, bstats: dict, label: str, steps: list[dict], prompt: str) -> dict:
