@@ -326,7 +326,22 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     if args.model is None:
         raise CompressionError("advise: give --model REF")
     a = advise(args.model, max_drop_pt=args.max_drop)
-    print(json.dumps(a.to_json_dict(), indent=2) if args.json else render_advice(a))
+    faster = None
+    chosen = a.candidate(a.recommended)
+    if chosen is not None and chosen.latency_ratio > 1 + TOLERANCE:  # the recommended method came out slower
+        try:
+            faster = faster_path(args.model, {"version": 1, "model": args.model, "steps": [{"kind": a.recommended}]},
+                                 label=chosen.label, batch_size=a.batch_size, threads=a.threads, only_if_slower=True)
+        except CompressionError as e:
+            print(f"note: no engine comparison ({e})", file=sys.stderr)
+    if args.json:
+        out = a.to_json_dict()
+        out["faster_path"] = faster.to_json_dict() if faster is not None else None
+        print(json.dumps(out, indent=2))
+    else:
+        print(render_advice(a))
+        if faster is not None and faster.line():
+            print(faster.line())
     return 0
 
 

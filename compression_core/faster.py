@@ -11,8 +11,10 @@ The paths (``PATHS``), each a recipe step a user can take, made from the model b
 Runtime (``deploy_onnx``: static int8 as QDQ with torch's own ranges, dynamic int8 as ORT dynamic, packed int4 as
 ``MatMulNBits``). Every path is timed with the fp32 model in the same interleaved rounds (``timing``'s method: the
 fastest call of each block, ratios per round), so a load change hits them alike. A path counts as faster when it
-takes at most fp32's time (ratio <= 1) and agrees with fp32's top-1 on at least ``min_agreement`` of the first
-test items (a fast path that answers differently is no answer).
+takes at most fp32's time (ratio <= 1) and agrees with fp32's top-1 on the first test items at least as well as
+``min_agreement`` or as the compressed model itself does (less ``AGREEMENT_SLACK``: one or two items), whichever is
+lower: a fast path that answers differently is no answer, but one that answers as well as the model the user
+already chose is.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ THIS_IN_ORT = "this model in ONNX Runtime"
 _CONFIGS = {"quantize_static": StaticInt8Config, "quantize_dynamic": DynamicInt8Config, "quantize_int4": Int4Config}
 AGREEMENT_ITEMS = 64  # top-1 agreement with fp32 on the first items of the test split
 MIN_AGREEMENT = 0.9
+AGREEMENT_SLACK = 0.05
 
 Timer = Callable[[dict[str, Callable[[], Any]]], dict[str, list[float]]]
 
@@ -89,9 +92,10 @@ class FasterPath(BaseModel):
     this: PathTiming  # the compressed model as given (torch, or ORT for an OrtModule)
     verdict: Literal["faster", "slower", "no measurable difference"]
     paths: list[PathTiming] = Field(default_factory=list)  # the other compressed paths, fastest first
-    faster: PathTiming | None = None  # the fastest path at or below fp32's time that agrees with fp32
+    faster: PathTiming | None = None  # the fastest path at or below fp32's time that agrees well enough (``bar``)
     skipped: dict[str, str] = Field(default_factory=dict)  # path -> why it was not timed (one line)
     min_agreement: float = MIN_AGREEMENT
+    bar: float = MIN_AGREEMENT  # the agreement a path needed: min(min_agreement, this model's - AGREEMENT_SLACK)
     seconds: float = 0.0
 
     @property
@@ -334,11 +338,12 @@ def faster_path(
     say(0.9, "checking the paths' answers against fp32")
     this = timing(what, model, this_engine, None, t["this"])
     others = sorted((timing(n, m, e, s, t[n]) for n, (m, e, s) in built.items()), key=lambda p: p.ratio)
-    good = [p for p in others if p.ratio <= 1.0 and (p.agreement is None or p.agreement >= min_agreement)]
+    bar = min_agreement if this.agreement is None else min(min_agreement, this.agreement - AGREEMENT_SLACK)
+    good = [p for p in others if p.ratio <= 1.0 and (p.agreement is None or p.agreement >= bar)]
     say(1.0, "done")
     return FasterPath(model=wl.name, label=what, batch_size=I.n_items(example), threads=threads,
                       rounds=t["fp32"][4], baseline_ms=t["fp32"][0], this=this, verdict=v,
-                      paths=others, faster=good[0] if good else None, skipped=skipped, min_agreement=min_agreement,
+                      paths=others, faster=good[0] if good else None, skipped=skipped, min_agreement=min_agreement, bar=bar,
                       seconds=time.perf_counter() - t0)
 
 

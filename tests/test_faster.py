@@ -131,7 +131,7 @@ def test_real_timing_names_the_fastest_measured_path():
     r = faster_path("digits-cnn", {"version": 1, "model": "digits-cnn", "steps": [{"kind": "quantize_static"}]},
                     rounds=3)
     assert {p.path for p in r.paths} | set(r.skipped) >= set(PATHS) - {"torch static int8"} | {THIS_IN_ORT}
-    good = [p for p in r.paths if p.ratio <= 1 and (p.agreement is None or p.agreement >= r.min_agreement)]
+    good = [p for p in r.paths if p.ratio <= 1 and (p.agreement is None or p.agreement >= r.bar)]
     if good:
         assert r.faster.ratio == min(p.ratio for p in good)
     else:
@@ -239,3 +239,32 @@ def test_search_says_when_the_chosen_point_was_slower_and_offers_the_engines_job
     assert ("slower: int8 static runs 2.5x slower than fp32 in torch at batch 1, 1 thread; press 'Find a faster "
             "engine'") in " ".join(w.value for w in at.warning)
     assert "Find a faster engine" in [b.label for b in at.button]
+
+
+def test_advise_prints_the_line_when_its_recommendation_is_slower(capsys, monkeypatch):
+    import compression_core.cli as cli
+    from compression_core.advise import Advice, Candidate
+
+    def cand(method, label, ratio):
+        return Candidate(method=method, label=label, accuracy=0.9, drop_pt=0.1, size_bytes=10, size_ratio=0.3,
+                         latency_ms=ratio, latency_ratio=ratio, within_threshold=True, seconds=0.1)
+
+    advice = Advice(model="digits-mlp", model_type="mlp", rule="quantize_dynamic", recommended="quantize_dynamic",
+                    reason="r", max_drop_pt=1.0, batch_size=32, threads=1, baseline=cand("fp32", "fp32", 1.0),
+                    candidates=[cand("quantize_dynamic", "dynamic int8", 1.8)])
+    monkeypatch.setattr(cli, "advise", lambda *a, **k: advice)
+    timer = fake_timer({"fp32": 1.0, "this": 1.8, "other": 0.5})
+    monkeypatch.setattr(cli, "faster_path", lambda *a, **k: faster_path(
+        *a, **{**k, "timer": timer, "paths": ("torch static int8",)}))
+    assert main(["advise", "--model", "digits-mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "slower: dynamic int8 runs 1.8x slower than fp32 in torch at batch 32, 1 thread; faster here: torch " \
+           "static int8" in out
+
+
+@pytest.mark.slow
+def test_the_slower_benchmark_names_the_fastest_path_on_a_sample():
+    from benchmarks.slower import check
+
+    m = check("digits-mlp", batch_size=8, rounds=1)
+    assert m["named_fastest_ok"] and (m["line"] is not None) == (m["verdict"] == "slower")
