@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compression_core import disk_cache
 from compression_core import inputs as I
 from compression_core.workload import Split, Workload
 
-from .data import chatterbot_dialogs
+from .data import chatterbot_dialogs, chatterbot_dir
 
 NAME = "minilm-topics"
 TOPICS: tuple[str, ...] = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
@@ -211,12 +212,33 @@ def tokenize(lines: list[str]) -> dict[str, torch.Tensor]:
     return {k: enc[k].long().contiguous() for k in ("input_ids", "attention_mask")}
 
 
+_SPLITS = disk_cache.DiskCache("minilm-topics-splits")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def splits_key() -> str:
+    """The disk-cache key of the tokenized splits: the bytes of the corpus files, the tokenizer files, this module
+    and the data reader (which hold the split rule and ``MAX_LEN``): any change is a miss."""
+    files = [*sorted(chatterbot_dir().glob("*.yml")), *(model_path() / f for f in TOKENIZER_FILES)]
+    return disk_cache.digest(NAME, "splits", MAX_LEN, disk_cache.source_digest(Path(__file__), chatterbot_dialogs,
+                                                                              *files))
+
+
 @lru_cache(maxsize=1)
 def splits() -> dict[str, Split]:
-    """The tokenized splits (cached; shared: do not modify)."""
+    """The tokenized splits (cached in this process and on disk by content: reading the corpus and loading the
+    tokenizer took ~3 s of a first load; shared: do not modify)."""
+    key = splits_key()
+    got = _SPLITS.load(key)
+    if got is not None and set(got[1].get("splits", [])) == {"train", "calib", "test"}:
+        t = got[0]
+        return {name: Split({k: t[f"{name}.{k}"] for k in ("input_ids", "attention_mask")}, t[f"{name}.y"])
+                for name in got[1]["splits"]}
     out = {}
     for name, rows in texts().items():
         out[name] = Split(tokenize([t for t, _ in rows]), torch.tensor([label for _, label in rows], dtype=torch.long))
+    tensors = {f"{name}.{k}": v for name, sp in out.items() for k, v in {**sp.x, "y": sp.y}.items()}
+    _SPLITS.save(key, tensors, {"splits": list(out)})
     return out
 
 

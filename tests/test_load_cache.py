@@ -106,3 +106,25 @@ def test_a_student_leaving_cancels_their_job_and_not_a_shared_one():
         assert r.wait(shared, 30)["state"] == "done"  # bob is still there
     finally:
         r.shutdown()
+
+
+@pytest.mark.slow
+def test_minilm_tokenized_splits_come_back_identical_from_disk(cache_dir):
+    import torch
+
+    from sample_models import minilm_topics as m
+
+    m.splits.cache_clear()
+    try:
+        built = m.splits()
+        assert m._SPLITS.load(m.splits_key()) is not None
+        m.splits.cache_clear()
+        again = m.splits()
+        for name in ("train", "calib", "test"):
+            assert torch.equal(again[name].y, built[name].y)
+            assert all(torch.equal(again[name].x[k], built[name].x[k]) for k in ("input_ids", "attention_mask"))
+        _damage(cache_dir / "minilm-topics-splits")
+        m.splits.cache_clear()
+        assert torch.equal(m.splits()["test"].x["input_ids"], built["test"].x["input_ids"])  # rebuilt
+    finally:
+        m.splits.cache_clear()

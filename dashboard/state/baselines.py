@@ -23,6 +23,22 @@ from compression_core.workload import Workload
 VERSION = 1  # of what an entry holds
 
 
+_CONTENT: dict[int, tuple[Workload, str]] = {}  # id -> (baseline, digest of its model and test split): once each
+
+
+def _content(wl: Workload) -> str:
+    """The digest of a baseline's tensors and test split, computed once per workload object (a baseline is never
+    changed: the dashboard shares it read-only)."""
+    hit = _CONTENT.get(id(wl))
+    if hit is not None and hit[0] is wl:
+        return hit[1]
+    d = disk_cache.digest(disk_cache.model_digest(wl.model), disk_cache.tensor_digest([wl.test.x, wl.test.y]))
+    if len(_CONTENT) > 64:
+        _CONTENT.clear()
+    _CONTENT[id(wl)] = (wl, d)
+    return d
+
+
 def content_key(wl: Workload, what: str, facts: dict | None = None) -> str:
     """The cache key of ``what`` about ``wl``'s baseline (see the module docstring)."""
     metric = getattr(wl, "metric", None)
@@ -31,7 +47,7 @@ def content_key(wl: Workload, what: str, facts: dict | None = None) -> str:
     if fn is not None and inspect.getmodule(fn) is not None:
         code.append(inspect.getmodule(fn))
     return disk_cache.digest(VERSION, what, wl.name, getattr(wl, "metric_name", None), facts or {},
-                             disk_cache.model_digest(wl.model), disk_cache.tensor_digest([wl.test.x, wl.test.y]),
+                             _content(wl),
                              disk_cache.source_digest(*[c for c in code if c is not None]),
                              {k: str(v) for k, v in (wl.info or {}).items() if k == "extra_metrics"})
 
