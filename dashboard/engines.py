@@ -108,10 +108,19 @@ def peak_ram_rows(key: str, ref: str, batch: int) -> list[dict]:
     return rows
 
 
+def ort_peak_ram_cells(key: str | None, ref: str, batch: int) -> dict:
+    """The ONNX Runtime table's peak-RAM cells of the baseline (key None) or a result: batch 1 and ``batch``."""
+    v = state.runtimes.ort_peak_ram_view(key, ref, batch)
+    out = {"peak RAM, batch 1": ram_text(v["b1"])}
+    if batch != 1:
+        out[f"peak RAM, batch {batch}"] = ram_text(v["batch"])
+    return out
+
+
 def ram_text(n: int | None) -> str:
     if n is None:
         return "-"
     return f"{n / 2**20:,.2f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB"
 
 
-__all__ = ["faster_panel", "job_key", "label_of", "payload", "peak_ram_rows", "ram_text", "show_result", "slower_line", "where"]
+__all__ = ["faster_panel", "job_key", "label_of", "ort_peak_ram_cells", "payload", "peak_ram_rows", "ram_text", "show_result", "slower_line", "where"]

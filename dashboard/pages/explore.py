@@ -374,8 +374,9 @@ def workbench() -> None:
                 try:
                     rows = [{"runtime": "ONNX Runtime", "model": lbl, "file (KB)": round(s["size_bytes"] / 1024, 1),
                              f"{f['metric']}": state.metric_text(s["accuracy"], f),
-                             "peak RAM, batch 1": engines.ram_text(s.get("peak_ram_bytes_b1"))}
-                            for lbl, s in (("before", state.ort_view(None, ref)), ("after", state.ort_view(key, ref)))]
+                             **engines.ort_peak_ram_cells(k, ref, batch)}
+                            for lbl, s, k in (("before", state.ort_view(None, ref), None),
+                                              ("after", state.ort_view(key, ref), key))]
                     st.dataframe(pd.DataFrame(rows), hide_index=True)
                 except Exception as e:
                     st.error(f"ONNX Runtime: {state.one_line(e)}")

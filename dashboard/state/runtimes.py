@@ -48,6 +48,16 @@ def peak_ram_view(key: str | None, ref: str, batch: int) -> dict:
     return {"b1": b1, "batch": big}
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def ort_peak_ram_view(key: str | None, ref: str, batch: int) -> dict:
+    """Peak inference RAM in bytes of the baseline (key None) or a recipe's result deployed in ONNX Runtime (the
+    graph ``measure_ort`` runs), at batch 1 and at ``batch``: {b1, batch}."""
+    wl = baseline(ref)
+    blob = ort_module().deploy_proto(model_of(key, ref), I.head(wl.test.x, 2)).SerializeToString()
+    big, b1 = peak_ram_pair(blob, wl.test.x, int(batch))
+    return {"b1": b1, "batch": big}
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _ort_session(key: str | None, ref: str, threads: int):
     """An ONNX Runtime session of the baseline (key None) or a recipe's result, exported once."""
