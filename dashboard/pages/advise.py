@@ -29,7 +29,14 @@ def advice_view(ref: str, max_drop: float) -> dict:
 c1, c2 = st.columns([1, 1])
 refs = state.models()
 ref = c1.selectbox("Model", refs, key="adv_model", index=state.default_index(refs), format_func=state.label)
-max_drop = c2.slider("Largest acceptable accuracy drop (points)", 0.0, 5.0, 1.0, step=0.1, key="adv_drop")
+try:  # the metric's units and direction (perplexity: lower is better; its drop is a rise in % of fp32)
+    mf = state.facts(ref)
+except Exception:  # the advice below says what is wrong with the model, in one line
+    mf = {"metric": "accuracy", "percent": True, "higher_is_better": True}
+up = mf.get("higher_is_better", True)
+drop_name = "accuracy drop (points)" if up else f"{mf['metric']} rise (% of fp32)"
+max_drop = c2.slider("Largest acceptable accuracy drop (points)" if up else
+                     f"Largest acceptable {mf['metric']} rise (% of fp32)", 0.0, 5.0, 1.0, step=0.1, key="adv_drop")
 try:
     with st.spinner("quantizing and measuring each candidate..."):
         a = advice_view(ref, float(max_drop))
@@ -48,17 +55,21 @@ if a.get("skipped"):  # a method the library refuses for this model: named with 
         f"**{T.by_kind(m).label if T.by_kind(m) else m}**: {why}" for m, why in a["skipped"].items()))
 
 rows = [a["baseline"]] + a["candidates"]
-df = pd.DataFrame([{  # a drop is a negative change: -0.28 points, never "+0.28" for a loss
-    "method": r["label"], "accuracy %": 100 * r["accuracy"], "accuracy change (points)": -r["drop_pt"],
+df = pd.DataFrame([{  # a drop is a negative change: -0.28 points, never "+0.28" for a loss (a perplexity rise: +)
+    "method": r["label"], "accuracy %": 100 * r["accuracy"] if mf["percent"] else r["accuracy"],
+    "accuracy change (points)": -r["drop_pt"] if up else r["drop_pt"],
     "size KB": r["size_bytes"] / 1024, "size x fp32": r["size_ratio"], "latency ms (b32)": r["latency_ms"],
     "latency x fp32": r["latency_ratio"], "within threshold": r["within_threshold"],
     "recommended": r["method"] == a["recommended"],
 } for r in rows])
 st.dataframe(df, hide_index=True, width="stretch", column_config={  # short headers: 9 columns fit at 1280 px
     "method": st.column_config.TextColumn("method", width="small"),
-    "accuracy %": st.column_config.NumberColumn("accuracy %", format="%.2f", width="small"),
-    "accuracy change (points)": st.column_config.NumberColumn("change (pt)", format="%+.2f", width="small",
-                                                              help="accuracy change in points against fp32"),
+    "accuracy %": st.column_config.NumberColumn("accuracy %" if mf["metric"] == "accuracy" else mf["metric"] + (
+        " %" if mf["percent"] else ""), format="%.2f", width="small"),
+    "accuracy change (points)": st.column_config.NumberColumn(
+        "change (pt)" if up else "change (%)", format="%+.2f", width="small",
+        help="accuracy change in points against fp32" if up else
+        f"{mf['metric']} change in % of fp32's (lower is better: + is worse)"),
     "size KB": st.column_config.NumberColumn("size KB", format="%.1f", width="small",
                                              help="bytes of the saved state_dict, as Explore's 'File size (dense)'"),
     "size x fp32": st.column_config.NumberColumn("size x", format="%.3f", width="small", help="size / fp32 size"),
@@ -67,7 +78,7 @@ st.dataframe(df, hide_index=True, width="stretch", column_config={  # short head
     "latency x fp32": st.column_config.NumberColumn("latency x", format="%.2f", width="small",
                                                     help="latency / fp32 latency, timed in the same run"),
     "within threshold": st.column_config.CheckboxColumn("within", width="small",
-                                                        help="accuracy drop within the threshold"),
+                                                        help=f"{drop_name} within the threshold"),
     "recommended": st.column_config.CheckboxColumn("chosen", width="small", help="the recommended method")})
 st.caption("Each candidate quantizes the whole model, the classifier included (one int8 region end to end). Explore "
            "leaves the classifier alone unless 'Also compress the classifier' is ticked, so its file is a little "
@@ -121,16 +132,17 @@ fig.add_bar(name="size x fp32", x=names, y=[r["size_ratio"] for r in rows], mark
 fig.add_bar(name="latency x fp32 (batch 32, 1 thread)", x=names, y=[r["latency_ratio"] for r in rows],
             marker_color=colors, marker_pattern_shape="/", offsetgroup=1, texttemplate="latency %{y:.2f}x",
             textposition="outside", cliponaxis=False)
-fig.add_scatter(name="accuracy drop (points)", x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
+fig.add_scatter(name=drop_name, x=names, y=[r["drop_pt"] for r in rows], yaxis="y2",
                 mode="markers+lines", marker=dict(size=11, color="#d62728"), line=dict(color="#d62728"))
-fig.add_scatter(name=f"largest acceptable drop: {a['max_drop_pt']:g} pt", x=names,
+fig.add_scatter(name=f"largest acceptable {'drop' if up else 'rise'}: {a['max_drop_pt']:g} {'pt' if up else '%'}",
+                x=names,
                 y=[a["max_drop_pt"]] * len(names), yaxis="y2", mode="lines", hoverinfo="skip",
                 line=dict(color="#d62728", dash="dot"))  # in the legend, not written over the bars' labels
 fig.update_layout(title=f"Measured candidates for {name} (green = recommended)", barmode="group",
                   yaxis=dict(title="ratio vs fp32 (lower is better)", range=[0, 1.2 * max(
                       max(max(r["size_ratio"], r["latency_ratio"] or 0) for r in rows), 1.0)]),
                   # both axes start at 0 (fp32's drop of 0 sits on the floor) and the threshold is always in view
-                  yaxis2=dict(title="accuracy drop (points)", overlaying="y", side="right", showgrid=False,
+                  yaxis2=dict(title=drop_name, overlaying="y", side="right", showgrid=False,
                               tickmode="auto", tickformat=".2~f", color="#d62728",
                               range=[min(0.0, 1.2 * min(r["drop_pt"] for r in rows)),
                                      1.25 * max(max(r["drop_pt"] for r in rows), a["max_drop_pt"], 0.1)]),

@@ -72,7 +72,7 @@ def show(row: dict | None) -> None:
                                                           f["metric"], "change", "seconds to apply")]))
     cols[0].metric("File size", f"{row['size (x of before)']:.2f}x of before")
     cols[1].metric(state.metric_title(f) + " (preview)" if pv else state.metric_title(f), row[f["metric"]],
-                   row["change"])
+                   row["change"], delta_color=state.delta_color(f))
     cols[2].metric("Parameters", f"{row['parameters']:,}")
     extra = [k for k in row if k not in ("configuration", "size (x of before)", "parameters", f["metric"], "change",
                                          "seconds to apply")]
