@@ -19,7 +19,7 @@ import sample_models
 from compression_core import resolve_workload
 from compression_core.cpu import cpu_summary
 from compression_core.errors import CompressionError
-from compression_core.faster import faster_path
+from compression_core.faster import PATHS, THIS_IN_ORT, faster_path
 from compression_core.quantize import DynamicInt8Config, StaticInt8Config, quantize
 
 from .common import emit, environment, parser, progress, table
@@ -37,6 +37,7 @@ def check(ref: str, batch_size: int = 8, rounds: int = 5) -> dict:
         model, label, step = quantize(wl.model, DynamicInt8Config(), wl), "torch dynamic int8", "quantize_dynamic"
     recipe = {"version": 1, "model": ref, "steps": [{"kind": step}]}
     r = faster_path(wl, model, recipe=recipe, label=label, batch_size=batch_size, rounds=rounds,
+                    paths=(THIS_IN_ORT, *PATHS),
                     progress=lambda f, m: progress(f"{wl.name}: {m}"))
     good = [p for p in r.paths if p.ratio <= 1 and (p.agreement is None or p.agreement >= r.bar)]
     named_ok = (r.faster is not None and r.faster.ratio == min(p.ratio for p in good)) if good else r.faster is None

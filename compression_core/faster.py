@@ -19,6 +19,7 @@ already chose is.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable, Literal
@@ -46,6 +47,7 @@ PATHS: dict[str, tuple[str, dict]] = {
     "torch dynamic int8": ("torch", {"kind": "quantize_dynamic"}),
 }
 THIS_IN_ORT = "this model in ONNX Runtime"
+PATHS_ENV = "COMPRESSION_LAB_FASTER_PATHS"  # the paths tried by default, comma-separated (tests: one cheap one)
 _CONFIGS = {"quantize_static": StaticInt8Config, "quantize_dynamic": DynamicInt8Config, "quantize_int4": Int4Config}
 AGREEMENT_ITEMS = 64  # top-1 agreement with fp32 on the first items of the test split
 MIN_AGREEMENT = 0.9
@@ -187,14 +189,14 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
 # ------------------------------------------------------------------------------------------------ the paths
 def _before_quantization(recipe: RecipeBase, wl: Workload) -> tuple[nn.Module, str]:
     """The recipe's model with its quantization steps left out (the workload's fp32 model when every step
-    quantizes), and the label of what the recipe does."""
+    quantizes, or when a step left in trains: the comparison never trains), and the label of what the recipe does."""
     kinds = step_kinds()
     quant = [s for s in recipe.steps if getattr(kinds.get(s.kind), "ui", None) is not None
              and kinds[s.kind].ui.family == "quantize"]
     rest = [s for s in recipe.steps if s not in quant]
     label = " + ".join(getattr(kinds.get(s.kind), "ui").label.split(" (")[0] if kinds.get(s.kind) else s.kind
                        for s in recipe.steps) or "no steps"
-    if not rest:
+    if not rest or any(getattr(getattr(kinds.get(s.kind), "ui", None), "trains", False) for s in rest):
         return wl.model, label
     plain = recipe.model_copy(update={"steps": rest})
     return apply_recipe(plain, with_latency=False, measure_before=False, measure_after=False,
@@ -243,6 +245,19 @@ def _build_paths(source: nn.Module, model: nn.Module, wl: Workload, names: tuple
     return built, skipped
 
 
+def default_paths() -> tuple[str, ...]:
+    """The paths ``faster_path`` tries when none are given: every one, or those named in $COMPRESSION_LAB_FASTER_PATHS
+    (comma-separated; empty: only fp32 and the model are timed)."""
+    raw = os.environ.get(PATHS_ENV)
+    if raw is None:
+        return (THIS_IN_ORT, *PATHS)
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    bad = [n for n in names if n not in PATHS and n != THIS_IN_ORT]
+    if bad:
+        raise CompressionError(f"{PATHS_ENV}: unknown path {bad[0]!r}; choose from {', '.join([THIS_IN_ORT, *PATHS])}")
+    return names
+
+
 def _labels(model: nn.Module, x: Any) -> torch.Tensor | None:
     out = predict(model, x)
     return out.argmax(-1) if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[-1] > 1 else None
@@ -264,10 +279,10 @@ def faster_path(
     recipe: RecipeBase | dict | str | None = None,
 ) -> FasterPath:
     """Time ``compressed`` (a model, or a recipe that is applied here) against ``workload``'s fp32 model and the
-    compressed ``paths`` (default: every one in ``PATHS`` and the model itself in ONNX Runtime), all in the same
-    interleaved rounds at ``batch_size`` with ``threads`` intra-op threads, and name the fastest path at or below
-    fp32's time (``FasterPath.line()``). ``only_if_slower``: time fp32 and the model first, and build the other
-    paths only when the model is slower. ``timer``: {name: zero-argument call} -> {name: per-round ms} (tests
+    compressed ``paths`` (default: ``default_paths()``, every one in ``PATHS`` and the model itself in ONNX Runtime),
+    all in the same interleaved rounds at ``batch_size`` with ``threads`` intra-op threads, and name the fastest path
+    at or below fp32's time (``FasterPath.line()``). ``only_if_slower``: time fp32 and the model first, and build
+    the other paths only when the model is slower. ``timer``: {name: zero-argument call} -> {name: per-round ms} (tests
     inject one; the default is ``interleaved_timer(rounds)``). ``recipe``: the recipe a given model came from (the
     other paths then start from its model before quantization, and a path the recipe already is is not repeated)."""
     t0 = time.perf_counter()
@@ -285,7 +300,7 @@ def faster_path(
         say(0.02, "applying the recipe")
         model = apply_recipe(recipe, with_latency=False, measure_before=False, measure_after=False,
                              workload=wl).model
-    names = paths if paths is not None else (THIS_IN_ORT, *PATHS)
+    names = paths if paths is not None else default_paths()
     if recipe is not None:
         source, what = _before_quantization(recipe, wl)
         names = tuple(n for n in names if not _is_recipe(n, recipe))
@@ -343,8 +358,10 @@ def faster_path(
     say(1.0, "done")
     return FasterPath(model=wl.name, label=what, batch_size=I.n_items(example), threads=threads,
                       rounds=t["fp32"][4], baseline_ms=t["fp32"][0], this=this, verdict=v,
-                      paths=others, faster=good[0] if good else None, skipped=skipped, min_agreement=min_agreement, bar=bar,
+                      paths=others, faster=good[0] if good else None, skipped=skipped, min_agreement=min_agreement,
+                      bar=bar,
                       seconds=time.perf_counter() - t0)
 
 
-__all__ = ["FasterPath", "PATHS", "PathTiming", "THIS_IN_ORT", "Timer", "faster_path", "interleaved_timer"]
+__all__ = ["FasterPath", "PATHS", "PATHS_ENV", "PathTiming", "THIS_IN_ORT", "Timer", "default_paths", "faster_path",
+           "interleaved_timer"]

@@ -123,4 +123,5 @@ def ram_text(n: int | None) -> str:
     return f"{n / 2**20:,.2f} MB" if n >= 2**20 else f"{n / 1024:,.1f} KB"
 
 
-__all__ = ["faster_panel", "job_key", "label_of", "ort_peak_ram_cells", "payload", "peak_ram_rows", "ram_text", "show_result", "slower_line", "where"]
+__all__ = ["faster_panel", "job_key", "label_of", "ort_peak_ram_cells", "payload", "peak_ram_rows", "ram_text",
+           "show_result", "slower_line", "where"]

@@ -90,6 +90,14 @@ def _fixed_threads_and_seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _one_cheap_faster_path(monkeypatch):
+    """``apply``/``measure --bundle``/``advise`` compare engines when a model comes out slower (compression_core.
+    faster): in tests about other things, one cheap path (no ONNX export) instead of every engine; tests/test_faster.py
+    names its paths itself. Subprocesses inherit it."""
+    monkeypatch.setenv("COMPRESSION_LAB_FASTER_PATHS", "torch dynamic int8")
+
+
 @pytest.fixture
 def no_sockets(monkeypatch):
     """Stricter: no socket may even be created (not even loopback)."""

@@ -95,6 +95,21 @@ def test_a_recipe_is_applied_and_not_compared_with_itself():
     assert seen[-1] == ["fp32", "this", "torch dynamic int8"]
 
 
+def test_the_default_paths_come_from_the_environment(monkeypatch):
+    from compression_core.errors import CompressionError
+    from compression_core.faster import PATHS_ENV, default_paths
+
+    monkeypatch.delenv(PATHS_ENV, raising=False)
+    assert default_paths() == (THIS_IN_ORT, *PATHS)
+    monkeypatch.setenv(PATHS_ENV, "ORT dynamic int8, torch dynamic int8")
+    assert default_paths() == ("ORT dynamic int8", "torch dynamic int8")
+    monkeypatch.setenv(PATHS_ENV, "")
+    assert default_paths() == ()
+    monkeypatch.setenv(PATHS_ENV, "tensorrt")
+    with pytest.raises(CompressionError, match="unknown path 'tensorrt'"):
+        default_paths()
+
+
 def test_a_path_that_refuses_the_model_is_skipped_in_one_line(mlp):
     wl, q = mlp
     r = faster_path(wl, q, paths=("ORT MatMulNBits int4",), batch_size=1,
@@ -129,7 +144,7 @@ def test_real_timing_names_the_fastest_measured_path():
     """digits-cnn static int8 at batch 1 against every path, real clock: whatever the verdict, a named path is the
     fastest of the agreeing ones at or below fp32's time, and the line says it (or that none is)."""
     r = faster_path("digits-cnn", {"version": 1, "model": "digits-cnn", "steps": [{"kind": "quantize_static"}]},
-                    rounds=3)
+                    rounds=3, paths=(THIS_IN_ORT, *PATHS))
     assert {p.path for p in r.paths} | set(r.skipped) >= set(PATHS) - {"torch static int8"} | {THIS_IN_ORT}
     good = [p for p in r.paths if p.ratio <= 1 and (p.agreement is None or p.agreement >= r.bar)]
     if good:
