@@ -107,7 +107,7 @@ if teacher:
         models = state.models()
         current_model = (ch or {}).get("model", state.DEFAULT_MODEL)
         model = c1.selectbox("Model", models, index=models.index(current_model) if current_model in models else 0,
-                             key="c_model")
+                             key="c_model", format_func=state.label)  # a --workload file: its name, not a path
         try:  # the model's metric, its units and direction (perplexity: lower is better, not a percentage)
             mf = state.facts(model)
         except Exception:  # a model that cannot be loaded: the challenge is worded for accuracy
@@ -149,11 +149,12 @@ if not ch:
     st.info("No challenge yet: the teacher sets one here (for example, best accuracy under 20 KB on digits-cnn).")
     st.stop()
 
-st.subheader("Challenge: " + store.challenge_text(ch))
+shown = state.label(ch["model"])  # the model as every model list names it (a --workload file: never its path)
+st.subheader("Challenge: " + store.challenge_text({**ch, "model": shown}))
 size_rule = ("the smallest real file (dense or sparse-encoded)" +
              ("; simulated results count at their theoretical size" if ch.get("count_simulated")
               else "; simulated (fake-quant) results do not count"))
-st.caption(f"{ch.get('metric', 'accuracy').capitalize()} on the {ch['model']} test split as measured by the dashboard"
+st.caption(f"{ch.get('metric', 'accuracy').capitalize()} on the {shown} test split as measured by the dashboard"
            + ("" if store.classroom.higher_is_better(ch) else " (lower is better)") + f"; size: {size_rule}"
            + ("; peak RAM: inference at batch 1 (weights + input + live activations), as Explore shows it"
               if store.classroom.max_ram_kb(ch) is not None else "") + ". "
@@ -188,7 +189,7 @@ st.subheader("Submit")
 s1, s2 = st.columns([1, 2])
 s1.text_input("Display name (shown on the board; no account)", key="c_name", max_chars=40)
 if not candidates:
-    s2.info(f"Nothing to submit for {ch['model']} yet: pick {ch['model']} on the Explore page and compress it.")
+    s2.info(f"Nothing to submit for {shown} yet: pick {shown} on the Explore page and compress it.")
 else:
     pick = s2.selectbox("Configuration", list(candidates), key="c_pick")
     row = candidates[pick]
@@ -251,7 +252,7 @@ def board_chart(ch: dict, subs: list[dict], base: dict | None) -> go.Figure:
                       annotation_text=f"at {'least' if store.classroom.higher_is_better(ch) else 'most'} "
                                       f"{float(ch['limit']):g}{unit}", annotation_position="bottom right")
     lower = "" if store.classroom.higher_is_better(ch) else ", lower is better"
-    fig.update_layout(title=dict(text=f"The class's submissions: {metric} vs file size ({ch['model']})", x=0.0),
+    fig.update_layout(title=dict(text=f"The class's submissions: {metric} vs file size ({state.label(ch['model'])})", x=0.0),
                       xaxis_title="file size (KB, smallest real file)",
                       yaxis_title=f"test {metric}" + (" (%)" if pct else "") + lower,
                       legend=dict(orientation="h", y=-0.2), height=420, margin=dict(l=50, r=20, t=50, b=40))
