@@ -105,15 +105,18 @@ class FasterPath(BaseModel):
         return self.verdict == "slower"
 
     def where(self) -> str:
-        return (f"in {'ONNX Runtime' if self.this.engine == 'onnxruntime' else 'torch'} at batch {self.batch_size}, "
-                f"{self.threads} thread{'s' if self.threads != 1 else ''}")
+        """Where fp32 ran (always torch: the model a user starts from) and the conditions."""
+        return f"in torch at batch {self.batch_size}, {self.threads} thread{'s' if self.threads != 1 else ''}"
+
+    def what(self) -> str:
+        return f"{self.label} (in ONNX Runtime)" if self.this.engine == "onnxruntime" else self.label
 
     def line(self) -> str | None:
         """One line when the compressed model is slower than fp32, naming a faster compressed path or saying none
         is; None when it is not slower."""
         if not self.slower:
             return None
-        head = f"slower: {self.label} runs {self.this.ratio:.1f}x slower than fp32 {self.where()}"
+        head = f"slower: {self.what()} runs {self.this.ratio:.1f}x slower than fp32 {self.where()}"
         if self.faster is not None:
             step = self.faster.step
             how = f" (recipe step {_step_text(step)})" if step else ""
@@ -131,7 +134,7 @@ class FasterPath(BaseModel):
         word = {"faster": f"{_times(self.this.ratio)} fp32's time: faster",
                 "no measurable difference": f"{self.this.ratio:.2f}x fp32's time: no measurable difference"}
         best = f"; the fastest compressed path here: {self.paths[0].words()}" if self.paths else ""
-        return f"{self.label} {self.where()}: {word[self.verdict]}{best}"
+        return f"{self.what()} against fp32 {self.where()}: {word[self.verdict]}{best}"
 
     def to_json_dict(self) -> dict:
         out = self.model_dump(mode="json")

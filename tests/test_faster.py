@@ -82,9 +82,17 @@ def test_not_slower_builds_nothing_when_asked_only_if_slower(mlp):
     seen: list = []
     r = faster_path(wl, q, only_if_slower=True, timer=fake_timer({"fp32": 1.0, "this": 0.6, "other": 1}, seen))
     assert r.verdict == "faster" and r.line() is None and r.paths == [] and seen == [["fp32", "this"]]
-    assert "0.60x fp32's time: faster" in r.summary()
+    assert "against fp32 in torch at batch 1, 1 thread: 0.60x fp32's time: faster" in r.summary()
     same = faster_path(wl, q, only_if_slower=True, timer=fake_timer({"fp32": 1.0, "this": 1.01, "other": 1}))
     assert same.verdict == "no measurable difference" and same.line() is None
+
+
+def test_a_model_that_runs_in_onnx_runtime_is_named_so_against_torch_fp32():
+    r = faster_path("digits-mlp", {"version": 1, "model": "digits-mlp",
+                                   "steps": [{"kind": "quantize_dynamic", "engine": "onnxruntime"}]},
+                    paths=(), timer=fake_timer({"fp32": 1.0, "this": 1.5, "other": 1}))
+    assert r.this.engine == "onnxruntime"
+    assert r.line().startswith("slower: int8 dynamic (in ONNX Runtime) runs 1.5x slower than fp32 in torch at batch 1")
 
 
 def test_a_recipe_is_applied_and_not_compared_with_itself():
