@@ -298,3 +298,27 @@ def test_the_slower_benchmark_names_the_fastest_path_on_a_sample():
 
     m = check("digits-mlp", batch_size=8, rounds=1)
     assert m["named_fastest_ok"] and (m["line"] is not None) == (m["verdict"] == "slower")
+
+
+@pytest.mark.slow
+def test_two_jobs_running_on_one_page_each_have_their_own_cancel_button(tmp_path):
+    """Explore can run the engines job beside an export job: each progress panel's Cancel button has its own key
+    (one shared key was a duplicate-widget error)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    dashboard = Path(__file__).resolve().parent.parent / "dashboard"
+    script = tmp_path / "two_jobs.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(dashboard)!r})\nimport jobs\n"
+                      "jobs.job_panel('sleep', {'seconds': 30}, 'one', 'sid')\n"
+                      "jobs.job_panel('sleep', {'seconds': 31}, 'two', 'sid')\n")
+    at = AppTest.from_file(str(script), default_timeout=60)
+    at.run()
+    try:
+        assert not at.exception, at.exception
+        cancels = [b for b in at.button if b.key.startswith("b_cancel_")]
+        assert len(cancels) == 2 and len({b.key for b in cancels}) == 2
+    finally:
+        for b in [b for b in at.button if b.key.startswith("b_cancel_")]:
+            b.click().run()

@@ -111,7 +111,7 @@ def _job_fragment(job_id: str, session_id: str) -> None:
         else:
             text = f"running ({s['elapsed_s']:.0f} s): {s['message']}"
         st.progress(float(s["progress"]), text=text)
-        if st.button("Cancel", key="b_cancel"):
+        if st.button("Cancel", key=f"b_cancel_{job_id}"):  # two jobs on one page (an export, a timing): two keys
             runner().cancel(job_id, session_id)
             st.rerun()
 
