@@ -425,7 +425,7 @@ def confusion_chart(cm: np.ndarray, class_names: Sequence[str], title: str) -> F
 
 def pareto_chart(df: pd.DataFrame, x: str, x_title: str, title: str, highlight: Sequence[int] = (),
                  y: str = "change_pt",
-                 y_title: str = "metric change vs its own baseline (points; % lower for perplexity-like metrics)",
+                 y_title: str = "change vs own baseline (pt, or %)",  # fits a half-width chart at 1280 px
                  error_x: tuple[str, str] | None = None) -> Fig:
     """Every experiment as (x, y), both relative to the experiment's own model's baseline (so models of very
     different sizes share one chart), one colour per model, simulated results hollow, the per-model Pareto front

@@ -14,7 +14,8 @@ def table_view(df: pd.DataFrame, one_model: bool) -> tuple[pd.DataFrame, dict]:
     only where some row has a value, widths in pixels, so it fits the page at 1280 px without a horizontal scroll
     (non-zero parameters and the rest are in "Side by side" below)."""
     view = df.copy()
-    view["smaller_kb"] = view["sparse_kb"].where(view["sparse_kb"].notna(), view["simulated_kb"])
+    view["smaller_kb"] = pd.to_numeric(view["sparse_kb"].where(view["sparse_kb"].notna(), view["simulated_kb"]),
+                                       errors="coerce")  # numbers, so a missing one is blank (not "None")
     view["latency"] = [None if base or pd.isna(r) else f"{r:.2f}x" + (f" {v}" if isinstance(v, str) else "")
                        for r, v, base in zip(view["latency_ratio"], view["latency_verdict"], view["baseline"])]
     cols = ["id"] + ([] if one_model else ["model"]) + ["label", "value", "change_pt", "size_kb"]
@@ -60,7 +61,8 @@ table, table_config = table_view(df, len(pick) == 1)
 st.dataframe(table, hide_index=True, width="stretch", column_config=table_config)
 st.caption("Sizes: the dense `torch.save` file, the sparse-encoded/packed file where one exists, and the theoretical "
            "size of simulated (fake-quant) results (hollow diamonds below: simulated, not real). Ratios and changes "
-           "are relative to each model's own baseline, so models of different sizes share the charts.")
+           "are relative to each model's own baseline, so models of different sizes share the charts; a change is in "
+           "points, or in % lower for a lower-is-better metric such as perplexity (positive: better).")
 
 ids = list(df["id"])
 c1, c2 = st.columns(2)
