@@ -253,9 +253,14 @@ def _rebuilt_matches(base: nn.Module, out: nn.Module, wl) -> float:
 
 
 def _metric_within(wl, model: nn.Module, base_metric: float, bound: float, numbers: dict) -> str:
+    """The metric may lose at most ``bound`` points (a fraction metric), or, lower being better (perplexity), rise
+    by at most ``bound`` percent."""
     m = wl.score(model)
     numbers.update(metric=m, baseline=base_metric)
-    if m < base_metric - bound / 100.0 - 1e-9:
+    if not getattr(wl.metric, "higher_is_better", True):
+        if m > base_metric * (1 + bound / 100.0) + 1e-9:
+            raise PropertyFailed(f"{wl.metric.name} {base_metric:.4f} -> {m:.4f}, more than {bound:g} % higher")
+    elif m < base_metric - bound / 100.0 - 1e-9:
         raise PropertyFailed(f"{wl.metric.name} {base_metric:.4f} -> {m:.4f}, more than {bound:g} points lost")
     return f"{wl.metric.name} {base_metric:.4f} -> {m:.4f}"
 
@@ -312,9 +317,13 @@ def check(variant: Variant, wl, models: list[nn.Module], numbers: dict) -> str:
             before, after = wl.score(base, "calib"), wl.score(out, "calib")
             slack = 1.0 / len(wl.calib) + 1e-9
             numbers.update(calib_before=before, calib_after=after)
-            if before - after > 0.02 + slack:
-                raise PropertyFailed(f"calibration {wl.metric.name} {before:.4f} -> {after:.4f}: more than the 2 "
-                                     "points the budget allows")
+            if getattr(wl.metric, "higher_is_better", True):
+                if before - after > 0.02 + slack:
+                    raise PropertyFailed(f"calibration {wl.metric.name} {before:.4f} -> {after:.4f}: more than the 2 "
+                                         "points the budget allows")
+            elif after > before * 1.02 + 1e-9:  # lower is better (perplexity): the budget is 2 % of it
+                raise PropertyFailed(f"calibration {wl.metric.name} {before:.4f} -> {after:.4f}: more than the 2 % "
+                                     "the budget allows")
             text += f"; calib {wl.metric.name} {before:.4f} -> {after:.4f}"
         return text
     if kind == "shrink":

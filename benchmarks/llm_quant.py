@@ -23,6 +23,7 @@ import torch
 
 from compression_core import inputs as I
 from compression_core.cpu import cpu_facts
+from compression_core.extra_metrics import compute
 from compression_core.measure import size_bytes
 from compression_core.technique import StepContext, apply_step
 from compression_core.timing import compare_calls, model_call
@@ -143,14 +144,17 @@ def tiny_lm_rows(bits_list: tuple[int, ...], group: int) -> dict | None:
     progress(f"loading {names[0]}")
     wl = resolve_workload(names[0])
     base = wl.model.eval()
-    rows = [{"model": names[0], "row": "fp32", "size": size_bytes(base), "metric": wl.score(base)}]
+    fp32_size = size_bytes(base)
+    rows = [{"model": names[0], "row": "fp32", "bits": 32, "method": "-", "size": fp32_size, "size_ratio": 1.0,
+             "metric": wl.score(base), **compute(base, wl), "layer_error": 0.0, "seconds": 0.0}]
     for bits in bits_list:
         for method in ("rtn", "gptq", "awq"):
             progress(f"{names[0]} int{bits} {method}")
             q, secs, notes = _apply(base, WeightOnlyConfig(bits=bits, method=method, group_size=group), wl)
-            rows.append({"model": names[0], "row": f"int{bits} {method}", "size": size_bytes(q),
-                         "metric": wl.score(q), "layer_error": _layer_error(notes), "seconds": secs})
-    return {"metric": wl.metric_name, "rows": rows}
+            rows.append({"model": names[0], "row": f"int{bits} {method}", "bits": bits, "method": method,
+                         "size": size_bytes(q), "size_ratio": size_bytes(q) / fp32_size, "metric": wl.score(q),
+                         **compute(q, wl), "layer_error": _layer_error(notes), "seconds": secs})
+    return {"metric": wl.metric_name, "higher_is_better": wl.metric.higher_is_better, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,11 @@ def test_recipe_applies_with_sane_numbers(path):
     if name.startswith("minilm"):  # a real text task: the baseline is 82.7 %, one test line is 0.31 points
         assert b.accuracy - a.accuracy <= (0.015 if "int8" in name else 0.03), f"{name}: {b.accuracy} -> {a.accuracy}"
         assert "fidelity" in a.extra and a.extra["fidelity"] > 0.5
+    elif name.startswith("tiny-lm"):  # a language model: perplexity, lower is better (benchmarks.language)
+        assert a.metric == "perplexity", a.metric
+        assert b.accuracy < a.accuracy <= 1.10 * b.accuracy, f"{name}: {b.accuracy} -> {a.accuracy}"
+        assert a.size_bytes <= 0.30 * b.size_bytes and a.params == b.params  # the tied table counted once
+        assert 0.1 < a.extra["token accuracy"] <= b.extra["token accuracy"] + 0.01
     else:
         assert a.accuracy > 0.85, f"{path.name}: accuracy {a.accuracy}"
     assert len(r.steps) == len(load_recipe(path).steps)

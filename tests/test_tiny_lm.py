@@ -95,3 +95,40 @@ def test_cli_measure_prints_perplexity(capsys):
     out = json.loads(capsys.readouterr().out)
     assert "perplexity" in json.dumps(out).lower()
     assert out["params"] == sum(p.numel() for p in lm.build().parameters())  # the tied head counted once
+
+
+@pytest.mark.slow  # GPTQ calibration on the model (~10 s)
+def test_the_int4_gptq_recipe_applies_through_the_cli(capsys):
+    """recipes/tiny-lm-int4-gptq.yaml as a user runs it: exit 0, the file <= 0.30x fp32 (int8 embeddings with the
+    tied head + int4 GPTQ), perplexity within +5 %, the tied table counted once."""
+    from pathlib import Path
+
+    from compression_core.cli import main
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "tiny-lm-int4-gptq.yaml"
+    assert main(["apply", str(recipe), "--json", "--no-latency"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    b, a = out["before"], out["after"]
+    assert a["metric"] == "perplexity" and a["accuracy"] <= 1.05 * b["accuracy"]
+    assert a["size_bytes"] <= 0.30 * b["size_bytes"] and a["params"] == b["params"]
+
+
+def _matrix_rows():
+    """benchmarks.generality's rows whose check reads the metric (real and simulated quantization, bf16), here a
+    lower-is-better one; the pruning and training rows run on the zoo's GPT-2 (the same Conv1D and tied head) in
+    tests/test_zoo.py, and fp16 takes 30 s of slow CPU half precision."""
+    from benchmarks.generality import variants
+
+    return [v for v in variants() if v.check in ("smaller", "half", "simulated") and v.label != "quantize_half fp16"
+            and v.kind != "quantize_qat"]
+
+
+@pytest.mark.slow  # about 30 s for all rows
+def test_every_quantizer_works_on_tiny_lm_within_its_perplexity_bound(wl):
+    from benchmarks.generality import WORKS, run_cell
+
+    rows = _matrix_rows()
+    assert len(rows) >= 7
+    cells = [run_cell(v, lm.NAME, wl) for v in rows]
+    bad = [f"{c.technique}: {c.status}: {c.detail}" for c in cells if c.status != WORKS]
+    assert not bad, bad
