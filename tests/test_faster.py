@@ -87,6 +87,7 @@ def test_not_slower_builds_nothing_when_asked_only_if_slower(mlp):
     assert same.verdict == "no measurable difference" and same.line() is None
 
 
+@pytest.mark.slow  # an ONNX export (onnx's import alone takes seconds)
 def test_a_model_that_runs_in_onnx_runtime_is_named_so_against_torch_fp32():
     r = faster_path("digits-mlp", {"version": 1, "model": "digits-mlp",
                                    "steps": [{"kind": "quantize_dynamic", "engine": "onnxruntime"}]},
@@ -118,6 +119,7 @@ def test_the_default_paths_come_from_the_environment(monkeypatch):
         default_paths()
 
 
+@pytest.mark.slow  # an ONNX export (onnx's import alone takes seconds)
 def test_a_path_that_refuses_the_model_is_skipped_in_one_line(mlp):
     wl, q = mlp
     r = faster_path(wl, q, paths=("ORT MatMulNBits int4",), batch_size=1,
