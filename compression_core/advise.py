@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from .errors import CompressionError
+from .graph import build_graph
 from .cost import estimate_cost
 from .measure import evaluate, latency, size_bytes
 from .prune.common import is_attention
@@ -66,8 +67,12 @@ class Advice(BaseModel):
         return self.model_dump(mode="json")
 
 
-def model_type(model: nn.Module) -> ModelType:
-    """recurrent (LSTM/GRU/RNN), transformer (attention), cnn (Conv2d) or mlp (Linear only)."""
+def model_type(model: nn.Module, example=None) -> ModelType:
+    """recurrent (LSTM/GRU/RNN), transformer (attention), cnn (Conv2d) or mlp (Linear only).
+
+    With ``example`` (a batch of the model's inputs), attention heads the traced graph finds count too: a Hugging
+    Face BERT (MiniLM) has none of the hand-written attention modules and was called an MLP. The graph is traced
+    only for a model with embeddings or layer norms and no convolution (the others are decided by their modules)."""
     mods = list(model.modules())
     if any(isinstance(m, nn.RNNBase) for m in mods):
         return "recurrent"
@@ -75,6 +80,12 @@ def model_type(model: nn.Module) -> ModelType:
         return "transformer"
     if any(isinstance(m, nn.Conv2d) for m in mods):
         return "cnn"
+    if example is not None and any(isinstance(m, (nn.Embedding, nn.LayerNorm, nn.RMSNorm)) for m in mods):
+        try:
+            if build_graph(model, example, probe=False).all("heads"):
+                return "transformer"
+        except Exception:  # a model the tracer cannot follow: its modules decided above, an MLP otherwise
+            pass
     return "mlp"
 
 
@@ -105,7 +116,7 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
     wl = resolve_workload(name)
     name = wl.name
     example = I.head(wl.test.x, batch_size)
-    kind = model_type(wl.model)
+    kind = model_type(wl.model, I.head(wl.test.x, 2))
     rule = "quantize_static" if kind == "cnn" else "quantize_dynamic"
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

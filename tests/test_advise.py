@@ -69,6 +69,17 @@ def test_a_method_the_library_refuses_is_named_not_an_error():
     assert "not applicable: " in render_advice(a)
 
 
+@pytest.mark.slow  # loads MiniLM
+def test_a_hugging_face_bert_is_a_transformer():
+    """MiniLM has no hand-written attention module: its heads are found in the traced graph (it was called an MLP)."""
+    from compression_core import inputs as I
+    from compression_core.workload import resolve_workload
+
+    wl = resolve_workload("minilm-topics")
+    assert model_type(wl.model, I.head(wl.test.x, 2)) == "transformer"
+    assert model_type(sample_models.load("digits-mlp").model, I.head(sample_models.load("digits-mlp").test.x, 2)) == "mlp"
+
+
 def test_cli_advise_json_and_errors(capsys):
     assert main(["advise", "--model", "digits-lstm", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
