@@ -255,7 +255,9 @@ def board_chart(ch: dict, subs: list[dict], base: dict | None) -> go.Figure:
     fig.update_layout(title=dict(text=f"The class's submissions: {metric} vs file size ({state.label(ch['model'])})", x=0.0),
                       xaxis_title="file size (KB, smallest real file)",
                       yaxis_title=f"test {metric}" + (" (%)" if pct else "") + lower,
-                      legend=dict(orientation="h", y=-0.2), height=420, margin=dict(l=50, r=20, t=50, b=40))
+                      # always a legend (the baseline star alone was unexplained), under the axis title
+                      showlegend=True, legend=dict(orientation="h", yref="container", y=0, yanchor="bottom"),
+                      height=420, margin=dict(l=50, r=20, t=50, b=40))
     return fig
 
 
