@@ -117,6 +117,9 @@ __all__ += [
 from .cost import Cost, estimate_cost  # size, parameters and FLOPs of a configuration, computed without applying it
 
 __all__ += ["Cost", "estimate_cost"]
+from .faster import FasterPath, PathTiming, faster_path  # slower than fp32? what is faster here, timed in one run
+
+__all__ += ["FasterPath", "PathTiming", "faster_path"]
 from .estimate_metric import (  # the metric of a configuration estimated from per-layer sensitivity curves
     MetricCurves, MetricEstimate, estimate_metric, estimate_quality, metric_curves)
 
