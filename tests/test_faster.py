@@ -324,3 +324,29 @@ def test_two_jobs_running_on_one_page_each_have_their_own_cancel_button(tmp_path
     finally:
         for b in [b for b in at.button if b.key.startswith("b_cancel_")]:
             b.click().run()
+
+
+@pytest.mark.slow
+def test_the_engines_job_runs_in_a_worker_from_explore():
+    """The whole way: Explore's 'Find a faster engine' submits the 'faster' job to the worker pool; polling (what
+    the progress fragment does in a browser) brings its table and line onto the page."""
+    import time
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="x_quant").set_value("int8 static (real, calibrated)").run()
+    at.button(key="b_latency").click().run()
+    at.button(key="b_job_faster").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    deadline = time.monotonic() + 240
+    while not any("x fp32 time" in d.value.columns for d in at.dataframe) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(d.value for d in at.dataframe if "x fp32 time" in d.value.columns)
+    assert table["path"].iloc[0] == "int8 static" and "torch dynamic int8" in list(table["path"])
+    shown = [w.value for w in at.warning] + [s.value for s in at.success]
+    assert any(v.startswith("slower: int8 static runs") or v.startswith("int8 static against fp32") for v in shown)
