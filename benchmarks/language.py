@@ -125,14 +125,18 @@ def minilm_goals(m: dict[str, Any]) -> list[dict[str, Any]]:
                     "measured": f"fidelity RTN {f['rtn']:.4f}, GPTQ {f['gptq']:.4f}, AWQ {f['awq']:.4f}"})
     i8 = m.get("int8")
     if i8:
-        best = min(i8["rows"], key=lambda r: r["b32_ratio"])
-        out.append({"goal": "minilm-topics fastest int8 through the library <= 0.30x torch fp32 at batch 32, within "
-                            "1 point (where the CPU has VNNI)",
-                    "met": best["b32_ratio"] <= GOALS["minilm_int8_b32_ratio"]
-                    and best["points"] <= GOALS["minilm_int8_points"],
-                    "measured": f"{best['row']}: {best['b32_ratio']:.3f}x ({best['b32_ms']:.1f} vs "
-                                f"{best['fp32_b32_ms']:.1f} ms), {best['points']:+.2f} points lost; CPU int8 "
-                                f"dot-product: {i8['int8_dot']}"})
+        within = [r for r in i8["rows"] if r["points"] <= GOALS["minilm_int8_points"]]
+        fastest = min(i8["rows"], key=lambda r: r["b32_ratio"])
+        best = min(within, key=lambda r: r["b32_ratio"]) if within else fastest
+        text = (f"{best['row']}: {best['b32_ratio']:.3f}x ({best['b32_ms']:.1f} vs {best['fp32_b32_ms']:.1f} ms), "
+                f"{-best['points']:+.2f} points")
+        if fastest is not best:
+            text += (f"; the fastest, {fastest['row']}, {fastest['b32_ratio']:.3f}x at {-fastest['points']:+.2f} "
+                     "points")
+        out.append({"goal": "minilm-topics fastest int8 through the library within 1 point <= 0.30x torch fp32 at "
+                            "batch 32 (where the CPU has VNNI)",
+                    "met": bool(within) and best["b32_ratio"] <= GOALS["minilm_int8_b32_ratio"],
+                    "measured": text + f"; CPU int8 dot-product: {i8['int8_dot']}"})
     return out
 
 
