@@ -73,7 +73,8 @@ def tiny_lm_section(group: int, rounds: int) -> dict[str, Any]:
             x = I.head(wl.test.x, b)
             lat[b] = compare_calls(model_call(base, x), model_call(ort, x), rounds=rounds, runtime="onnxruntime",
                                    batch_size=b)
-    ort_row = {"row": "int4 gptq MatMulNBits", "size": size_bytes(ort), "size_ratio": size_bytes(ort) / size_bytes(base),
+    ort_row = {"row": "int4 gptq MatMulNBits", "size": size_bytes(ort),
+               "size_ratio": size_bytes(ort) / size_bytes(base),
                "metric": wl.score(ort), **compute(ort, wl), "seconds": secs,
                "b1_ratio": lat[1].ratio, "b1_ms": lat[1].after_ms, "fp32_b1_ms": lat[1].before_ms,
                "b32_ratio": lat[32].ratio, "b32_ms": lat[32].after_ms, "fp32_b32_ms": lat[32].before_ms}
