@@ -101,7 +101,7 @@ def peak_ram_rows(key: str, ref: str, batch: int) -> list[dict]:
     rows = []
     for lbl, k in (("before", None), ("after", key)):
         v = state.runtimes.peak_ram_view(k, ref, batch)
-        row = {"model": lbl, "peak RAM, batch 1": ram_text(v["b1"])}
+        row = {"runtime": "torch", "model": lbl, "peak RAM, batch 1": ram_text(v["b1"])}
         if batch != 1:
             row[f"peak RAM, batch {batch}"] = ram_text(v["batch"])
         rows.append(row)
