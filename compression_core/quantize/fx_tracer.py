@@ -5,6 +5,7 @@ masks) marked so they are never observed, and BatchNorms after functional convol
 from __future__ import annotations
 
 import inspect
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,12 @@ class _ConcreteTracer(fx.Tracer):
     (a "same" padding computed in ``forward``, ``max(pad, 0)``) takes the branch the example takes instead of
     failing. Leaf modules are torch's own (``torch.nn`` classes); user subclasses are traced through, so a
     Conv2d subclass with its own ``forward`` keeps it. Graphs specialised this way are verified on other batch
-    sizes before use (``prepare_graph``)."""
+    sizes before use (``prepare_graph``).
+
+    torch.fx patches ``nn.Module.__call__`` and ``__getattr__`` for the whole process while it traces: a model
+    running in another thread of the same server (a student's Explore measurement while another's Advise traces
+    static int8) was routed into this tracer and failed ("module is not installed as a submodule"). Calls from
+    any thread but the tracing one run as if no trace were going on."""
 
     def __init__(self, example: dict[str, object]):
         super().__init__()
@@ -38,18 +44,24 @@ class _ConcreteTracer(fx.Tracer):
         self.values: dict[fx.Node, object] = {}
         self._evaluating = False
         self._attrs: dict[str, object] = {}
+        self._thread = threading.get_ident()
+
+    def _elsewhere(self) -> bool:
+        """A module call or attribute read from another thread than the one tracing (not part of this trace)."""
+        return threading.get_ident() != self._thread
 
     def trace(self, root, concrete_args=None):  # type: ignore[override]
+        self._thread = threading.get_ident()
         self._attrs = {**dict(root.named_parameters(remove_duplicate=False)), **dict(root.named_buffers())}
         return super().trace(root, concrete_args)
 
     def call_module(self, m, forward, args, kwargs):  # type: ignore[override]
-        if self._evaluating:  # computing a concrete value: run the module, record nothing
+        if self._evaluating or self._elsewhere():  # a concrete value, or another thread's model: just run it
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):  # type: ignore[override]
-        if self._evaluating:
+        if self._evaluating or self._elsewhere():
             return attr_val
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
