@@ -64,7 +64,7 @@ CASES = {
     "neurons+shrink+int4": [S(amount=0.5, unit="neurons"), ShrinkConfig(), Int4Config()],
     "channels+shrink+fp16": [S(amount=0.5, unit="channels"), ShrinkConfig(), HalfPrecisionConfig()],
 }
-SAMPLES = [n for n in workload_names() if n != "minilm-topics"]
+SAMPLES = [n for n in workload_names() if n not in ("minilm-topics", "tiny-lm")]  # transformers: their own lists
 MODELS = SAMPLES + [f"zoo:{n}" for n in zoo.ZOO]
 FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on small models (~15 s in all)
     ("digits-mlp", "unstructured-50"), ("digits-mlp", "unstructured-global"), ("digits-mlp", "unstructured-random"),
@@ -75,6 +75,8 @@ FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on 
     ("zoo:resnet", "channels+shrink"), ("zoo:tied", "int8-embeddings"), ("zoo:tied", "fp16"),
     ("digits-mlp", "weight-only-int3"), ("digits-mlp", "weight-only-gptq"), ("digits-cnn", "lowrank-ratio"),
 }
+# tiny-lm is zoo:gpt2's architecture (Conv1D, tied lm_head), which runs every case: the trained sample runs these
+TINY_LM = ["heads+shrink", "int8-embeddings", "weight-only-int3", "neurons+shrink+int4", "lowrank-ratio"]
 MINILM = ["unstructured-50", "unstructured-90", "unstructured+dynamic", "neurons+shrink", "heads+shrink",
           "dynamic-int8", "static-int8", "int4", "weight-only-int3", "lowrank-ratio", "fp16", "int8-embeddings"]
 
@@ -149,6 +151,12 @@ def test_computed_numbers_equal_the_measured_artefact(ref, case):
 @pytest.mark.parametrize("case", MINILM)
 def test_computed_numbers_equal_the_measured_artefact_minilm(case):
     check("minilm-topics", case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TINY_LM)
+def test_computed_numbers_equal_the_measured_artefact_tiny_lm(case):
+    check("tiny-lm", case)
 
 
 # ------------------------------------------------------------------------------------------------ container
