@@ -2,7 +2,7 @@
 round-to-nearest, GPTQ and AWQ, its int4 recipe's file and ONNX Runtime MatMulNBits latency; minilm-topics' int8
 speed and int4 fidelity; the low-rank figures. Every section calls the benchmark that owns it.
 
-    python -m benchmarks.language [--json] [--quick] [--only tiny-lm minilm lowrank] [--group 64]
+    python -m benchmarks.language [--json] [--quick] [--only tiny-lm minilm lowrank] [--group 64] [--bits 4 3]
 
 1 intra-op thread; every latency is a ratio to torch fp32 timed interleaved in the same run
 (``compression_core.timing.compare_calls``). Sections:
@@ -50,10 +50,10 @@ GOALS = {"int4_ppl_increase": 0.05, "int3_share_of_rtn": 0.5, "int4_size_ratio":
 
 
 # ------------------------------------------------------------------------------------------------- tiny-lm
-def tiny_lm_section(group: int, rounds: int) -> dict[str, Any]:
+def tiny_lm_section(group: int, rounds: int, bits: tuple[int, ...] = (4, 3)) -> dict[str, Any]:
     from compression_core.quantize import WeightOnlyConfig
 
-    quant = llm_quant.tiny_lm_rows((4, 3), group)
+    quant = llm_quant.tiny_lm_rows(bits, group)
     if quant is None:
         raise SystemExit(f"benchmarks.language: no {LM!r} workload registered (is sample_models installed?)")
     wl = resolve_workload(LM)
@@ -90,18 +90,20 @@ def tiny_lm_goals(lm: dict[str, Any]) -> list[dict[str, Any]]:
     def up(row: str) -> float:
         return by[row]["metric"] / fp32 - 1  # relative perplexity increase
 
-    best4 = min(("int4 gptq", "int4 awq"), key=up)
-    out.append({"goal": "tiny-lm int4 g64: GPTQ or AWQ perplexity within +5 % of fp32 and below RTN's",
-                "met": up(best4) <= GOALS["int4_ppl_increase"] and up(best4) < up("int4 rtn"),
-                "measured": f"fp32 {fp32:.3f}; RTN {by['int4 rtn']['metric']:.3f} ({100 * up('int4 rtn'):+.1f} %), "
-                            f"GPTQ {by['int4 gptq']['metric']:.3f} ({100 * up('int4 gptq'):+.1f} %), "
-                            f"AWQ {by['int4 awq']['metric']:.3f} ({100 * up('int4 awq'):+.1f} %)"})
-    best3 = min(("int3 gptq", "int3 awq"), key=up)
-    share = up(best3) / up("int3 rtn") if up("int3 rtn") > 0 else float("inf")
-    out.append({"goal": "tiny-lm int3 g64: GPTQ/AWQ perplexity increase <= half of RTN's",
-                "met": share <= GOALS["int3_share_of_rtn"],
-                "measured": f"RTN {100 * up('int3 rtn'):+.1f} %, GPTQ {100 * up('int3 gptq'):+.1f} %, "
-                            f"AWQ {100 * up('int3 awq'):+.1f} %: the best is {share:.2f} of RTN's increase"})
+    if "int4 rtn" in by:
+        best4 = min(("int4 gptq", "int4 awq"), key=up)
+        out.append({"goal": "tiny-lm int4 g64: GPTQ or AWQ perplexity within +5 % of fp32 and below RTN's",
+                    "met": up(best4) <= GOALS["int4_ppl_increase"] and up(best4) < up("int4 rtn"),
+                    "measured": f"fp32 {fp32:.3f}; RTN {by['int4 rtn']['metric']:.3f} ({100 * up('int4 rtn'):+.1f} %), "
+                                f"GPTQ {by['int4 gptq']['metric']:.3f} ({100 * up('int4 gptq'):+.1f} %), "
+                                f"AWQ {by['int4 awq']['metric']:.3f} ({100 * up('int4 awq'):+.1f} %)"})
+    if "int3 rtn" in by:
+        best3 = min(("int3 gptq", "int3 awq"), key=up)
+        share = up(best3) / up("int3 rtn") if up("int3 rtn") > 0 else float("inf")
+        out.append({"goal": "tiny-lm int3 g64: GPTQ/AWQ perplexity increase <= half of RTN's",
+                    "met": share <= GOALS["int3_share_of_rtn"],
+                    "measured": f"RTN {100 * up('int3 rtn'):+.1f} %, GPTQ {100 * up('int3 gptq'):+.1f} %, "
+                                f"AWQ {100 * up('int3 awq'):+.1f} %: the best is {share:.2f} of RTN's increase"})
     rc = lm["recipe"]
     out.append({"goal": "tiny-lm int4 recipe (int8 embeddings + int4 GPTQ) file <= 0.30x fp32",
                 "met": rc["size_ratio"] <= GOALS["int4_size_ratio"],
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="1 seed, fewer timing rounds (a smoke run, same rows)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     p.add_argument("--group", type=int, default=64, choices=[32, 64, 128], help="weight-only group size")
+    p.add_argument("--bits", type=int, nargs="+", default=[4, 3], choices=[4, 3], help="tiny-lm bit widths")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if "tiny-lm" in args.only:
         if LM not in workload_names():
             raise SystemExit(f"benchmarks.language: no {LM!r} workload registered")
-        lm = result["tiny_lm"] = tiny_lm_section(args.group, rounds)
+        lm = result["tiny_lm"] = tiny_lm_section(args.group, rounds, tuple(args.bits))
         result["goals"] += tiny_lm_goals(lm)
         key = "token accuracy" if "token accuracy" in lm["rows"][0] else None
         cols = [("row", "tiny-lm", "s"), ("size", "bytes", ",d"), ("size_ratio", "x fp32", ".3f"),

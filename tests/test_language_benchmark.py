@@ -36,6 +36,13 @@ def test_goals_missed_read_the_lower_is_better_direction():
     assert language.tiny_lm_goals(_lm(dict(GOOD, **{"int4 rtn": 102.0})))[0]["met"] is False
 
 
+def test_a_run_without_int3_rows_judges_the_other_goals():
+    only4 = {k: v for k, v in GOOD.items() if not k.startswith("int3")}
+    assert [g["goal"].split(":")[0] for g in language.tiny_lm_goals(_lm(only4))] == [
+        "tiny-lm int4 g64", "tiny-lm int4 recipe (int8 embeddings + int4 GPTQ) file <= 0.30x fp32",
+        "tiny-lm int4 as ORT MatMulNBits"]
+
+
 def test_minilm_goals_compare_fidelity_and_int8_speed():
     m = {"rows": [{"row": "int4 rtn", "fidelity": 0.94}, {"row": "int4 gptq", "fidelity": 0.97},
                   {"row": "int4 awq", "fidelity": 0.975}],
@@ -47,14 +54,14 @@ def test_minilm_goals_compare_fidelity_and_int8_speed():
 
 @pytest.mark.slow  # loads tiny-lm, runs GPTQ / AWQ at two widths, exports to ONNX (~1 min)
 def test_quick_tiny_lm_run_prints_one_json_object(capsys):
-    assert language.main(["--json", "--quick", "--only", "tiny-lm"]) == 0
+    assert language.main(["--json", "--quick", "--only", "tiny-lm", "--bits", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["benchmark"] == "language" and out["threads"] == 1 and "cpu" in out
     lm = out["tiny_lm"]
     assert lm["metric"] == "perplexity" and lm["higher_is_better"] is False
     rows = {r["row"] for r in lm["rows"]}
-    assert rows == {"fp32"} | {f"int{b} {m}" for b in (4, 3) for m in ("rtn", "gptq", "awq")}
+    assert rows == {"fp32"} | {f"int4 {m}" for m in ("rtn", "gptq", "awq")}
     assert all(r["metric"] > 1 and 0 < r["token accuracy"] < 1 for r in lm["rows"])
     assert lm["recipe"]["size_ratio"] < 1 and lm["onnxruntime"]["b1_ratio"] > 0
-    assert len(out["goals"]) == 4 and all(set(g) == {"goal", "met", "measured"} for g in out["goals"])
+    assert len(out["goals"]) == 3 and all(set(g) == {"goal", "met", "measured"} for g in out["goals"])
     assert "minilm" not in out and "lowrank" not in out
