@@ -172,8 +172,8 @@ def test_bundle_and_onnx_downloaded_from_explore_measure_and_run_as_the_page_sai
         torch_pred = model(wl.test.x).argmax(-1).numpy()
     agree = float(np.mean(ort_pred == torch_pred))
     print(f"page {acc_text} / {size_text}; CLI {cli['accuracy']:.6f} / {cli['size_bytes']:,} B; bundle file "
-          f"{bundle.stat().st_size:,} B; ONNX Runtime accuracy {ort_acc:.6f} on {len(y)} test images, agrees with torch "
-          f"on {agree:.4f}; onnx file {onnx_file.stat().st_size:,} B; after {t_chosen:.1f} s the page showed the choice, "
-          f"{t_onnx:.1f} s both files, {browser_s:.1f} s the CLI too, {time.perf_counter() - t0:.1f} s all")
+          f"{bundle.stat().st_size:,} B; ONNX Runtime accuracy {ort_acc:.6f} on {len(y)} test images, agrees with "
+          f"torch on {agree:.4f}; onnx file {onnx_file.stat().st_size:,} B; after {t_chosen:.1f} s the page showed "
+          f"the choice, {t_onnx:.1f} s both files, {browser_s:.1f} s the CLI too, {time.perf_counter() - t0:.1f} s all")
     assert abs(ort_acc - page_acc) <= ORT_TOLERANCE, (ort_acc, acc_text)
     assert agree >= 0.98, agree
