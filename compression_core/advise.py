@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from .errors import CompressionError
-from .graph import build_graph
+from .graph import attention_heads
+from .linear_like import conv1d_names
 from .cost import estimate_cost
 from .measure import evaluate, latency, size_bytes
 from .prune.common import is_attention
@@ -59,6 +60,8 @@ class Advice(BaseModel):
     baseline: Candidate
     candidates: list[Candidate] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)  # method -> why the library refused it for this model
+    metric: str = "accuracy"  # the workload's metric (Candidate.accuracy holds its value)
+    higher_is_better: bool = True  # False (perplexity): drop_pt is the metric's rise in % of fp32
 
     def candidate(self, method: str) -> Candidate | None:
         return next((c for c in self.candidates if c.method == method), None)
@@ -70,9 +73,11 @@ class Advice(BaseModel):
 def model_type(model: nn.Module, example=None) -> ModelType:
     """recurrent (LSTM/GRU/RNN), transformer (attention), cnn (Conv2d) or mlp (Linear only).
 
-    With ``example`` (a batch of the model's inputs), attention heads the traced graph finds count too: a Hugging
-    Face BERT (MiniLM) has none of the hand-written attention modules and was called an MLP. The graph is traced
-    only for a model with embeddings or layer norms and no convolution (the others are decided by their modules)."""
+    With ``example`` (a batch of the model's inputs), attention heads found by running it count too: a Hugging
+    Face BERT (MiniLM) or GPT-2 (its projections are transformers' Conv1D, not nn.Linear) has none of the
+    hand-written attention modules and was called an MLP. Heads are looked for only in a model with embeddings or
+    layer norms and no convolution (the others are decided by their modules), with ``graph.attention_heads`` (no
+    Torch-Pruning trace: a model it cannot follow is still recognised by its heads)."""
     mods = list(model.modules())
     if any(isinstance(m, nn.RNNBase) for m in mods):
         return "recurrent"
@@ -82,9 +87,9 @@ def model_type(model: nn.Module, example=None) -> ModelType:
         return "cnn"
     if example is not None and any(isinstance(m, (nn.Embedding, nn.LayerNorm, nn.RMSNorm)) for m in mods):
         try:
-            if build_graph(model, example, probe=False).all("heads"):
+            if attention_heads(model, example):
                 return "transformer"
-        except Exception:  # a model the tracer cannot follow: its modules decided above, an MLP otherwise
+        except Exception:  # a model that cannot be run so: its modules decided above, an MLP otherwise
             pass
     return "mlp"
 
@@ -164,17 +169,19 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
     if not cands:
         raise CompressionError(f"{name}: no quantization method applies: " + "; ".join(
             f"{_LABELS[m]}: {why}" for m, why in skipped.items()))
+    lin = "Linear/Conv1D" if conv1d_names(wl.model) else "Linear"  # GPT-2's projections are transformers' Conv1D
     why = {"recurrent": "a recurrent model: its cost is in the LSTM/Linear weight matrices and its activations "
                         "change with every input, so dynamic int8 (no calibration) fits",
            "transformer": "a transformer: LayerNorm, softmax and GELU stay float, so static int8 only wraps single "
-                          "Linear layers; dynamic int8 quantizes every Linear with no calibration",
+                          f"{lin} layers; dynamic int8 quantizes every {lin} with no calibration",
            "mlp": "Linear layers only: dynamic int8 quantizes their weights with no calibration",
            "cnn": "a CNN: calibrated static int8 runs whole conv-BN-ReLU regions in integer arithmetic"}[kind]
     pt = "pt" if metric_up(wl.metric) else f"% {wl.metric.name} rise"
     if r is None:  # the rule's method was refused: say so before the alternative
         why += f", but {_LABELS[rule]} does not apply to it ({skipped[rule][:160]})"
     if chosen == rule:
-        reason = f"{why}; measured drop {r.drop_pt:+.2f} {pt} <= {max_drop_pt:g} {pt}"
+        word = "drop " if metric_up(wl.metric) else ""  # "+0.03 % perplexity rise" needs no "drop"
+        reason = f"{why}; measured {word}{r.drop_pt:+.2f} {pt} <= {max_drop_pt:g} {pt}"
     elif chosen == "quantize_qat":
         reason = (f"{why}, but static int8 lost {r.drop_pt:.2f} {pt} (> {max_drop_pt:g}); QAT ({qat_epochs} "
                   f"epochs) lost {by['quantize_qat'].drop_pt:+.2f} {pt}")
@@ -187,7 +194,8 @@ def advise(name, max_drop_pt: float = 1.0, qat_epochs: int = 2, batch_size: int 
         reason = (f"every measured method lost more than {max_drop_pt:g} accuracy points: keep fp32"
                   if metric_up(wl.metric) else f"every measured method lost more than {max_drop_pt:g} {pt}: keep fp32")
     return Advice(model=name, model_type=kind, rule=rule, recommended=chosen, reason=reason, max_drop_pt=max_drop_pt,
-                  batch_size=batch_size, threads=threads, baseline=base, candidates=cands, skipped=skipped)
+                  batch_size=batch_size, threads=threads, baseline=base, candidates=cands, skipped=skipped,
+                  metric=wl.metric.name, higher_is_better=metric_up(wl.metric))
 
 
 def render_advice(a: Advice) -> str:
@@ -195,10 +203,12 @@ def render_advice(a: Advice) -> str:
     lines = [f"model            {a.model} ({a.model_type})",
              f"recommended      {_LABELS.get(a.recommended, a.recommended)} ({a.recommended})",
              f"why              {a.reason}",
-             f"measured         test accuracy; size = serialized state_dict; latency batch {a.batch_size}, "
-             f"{a.threads} thread(s), median, ratio vs fp32 in the same run",
+             f"measured         test {a.metric}{'' if a.higher_is_better else ' (lower is better)'}; size = "
+             f"serialized state_dict; latency batch {a.batch_size}, {a.threads} thread(s), median, ratio vs fp32 in "
+             "the same run",
              "",
-             f"{'method':<14}{'accuracy':>10}{'drop (pt)':>11}{'size (B)':>11}{'size x':>8}{'ms':>9}{'lat x':>8}  ok"]
+             f"{'method':<14}{a.metric[:10]:>10}{'drop (pt)' if a.higher_is_better else 'rise (%)':>11}{'size (B)':>11}"
+             f"{'size x':>8}{'ms':>9}{'lat x':>8}  ok"]
     for c in [a.baseline] + a.candidates:
         lines.append(f"{c.label:<14}{c.accuracy:>10.4f}{c.drop_pt:>11.2f}{c.size_bytes:>11,}{c.size_ratio:>8.3f}"
                      f"{c.latency_ms:>9.3f}{c.latency_ratio:>8.3f}  {'yes' if c.within_threshold else 'no'}")

@@ -18,7 +18,9 @@ columns of the Linear reading its output are read off the autograd graph; ``nn.M
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -584,6 +586,43 @@ def _attention_heads(model: nn.Module, example: Any) -> dict[str, HeadGroup]:
 
 
 # ---------------------------------------------------------------------------------------------- entry point
+_CACHE_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _kv_cache_off(model: nn.Module):
+    """A Hugging Face model's key/value cache switched off while it is traced (``config.use_cache``, put back
+    after). GPT2Config's default ``use_cache=True`` makes the forward ``torch.cat`` an empty past onto every layer's
+    keys and values; that concatenation has no producing layer, which Torch-Pruning's bookkeeping cannot follow
+    (``TypeError: unsupported operand type(s) for +: 'int' and 'NoneType'``). The layers and how they are coupled
+    are the same with the cache off. The lock keeps two traces of one model from restoring each other's flag."""
+    with _CACHE_LOCK:
+        configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None
+                   and getattr(c, "use_cache", None) is True}
+        for c in configs.values():
+            c.use_cache = False
+        try:
+            yield
+        finally:
+            for c in configs.values():
+                c.use_cache = True
+
+
+def attention_heads(model: nn.Module, example: Any) -> dict[str, HeadGroup]:
+    """The attention heads of ``model`` found by running it once on ``example`` (``F.scaled_dot_product_attention``
+    calls and ``nn.MultiheadAttention``; GPT-2's Conv1D projections read as nn.Linear), without Torch-Pruning's
+    whole-graph trace: what ``build_graph(...).heads`` holds, for a caller that needs the heads only (Advise's
+    model type). The model is left in the mode it was in."""
+    if conv1d_names(model):
+        model = linear_copy(model)
+    was = model.training
+    try:
+        with _kv_cache_off(model):
+            return _attention_heads(model, example)
+    finally:
+        model.train(was)
+
+
 def build_graph(model: nn.Module, example: Any, probe: bool = True) -> ModelGraph:
     """Trace ``model`` on ``example`` (a batch of its inputs) and return its coupled groups and attention heads.
 
@@ -596,6 +635,11 @@ def build_graph(model: nn.Module, example: Any, probe: bool = True) -> ModelGrap
         graph = build_graph(linear_copy(model), example, probe)
         graph.conv1d = conv1d
         return graph
+    with _kv_cache_off(model):
+        return _build_graph(model, example, probe)
+
+
+def _build_graph(model: nn.Module, example: Any, probe: bool) -> ModelGraph:
     was = model.training
     try:
         heads = _attention_heads(model, example)
@@ -624,4 +668,5 @@ def build_graph(model: nn.Module, example: Any, probe: bool = True) -> ModelGrap
     return ModelGraph(model, groups, heads, dg, example)
 
 
-__all__ = ["Group", "HeadGroup", "Member", "ModelGraph", "build_graph", "example_inputs", "out_dim"]
+__all__ = ["Group", "HeadGroup", "Member", "ModelGraph", "attention_heads", "build_graph", "example_inputs",
+           "out_dim"]

@@ -80,6 +80,52 @@ def test_a_hugging_face_bert_is_a_transformer():
     assert model_type(sample_models.load("digits-mlp").model, I.head(sample_models.load("digits-mlp").test.x, 2)) == "mlp"
 
 
+def test_a_hugging_face_gpt2_is_a_transformer_and_traces_with_its_cache_on():
+    """GPT-2's attention projections are transformers' Conv1D, not nn.Linear, and GPT2Config's default
+    ``use_cache=True`` made Torch-Pruning's trace fail (the cache's concat of an empty past): Advise called it an MLP.
+    Its heads are found by running it; the graph traces with the cache switched off for the trace only, finding the
+    same heads as the same model built without a cache, and the model's flag is put back."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from compression_core.graph import attention_heads, build_graph
+
+    def tiny(cache: bool):
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+                                          bos_token_id=0, eos_token_id=0, use_cache=cache)).eval()
+
+    model, x = tiny(True), torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    oracle = tiny(False)
+    assert model_type(model, x) == model_type(oracle, x) == "transformer"
+    heads = attention_heads(model, x)
+    assert list(heads) == ["transformer.h.0.attn"] and heads["transformer.h.0.attn"].reason is None
+    assert heads["transformer.h.0.attn"].size == 2 and heads["transformer.h.0.attn"].consumer.endswith("c_proj")
+    g, want = build_graph(model, x, probe=False), build_graph(oracle, x, probe=False)
+    assert list(g.units("heads")) == list(want.units("heads")) == ["transformer.h.0.attn"]
+    assert torch.equal(g.heads["transformer.h.0.attn"].columns, want.heads["transformer.h.0.attn"].columns)
+    assert set(g.units("neurons")) == set(want.units("neurons")) and g.units("neurons")
+    assert model.config.use_cache is True
+    assert model_type(model) == "mlp"  # without example inputs only its modules decide (no attention module)
+
+
+def test_the_advice_table_names_a_lower_is_better_metric():
+    """tiny-lm's advice printed 'test accuracy' and 'drop (pt)' over its perplexity: the table names the metric."""
+    from compression_core.advise import Advice, Candidate, render_advice
+
+    def cand(method, value, rise):
+        return Candidate(method=method, label=method, accuracy=value, drop_pt=rise, size_bytes=100, size_ratio=1.0,
+                         latency_ms=1.0, latency_ratio=1.0, within_threshold=True, seconds=0.0)
+
+    a = Advice(model="lm", model_type="transformer", rule="quantize_dynamic", recommended="quantize_dynamic",
+               reason="r", max_drop_pt=1.0, batch_size=32, threads=1, baseline=cand("fp32", 88.6, 0.0),
+               candidates=[cand("quantize_dynamic", 88.7, 0.1)], metric="perplexity", higher_is_better=False)
+    text = render_advice(a)
+    assert "test perplexity (lower is better)" in text and "rise (%)" in text and "perplexity" in text.splitlines()[5]
+    assert "accuracy" not in text and "drop (pt)" not in text
+    assert "drop (pt)" in render_advice(a.model_copy(update={"metric": "accuracy", "higher_is_better": True}))
+
+
 def test_cli_advise_json_and_errors(capsys):
     assert main(["advise", "--model", "digits-lstm", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
