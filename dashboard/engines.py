@@ -59,19 +59,20 @@ def show_result(res: dict) -> None:
         st.warning(res["line"])
     else:
         st.success(res["summary"])
-    rows = [{"path": p["path"], "engine": p["engine"], "ms": p["ms"], "x fp32 time": p["ratio"],
+    rows = [{"path": p["path"], "ms": p["ms"], "x fp32 time": p["ratio"],
              "x fp32 file": p["size_ratio"], "agrees %": None if p["agreement"] is None else 100 * p["agreement"],
              "faster": bool(res.get("faster")) and p["path"] == res["faster"]["path"]}
             for p in [res["this"], *res["paths"]]]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
-        "path": st.column_config.TextColumn("path", width="medium"),
-        "ms": st.column_config.NumberColumn("ms", format="%.3f", width="small", help="median of the rounds"),
-        "x fp32 time": st.column_config.NumberColumn("x fp32 time", format="%.2f", width="small",
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={  # fits Explore's column
+        "path": st.column_config.TextColumn("path", width=180, help="ORT = ONNX Runtime"),
+        "ms": st.column_config.NumberColumn("ms", format="%.3f", width=55, help="median of the rounds"),
+        "x fp32 time": st.column_config.NumberColumn("x time", format="%.2f", width=55,
                                                      help="time / fp32's time, per round, in the same run"),
-        "x fp32 file": st.column_config.NumberColumn("x fp32 file", format="%.2f", width="small"),
-        "agrees %": st.column_config.NumberColumn("agrees %", format="%.0f", width="small",
+        "x fp32 file": st.column_config.NumberColumn("x file", format="%.2f", width=55,
+                                                     help="file size / fp32's file size"),
+        "agrees %": st.column_config.NumberColumn("agrees %", format="%.0f", width=65,
                                                   help="top-1 agreement with fp32 on the first test items"),
-        "faster": st.column_config.CheckboxColumn("named", width="small", help="the faster path the line names")})
+        "faster": st.column_config.CheckboxColumn("named", width=55, help="the faster path the line names")})
     st.caption(f"fp32 {res['baseline_ms']:.3f} ms {where('torch', res['batch_size'], res['threads'])}; "
                f"{res['rounds']} interleaved rounds; a path counts when it takes at most fp32's time and agrees with "
                f"fp32 on at least {res.get('bar', res['min_agreement']) * 100:.0f} % of the first test items (90 %, "
@@ -92,6 +93,19 @@ def faster_panel(ref: str, recipe: dict, batch: int, threads: int, label: str | 
     data = payload(ref, recipe, batch, threads, label)
     res = jobs.job_panel("faster", data, job_key(recipe, batch, threads, label), store.browser_id(), label=button)
     if res is not None and show:
+        show_result(res)
+    return res
+
+
+def slower_then_faster(ref: str, recipe: dict, batch: int, threads: int, lines: list[str]) -> dict | None:
+    """The page's slower lines (``slower_line``) until the engines job has run, the job's button and progress, then
+    the job's own line and table in their place (one line, not two)."""
+    slot = st.container()
+    res = faster_panel(ref, recipe, batch, threads, show=False)
+    if res is None:
+        for line in lines:
+            slot.warning(line)
+    else:
         show_result(res)
     return res
 
@@ -124,4 +138,4 @@ def ram_text(n: int | None) -> str:
 
 
 __all__ = ["faster_panel", "job_key", "label_of", "ort_peak_ram_cells", "payload", "peak_ram_rows", "ram_text",
-           "show_result", "slower_line", "where"]
+           "show_result", "slower_line", "slower_then_faster", "where"]

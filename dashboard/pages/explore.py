@@ -361,11 +361,8 @@ def workbench() -> None:
             if comps:
                 st.plotly_chart(charts.latency_chart(comps), key="lat_chart")
             # slower than fp32: one line with the ratio; what is faster comes from the engines job (on request)
-            for c in comps:
-                line = engines.slower_line(engines.label_of(current), c, batch, threads)
-                if line:
-                    st.warning(line)
-            engines.faster_panel(ref, current, batch, threads)
+            lines = [engines.slower_line(engines.label_of(current), c, batch, threads) for c in comps]
+            engines.slower_then_faster(ref, current, batch, threads, [x for x in lines if x])
             try:  # peak inference RAM at batch 1 and at the batch just timed (torch)
                 st.dataframe(pd.DataFrame(engines.peak_ram_rows(key, ref, batch)), hide_index=True)
             except Exception as e:

@@ -288,9 +288,7 @@ if run is not None and run["done"] and run["front"] and not run["error"]:
         ratio = p["latency_ms"] / base_ms
         line = engines.slower_line(engines.label_of(p["recipe"]), {
             "verdict": "slower" if ratio > 1 + TOLERANCE else "not slower", "ratio": ratio, "runtime": "torch"}, 1, 1)
-        if line:
-            st.warning(line)
-        engines.faster_panel(run["ref"], p["recipe"], 1, 1)
+        engines.slower_then_faster(run["ref"], p["recipe"], 1, 1, [line] if line else [])
     recipe_yaml = state.to_yaml(p["recipe"])
     e1, e2 = st.columns(2)
     if e1.button("Load into Explore", key="q_load"):
