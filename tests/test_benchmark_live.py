@@ -1,0 +1,44 @@
+"""benchmarks.live: the JSON's shape (every key the issue names, ``previous`` alike) and how a move's stage times are
+read from the page's stamped changes (new contract and the old preview caption). No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import live
+
+
+def test_json_has_every_key_and_previous_alike(monkeypatch):
+    monkeypatch.setattr(live, "worktree", lambda rev: "/nonexistent")
+    monkeypatch.setattr(live, "remove_worktree", lambda path: None)
+    r = live.run("digits-cnn", moves=1, compare_with="HEAD", with_browser=False, with_sensitivity=False,
+                 quality_n=0, with_cost=False)
+    for k in live.KEYS:
+        assert k in r and k in r["previous"], k
+    assert r["previous"]["rev"] == "HEAD"
+    json.dumps(r)  # --json prints it
+    text = live._text(r)
+    assert "estimate_ms" in text and "goal" in text
+
+
+def test_stage_times_follow_the_contract_and_the_old_caption():
+    before = "File size 155 KB | Accuracy 98.6 %"
+    recs = [
+        {"t": 90.0, "stage": "Stage: full test set — measured on all 360 test items.", "metrics": before},
+        {"t": 130.0, "stage": "Stage: estimate — size ...; the accuracy estimate is being prepared (running).",
+         "metrics": "File size 80 KB | Accuracy …"},
+        {"t": 700.0, "stage": "Stage: preview — measured on 60 of 318 test sentences", "metrics": "x"},
+        {"t": 3100.0, "stage": "Stage: full test set — measured on all 318 test sentences.", "metrics": "y"},
+    ]
+    got = live._stage_times(recs, 100.0, before)
+    assert got["size_ms"] == 30.0 and got["estimate_ms"] == 30.0 and got["preview_ms"] == 600.0
+    assert got["full_ms"] == 3000.0 and got["estimate_has_metric"] is False
+    # a toy model: straight to the full test set, seen as new numbers under the same stage line
+    toy = [{"t": 150.0, "stage": "Stage: full test set — measured on all 360 test items.", "metrics": "new"}]
+    t = live._stage_times(toy, 100.0, before)
+    assert t["full_ms"] == 50.0 and t["estimate_ms"] is None and t["preview_ms"] is None
+    # a checkout from before the stages: the old preview caption, then its disappearance with new numbers
+    old = [{"t": 400.0, "stage": "OLD preview: preview on 60 of 318 test sentences", "metrics": "p"},
+           {"t": 2400.0, "stage": "", "metrics": "f"}]
+    o = live._stage_times(old, 100.0, before)
+    assert o["preview_ms"] == 300.0 and o["full_ms"] == 2300.0
