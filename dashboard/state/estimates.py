@@ -210,10 +210,11 @@ def estimated_stats(key: str, bstats: dict, base_metric: float) -> tuple[dict, d
     estimated (None when not yet), per-layer rows computed; the estimate's own view)."""
     cost = cost_view(key)
     est = estimate_view(key, base_metric)
-    return with_cost({"accuracy": est["value"], "layers": _layer_rows(cost, bstats)}, cost, bstats), est
+    return with_cost({"accuracy": est["value"], "layers": layer_rows(cost, bstats)}, cost, bstats), est
 
 
-def _layer_rows(cost: dict, bstats: dict) -> list[dict]:
+def layer_rows(cost: dict, bstats: dict) -> list[dict]:
+    """Per-layer rows (``LayerStats``' shape) of a computed cost, with the baseline's layer types."""
     types = {r["name"]: r for r in bstats["layers"]}
     rows = []
     for r in cost.get("layers") or []:
@@ -243,4 +244,4 @@ def with_cost(stats: dict, cost: dict, bstats: dict) -> dict:
 
 
 __all__ = ["BIG_LEVELS", "CACHE", "JOB_SESSION", "cost_view", "curves", "curves_status", "estimate_view",
-           "estimated_stats", "levels", "model_key", "with_cost"]
+           "estimated_stats", "layer_rows", "levels", "model_key", "with_cost"]

@@ -11,6 +11,7 @@ measured at once and go straight to ``full``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -22,11 +23,14 @@ import torch
 
 from compression_core import CompressionError, extra_metrics, measure
 
+from compression_core import inputs as I
+from compression_core.incremental import IncrementalEvaluator
 from compression_core.recipe import apply_recipe, parse_recipe
 
 from .lru import LRU
 from .recipes import recipe_key
-from .results import _measure_full, _store, _unmeasured, applied, extra_view, run_recipe
+from .estimates import cost_view, layer_rows
+from .results import _measure_full, _store, _unmeasured, applied, baseline_view, extra_view, run_recipe
 from .stages import ESTIMATE, FULL, PREVIEW
 from .workloads import baseline, facts, one_line
 
@@ -173,7 +177,7 @@ class _Pipeline:
     def _run(self) -> None:
         while True:
             with self.cond:
-                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=30):
+                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=5):
                     self.thread = None
                     return
                 key, ctx = next(reversed(self.pending.items()))
@@ -195,6 +199,11 @@ def _pipeline() -> _Pipeline:
     return _Pipeline()
 
 
+@st.cache_resource(show_spinner=False)
+def _evaluators() -> LRU:
+    return LRU(size=2)  # each holds a copy of a big model and its recorded block outputs on the preview inputs
+
+
 def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
     hit = ctx["results"].get(key) or ctx["unmeasured"].get(key)
     if hit is not None:
@@ -207,12 +216,32 @@ def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
     return value
 
 
+def _evaluator(ctx: dict) -> IncrementalEvaluator:
+    """The preview inputs' incremental evaluator of the move's model (one per model and process, on a private copy
+    of the baseline: recording hooks never touch the shared one)."""
+    ref, evs = ctx["ref"], ctx["evaluators"]
+    ev = evs.get(ref)
+    if ev is None:
+        wl = ctx["wl"]
+        ev = IncrementalEvaluator(copy.deepcopy(wl.model), I.take(wl.test.x, slice(0, ctx["n"])))
+        evs.put(ref, ev)
+    return ev
+
+
 def _preview_now(key: str, ctx: dict) -> dict:
-    """The preview subset's view of a move (size and parameters are the whole model's), measured here."""
+    """The preview subset's view of a move: its metric from the incremental evaluator (only the blocks downstream of
+    the first changed layer re-run on the preview inputs); sizes, parameters, FLOPs and per-layer rows computed
+    (``estimate_cost``), or measured when they cannot be computed."""
     result, seconds = _applied_now(key, ctx)
     wl, n, total = ctx["wl"], ctx["n"], ctx["total"]
-    stats = measure(result.model, extra_metrics.preview_workload(wl, n), name=wl.name, with_latency=False)
-    return {"stats": stats.model_dump(), "confusion": None, "extra": extra_metrics.compute(result.model, wl, n=n),
+    pwl = extra_metrics.preview_workload(wl, n)
+    cost = ctx["cost"]
+    if all(cost.get(k) is not None for k in ("size_bytes", "nonzero_params", "nonzero_flops")) and cost.get("layers"):
+        stats = {"accuracy": _evaluator(ctx).score(result.model, pwl.test.y, wl.metric),
+                 "layers": layer_rows(cost, ctx["bstats"]), "metric": wl.metric_name, "model": wl.name}
+    else:
+        stats = measure(result.model, pwl, name=wl.name, with_latency=False).model_dump()
+    return {"stats": stats, "confusion": None, "extra": extra_metrics.compute(result.model, wl, n=n),
             "preview": [n, total], "baseline_accuracy": ctx["base_preview"],
             "steps": [s.to_json_dict() for s in result.steps], "seconds": seconds}
 
@@ -243,8 +272,9 @@ def live_view(recipe: dict) -> dict:
             raise v
     if full is not None:
         return {"stage": FULL, "view": full}
-    p.want(key, {"wl": baseline(ref), "facts": facts(ref), "n": pv[0], "total": pv[1],
-                 "base_preview": baseline_preview_metric(ref), "results": _store(), "unmeasured": _unmeasured()})
+    p.want(key, {"ref": ref, "wl": baseline(ref), "facts": facts(ref), "n": pv[0], "total": pv[1],
+                 "base_preview": baseline_preview_metric(ref), "results": _store(), "unmeasured": _unmeasured(),
+                 "cost": cost_view(key), "bstats": baseline_view(ref)["stats"], "evaluators": _evaluators()})
     if prev is not None:
         return {"stage": PREVIEW, "view": prev}
     return {"stage": ESTIMATE, "view": None}

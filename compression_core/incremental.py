@@ -1,0 +1,113 @@
+"""Predictions of compressed variants of one baseline model on fixed inputs, re-running only what lies downstream of
+the first layer a variant changed.
+
+Why: a move that changes only the last block of a transformer need not re-run the first five on the same inputs.
+The baseline's block outputs on the inputs are recorded once (``prefix_cache.BlockPrefix``: children of a
+``ModuleList``/``Sequential`` and their weighted children); for a variant, every module is compared with the
+baseline's in the order the forward runs them (its type, its hooks, its own parameters and buffers, bit for bit),
+and the blocks that ended before the first module that differs return their recorded outputs. Which technique
+changed the module does not matter: a technique whose result depends on several layers (calibration, global
+thresholds, coupled channels) has changed each of them, and each is compared. The result is exactly a from-scratch
+forward's (tests/test_incremental.py checks equal predictions). Memory: the recorded outputs, at most ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import inputs as I
+from .prefix_cache import MAX_BYTES, BlockPrefix, _copy
+
+
+def _own_tensors(m: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+
+
+def _hooks(m: nn.Module) -> tuple[int, int]:
+    return len(m._forward_hooks), len(m._forward_pre_hooks)
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    """``a`` computes what ``b`` does: same type, hooks, and own parameters and buffers (bit for bit)."""
+    if type(a) is not type(b) or _hooks(a) != _hooks(b):
+        return False
+    ta, tb = _own_tensors(a), _own_tensors(b)
+    if [n for n, _ in ta] != [n for n, _ in tb]:
+        return False
+    for (_, x), (_, y) in zip(ta, tb):
+        if x is y:
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype or x.is_quantized or y.is_quantized or not torch.equal(x, y):
+            return False
+    return True
+
+
+class IncrementalEvaluator:
+    """Forwards of variants of ``baseline`` on the fixed input ``x`` that replay the baseline's recorded block
+    outputs before the first module the variant changed (see the module docstring). ``baseline`` is only read."""
+
+    def __init__(self, baseline: nn.Module, x: Any, max_bytes: int = MAX_BYTES) -> None:
+        self.x = x
+        self.prefix = BlockPrefix(baseline, x, max_bytes)
+        self.order = [n for n in sorted(self.prefix.start, key=self.prefix.start.get) if n]  # forward order
+        self.modules = dict(baseline.named_modules())
+        self.replays = 0  # forwards that replayed at least one block (for tests and benchmarks)
+
+    def first_changed(self, model: nn.Module) -> str | None:
+        """The first module (in forward order) of ``model`` that differs from the baseline's, "" when the variant
+        has modules the baseline has not (nothing is replayed then), None when nothing differs."""
+        mods = dict(model.named_modules())
+        if set(mods) - set(self.modules):
+            return ""
+        for n in self.order:
+            m = mods.get(n)
+            if m is None or not _same(m, self.modules[n]):
+                return n
+        return None
+
+    def replayed(self, model: nn.Module) -> list[str]:
+        """The blocks a forward of ``model`` on the input replays."""
+        first = self.first_changed(model)
+        if first is None:
+            first = self.order[-1] if self.order else ""
+        return self.prefix.replayed(first) if first else []
+
+    @contextmanager
+    def _patched(self, model: nn.Module):
+        patched = []
+        try:
+            for n in self.replayed(model):
+                m = model.get_submodule(n)
+                had = m.__dict__.get("forward")
+                m.forward = lambda *a, _o=self.prefix.outputs[n], **k: _copy(_o)
+                patched.append((m, had))
+            yield len(patched)
+        finally:
+            for m, had in patched:
+                if had is None:
+                    del m.forward
+                else:
+                    m.forward = had
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module) -> torch.Tensor:
+        """``model``'s output on the input (eval mode), as a from-scratch forward gives it."""
+        was = model.training
+        model.eval()
+        try:
+            with self._patched(model) as n:
+                self.replays += bool(n)
+                return I.call(model, self.x).float()
+        finally:
+            model.train(was)
+
+    def score(self, model: nn.Module, y: torch.Tensor, metric) -> float:
+        """``metric(output, y)`` of ``model`` on the input (a Workload's ``metric``)."""
+        return float(metric(self.predict(model), y))
+
+
+__all__ = ["IncrementalEvaluator"]
