@@ -27,3 +27,17 @@ def test_page_opens_with_no_exception_and_no_error(page):
     assert not at.exception, (page, [e.value for e in at.exception])
     assert not at.error, (page, [e.value for e in at.error])
     assert at.title or at.header or at.markdown, f"{page} rendered nothing"
+
+
+def test_the_class_server_never_serves_streamlits_automatic_page_list():
+    """``dashboard/pages/`` would make Streamlit treat the app as a version-1 multipage app until the first run that
+    calls ``st.navigation``: a deep link (``/recipe``) on a fresh server ran that page alone under an automatic page
+    list. server.py turns that mode off before any run (the browser check: tests/test_browser_walk.py)."""
+    import importlib.util
+
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = None  # as at a server's start
+    spec = importlib.util.spec_from_file_location("compression_lab_server", ROOT / "dashboard" / "server.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert PagesManager.uses_pages_directory is False
