@@ -5,7 +5,9 @@
     compression-lab dashboard [--port N] [-- --workload REF ...]     # the installed app, from any folder
 
 ``server.py`` serves this router through ``st.App`` with the identity cookie (history kept across reloads) and the
-teacher link; ``streamlit run dashboard/app.py`` also works, with each session its own, unkept identity.
+teacher link; ``streamlit run dashboard/app.py`` also works, with each session its own, unkept identity (and, until
+someone opens ``/``, a page URL opened directly shows Streamlit's automatic list of ``pages/``: server.py turns that
+mode off before the first run, this file cannot, as Streamlit runs the page file alone then).
 
 Each ``--workload REF`` (a registered name, ``path/to/file.py:attr`` or ``package.module:attr``) appears in every
 page's model list; a reference that cannot be loaded is one error line and the rest of the app still runs.
