@@ -102,11 +102,13 @@ def _split_data(wl, split: str | int):
 
 def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | list[str] = FAMILIES,
                   levels: dict[str, tuple] | None = None, split: str | int = "calib", check: int = 12,
-                  seed: int = 0, progress=None, threads: int | None = 1) -> MetricCurves:
+                  seed: int = 0, progress=None, threads: int | None = 1,
+                  targets: list[str] | None = None) -> MetricCurves:
     """Sensitivity curves of every layer (classifier included) for each family, on ``split`` ("calib", or an int n:
     the first n test items), then ``check`` random configurations (other than ``estimate_quality``'s) measured on
     the whole test split against their estimate, giving the band the page states: the 80th percentile of the
-    absolute errors (the estimate predicts the test metric, so that is where its error is measured)."""
+    absolute errors (the estimate predicts the test metric, so that is where its error is measured). ``targets``:
+    only these layers (a big model's curves are computed in parts, one job each, and merged)."""
     wl = as_workload(workload, model)
     data, where = _split_data(wl, split)
     t0 = time.perf_counter()
@@ -120,8 +122,13 @@ def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | l
             if progress is not None:
                 progress((i + f) / (len(fams) + (1 if check else 0)), f"{fam}: {msg}")
         try:
+            mine = None
+            if targets is not None:
+                mine = [t for t in targets if t in set(layer_names(model, fam, None, include_classifier=True))]
+                if not mine:
+                    continue
             s = sensitivity(model, data, fam, levels=lv, include_classifier=True, heads=False, name=wl.name,
-                            progress=prog, threads=threads)
+                            progress=prog, threads=threads, targets=mine)
         except CompressionError:  # e.g. no layer lowrank can factorise: that family is not estimated
             continue
         base = s.baseline_accuracy
@@ -152,12 +159,15 @@ def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int =
 
 
 def merge_curves(parts: list[MetricCurves]) -> MetricCurves:
-    """One MetricCurves from several computed separately (one family each, on the same split)."""
+    """One MetricCurves from several computed separately (families, or parts of a family's layers, on the same
+    split)."""
     if not parts:
         raise CompressionError("curves: nothing to merge")
     curves: dict[str, list[LayerCurve]] = {}
     for p in parts:
-        curves.update(p.curves)
+        for fam, cs in p.curves.items():
+            have = {c.name for c in curves.get(fam, [])}
+            curves.setdefault(fam, []).extend(c for c in cs if c.name not in have)
     return parts[0].model_copy(update={"curves": curves, "seconds": sum(p.seconds for p in parts)})
 
 

@@ -87,3 +87,14 @@ def test_advise_sizes_are_the_computed_ones_and_equal_the_measured_file():
     for c in a.candidates:
         cfg = _config(c.method, 2)
         assert c.size_bytes == estimate_cost(wl.model, [cfg], wl).size_bytes == size_bytes(quantize(wl.model, cfg, wl))
+
+
+def test_curves_computed_in_parts_merge_to_the_whole(mlp):
+    """A big model's curves come from several jobs, each a part of the layers: merged, they are the whole sweep."""
+    from compression_core.estimate_metric import merge_curves
+
+    kw = dict(families=("prune",), levels={"prune": (0.5, 0.9)}, check=0)
+    whole = metric_curves(mlp.model, mlp, **kw)
+    parts = merge_curves([metric_curves(mlp.model, mlp, targets=["fc1"], **kw),
+                          metric_curves(mlp.model, mlp, targets=["fc2", "fc3"], **kw)])
+    assert [c.model_dump() for c in parts.curves["prune"]] == [c.model_dump() for c in whole.curves["prune"]]

@@ -207,7 +207,8 @@ def run_measure_bundle(payload: dict, progress) -> dict:
 
 
 def run_curves(payload: dict, progress) -> dict:
-    """``compression_core.metric_curves`` of one family (``family``, ``levels``) of a workload reference, or with
+    """``compression_core.metric_curves`` of one family (``family``, ``levels``, optionally only ``layers``) of a
+    workload reference, or with
     ``band`` (n) the band of the given ``curves`` measured on n random configurations: {"curves": MetricCurves}."""
     _threads()
     from compression_core import resolve_workload
@@ -220,7 +221,8 @@ def run_curves(payload: dict, progress) -> dict:
     else:
         fam = payload["family"]
         levels = {fam: tuple(payload["levels"])} if payload.get("levels") else None
-        c = metric_curves(wl.model, wl, [fam], levels=levels, check=0, progress=progress)
+        c = metric_curves(wl.model, wl, [fam], levels=levels, check=0, progress=progress,
+                          targets=payload.get("layers"))
     return {"curves": c.model_dump(mode="json")}
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import streamlit as st
 
-from compression_core import disk_cache, estimate_cost, extra_metrics
+from compression_core import CompressionError, disk_cache, estimate_cost, extra_metrics
 from compression_core.estimate_metric import (CURVE_LEVELS, FAMILIES, VERSION, MetricCurves, curves_code,
                                               estimate_metric, merge_curves)
 from compression_core.recipe import parse_recipe
+from compression_core.sensitivity import layer_names
 
 import jobs  # dashboard/jobs: the curves are computed in worker processes
 
@@ -28,6 +29,7 @@ from .lru import LRU
 from .workloads import baseline, one_line
 
 BIG_LEVELS = {"prune": (0.3, 0.6, 0.9), "quantize": (8, 4, 2), "lowrank": (0.5, 0.25, 0.1)}  # big models: 3 levels
+CHUNK = 8  # a big model's layers per curves job (each job stays well inside the job time limit on a busy machine)
 BAND_CHECKS = {"small": 12, "big": 6}  # random configurations the band is measured on (whole test split each)
 JOB_SESSION = "explore-curves"  # the jobs' session: a model's curves are everyone's
 CACHE = disk_cache.DiskCache("metric-curves")
@@ -51,6 +53,15 @@ def levels(ref: str) -> dict[str, tuple]:
 def _key(ref: str, what: str) -> str:
     return disk_cache.digest("metric-curves", VERSION, model_key(ref), what, levels(ref),
                              BAND_CHECKS["big" if _big(ref) else "small"], curves_code())
+
+
+@st.cache_data(show_spinner=False)
+def _layers(ref: str, fam: str) -> list[str]:
+    """The layers a family's curves cover (classifier included), in model order; [] when none can be swept."""
+    try:
+        return layer_names(baseline(ref).model, fam, None, include_classifier=True)
+    except CompressionError:
+        return []
 
 
 class _Curves:
@@ -112,7 +123,7 @@ def _part(ref: str, what: str, payload: dict) -> tuple[bool, MetricCurves | None
         return True, c, ""
     if st_["state"] in (jobs.ERROR, jobs.CANCELLED, "unknown"):
         err = st_.get("error") or "failed"
-        if what in FAMILIES and "no layer" in err:  # nothing of this family to sweep: the others still count
+        if what.split(":")[0] in FAMILIES and "no layer" in err:  # nothing of this family to sweep: the others still count
             _to_disk(key, None)
             with s.lock:
                 s.done[key] = None
@@ -121,7 +132,7 @@ def _part(ref: str, what: str, payload: dict) -> tuple[bool, MetricCurves | None
             s.failed[key] = err
             s.jobs.pop(key, None)
         return True, None, err
-    return False, None, f"{what} curves {st_['progress'] * 100:.0f} %" + (
+    return False, None, f"{what.split(':')[0]} curves {st_['progress'] * 100:.0f} %" + (
         f" ({st_['message']})" if st_.get("message") else "")
 
 
@@ -131,13 +142,16 @@ def curves(ref: str) -> tuple[MetricCurves | None, str]:
     parts: list[MetricCurves] = []
     lv = levels(ref)
     for fam in FAMILIES:
-        ready, c, status = _part(ref, fam, {"model": ref, "family": fam, "levels": list(lv[fam])})
-        if not ready:
-            return None, status
-        if c is not None:
-            parts.append(c)
-        elif status:  # this family failed (time limit, ...): estimate with the others, say so
-            pass
+        names = _layers(ref, fam)
+        size = CHUNK if _big(ref) else max(len(names), 1)
+        chunks = [names[i:i + size] for i in range(0, len(names), size)]
+        for i, chunk in enumerate(chunks):
+            payload = {"model": ref, "family": fam, "levels": list(lv[fam]), "layers": chunk}
+            ready, c, status = _part(ref, f"{fam}:{i}", payload)
+            if not ready:
+                return None, f"{status}; part {i + 1} of {len(chunks)}"
+            if c is not None:  # None: failed (time limit, ...) or nothing to sweep: estimate with the others
+                parts.append(c)
     if not parts:
         return None, "no sensitivity curves could be computed for this model"
     merged = merge_curves(parts)
