@@ -54,7 +54,13 @@ def test_minilm_goals_compare_fidelity_and_int8_speed():
 
 @pytest.mark.slow  # loads tiny-lm, runs GPTQ / AWQ at two widths, exports to ONNX (~1 min)
 def test_quick_tiny_lm_run_prints_one_json_object(capsys):
-    assert language.main(["--json", "--quick", "--only", "tiny-lm", "--bits", "4"]) == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert language.main(["--json", "--quick", "--only", "tiny-lm", "--bits", "4"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the benchmark runs on 1 thread; later tests in this worker get theirs back
     out = json.loads(capsys.readouterr().out)
     assert out["benchmark"] == "language" and out["threads"] == 1 and "cpu" in out
     lm = out["tiny_lm"]
