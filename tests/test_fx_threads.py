@@ -53,3 +53,35 @@ def test_a_model_in_another_thread_runs_normally_while_one_is_traced():
     assert "error" not in got, got.get("error")
     assert torch.equal(got["out"], expected)
     assert {n.target for n in gm.graph.nodes if n.op == "call_module"} >= {"fc1", "fc2"}  # the trace itself is whole
+
+
+def test_a_model_in_another_thread_runs_normally_while_prepare_fx_traces():
+    """prepare_fx traces again with torch's own QuantizationTracer: guarded the same way."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+    # (importing compression_core.quantize.fx_tracer above installed the guarded tracer)
+
+    torch.manual_seed(0)
+    started, finished = threading.Event(), threading.Event()
+    other = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        expected = other(x)
+    got: dict = {}
+
+    def elsewhere():
+        started.wait(30)
+        try:
+            with torch.no_grad():
+                got["out"] = other(x)
+        except Exception as e:  # what the thread saw, checked below
+            got["error"] = e
+        finally:
+            finished.set()
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    prepared = prepare_fx(Gated(started, finished).eval(), get_default_qconfig_mapping(), (torch.randn(2, 4),))
+    t.join(30)
+    assert "error" not in got, got.get("error")
+    assert torch.equal(got["out"], expected) and prepared is not None

@@ -8,6 +8,7 @@ import inspect
 import threading
 
 import torch
+import torch.ao.quantization.quantize_fx as _fx_quant
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -98,6 +99,29 @@ class _ConcreteTracer(fx.Tracer):
 
     def keys(self, obj):  # type: ignore[override]
         return self.values[obj.node].keys()
+
+
+class _OwnThreadQuantizationTracer(_fx_quant.QuantizationTracer):
+    """The tracer ``prepare_fx`` / ``prepare_qat_fx`` trace with, made blind to other threads as ``_ConcreteTracer`` is
+    (torch.fx's process-wide patches would route another session's model into this trace)."""
+
+    def trace(self, root, concrete_args=None):  # type: ignore[override]
+        self._thread = threading.get_ident()
+        return super().trace(root, concrete_args)
+
+    def call_module(self, m, forward, args, kwargs):  # type: ignore[override]
+        if threading.get_ident() != getattr(self, "_thread", threading.get_ident()):
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):  # type: ignore[override]
+        if threading.get_ident() != getattr(self, "_thread", threading.get_ident()):
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+
+# prepare_fx builds its tracer by this module-level name: the guarded one (the same class otherwise)
+_fx_quant.QuantizationTracer = _OwnThreadQuantizationTracer
 
 
 def integer_method(x, name: str, *args, **kwargs):
