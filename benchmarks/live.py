@@ -296,10 +296,18 @@ def browser_moves(root: Path | str, model: str, moves: int = 20, seed: int = 0,
                     page.wait_for_timeout(50)
                     recs = page.evaluate(f"() => window.__live.filter(r => r.t >= {t0})")
                     res = _stage_times(recs, t0, before["metrics"])
-                    if res["full_ms"] is not None and not page.evaluate(READ_JS)["busy"]:
+                    now = page.evaluate(READ_JS)
+                    if res["full_ms"] is not None and not now["busy"]:
+                        break
+                    if (not now["busy"] and _kind(now["stage"]) == "full" and config() != cur
+                            and page.evaluate("performance.now()") - t0 > 2000):
+                        # the full test set again with the same numbers on screen (a move that changes no
+                        # figure shown, e.g. 9 instead of 8 simulated bits): nothing to time, not counted
+                        res["unchanged_numbers"] = True
                         break
                 new = config()
-                if new in seen or new == cur:  # nothing new (a slider at its end, a value seen): not a move
+                if new in seen or new == cur or (res or {}).get("unchanged_numbers"):
+                    # nothing new (a slider at its end, a value seen) or nothing on screen changed: not a move
                     _idle(page)
                     continue
                 seen.add(new)
