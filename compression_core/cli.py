@@ -354,10 +354,20 @@ def _add_advise_command(sub) -> None:
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    levels = None
+    if getattr(args, "levels", None):
+        try:
+            levels = [float(v) for v in args.levels.split(",") if v.strip()]
+        except ValueError:
+            raise CompressionError(f"--levels: comma-separated numbers, e.g. 0.3,0.5,0.7 or 8,4,2; got "
+                                   f"{args.levels!r}") from None
     if getattr(args, "executor", "local") != "local" or getattr(args, "ray_address", None):
+        if levels is not None:
+            raise CompressionError("--levels: only with the local executor")
         res = sweep_from_args(args)
     else:
-        res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier)
+        res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier,
+                                   **({"levels": levels} if levels is not None else {}))
     if args.json:
         print(json.dumps(res.to_json_dict(), indent=2))
         return 0
@@ -383,6 +393,8 @@ def _add_sensitivity_command(sub) -> None:
     s.add_argument("--technique", choices=["prune", "quantize"], default="prune",
                    help="prune: sparsity 0..95%% (magnitude); quantize: 8..2 bits (simulated)")
     s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
+    s.add_argument("--levels", default=None, help="comma-separated levels instead of the defaults, e.g. "
+                   "0.3,0.5,0.7,0.9,0.95 (sparsities) or 8,6,4,3,2 (bits)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     add_executor_arguments(s)  # --executor local|ray, --ray-address ADDR
     s.set_defaults(func=_cmd_sensitivity)

@@ -91,3 +91,15 @@ def test_replay_equals_from_scratch_on_minilm():
     _check_replay(wl.model, x, ["encoder.encoder.layer.0.attention.self.query",
                                 "encoder.encoder.layer.2.output.dense", "encoder.encoder.layer.5.intermediate.dense",
                                 "head"])
+
+
+def test_cli_sensitivity_takes_levels(capsys):
+    import json
+
+    from compression_core.cli import main
+
+    assert main(["sensitivity", "--model", "digits-cnn", "--levels", "0.5,0.9", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p[0] for p in out["layers"][0]["points"]] == [0.5, 0.9]
+    assert main(["sensitivity", "--model", "digits-cnn", "--levels", "half"]) == 2
+    assert "--levels" in capsys.readouterr().err
