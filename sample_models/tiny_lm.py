@@ -47,6 +47,7 @@ from compression_core.train import FineTuneConfig, fine_tune, per_position
 from compression_core.workload import Metric, Split, Workload, resolve_workload, top1
 
 from .data import CALIB_FRACTION, SPLIT_SEED, TEST_FRACTION, chatterbot_dialogs
+from .hf import transformers_names
 
 NAME = "tiny-lm"
 SEQ_LEN = 64  # tokens per window (= the model's positions)
@@ -67,8 +68,7 @@ TOKENIZER_PATH = WEIGHTS_DIR / f"{NAME}.tokenizer.json"
 # -------------------------------------------------------------------------------------------------- model
 def config():
     """The ``transformers.GPT2Config`` of the sample (no key/value cache: the model returns logits only)."""
-    from transformers import GPT2Config  # lazy: transformers takes seconds to import
-
+    (GPT2Config,) = transformers_names("GPT2Config")
     return GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
                       resid_pdrop=DROPOUT, embd_pdrop=DROPOUT, attn_pdrop=DROPOUT, bos_token_id=0, eos_token_id=0,
                       use_cache=False)
@@ -76,9 +76,7 @@ def config():
 
 def build() -> nn.Module:
     """The architecture with freshly initialised weights (transformers' GPT-2 initialisation), in eval mode."""
-    from transformers import GPT2LMHeadModel  # lazy: transformers takes seconds to import
-
-    _quiet()
+    (GPT2LMHeadModel,) = transformers_names("GPT2LMHeadModel")
     return GPT2LMHeadModel(config()).eval()
 
 
@@ -88,13 +86,6 @@ def load_model() -> nn.Module:
     state = torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()
-
-
-def _quiet() -> None:
-    import transformers  # lazy: transformers takes seconds to import
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 # --------------------------------------------------------------------------------------------------- data
