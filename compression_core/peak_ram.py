@@ -11,11 +11,15 @@ latency), and neither the file size (weights only, as stored) nor FLOPs says it.
   the last tensor using it is freed, so the figure is the peak of live bytes in the forward pass (allocator
   slack and kernel scratch buffers, e.g. im2col, are not seen).
 - ONNX Runtime: the graph ORT actually runs (its own ``ORT_ENABLE_ALL`` rewrite for this machine, written out and
-  read back: fused nodes, NCHWc convolutions with their reorders); weights = its initializers; activations = a
-  liveness walk in node order with every value's real size (one run with every value exposed as an output): a
-  value lives from the node that makes it to its last consumer. Not counted: ORT's fixed cost (its code, thread
-  pool and kernel registries, ~10 MB whatever the model) and its per-session overhead (kernel objects, arena slack,
-  first-run buffers: 0.1 to 1.5 MB on the sample models).
+  read back: fused nodes, NCHWc convolutions with their reorders); weights = its initializers; activations = ORT's
+  own memory plan replayed in node order with every value's real size (one run with every value exposed as an
+  output): a value takes the buffer of an earlier dead value of the same shape and type when there is one (ORT's
+  ``enable_mem_reuse``), so that buffer stays held across the gap between the two (on GPT-2's tiny-lm at batch 8
+  this is 6.75 MB where freeing each value after its last use would be 2.4 MB); Reshape-like ops share their
+  input's buffer; the buffers are served by a model of ORT's CPU arena (best fit, regions never given back, a page
+  counted once written: 8.0 MB there). Not counted: ORT's fixed cost (its code, thread pool and kernel
+  registries, ~10 MB whatever the model), its per-session overhead (kernel objects, first-run buffers: 0.1 to
+  1.5 MB on the sample models) and kernels' scratch space.
 
 ``tests/test_peak_ram.py`` checks both against measurements that share no code with this module (torch.profiler's
 allocator events; a subprocess's peak RSS, VmHWM, for ONNX Runtime).
@@ -182,8 +186,8 @@ def _ort_optimized(proto):
 
 def ort_peak_ram(onnx_model: Any, example: Any) -> dict[str, int]:
     """{weights, inputs, activations, total} bytes of one ONNX Runtime run of ``onnx_model`` (bytes, a path or a
-    ModelProto) on ``example``: the initializers and the liveness walk described in the module docstring, over the
-    graph ONNX Runtime runs after its own optimisations."""
+    ModelProto) on ``example``: the initializers and ORT's memory plan and arena as described in the module
+    docstring, over the graph ONNX Runtime runs after its own optimisations."""
     # lazy: onnx takes about a second to import, and only ONNX work needs it
     import numpy as np
     import onnx  # lazy (above)
@@ -204,26 +208,111 @@ def ort_peak_ram(onnx_model: Any, example: Any) -> dict[str, int]:
             g.output.append(onnx.ValueInfoProto(name=name))  # every value an output: its real size, type left to ORT
     sess = session(proto.SerializeToString())
     fed = feed(sess, example)
-    size = {o.name: int(np.asarray(v).nbytes) for o, v in zip(sess.get_outputs(), sess.run(None, fed))}
+    size: dict[str, tuple[int, tuple]] = {}
+    for o, v in zip(sess.get_outputs(), sess.run(None, fed)):
+        a = np.asarray(v)
+        size[o.name] = (int(a.nbytes), (a.dtype.itemsize, *a.shape))
     in_bytes = sum(int(a.nbytes) for k, a in fed.items() if k in graph_in)
-    last_use: dict[str, int] = {}
-    for i, n in enumerate(g.node):
-        for name in n.input:
-            last_use[name] = i
-    live = peak = 0
-    alive: dict[str, int] = {}
-    for i, n in enumerate(g.node):
-        if n.op_type == "Constant":
-            continue
-        for o in n.output:
-            if o and o not in alive:
-                alive[o] = size.get(o, 0)
-                live += alive[o]
-        peak = max(peak, live)
-        for name in {*n.input, *n.output}:
-            if name in alive and name not in keep and last_use.get(name, -1) <= i:
-                live -= alive.pop(name)
+    nodes = [n for n in g.node if n.op_type != "Constant"]
+    peak = _planned_peak(nodes, size, keep)  # the size key: (element bytes, *shape), ORT's "same shape and type"
     return {"weights": weights, "inputs": in_bytes, "activations": peak, "total": weights + in_bytes + peak}
+
+
+# ONNX Runtime's CPU kernels whose output is declared an alias of input 0 (the same buffer, no copy)
+_ALIAS_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+
+
+def _planned_peak(nodes, size: dict[str, tuple[int, tuple]], keep: set[str]) -> int:
+    """Peak resident bytes of the buffers ONNX Runtime's allocation plan holds while ``nodes`` run in order.
+
+    ORT does not simply free a value after its last consumer: its planner (``enable_mem_reuse``, on by default)
+    gives a new value the buffer of an earlier, dead value of the same shape and element size (the most recently
+    freed first), and that buffer then stays allocated from its first value to its last one's last use, across
+    the gap between them. On a transformer the same-shaped tensors of block 1 (the QKV projection, attention
+    scores, MLP activations) are kept for block 2 and 3, which is most of the RAM of a GPT-2 run. Reshape-like
+    ops share their input's buffer. Values of unknown size (not produced in the run) take no memory. The buffers
+    are then served by ORT's arena (``_arena_resident``)."""
+    last: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            last[name] = i
+    buf_of: dict[str, int] = {}  # value -> buffer id
+    bufs: list[list[int]] = []  # [bytes, first node, last node, live values]
+    free: list[int] = []  # dead buffers, most recently freed last
+    shape_of: dict[int, tuple] = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if not o or o not in size or size[o][0] == 0:
+                continue
+            nbytes, key = size[o]
+            if n.op_type in _ALIAS_OPS and n.input and n.input[0] in buf_of:
+                b = buf_of[n.input[0]]
+            else:
+                b = next((f for f in reversed(free) if shape_of[f] == key), None)
+                if b is None:
+                    b = len(bufs)
+                    bufs.append([nbytes, i, i, 0])
+                    shape_of[b] = key
+                else:
+                    free.remove(b)
+            buf_of[o] = b
+            bufs[b][3] += 1
+            bufs[b][2] = max(bufs[b][2], i if o not in keep else len(nodes))
+        for name in {*n.input, *n.output}:
+            if name in buf_of and name not in keep and last.get(name, -1) <= i:
+                b = buf_of.pop(name)
+                bufs[b][2] = max(bufs[b][2], i)
+                bufs[b][3] -= 1
+                if bufs[b][3] == 0:
+                    free.append(b)
+    return _arena_resident([(nbytes, first, end) for nbytes, first, end, _ in bufs])
+
+
+_PAGE = 4096
+_ARENA_FIRST_REGION = 1 << 20  # ORT's CPU arena (BFCArena): a 1 MiB first region, each further one twice the last
+
+
+def _arena_resident(bufs: list[tuple[int, int, int]]) -> int:
+    """Resident bytes of ORT's CPU memory arena (on by default) after serving ``bufs`` ([bytes, first node, last
+    node]): a best-fit allocator over regions it never gives back, sizes rounded up to 256 bytes, a free chunk
+    split when it is at least twice the request, neighbours merged when freed. A page counts once written, so
+    the figure is the pages any buffer ever used: the live peak plus the holes that best-fit leaves."""
+    order = sorted([(first, 1, b) for b, (_, first, _) in enumerate(bufs)] +
+                   [(end + 1, 0, b) for b, (_, _, end) in enumerate(bufs)])  # frees before allocations
+    chunks: list[list[int]] = []  # [region, start, size, in use], kept in address order
+    at: dict[int, list[int]] = {}
+    touched: set[int] = set()
+    regions, grow = 0, _ARENA_FIRST_REGION
+    for _, alloc, b in order:
+        if not alloc:
+            c = at.pop(b)
+            c[3] = 0
+            i = chunks.index(c)
+            for j in (i + 1, i):  # merge with a free neighbour in the same region
+                if 0 < j < len(chunks) and not chunks[j - 1][3] and not chunks[j][3] \
+                        and chunks[j - 1][0] == chunks[j][0]:
+                    chunks[j - 1][2] += chunks.pop(j)[2]
+            continue
+        n = max(256, -(-bufs[b][0] // 256) * 256)
+        fits = [c for c in chunks if not c[3] and c[2] >= n]
+        if fits:
+            c = min(fits, key=lambda c: (c[2], c[0], c[1]))
+        else:
+            size = grow
+            while size < n:
+                size *= 2
+            grow = size * 2
+            c = [regions, 0, size, 0]
+            regions += 1
+            chunks.append(c)
+        if c[2] >= 2 * n:
+            i = chunks.index(c)
+            chunks.insert(i + 1, [c[0], c[1] + n, c[2] - n, 0])
+            c[2] = n
+        c[3] = 1
+        at[b] = c
+        touched.update((c[0], p) for p in range(c[1] // _PAGE, (c[1] + c[2] - 1) // _PAGE + 1))
+    return len(touched) * _PAGE
 
 
 def peak_ram(model: Any, example: Any) -> int:

@@ -29,11 +29,6 @@ MB = 2**20
 BATCH = 8
 SLOW_MODELS = ("minilm-topics", "tiny-lm")  # transformers models: 10-15 s a case
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in workload_names()]
-# tiny-lm (GPT-2) in ONNX Runtime: the estimate (6.0 MB at batch 8) is under half the subprocess's peak RSS (13.4 MB);
-# a known gap of peak_ram's ORT figure on a GPT-2 graph, kept visible here until it is fixed
-ORT_MODELS = [pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(
-    reason="peak_ram's ONNX Runtime estimate misses about half of a GPT-2 graph's peak", strict=True)])
-    if n == "tiny-lm" else m for n, m in zip(workload_names(), MODELS)]
 
 
 def close(ours: int | None, reference: int) -> bool:
@@ -172,7 +167,7 @@ def vmhwm_peaks(blob: bytes, batches: dict[int, dict[str, np.ndarray]], folder) 
 
 
 @pytest.mark.first_case_fast
-@pytest.mark.parametrize("name", ORT_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_onnx_runtime_peak_ram_matches_a_subprocess_peak_rss(name, tmp_path):
     wl = resolve_workload(name)
     blob = deploy_proto(wl.model, I.head(wl.test.x, 2)).SerializeToString()
