@@ -107,14 +107,30 @@ def render_stats(s: ModelStats) -> str:
         + (f", {_ram(s.peak_ram_bytes)} at batch {s.batch_size}" if s.batch_size != 1 else "")
         + " (weights + input + live activations)",
         "",
-        f"{'layer':<24}{'type':<18}{'params':>10}{'nonzero':>10}{'sparsity':>10}  {'dtype':<9}{'bits':>4}",
     ]
+    # columns sized from the names (GPT-2's "transformer.h.0.attn.c_attn" is wider than a CNN's "conv1"), a line
+    # at most LINE_WIDTH characters: a name longer than its column loses its middle
+    tw = min(max([18, *(len(layer.type) + 2 for layer in s.layers)]), 24)
+    nw = min(max([24, *(len(layer.name) + 2 for layer in s.layers)]), LINE_WIDTH - tw - 57)
+    lines.append(f"{'layer':<{nw}}{'type':<{tw}}{'params':>10}{'nonzero':>10}{'sparsity':>10}  {'dtype':<9}{'bits':>4}")
     for layer in s.layers:
         lines.append(
-            f"{layer.name:<24}{layer.type:<18}{layer.params:>10,}{layer.nonzero:>10,}{layer.sparsity * 100:>9.1f}%"
+            f"{_elide_middle(layer.name, nw - 2):<{nw}}{_elide_middle(layer.type, tw - 2):<{tw}}"
+            f"{layer.params:>10,}{layer.nonzero:>10,}{layer.sparsity * 100:>9.1f}%"
             f"  {layer.dtype:<9}{layer.bits:>4}{' (simulated)' if layer.simulated else ''}"
         )
     return "\n".join(lines)
+
+
+LINE_WIDTH = 120  # the longest line the measure table prints
+
+
+def _elide_middle(text: str, width: int) -> str:
+    """``text`` at most ``width`` characters: its start and end kept, the middle replaced by "..."."""
+    if len(text) <= width:
+        return text
+    head = (width - 3 + 1) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
