@@ -184,13 +184,19 @@ def _interp(points: list[tuple[float, float]], x: float) -> float:
 
 
 def _monotone(pts: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
-    """A curve made monotone from its first point (a layer compressed further never helps): a small gain measured
-    on the calibration split is noise, and noise added over dozens of layers would move the estimate."""
-    out, best = [], None
-    for x, m in pts:
-        best = m if best is None else (min(best, m) if higher_is_better else max(best, m))
-        out.append((x, best))
-    return out
+    """The closest monotone curve (pool adjacent violators: a layer compressed further never helps): a gain measured
+    on a small calibration split is noise, and it is averaged with its neighbours rather than dropped (taking the
+    running minimum instead biased every layer down, and the bias added up over dozens of layers)."""
+    blocks: list[list[float]] = []  # [mean, count], kept non-increasing (non-decreasing when lower is better)
+    for _, m in pts:
+        blocks.append([m if higher_is_better else -m, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            y2, n2 = blocks.pop()
+            y1, n1 = blocks.pop()
+            blocks.append([(y1 * n1 + y2 * n2) / (n1 + n2), n1 + n2])
+    top = pts[0][1] if higher_is_better else -pts[0][1]  # the uncompressed point (the baseline): never exceeded
+    fit = [min(y, top) for y, n in blocks for _ in range(int(n))]
+    return [(x, f if higher_is_better else -f) for (x, _), f in zip(pts, fit)]
 
 
 def _base_rows(model: nn.Module, wl) -> dict:
