@@ -183,6 +183,7 @@ def _stage_times(records: list[dict], t0: float, before_metrics: str) -> dict:
                 out["full_ms"] = ms
         if k in ("estimate", "preview"):
             seen_other = True
+            out["full_ms"] = None  # new numbers under the last move's full line came first: not this move's
     return out
 
 
@@ -298,7 +299,12 @@ def browser_moves(root: Path | str, model: str, moves: int = 20, seed: int = 0,
                     res = _stage_times(recs, t0, before["metrics"])
                     now = page.evaluate(READ_JS)
                     if res["full_ms"] is not None and not now["busy"]:
-                        break
+                        if res["estimate_ms"] is not None or res["preview_ms"] is not None:
+                            break
+                        # new numbers under a full line and no stage line of this move yet: a toy model (straight
+                        # to the full test set) once nothing else arrives for 2 s; else its estimate comes next
+                        if page.evaluate("performance.now()") - t0 - res["full_ms"] > 2000:
+                            break
                     if (not now["busy"] and _kind(now["stage"]) == "full" and config() != cur
                             and page.evaluate("performance.now()") - t0 > 2000):
                         # the full test set again with the same numbers on screen (a move that changes no

@@ -42,3 +42,14 @@ def test_stage_times_follow_the_contract_and_the_old_caption():
            {"t": 2400.0, "stage": "", "metrics": "f"}]
     o = live._stage_times(old, 100.0, before)
     assert o["preview_ms"] == 300.0 and o["full_ms"] == 2300.0
+
+
+def test_new_numbers_under_the_last_moves_full_line_are_not_this_moves_full_stage():
+    before = "a"
+    recs = [{"t": 150.0, "stage": "Stage: full test set — measured on all 318 test sentences.", "metrics": "b"},
+            {"t": 180.0, "stage": "Stage: estimate — ...", "metrics": "b"},
+            {"t": 900.0, "stage": "Stage: preview — ...", "metrics": "c"},
+            {"t": 4100.0, "stage": "Stage: full test set — measured on all 318 test sentences.", "metrics": "d"}]
+    got = live._stage_times(recs, 100.0, before)
+    assert got["size_ms"] == 50.0 and got["estimate_ms"] == 80.0 and got["full_ms"] == 4000.0
+    assert live._stage_times(recs[:3], 100.0, before)["full_ms"] is None  # still measuring
