@@ -85,7 +85,7 @@ st.markdown(
     f"**{f['architecture']}**: {bstats['params']:,} parameters, a {bstats['size_bytes'] / 1024:,.0f} KB file. A "
     "language model predicts the next token (a word piece) from the ones before it. **Perplexity** is how unsure it "
     "is on text it has not seen: exp of the average loss per token, *lower is better* (1 would be certain and right; "
-    f"{f['num_classes']:,} would be guessing among the whole vocabulary). Next-token accuracy is how often its first "
+    f"{f['vocab_size']:,} would be guessing among the whole vocabulary). Next-token accuracy is how often its first "
     "guess is the right token. Below, the same model is stored four ways and each version continues the same prompt.")
 st.markdown(
     "- **int8 dynamic**: every weight matrix in 8 bits, activations quantized on the fly.\n"

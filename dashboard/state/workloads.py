@@ -89,16 +89,21 @@ def default_index(refs: list[str], preferred: str = DEFAULT_MODEL) -> int:
 @st.cache_data(show_spinner=False)
 def facts(ref: str) -> dict:
     """What the pages say about a model, from the workload (``info`` where present, else derived from the model):
-    name, architecture, task, classifier, metric, class names and whether predictions are classes."""
+    name, architecture, task, classifier, metric, class names and whether predictions are classes (a language
+    model: no classes, its vocabulary size in ``vocab_size``)."""
     wl = baseline(ref)
     reg = registered_workloads().get(ref)
     info = {**(dict(reg.info) if reg is not None else {}), **dict(wl.info)}
     out = predict(wl.model, I.take(wl.test.x, slice(0, 1)))  # (1, outputs)
     n_out = int(out.shape[-1]) if out.dim() >= 2 else 1
-    num_classes = int(info.get("num_classes") or n_out)
+    y = wl.test.y
+    # a language model scores its whole vocabulary at every position: tokens are not classes (no 1,024-entry class
+    # list, confusion matrix or per-class chart for a perplexity workload)
+    language = (out.dim() == 3 and y is not None and y.dim() == 2 and not y.is_floating_point()
+                and not info.get("class_names"))
+    num_classes = 0 if language else int(info.get("num_classes") or n_out)
     names = info.get("class_names")
     class_names = [str(c) for c in names] if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
-    y = wl.test.y
     classification = (out.dim() == 2 and y is not None and y.dim() == 1 and not y.is_floating_point()
                       and int(y.min()) >= 0 and int(y.max()) < num_classes)
     return {
@@ -108,6 +113,7 @@ def facts(ref: str) -> dict:
         "classifier": wl.output_layer, "metric": wl.metric_name, "percent": bool(wl.metric.percent),
         "higher_is_better": metric_up(wl.metric),
         "num_classes": num_classes, "class_names": class_names, "classification": bool(classification),
+        "language_model": bool(language), "vocab_size": n_out if language else 0,
         "test_items": len(wl.test), "tensor_input": not I.is_dict(wl.test.x),
     }
 
