@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compression_core import inputs as I
@@ -153,7 +154,11 @@ def cnn_rows(seeds: int, rounds: int) -> dict[str, Any]:
         rows.append(row(f"{name}, no training", fact, wl, base_acc, base, **cp, note=" ".join(notes)))
         tuned = [steps(fact, wl, ft.model_copy(update={"seed": s}))[0] for s in range(seeds)]
         accs = [wl.score(m) for m in tuned]
-        rows.append(row(f"{name} + finetune 3 epochs", tuned[0], wl, base_acc, base, **cp,
+        before, after = I.predict(fact, wl.test.x), I.predict(tuned[0], wl.test.x)
+        moved = {  # fine-tuning did run: the same accuracy can hide predictions that changed both ways
+            "predictions_changed": int((before.argmax(1) != after.argmax(1)).sum()),
+            "test_loss": [round(float(F.cross_entropy(o.float(), wl.test.y)), 4) for o in (before, after)]}
+        rows.append(row(f"{name} + finetune 3 epochs", tuned[0], wl, base_acc, base, **cp, **moved,
                         **latency(base, tuned[0], wl, rounds, batches=(32,)),
                         accuracy_seeds=[round(a, 4) for a in accs],
                         delta_points_mean=round(100 * (statistics.mean(accs) - base_acc), 2),
@@ -228,7 +233,8 @@ COLS = [("name", "model", ""), ("params_ratio", "params", ".3f"), ("flops_b32_ra
         ("b1_ratio", "b1 x", ".3f"), ("b32_ratio", "b32 x", ".3f"), ("b256_ratio", "b256 x", ".3f")]
 CNN_COLS = [("name", "model", ""), ("conv_ratio", "conv params", ".3f"), ("params_ratio", "params", ".3f"),
             ("accuracy", "acc", ".4f"), ("delta_points", "delta pts", "+.2f"), ("delta_points_mean", "mean pts", "+.2f"),
-            ("delta_points_worst", "worst pts", "+.2f"), ("b32_ratio", "b32 x", ".3f")]
+            ("delta_points_worst", "worst pts", "+.2f"), ("predictions_changed", "preds changed by ft", "d"),
+            ("b32_ratio", "b32 x", ".3f")]
 LM_COLS = [("name", "model", ""), ("params_ratio", "params", ".3f"), ("accuracy", "acc", ".4f"),
            ("delta_points", "delta pts", "+.2f"), ("fidelity", "fidelity", ".4f"), ("b32_ratio", "b32 x", ".3f")]
 
