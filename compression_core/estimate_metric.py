@@ -314,7 +314,7 @@ def random_configs(model: nn.Module, workload: Any, n: int, seed: int = 0,
     cls = classifier_name(model, StepContext(data=wl))
     rng = random.Random(seed)
     layers = {f: _safe_layers(model, f, cls) for f in families}
-    fams = [f for f in families if layers[f]]
+    fams = [f for f in FAMILIES if f in families and layers[f]]  # the order steps are applied in, whatever given
     out = []
     for _ in range(n):
         k = rng.randint(1, min(3, len(fams)))
