@@ -17,7 +17,7 @@ latency), and neither the file size (weights only, as stored) nor FLOPs says it.
   ``enable_mem_reuse``), so that buffer stays held across the gap between the two (on GPT-2's tiny-lm at batch 8
   this is 6.75 MB where freeing each value after its last use would be 2.4 MB); Reshape-like ops share their
   input's buffer; the buffers are served by a model of ORT's CPU arena (best fit, regions never given back, a page
-  counted once written: 8.0 MB there). Not counted: ORT's fixed cost (its code, thread pool and kernel
+  counted once written: 7.35 MB there). Not counted: ORT's fixed cost (its code, thread pool and kernel
   registries, ~10 MB whatever the model), its per-session overhead (kernel objects, first-run buffers: 0.1 to
   1.5 MB on the sample models) and kernels' scratch space.
 
@@ -311,7 +311,7 @@ def _arena_resident(bufs: list[tuple[int, int, int]]) -> int:
             c[2] = n
         c[3] = 1
         at[b] = c
-        touched.update((c[0], p) for p in range(c[1] // _PAGE, (c[1] + c[2] - 1) // _PAGE + 1))
+        touched.update((c[0], p) for p in range(c[1] // _PAGE, (c[1] + n - 1) // _PAGE + 1))  # the bytes written
     return len(touched) * _PAGE
 
 

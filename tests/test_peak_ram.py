@@ -180,6 +180,24 @@ def test_onnx_runtime_peak_ram_matches_a_subprocess_peak_rss(name, tmp_path):
         assert close(ours, reference[n]), (name, n, ours, reference[n])
 
 
+def test_ort_figure_holds_a_buffer_that_onnx_runtime_plans_to_reuse():
+    """ORT gives a value the buffer of an earlier dead value of the same shape and type, so that buffer stays held
+    across the gap: A (1 MB) dies at the second node, C (A's shape) reuses its buffer three nodes later, and A's
+    megabyte is held beside D and E (3 MB); with C of another shape A is freed at once (2 MB: D and E)."""
+    from types import SimpleNamespace as N
+
+    from compression_core.peak_ram import _planned_peak
+
+    def chain(c_shape):
+        nodes = [N(op_type="Relu", input=[a], output=[b]) for a, b in zip("XABDE", "ABDEC")]
+        size = {"A": (MB, (4, 512, 512)), "B": (4096, (4, 1024)), "D": (MB, (4, 1, 512, 512)),
+                "E": (MB, (4, 2, 256, 512)), "C": (MB, c_shape)}
+        return _planned_peak(nodes, size, {"C"})
+
+    assert chain((4, 512, 512)) == 3 * MB + 4096  # A's buffer held from the first node to the last
+    assert chain((4, 262144)) == 2 * MB  # nothing planned to reuse: D and E are the peak (the arena reuses B's page)
+
+
 # ------------------------------------------------------------------------------------------ reports, search
 def test_measure_reports_peak_ram_in_json_and_text(capsys):
     assert main(["measure", "--model", "digits-mlp", "--batch-size", "8", "--json"]) == 0
