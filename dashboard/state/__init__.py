@@ -22,8 +22,7 @@ import compression_core  # noqa: F401  (imports every technique package: they re
 
 from .figures import Ready, figure
 from .lru import LRU
-from .previews import (baseline_preview_metric, full_ready, full_view, preview_size, preview_view,
-                       run_recipe_live)
+from .previews import baseline_preview_metric, preview_size, preview_view
 from .recipes import MAX_RECIPE_UPLOAD_BYTES, parse_recipe_text, recipe_dict, recipe_key, to_yaml
 from .results import (adopt_job_result, applied, baseline_view, compressed, extra_view, is_applied, layer_weights,
                       model_of, result_view, run_recipe)
@@ -37,12 +36,12 @@ from .workloads import (DEFAULT_MODEL, baseline, cli_references, cpu, default_in
 __all__ = [
     "DEFAULT_MODEL", "FIELD_LABELS", "LRU", "MAX_RECIPE_UPLOAD_BYTES", "RUNTIMES", "Ready", "adopt_job_result",
     "applied", "baseline", "baseline_preview_metric", "baseline_view", "cli_references", "compare", "compressed", "cpu",
-    "default_index", "delta_color", "describe", "experiments_frame", "extra_view", "facts", "figure", "full_ready",
-    "full_view", "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_axis",
+    "default_index", "delta_color", "describe", "experiments_frame", "extra_view", "facts", "figure",
+    "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_axis",
     "metric_delta", "metric_text", "metric_title", "model_of", "models", "one_line", "ort_module", "ort_view",
     "parse_recipe_text", "preview_size",
     "preview_view", "record", "record_latency", "recipe_dict", "recipe_key", "reference_errors", "result_view",
-    "run_recipe", "run_recipe_live", "smallest_bytes", "tensor_input", "to_yaml",
+    "run_recipe", "smallest_bytes", "tensor_input", "to_yaml",
 ]
 
 from . import stages  # noqa: E402  (the stage log: Explore writes it, tests and benchmarks read it)

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from typing import Any
 
 import streamlit as st
-import torch
 
 from compression_core import CompressionError, extra_metrics, measure
 
@@ -55,87 +54,12 @@ def preview_view(key: str) -> dict:
             "steps": [s.to_json_dict() for s in result.steps], "seconds": seconds}
 
 
-class _Filling:
-    """Full-test-set views measured in background threads: key -> view (or the exception), and the keys running."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.worker = threading.Lock()  # one full measurement at a time: the machine is shared
-        self.done: OrderedDict[str, Any] = OrderedDict()
-        self.running: set[str] = set()
-
-    def fill(self, key: str, pre: tuple[Any, float], f: dict, results: LRU) -> None:
-        with self.worker:
-            try:
-                torch.set_num_threads(1)
-                out: Any = _measure_full(key, pre, f, results)[1]
-            except Exception as e:  # shown as one line by the page
-                out = CompressionError(one_line(e))
-        with self.lock:
-            self.done[key] = out
-            self.running.discard(key)
-            while len(self.done) > 64:
-                self.done.popitem(last=False)
-
-
-@st.cache_resource(show_spinner=False)
-def _filling() -> _Filling:
-    return _Filling()
-
-
-def full_view(key: str) -> dict | None:
-    """The whole test set's view of an applied recipe when it is ready, else None (its measurement is started in a
-    background thread on the first call: the page stays responsive and polls)."""
-    fl = _filling()
-    with fl.lock:
-        if key in fl.done:
-            if isinstance(fl.done[key], Exception):
-                raise fl.done[key]
-            return fl.done[key]
-        if key in fl.running:
-            return None
-        fl.running.add(key)
-    pre, f, results = applied(key), facts(json.loads(key)["model"]), _store()
-    threading.Thread(target=fl.fill, args=(key, pre, f, results), daemon=True, name="full-measure").start()
-    return None
-
-
-def full_ready(key: str) -> bool:
-    """True once the background measurement of ``key`` on the whole test set has finished (or failed)."""
-    fl = _filling()
-    with fl.lock:
-        return key in fl.done
-
-
 @st.cache_data(show_spinner=False)
 def baseline_preview_metric(ref: str) -> float:
     """The baseline's metric on the preview subset (what a preview's change is measured against)."""
     wl = baseline(ref)
     return float(wl.score(wl.model, "test") if preview_size(ref) is None else
                  extra_metrics.preview_workload(wl, preview_size(ref)[0]).score(wl.model, "test"))
-
-
-def run_recipe_live(recipe: dict) -> dict:
-    """``run_recipe`` for the Explore page: a big model's first numbers come from its preview subset (the view has
-    ``"preview": [n, total]``) until the whole test set is measured in the background; small models as before.
-    Every view has ``"extra"``: the workload's extra metrics ({} when it has none)."""
-    key = recipe_key(recipe)
-    ref = recipe["model"]
-    if preview_size(ref) is not None:
-        fl = _filling()
-        with fl.lock:
-            done = fl.done.get(key)
-        if isinstance(done, Exception):
-            raise done
-        if done is not None:
-            return done
-        if _store().get(key) is None:  # not measured yet (a trained result is measured at once, as before)
-            view = dict(preview_view(key))
-            full_view(key)  # start the whole test set now
-            return view
-    view = dict(run_recipe(recipe))
-    view.setdefault("extra", extra_view(key, ref))
-    return view
 
 
 # ------------------------------------------------------------------------------------------------ Explore's stages
