@@ -177,11 +177,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         faster = None
         if stats.latency_ms is not None and recipe.steps and getattr(args, "runtime", "torch") == "torch":
             # fp32 and the bundle timed together; the other compressed paths only when it is slower
-            try:
-                faster = faster_path(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads,
-                                     only_if_slower=True)
-            except CompressionError as e:
-                print(f"note: no engine comparison ({e})", file=sys.stderr)
+            faster = _compare_engines(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads)
         if args.json:
             out = stats.to_json_dict()
             out["faster_path"] = faster.to_json_dict() if faster is not None else None
@@ -261,10 +257,15 @@ def _slower_check(before: ModelStats | None, after: ModelStats | None, wl, model
         return None
     if after.latency_ms <= before.latency_ms * (1 + TOLERANCE):
         return None
+    return _compare_engines(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads)
+
+
+def _compare_engines(*args, **kwargs):
+    """``faster_path(..., only_if_slower=True)``, or None with a one-line note when it refuses: the comparison is
+    advice, the report stands without it."""
     try:
-        return faster_path(wl, model, recipe=recipe, batch_size=args.batch_size, threads=args.threads,
-                           only_if_slower=True)
-    except CompressionError as e:  # the comparison is advice: a refusal is one line, the report stands
+        return faster_path(*args, only_if_slower=True, **kwargs)
+    except CompressionError as e:
         print(f"note: no engine comparison ({e})", file=sys.stderr)
         return None
 
@@ -345,11 +346,8 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     faster = None
     chosen = a.candidate(a.recommended)
     if chosen is not None and chosen.latency_ratio > 1 + TOLERANCE:  # the recommended method came out slower
-        try:
-            faster = faster_path(args.model, {"version": 1, "model": args.model, "steps": [{"kind": a.recommended}]},
-                                 label=chosen.label, batch_size=a.batch_size, threads=a.threads, only_if_slower=True)
-        except CompressionError as e:
-            print(f"note: no engine comparison ({e})", file=sys.stderr)
+        faster = _compare_engines(args.model, {"version": 1, "model": args.model, "steps": [{"kind": a.recommended}]},
+                                  label=chosen.label, batch_size=a.batch_size, threads=a.threads)
     if args.json:
         out = a.to_json_dict()
         out["faster_path"] = faster.to_json_dict() if faster is not None else None
