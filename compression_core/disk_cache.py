@@ -22,13 +22,14 @@ import inspect
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from .io import atomic_write_bytes
 
 CACHE_ENV = "COMPRESSION_LAB_CACHE"
 FORMAT = "compression-lab-cache/1"  # bumped when the entry layout changes (old entries are then misses)
@@ -196,22 +197,8 @@ class DiskCache:
         raw = st_save(tensors, metadata={"format": FORMAT, "kind": self.kind, "key": key,
                                          "meta": json.dumps(meta, sort_keys=True)})
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for target, data in ((path, raw), (path.with_suffix(".sha256"),
-                                              hashlib.sha256(raw).hexdigest().encode())):
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=target.suffix)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, target)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-                    raise
+            atomic_write_bytes(path, raw)
+            atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(raw).hexdigest().encode())
         except OSError:
             return None
         return path
