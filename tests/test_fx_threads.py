@@ -27,7 +27,9 @@ class Gated(nn.Module):
         return self.fc2(torch.relu(h))
 
 
-def test_a_model_in_another_thread_runs_normally_while_one_is_traced():
+def _beside_a_trace(trace_gated):
+    """Run ``trace_gated(Gated model)`` while another thread calls a plain model mid-trace; returns the trace's result
+    after checking the other thread's output equals the same model's output before."""
     torch.manual_seed(0)
     started, finished = threading.Event(), threading.Event()
     other = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
@@ -48,10 +50,15 @@ def test_a_model_in_another_thread_runs_normally_while_one_is_traced():
 
     t = threading.Thread(target=elsewhere)
     t.start()
-    gm, _ = trace(Gated(started, finished).eval(), (torch.randn(2, 4),), {})
+    result = trace_gated(Gated(started, finished).eval())
     t.join(30)
     assert "error" not in got, got.get("error")
     assert torch.equal(got["out"], expected)
+    return result
+
+
+def test_a_model_in_another_thread_runs_normally_while_one_is_traced():
+    gm, _ = _beside_a_trace(lambda m: trace(m, (torch.randn(2, 4),), {}))
     assert {n.target for n in gm.graph.nodes if n.op == "call_module"} >= {"fc1", "fc2"}  # the trace itself is whole
 
 
@@ -61,27 +68,5 @@ def test_a_model_in_another_thread_runs_normally_while_prepare_fx_traces():
     from torch.ao.quantization.quantize_fx import prepare_fx
     # (importing compression_core.quantize.fx_tracer above installed the guarded tracer)
 
-    torch.manual_seed(0)
-    started, finished = threading.Event(), threading.Event()
-    other = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
-    x = torch.randn(2, 3)
-    with torch.no_grad():
-        expected = other(x)
-    got: dict = {}
-
-    def elsewhere():
-        started.wait(30)
-        try:
-            with torch.no_grad():
-                got["out"] = other(x)
-        except Exception as e:  # what the thread saw, checked below
-            got["error"] = e
-        finally:
-            finished.set()
-
-    t = threading.Thread(target=elsewhere)
-    t.start()
-    prepared = prepare_fx(Gated(started, finished).eval(), get_default_qconfig_mapping(), (torch.randn(2, 4),))
-    t.join(30)
-    assert "error" not in got, got.get("error")
-    assert torch.equal(got["out"], expected) and prepared is not None
+    prepared = _beside_a_trace(lambda m: prepare_fx(m, get_default_qconfig_mapping(), (torch.randn(2, 4),)))
+    assert prepared is not None
