@@ -3,7 +3,7 @@ import io
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sample_models
@@ -14,11 +14,15 @@ from compression_core.quantize._common import fake_quantize_weight, qrange
 
 @settings(max_examples=80, deadline=None)
 @given(st.integers(2, 16), st.booleans(), st.integers(1, 6), st.integers(1, 20), st.floats(1e-3, 1e3), st.integers(0, 2**31))
+@example(bits=16, per_channel=True, rows=4, cols=6, magnitude=5.75, seed=5)  # found: float32 rounding at 16 bits
 def test_fake_quant_error_is_at_most_half_a_step(bits, per_channel, rows, cols, magnitude, seed):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(rows, cols, generator=g) * magnitude
     deq, scale = fake_quantize_weight(w, bits, per_channel)  # scale: (rows, 1) or (1, 1)
-    assert bool(((deq - w).abs() <= scale / 2 * (1 + 1e-5)).all())
+    # Half a step, plus float32's own rounding of w / scale and code * scale: at 16 bits a code near 2**15 has
+    # an ulp of 2**-8 of a step, so a purely relative slack on the step is not enough; a few ulps of |w| is.
+    float_slack = 4 * torch.finfo(torch.float32).eps * w.abs()
+    assert bool(((deq - w).abs() <= scale / 2 + float_slack).all())
     codes = torch.round(deq / scale)
     lo, hi = qrange(bits)
     assert bool((codes >= lo).all() and (codes <= hi).all())
