@@ -16,7 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import inputs as I
 from .inputs import predict  # defined with the other batch helpers; measure's public name
-from .io import shippable_state_dict, state_dict_bytes
+from .io import shippable_state_dict
+from .cost_layout import saved_size
 from .peak_ram import peak_ram
 from .extra_metrics import compute
 from .errors import CompressionError
@@ -110,8 +111,10 @@ _input_dtype = I.input_dtype
 
 # --------------------------------------------------------------------------------------------------- size
 def size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(state_dict)`` with pruning masks folded in: the dense file a user would ship."""
-    return len(state_dict_bytes(shippable_state_dict(model)))
+    """Bytes of ``torch.save(state_dict)`` with pruning masks folded in: the dense file a user would ship. Computed
+    from the pickle and the storages' sizes (``cost_layout.saved_size``, exact, checked against a real save at first
+    use), so no copy of the weights is written to get it."""
+    return saved_size(shippable_state_dict(model))
 
 
 # ------------------------------------------------------------------------------------------------ latency

@@ -435,9 +435,10 @@ def step_seed(recipe_seed: int, index: int) -> int:
     return (int(recipe_seed) * 1_000_003 + 7919 * (index + 1)) % (2**31 - 1)
 
 
-def _own_states(model: nn.Module) -> dict[str, tuple[str, bytes]]:
-    """Per module (named for a user: private ``_packed_params`` children fold into their layer): type + state bytes."""
-    out: dict[str, tuple[str, bytes]] = {}
+def _own_states(model: nn.Module) -> dict[str, tuple[str, list]]:
+    """Per module (named for a user: private ``_packed_params`` children fold into their layer): its type and its own
+    state (references to its tensors, not copies: techniques never mutate their input, so a snapshot stays valid)."""
+    out: dict[str, tuple[str, list]] = {}
     for name, module in model.named_modules():
         own: dict = {}
         module._save_to_state_dict(own, "", False)
@@ -445,22 +446,40 @@ def _own_states(model: nn.Module) -> dict[str, tuple[str, bytes]]:
             continue
         if name == "":  # tensors owned by the root (a ViT's position embedding): report them by tensor name
             for key, value in own.items():
-                buf = _io.BytesIO()
-                torch.save(value, buf)
-                out[key] = (type(value).__name__, buf.getvalue())
+                out[key] = (type(value).__name__, [(key, value)])
             continue
         layer = ".".join(p for p in name.split(".") if not p.startswith("_")) or name
-        buf = _io.BytesIO()
-        torch.save(own, buf)
-        prev = out.get(layer, ("", b""))
-        out[layer] = (prev[0] + type(module).__name__, prev[1] + buf.getvalue())
+        prev = out.get(layer, ("", []))
+        out[layer] = (prev[0] + type(module).__name__, prev[1] + list(own.items()))
     return out
 
 
-def touched_layers(before: dict[str, tuple[str, bytes]], after: dict[str, tuple[str, bytes]]) -> list[str]:
+def _same_value(a: Any, b: Any) -> bool:
+    """Two state values hold the same data (plain tensors compared in place; anything else by its saved bytes)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and not (a.is_quantized or b.is_quantized):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    bufs = []
+    for v in (a, b):
+        buf = _io.BytesIO()
+        torch.save(v, buf)
+        bufs.append(buf.getvalue())
+    return bufs[0] == bufs[1]
+
+
+def _same_state(a: tuple[str, list] | None, b: tuple[str, list] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a[0] != b[0] or [k for k, _ in a[1]] != [k for k, _ in b[1]]:
+        return False
+    return all(_same_value(x, y) for (_, x), (_, y) in zip(a[1], b[1]))
+
+
+def touched_layers(before: dict[str, tuple[str, list]], after: dict[str, tuple[str, list]]) -> list[str]:
     """Layers whose type or tensors differ between two ``_own_states`` snapshots, in model order."""
     names = list(after) + [n for n in before if n not in after]
-    return [n for n in names if before.get(n) != after.get(n)]
+    return [n for n in names if not _same_state(before.get(n), after.get(n))]
 
 
 def growth_note(before: nn.Module, after: nn.Module, before_bytes: int, after_bytes: int) -> str:
