@@ -13,6 +13,8 @@ forward's (tests/test_incremental.py checks equal predictions). Memory: the reco
 
 from __future__ import annotations
 
+import copy
+import threading
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,6 +58,7 @@ class IncrementalEvaluator:
         self.order = [n for n in sorted(self.prefix.start, key=self.prefix.start.get) if n]  # forward order
         self.modules = dict(baseline.named_modules())
         self.replays = 0  # forwards that replayed at least one block (for tests and benchmarks)
+        self.lock = threading.RLock()  # one variant patched at a time
 
     def first_changed(self, model: nn.Module) -> str | None:
         """The first module (in forward order) of ``model`` that differs from the baseline's, "" when the variant
@@ -76,16 +79,42 @@ class IncrementalEvaluator:
             first = self.order[-1] if self.order else ""
         return self.prefix.replayed(first) if first else []
 
+    def _matches(self, args: tuple, kwargs: dict) -> bool:
+        """The call's inputs are exactly the recorded input (same tensors, in order, bit for bit)."""
+        given = [v for v in list(args) + list(kwargs.values())]
+        want = list(self.x.values()) if I.is_dict(self.x) else [self.x]
+        return len(given) == len(want) and all(
+            isinstance(g, torch.Tensor) and (g is w or (g.shape == w.shape and g.dtype == w.dtype and torch.equal(g, w)))
+            for g, w in zip(given, want))
+
     @contextmanager
-    def _patched(self, model: nn.Module):
-        patched = []
+    def replaying(self, model: nn.Module):
+        """Within: a forward of ``model`` (called as a whole) on inputs equal to the recorded ones replays the
+        blocks before its first change; any other call (other inputs, a batch of them, a submodule called alone)
+        runs as written. ``model``'s ``forward`` attributes are patched meanwhile: give a private copy of a shared
+        model (``private_copy``). Yields how many blocks may be replayed."""
+        names = self.replayed(model)
+        active = [False]
+        root_had = model.__dict__.get("forward")
+        root_fwd = model.forward
+
+        def root(*a, **k):
+            active[0] = self._matches(a, k)
+            try:
+                return root_fwd(*a, **k)
+            finally:
+                active[0] = False
+
+        patched = [(model, root_had)]
+        model.forward = root
         try:
-            for n in self.replayed(model):
+            for n in names:
                 m = model.get_submodule(n)
                 had = m.__dict__.get("forward")
-                m.forward = lambda *a, _o=self.prefix.outputs[n], **k: _copy(_o)
+                m.forward = (lambda *a, _o=self.prefix.outputs[n], _f=m.forward, **k:
+                             _copy(_o) if active[0] else _f(*a, **k))
                 patched.append((m, had))
-            yield len(patched)
+            yield len(names)
         finally:
             for m, had in patched:
                 if had is None:
@@ -99,7 +128,7 @@ class IncrementalEvaluator:
         was = model.training
         model.eval()
         try:
-            with self._patched(model) as n:
+            with self.lock, self.replaying(model) as n:
                 self.replays += bool(n)
                 return I.call(model, self.x).float()
         finally:
@@ -110,4 +139,13 @@ class IncrementalEvaluator:
         return float(metric(self.predict(model), y))
 
 
-__all__ = ["IncrementalEvaluator"]
+def private_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree that shares its parameters and buffers (no weight is copied): patching a
+    forward on it never touches the original, which other threads may be running."""
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    for m in model.modules():  # plain tensor attributes too (a pruned layer's derived ``weight``, not a leaf)
+        memo.update((id(v), v) for v in m.__dict__.values() if isinstance(v, torch.Tensor))
+    return copy.deepcopy(model, memo)
+
+
+__all__ = ["IncrementalEvaluator", "private_copy"]

@@ -102,7 +102,12 @@ def evaluate(model: nn.Module, data: Any, split: str = "test") -> float:
 
 def confusion_matrix(model: nn.Module, x: Any, y: torch.Tensor, classes: int) -> torch.Tensor:
     """(classes, classes) counts: row = true class, column = predicted class."""
-    pred = predict(model, x).argmax(-1)
+    return confusion_from_outputs(predict(model, x), y, classes)
+
+
+def confusion_from_outputs(out: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """(classes, classes) counts from a model's outputs (N, classes): row = true class, column = predicted class."""
+    pred = out.argmax(-1)
     return torch.bincount(y * classes + pred, minlength=classes * classes).reshape(classes, classes)
 
 
@@ -365,9 +370,11 @@ def measure(
     threads: int = 1,
     with_latency: bool = True,
     min_run_time: float = 0.3,
+    scores: tuple[float, dict[str, float]] | None = None,
 ) -> ModelStats:
     """Measure ``model`` on ``data.test`` (a Workload, or anything with ``test.x``/``test.y``) with the data's metric.
-    The model is not modified."""
+    The model is not modified. ``scores``: (metric, extra metrics) of this model on ``data.test`` already measured
+    (e.g. by ``live_eval.MoveEvaluator``, which replays unchanged blocks): not measured again."""
     x = data.test.x
     layers = layer_stats(model)
     example = I.head(x, batch_size)
@@ -391,11 +398,11 @@ def measure(
         latency_runs=lat[2] if lat else None,
         batch_size=batch_size,
         threads=threads,
-        accuracy=evaluate(model, data),
+        accuracy=evaluate(model, data) if scores is None else float(scores[0]),
         metric=getattr(getattr(data, "metric", None), "name", "accuracy"),
         higher_is_better=bool(getattr(getattr(data, "metric", None), "higher_is_better", True)),
         metric_percent=bool(getattr(getattr(data, "metric", None), "percent", True)),
-        extra=_extra(model, data),
+        extra=_extra(model, data) if scores is None else dict(scores[1]),
         flops=total_flops,
         nonzero_flops=nonzero_flops,
         layers=layers,

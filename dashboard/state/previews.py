@@ -11,7 +11,7 @@ measured at once and go straight to ``full``."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import threading
 import time
@@ -22,14 +22,14 @@ import streamlit as st
 
 from compression_core import CompressionError, extra_metrics, measure
 
-from compression_core import inputs as I
-from compression_core.incremental import IncrementalEvaluator
+from compression_core.live_eval import MoveEvaluator
+from compression_core.measure import confusion_from_outputs
 from compression_core.recipe import apply_recipe, parse_recipe
 
 from .lru import LRU
 from .recipes import recipe_key
 from .estimates import cost_view, layer_rows
-from .results import _measure_full, _store, _unmeasured, applied, baseline_view, extra_view, run_recipe
+from .results import _store, _unmeasured, applied, baseline_view, extra_view, run_recipe
 from .stages import ESTIMATE, FULL, PREVIEW
 from .workloads import baseline, facts, one_line
 
@@ -125,7 +125,7 @@ def _pipeline() -> _Pipeline:
 
 @st.cache_resource(show_spinner=False)
 def _evaluators() -> LRU:
-    return LRU(size=2)  # each holds a copy of a big model and its recorded block outputs on the preview inputs
+    return LRU(size=2)  # each holds a private module tree of a big model and its recorded block outputs
 
 
 def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
@@ -140,40 +140,55 @@ def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
     return value
 
 
-def _evaluator(ctx: dict) -> IncrementalEvaluator:
-    """The preview inputs' incremental evaluator of the move's model (one per model and process, on a private copy
-    of the baseline: recording hooks never touch the shared one)."""
+def _evaluator(ctx: dict) -> MoveEvaluator:
+    """The move evaluator of the move's model (one per model and process; ``live_eval``: only the blocks
+    downstream of the first changed layer re-run, on the preview inputs and on the whole test set)."""
     ref, evs = ctx["ref"], ctx["evaluators"]
     ev = evs.get(ref)
     if ev is None:
-        wl = ctx["wl"]
-        ev = IncrementalEvaluator(copy.deepcopy(wl.model), I.take(wl.test.x, slice(0, ctx["n"])))
+        ev = MoveEvaluator(ctx["wl"], ctx["n"])
         evs.put(ref, ev)
     return ev
 
 
+def _computed(ctx: dict) -> bool:
+    cost = ctx["cost"]
+    return all(cost.get(k) is not None for k in ("size_bytes", "nonzero_params", "nonzero_flops")) and \
+        bool(cost.get("layers"))
+
+
 def _preview_now(key: str, ctx: dict) -> dict:
-    """The preview subset's view of a move: its metric from the incremental evaluator (only the blocks downstream of
-    the first changed layer re-run on the preview inputs); sizes, parameters, FLOPs and per-layer rows computed
-    (``estimate_cost``), or measured when they cannot be computed."""
+    """The preview subset's view of a move: its metric and extra metrics from the move evaluator; sizes,
+    parameters, FLOPs and per-layer rows computed (``estimate_cost``), or measured when they cannot be computed."""
     result, seconds = _applied_now(key, ctx)
     wl, n, total = ctx["wl"], ctx["n"], ctx["total"]
-    pwl = extra_metrics.preview_workload(wl, n)
-    cost = ctx["cost"]
-    if all(cost.get(k) is not None for k in ("size_bytes", "nonzero_params", "nonzero_flops")) and cost.get("layers"):
-        stats = {"accuracy": _evaluator(ctx).score(result.model, pwl.test.y, wl.metric),
-                 "layers": layer_rows(cost, ctx["bstats"]), "metric": wl.metric_name, "model": wl.name}
+    metric, extra = _evaluator(ctx).preview(result.model)
+    if _computed(ctx):
+        stats = {"accuracy": metric, "layers": layer_rows(ctx["cost"], ctx["bstats"]), "metric": wl.metric_name,
+                 "model": wl.name}
     else:
-        stats = measure(result.model, pwl, name=wl.name, with_latency=False).model_dump()
-    return {"stats": stats, "confusion": None, "extra": extra_metrics.compute(result.model, wl, n=n),
-            "preview": [n, total], "baseline_accuracy": ctx["base_preview"],
-            "steps": [s.to_json_dict() for s in result.steps], "seconds": seconds}
+        stats = measure(result.model, extra_metrics.preview_workload(wl, n), name=wl.name, with_latency=False,
+                        scores=(metric, extra)).model_dump()
+    return {"stats": stats, "confusion": None, "extra": extra, "preview": [n, total],
+            "baseline_accuracy": ctx["base_preview"], "steps": [s.to_json_dict() for s in result.steps],
+            "seconds": seconds}
 
 
 def _full_now(key: str, ctx: dict) -> dict:
-    """The whole test set's view of a move (its model measured on a copy; the result kept in the per-process
-    store)."""
-    return _measure_full(key, _applied_now(key, ctx), ctx["facts"], ctx["results"])[1]
+    """The whole test set's view of a move: ONE evaluator pass gives the metric and the confusion matrix, the extra
+    metrics replay the same unchanged blocks; the rest of the stats as ``measure`` gives them (no forward on the
+    test set). The measured result goes into the per-process store."""
+    pre = _applied_now(key, ctx)
+    result, seconds = pre
+    wl, f = ctx["wl"], ctx["facts"]
+    t0 = time.perf_counter()
+    metric, extra, out = _evaluator(ctx).full(result.model)
+    stats = measure(result.model, wl, name=f"{wl.name} (recipe)", with_latency=False, scores=(metric, extra))
+    cm = confusion_from_outputs(out, wl.test.y, f["num_classes"]).numpy() if f["classification"] else None
+    value = (dataclasses.replace(result, after=stats), seconds + time.perf_counter() - t0)
+    ctx["results"].put(key, value)
+    return {"stats": stats.model_dump(), "confusion": cm, "extra": extra,
+            "steps": [s.to_json_dict() for s in result.steps], "seconds": value[1]}
 
 
 def live_view(recipe: dict) -> dict:

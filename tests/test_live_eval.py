@@ -1,0 +1,95 @@
+"""A move's incremental measurement equals a from-scratch one: ``MoveEvaluator`` scores a variant on the preview
+subset and the whole test set by replaying the baseline's unchanged blocks, and its metric, outputs and the
+workload's extra metrics (which call the model themselves) equal ``measure``'s; an extra metric that calls the model
+on other inputs is never given replayed outputs; neither the baseline nor the variant is left patched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sample_models
+from compression_core import apply_recipe, measure
+from compression_core import inputs as I
+from compression_core.live_eval import MoveEvaluator
+from compression_core.workload import _with
+
+CALLS: list[str] = []
+
+
+def _mean_logit(model, wl, n=None):
+    """An extra metric that calls the model as a whole on the evaluated inputs (replay allowed)."""
+    x = wl.test.x if n is None else I.head(wl.test.x, n)
+    with torch.no_grad():
+        return float(I.call(model.eval(), x).mean())
+
+
+def _reversed_max(model, wl, n=None):
+    """An extra metric that calls the model on OTHER inputs (the same items reversed): never replayed."""
+    x = wl.test.x if n is None else I.head(wl.test.x, n)
+    x = I.take(x, torch.arange(I.n_items(x) - 1, -1, -1))
+    with torch.no_grad():
+        return float(I.call(model.eval(), x)[:5].max())
+
+
+@pytest.fixture(scope="module")
+def vit():
+    wl = sample_models.load("digits-vit")
+    return _with(wl, info={**dict(wl.info or {}), "extra_metrics": {"mean_logit": _mean_logit,
+                                                                    "reversed_max": _reversed_max}})
+
+
+def _variant(wl, targets, amount=0.6):
+    return apply_recipe({"version": 1, "model": "digits-vit", "steps": [
+        {"kind": "prune_unstructured", "amount": amount, "targets": targets}]}, workload=wl, with_latency=False,
+        measure_before=False, measure_after=False).model
+
+
+def _no_patches(model) -> bool:
+    return all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_late_change_full_and_preview_equal_from_scratch_measurements(vit):
+    ev = MoveEvaluator(vit, preview_n=100)
+    late = _variant(vit, ["blocks.1.mlp.fc1", "blocks.1.mlp.fc2"])
+    metric, extra, out = ev.full(late)
+    ref = measure(late, vit, with_latency=False)
+    assert metric == ref.accuracy and extra == ref.extra
+    late.eval()
+    with torch.no_grad():
+        assert torch.equal(out, I.call(late, vit.test.x).float())
+    assert ev._evs["full"].replays == 1  # the late change really replayed the first block
+    pm, pextra = ev.preview(late)
+    head = _with(vit, test=type(vit.test)(I.head(vit.test.x, 100), vit.test.y[:100]))
+    pref = measure(late, head, with_latency=False)
+    assert pm == pref.accuracy and pextra == {k: v for k, v in pref.extra.items()}
+    assert _no_patches(late) and _no_patches(vit.model)
+    assert ev.bytes > 0
+
+
+def test_every_later_move_stays_exact_and_the_baseline_is_only_read(vit):
+    before = [p.detach().clone() for p in vit.model.parameters()]
+    ev = MoveEvaluator(vit, preview_n=50)
+    for targets in (["blocks.0.attn.qkv"], ["blocks.1.mlp.fc2"], ["blocks.1.attn.proj"]):
+        v = _variant(vit, targets, amount=0.8)
+        metric, extra, _ = ev.full(v)
+        ref = measure(v, vit, with_latency=False)
+        assert (metric, extra) == (ref.accuracy, ref.extra), targets
+    assert all(torch.equal(a, b) for a, b in zip(before, vit.model.parameters()))
+
+
+@pytest.mark.slow
+def test_minilm_last_block_move_with_fidelity_equals_measure():
+    from compression_core import resolve_workload
+
+    wl = resolve_workload("minilm-topics")
+    ev = MoveEvaluator(wl, preview_n=60)
+    last = [n for n, m in wl.model.named_modules() if isinstance(m, torch.nn.Linear) and ".layer.5." in n]
+    v = apply_recipe({"version": 1, "model": "minilm-topics", "steps": [
+        {"kind": "prune_unstructured", "amount": 0.5, "targets": last}]}, workload=wl, with_latency=False,
+        measure_before=False, measure_after=False).model
+    metric, extra, _ = ev.full(v)
+    ref = measure(v, wl, with_latency=False)
+    assert metric == pytest.approx(ref.accuracy, abs=1e-9)
+    assert extra["fidelity"] == pytest.approx(ref.extra["fidelity"], abs=1e-5)
+    assert ev._evs["full"].replays == 1
