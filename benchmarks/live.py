@@ -49,6 +49,7 @@ from torch import nn
 
 import sample_models  # noqa: F401  (registers the sample workloads by name)
 from compression_core import disk_cache, extra_metrics, measure
+from compression_core.live_eval import MoveEvaluator
 from compression_core.recipe import apply_recipe, parse_recipe
 from compression_core.workload import resolve_workload
 
@@ -406,33 +407,47 @@ def _blocks(model) -> list[str]:
 
 
 def cost_growth(ref: str, repeats: int = 3) -> dict:
-    """Server time of a move changing only the last block vs only the first (apply + preview subset + whole test
-    set, as Explore's background measurement does; 1 thread, fresh configurations each time)."""
+    """Server time of a move changing only the last block vs only the first: the work Explore's background
+    pipeline does for a big model's move (``dashboard/state/previews.py``): apply the recipe, score the preview
+    subset and the whole test set with one ``live_eval.MoveEvaluator`` (unchanged blocks replayed), then the rest
+    of the stats (``measure(scores=...)``). 1 thread, fresh configurations each time; the evaluator is built (and
+    the baseline's blocks recorded) before the timed moves, as a page's first move on the model does."""
     torch.set_num_threads(1)
     wl = resolve_workload(ref)
     blocks = _blocks(wl.model)
     if len(blocks) < 2:
-        return {"model": ref, "why": "no repeated blocks (ModuleList) to compare"}
+        return {"model": ref, "blocks": len(blocks), "why": "no repeated blocks (ModuleList) to compare"}
     n = extra_metrics.preview_items(wl) or min(64, len(wl.test))
-    pv = extra_metrics.preview_workload(wl, n)
-    out: dict[str, Any] = {"model": ref, "blocks": len(blocks), "preview_items": n, "test_items": len(wl.test)}
+    ev = MoveEvaluator(wl, n)
+    t0 = time.perf_counter()
+    ev.preview(wl.model)
+    ev.full(wl.model)
+    out: dict[str, Any] = {"model": ref, "blocks": len(blocks), "preview_items": n, "test_items": len(wl.test),
+                           "record_s": time.perf_counter() - t0}
     for which, block in (("first", blocks[0]), ("last", blocks[-1])):
         layers = [f"{block}.{name}" for name, m in wl.model.get_submodule(block).named_modules()
                   if isinstance(m, nn.Linear)]
-        times = []
+        times, parts = [], []
         for i in range(repeats):
             amount = round(0.3 + 0.1 * i + (0.05 if which == "last" else 0), 2)
             recipe = parse_recipe({"version": 1, "model": ref, "steps": [
                 {"kind": "prune_unstructured", "amount": amount, "targets": layers}]})
             t0 = time.perf_counter()
             res = apply_recipe(recipe, with_latency=False, measure_before=False, measure_after=False, workload=wl)
-            measure(res.model, pv, name=wl.name, with_latency=False)
-            measure(res.model, wl, name=wl.name, with_latency=False)
-            times.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            ev.preview(res.model)
+            t2 = time.perf_counter()
+            metric, extra, _ = ev.full(res.model)
+            measure(res.model, wl, name=wl.name, with_latency=False, scores=(metric, extra))
+            t3 = time.perf_counter()
+            times.append(t3 - t0)
+            parts.append({"apply_s": t1 - t0, "preview_s": t2 - t1, "full_s": t3 - t2})
         out[f"{which}_block_s"] = statistics.median(times)
+        out[f"{which}_block_parts"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
         out[f"{which}_block_layers"] = len(layers)
         _log(f"cost growth {ref}: {which} block {block}: {[round(t, 2) for t in times]} s")
     out["last_over_first"] = out["last_block_s"] / out["first_block_s"]
+    out["recorded_mib"] = ev.bytes / 2**20
     return out
 
 

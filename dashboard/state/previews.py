@@ -199,18 +199,18 @@ def live_view(recipe: dict) -> dict:
     key = recipe_key(recipe)
     ref = recipe["model"]
     pv = preview_size(ref)
-    if pv is None or _store().get(key) is not None:
-        view = dict(run_recipe(recipe))
-        view.setdefault("extra", extra_view(key, ref))
-        return {"stage": FULL, "view": view}
     p = _pipeline()
     with p.cond:
         full, prev = p.fulls.get(key), p.previews.get(key)
     for v in (full, prev):
         if isinstance(v, Exception):
             raise v
-    if full is not None:
+    if full is not None:  # measured by the pipeline: its view, not measured again here
         return {"stage": FULL, "view": full}
+    if pv is None or _store().get(key) is not None:  # a small model, or a big one trained / adopted from a job
+        view = dict(run_recipe(recipe))
+        view.setdefault("extra", extra_view(key, ref))
+        return {"stage": FULL, "view": view}
     p.want(key, {"ref": ref, "wl": baseline(ref), "facts": facts(ref), "n": pv[0], "total": pv[1],
                  "base_preview": baseline_preview_metric(ref), "results": _store(), "unmeasured": _unmeasured(),
                  "cost": cost_view(key), "bstats": baseline_view(ref)["stats"], "evaluators": _evaluators()})
