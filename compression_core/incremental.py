@@ -59,6 +59,7 @@ class IncrementalEvaluator:
         self.modules = dict(baseline.named_modules())
         self.replays = 0  # forwards that replayed at least one block (for tests and benchmarks)
         self.lock = threading.RLock()  # one variant patched at a time
+        self._own: tuple[nn.Module, dict[str, Any]] | None = None  # the last kept variant's block outputs
 
     def first_changed(self, model: nn.Module) -> str | None:
         """The first module (in forward order) of ``model`` that differs from the baseline's, "" when the variant
@@ -88,12 +89,21 @@ class IncrementalEvaluator:
             for g, w in zip(given, want))
 
     @contextmanager
-    def replaying(self, model: nn.Module):
+    def replaying(self, model: nn.Module, own: bool = False):
         """Within: a forward of ``model`` (called as a whole) on inputs equal to the recorded ones replays the
         blocks before its first change; any other call (other inputs, a batch of them, a submodule called alone)
         runs as written. ``model``'s ``forward`` attributes are patched meanwhile: give a private copy of a shared
-        model (``private_copy``). Yields how many blocks may be replayed."""
-        names = self.replayed(model)
+        model (``private_copy``). ``own=True``: replay instead the block outputs ``model`` itself produced in the
+        last ``predict(model, keep=True)`` (the same model on the same inputs: a second pass, e.g. a secondary
+        metric, re-runs only what lies outside the blocks). Yields how many blocks may be replayed."""
+        outputs = self.prefix.outputs
+        if own:
+            if self._own is None or self._own[0] is not model:
+                raise ValueError("replaying(own=True) needs predict(model, keep=True) on this model first")
+            outputs = self._own[1]
+            names = list(outputs)
+        else:
+            names = self.replayed(model)
         active = [False]
         root_had = model.__dict__.get("forward")
         root_fwd = model.forward
@@ -111,7 +121,7 @@ class IncrementalEvaluator:
             for n in names:
                 m = model.get_submodule(n)
                 had = m.__dict__.get("forward")
-                m.forward = (lambda *a, _o=self.prefix.outputs[n], _f=m.forward, **k:
+                m.forward = (lambda *a, _o=outputs[n], _f=m.forward, **k:
                              _copy(_o) if active[0] else _f(*a, **k))
                 patched.append((m, had))
             yield len(names)
@@ -123,14 +133,28 @@ class IncrementalEvaluator:
                     m.forward = had
 
     @torch.no_grad()
-    def predict(self, model: nn.Module) -> torch.Tensor:
-        """``model``'s output on the input (eval mode), as a from-scratch forward gives it."""
+    def predict(self, model: nn.Module, keep: bool = False) -> torch.Tensor:
+        """``model``'s output on the input (eval mode), as a from-scratch forward gives it. ``keep``: also keep
+        ``model``'s own outputs of the top-level blocks (until the next ``predict``) for ``replaying(own=True)``."""
         was = model.training
         model.eval()
+        own: dict[str, Any] = {}
+        handles = []
         try:
             with self.lock, self.replaying(model) as n:
                 self.replays += bool(n)
-                return I.call(model, self.x).float()
+                if keep:
+                    mods = dict(model.named_modules())
+                    for b in (b for b in self.prefix.outputs if b in self.prefix.blocks and b in mods):
+                        handles.append(mods[b].register_forward_hook(
+                            lambda _m, _a, o, _b=b: own.__setitem__(_b, _copy(o))))
+                try:
+                    out = I.call(model, self.x).float()
+                finally:
+                    for h in handles:
+                        h.remove()
+                self._own = (model, own) if keep else None
+                return out
         finally:
             model.train(was)
 

@@ -6,7 +6,9 @@ first eleven, and one measurement should not run the network four times (metric,
 metrics, each on its own forward). Here one ``IncrementalEvaluator`` per input set (the preview's first ``n`` test
 items, the whole test split) replays the baseline's recorded block outputs before the first changed module, and the
 workload's secondary metrics (``info["extra_metrics"]``) run under the same replay when they call the model on the
-same inputs (any other call runs as written). The results are exactly a from-scratch evaluation's
+same inputs: they replay the blocks' outputs of the variant's own scoring pass just before (the same model on the
+same inputs), so the second pass costs only what lies outside the blocks; any other call (other inputs, batches of
+them) runs as written. The results are exactly a from-scratch evaluation's
 (tests/test_live_eval.py checks equal predictions and metrics).
 
 Memory, bounded: each set's recorded outputs are at most ``max_bytes`` (``prefix_cache.MAX_BYTES``, 512 MiB; over
@@ -60,9 +62,10 @@ class MoveEvaluator:
             m = private_copy(model)
             n = None if which == "full" else self.n
             y = self.wl.test.y if n is None else I.take(self.wl.test.y, slice(0, n))
-            out = ev.predict(m)
-            with ev.lock, ev.replaying(m):
+            out = ev.predict(m, keep=True)
+            with ev.lock, ev.replaying(m, own=True):  # the extra metrics' pass replays this variant's own blocks
                 extra = extra_metrics.compute(m, self.wl, n=n)
+            ev._own = None
             return float(self.wl.metric(out, y)), extra, out
 
     def preview(self, model: nn.Module) -> tuple[float, dict[str, float]]:

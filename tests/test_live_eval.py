@@ -93,3 +93,19 @@ def test_minilm_last_block_move_with_fidelity_equals_measure():
     assert metric == pytest.approx(ref.accuracy, abs=1e-9)
     assert extra["fidelity"] == pytest.approx(ref.extra["fidelity"], abs=1e-5)
     assert ev._evs["full"].replays == 1
+
+
+def test_the_extra_metrics_pass_replays_the_variants_own_blocks(vit, monkeypatch):
+    block_cls = type(vit.model.blocks[0])
+    calls = []
+    real = block_cls.forward
+    monkeypatch.setattr(block_cls, "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    ev = MoveEvaluator(vit, preview_n=None)
+    ev.full(vit.model)  # records the baseline (2 block runs) and scores it
+    early = _variant(vit, ["blocks.0.attn.qkv"])
+    calls.clear()
+    metric, extra, _ = ev.full(early)
+    # scoring runs both blocks (the change is in the first); mean_logit (same inputs) replays the variant's own
+    # block outputs: 0 runs; reversed_max (other inputs) runs both blocks as written
+    assert len(calls) == 4
+    assert (metric, extra) == ((r := measure(early, vit, with_latency=False)).accuracy, r.extra)
