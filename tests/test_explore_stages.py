@@ -27,6 +27,42 @@ def _stages_module():
     return stages
 
 
+def _previews_module():
+    sys.path.insert(0, str(ROOT / "dashboard"))
+    try:
+        from state import previews  # noqa: F401  (the module the pages use)
+    finally:
+        sys.path.remove(str(ROOT / "dashboard"))
+    return previews
+
+
+@pytest.mark.parametrize("steps", [
+    [{"kind": "prune_unstructured", "amount": 0.7, "targets": ["blocks.1.mlp.fc1", "blocks.0.attn.qkv"]}],
+    [{"kind": "prune_unstructured", "amount": 0.5}, {"kind": "fake_quant", "bits": 4}],
+    [{"kind": "quantize_dynamic"}],
+    [{"kind": "quantize_weight_only", "bits": 4}],
+])
+def test_the_full_stage_stats_computed_from_the_cost_equal_measure(steps):
+    """The full stage of a big model's move takes sizes, parameters, FLOPs and layer rows from ``estimate_cost``
+    (the metric measured): each equals what ``measure`` gives the applied model."""
+    import sample_models
+    from compression_core import apply_recipe, estimate_cost, measure
+
+    previews = _previews_module()
+    wl = sample_models.load("digits-vit")
+    recipe = {"version": 1, "model": "digits-vit", "steps": steps}
+    model = apply_recipe(recipe, workload=wl, with_latency=False, measure_before=False, measure_after=False).model
+    cost = estimate_cost(wl.model, recipe, wl).model_dump()
+    ctx = {"wl": wl, "cost": cost, "bstats": measure(wl.model, wl, with_latency=False).model_dump()}
+    assert previews._computed(ctx) and not cost["unknown"]
+    ref = measure(model, wl, with_latency=False)
+    got = previews._stats_from_cost(ctx, model, ref.accuracy, dict(ref.extra))
+    for k in ("params", "nonzero_params", "size_bytes", "sparse_size_bytes", "theoretical_size_bytes", "simulated",
+              "flops", "nonzero_flops", "accuracy", "metric"):
+        assert getattr(got, k) == getattr(ref, k), k
+    assert [r.model_dump() for r in got.layers] == [r.model_dump() for r in ref.layers]
+
+
 def test_stage_log_keeps_order_and_logs_a_stage_once():
     stages = _stages_module()
     stages.clear()

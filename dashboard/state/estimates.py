@@ -235,8 +235,9 @@ def layer_rows(cost: dict, bstats: dict) -> list[dict]:
         b = types.get(r["name"], {})
         nz = r["nonzero"] if r["nonzero"] is not None else r["params"]
         rows.append({"name": r["name"], "type": b.get("type", ""), "params": r["params"], "nonzero": nz,
-                     "sparsity": 1 - nz / r["params"] if r["params"] else 0.0,
-                     "dtype": b.get("dtype", "") if r["bits"] == b.get("bits") else f"{r['bits']}-bit",
+                     "sparsity": round(1 - nz / r["params"], 6) if r["params"] else 0.0,  # as measure rounds it
+                     # simulated bits keep the float storage, as ``measure`` reports them
+                     "dtype": b.get("dtype", "") if r["bits"] == b.get("bits") or r["simulated"] else f"{r['bits']}-bit",
                      "bits": r["bits"], "simulated": r["simulated"]})
     return rows
 
