@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 import sample_models  # noqa: F401  (registers the sample workloads by name)
-from compression_core import disk_cache, extra_metrics, measure
+from compression_core import disk_cache, estimate_cost, extra_metrics, layer_stats, measure
 from compression_core.live_eval import MoveEvaluator
 from compression_core.recipe import apply_recipe, parse_recipe
 from compression_core.workload import resolve_workload
@@ -409,8 +409,8 @@ def _blocks(model) -> list[str]:
 def cost_growth(ref: str, repeats: int = 3) -> dict:
     """Server time of a move changing only the last block vs only the first: the work Explore's background
     pipeline does for a big model's move (``dashboard/state/previews.py``): apply the recipe, score the preview
-    subset and the whole test set with one ``live_eval.MoveEvaluator`` (unchanged blocks replayed), then the rest
-    of the stats (``measure(scores=...)``). 1 thread, fresh configurations each time; the evaluator is built (and
+    subset and the whole test set with one ``live_eval.MoveEvaluator`` (unchanged blocks replayed); sizes and
+    FLOPs computed (``estimate_cost``), layer rows read (``layer_stats``). 1 thread, fresh configurations each time; the evaluator is built (and
     the baseline's blocks recorded) before the timed moves, as a page's first move on the model does."""
     torch.set_num_threads(1)
     wl = resolve_workload(ref)
@@ -433,15 +433,17 @@ def cost_growth(ref: str, repeats: int = 3) -> dict:
             recipe = parse_recipe({"version": 1, "model": ref, "steps": [
                 {"kind": "prune_unstructured", "amount": amount, "targets": layers}]})
             t0 = time.perf_counter()
+            estimate_cost(wl.model, recipe, wl)  # the estimate stage's sizes (the page's stats take them from it)
+            tc = time.perf_counter()
             res = apply_recipe(recipe, with_latency=False, measure_before=False, measure_after=False, workload=wl)
             t1 = time.perf_counter()
             ev.preview(res.model)
             t2 = time.perf_counter()
-            metric, extra, _ = ev.full(res.model)
-            measure(res.model, wl, name=wl.name, with_latency=False, scores=(metric, extra))
+            ev.full(res.model)
+            layer_stats(res.model)
             t3 = time.perf_counter()
             times.append(t3 - t0)
-            parts.append({"apply_s": t1 - t0, "preview_s": t2 - t1, "full_s": t3 - t2})
+            parts.append({"cost_s": tc - t0, "apply_s": t1 - tc, "preview_s": t2 - t1, "full_s": t3 - t2})
         out[f"{which}_block_s"] = statistics.median(times)
         out[f"{which}_block_parts"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
         out[f"{which}_block_layers"] = len(layers)

@@ -59,7 +59,7 @@ def test_cost_growth_times_the_pages_move_work_on_a_blocked_model():
     c = live.cost_growth("digits-vit", repeats=1)
     assert c["blocks"] == 2 and c["first_block_layers"] == c["last_block_layers"] == 4
     for which in ("first", "last"):
-        assert set(c[f"{which}_block_parts"]) == {"apply_s", "preview_s", "full_s"}
+        assert set(c[f"{which}_block_parts"]) == {"cost_s", "apply_s", "preview_s", "full_s"}
     assert c["last_over_first"] == c["last_block_s"] / c["first_block_s"]
     assert c["recorded_mib"] > 0  # the evaluator really recorded block outputs to replay
     assert live.cost_growth("digits-mlp")["why"]  # no repeated blocks: says so instead of a ratio
