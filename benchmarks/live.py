@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 import sample_models  # noqa: F401  (registers the sample workloads by name)
-from compression_core import disk_cache, estimate_cost, extra_metrics, layer_stats, measure
+from compression_core import disk_cache, estimate_cost, extra_metrics, layer_stats
 from compression_core.live_eval import MoveEvaluator
 from compression_core.recipe import apply_recipe, parse_recipe
 from compression_core.workload import resolve_workload
