@@ -50,9 +50,10 @@ else
   echo "warning: postgresql not installed; Postgres store tests will be skipped" >&2
 fi
 
-# Everything (-m "" lifts the default deselection), two workers, one test file per worker at a time.
+# Everything (-m "" lifts the default deselection), two workers, one test file per worker at a time, the longest files
+# first (tests/conftest.py RUN_FIRST; --no-loadscope-reorder keeps that order instead of "most tests first").
 set +e
-python3 -m pytest -q -m "" -n "${TEST_WORKERS:-2}" --dist loadfile --durations=30 "$@"
+python3 -m pytest -q -m "" -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = "5" ]; then

@@ -69,10 +69,51 @@ def pytest_configure(config):
         socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
 
 
+# The test files that take longest in a full run (`bash scripts/test.sh`, two xdist workers, one file per worker at a
+# time), longest first: a worker starts them first, so that the run does not end on one worker still busy with a big
+# file while the other is idle (the small files fill in at the end). Rough seconds of a full run's --durations on 2
+# cores; refresh the order from a run's "slowest durations" when a file grows. The other files follow in the usual
+# order. scripts/test.sh passes --no-loadscope-reorder so that xdist keeps this order (its default runs files with
+# the most tests first, which put the 1-test, 90-second browser walk last).
+RUN_FIRST = (
+    "test_dashboard_transformer.py",  # ~150 s: MiniLM head slider, in AppTest and in chromium
+    "test_recipes_dir.py",  # ~120 s: every recipe, MiniLM distillation
+    "test_zoo.py",  # ~110 s: every technique x every zoo model
+    "test_classroom.py",  # ~100 s: two browsers
+    "test_browser_walk.py",  # ~95 s: one walk through five pages
+    "test_workload.py",  # ~90 s: a user's workload through every CLI command
+    "test_explore_stages.py",  # ~85 s
+    "test_browser.py",  # ~80 s
+    "test_cost.py",
+    "test_dashboard.py",
+    "test_take_home.py",
+    "test_identity.py",
+    "test_search.py",
+    "test_reliability.py",
+    "test_hostile.py",
+    "test_jobs.py",
+    "test_onnx.py",
+    "test_peak_ram.py",
+    "test_browser_take_home.py",
+    "test_minilm.py",
+    "test_quant_static.py",
+    "test_prune_layers.py",
+    "test_workshop.py",
+    "test_browser_language.py",
+    "test_ort_deploy.py",
+    "test_hf_import.py",
+    "test_language_benchmark.py",
+    "test_tiny_lm.py",
+    "test_budget.py",
+    "test_graph.py",
+)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """A parametrized test marked ``first_case_fast`` runs its first case in the fast set (plain ``pytest``) and its
-    other cases as ``slow`` (``bash scripts/test.sh`` runs them all): one model in minutes, every model in CI."""
+    other cases as ``slow`` (``bash scripts/test.sh`` runs them all): one model in minutes, every model in CI. In an
+    xdist worker, the RUN_FIRST files come first."""
     seen = set()
     for item in items:
         if item.get_closest_marker("first_case_fast") is None:
@@ -82,6 +123,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         else:
             seen.add(key)
+    # In an xdist worker (its collection is the order the controller hands out files in): the RUN_FIRST files first,
+    # in that order, then the others as collected; the tests inside a file keep their order.
+    if hasattr(config, "workerinput"):
+        rank = {name: i for i, name in enumerate(RUN_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(RUN_FIRST)))  # stable
 
 
 @pytest.fixture(autouse=True)
