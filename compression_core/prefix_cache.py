@@ -77,6 +77,7 @@ class BlockPrefix:
         self.outputs: dict[str, Any] = {}
         clock = [0]
         total = [0]
+        btotal = [0]  # bytes of blocks' outputs recorded
         handles = []
 
         def pre(name):
@@ -90,10 +91,15 @@ class BlockPrefix:
             def hook(mod, args, out):
                 self.end[name] = clock[0]
                 clock[0] += 1
-                if name in heavy and calls.get(name) == 1 and total[0] <= 2 * max_bytes:
+                # fine children while everything fits twice over; blocks while the blocks alone fit (a big model's
+                # later blocks are still recorded after its fine children have filled the budget)
+                size = _nbytes(out)
+                fits = total[0] <= 2 * max_bytes or (name in blocks and btotal[0] + size <= max_bytes)
+                if name in heavy and calls.get(name) == 1 and fits:
                     try:
                         self.outputs[name] = _copy(out)
-                        total[0] += _nbytes(out)
+                        total[0] += size
+                        btotal[0] += size if name in blocks else 0
                     except TypeError:
                         pass
             return hook

@@ -103,3 +103,24 @@ def test_cli_sensitivity_takes_levels(capsys):
     assert [p[0] for p in out["layers"][0]["points"]] == [0.5, 0.9]
     assert main(["sensitivity", "--model", "digits-cnn", "--levels", "half"]) == 2
     assert "--levels" in capsys.readouterr().err
+
+
+def test_every_block_is_recorded_when_only_the_blocks_fit_the_budget():
+    """A deep model whose fine children fill the budget early still has ALL its blocks recorded (blocks alone fit):
+    a change in the last block then replays every block before it (a BERT-base's whole-test-set evaluation)."""
+    class Block(nn.Module):  # a transformer layer's shape: weighted children, not itself a Sequential
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(16, 64), nn.Linear(64, 16)
+
+        def forward(self, h):
+            return h + self.down(torch.relu(self.up(h)))
+
+    torch.manual_seed(0)
+    blocks = nn.Sequential(*[Block() for _ in range(8)])
+    x = torch.randn(256, 16)
+    per_block = 256 * 16 * 4  # bytes of one block's output; each block's fine children add 256 * 64 * 4 + that
+    p = BlockPrefix(blocks, x, max_bytes=8 * per_block)
+    assert not p.fine and set(p.outputs) == {str(i) for i in range(8)}
+    assert p.replayed("7.up") == [str(i) for i in range(7)]
+    assert p.bytes == 8 * per_block
