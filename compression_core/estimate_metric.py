@@ -44,6 +44,9 @@ from .workload import _with, as_workload, resolve_workload
 FAMILIES: tuple[str, ...] = ("prune", "lowrank", "quantize")  # the order steps are applied in
 CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8, 6, 4, 3, 2),
                                   "lowrank": (0.5, 0.25, 0.1, 0.05)}
+# a big model's curves (one Explore previews first: over ``extra_metrics.PREVIEW_PARAMS``): 3 levels each, so its
+# curves take minutes, not an hour; the dashboard and benchmarks.live use the same levels
+BIG_CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.6, 0.9), "quantize": (8, 4, 2), "lowrank": (0.5, 0.25, 0.1)}
 VERSION = 1  # of the curves' meaning: part of every cache key built from them (with ``curves_code()``)
 
 
@@ -378,15 +381,18 @@ def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> d
 
 
 def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCurves | None = None,
-                     band: float | None = None, threads: int | None = 1) -> dict:
+                     band: float | None = None, threads: int | None = 1, levels: dict[str, tuple] | None = None,
+                     check: int = 12) -> dict:
     """How good the estimate is on ``workload`` (a Workload or reference): ``n`` random configurations (see
     ``random_configs``) estimated from ``curves`` (computed here on the calibration split when not given) and
     measured on the whole test split. Returns {n, median_abs_error, inside_band (share whose measurement is within
     the stated band), band (the curves' own band, or ``band``), band_80 (the half-width that would hold 80 %),
-    higher_is_better, percent, rows}. Errors are in the metric's own units (fractions for accuracy)."""
+    higher_is_better, percent, rows}. Errors are in the metric's own units (fractions for accuracy). ``levels``
+    and ``check``: the curves' levels per family and how many random configurations their band is measured on
+    (when the curves are computed here; Explore uses ``BIG_CURVE_LEVELS`` and 6 checks for a big model)."""
     wl = resolve_workload(workload) if isinstance(workload, str) else workload
     if curves is None:
-        curves = metric_curves(wl.model, wl, threads=threads, seed=seed)
+        curves = metric_curves(wl.model, wl, levels=levels, check=check, threads=threads, seed=seed)
     with intra_op_threads(threads):
         q = _quality(wl.model, wl, curves, n, seed + 1, on="test")
     stated = curves.band if band is None else band
@@ -397,5 +403,5 @@ def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCu
             "percent": curves.percent, "curves_split": curves.split, "rows": q["rows"]}
 
 
-__all__ = ["CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
+__all__ = ["BIG_CURVE_LEVELS", "CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
            "estimate_metric", "estimate_quality", "measure_band", "merge_curves", "metric_curves", "random_configs"]
