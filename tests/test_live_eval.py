@@ -49,6 +49,7 @@ def _no_patches(model) -> bool:
     return all("forward" not in m.__dict__ for m in model.modules())
 
 
+@pytest.mark.slow
 def test_late_change_full_and_preview_equal_from_scratch_measurements(vit):
     ev = MoveEvaluator(vit, preview_n=100)
     late = _variant(vit, ["blocks.1.mlp.fc1", "blocks.1.mlp.fc2"])
