@@ -76,18 +76,18 @@ def pytest_configure(config):
 # order. scripts/test.sh passes --no-loadscope-reorder so that xdist keeps this order (its default runs files with
 # the most tests first, which put the 1-test, 90-second browser walk last).
 RUN_FIRST = (
-    "test_dashboard_transformer.py",  # ~150 s: MiniLM head slider, in AppTest and in chromium
-    "test_recipes_dir.py",  # ~120 s: every recipe, MiniLM distillation
-    "test_zoo.py",  # ~110 s: every technique x every zoo model
-    "test_classroom.py",  # ~100 s: two browsers
+    "test_cost.py",  # ~190 s: 591 estimate-vs-artefact pairs (GPTQ/AWQ on digits-vit and lenet300 the longest)
+    "test_dashboard_transformer.py",  # ~140 s: MiniLM head slider, in AppTest and in chromium
+    "test_zoo.py",  # ~110 s: every technique x every zoo model, the zoo trained on first use
+    "test_recipes_dir.py",  # ~100 s: every recipe, MiniLM distillation
     "test_browser_walk.py",  # ~95 s: one walk through five pages
-    "test_workload.py",  # ~90 s: a user's workload through every CLI command
-    "test_explore_stages.py",  # ~85 s
-    "test_browser.py",  # ~80 s
-    "test_cost.py",
-    "test_dashboard.py",
+    "test_explore_stages.py",  # ~80 s
+    "test_browser.py",  # ~70 s
+    "test_classroom.py",  # ~70 s: two browsers
     "test_take_home.py",
+    "test_workload.py",
     "test_identity.py",
+    "test_dashboard.py",
     "test_search.py",
     "test_reliability.py",
     "test_hostile.py",
@@ -98,12 +98,12 @@ RUN_FIRST = (
     "test_minilm.py",
     "test_quant_static.py",
     "test_prune_layers.py",
-    "test_workshop.py",
     "test_browser_language.py",
-    "test_ort_deploy.py",
     "test_hf_import.py",
     "test_language_benchmark.py",
     "test_tiny_lm.py",
+    "test_workshop.py",
+    "test_ort_deploy.py",
     "test_budget.py",
     "test_graph.py",
 )
