@@ -8,113 +8,18 @@ Screenshots go to $SCREENSHOT_DIR when it is set (the review: /work/notes/shots/
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
+from browser_helpers import (PROBLEMS_JS, browser, needs_chromium, save_screenshot, server,  # noqa: F401 (fixtures)
+                             shots_dir, wait_idle)
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason=f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 SIZES = [(1400, 900), (1280, 720)]
 CHARTS = ".js-plotly-plot, [data-testid=stVegaLiteChart]"
-
-# Runs in the page: every problem a person would notice, as short strings.
-PROBLEMS_JS = """() => {
-  const out = [];
-  const main = document.querySelector('[data-testid="stMain"]') || document.body;
-  if (main.querySelector('[data-testid="stException"]')) out.push('exception box');
-  main.querySelectorAll('[data-testid="stAlertContentError"]').forEach(e => out.push('error: ' + e.innerText.slice(0, 120)));
-  const inside = (r, box) => r.left >= box.left - 2 && r.right <= box.right + 2 && r.top >= box.top - 2 && r.bottom <= box.bottom + 2;
-  main.querySelectorAll('.js-plotly-plot').forEach((plot, i) => {
-    const svg = plot.querySelector('.main-svg');
-    if (!svg) return;
-    const box = svg.getBoundingClientRect();
-    if (box.width < 10) return;
-    plot.querySelectorAll('.infolayer .gtitle, .infolayer .g-gtitle text, .xtitle, .ytitle, .y2title').forEach(t => {
-      const r = t.getBoundingClientRect();
-      if (r.width && !inside(r, box)) out.push(`clipped title in chart ${i}: "${t.textContent.slice(0, 60)}"`);
-    });
-    const ticks = Array.from(plot.querySelectorAll('.xtick text')).map(t => t.getBoundingClientRect()).filter(r => r.width > 0);
-    const legend = plot.querySelector('.legend');
-    if (legend) { const lr = legend.getBoundingClientRect();
-      if (ticks.some(r => Math.min(r.right, lr.right) - Math.max(r.left, lr.left) > 2 && Math.min(r.bottom, lr.bottom) - Math.max(r.top, lr.top) > 2))
-        out.push(`legend over the axis labels in chart ${i}`); }
-    for (let a = 0; a < ticks.length; a++) for (let b = a + 1; b < ticks.length; b++) {
-      const w = Math.min(ticks[a].right, ticks[b].right) - Math.max(ticks[a].left, ticks[b].left);
-      const h = Math.min(ticks[a].bottom, ticks[b].bottom) - Math.max(ticks[a].top, ticks[b].top);
-      if (w > 2 && h > 2) out.push(`overlapping axis labels in chart ${i}`);
-    }
-    const labels = Array.from(plot.querySelectorAll('.bartext')).map(t => [t.textContent, t.getBoundingClientRect()])
-      .filter(([s, r]) => s && r.width > 0);
-    for (let a = 0; a < labels.length; a++) for (let b = a + 1; b < labels.length; b++) {
-      const [sa, ra] = labels[a], [sb, rb] = labels[b];
-      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
-      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
-      if (w > 2 && h > 2) out.push(`overlapping bar labels in chart ${i}: "${sa}" / "${sb}"`);
-    }
-  });
-  main.querySelectorAll('button, label, [data-testid="stWidgetLabel"], [data-testid="stExpander"] summary, [data-testid="stMetric"]').forEach(el => {
-    el.querySelectorAll('*').forEach(c => {
-      const cs = getComputedStyle(c);
-      if (cs.textOverflow === 'ellipsis' && c.scrollWidth > c.clientWidth + 1 && c.innerText && c.innerText.length > 3)
-        out.push(`cut-off text: "${c.innerText.slice(0, 60)}"`);
-    });
-  });
-  return Array.from(new Set(out));
-}"""
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    proc = start_app(port, timeout=120)
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def shots_dir() -> Path | None:
-    d = os.environ.get("SCREENSHOT_DIR")
-    if not d:
-        return None
-    Path(d).mkdir(parents=True, exist_ok=True)
-    return Path(d)
-
-
-def save_screenshot(page, tmp_path: Path, name: str) -> Path:
-    """Screenshot into the test's tmp dir (and into $SCREENSHOT_DIR when set); fail if it is blank."""
-    from PIL import Image, ImageStat
-
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path))
-    if shots_dir():
-        page.screenshot(path=str(shots_dir() / f"{name}.png"))
-    img = Image.open(path).convert("L")
-    assert max(ImageStat.Stat(img).stddev) > 10, f"{path} looks blank"
-    assert len(img.getcolors(maxcolors=1_000_000) or []) > 50, f"{path} has almost no distinct colours"
-    return path
-
-
-def wait_idle(page, settle_ms: int = 400) -> None:
-    """Wait until Streamlit finished the current run (the 'running' indicator is gone) and charts had time to draw."""
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
-                           "!document.querySelector('[data-testid=\"stSpinner\"]')", timeout=180_000)
-    page.wait_for_timeout(settle_ms)
 
 
 def chart_titles(page) -> list[str]:

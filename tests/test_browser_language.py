@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from browser_helpers import chromium, open_page, pick_model, served, skip_without_chromium, wait_idle
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "tiny-lm"
 UNSTRUCTURED = "unstructured (weights)"
@@ -33,19 +35,14 @@ def _number(text: str) -> float:
 
 
 def test_browser_pruning_harder_raises_perplexity_shown_as_worse(tmp_path):
-    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
     from compression_core.workload import registered_workloads
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing")
+    skip_without_chromium()
     if MODEL not in registered_workloads():
         pytest.skip(f"{MODEL} is not registered")
-    from playwright.sync_api import sync_playwright
 
     def idle(page):
-        page.wait_for_timeout(300)
-        page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
-                               "!document.querySelector('[data-testid=\"stSpinner\"]')", timeout=300_000)
+        wait_idle(page, 0, timeout_ms=300_000)
         page.wait_for_function(SETTLED, timeout=300_000)
         page.wait_for_timeout(300)
 
@@ -67,17 +64,10 @@ def test_browser_pruning_harder_raises_perplexity_shown_as_worse(tmp_path):
         r, g, b = (int(v) for v in re.findall(r"\d+", colour)[:3])
         return r > 150 and r > g + 60 and r > b + 60
 
-    port = free_port()
-    proc = start_app(port, timeout=120)
-    try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = b.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}")
-            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-            idle(page)
-            page.locator('[data-testid="stSelectbox"]').first.click()
-            page.get_by_role("option", name=MODEL).click()
+    with served() as url:
+        with chromium() as b:
+            page = open_page(b, url, idle=idle)
+            pick_model(page, MODEL)
             page.get_by_text("Baseline test perplexity", exact=False).wait_for(timeout=300_000)  # the LM is shown
             page.get_by_text(UNSTRUCTURED, exact=True).wait_for(timeout=300_000)
             idle(page)
@@ -101,6 +91,3 @@ def test_browser_pruning_harder_raises_perplexity_shown_as_worse(tmp_path):
             # whichever way the default setting moved it, a rise is red and a fall is not (inverse colours)
             assert red(first_colour) == first_delta.lstrip().startswith("+"), (first_delta, first_colour)
             assert not page.locator('[data-testid="stException"]').count()
-            b.close()
-    finally:
-        stop(proc)

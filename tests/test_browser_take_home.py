@@ -29,34 +29,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
+from browser_helpers import (PROBLEMS_JS, browser, choose, needs_chromium, save_screenshot,  # noqa: F401 (fixtures)
+                             server, wait_idle)
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason=f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "digits-cnn"
 STEM = "digits-cnn-prune50-int8"  # the download's name: the model and one tag per recipe step
 ORT_TOLERANCE = 0.01  # torch int8 vs ONNX Runtime QDQ int8: different requantization rounding (module docstring)
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    proc = start_app(port, timeout=120)
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def metric(page, label: str) -> tuple[str, str]:
@@ -79,25 +60,12 @@ def kilobytes(text: str) -> float:
     return float(m.group(1).replace(",", ""))
 
 
-def choose(page, label: str, text: str) -> None:
-    """Pick ``text`` in the selectbox labelled ``label`` (typed and confirmed, as a person does with a keyboard)."""
-    from test_browser import wait_idle
-
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator("input").first.click()
-    page.keyboard.type(text)
-    page.wait_for_timeout(400)
-    page.keyboard.press("Enter")
-    wait_idle(page, 800)
-
-
 def test_bundle_and_onnx_downloaded_from_explore_measure_and_run_as_the_page_said(server, browser, tmp_path):
     import numpy as np
     import onnxruntime as ort
 
     from compression_core import resolve_workload
     from compression_core.bundle import load_bundle, read_bundle
-    from test_browser import PROBLEMS_JS, save_screenshot, wait_idle
 
     t0 = time.perf_counter()
     page = browser.new_page(viewport={"width": 1280, "height": 720}, accept_downloads=True)

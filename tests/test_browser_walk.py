@@ -20,11 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
+from browser_helpers import browser, needs_chromium, served  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason=f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 ROOT = Path(__file__).resolve().parent.parent
 W, H = 1280, 720
 MINILM = "minilm-topics"
@@ -91,21 +89,9 @@ def server(tmp_path_factory):
     """A class server with its own database and passcode, listing a workload file brought by the user."""
     d = tmp_path_factory.mktemp("walk")
     shutil.copy(ROOT / "examples" / "my_workload.py", d / "my_workload.py")  # its trained weights land in d
-    port = free_port()
-    proc = start_app(port, timeout=180, app_args=["--workload", f"{d / 'my_workload.py'}:workload",
-                                                  "--db", f"sqlite:///{d / 'walk.sqlite3'}", "--teacher-code", TEACHER])
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+    with served(["--workload", f"{d / 'my_workload.py'}:workload", "--db", f"sqlite:///{d / 'walk.sqlite3'}",
+                 "--teacher-code", TEACHER], timeout=180) as url:
+        yield url
 
 
 BUSY_JS = """() => !!(document.querySelector('[data-testid="stStatusWidget"]') ||

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from browser_helpers import chromium, open_page, pick_model, served, skip_without_chromium, wait_idle
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 MODEL = "minilm-topics"
@@ -138,11 +140,7 @@ def test_minilm_move_stages_arrive_in_order_and_every_number_shows_the_same_stag
 def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(tmp_path):
     """In chromium on minilm-topics: after a move, at every stage the page shows exactly one 'Stage:' line and the
     accuracy chart's after value is the accuracy metric's value (or neither has one while the estimate is prepared)."""
-    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
+    skip_without_chromium()
 
     read = """() => {
         const lines = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
@@ -159,22 +157,12 @@ def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(tmp_
     }"""
 
     def idle(page):
-        page.wait_for_timeout(300)
-        page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
-                               "!document.querySelector('[data-testid=\"stSpinner\"]')", timeout=300_000)
-        page.wait_for_timeout(300)
+        wait_idle(page, 300, timeout_ms=300_000)
 
-    port = free_port()
-    proc = start_app(port, timeout=120)
-    try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = b.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}")
-            page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-            idle(page)
-            page.locator('[data-testid="stSelectbox"]').first.click()
-            page.get_by_role("option", name=MODEL).click()
+    with served() as url:
+        with chromium() as b:
+            page = open_page(b, url, idle=idle)
+            pick_model(page, MODEL)
             page.get_by_text("Baseline test accuracy 82", exact=False).wait_for(timeout=300_000)  # minilm's caption
             idle(page)
             page.get_by_text("unstructured (weights)", exact=True).click()
@@ -198,12 +186,9 @@ def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(tmp_
                     break
             page.screenshot(path=str(tmp_path / "stages.png"))
             (tmp_path / "readings.json").write_text(json.dumps(readings, indent=1))
-            b.close()
         assert {"Stage: preview", "Stage: full test set"} <= set(stages), stages
         for kind, s in stages.items():
             if s["metric"] == "…":  # the estimate is being prepared: the chart has the baseline's bar only
                 assert kind == "Stage: estimate" and s["bars"] is not None and len(s["bars"]) == 1, (s, readings)
             else:
                 assert s["bars"] is not None and s["bars"][1] == s["metric"], (kind, s, readings)
-    finally:
-        stop(proc)

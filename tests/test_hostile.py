@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import fuzz
+from browser_helpers import launch, needs_chromium, wait_idle
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (ROOT, ROOT / "dashboard"):
@@ -237,7 +238,7 @@ def test_class_csv_has_every_current_row_with_iso_times_and_no_formulas(class_db
 # ------------------------------------------------------------------------------------------------ a real browser
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is missing")
+@needs_chromium
 def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps_working(tmp_path):
     """A real class server (``--workload FILE:workload --teacher-code``): student B uploads ``model: os:abort`` and a
     recipe naming a file on the server and sees one line each; student A's slider (another browser context) keeps
@@ -246,7 +247,7 @@ def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps
     from playwright.sync_api import sync_playwright
 
     import store
-    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop
+    from benchmarks.local_app import free_port, start_app, stop
 
     corpus = fuzz.dashboard_corpus(str(tmp_path / "corpus"))
     evil = corpus["references"]["absolute path to a file on the server"]
@@ -256,7 +257,7 @@ def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps
     url = f"http://127.0.0.1:{port}"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = launch(p)
             a = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
             a.goto(url)
             a.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
@@ -318,10 +319,7 @@ def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps
 
 
 def _idle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
-                           "!document.querySelector('[data-testid=\"stSpinner\"]')", timeout=180_000)
-    page.wait_for_timeout(300)
+    wait_idle(page, 300)
 
 
 def _nonzero_after_slider(page) -> str:

@@ -20,6 +20,7 @@ for p in (ROOT, ROOT / "dashboard"):
         sys.path.insert(0, str(p))
 
 import store  # noqa: E402
+from browser_helpers import launch, skip_without_chromium, wait_idle  # noqa: E402
 from db_backends import fresh_postgres_database, postgres_base  # noqa: E402
 
 
@@ -113,16 +114,12 @@ class Server:
 
 
 def _browser(p):
-    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    skip_without_chromium()
+    return launch(p)
 
 
 def _idle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+    wait_idle(page, 0, timeout_ms=90_000)
 
 
 def _save_a_pruned_row(page, url: str) -> None:

@@ -23,6 +23,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from browser_helpers import (PROBLEMS_JS, browser, choose, needs_chromium, open_page,  # noqa: F401 (fixtures)
+                             save_screenshot, server, wait_idle)
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 PRUNE = "x_prune_digits-cnn"
@@ -498,73 +501,25 @@ TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataF
   const s = t.querySelector('.dvn-scroller'); return s ? [s.scrollWidth, s.clientWidth] : [0, 0]; })"""
 
 
-@pytest.fixture(scope="module")
-def served():
-    from benchmarks.local_app import CHROMIUM, free_port, start_app, stop
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium: apt-get install chromium)")
-    port = free_port()
-    proc = start_app(port, timeout=120)
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    from benchmarks.local_app import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def opened(chromium, url: str):
-    from test_browser import wait_idle
-
-    page = chromium.new_page(viewport={"width": 1280, "height": 720}, accept_downloads=True)
-    page.goto(url)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
-    wait_idle(page)
-    return page
-
-
-def choose(page, label: str, text: str) -> None:
-    """Pick ``text`` in the selectbox labelled ``label`` (typed and confirmed, as a person does with a keyboard)."""
-    from test_browser import wait_idle
-
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator("input").first.click()
-    page.keyboard.type(text)
-    page.wait_for_timeout(400)
-    page.keyboard.press("Enter")
-    wait_idle(page, 800)
-
-
 def metric_value(page, label: str) -> str:
     return page.locator('[data-testid="stMetric"]').filter(has_text=label).first \
         .locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
 def go(page, name: str) -> None:
-    from test_browser import wait_idle
-
     page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=name).first.click()
     wait_idle(page, 1000)
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_bundle_opens_on_the_recipe_page_in_a_browser(served, chromium, tmp_path):
+@needs_chromium
+def test_a_bundle_opens_on_the_recipe_page_in_a_browser(server, browser, tmp_path):
     """A bundle that recorded its numbers, opened on the Recipe page in chromium at 1280x720: re-measured beside
     what it recorded, the same. (Must show #1, downloading both files from Explore, re-measuring the bundle with the
     CLI and running the ONNX file in ONNX Runtime: tests/test_browser_take_home.py.)"""
     from compression_core import measure, resolve_workload
     from compression_core.bundle import load_bundle
-    from test_browser import PROBLEMS_JS, save_screenshot, wait_idle
 
     steps = [{"kind": "prune_unstructured", "amount": 0.5}]
     _, model = load_bundle(make_bundle(steps))
@@ -573,7 +528,7 @@ def test_a_bundle_opens_on_the_recipe_page_in_a_browser(served, chromium, tmp_pa
                                                        {"metric": "accuracy"})
     bundle = tmp_path / "digits-cnn-prune50.bundle"
     bundle.write_bytes(make_bundle(steps, description=note))
-    page = opened(chromium, served)
+    page = open_page(browser, server, 1280, 720, accept_downloads=True)
     go(page, "Recipe")
     page.locator(".st-key-r_bundle input[type=file]").set_input_files(str(bundle))
     same = page.get_by_text("Same numbers as the bundle recorded")
@@ -588,12 +543,11 @@ def test_a_bundle_opens_on_the_recipe_page_in_a_browser(served, chromium, tmp_pa
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_tables_fit_and_many_layers_read_at_1280(served, chromium, tmp_path):
+@needs_chromium
+def test_tables_fit_and_many_layers_read_at_1280(server, browser, tmp_path):
     """At 1280x720: the Advise, Experiments (with a timing) and Search tables need no horizontal scroll, and the
     per-layer chart of minilm-topics (53 layers) has no overlapping labels."""
-    from test_browser import PROBLEMS_JS, save_screenshot, wait_idle
-
-    page = opened(chromium, served)
+    page = open_page(browser, server, 1280, 720, accept_downloads=True)
     page.get_by_text(UNSTRUCTURED, exact=True).click()
     wait_idle(page)
     page.get_by_role("button", name="Save to history").click()
