@@ -388,15 +388,16 @@ def quality(model: str, n: int) -> dict:
         from compression_core import estimate_quality  # lazy: helper H3's, absent from older checkouts
     except ImportError:
         return {"median_abs_error": None, "inside_band": None, "why": "compression_core.estimate_quality is missing"}
-    from compression_core.estimate_metric import BIG_CURVE_LEVELS  # lazy: as above
+    from compression_core.estimate_metric import BAND_CHECKS, BIG_CURVE_LEVELS  # lazy: as above
 
     t0 = time.perf_counter()
     big = extra_metrics.preview_items(resolve_workload(model)) is not None
-    # the curves Explore computes for this model: a big model's 3 levels and 6 band checks
-    q = estimate_quality(model, n=n, seed=0, levels=BIG_CURVE_LEVELS if big else None, check=6 if big else 12)
+    # the curves Explore computes for this model: a big model's 3 levels and its band checks
+    q = estimate_quality(model, n=n, seed=0, levels=BIG_CURVE_LEVELS if big else None, check=BAND_CHECKS["big" if big else "small"])
     scale = 100.0 if q.get("percent", True) else 1.0
     return {"median_abs_error": q["median_abs_error"] * scale, "inside_band": q["inside_band"],
-            "band": (q.get("band") or 0) * scale, "band_80": (q.get("band_80") or 0) * scale, "n": q.get("n"),
+            "band": (q.get("band") or 0) * scale, "band_slope": q.get("band_slope"),
+            "median_band": (q.get("median_band") or 0) * scale, "band_80": (q.get("band_80") or 0) * scale, "n": q.get("n"),
             "units": "points" if scale == 100 else "metric units", "seconds": time.perf_counter() - t0}
 
 

@@ -47,7 +47,9 @@ CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8,
 # a big model's curves (one Explore previews first: over ``extra_metrics.PREVIEW_PARAMS``): 3 levels each, so its
 # curves take minutes, not an hour; the dashboard and benchmarks.live use the same levels
 BIG_CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.6, 0.9), "quantize": (8, 4, 2), "lowrank": (0.5, 0.25, 0.1)}
-VERSION = 1  # of the curves' meaning: part of every cache key built from them (with ``curves_code()``)
+# random configurations a band is fitted on (each measured on the whole test split): a small model's are cheap
+BAND_CHECKS = {"small": 24, "big": 10}
+VERSION = 2  # of the curves' meaning (2: the band grows with the estimated change): part of every cache key built from them (with ``curves_code()``)
 
 
 def curves_code() -> str:
@@ -64,7 +66,14 @@ ESTIMATED_KINDS = frozenset(_PRUNES | _QUANTS | {"lowrank"})
 
 class MetricCurves(BaseModel):
     """Per-layer curves of one model, per family (``sensitivity`` results), on one split, with the band measured on
-    random configurations of that split (``band``: the half-width that held ``band_share`` of them)."""
+    random configurations of the test split: a configuration's band is ``band + band_slope * |estimated change|``
+    (an estimate of a large change errs more than one of a small change), and it held ``band_share`` of them."""
+
+    def band_for(self, change: float | None) -> float | None:
+        """The band's half-width for an estimated change (metric units; log-ratio for a lower-is-better one)."""
+        if self.band is None:
+            return None
+        return self.band + self.band_slope * abs(change or 0.0)
 
     model: str
     split: str  # what the curves were measured on, in words ("the calibration split (74 items)")
@@ -74,7 +83,8 @@ class MetricCurves(BaseModel):
     percent: bool = True
     baseline: float  # the metric of the unchanged model on the split
     curves: dict[str, list[LayerCurve]]
-    band: float | None = None
+    band: float | None = None  # the band's half-width at no change (metric units)
+    band_slope: float = 0.0  # ... plus this much per unit of estimated change: the error grows with the change
     band_share: float | None = None
     band_checks: int = 0
     median_abs_error: float | None = None
@@ -104,7 +114,7 @@ def _split_data(wl, split: str | int):
 
 
 def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | list[str] = FAMILIES,
-                  levels: dict[str, tuple] | None = None, split: str | int = "calib", check: int = 12,
+                  levels: dict[str, tuple] | None = None, split: str | int = "calib", check: int = BAND_CHECKS["small"],
                   seed: int = 0, progress=None, threads: int | None = 1,
                   targets: list[str] | None = None) -> MetricCurves:
     """Sensitivity curves of every layer (classifier included) for each family, on ``split`` ("calib", or an int n:
@@ -157,8 +167,25 @@ def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int =
     wl = as_workload(workload, model)
     with intra_op_threads(threads):
         q = _quality(model, wl, curves, n, seed + 1000, on="test")
-    return curves.model_copy(update={"band": q["band"], "band_share": q["inside_band"], "band_checks": q["n"],
+    c, k = fit_band(q["rows"])
+    share = (sum(abs(r["estimate"] - r["measured"]) <= c + k * abs(r["change"]) + 1e-12 for r in q["rows"]) /
+             len(q["rows"])) if q["rows"] else None
+    return curves.model_copy(update={"band": c, "band_slope": k, "band_share": share, "band_checks": q["n"],
                                      "median_abs_error": q["median_abs_error"]})
+
+
+def fit_band(rows: list[dict], share: float = 0.8) -> tuple[float | None, float]:
+    """(c, k) of a band ``c + k * |estimated change|`` holding ``share`` of ``rows`` (each with ``estimate``,
+    ``measured`` and ``change``): ``c`` the median error of the configurations estimated to change the metric least
+    (the smaller half), ``k`` the ``share`` quantile of the rest of each error per unit of estimated change. A
+    single half-width for all would be too wide for small moves and too narrow for large ones."""
+    if not rows:
+        return None, 0.0
+    by_change = sorted(rows, key=lambda r: abs(r["change"]))
+    small = [abs(r["estimate"] - r["measured"]) for r in by_change[: max(1, len(rows) // 2)]]
+    c = sorted(small)[len(small) // 2]
+    ks = sorted(max(0.0, abs(r["estimate"] - r["measured"]) - c) / max(abs(r["change"]), 1e-9) for r in rows)
+    return c, ks[min(len(ks) - 1, math.ceil(share * len(ks)) - 1)]
 
 
 def merge_curves(parts: list[MetricCurves]) -> MetricCurves:
@@ -304,8 +331,8 @@ def estimate_metric(curves: MetricCurves, model: nn.Module, steps: Any, workload
             value = max(value, min(floor, baseline))  # no worse than a layer alone at its worst (chance level)
         if curves.percent:
             value = min(max(value, 0.0), 1.0)
-    return MetricEstimate(value=value, band=curves.band if band is None else band, baseline=baseline,
-                          change=value - baseline, layers=changes)
+    return MetricEstimate(value=value, band=curves.band_for(value - baseline) if band is None else band,
+                          baseline=baseline, change=value - baseline, layers=changes)
 
 
 # ------------------------------------------------------------------------------------------------ quality
@@ -370,7 +397,7 @@ def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> d
             continue
         measured = float(data.score(after, on))
         errors.append(abs(est.value - measured))
-        rows.append({"steps": steps, "estimate": est.value, "measured": measured})
+        rows.append({"steps": steps, "estimate": est.value, "measured": measured, "change": est.value - baseline})
     if not errors:
         return {"n": 0, "median_abs_error": None, "band": None, "inside_band": None, "rows": rows}
     e = sorted(errors)
@@ -382,26 +409,30 @@ def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> d
 
 def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCurves | None = None,
                      band: float | None = None, threads: int | None = 1, levels: dict[str, tuple] | None = None,
-                     check: int = 12) -> dict:
+                     check: int = BAND_CHECKS["small"]) -> dict:
     """How good the estimate is on ``workload`` (a Workload or reference): ``n`` random configurations (see
     ``random_configs``) estimated from ``curves`` (computed here on the calibration split when not given) and
     measured on the whole test split. Returns {n, median_abs_error, inside_band (share whose measurement is within
-    the stated band), band (the curves' own band, or ``band``), band_80 (the half-width that would hold 80 %),
+    the band stated for it: ``band + band_slope * |estimated change|``, or ``band`` when given), band and
+    band_slope, median_band (the median stated half-width), band_80 (the one half-width that would hold 80 %),
     higher_is_better, percent, rows}. Errors are in the metric's own units (fractions for accuracy). ``levels``
     and ``check``: the curves' levels per family and how many random configurations their band is measured on
-    (when the curves are computed here; Explore uses ``BIG_CURVE_LEVELS`` and 6 checks for a big model)."""
+    (when the curves are computed here; Explore uses ``BIG_CURVE_LEVELS`` and ``BAND_CHECKS['big']`` for a big model)."""
     wl = resolve_workload(workload) if isinstance(workload, str) else workload
     if curves is None:
         curves = metric_curves(wl.model, wl, levels=levels, check=check, threads=threads, seed=seed)
     with intra_op_threads(threads):
         q = _quality(wl.model, wl, curves, n, seed + 1, on="test")
-    stated = curves.band if band is None else band
-    errs = [abs(r["estimate"] - r["measured"]) for r in q["rows"]]
-    inside = (sum(x <= stated + 1e-12 for x in errs) / len(errs)) if errs and stated is not None else None
-    return {"model": curves.model, "n": q["n"], "median_abs_error": q["median_abs_error"], "band": stated,
+    stated = [curves.band_for(r["change"]) if band is None else band for r in q["rows"]]
+    inside = (sum(abs(r["estimate"] - r["measured"]) <= b + 1e-12 for r, b in zip(q["rows"], stated)) /
+              len(stated)) if stated and None not in stated else None
+    widths = sorted(stated) if stated and None not in stated else []
+    return {"model": curves.model, "n": q["n"], "median_abs_error": q["median_abs_error"],
+            "band": curves.band if band is None else band, "band_slope": curves.band_slope if band is None else 0.0,
+            "median_band": widths[len(widths) // 2] if widths else None,
             "inside_band": inside, "band_80": q["band"], "higher_is_better": curves.higher_is_better,
             "percent": curves.percent, "curves_split": curves.split, "rows": q["rows"]}
 
 
-__all__ = ["BIG_CURVE_LEVELS", "CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
+__all__ = ["BAND_CHECKS", "BIG_CURVE_LEVELS", "CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
            "estimate_metric", "estimate_quality", "measure_band", "merge_curves", "metric_curves", "random_configs"]

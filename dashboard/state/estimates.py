@@ -18,8 +18,8 @@ from typing import Any
 import streamlit as st
 
 from compression_core import CompressionError, disk_cache, estimate_cost, extra_metrics
-from compression_core.estimate_metric import (BIG_CURVE_LEVELS, CURVE_LEVELS, FAMILIES, VERSION, MetricCurves, curves_code,
-                                              estimate_metric, merge_curves)
+from compression_core.estimate_metric import (BAND_CHECKS, BIG_CURVE_LEVELS, CURVE_LEVELS, FAMILIES, VERSION,
+                                              MetricCurves, curves_code, estimate_metric, merge_curves)
 from compression_core.recipe import parse_recipe
 from compression_core.sensitivity import layer_names
 
@@ -30,7 +30,6 @@ from .workloads import baseline, one_line
 
 BIG_LEVELS = BIG_CURVE_LEVELS  # big models: 3 levels per family
 CHUNK = 8  # a big model's layers per curves job (each job stays well inside the job time limit on a busy machine)
-BAND_CHECKS = {"small": 12, "big": 6}  # random configurations the band is measured on (whole test split each)
 JOB_SESSION = "explore-curves"  # the jobs' session: a model's curves are everyone's
 CACHE = disk_cache.DiskCache("metric-curves")
 
