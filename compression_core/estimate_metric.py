@@ -39,7 +39,7 @@ from .recipe import apply_recipe
 from .sensitivity import LayerCurve, intra_op_threads, layer_names, sensitivity
 from .targets import classifier_name
 from .technique import StepContext
-from .workload import _with, as_workload, resolve_workload
+from .workload import _with, as_workload, resolve_workload, workload_names
 
 FAMILIES: tuple[str, ...] = ("prune", "lowrank", "quantize")  # the order steps are applied in
 CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8, 6, 4, 3, 2),
@@ -385,13 +385,17 @@ def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> d
     configs = random_configs(model, data, n, seed, fams)
     base_rows = _base_rows(model, data)
     baseline = float(data.score(model, on))
+    # the recipe's model field: the workload is given, so it is never resolved; an in-memory workload (not
+    # registered, no reference) still needs a name the recipe schema accepts
+    ref = getattr(data, "reference", None) or (curves.model if curves.model in workload_names()
+                                                 else f"{curves.model}:in-memory")
     errors, rows = [], []
     for steps in configs:
         est = estimate_metric(curves, model, steps, data, baseline=baseline, base_rows=base_rows)
         if est.value is None:
             continue
         try:
-            after = apply_recipe({"version": 1, "model": curves.model, "steps": steps}, workload=data,
+            after = apply_recipe({"version": 1, "model": ref, "steps": steps}, workload=data,
                                  with_latency=False, measure_before=False, measure_after=False).model
         except CompressionError:  # a configuration the library refuses (the estimate said so too, mostly)
             continue

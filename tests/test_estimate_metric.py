@@ -98,3 +98,17 @@ def test_curves_computed_in_parts_merge_to_the_whole(mlp):
     parts = merge_curves([metric_curves(mlp.model, mlp, targets=["fc1"], **kw),
                           metric_curves(mlp.model, mlp, targets=["fc2", "fc3"], **kw)])
     assert [c.model_dump() for c in parts.curves["prune"]] == [c.model_dump() for c in whole.curves["prune"]]
+
+
+@pytest.mark.slow
+def test_quality_runs_on_an_in_memory_workload_that_is_not_registered():
+    """A model brought as a Workload object (no registered name, no reference) is measured too: the random
+    configurations are applied to the given workload (the recipe's model name is never resolved)."""
+    import sample_models
+    from compression_core import estimate_quality
+    from compression_core.workload import _with
+
+    wl = _with(sample_models.load("digits-mlp"), name="my-own-mlp", reference=None)
+    q = estimate_quality(wl, n=6, check=6)
+    assert q["model"] == "my-own-mlp" and q["n"] >= 4  # configurations were applied and measured
+    assert q["median_band"] is not None and 0 <= q["inside_band"] <= 1
