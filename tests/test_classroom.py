@@ -201,10 +201,6 @@ def _idle(page) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.xfail(reason="KNOWN BUG, open: after a teacher's session has opened /classroom, a student's Explore page "
-                          "goes blank on a slider move (chromium console: 'Bad delta path index 6 (should be between "
-                          "[0, 5])', a fragment rerun against a shorter element tree); bisected to commit 5a1cf7f, "
-                          "not yet fixed. Reproduces without the rest of this test.", strict=False)
 def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path):
     """Teacher and student in two browser contexts (separate cookies and sessions) against one real server: the
     teacher sets the challenge; the student prunes on Explore, saves, submits on the Class page; the teacher's board
@@ -237,6 +233,8 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
             teacher.get_by_role("button", name="Set challenge (starts a new, empty board)").click()
             teacher.get_by_text("Challenge: best accuracy under 100 KB on digits-cnn").wait_for(timeout=60_000)
 
+            page_errors: list[str] = []  # the blank page this test found showed as 'Bad delta path index ...'
+            student.on("pageerror", lambda e: page_errors.append(str(e)))
             student.goto(url)
             student.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
             _idle(student)
@@ -249,6 +247,7 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
             for _ in range(8):
                 student.keyboard.press("ArrowRight")
             _idle(student)
+            assert not [e for e in page_errors if "delta path" in e], page_errors
             moved = slider.input_value()
             student.get_by_role("button", name="Save to history").click()
             student.get_by_text("Saved as row").wait_for(timeout=60_000)
@@ -286,8 +285,8 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
             # the saved row is in the student's history (Experiments page), by its name
             student.get_by_role("link", name="Experiments").click()
             student.get_by_text("Your history").wait_for(timeout=60_000)
-            _idle(student)
-            assert student.get_by_text("prune_unstructured", exact=False).count() >= 1
+            # waited for, not counted at once: the table and the Row picker are drawn a moment after the page is idle
+            student.wait_for_function("document.body.textContent.includes('prune_unstructured')", timeout=30_000)
             b.close()
     finally:
         stop(proc)

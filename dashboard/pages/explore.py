@@ -161,12 +161,29 @@ with st.expander("Layers of this model", expanded=False):
     st.dataframe(pd.DataFrame([{k: r[k] for k in ("name", "type", "params", "nonzero", "sparsity", "dtype", "bits")}
                                for r in bstats["layers"]]), hide_index=True, width="stretch")
 
+# No fragment on this page is nested in another one. When a rerun request arrives while the workbench fragment is
+# running, Streamlit (1.67) clears the run's unsent messages of the fragments in the next run only: a fragment
+# nested in the workbench kept its messages while the workbench's own ones before it were dropped, and the browser
+# got an element at a position past the end of the column it had ('Bad delta path index 6 (should be between
+# [0, 5])'): a blank page. So the latency panel is plain code in the workbench, and the stage poller is a fragment
+# of its own at the top level, in a slot made here, before the workbench (a message of its own that is kept always
+# lands in a slot the browser has).
+poll_slot = st.container()
+POLLED = "_x_stage_polled"  # (move, stage) the workbench shows while a later stage is being measured, else None
+ARMED = "_x_poll_armed"  # whether the last full run started the stage poller (run_every is set on a full run only)
+
+
+def fragment_run() -> bool:
+    """Whether this run is a fragment rerun (a slider move), not a full run of the page."""
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
 
 
 @st.fragment
 def workbench() -> None:
     """Controls and results: a slider move reruns only this fragment (not the router, the model list, the
-    baseline caption or the layer table above), so the browser gets only the deltas of what changed."""
+    baseline caption or the layer table above), so the browser gets only the deltas of what changed. It holds no
+    fragment (see the note above ``poll_slot``)."""
     controls, view = st.columns([1, 2], gap="large")
 
     # ------------------------------------------------------------------------------------------ controls
@@ -249,6 +266,11 @@ def workbench() -> None:
             except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
                 st.error(state.one_line(e))
                 stage, after = None, None
+        # a later stage to wait for: the poller (below the workbench) watches this move; a slider move that starts
+        # one while the poller is off reruns the page once, which starts it
+        st.session_state[POLLED] = (move, stage) if stage in ("estimate", "preview") else None
+        if st.session_state[POLLED] and not st.session_state.get(ARMED) and fragment_run():
+            st.rerun()
         base_shown = result.get("baseline_accuracy", bstats["accuracy"]) if result else bstats["accuracy"]
         bview = {**bstats, "accuracy": base_shown}  # the baseline on the subset the numbers shown are measured on
         st.session_state["current_stats"] = after if stage in ("preview", "full") else None
@@ -297,14 +319,6 @@ def workbench() -> None:
             if stage is not None:
                 state.stages.record(session_id(), move, stage)
                 st.caption(stage_caption(stage, ref, f, result, est))
-                if stage != "full":
-                    @st.fragment(run_every=0.5)
-                    def poll_stage():
-                        """Polls the background measurements; a full rerun shows the next stage when it is ready."""
-                        if state.newer_stage(move, stage):
-                            st.rerun()
-
-                    poll_stage()
         else:
             st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
@@ -319,9 +333,9 @@ def workbench() -> None:
                                                                                      f["higher_is_better"])),
                         key="acc_chart", config=FAST)
 
-        @st.fragment
         def latency_panel():
-            """Before and after timed together on request, in the chosen runtime(s); every timing is kept."""
+            """Before and after timed together on request, in the chosen runtime(s); every timing is kept. Not a
+            fragment of its own: nested in the workbench it could blank the page (see the note above ``poll_slot``)."""
             cores = state.cpu().cores
             l1, l2, l3, l4 = st.columns([1, 1, 1.5, 1.5], vertical_alignment="bottom")
             batch = l1.selectbox("Batch", [1, 8, 32], key=default("x_batch", 1))
@@ -430,3 +444,20 @@ def workbench() -> None:
 
 
 workbench()
+
+_polled = st.session_state.get(POLLED)
+st.session_state[ARMED] = bool(_polled)
+
+
+@st.fragment(run_every=0.5 if _polled else None)
+def poll_stage() -> None:
+    """Polls the background measurements of the move the workbench shows; a full rerun shows the next stage when it
+    is ready (and, once the whole test set is shown, runs without this poller)."""
+    polled = st.session_state.get(POLLED)
+    if polled and state.newer_stage(*polled):
+        st.rerun()
+
+
+if _polled:
+    with poll_slot:
+        poll_stage()
