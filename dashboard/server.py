@@ -61,6 +61,54 @@ async def _lifespan(_app):
     yield
 
 
+def _chart_chunks() -> list[str]:
+    """Streamlit's lazily loaded chart bundle(s) the first page needs (plotly: ~4.7 MB), by their hashed names."""
+    static = Path(st.__file__).resolve().parent / "static" / "static" / "js"
+    return sorted(p.name for p in static.glob("PlotlyChart.*.js"))
+
+
+class PreloadCharts:
+    """ASGI middleware: the app's HTML page asks the browser to fetch and compile the plotly chart bundle at once
+    (``<link rel="modulepreload">``, as Streamlit's own page does for its core bundles), instead of after the
+    websocket opened and the first chart element arrived: the first chart of a page load no longer waits for a
+    4.7 MB download and its compilation in series. Other responses pass through untouched."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.links = "".join(f'<link rel="modulepreload" crossorigin href="./static/js/{n}">'
+                             for n in _chart_chunks()).encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "GET" or not self.links:
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def buffered(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if not headers.get(b"content-type", b"").startswith(b"text/html"):
+                    start["pass"] = True
+                    await send(message)
+                    return
+                start["message"] = message
+                return
+            if start.get("pass"):
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            html = b"".join(body).replace(b"</head>", self.links + b"</head>", 1)
+            headers = [(k, v) for k, v in start["message"].get("headers") or [] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(html)).encode()))
+            await send({**start["message"], "headers": headers})
+            await send({"type": "http.response.body", "body": html})
+
+        await self.app(scope, receive, buffered)
+
+
 def _no_pages_directory_navigation() -> None:
     """Route every URL through ``app.py``'s ``st.navigation`` (its sections), never Streamlit's automatic page list.
 
@@ -73,4 +121,5 @@ def _no_pages_directory_navigation() -> None:
 
 
 _no_pages_directory_navigation()
-app = st.App(str(HERE / "app.py"), middleware=[Middleware(IdentityCookie)], lifespan=_lifespan)
+app = st.App(str(HERE / "app.py"), middleware=[Middleware(IdentityCookie), Middleware(PreloadCharts)],
+             lifespan=_lifespan)
