@@ -19,6 +19,14 @@ if "COMPRESSION_LAB_DB" not in os.environ or os.environ.get("COMPRESSION_LAB_DB_
                                                     "history.sqlite3")
     os.environ["COMPRESSION_LAB_DB_SET_BY_TESTS"] = "1"
 
+# One intra-op torch thread in every test process, and (OMP_NUM_THREADS, inherited) in the servers and CLI processes
+# the tests start: the full run is two xdist workers on two cores, where a second thread per process only spins
+# against the other worker (on the shared 2-core machine, test_cost.py's 12 MiniLM pairs: 168 s on two threads, 22 s
+# on one; its digits-vit and digits-lstm pairs: 22-28 s, 6.7 s). Latency is measured on one thread anyway;
+# OMP_NUM_THREADS set outside wins.
+os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or "1"
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
