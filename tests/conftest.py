@@ -80,11 +80,12 @@ def pytest_configure(config):
 # The test files that take longest in a full run (`bash scripts/test.sh`, two xdist workers, one file per worker at a
 # time), longest first: a worker starts them first, so that the run does not end on one worker still busy with a big
 # file while the other is idle (the small files fill in at the end). Rough seconds of a full run's --durations on 2
-# cores; refresh the order from a run's "slowest durations" when a file grows. The other files follow in the usual
-# order. scripts/test.sh passes --no-loadscope-reorder so that xdist keeps this order (its default runs files with
-# the most tests first, which put the 1-test, 90-second browser walk last).
+# cores (before the one-thread setting above, which shortens the model-heavy files most); refresh the order from a
+# run's "slowest durations" when a file grows. The other files follow in the usual order. scripts/test.sh passes
+# --no-loadscope-reorder so that xdist keeps this order (its default runs files with the most tests first, which put
+# the 1-test, 90-second browser walk last).
 RUN_FIRST = (
-    "test_cost.py",  # ~190 s: 591 estimate-vs-artefact pairs (GPTQ/AWQ on digits-vit and lenet300 the longest)
+    "test_cost.py",  # 591 estimate-vs-artefact pairs, 12 of them on MiniLM
     "test_dashboard_transformer.py",  # ~140 s: MiniLM head slider, in AppTest and in chromium
     "test_zoo.py",  # ~110 s: every technique x every zoo model, the zoo trained on first use
     "test_recipes_dir.py",  # ~100 s: every recipe, MiniLM distillation
