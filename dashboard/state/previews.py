@@ -102,7 +102,7 @@ class _Pipeline:
     def _run(self) -> None:
         while True:
             with self.cond:
-                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=5):
+                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=1):  # then exit (restarted on want)
                     self.thread = None
                     return
                 key, ctx = next(reversed(self.pending.items()))
