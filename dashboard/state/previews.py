@@ -102,7 +102,8 @@ class _Pipeline:
     def _run(self) -> None:
         while True:
             with self.cond:
-                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=1):  # then exit (restarted on want)
+                # idle for 1 s: the thread ends (the next move starts another)
+                if not self.pending and not self.cond.wait_for(lambda: bool(self.pending), timeout=1):
                     self.thread = None
                     return
                 key, ctx = next(reversed(self.pending.items()))
