@@ -393,11 +393,13 @@ def quality(model: str, n: int) -> dict:
     t0 = time.perf_counter()
     big = extra_metrics.preview_items(resolve_workload(model)) is not None
     # the curves Explore computes for this model: a big model's 3 levels and its band checks
-    q = estimate_quality(model, n=n, seed=0, levels=BIG_CURVE_LEVELS if big else None, check=BAND_CHECKS["big" if big else "small"])
+    q = estimate_quality(model, n=n, seed=0, levels=BIG_CURVE_LEVELS if big else None,
+                         check=BAND_CHECKS["big" if big else "small"])
     scale = 100.0 if q.get("percent", True) else 1.0
     return {"median_abs_error": q["median_abs_error"] * scale, "inside_band": q["inside_band"],
             "band": (q.get("band") or 0) * scale, "band_slope": q.get("band_slope"),
-            "median_band": (q.get("median_band") or 0) * scale, "band_80": (q.get("band_80") or 0) * scale, "n": q.get("n"),
+            "median_band": (q.get("median_band") or 0) * scale, "band_80": (q.get("band_80") or 0) * scale,
+            "n": q.get("n"),
             "units": "points" if scale == 100 else "metric units", "seconds": time.perf_counter() - t0}
 
 
@@ -415,8 +417,9 @@ def cost_growth(ref: str, repeats: int = 3) -> dict:
     """Server time of a move changing only the last block vs only the first: the work Explore's background
     pipeline does for a big model's move (``dashboard/state/previews.py``): apply the recipe, score the preview
     subset and the whole test set with one ``live_eval.MoveEvaluator`` (unchanged blocks replayed); sizes and
-    FLOPs computed (``estimate_cost``), layer rows read (``layer_stats``). 1 thread, fresh configurations each time; the evaluator is built (and
-    the baseline's blocks recorded) before the timed moves, as a page's first move on the model does."""
+    FLOPs computed (``estimate_cost``), layer rows read (``layer_stats``). 1 thread, fresh configurations each
+    time; the evaluator is built (and the baseline's blocks recorded) before the timed moves, as a page's first
+    move on the model does."""
     torch.set_num_threads(1)
     wl = resolve_workload(ref)
     blocks = _blocks(wl.model)

@@ -85,7 +85,8 @@ class IncrementalEvaluator:
         given = [v for v in list(args) + list(kwargs.values())]
         want = list(self.x.values()) if I.is_dict(self.x) else [self.x]
         return len(given) == len(want) and all(
-            isinstance(g, torch.Tensor) and (g is w or (g.shape == w.shape and g.dtype == w.dtype and torch.equal(g, w)))
+            isinstance(g, torch.Tensor)
+            and (g is w or (g.shape == w.shape and g.dtype == w.dtype and torch.equal(g, w)))
             for g, w in zip(given, want))
 
     @contextmanager

@@ -202,7 +202,8 @@ def _full_now(key: str, ctx: dict) -> dict:
     wl, f = ctx["wl"], ctx["facts"]
     t0 = time.perf_counter()
     metric, extra, out = _evaluator(ctx).full(result.model)
-    stats = _stats_from_cost(ctx, result.model, metric, extra) if _computed(ctx) and not ctx["cost"].get("unknown") else \
+    computed = _computed(ctx) and not ctx["cost"].get("unknown")
+    stats = _stats_from_cost(ctx, result.model, metric, extra) if computed else \
         measure(result.model, wl, name=f"{wl.name} (recipe)", with_latency=False, scores=(metric, extra))
     cm = confusion_from_outputs(out, wl.test.y, f["num_classes"]).numpy() if f["classification"] else None
     value = (dataclasses.replace(result, after=stats), seconds + time.perf_counter() - t0)
