@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -52,9 +53,11 @@ BAND_CHECKS = {"small": 24, "big": 10}
 VERSION = 2  # of the curves' meaning (2: the band grows with the estimated change): part of every cache key built from them (with ``curves_code()``)
 
 
+@lru_cache(maxsize=1)
 def curves_code() -> str:
     """The code version of curves: a digest of the source that computes them (this file, sensitivity, the
-    techniques' weight transforms), for cache keys."""
+    techniques' weight transforms), for cache keys. Read once per process (a page asks for it on every rerun;
+    the source does not change under a running server)."""
     return source_digest(__file__, _sensitivity_module)
 
 # Step kinds whose effect the curves describe (read per layer from estimate_cost's rows, or the config: lowrank)

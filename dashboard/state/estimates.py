@@ -20,6 +20,7 @@ import streamlit as st
 from compression_core import CompressionError, disk_cache, estimate_cost, extra_metrics
 from compression_core.estimate_metric import (BAND_CHECKS, BIG_CURVE_LEVELS, CURVE_LEVELS, FAMILIES, VERSION,
                                               MetricCurves, curves_code, estimate_metric, merge_curves)
+from compression_core.cost import Cost
 from compression_core.recipe import parse_recipe
 from compression_core.sensitivity import layer_names
 
@@ -209,7 +210,9 @@ def estimate_view(key: str, base_metric: float) -> dict:
         recipe = parse_recipe(json.loads(key))
         wl = baseline(ref)
         try:
-            est = estimate_metric(c, wl.model, recipe, wl, baseline=base_metric, base_rows=_base_layer_rows(ref))
+            cost = Cost.model_validate(cost_view(key))  # computed once per move (also the page's size)
+            est = estimate_metric(c, wl.model, recipe, wl, baseline=base_metric, base_rows=_base_layer_rows(ref),
+                                  cost=cost)
             hit = {"value": est.value, "band": est.band, "split": c.split, "reason": est.reason, "status": status,
                    "checks": c.band_checks}
         except Exception as e:  # noqa: BLE001 - the estimate is a bonus: one line, the measurement follows
