@@ -16,6 +16,7 @@ import state
 import store
 import take_home
 import techniques as T
+from jobs.panel import jobs_changed, jobs_watched, reset_watched  # the workbench's job panels, polled below
 from compression_core.advisories import collapse  # the one "collapsed, and what helps" rule (apply says it too)
 from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the budget fit picks from
 from compression_core.graph import build_graph
@@ -165,12 +166,14 @@ with st.expander("Layers of this model", expanded=False):
 # running, Streamlit (1.67) clears the run's unsent messages of the fragments in the next run only: a fragment
 # nested in the workbench kept its messages while the workbench's own ones before it were dropped, and the browser
 # got an element at a position past the end of the column it had ('Bad delta path index 6 (should be between
-# [0, 5])'): a blank page. So the latency panel is plain code in the workbench, and the stage poller is a fragment
-# of its own at the top level, in a slot made here, before the workbench (a message of its own that is kept always
-# lands in a slot the browser has).
+# [0, 5])'): a blank page. So the latency panel is plain code in the workbench, the job panels in it (training,
+# export, faster engine) are plain elements too (jobs/panel.py draws no fragment inside one), and the stage poller
+# is a fragment of its own at the top level, in a slot made here, before the workbench (a message of its own that is
+# kept always lands in a slot the browser has); it also reruns the page while a job shown in the workbench is queued
+# or running, when what its panel shows changes (about every second: its elapsed time).
 poll_slot = st.container()
 POLLED = "_x_stage_polled"  # (move, stage) the workbench shows while a later stage is being measured, else None
-ARMED = "_x_poll_armed"  # whether the last full run started the stage poller (run_every is set on a full run only)
+ARMED = "_x_poll_armed"  # whether the last full run started the poller (run_every is set on a full run only)
 
 
 def fragment_run() -> bool:
@@ -184,6 +187,7 @@ def workbench() -> None:
     """Controls and results: a slider move reruns only this fragment (not the router, the model list, the
     baseline caption or the layer table above), so the browser gets only the deltas of what changed. It holds no
     fragment (see the note above ``poll_slot``)."""
+    reset_watched()  # the job panels this run draws are the ones the poller watches
     controls, view = st.columns([1, 2], gap="large")
 
     # ------------------------------------------------------------------------------------------ controls
@@ -441,20 +445,25 @@ def workbench() -> None:
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
             take_home.offer(current, "take_x", after if stage == "full" else None)
+    if jobs_watched() and not st.session_state.get(ARMED) and fragment_run():
+        st.rerun()  # a job started by this slider move or button: the page once, which starts the poller
 
 
 workbench()
 
-_polled = st.session_state.get(POLLED)
-st.session_state[ARMED] = bool(_polled)
+_polled = bool(st.session_state.get(POLLED)) or jobs_watched()
+st.session_state[ARMED] = _polled
 
 
 @st.fragment(run_every=0.5 if _polled else None)
 def poll_stage() -> None:
-    """Polls the background measurements of the move the workbench shows; a full rerun shows the next stage when it
-    is ready (and, once the whole test set is shown, runs without this poller)."""
+    """Polls the background measurements of the move the workbench shows and the jobs its panels show; a full rerun
+    shows the next stage when it is ready, or a job's progress, or its result (and, once the whole test set is shown
+    and no job is waited on, the page runs without this poller)."""
     polled = st.session_state.get(POLLED)
     if polled and state.newer_stage(*polled):
+        st.rerun()
+    if fragment_run() and jobs_changed():  # (on a full run the workbench has just drawn the job panels)
         st.rerun()
 
 
