@@ -306,7 +306,7 @@ def browser_moves(root: Path | str, model: str, moves: int = 20, seed: int = 0,
                         # to the full test set) once nothing else arrives for 2 s; else its estimate comes next
                         if page.evaluate("performance.now()") - t0 - res["full_ms"] > 2000:
                             break
-                    if (not now["busy"] and _kind(now["stage"]) == "full" and config() != cur
+                    if (not now["busy"] and _kind(now["stage"]) == "full" and config() != cur and res["full_ms"] is None
                             and page.evaluate("performance.now()") - t0 > 2000):
                         # the full test set again with the same numbers on screen (a move that changes no
                         # figure shown, e.g. 9 instead of 8 simulated bits): nothing to time, not counted
