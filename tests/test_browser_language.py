@@ -69,9 +69,10 @@ def test_browser_pruning_harder_raises_perplexity_shown_as_worse(tmp_path):
             page = open_page(b, url, idle=idle)
             pick_model(page, MODEL)
             page.get_by_text("Baseline test perplexity", exact=False).wait_for(timeout=300_000)  # the LM is shown
-            page.get_by_text(UNSTRUCTURED, exact=True).wait_for(timeout=300_000)
+            # .first: while the page re-renders after the model choice, the old radio can still be in the DOM
+            page.get_by_text(UNSTRUCTURED, exact=True).first.wait_for(timeout=300_000)
             idle(page)
-            page.get_by_text(UNSTRUCTURED, exact=True).click()  # the default sparsity, measured
+            page.get_by_text(UNSTRUCTURED, exact=True).first.click()  # the default sparsity, measured
             page.locator('[data-testid="stMetric"]').filter(has_text="Perplexity").first.wait_for(timeout=300_000)
             idle(page)
             first, first_delta, first_colour = perplexity(page)
