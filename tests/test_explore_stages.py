@@ -13,29 +13,12 @@ from pathlib import Path
 import pytest
 
 from browser_helpers import chromium, open_page, pick_model, served, skip_without_chromium, wait_idle
+from dashboard_modules import dashboard_module
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 MODEL = "minilm-topics"
 PREFIXES = ("Stage: estimate", "Stage: preview", "Stage: full test set")
-
-
-def _stages_module():
-    sys.path.insert(0, str(ROOT / "dashboard"))
-    try:
-        from state import stages  # the module the pages use (dashboard/ is on the app's sys.path)
-    finally:
-        sys.path.remove(str(ROOT / "dashboard"))
-    return stages
-
-
-def _previews_module():
-    sys.path.insert(0, str(ROOT / "dashboard"))
-    try:
-        from state import previews  # noqa: F401  (the module the pages use)
-    finally:
-        sys.path.remove(str(ROOT / "dashboard"))
-    return previews
 
 
 @pytest.mark.parametrize("steps", [
@@ -50,7 +33,7 @@ def test_the_full_stage_stats_computed_from_the_cost_equal_measure(steps):
     import sample_models
     from compression_core import apply_recipe, estimate_cost, measure
 
-    previews = _previews_module()
+    previews = dashboard_module("state.previews")
     wl = sample_models.load("digits-vit")
     recipe = {"version": 1, "model": "digits-vit", "steps": steps}
     model = apply_recipe(recipe, workload=wl, with_latency=False, measure_before=False, measure_after=False).model
@@ -66,7 +49,7 @@ def test_the_full_stage_stats_computed_from_the_cost_equal_measure(steps):
 
 
 def test_stage_log_keeps_order_and_logs_a_stage_once():
-    stages = _stages_module()
+    stages = dashboard_module("state.stages")
     stages.clear()
     assert stages.record("s1", "m", "estimate") and stages.record("s1", "m", "preview")
     assert not stages.record("s1", "m", "preview")  # shown again on a rerun: logged once

@@ -5,28 +5,20 @@ confusion matrix."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from dashboard_modules import dashboard_module
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 
 
-def _workloads_state():
-    sys.path.insert(0, str(ROOT / "dashboard"))
-    try:
-        from state import workloads  # the module the pages use (dashboard/ is on the app's sys.path)
-    finally:
-        sys.path.remove(str(ROOT / "dashboard"))
-    return workloads
-
-
 @pytest.mark.slow  # loads transformers and the GPT-2 sample
 @pytest.mark.filterwarnings("ignore")
 def test_a_language_models_tokens_are_not_classes():
-    facts = _workloads_state().facts
+    facts = dashboard_module("state.workloads").facts
     lm = facts("tiny-lm")
     assert lm["language_model"] and lm["vocab_size"] == 1024
     assert lm["class_names"] == [] and lm["num_classes"] == 0 and not lm["classification"]

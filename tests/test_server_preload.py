@@ -4,19 +4,9 @@ the installed Streamlit (its content-length fixed); JavaScript, other responses 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _server():
-    sys.path.insert(0, str(ROOT / "dashboard"))
-    try:
-        import server  # dashboard/server.py (what `streamlit run dashboard/server.py` serves)
-    finally:
-        sys.path.remove(str(ROOT / "dashboard"))
-    return server
+from dashboard_modules import dashboard_module
 
 
 def _serve(middleware_cls, content_type: bytes, body: bytes, scope_type: str = "http") -> tuple[dict, bytes]:
@@ -38,7 +28,7 @@ def _serve(middleware_cls, content_type: bytes, body: bytes, scope_type: str = "
 
 
 def test_the_page_preloads_the_chart_bundle_that_exists():
-    server = _server()
+    server = dashboard_module("server")
     chunks = server._chart_chunks()
     assert chunks and all(n.startswith("PlotlyChart.") and n.endswith(".js") for n in chunks)
     js = Path(server.st.__file__).resolve().parent / "static" / "static" / "js"
@@ -50,7 +40,7 @@ def test_the_page_preloads_the_chart_bundle_that_exists():
 
 
 def test_other_responses_pass_untouched():
-    server = _server()
+    server = dashboard_module("server")
     js = b"export const x = '</head>';" * 10
     headers, body = _serve(server.PreloadCharts, b"application/javascript", js)
     assert body == js and int(headers[b"content-length"]) == len(js)
