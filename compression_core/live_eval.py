@@ -65,7 +65,6 @@ class MoveEvaluator:
             out = ev.predict(m, keep=True)
             with ev.lock, ev.replaying(m, own=True):  # the extra metrics' pass replays this variant's own blocks
                 extra = extra_metrics.compute(m, self.wl, n=n)
-            ev._own = None
             return float(self.wl.metric(out, y)), extra, out
 
     def preview(self, model: nn.Module) -> tuple[float, dict[str, float]]:
