@@ -32,6 +32,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from . import length_groups as _length_groups_module
 from . import sensitivity as _sensitivity_module
 from .cost import Cost, _steps, estimate_cost
 from .disk_cache import source_digest
@@ -55,10 +56,10 @@ VERSION = 2  # of the curves' meaning (2: the band grows with the estimated chan
 
 @lru_cache(maxsize=1)
 def curves_code() -> str:
-    """The code version of curves: a digest of the source that computes them (this file, sensitivity, the
-    techniques' weight transforms), for cache keys. Read once per process (a page asks for it on every rerun;
+    """The code version of curves: a digest of the source that computes them (this file, sensitivity and its length
+    groups, the techniques' weight transforms), for cache keys. Read once per process (a page asks for it on every rerun;
     the source does not change under a running server)."""
-    return source_digest(__file__, _sensitivity_module)
+    return source_digest(__file__, _sensitivity_module, _length_groups_module)
 
 # Step kinds whose effect the curves describe (read per layer from estimate_cost's rows, or the config: lowrank)
 _PRUNES = {"prune_unstructured", "prune_threshold", "prune_structured", "shrink"}

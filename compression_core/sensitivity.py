@@ -11,7 +11,10 @@ How it stays fast (a full pruning sweep of digits-cnn or mnist-lenet300 takes we
   by the quantize family's ``fake_quantize_weight``, per-channel symmetric as ``fake_quant``'s default, or replaced by
   the weight its low-rank factors compute with, ``low_rank_weight``: the factorised layer's exact function) and
   restored afterwards: no deepcopy per point.
-- The whole calibration split is evaluated as ONE batch under ``torch.no_grad``.
+- The whole calibration split is evaluated as ONE batch under ``torch.no_grad``; a right-padded token batch (a
+  tokenizer's output) as a few groups of similar length, each cut to its longest row (``length_groups``: about half
+  the positions on minilm-topics), when the grouped baseline outputs equal one whole-batch forward's within float
+  rounding (the model ignores padding); otherwise whole.
 - For ``nn.Sequential`` models (all sample models but the ViT and the LSTM) the input of every top-level child is
   computed once and cached, and each point runs only the suffix from the changed layer on. Other models run the
   full forward (still one batch), with the recorded outputs of the blocks that end before the changed layer
@@ -37,7 +40,8 @@ from .linear_like import is_conv1d
 from .targets import classifier_name
 from .prune.importance import weight_scores
 from .prune.lowrank import RANK_LEVELS, factorizable, layer_types as lowrank_types, low_rank_weight
-from .prefix_cache import BlockPrefix
+from .length_groups import assemble, length_groups, same_outputs
+from .prefix_cache import MAX_BYTES, BlockPrefix
 from .prune.probes import head_accuracy_drop
 from .quantize._common import fake_quantize_weight
 from .targets import resolve_targets
@@ -118,14 +122,37 @@ class Evaluator:
         self.children = list(model.children()) if plain and not I.is_dict(x) else None
         self.names = [n for n, _ in model.named_children()] if self.children is not None else []
         self._inputs: list[torch.Tensor] = []
-        # any other model: block outputs recorded once, replayed for the blocks before the changed layer
-        self.prefix = BlockPrefix(model, x) if self.children is None else None
+        # any other model: block outputs recorded once, replayed for the blocks before the changed layer; a padded
+        # token batch as length groups (one recording each) when that gives the same outputs
+        self.parts = self._length_parts(model, x) if self.children is None else None
+        self.prefix = BlockPrefix(model, x) if self.children is None and self.parts is None else None
         if self.children is not None:  # cached NOW, from the unchanged weights
             with torch.no_grad():
                 h = I.cast_floats(x, I.input_dtype(model))
                 for m in self.children:
                     self._inputs.append(h)  # the input of child i, (B, ...)
                     h = m(h)
+
+    @staticmethod
+    @torch.no_grad()
+    def _length_parts(model: nn.Module, x) -> list[tuple[torch.Tensor, object, BlockPrefix]] | None:
+        """[(row indices, their inputs cut to length, their recorded blocks)] when ``x`` is a padded token batch and
+        the grouped outputs equal one whole-batch forward's (checked here, once); else None."""
+        groups = length_groups(x)
+        if groups is None:
+            return None
+        positions = x["attention_mask"].numel()
+        prefixes = [BlockPrefix(model, gx, max_bytes=MAX_BYTES * gx["attention_mask"].numel() // positions)
+                    for _, gx in groups]  # the whole batch's memory bound, shared by position count
+        was = model.training
+        model.eval()
+        try:
+            whole = I.call(model, x)
+        finally:
+            model.train(was)
+        if not same_outputs(groups, [p.reference for p in prefixes], whole):
+            return None
+        return [(idx, gx, p) for (idx, gx), p in zip(groups, prefixes)]
 
     def _score(self, out: torch.Tensor) -> float:
         if self.metric is not None:
@@ -136,7 +163,16 @@ class Evaluator:
     def accuracy(self, changed: str | None = None) -> float:
         """The metric with the current weights; ``changed`` names the only layer altered since construction (the
         cached inputs of the layers before it are reused)."""
-        if self.children is None or changed is None:
+        if self.parts is not None:
+            was = self.model.training
+            self.model.eval()
+            outs = []
+            for _, gx, prefix in self.parts:
+                with prefix.skip_before(changed):
+                    outs.append(I.call(self.model, gx))  # (rows of the group, classes)
+            self.model.train(was)
+            out = assemble([(idx, gx) for idx, gx, _ in self.parts], outs)
+        elif self.children is None or changed is None:
             was = self.model.training
             self.model.eval()
             if self.prefix is not None and changed is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from . import disk_cache, prefix_cache
+from . import disk_cache, length_groups, prefix_cache
 from .prune import importance, lowrank, probes
 from .quantize import _common as quant_common
 from .sensitivity import Sensitivity, Sweep, _check_levels, sensitivity
@@ -31,7 +31,7 @@ def sensitivity_key(model: nn.Module, data: Any, technique: str = "prune", level
     calib = data.calib
     metric = getattr(data, "metric", None)
     fn = getattr(metric, "fn", None)
-    code = [sensitivity, prefix_cache, importance, lowrank, probes, quant_common, type(model)]
+    code = [sensitivity, prefix_cache, length_groups, importance, lowrank, probes, quant_common, type(model)]
     if fn is not None and hasattr(fn, "__code__"):
         code.append(fn)
     return disk_cache.digest(
