@@ -1,6 +1,7 @@
 """Slower than fp32, and what is faster, on a page: the one line when a timed compressed model is slower, the
 "Find a faster engine" job (``compression_core.faster.faster_path`` in a worker: the model, fp32 and every other
-compressed path timed together) and its table; peak inference RAM at batch 1 and at the timed batch. Explore's
+compressed path timed together) and its table; the "Time before vs after" job's payload and key (``latency``, in a
+worker too); peak inference RAM at batch 1 and at the timed batch. Explore's
 latency panel and the Advise page call these, so they show the same numbers the CLI prints.
 
 Comparing engines is always a job on request (a button), never part of a slider move.
@@ -9,6 +10,7 @@ Comparing engines is always a job on request (a button), never part of a slider 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pandas as pd
 import streamlit as st
@@ -51,6 +53,18 @@ def payload(ref: str, recipe: dict, batch: int, threads: int, label: str | None 
     if take_home.trains(recipe) and state.is_applied(state.recipe_key(recipe)) and not take_home.heavy(recipe):
         out["bundle"] = take_home.bundle_of(recipe)
     return out
+
+
+def latency_payload(ref: str, recipe: dict, batch: int, threads: int, runtimes: list[str]) -> dict:
+    """The ``latency`` job's payload (Explore's "Time before vs after"): as the engines job's (the bundle when the
+    model was trained here), the runtimes to time in, and a fresh nonce: each press is a new timing, never joined to
+    an identical earlier job's result (the pool shares identical jobs, which suits deterministic results only)."""
+    return {**payload(ref, recipe, batch, threads), "runtimes": list(runtimes), "nonce": os.urandom(8).hex()}
+
+
+def latency_job_key(cfg: tuple) -> str:
+    """The page's key of a ``latency`` job: one per configuration timed (recipe key, batch, threads, runtime)."""
+    return "latency:" + hashlib.sha256(repr(cfg).encode()).hexdigest()[:16]
 
 
 def show_result(res: dict) -> None:

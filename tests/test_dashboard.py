@@ -8,12 +8,14 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from compression_core.technique import registered_configs, technique_ui
+from dashboard_modules import dashboard_module, time_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -185,6 +187,7 @@ def test_fake_quant_bits_and_mixed_precision():
     assert bits["fc1"] == 8 and bits["conv1"] == 2 and bits["fc2"] == 32  # the classifier is left alone
 
 
+@pytest.mark.slow  # the timings run in a worker process (a job)
 def test_latency_timed_together_every_timing_kept_with_its_conditions():
     """Before and after are timed in the same run (never a baseline cached from an earlier moment), the verdict
     says 'no measurable difference' inside the noise, and each timing is added to the row with batch, threads
@@ -192,13 +195,13 @@ def test_latency_timed_together_every_timing_kept_with_its_conditions():
     at = app()
     at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
     at.slider(key=AMOUNT).set_value(0.9).run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     no_problems(at)
     at.selectbox(key="x_batch").set_value(32).run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     no_problems(at)
     at.selectbox(key="x_batch").set_value(1).run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     no_problems(at)
     timings = last_row(at)["latency"]
     assert [t["batch_size"] for t in timings] == [1, 32, 1]
@@ -213,6 +216,71 @@ def test_latency_timed_together_every_timing_kept_with_its_conditions():
     assert "Timed together" in text and "interleaved rounds" in text
     titles_ = titles(at)
     assert any(t.startswith("Latency per call (ms): batch 1, 1 thread") for t in titles_)
+
+
+@pytest.mark.slow
+def test_latency_is_timed_in_a_worker_job_with_progress_and_cancel(monkeypatch):
+    """"Time before vs after" never times in the page's process: the press submits a ``latency`` job (progress and a
+    Cancel button meanwhile), a worker process times it, and the page shows its chart and records it once; a Cancel
+    ends the next one in one line and records nothing."""
+    from compression_core import timing
+
+    in_page = []
+    real = timing.compare_calls
+    monkeypatch.setattr(timing, "compare_calls", lambda *a, **k: in_page.append(1) or real(*a, **k))
+    at = app()
+    at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
+    at.button(key="b_latency").click().run()
+    no_problems(at)
+    jobs = dashboard_module("jobs")
+    (job_key,) = [k for k in at.session_state["_jobs"] if k.startswith("latency:")]
+    job = jobs.runner().jobs[at.session_state["_jobs"][job_key]]
+    assert job.kind == "latency" and job.payload["runtimes"] == ["torch"]
+    assert [b for b in at.button if b.key.startswith("b_cancel_")] and at.get("progress")  # progress, Cancel
+    assert "lat_chart" not in [c.key for c in at.get("plotly_chart")] and not last_row(at)["latency"]
+    deadline = time.monotonic() + 240
+    while job_key in at.session_state["_jobs"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    no_problems(at)
+    assert job.state == "done" and "lat_chart" in [c.key for c in at.get("plotly_chart")]
+    assert len(last_row(at)["latency"]) == 1 and last_row(at)["latency"][0]["runtime"] == "torch"
+    at.run()  # a rerun records nothing more
+    assert len(last_row(at)["latency"]) == 1 and "lat_chart" in [c.key for c in at.get("plotly_chart")]
+    assert in_page == []  # nothing was timed in this process
+
+    at.button(key="b_latency").click().run()  # again: a new job (never the old result), then cancelled
+    assert at.session_state["_jobs"][job_key] != job.id
+    next(b for b in at.button if b.key.startswith("b_cancel_")).click().run()
+    (cancelled,) = [e.value for e in at.error]
+    assert "cancelled" in cancelled and "\n" not in cancelled
+    assert job_key not in at.session_state["_jobs"] and len(last_row(at)["latency"]) == 1
+    assert "lat_chart" in [c.key for c in at.get("plotly_chart")]  # the earlier timing stays shown
+    assert in_page == []
+
+
+def test_a_finished_timing_is_recorded_once_and_a_runtime_that_failed_is_one_line():
+    """The page takes a ``latency`` job's result once (kept with its conditions, one history entry per timing, not
+    one per rerun) and shows a runtime that could not time the model as one line, on every rerun."""
+    from compression_core.timing import compare_calls
+
+    at = app()
+    at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
+    engines, state = dashboard_module("engines"), dashboard_module("state")
+    cfg = (state.recipe_key(at.session_state["current_recipe"]), 1, 1, "torch")
+    timed = {**compare_calls(lambda: None, lambda: None, rounds=3, block_seconds=0.001).to_json_dict(),
+             "runtime": "torch"}
+    line = "onnx: cannot export this model (one line)"
+    at.session_state["_job_results"] = {engines.latency_job_key(cfg): {  # as job_panel keeps a finished job
+        "timings": [timed], "errors": [{"runtime": "ONNX Runtime", "error": line}]}}
+    for _ in range(2):
+        at.run()
+        assert not at.exception, at.exception
+        assert [e.value for e in at.error] == [f"ONNX Runtime: {line}"]
+        assert [t["before_ms"] for t in last_row(at)["latency"]] == [timed["before_ms"]]
+        assert at.session_state["latency"][cfg] == [timed]
+        assert "lat_chart" in [c.key for c in at.get("plotly_chart")]
+    assert engines.latency_job_key(cfg) not in at.session_state["_job_results"]
 
 
 def test_latency_verdict_follows_the_spread(monkeypatch):
@@ -253,7 +321,7 @@ def test_onnx_runtime_beside_torch():
         pytest.skip("onnxruntime is not installed")
     at.radio(key=PRUNE).set_value(STRUCTURED).run()
     at.selectbox(key="x_runtime").set_value("torch and ONNX Runtime").run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     no_problems(at)
     runtimes = [t["runtime"] for t in last_row(at)["latency"]]
     assert runtimes == ["torch", "ONNX Runtime"]
@@ -404,7 +472,7 @@ def test_workload_from_the_command_line_on_every_page(tmp_path, monkeypatch):
     assert row["metric"] == "agreement" and row["nonzero_params"] < at.session_state["history"][-2]["nonzero_params"]
     assert "Agreement" in metrics(at)
     at.selectbox(key="x_quant").set_value("int8 dynamic (real)").run()
-    at.button(key="b_latency").click().run()  # dict of int64 token ids through the timing helpers
+    time_latency(at)  # dict of int64 token ids through the timing helpers
     fine("timed")
     assert last_row(at)["latency"]
     for page, key in (("pages/experiments.py", None), ("pages/recipe.py", None), ("pages/sensitivity.py", "s_model"),
@@ -428,6 +496,7 @@ def test_workload_from_the_command_line_on_every_page(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ other pages
+@pytest.mark.slow  # the timings run in a worker process (a job)
 def test_experiments_table_rounded_labelled_and_relative_per_model():
     at = app()
     at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
@@ -435,9 +504,9 @@ def test_experiments_table_rounded_labelled_and_relative_per_model():
     at.button(key="b_save").click().run()  # kept in the history (a preview only replaces the current row)
     at.selectbox(key="x_model").set_value("digits-mlp").run()
     at.radio(key="x_prune_digits-mlp").set_value(UNSTRUCTURED).run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     at.selectbox(key="x_batch").set_value(32).run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     at.switch_page("pages/experiments.py").run()
     no_problems(at)
     table = at.dataframe[0].value

@@ -13,6 +13,7 @@ from compression_core import resolve_workload
 from compression_core.cli import main
 from compression_core.faster import PATHS, THIS_IN_ORT, FasterPath, faster_path
 from compression_core.quantize import DynamicInt8Config, quantize
+from dashboard_modules import time_latency
 
 STATIC = {"version": 1, "model": "digits-mlp", "steps": [{"kind": "quantize_static"}]}
 
@@ -195,7 +196,7 @@ def test_explore_says_slower_offers_the_engines_job_and_shows_peak_ram_at_the_ch
     at.selectbox(key="x_quant").set_value("int8 static (real, calibrated)").run()
     at.selectbox(key="x_batch").set_value(8).run()
     assert "Find a faster engine" not in [b.label for b in at.button]  # nothing before the timing is asked for
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     (comps,) = [v for k, v in at.session_state["latency"].items() if k[1] == 8]
     slower = [w.value for w in at.warning if w.value.startswith("slower:")]
@@ -206,7 +207,7 @@ def test_explore_says_slower_offers_the_engines_job_and_shows_peak_ram_at_the_ch
     ram = next(d.value for d in at.dataframe if "peak RAM, batch 1" in d.value.columns)
     assert list(ram["model"]) == ["before", "after"] and "peak RAM, batch 8" in ram.columns
     at.selectbox(key="x_runtime").set_value("torch and ONNX Runtime").run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     ort = next(d.value for d in at.dataframe if "peak RAM, batch 8" in d.value.columns
                and list(d.value["runtime"]) == ["ONNX Runtime"] * 2)
@@ -340,7 +341,7 @@ def test_the_engines_job_runs_in_a_worker_from_explore():
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=180)
     at.run()
     at.selectbox(key="x_quant").set_value("int8 static (real, calibrated)").run()
-    at.button(key="b_latency").click().run()
+    time_latency(at)
     at.button(key="b_job_faster").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     deadline = time.monotonic() + 240

@@ -149,12 +149,30 @@ def test_recipe_job_trains_in_a_worker_and_matches_the_library():
         lat = r.wait(r.submit("latency", {"model": "digits-mlp", "recipe": recipe, "bundle": s["result"]["bundle"],
                                           "batch": 8, "rounds": 3}, "s"), 240)
         assert lat["state"] == "done", lat.get("error")
-        assert lat["result"]["batch_size"] == 8 and lat["result"]["verdict"] and lat["result"]["before_ms"] > 0
+        (timed,) = lat["result"]["timings"]  # torch only, unless the payload names its runtimes
+        assert timed["runtime"] == "torch" and not lat["result"]["errors"]
+        assert timed["batch_size"] == 8 and timed["verdict"] and timed["before_ms"] > 0
         with pytest.raises(jobs.JobRefused) as bad:  # a model the server does not list: refused before it is queued
             r.submit("recipe", {"recipe": {**recipe, "model": "nope"}}, "s")
         assert "nope" in str(bad.value) and "digits-mlp" in str(bad.value) and "\n" not in str(bad.value)
     finally:
         r.shutdown()
+
+
+def test_latency_job_times_each_runtime_and_a_runtime_that_cannot_run_is_one_line():
+    """``run_latency`` (Explore's "Time before vs after", run here as a worker runs it): one comparison per runtime
+    asked for, in order, each labelled with its runtime; a runtime that cannot time the model is one line in
+    ``errors`` and the others are still timed."""
+    recipe = {"version": 1, "model": "digits-mlp", "steps": [{"kind": "prune_unstructured", "amount": 0.5}]}
+    seen = []
+    out = jobs.run_latency({"model": "digits-mlp", "recipe": recipe, "batch": 4, "rounds": 3,
+                            "runtimes": ["torch", "no such runtime"]}, lambda f, m: seen.append((f, m)))
+    (timed,) = out["timings"]
+    assert timed["runtime"] == "torch" and timed["batch_size"] == 4 and timed["rounds"] == 3
+    assert timed["verdict"] in ("faster", "slower", "no measurable difference")
+    (err,) = out["errors"]
+    assert err["runtime"] == "no such runtime" and "unknown" in err["error"] and "\n" not in err["error"]
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and any("torch" in m for _, m in seen)
 
 
 @pytest.mark.slow

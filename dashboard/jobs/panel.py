@@ -11,12 +11,15 @@ from .pool import CANCELLED, DONE, ERROR, QUEUED, RUNNING, runner
 from .worker import _one_line
 
 
-def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | None = None) -> Any:
+def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | None = None,
+              start: bool | None = None) -> Any:
     """Run ``kind`` as a job from a page (Streamlit): with ``label``, a button starts it, else it starts at once (a
-    sweep the page needs); meanwhile its queue position, progress and a Cancel button show in a fragment refreshed
-    every second (drawn inside a fragment: plain elements, and the page polls with ``reset_watched``,
-    ``jobs_watched`` and ``jobs_changed`` as Explore does; see the note above ``WATCHED``). Returns the result once
-    done (on every run after that, until ``key`` changes), else None. A failure, a limit or a cancel is one line (and
+    sweep the page needs); with ``start`` (True or False), the page's own button, drawn elsewhere, decides (True: it was
+    just pressed; no button is drawn here, and ``payload`` is only read when True). Meanwhile its queue position,
+    progress and a Cancel button show in a fragment refreshed every second (drawn inside a fragment: plain
+    elements, and the page polls with ``reset_watched``, ``jobs_watched`` and ``jobs_changed`` as Explore does; see
+    the note above ``WATCHED``). Returns the result once done (on every run after that, until ``key`` changes or the
+    page pops it from ``_job_results`` to run it again), else None. A failure, a limit or a cancel is one line (and
     the button is offered again)."""
     import streamlit as st
 
@@ -43,10 +46,11 @@ def job_panel(kind: str, payload: Any, key: str, session_id: str, label: str | N
             _attach(job_id, session_id)
             _show(job_id, session_id, s)
             return None
-    start = st.button(label, type="primary", key=f"b_job_{kind}" if kind != "recipe" else "b_run") if label \
-        else key not in lines  # started at once, unless it just failed (then: the line, and a retry button)
-    if not label and key in lines:
-        start = st.button("Try again", key=f"b_retry_{kind}")
+    if start is None:
+        start = st.button(label, type="primary", key=f"b_job_{kind}" if kind != "recipe" else "b_run") if label \
+            else key not in lines  # started at once, unless it just failed (then: the line, and a retry button)
+        if not label and key in lines:
+            start = st.button("Try again", key=f"b_retry_{kind}")
     if start:
         try:
             running[key] = runner().submit(kind, payload, session_id)

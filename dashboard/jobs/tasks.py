@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from .worker import _one_line  # the worker's own one-line form of an exception
+
 # kind -> "module:function"; the function is called in a worker as fn(payload, progress) -> picklable result.
 KINDS: dict[str, str] = {
     "recipe": f"{__name__}:run_recipe",  # training steps: finetune, QAT, distillation, lottery tickets, ...
@@ -119,12 +121,16 @@ def run_advise(payload: dict, progress) -> dict:
 
 
 def run_latency(payload: dict, progress) -> dict:
-    """Baseline vs compressed latency timed together, interleaved (``compression_core.timing.compare_latency``, the
-    page's own verdicts): {model, recipe, bundle (from a recipe job or ``bundle_bytes``; else the recipe is applied
-    here), batch, threads, rounds}."""
+    """Baseline vs compressed latency timed together, interleaved, in each runtime of ``payload['runtimes']``
+    ("torch", "ONNX Runtime"; default torch): {model, recipe, bundle (from a recipe job or ``bundle_bytes``; else the
+    recipe is applied here), batch, threads, rounds, runtimes}. Explore's "Time before vs after" runs it, so the
+    timing never takes the page server's CPU. Returns {"timings": [the comparison's JSON dict + its "runtime"], "errors":
+    [{"runtime", "error"}]}: a runtime that cannot run the model (one ONNX cannot export) is one line in ``errors``,
+    the other runtimes are still timed."""
     _threads()
     from compression_core import inputs as I
     from compression_core import resolve_workload
+    from compression_core.errors import CompressionError
     from compression_core.timing import compare_latency
 
     wl = resolve_workload(payload["model"])
@@ -134,12 +140,41 @@ def run_latency(payload: dict, progress) -> dict:
     else:
         from compression_core.recipe import apply_recipe
 
-        after = apply_recipe(payload["recipe"], with_latency=False, measure_before=False, measure_after=False).model
-    progress(0.2, "timing before and after, alternately")
-    example = I.head(wl.test.x, int(payload.get("batch", 1)))
-    c = compare_latency(wl.model, after, example, threads=int(payload.get("threads", 1)),
-                        rounds=int(payload.get("rounds", 15)))
-    return c.to_json_dict()
+        after = apply_recipe(payload["recipe"], with_latency=False, measure_before=False, measure_after=False,
+                             workload=wl).model
+    batch, threads, rounds = int(payload.get("batch", 1)), int(payload.get("threads", 1)), int(payload.get("rounds", 15))
+    example = I.head(wl.test.x, batch)
+    runtimes = list(payload.get("runtimes") or ["torch"])
+    out: dict = {"timings": [], "errors": []}
+    for i, rt in enumerate(runtimes):
+        progress(0.2 + 0.8 * i / len(runtimes), f"timing before and after in {rt}, alternately")
+        try:
+            if rt == "torch":
+                c = compare_latency(wl.model, after, example, threads=threads, rounds=rounds)
+            elif rt == "ONNX Runtime":
+                c = _ort_comparison(wl, after, example, threads, rounds)
+            else:
+                raise CompressionError(f"runtime {rt!r} is unknown; known: torch, ONNX Runtime")
+        except Exception as e:  # a model ONNX cannot export, onnxruntime missing: one line, the others still run
+            out["errors"].append({"runtime": rt, "error": _one_line(e)})
+            continue
+        out["timings"].append({**c.to_json_dict(), "runtime": rt})
+    return out
+
+
+def _ort_comparison(wl, after, example, threads: int, rounds: int):
+    """Baseline and ``after`` exported to ONNX (``to_onnx`` on the first two test items) and their ONNX Runtime
+    sessions timed together, interleaved (``compare_calls``), on the same batch fed by the library's ``feed``."""
+    from compression_core import inputs as I
+    from compression_core.onnx_export import to_onnx
+    from compression_core.ort import feed, session
+    from compression_core.timing import compare_calls
+
+    sample = I.take(wl.test.x, slice(0, 2))
+    sb, sa = session(to_onnx(wl.model, sample), threads=threads), session(to_onnx(after, sample), threads=threads)
+    fb, fa = feed(sb, example), feed(sa, example)
+    return compare_calls(lambda: sb.run(None, fb), lambda: sa.run(None, fa), rounds=rounds, runtime="onnxruntime",
+                         batch_size=I.n_items(example), threads=threads)
 
 
 def run_faster(payload: dict, progress) -> dict:

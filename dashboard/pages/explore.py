@@ -167,8 +167,8 @@ with st.expander("Layers of this model", expanded=False):
 # nested in the workbench kept its messages while the workbench's own ones before it were dropped, and the browser
 # got an element at a position past the end of the column it had ('Bad delta path index 6 (should be between
 # [0, 5])'): a blank page. So the latency panel is plain code in the workbench, the job panels in it (training,
-# export, faster engine) are plain elements too (jobs/panel.py draws no fragment inside one), and the stage poller
-# is a fragment of its own at the top level, in a slot made here, before the workbench (a message of its own that is
+# export, faster engine, timing) are plain elements too (jobs/panel.py draws no fragment inside one), and the stage
+# poller is a fragment of its own at the top level, in a slot made here, before the workbench (a message of its own that is
 # kept always lands in a slot the browser has); it also reruns the page while a job shown in the workbench is queued
 # or running, when what its panel shows changes (about every second: its elapsed time).
 poll_slot = st.container()
@@ -338,8 +338,9 @@ def workbench() -> None:
                         key="acc_chart", config=FAST)
 
         def latency_panel():
-            """Before and after timed together on request, in the chosen runtime(s); every timing is kept. Not a
-            fragment of its own: nested in the workbench it could blank the page (see the note above ``poll_slot``)."""
+            """Before and after timed together on request, in the chosen runtime(s), as a ``latency`` job in a worker
+            process (progress and Cancel meanwhile); every timing is kept. Not a fragment of its own: nested in the
+            workbench it could blank the page (see the note above ``poll_slot``)."""
             cores = state.cpu().cores
             l1, l2, l3, l4 = st.columns([1, 1, 1.5, 1.5], vertical_alignment="bottom")
             batch = l1.selectbox("Batch", [1, 8, 32], key=default("x_batch", 1))
@@ -356,25 +357,30 @@ def workbench() -> None:
             key = state.recipe_key(current)
             chosen_rt = [r for r in state.RUNTIMES if r in runtime]
             timings = st.session_state.setdefault("latency", {})
+            failed = st.session_state.setdefault("latency_errors", {})  # cfg -> one line per runtime that could not run
             cfg = (key, batch, threads, runtime)
-            if l4.button("Time before vs after", key="b_latency", width="stretch",
-                         help="runs both models alternately for about a second; press again to time again"):
-                found = []
-                with st.spinner("timing before and after, alternately..."):
-                    for rt in chosen_rt:
-                        try:
-                            c = state.compare(key, ref, batch, threads, rt)
-                        except Exception as e:  # a model ONNX cannot export: one line
-                            st.error(f"{rt}: {state.one_line(e)}")
-                            continue
-                        c["runtime"] = rt
-                        found.append(c)
-                        state.record_latency(ref, current, after, c)
-                timings[cfg] = found
+            pressed = l4.button("Time before vs after", key="b_latency", width="stretch",
+                                help="runs both models alternately for about a second, in a worker process (progress "
+                                     "and Cancel below); press again to time again")
+            # timed in a worker process (jobs.run_latency), never in the page's: progress and Cancel meanwhile (plain
+            # elements, polled by the page's poller), and a student leaving cancels it (the job panel attaches it)
+            job = engines.latency_job_key(cfg)
+            res = jobs.job_panel("latency", engines.latency_payload(ref, current, batch, threads, chosen_rt)
+                                 if pressed else None, job, store.browser_id(), start=pressed)
+            if res is not None:  # first seen: recorded once, kept here (and dropped from the job panel's results)
+                st.session_state["_job_results"].pop(job, None)
+                for c in res["timings"]:
+                    state.record_latency(ref, current, after, c)
+                timings[cfg] = res["timings"]
+                failed[cfg] = [f"{e['runtime']}: {e['error']}" for e in res["errors"]]
+            for line in failed.get(cfg, []):  # a model ONNX cannot export: one line
+                st.error(line)
             comps = timings.get(cfg)
             if comps is None:
-                st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the button. "
-                           "Before and after are timed together, alternating, so both see the same machine.")
+                if job not in st.session_state.get("_jobs", {}):  # (while it runs, its progress says enough)
+                    st.caption(f"Latency at batch {batch}, {threads} thread{'s' if threads > 1 else ''}: press the "
+                               "button. Before and after are timed together, alternating, so both see the same "
+                               "machine.")
                 return
             if comps:
                 st.plotly_chart(charts.latency_chart(comps), key="lat_chart")

@@ -13,7 +13,7 @@ every technique copies its input. Results are cached by (model, recipe). A user'
 - ``previews.py``: big models measured on a preview subset first, the whole test set in the background
 - ``estimates.py``: a move's computed size and estimated metric (sensitivity curves from a background job, on disk)
 - ``stages.py``: the server-side log of which stage (estimate, preview, full test set) each session was shown
-- ``runtimes.py``: latency timed on request (torch or ONNX Runtime) and ONNX Runtime views
+- ``runtimes.py``: ONNX Runtime views (size, metric, peak RAM); latency is timed in a job (``jobs.run_latency``)
 - ``figures.py``: figures built once per process and served as finished data
 - ``session.py``: the session's history rows and the Experiments page's tables
 """
@@ -26,7 +26,7 @@ from .previews import baseline_preview_metric, preview_size, preview_view
 from .recipes import MAX_RECIPE_UPLOAD_BYTES, parse_recipe_text, recipe_dict, recipe_key, to_yaml
 from .results import (adopt_job_result, applied, baseline_view, compressed, extra_view, is_applied, layer_weights,
                       model_of, result_view, run_recipe)
-from .runtimes import RUNTIMES, compare, ort_module, ort_view
+from .runtimes import RUNTIMES, ort_module, ort_view
 from .session import (FIELD_LABELS, describe, experiments_frame, history, latency_frame, record, record_latency,
                       smallest_bytes)
 from .workloads import (DEFAULT_MODEL, baseline, cli_references, cpu, default_index, delta_color, facts, item_name,
@@ -35,7 +35,7 @@ from .workloads import (DEFAULT_MODEL, baseline, cli_references, cpu, default_in
 
 __all__ = [
     "DEFAULT_MODEL", "FIELD_LABELS", "LRU", "MAX_RECIPE_UPLOAD_BYTES", "RUNTIMES", "Ready", "adopt_job_result",
-    "applied", "baseline", "baseline_preview_metric", "baseline_view", "cli_references", "compare", "compressed", "cpu",
+    "applied", "baseline", "baseline_preview_metric", "baseline_view", "cli_references", "compressed", "cpu",
     "default_index", "delta_color", "describe", "experiments_frame", "extra_view", "facts", "figure",
     "history", "is_applied", "item_name", "label", "latency_frame", "layer_weights", "metric_axis",
     "metric_delta", "metric_text", "metric_title", "model_of", "models", "one_line", "ort_module", "ort_view",

@@ -1,5 +1,6 @@
-"""Latency and ONNX Runtime on request: baseline vs compressed timed now, interleaved in one run (torch or ONNX
-Runtime), a result's size and metric exported to ONNX, and peak inference RAM at a chosen batch."""
+"""ONNX Runtime on request: whether it is installed, a result's size and metric exported to ONNX, and peak inference
+RAM at a chosen batch. (Baseline vs compressed latency is timed in a worker process: the ``latency`` job,
+``jobs.run_latency``.)"""
 
 from __future__ import annotations
 
@@ -7,26 +8,11 @@ import streamlit as st
 
 from compression_core import inputs as I
 from compression_core.measure import peak_ram_pair
-from compression_core.timing import compare_calls, compare_latency
 
 from .results import model_of
 from .workloads import baseline
 
 RUNTIMES = ("torch", "ONNX Runtime")
-
-
-def compare(key: str, ref: str, batch: int, threads: int, runtime: str = "torch") -> dict:
-    """Baseline vs compressed latency timed NOW, interleaved in one run (never a baseline timed earlier)."""
-    wl = baseline(ref)
-    example = I.head(wl.test.x, batch)
-    if runtime == "torch":
-        c = compare_latency(wl.model, model_of(key, ref), example, threads=threads)
-        return c.to_json_dict()
-    sb, sa = _ort_session(None, ref, threads), _ort_session(key, ref, threads)
-    fb, fa = ort_module().feed(sb, example), ort_module().feed(sa, example)  # the library's one feed function
-    c = compare_calls(lambda: sb.run(None, fb), lambda: sa.run(None, fa), runtime="onnxruntime",
-                      batch_size=batch, threads=threads)
-    return c.to_json_dict()
 
 
 def ort_module():
@@ -56,16 +42,6 @@ def ort_peak_ram_view(key: str | None, ref: str, batch: int) -> dict:
     blob = ort_module().deploy_proto(model_of(key, ref), I.head(wl.test.x, 2)).SerializeToString()
     big, b1 = peak_ram_pair(blob, wl.test.x, int(batch))
     return {"b1": b1, "batch": big}
-
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _ort_session(key: str | None, ref: str, threads: int):
-    """An ONNX Runtime session of the baseline (key None) or a recipe's result, exported once."""
-    from compression_core.onnx_export import to_onnx
-
-    ort = ort_module()
-    wl = baseline(ref)
-    return ort.session(to_onnx(model_of(key, ref), I.take(wl.test.x, slice(0, 2))), threads=threads)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
