@@ -14,11 +14,13 @@ import copy
 from collections import OrderedDict
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cost_layout import Entry, entry_of
+from . import cost_steps as S
 from .cost_steps import NotEstimated, Plan, _values, derive, is_conv1d, tied_partners
 from .errors import CompressionError
 from .targets import resolve_targets
@@ -378,6 +380,39 @@ def quantize_half(p: Plan, cfg, ctx) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- fake quant
+def _pruned_fake_zeros(p: Plan, key: str, w: Entry, fq, how: tuple[int, bool, bool]) -> int | None:
+    """Zeros of ``fq(w)`` without computing it, when ``w`` is a base weight ``b`` pruned by an l1 threshold
+    (``b * (|b| > cut)``, ``Plan.cuts``) and every scale row keeps its largest magnitude (max |row| > cut): the
+    scales are then ``fq(b)``'s, so each kept value rounds as in ``fq(b)`` (elementwise, given the scale) and each
+    pruned one is 0. Zeros = the pruned (|b| <= cut, a lookup in the sorted magnitudes kept per model) + the kept
+    ones ``fq(b)`` rounds to 0 (a pass over those magnitudes, found once per bit width). None where that does not
+    hold (then counted on the computed values)."""
+    got = p.cuts.get(key)
+    if got is None or got[0] is not w:
+        return None
+    _, base, cut_of = got
+    s = S.sorted_magnitudes(p.info, base)
+    cut = cut_of()
+    if s is None or cut is None:
+        return None
+    bits, per_channel, transposed = how
+
+    def rows(v: torch.Tensor) -> torch.Tensor:  # fake_quantize_weight's scale rows (a Conv1D's: its columns)
+        v = v.t() if transposed else v
+        return v.reshape(v.shape[0], -1) if per_channel else v.reshape(1, -1)
+
+    def build():
+        v = base.values()
+        zero = fq(v) == 0
+        return float(rows(v.abs()).amax(dim=1).min()), v.detach().abs()[zero].reshape(-1)
+
+    smallest_max, zero_mags = p.info.cached(("fake_zero_magnitudes", base.ckey, bits, per_channel, transposed), build)
+    if not smallest_max > cut:  # a row loses its largest magnitude: its scale changes
+        return None
+    return int(np.searchsorted(s, np.float32(cut), side="right")) + int((zero_mags > cut).sum())  # (a float64
+    # scalar would make numpy convert the whole array to float64 first)
+
+
 def fake_quant(p: Plan, cfg, ctx) -> None:
 
     names = _int8_names(p, cfg, ctx, FAKE_TYPES, "fake_quant")
@@ -411,7 +446,9 @@ def fake_quant(p: Plan, cfg, ctx) -> None:
                               if k != f"{name}.weight")
             tag = ("fake", b, per_channel)
             new[f"{name}.weight_orig"] = w.changed(pvalues=_values(w, fq), bits=b, zeros=w.zeros,
-                                                   ckey=None if w.ckey is None else w.ckey + (tag,))
+                                                   ckey=None if w.ckey is None else w.ckey + (tag,),
+                                                   pzeros=_pruned_fake_zeros(p, f"{name}.weight", w, fq,
+                                                                             (b, per_channel, is_conv1d(mod))))
             if cfg.activation_bits is not None:  # the calibrated zero point may be 0: its zero count is unknown
                 new[f"{name}.act_scale"] = Entry((), torch.float32, layer=name, role="act_scale", zeros=0)
                 new[f"{name}.act_zero_point"] = Entry((), torch.float32, layer=name, role="act_zero_point")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -68,6 +70,7 @@ class Plan:
         self.flop_weight: dict[str, Entry] = {}  # a layer computing with another layer's stored weight (tied int8)
         self.why_unknown = "which weights are zero is known only after applying"  # set by the step that hides them
         self.factorized: dict[str, list[tuple[str, bool]]] = {}  # layer -> its factors' weights (at input resolution)
+        self.cuts: dict[str, tuple[Entry, Entry, Any]] = {}  # key -> (entry put, base entry, cut()): |base| > cut()
 
     def entry(self, key: str) -> Entry:
         return self.layout.entries[key]
@@ -139,13 +142,70 @@ def _default_mask(e: Entry, v: torch.Tensor) -> torch.Tensor:
     return (v != 0).to(v.dtype)
 
 
+def sorted_magnitudes(info, e: Entry) -> np.ndarray | None:
+    """``|values|`` of a base-model weight, sorted ascending (float32, cached per model: one sort per weight, then
+    any pruning amount's threshold and zero count is a lookup); None for a derived tensor, another dtype or NaN."""
+    if not sorted_magnitudes_kept(info, e):
+        return None
+
+    def build():
+        s = np.sort(e.values().detach().cpu().abs().reshape(-1).numpy())
+        return None if s.size and np.isnan(s[-1]) else s
+
+    return info.cached(("sorted_magnitudes",) + e.ckey, build)
+
+
+SORTED_MAX_PARAMS = 64_000_000  # a bigger model keeps no sorted magnitudes (they take 4 bytes per weight)
+
+
+def sorted_magnitudes_kept(info, e: Entry) -> bool:
+    """Whether ``sorted_magnitudes`` gives ``e``'s: a float32 base weight with known values, in a model of at most
+    ``SORTED_MAX_PARAMS`` parameters."""
+    return info is not None and e.values is not None and e.ckey is not None and len(e.ckey) == 1 and \
+        e.dtype == torch.float32 and info.cached("param_total", lambda: sum(
+            t.numel() for t in info.model.parameters())) <= SORTED_MAX_PARAMS
+
+
+def kth_cut(s: np.ndarray, k: int) -> float | None:
+    """The k-th smallest of the sorted ``s`` (1 <= k <= len) when exactly k values are <= it, i.e. ``|w| > cut``
+    keeps the set torch.nn.utils.prune's topk prunes whatever order it breaks ties in; None on a tie at the cut."""
+    if k < s.size and not s[k] > s[k - 1]:
+        return None
+    return float(s[k - 1])
+
+
+def global_cut(ss: list[np.ndarray], k: int) -> tuple[float, list[int]] | None:
+    """``kth_cut`` of the union of the sorted non-negative float32 arrays ``ss`` without concatenating them (a
+    binary search on the float32 bit patterns, monotone for non-negative values), with how many values of each
+    array are <= it; None on a tie at the cut."""
+    def count(bits: int) -> int:
+        x = np.array(bits, dtype=np.int32).view(np.float32)
+        return sum(int(np.searchsorted(s, x, side="right")) for s in ss)
+
+    lo, hi = 0, max(int(np.array(s[-1], dtype=np.float32).view(np.int32)) for s in ss if s.size)
+    while lo < hi:  # the smallest bit pattern with at least k values <= it: the k-th smallest value
+        mid = (lo + hi) // 2
+        if count(mid) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    x = np.array(lo, dtype=np.int32).view(np.float32)
+    each = [int(np.searchsorted(s, x, side="right")) for s in ss]
+    return (float(x), each) if sum(each) == k else None
+
+
 class _UnstructuredMasks:
     """The masks ``prune_unstructured`` computes, by torch.nn.utils.prune's own methods on the weights (computed
-    when first asked; random and global masks all at once, in the handler's order, with its seed)."""
+    when first asked; random and global masks all at once, in the handler's order, with its seed). An l1 mask of an
+    unmasked weight is the threshold ``|w| > cut`` when no tie straddles the cut (the set topk picks), the cut read
+    from the weight's sorted magnitudes (``sorted_magnitudes``, kept per model) when it is a base weight."""
 
-    def __init__(self, olds: dict[str, Entry], per_layer: list[str], together: list[str], cfg, seed: int) -> None:
+    def __init__(self, olds: dict[str, Entry], per_layer: list[str], together: list[str], cfg, seed: int,
+                 info=None) -> None:
         self.olds, self.per_layer, self.together, self.cfg, self.seed = olds, per_layer, together, cfg, seed
+        self.info = info
         self.masks: dict[str, torch.Tensor] = {}
+        self._global: tuple[float, list[int]] | None | bool = False  # not yet looked for
 
     def method(self, amount: float):
         cls = torch_prune.L1Unstructured if self.cfg.importance == "l1" else torch_prune.RandomUnstructured
@@ -160,16 +220,51 @@ class _UnstructuredMasks:
             if k == 0:
                 return torch.ones_like(v)
             a = v.abs()
-            cut = a.reshape(-1).kthvalue(k).values
-            mask = a > cut
-            if int(mask.sum()) == v.numel() - k:  # exactly the k smallest: the set topk picks
-                return mask.to(v.dtype)
+            s = sorted_magnitudes(self.info, e)
+            if s is not None:
+                cut = kth_cut(s, k)
+                if cut is not None:
+                    return (a > cut).to(v.dtype)
+            else:
+                cut = a.reshape(-1).kthvalue(k).values
+                mask = a > cut
+                if int(mask.sum()) == v.numel() - k:  # exactly the k smallest: the set topk picks
+                    return mask.to(v.dtype)
         return _container_mask(self.method(amount), v, _default_mask(e, v))
+
+    def cut(self, name: str) -> float | None:
+        """The threshold of ``name``'s l1 mask (the mask is ``|w| > cut``) when it is known without a tie, from the
+        sorted magnitudes of a base weight; else None."""
+        e = self.olds[name]
+        if self.cfg.importance != "l1" or e.masked != 0:
+            return None
+        if name in self.per_layer:
+            k = mask_count(e.numel, self.cfg.overrides.get(name, self.cfg.amount))
+            s = sorted_magnitudes(self.info, e)
+            return kth_cut(s, k) if s is not None and k > 0 else None
+        g = self.global_counts()
+        return None if g is None else g[0]
+
+    def global_counts(self) -> tuple[float, list[int]] | None:
+        """(cut, masked count of each ``together`` weight) of an l1 global mask over unmasked base weights with no
+        tie at the cut: the mask is ``|w| > cut`` on each; None otherwise (the mask is then computed)."""
+        if self._global is False:
+            self._global = None
+            if self.cfg.importance == "l1" and self.together and all(self.olds[n].masked == 0 for n in self.together):
+                ss = [sorted_magnitudes(self.info, self.olds[n]) for n in self.together]
+                total = sum(s.size for s in ss if s is not None)
+                k = mask_count(total, self.cfg.amount)
+                if all(s is not None for s in ss) and 0 < k <= total:
+                    self._global = global_cut(ss, k)
+        return self._global
 
     def values(self, name: str) -> torch.Tensor:
         if name not in self.masks:
             if self.cfg.importance == "l1" and name in self.per_layer:
                 self.masks[name] = self.one(name)
+            elif name in self.together and self.global_counts() is not None:
+                v = self.olds[name].values()
+                self.masks[name] = (v.abs() > self.global_counts()[0]).to(v.dtype)
             else:
                 self.all()
         return self.olds[name].values() * self.masks[name]
@@ -204,7 +299,8 @@ def prune_unstructured(p: Plan, cfg, ctx) -> None:
     per_layer = chosen if cfg.scope == "layer" else [n for n in chosen if n in cfg.overrides]
     together = [n for n in chosen if n not in per_layer]
     olds = {n: p.entry(n + ".weight") for n in chosen}
-    masks = _UnstructuredMasks(olds, per_layer, together, cfg, ctx.seed)
+    masks = _UnstructuredMasks(olds, per_layer, together, cfg, ctx.seed, p.info)
+    glob = masks.global_counts() if together else None
     for n, e in olds.items():
         zeros = masked = None
         if n in per_layer and e.masked is not None:
@@ -216,9 +312,14 @@ def prune_unstructured(p: Plan, cfg, ctx) -> None:
             elif z0 == e.masked:
                 zeros = masked
         tag = ("l1", cfg.overrides.get(n, cfg.amount)) if cfg.importance == "l1" and n in per_layer else None
-        p.put(n + ".weight", e.changed(values=None if e.values is None else (lambda n=n: masks.values(n)),
-                                       ckey=None if tag is None or e.ckey is None else e.ckey + (tag,),
-                                       zeros=zeros, masked=masked))
+        if glob is not None and n in together:  # the global mask is |w| > cut on each weight: counts known
+            zeros = masked = glob[1][together.index(n)]
+            tag = ("l1>", glob[0])
+        new = e.changed(values=None if e.values is None else (lambda n=n: masks.values(n)),
+                        ckey=None if tag is None or e.ckey is None else e.ckey + (tag,), zeros=zeros, masked=masked)
+        p.put(n + ".weight", new)
+        if cfg.importance == "l1" and e.masked == 0 and sorted_magnitudes_kept(p.info, e):
+            p.cuts[n + ".weight"] = (new, e, lambda n=n: masks.cut(n))
         p.reparametrize(n + ".weight")
 
 

@@ -57,6 +57,9 @@ CASES = {
     "lowrank-params": [LowRankConfig(param_ratio=0.4)],
     "lowrank-energy": [LowRankConfig(energy=0.9)],
     "unstructured+dynamic": [U(amount=0.9), DynamicInt8Config()],
+    "unstructured+fake-quant": [U(amount=0.6), FakeQuantConfig(bits=3)],
+    "unstructured-global+fake-quant": [U(amount=0.7, scope="global"), FakeQuantConfig(bits=4)],
+    "unstructured-twice": [U(amount=0.5), U(amount=0.4, scope="global")],
     "unstructured+static": [U(amount=0.7), StaticInt8Config()],
     "unstructured+int4": [U(amount=0.7), Int4Config()],
     "neurons+shrink+dynamic": [S(amount=0.5, unit="neurons"), ShrinkConfig(), DynamicInt8Config()],
@@ -70,6 +73,8 @@ FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on 
     ("digits-mlp", "unstructured-50"), ("digits-mlp", "unstructured-global"), ("digits-mlp", "unstructured-random"),
     ("digits-mlp", "neurons+shrink"), ("digits-mlp", "dynamic-int8"), ("digits-mlp", "static-int8"),
     ("digits-mlp", "int4"), ("digits-mlp", "fake-quant-4bit"), ("digits-mlp", "unstructured+dynamic"),
+    ("digits-mlp", "unstructured+fake-quant"), ("digits-cnn", "unstructured-global+fake-quant"),
+    ("digits-mlp", "unstructured-twice"),
     ("digits-mlp", "neurons+shrink+int4"), ("digits-cnn", "channels+shrink"), ("digits-cnn", "channels+shrink+fp16"),
     ("digits-cnn", "threshold"), ("digits-vit", "heads+shrink"), ("digits-lstm", "dynamic-int8"),
     ("zoo:resnet", "channels+shrink"), ("zoo:tied", "int8-embeddings"), ("zoo:tied", "fp16"),
@@ -77,7 +82,7 @@ FAST = {  # (model, case) pairs of the fast set: every kind of planner once, on 
 }
 # tiny-lm is zoo:gpt2's architecture (Conv1D, tied lm_head), which runs every case: the trained sample runs these
 TINY_LM = ["heads+shrink", "int8-embeddings", "weight-only-int3", "neurons+shrink+int4", "lowrank-ratio"]
-MINILM = ["unstructured-50", "unstructured-90", "unstructured+dynamic", "neurons+shrink", "heads+shrink",
+MINILM = ["unstructured-50", "unstructured-90", "unstructured+dynamic", "unstructured+fake-quant", "neurons+shrink", "heads+shrink",
           "dynamic-int8", "static-int8", "int4", "weight-only-int3", "lowrank-ratio", "fp16", "int8-embeddings"]
 
 
@@ -203,6 +208,79 @@ def test_estimates_do_not_run_or_change_the_model():
     assert not calls
     for k, v in model.state_dict().items():
         assert v.data_ptr() == before[k][0] and torch.equal(v, before[k][1])
+
+
+def test_pruning_thresholds_from_sorted_magnitudes_are_the_set_topk_prunes():
+    """``kth_cut`` / ``global_cut`` (the l1 mask as ``|w| > cut``, read from sorted magnitudes) give exactly the
+    mask torch.nn.utils.prune's L1Unstructured computes, per weight and over several together, or None where a tie
+    straddles the cut (topk's choice among equal values is then not arithmetic): weights with ties and prior zeros."""
+    import numpy as np
+    from torch.nn.utils import prune as torch_prune
+    from compression_core.cost_steps import global_cut, kth_cut
+
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(40, 30, generator=gen), torch.randint(-3, 4, (50,), generator=gen).float() * 0.25,
+          torch.where(torch.rand(20, 20, generator=gen) < 0.4, 0.0, torch.randn(20, 20, generator=gen)),
+          torch.randn(7, generator=gen)]
+    ws[0][0, :5] = ws[0][1, 1]  # a few equal magnitudes in a continuous weight
+
+    def torch_mask(t: torch.Tensor, amount: float) -> torch.Tensor:
+        return torch_prune.L1Unstructured(amount=amount).compute_mask(t, torch.ones_like(t))
+
+    ties = exact = 0
+    for w in ws:
+        s = np.sort(w.abs().reshape(-1).numpy())
+        for amount in [i / 40 for i in range(1, 40)] + [0.999]:
+            k = int(round(amount * w.numel()))
+            if k == 0:
+                continue
+            cut = kth_cut(s, k)
+            if cut is None:
+                assert k < s.size and s[k] == s[k - 1]
+                ties += 1
+                continue
+            exact += 1
+            assert torch.equal((w.abs() > cut).float(), torch_mask(w, amount)), (w.shape, amount)
+    for amount in (0.1, 0.33, 0.5, 0.77, 0.95):
+        flat = torch.cat([w.reshape(-1) for w in ws])
+        k = int(round(amount * flat.numel()))
+        got = global_cut([np.sort(w.abs().reshape(-1).numpy()) for w in ws], k)
+        s = np.sort(flat.abs().numpy())
+        if kth_cut(s, k) is None:
+            assert got is None
+            ties += 1
+            continue
+        exact += 1
+        cut, each = got
+        assert cut == kth_cut(s, k)
+        mask = torch_mask(flat, amount)
+        assert torch.equal((flat.abs() > cut).float(), mask)
+        assert each == [int((part == 0).sum()) for part in mask.split([w.numel() for w in ws])]
+    assert ties and exact  # both branches were exercised
+
+
+def test_pruned_weights_with_ties_and_prior_zeros_are_counted_exactly():
+    """The arithmetic zero counts (sorted magnitudes, per layer and global, then fake quantization of the pruned
+    weights) equal the applied model's, on a model whose weights hold prior zeros and many equal magnitudes."""
+    import copy
+    from compression_core.workload import _with
+
+    base = resolve_workload("digits-mlp")
+    model = copy.deepcopy(base.model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for i, m in enumerate(x for x in model.modules() if isinstance(x, nn.Linear)):
+            if i == 0:  # few distinct magnitudes: ties at almost every cut
+                m.weight.copy_(torch.randint(-4, 5, m.weight.shape, generator=gen).float() * 0.1)
+            else:  # prior zeros
+                m.weight.mul_((torch.rand(m.weight.shape, generator=gen) > 0.3).float())
+    wl = _with(base, model=model)
+    for steps in ([U(amount=0.5)], [U(amount=0.35, scope="global")], [U(amount=0.6), FakeQuantConfig(bits=3)],
+                  [U(amount=0.45, scope="global"), FakeQuantConfig(bits=4)], [U(amount=0.3), U(amount=0.5)]):
+        cost = estimate_cost(model, steps, wl)
+        real = measured(wl, steps)
+        for key in ("params", "nonzero_params", "sparse_size_bytes", "nonzero_flops"):
+            assert getattr(cost, key) == real[key], (steps, key, getattr(cost, key), real[key])
 
 
 # ------------------------------------------------------------------------------------- refusals, unknowns
