@@ -553,6 +553,7 @@ def test_tables_fit_and_many_layers_read_at_1280(server, browser, tmp_path):
     page.get_by_role("button", name="Save to history").click()
     wait_idle(page)
     page.get_by_role("button", name="Time before vs after").click()
+    page.locator(".js-plotly-plot").filter(has_text="Latency per call").first.wait_for(timeout=240_000)  # a job
     wait_idle(page, 1000)
     clipped = {}
     for name in ("Advise", "Experiments", "Search"):
