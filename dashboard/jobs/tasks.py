@@ -124,9 +124,9 @@ def run_latency(payload: dict, progress) -> dict:
     """Baseline vs compressed latency timed together, interleaved, in each runtime of ``payload['runtimes']``
     ("torch", "ONNX Runtime"; default torch): {model, recipe, bundle (from a recipe job or ``bundle_bytes``; else the
     recipe is applied here), batch, threads, rounds, runtimes}. Explore's "Time before vs after" runs it, so the
-    timing never takes the page server's CPU. Returns {"timings": [the comparison's JSON dict + its "runtime"], "errors":
-    [{"runtime", "error"}]}: a runtime that cannot run the model (one ONNX cannot export) is one line in ``errors``,
-    the other runtimes are still timed."""
+    timing never takes the page server's CPU. Returns {"timings": [the comparison's JSON dict + its "runtime"],
+    "errors": [{"runtime", "error"}]}: a runtime that cannot run the model (one ONNX cannot export) is one line in
+    ``errors``, the other runtimes are still timed."""
     _threads()
     from compression_core import inputs as I
     from compression_core import resolve_workload
@@ -142,7 +142,8 @@ def run_latency(payload: dict, progress) -> dict:
 
         after = apply_recipe(payload["recipe"], with_latency=False, measure_before=False, measure_after=False,
                              workload=wl).model
-    batch, threads, rounds = int(payload.get("batch", 1)), int(payload.get("threads", 1)), int(payload.get("rounds", 15))
+    batch, threads = int(payload.get("batch", 1)), int(payload.get("threads", 1))
+    rounds = int(payload.get("rounds", 15))
     example = I.head(wl.test.x, batch)
     runtimes = list(payload.get("runtimes") or ["torch"])
     out: dict = {"timings": [], "errors": []}

@@ -168,9 +168,9 @@ with st.expander("Layers of this model", expanded=False):
 # got an element at a position past the end of the column it had ('Bad delta path index 6 (should be between
 # [0, 5])'): a blank page. So the latency panel is plain code in the workbench, the job panels in it (training,
 # export, faster engine, timing) are plain elements too (jobs/panel.py draws no fragment inside one), and the stage
-# poller is a fragment of its own at the top level, in a slot made here, before the workbench (a message of its own that is
-# kept always lands in a slot the browser has); it also reruns the page while a job shown in the workbench is queued
-# or running, when what its panel shows changes (about every second: its elapsed time).
+# poller is a fragment of its own at the top level, in a slot made here, before the workbench (a message of its own
+# that is kept always lands in a slot the browser has); it also reruns the page while a job shown in the workbench is
+# queued or running, when what its panel shows changes (about every second: its elapsed time).
 poll_slot = st.container()
 POLLED = "_x_stage_polled"  # (move, stage) the workbench shows while a later stage is being measured, else None
 ARMED = "_x_poll_armed"  # whether the last full run started the poller (run_every is set on a full run only)
