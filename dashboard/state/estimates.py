@@ -11,6 +11,7 @@ curves are the same for everyone); the jobs run under one server session, not a 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from typing import Any
@@ -35,8 +36,11 @@ JOB_SESSION = "explore-curves"  # the jobs' session: a model's curves are everyo
 CACHE = disk_cache.DiskCache("metric-curves")
 
 
+@functools.lru_cache(maxsize=256)
 def _big(ref: str) -> bool:
-    """A model Explore measures on a preview subset first (its curves get fewer levels)."""
+    """A model Explore measures on a preview subset first (its curves get fewer levels). Once per process and
+    model (asked a few dozen times per move; each ``baseline`` call re-checks the reference against the server's
+    list)."""
     return extra_metrics.preview_items(baseline(ref)) is not None
 
 
@@ -50,7 +54,10 @@ def levels(ref: str) -> dict[str, tuple]:
     return BIG_LEVELS if _big(ref) else CURVE_LEVELS
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(ref: str, what: str) -> str:
+    """The disk cache key of one part of a model's curves (once per process and part: the model's digest, the
+    levels and the curves' code do not change under a running server)."""
     return disk_cache.digest("metric-curves", VERSION, model_key(ref), what, levels(ref),
                              BAND_CHECKS["big" if _big(ref) else "small"], curves_code())
 
@@ -72,6 +79,7 @@ class _Curves:
         self.done: dict[str, MetricCurves | None] = {}  # None: this family has no layer to sweep
         self.jobs: dict[str, str] = {}
         self.failed: dict[str, str] = {}
+        self.final: dict[str, MetricCurves] = {}  # model -> its curves with their band, once complete
 
 
 @st.cache_resource(show_spinner=False)
@@ -139,6 +147,10 @@ def _part(ref: str, what: str, payload: dict) -> tuple[bool, MetricCurves | None
 def curves(ref: str) -> tuple[MetricCurves | None, str]:
     """(the model's curves, with their band once measured; or None) and a status line while they are prepared.
     Called on every Explore run: the first call starts the jobs (one at a time), later calls poll them."""
+    s = _state()
+    with s.lock:
+        if ref in s.final:  # complete: nothing left to poll (a move asks on every rerun)
+            return s.final[ref], ""
     parts: list[MetricCurves] = []
     lv = levels(ref)
     for fam in FAMILIES:
@@ -158,6 +170,8 @@ def curves(ref: str) -> tuple[MetricCurves | None, str]:
     n = BAND_CHECKS["big" if _big(ref) else "small"]
     ready, banded, status = _part(ref, "band", {"model": ref, "band": n, "curves": merged.model_dump(mode="json")})
     if ready and banded is not None:
+        with s.lock:
+            s.final[ref] = banded
         return banded, ""
     return merged, ("the error band is being measured: " + status) if not ready else status
 
