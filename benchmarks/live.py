@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -134,7 +135,9 @@ def _choose(page, container_text: str, option: str, nth: int | None = None) -> N
         box = boxes.nth(nth) if nth is not None else boxes.filter(has_text=container_text).first
         try:
             box.click(timeout=30_000)
-            page.get_by_role("option", name=option, exact=True).first.click(timeout=10_000)
+            # a --workload model is listed as "NAME (file.py:attr)": the name alone picks it
+            page.get_by_role("option", name=re.compile("^" + re.escape(option) + r"( \(.*\))?$")).first.click(
+                timeout=10_000)
             return
         except Exception:  # the page re-rendered under the click: once it is idle, again
             if attempt == 3:

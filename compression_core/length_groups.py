@@ -70,13 +70,14 @@ def _split(lengths: list[int], max_groups: int) -> list[int]:
     return sizes[::-1]
 
 
-def length_groups(x: Any, max_groups: int = MAX_GROUPS, min_saving: float = MIN_SAVING
+def length_groups(x: Any, max_groups: int | None = None, min_saving: float = MIN_SAVING
                   ) -> list[tuple[torch.Tensor, Any]] | None:
     """[(row indices, the rows of ``x`` cut to their longest), ...] covering every row once, or None when ``x`` is
     not a right-padded token batch or grouping would save less than ``min_saving`` of the positions."""
     lengths = _lengths(x)
     if lengths is None:
         return None
+    max_groups = MAX_GROUPS if max_groups is None else max_groups
     rows, width = x["attention_mask"].shape
     order = torch.argsort(lengths, stable=True)
     sizes = _split(lengths[order].tolist(), max_groups)
