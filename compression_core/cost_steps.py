@@ -4,7 +4,9 @@ Each planner mirrors its technique's handler: the same layer selection (the libr
 one-line refusals), the same per-layer settings, and the state_dict the technique's modules save (keys, shapes,
 dtypes, module versions), without applying it. Zero counts, where a number depends on them, are arithmetic on the
 weights (torch.nn.utils.prune's own mask functions, the quantizers' own observers and rounding), done only when
-asked for. A planner raises ``NotEstimated`` for what cannot be known before running (a trained model's zeros, blocks
+asked for. Magnitude pruning of a model's own weights reads its threshold from the weights' sorted magnitudes (kept
+per model), so a slider move costs lookups, not a topk per weight; a tie at the threshold falls back to the mask
+function. A planner raises ``NotEstimated`` for what cannot be known before running (a trained model's zeros, blocks
 chosen by a measured accuracy drop).
 """
 
