@@ -461,7 +461,9 @@ _polled = bool(st.session_state.get(POLLED)) or jobs_watched()
 st.session_state[ARMED] = _polled
 
 
-@st.fragment(run_every=0.5 if _polled else None)
+# a pending stage is polled every 0.25 s (it is due within seconds; half a poll is waited on average), a job's
+# progress every 0.5 s; each poll is one cheap fragment run (a dictionary lookup unless something changed)
+@st.fragment(run_every=(0.25 if st.session_state.get(POLLED) else 0.5) if _polled else None)
 def poll_stage() -> None:
     """Polls the background measurements of the move the workbench shows and the jobs its panels show; a full rerun
     shows the next stage when it is ready, or a job's progress, or its result (and, once the whole test set is shown
