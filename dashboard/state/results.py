@@ -25,7 +25,7 @@ from compression_core.workload import Workload
 import jobs  # dashboard/jobs: heavy work in worker processes (a finished recipe job's model is adopted here)
 
 from . import baselines
-from .lru import LRU
+from .lru import LRU, model_bytes
 from .recipes import recipe_key
 from .workloads import baseline, facts
 
@@ -48,9 +48,15 @@ def baseline_view(ref: str) -> dict:
                                                                             with_latency=False), f))
 
 
+# Kept compressed models, bounded by bytes as well as count: each holds a whole model (a BERT-base copy is ~440 MB;
+# 24 of them and 8 unmeasured ones got the server OOM-killed at 22 GB after a dozen moves on a 110 M model)
+STORE_MAX_BYTES = 2 * 2**30
+UNMEASURED_MAX_BYTES = 1 * 2**30
+
+
 @st.cache_resource(show_spinner=False)
 def _store() -> LRU:
-    return LRU()
+    return LRU(size=24, max_bytes=STORE_MAX_BYTES, weigh=model_bytes)
 
 
 def compressed(key: str, progress: Callable[[float, str], None] | None = None) -> tuple[Any, float]:
@@ -97,7 +103,7 @@ def run_recipe(recipe: dict, progress: Callable[[float, str], None] | None = Non
 
 @st.cache_resource(show_spinner=False)
 def _unmeasured() -> LRU:
-    return LRU(size=8)
+    return LRU(size=8, max_bytes=UNMEASURED_MAX_BYTES, weigh=model_bytes)
 
 
 def applied(key: str, progress: Callable[[float, str], None] | None = None) -> tuple[Any, float]:
