@@ -98,14 +98,65 @@ BUSY_JS = """() => !!(document.querySelector('[data-testid="stStatusWidget"]') |
   document.querySelector('[data-testid="stSpinner"]') || document.querySelector('[data-stale="true"]'))"""
 
 
+class Runs:
+    """The page's websocket to the server, as Playwright sees it: the reruns the page asked for (``rerun_script``
+    BackMsgs) since the last idle, and what the server said about its runs (ForwardMsgs)."""
+
+    def __init__(self, page):
+        self.asked = 0  # reruns asked for since the last idle
+        self.done = False  # a run finished (not stopped for a rerun) after the last one asked for
+        self.running = False  # the server's last session_status_changed
+        self.received = 0  # ForwardMsgs received (heartbeats left out)
+        page.on("websocket", lambda ws: (ws.on("framesent", self._sent), ws.on("framereceived", self._received)))
+
+    def _sent(self, payload) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg  # lazy: only this test reads the app's messages
+
+        if isinstance(payload, bytes) and BackMsg.FromString(payload).WhichOneof("type") == "rerun_script":
+            self.asked += 1
+            self.done = False
+
+    def _received(self, payload) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # lazy: only this test reads the app's messages
+
+        if not isinstance(payload, bytes):
+            return
+        msg = ForwardMsg.FromString(payload)
+        kind = msg.WhichOneof("type")
+        if kind == "heartbeat_ack":
+            return
+        self.received += 1
+        if kind == "new_session":
+            self.running, self.done = True, False
+        elif kind == "session_status_changed":
+            self.running = msg.session_status_changed.script_is_running
+        elif kind == "script_finished" and msg.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+            self.done = True
+
+
+RUNS: dict = {}  # page -> Runs, attached by test_walk_at_1280x720 before the page loads
+
+
 def wait_idle(page, settle_ms: int = 500, timeout_s: float = 240) -> None:
-    """Wait until Streamlit is idle (no 'running' indicator, no spinner, no greyed-out stale element) for 1.2 s in a
-    row (the indicators appear only a moment after a run starts), then let charts draw."""
-    deadline, quiet = time.monotonic() + timeout_s, 0
-    while quiet < 4:
-        quiet = 0 if page.evaluate(BUSY_JS) else quiet + 1
+    """Wait until Streamlit is idle (no 'running' indicator, no spinner, no greyed-out stale element), then let charts
+    draw. Idle: either (as the page alone can tell) no indicator for 1.2 s in a row, as the indicators appear only a
+    moment after a run starts; or, sooner, the rerun the page asked for is seen finished on the websocket (every run
+    asked for since the last idle ended, the server says none is running, nothing else arrived for 0.3 s) and no
+    indicator is shown."""
+    runs = RUNS.get(page)
+    deadline, quiet, still, received = time.monotonic() + timeout_s, 0, 0, -1
+    while quiet < 12:
+        busy = page.evaluate(BUSY_JS)
+        quiet = 0 if busy else quiet + 1
+        if runs is not None:
+            still = still + 1 if runs.received == received else 0
+            received = runs.received
+            if not busy and runs.asked and runs.done and not runs.running and still >= 3:
+                break
         assert time.monotonic() < deadline, f"Streamlit still busy after {timeout_s:.0f} s"
-        page.wait_for_timeout(300)
+        page.wait_for_timeout(100)
+    if runs is not None:
+        runs.asked = 0
     page.wait_for_timeout(settle_ms)
 
 
@@ -183,6 +234,7 @@ def nav_sections(page) -> list[str]:
 
 def test_walk_at_1280x720(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": W, "height": H})
+    RUNS[page] = Runs(page)
     page.set_default_timeout(180_000)  # a first load of MiniLM on a busy machine takes a while
     T0[0] = time.perf_counter()
     try:
