@@ -23,6 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from .cost_layout import Entry, Layout, Unknowable
 from .errors import CompressionError
+from .prune.magnitude_cut import CutL1Unstructured
 from .graph import out_dim
 from .prune.common import check_overrides, mask_count
 from .targets import classifier_name
@@ -210,7 +211,7 @@ class _UnstructuredMasks:
         self._global: tuple[float, list[int]] | None | bool = False  # not yet looked for
 
     def method(self, amount: float):
-        cls = torch_prune.L1Unstructured if self.cfg.importance == "l1" else torch_prune.RandomUnstructured
+        cls = CutL1Unstructured if self.cfg.importance == "l1" else torch_prune.RandomUnstructured
         return cls(amount=amount)
 
     def one(self, name: str) -> torch.Tensor:

@@ -31,7 +31,6 @@ from typing import Literal
 import torch
 from pydantic import BaseModel
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from . import inputs as I
 from .errors import CompressionError
@@ -39,6 +38,7 @@ from .io import fold_masks
 from .linear_like import is_conv1d
 from .targets import classifier_name
 from .prune.importance import weight_scores
+from .prune.magnitude_cut import CutL1Unstructured
 from .prune.lowrank import RANK_LEVELS, factorizable, layer_types as lowrank_types, low_rank_weight
 from .length_groups import assemble, length_groups, same_outputs
 from .prefix_cache import MAX_BYTES, BlockPrefix
@@ -201,7 +201,7 @@ def prune_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
     """The 0/1 mask magnitude pruning at ``amount`` puts on ``weight``: the prune family's L1 importance, masked by
     torch.nn.utils.prune's L1Unstructured (``round(amount * n)`` smallest zeroed), exactly as ``prune`` does."""
     scores = weight_scores(weight.detach(), "l1")
-    return torch_prune.L1Unstructured(amount=amount).compute_mask(scores, torch.ones_like(weight))
+    return CutL1Unstructured(amount=amount).compute_mask(scores, torch.ones_like(weight))
 
 
 def layer_names(model: nn.Module, technique: Sweep, classifier: str | None, include_classifier: bool = False,

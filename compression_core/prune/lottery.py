@@ -21,6 +21,7 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, clone_model, register, TechniqueUI
 from ..train import FineTuneConfig, fine_tune
+from .magnitude_cut import CutL1Unstructured
 from .unstructured import select_layers
 from ..measure import evaluate
 
@@ -166,10 +167,10 @@ def _prune_round(model: nn.Module, layers: list[str], cfg: LotteryTicketConfig) 
     """Prune ``rate`` of the still-unpruned weights, per layer or globally (torch.nn.utils.prune L1)."""
     if cfg.scope == "layer":
         for name in layers:
-            torch_prune.l1_unstructured(model.get_submodule(name), "weight", amount=cfg.rate)
+            CutL1Unstructured.apply(model.get_submodule(name), "weight", amount=cfg.rate)
     else:
         params = [(model.get_submodule(n), "weight") for n in layers]
-        torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=cfg.rate)
+        torch_prune.global_unstructured(params, pruning_method=CutL1Unstructured, amount=cfg.rate)
 
 
 @register(LotteryTicketConfig)

@@ -20,6 +20,7 @@ from ..targets import resolve_targets
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from ..targets import classifier_name
 from .common import check_overrides
+from .magnitude_cut import CutL1Unstructured
 
 
 class UnstructuredPruneConfig(StepConfig):
@@ -68,12 +69,12 @@ def prune_unstructured(model: nn.Module, cfg: UnstructuredPruneConfig, ctx: Step
             module = model.get_submodule(name)
             amount = cfg.overrides.get(name, cfg.amount)
             if cfg.importance == "l1":
-                torch_prune.l1_unstructured(module, "weight", amount=amount)
+                CutL1Unstructured.apply(module, "weight", amount=amount)  # torch's l1_unstructured, its mask faster
             else:
                 torch_prune.random_unstructured(module, "weight", amount=amount)
         together = [n for n in chosen if n not in per_layer]
         if together:
-            method = torch_prune.L1Unstructured if cfg.importance == "l1" else torch_prune.RandomUnstructured
+            method = CutL1Unstructured if cfg.importance == "l1" else torch_prune.RandomUnstructured
             params = [(model.get_submodule(n), "weight") for n in together]
             torch_prune.global_unstructured(params, pruning_method=method, amount=cfg.amount)
     return model
