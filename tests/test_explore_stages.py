@@ -1,7 +1,9 @@
 """Explore's stages (issue 23): a move's numbers are first an estimate (size computed at once, the metric from
 sensitivity curves), then measured on the preview subset, then on the whole test set; the page says which in exactly
 one line starting with ``Stage: `` (a contract benchmarks.live waits for), every chart and metric shows the same
-stage, and the server logs the stages each session was shown (dashboard/state/stages.py)."""
+stage, and the server logs the stages each session was shown (dashboard/state/stages.py). The same in chromium:
+tests/test_dashboard_transformer.py (test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric, on the
+MiniLM server that module starts once for its browser tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import chromium, open_page, pick_model, served, skip_without_chromium, wait_idle
 from dashboard_modules import dashboard_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,62 +117,3 @@ def test_minilm_move_stages_arrive_in_order_and_every_number_shows_the_same_stag
     assert log == ["estimate", "preview", "full"], log  # the server's log, in order, once each
     times = [e.t for e in state.stages.entries(move=key)]
     assert times == sorted(times)
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(tmp_path):
-    """In chromium on minilm-topics: after a move, at every stage the page shows exactly one 'Stage:' line and the
-    accuracy chart's after value is the accuracy metric's value (or neither has one while the estimate is prepared)."""
-    skip_without_chromium()
-
-    read = """() => {
-        const lines = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-            .map(e => e.innerText.trim()).filter(t => t.startsWith('Stage: '));
-        const box = [...document.querySelectorAll('[data-testid="stMetric"]')]
-            .find(m => m.innerText.trim().startsWith('Accuracy'));
-        const metric = box ? box.querySelector('[data-testid="stMetricValue"]').innerText.trim() : null;
-        const plot = [...document.querySelectorAll('.js-plotly-plot')]
-            .find(g => g.layout && String((g.layout.title || {}).text || '').includes('Test accuracy'));
-        const bars = plot && plot.data && plot.data[0] ? plot.data[0].text : null;
-        const titles = [...document.querySelectorAll('.js-plotly-plot')].map(g => JSON.stringify(g.layout ? g.layout.title : null));
-        const busy = !!document.querySelector('[data-testid="stStatusWidget"]');
-        return {lines, metric, bars, busy, titles};
-    }"""
-
-    def idle(page):
-        wait_idle(page, 300, timeout_ms=300_000)
-
-    with served() as url:
-        with chromium() as b:
-            page = open_page(b, url, idle=idle)
-            pick_model(page, MODEL)
-            page.get_by_text("Baseline test accuracy 82", exact=False).wait_for(timeout=300_000)  # minilm's caption
-            idle(page)
-            page.get_by_text("unstructured (weights)", exact=True).click()
-            page.get_by_text("Stage: ", exact=False).first.wait_for(timeout=300_000)
-            stages, readings, deadline = {}, [], time.monotonic() + 600
-            while time.monotonic() < deadline:
-                page.wait_for_timeout(200)
-                s = page.evaluate(read)
-                if not s["lines"]:
-                    continue
-                page.wait_for_timeout(300)  # settled: the same reading twice, not a page half redrawn
-                again = page.evaluate(read)
-                if {k: v for k, v in again.items() if k != "busy"} != {k: v for k, v in s.items() if k != "busy"}:
-                    continue
-                assert len(s["lines"]) == 1, s["lines"]
-                if s not in readings:
-                    readings.append(s)
-                kind = next(k for k in PREFIXES if s["lines"][0].startswith(k))
-                stages.setdefault(kind, s)
-                if kind == "Stage: full test set" and "Stage: preview" in stages:
-                    break
-            page.screenshot(path=str(tmp_path / "stages.png"))
-            (tmp_path / "readings.json").write_text(json.dumps(readings, indent=1))
-        assert {"Stage: preview", "Stage: full test set"} <= set(stages), stages
-        for kind, s in stages.items():
-            if s["metric"] == "…":  # the estimate is being prepared: the chart has the baseline's bar only
-                assert kind == "Stage: estimate" and s["bars"] is not None and len(s["bars"]) == 1, (s, readings)
-            else:
-                assert s["bars"] is not None and s["bars"][1] == s["metric"], (kind, s, readings)
