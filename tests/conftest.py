@@ -85,16 +85,15 @@ def pytest_configure(config):
 # --no-loadscope-reorder so that xdist keeps this order (its default runs files with the most tests first, which put
 # the 1-test, 90-second browser walk last).
 RUN_FIRST = (
-    "test_cost.py",  # 591 estimate-vs-artefact pairs, 12 of them on MiniLM
-    "test_dashboard_transformer.py",  # ~140 s: MiniLM head slider, in AppTest and in chromium
+    "test_dashboard_transformer.py",  # ~125 s: MiniLM head slider in AppTest; stages and head slider in chromium
     "test_zoo.py",  # ~110 s: every technique x every zoo model, the zoo trained on first use
-    "test_recipes_dir.py",  # ~100 s: every recipe, MiniLM distillation
-    "test_browser_walk.py",  # ~95 s: one walk through five pages
-    "test_explore_stages.py",  # ~80 s
-    "test_browser.py",  # ~70 s
+    "test_recipes_dir.py",  # ~105 s: every recipe, MiniLM distillation
+    "test_cost.py",  # ~95 s: 591 estimate-vs-artefact pairs, 12 of them on MiniLM
+    "test_browser_walk.py",  # ~90 s: one walk through five pages
+    "test_take_home.py",  # ~75 s
     "test_classroom.py",  # ~70 s: two browsers
-    "test_take_home.py",
-    "test_workload.py",
+    "test_workload.py",  # ~70 s
+    "test_browser.py",  # ~60 s: every page at two sizes side by side
     "test_identity.py",
     "test_dashboard.py",
     "test_search.py",
@@ -104,6 +103,7 @@ RUN_FIRST = (
     "test_onnx.py",
     "test_peak_ram.py",
     "test_browser_take_home.py",
+    "test_explore_stages.py",  # ~35 s: MiniLM stages in AppTest
     "test_minilm.py",
     "test_quant_static.py",
     "test_prune_layers.py",
