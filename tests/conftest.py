@@ -85,7 +85,7 @@ def pytest_configure(config):
 # --no-loadscope-reorder so that xdist keeps this order (its default runs files with the most tests first, which put
 # the 1-test, 90-second browser walk last).
 RUN_FIRST = (
-    "test_dashboard_transformer.py",  # ~125 s: MiniLM head slider in AppTest; stages and head slider in chromium
+    "test_dashboard_transformer.py",  # ~140 s: MiniLM head slider in AppTest; stages, head slider, tiny-lm in chromium
     "test_zoo.py",  # ~110 s: every technique x every zoo model, the zoo trained on first use
     "test_recipes_dir.py",  # ~105 s: every recipe, MiniLM distillation
     "test_cost.py",  # ~95 s: 591 estimate-vs-artefact pairs, 12 of them on MiniLM
@@ -107,7 +107,6 @@ RUN_FIRST = (
     "test_minilm.py",
     "test_quant_static.py",
     "test_prune_layers.py",
-    "test_browser_language.py",
     "test_hf_import.py",
     "test_language_benchmark.py",
     "test_tiny_lm.py",

@@ -1,6 +1,8 @@
 """The dashboard on a real transformer (minilm-topics, issue 16): a student moves the head-pruning slider on Explore
 and sees size, accuracy and fidelity change; the first numbers come from a stated preview subset and the whole test
-set fills in afterwards. The Learn page "Compressing a transformer" renders with live numbers."""
+set fills in afterwards. The Learn page "Compressing a transformer" renders with live numbers. In chromium, on one
+server for the module: the stages (tests/test_explore_stages.py's contract), the head-pruning slider, and the language
+model (tiny-lm): pruning harder raises perplexity, drawn as worse."""
 
 from __future__ import annotations
 
@@ -19,8 +21,26 @@ APP = str(ROOT / "dashboard" / "app.py")
 MODEL = "minilm-topics"
 STRUCTURED = "structured (neurons / channels / heads)"
 PREFIXES = ("Stage: estimate", "Stage: preview", "Stage: full test set")
+LM = "tiny-lm"  # the language-model sample (perplexity: lower is better)
+UNSTRUCTURED = "unstructured (weights)"
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
+
+# the numbers on screen are final: the Explore page says "Stage: full test set" (or, before the staged view, no
+# preview note is left)
+SETTLED = ("() => { const t = document.body ? document.body.innerText : '';"
+           " return t.includes('Stage: full test set') || (!t.includes('Stage:') && !t.includes('preview on')); }")
+
+
+VALUE_CHANGED = """(before) => {
+    const box = [...document.querySelectorAll('[data-testid="stMetric"]')].find(e => e.innerText.includes('Perplexity'));
+    const v = box && box.querySelector('[data-testid="stMetricValue"]');
+    return v && v.innerText !== before;
+}"""
+
+
+def _number(text: str) -> float:
+    return float(re.search(r"[-+]?\d[\d,]*\.?\d*", text).group(0).replace(",", ""))
 
 
 @pytest.fixture(autouse=True)
@@ -259,4 +279,67 @@ def test_browser_head_pruning_slider_on_minilm(server, browser, tmp_path):
     assert all(after[k] != before[k] for k in before), (before, after)
     assert not main.locator('[data-testid="stException"]').count()
     page.screenshot(path=str(tmp_path / "minilm-heads.png"))
+    page.close()
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_pruning_harder_raises_perplexity_shown_as_worse(server, browser, tmp_path):
+    """In chromium, Explore on the language-model sample (tiny-lm, perplexity: lower is better): pruning harder makes
+    perplexity RISE, the delta under it is drawn as worse (red: st.metric's inverse colours) and the page shows no
+    exception. (A new session on this module's server, after the MiniLM tests'.)"""
+    from compression_core.workload import registered_workloads
+
+    if LM not in registered_workloads():
+        pytest.skip(f"{LM} is not registered")
+
+    def idle(page):
+        wait_idle(page, 0, timeout_ms=300_000)
+        page.wait_for_function(SETTLED, timeout=300_000)
+        page.wait_for_timeout(300)
+
+    def perplexity(page) -> tuple[float, str, str]:
+        """(value, delta text, delta colour) of the Perplexity metric as drawn."""
+        box = page.locator('[data-testid="stMetric"]').filter(has_text="Perplexity").first
+        try:
+            box.wait_for(timeout=300_000)
+        except Exception:  # say what the page showed instead
+            page.screenshot(path=str(tmp_path / "missing-metric.png"))
+            raise AssertionError("no Perplexity metric; the page shows:\n"
+                                 + page.locator('[data-testid="stMain"]').inner_text()[:3000]) from None
+        value = box.locator('[data-testid="stMetricValue"]').inner_text()
+        delta = box.locator('[data-testid="stMetricDelta"]')
+        colour = delta.evaluate("e => getComputedStyle(e).color")
+        return _number(value), delta.inner_text(), colour
+
+    def red(colour: str) -> bool:
+        r, g, b = (int(v) for v in re.findall(r"\d+", colour)[:3])
+        return r > 150 and r > g + 60 and r > b + 60
+
+    page = open_page(browser, server, idle=idle)
+    pick_model(page, LM)
+    page.get_by_text("Baseline test perplexity", exact=False).wait_for(timeout=300_000)  # the LM is shown
+    # .first: while the page re-renders after the model choice, the old radio can still be in the DOM
+    page.get_by_text(UNSTRUCTURED, exact=True).first.wait_for(timeout=300_000)
+    idle(page)
+    page.get_by_text(UNSTRUCTURED, exact=True).first.click()  # the default sparsity, measured
+    page.locator('[data-testid="stMetric"]').filter(has_text="Perplexity").first.wait_for(timeout=300_000)
+    idle(page)
+    first, first_delta, first_colour = perplexity(page)
+    first_text = page.locator('[data-testid="stMetric"]').filter(has_text="Perplexity").first.locator(
+        '[data-testid="stMetricValue"]').inner_text()
+    slider = page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first
+    slider.wait_for(state="attached", timeout=60_000)
+    slider.focus()
+    for _ in range(12):  # sparsity up by 12 steps: prune harder
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(VALUE_CHANGED, arg=first_text, timeout=300_000)  # the move reached the page
+    idle(page)
+    harder, delta, colour = perplexity(page)
+    page.screenshot(path=str(tmp_path / "tiny-lm-perplexity.png"))
+    assert harder > first, (first, harder)  # pruning harder raises perplexity
+    assert delta.lstrip().startswith("+") and red(colour), (delta, colour)  # a rise, drawn as worse
+    # whichever way the default setting moved it, a rise is red and a fall is not (inverse colours)
+    assert red(first_colour) == first_delta.lstrip().startswith("+"), (first_delta, first_colour)
+    assert not page.locator('[data-testid="stException"]').count()
     page.close()
