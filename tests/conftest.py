@@ -90,7 +90,7 @@ RUN_FIRST = (
     "test_recipes_dir.py",  # ~105 s: every recipe, MiniLM distillation
     "test_cost.py",  # ~95 s: 591 estimate-vs-artefact pairs, 12 of them on MiniLM
     "test_browser_walk.py",  # ~90 s: one walk through five pages
-    "test_take_home.py",  # ~75 s
+    "test_take_home.py",  # ~100 s: three chromium tests on one server (Must show #1, bundle, tables)
     "test_classroom.py",  # ~70 s: two browsers
     "test_workload.py",  # ~70 s
     "test_browser.py",  # ~60 s: every page at two sizes side by side
@@ -102,7 +102,6 @@ RUN_FIRST = (
     "test_jobs.py",
     "test_onnx.py",
     "test_peak_ram.py",
-    "test_browser_take_home.py",
     "test_explore_stages.py",  # ~35 s: MiniLM stages in AppTest
     "test_minilm.py",
     "test_quant_static.py",
