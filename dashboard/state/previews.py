@@ -11,6 +11,7 @@ measured at once and go straight to ``full``."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import sys
@@ -118,12 +119,33 @@ class _Pipeline:
                 out: Any = _preview_now(key, ctx) if first else _full_now(key, ctx)
             except Exception as e:  # shown as one line by the page
                 out = CompressionError(one_line(e))
+            _give_back_freed_memory()
             with self.cond:
                 if first:
                     self._keep(self.previews, key, out)
                 if not first or isinstance(out, Exception):
                     self._keep(self.fulls, key, out)
                     self.pending.pop(key, None)
+
+
+def _give_back_freed_memory() -> None:
+    """Return the C heap's freed pages to the OS (glibc ``malloc_trim``; elsewhere nothing). A measurement of a
+    110 M parameter model allocates and frees GBs (copies, masks, activations) in threads whose heaps glibc keeps:
+    the BERT-base server's resident memory swung 7 -> 15 GB between moves while its live tensors were ~5 GB."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return libc
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_LIBC = _libc()
 
 
 @st.cache_resource(show_spinner=False)
