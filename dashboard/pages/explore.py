@@ -271,10 +271,9 @@ def workbench() -> None:
                 st.error(state.one_line(e))
                 stage, after = None, None
         # a later stage to wait for: the poller (below the workbench) watches this move; a slider move that starts
-        # one while the poller is off reruns the page once, which starts it
+        # one while the poller is off reruns the page once, which starts it (at the end of this run: the estimate
+        # is on screen first, not after a second run of the whole page)
         st.session_state[POLLED] = (move, stage) if stage in ("estimate", "preview") else None
-        if st.session_state[POLLED] and not st.session_state.get(ARMED) and fragment_run():
-            st.rerun()
         base_shown = result.get("baseline_accuracy", bstats["accuracy"]) if result else bstats["accuracy"]
         bview = {**bstats, "accuracy": base_shown}  # the baseline on the subset the numbers shown are measured on
         st.session_state["current_stats"] = after if stage in ("preview", "full") else None
@@ -451,8 +450,8 @@ def workbench() -> None:
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
             take_home.offer(current, "take_x", after if stage == "full" else None)
-    if jobs_watched() and not st.session_state.get(ARMED) and fragment_run():
-        st.rerun()  # a job started by this slider move or button: the page once, which starts the poller
+    if (st.session_state.get(POLLED) or jobs_watched()) and not st.session_state.get(ARMED) and fragment_run():
+        st.rerun()  # a later stage or a job started by this slider move or button: the page once, starting the poller
 
 
 workbench()
