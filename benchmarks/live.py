@@ -17,7 +17,8 @@ the page stamps every change of the stage line and of the metrics' values (``per
 
 ``model_load_s``: choosing the model again after another (warm: loaded in this process); ``model_load_first_s``:
 the first choice after a server start (disk caches as they are). ``page_load_s``: navigation -> first chart, warm
-(median of 3 after a first visit). ``sensitivity_s``: a sweep of every Linear at 5 levels, pruning then
+(median of 3 after a first visit); ``page_load_floor_s``: the same for a minimal Streamlit page holding one plotly
+chart, served and loaded the same way (what Streamlit and chromium alone cost here). ``sensitivity_s``: a sweep of every Linear at 5 levels, pruning then
 quantization, run as ``sensitivity`` jobs in the dashboard's worker pool (a real worker process, 1 thread) with an
 empty disk cache; ``sensitivity_cached_s``: the same two jobs again (read from the disk cache).
 ``estimate_median_abs_error`` (points, or the metric's units when it is not a percentage) and ``inside_band``:
@@ -55,7 +56,7 @@ from compression_core.recipe import apply_recipe, parse_recipe
 from compression_core.workload import resolve_workload
 
 from .common import emit, environment, parser, progress, table
-from .local_app import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_app, stop
+from .local_app import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_app, stop, streamlit_argv, wait_healthy
 
 GOALS = {"estimate_ms": 300, "preview_ms": 1000, "full_ms": 5000, "model_load_s": 3.0, "page_load_s": 1.5,
          "sensitivity_s": 60.0, "sensitivity_cached_s": 0.0, "estimate_median_abs_error": 2.0, "inside_band": 0.8}
@@ -191,6 +192,41 @@ def _stage_times(records: list[dict], t0: float, before_metrics: str) -> dict:
     return out
 
 
+MINIMAL_APP = """import plotly.graph_objects as go
+import streamlit as st
+st.title("Minimal page")
+st.plotly_chart(go.Figure(go.Bar(x=["before", "after"], y=[1, 2])))
+"""
+
+
+def page_load_floor(b, loads: int = 4) -> float | None:
+    """The same page-load figure for a minimal Streamlit page holding one plotly chart, served and loaded the same
+    way in the same browser (median of the warm loads): what Streamlit and chromium alone cost on this machine."""
+    folder = Path(tempfile.mkdtemp(prefix="live-minimal-"))
+    (folder / "app.py").write_text(MINIMAL_APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, folder / "app.py")], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, proc, 120)
+        times = []
+        for _ in range(loads):
+            pg = b.new_page(viewport={"width": 1400, "height": 900})
+            t0 = time.perf_counter()
+            pg.goto(f"http://127.0.0.1:{port}")
+            pg.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+            times.append(time.perf_counter() - t0)
+            pg.close()
+        _log(f"minimal Streamlit page loads {[round(x, 2) for x in times]} s")
+        return statistics.median(times[1:])
+    except Exception as e:  # the floor is context, not a goal: one line, the rest still measured
+        _log(f"minimal page not measured ({type(e).__name__}: {str(e)[:200]})")
+        return None
+    finally:
+        stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def browser_moves(root: Path | str, model: str, moves: int = 20, seed: int = 0,
                   app_args: list[str] | None = None, timeout_s: float = 300) -> dict | None:
     """Page load, model choice and ``moves`` distinct moves on Explore in chromium against ``root``'s server."""
@@ -220,6 +256,7 @@ def browser_moves(root: Path | str, model: str, moves: int = 20, seed: int = 0,
             page = pg
             out["page_load_first_s"], out["page_load_s"] = loads[0], statistics.median(loads[1:])
             _log(f"{root}: page loads {[round(x, 2) for x in loads]} s")
+            out["page_load_floor_s"] = page_load_floor(b)
             other = "digits-mlp" if model != "digits-mlp" else "digits-cnn"
             chosen: list[float] = []
             for i in range(3):  # the first choice after the start, then warm choices; each from another model
@@ -486,7 +523,7 @@ def summary(browser: dict | None, sens: dict | None, q: dict | None) -> dict:
     return {"estimate_ms": b.get("estimate_ms"), "preview_ms": b.get("preview_ms"), "full_ms": b.get("full_ms"),
             "size_ms": b.get("size_ms"), "model_load_s": b.get("model_load_s"),
             "model_load_first_s": b.get("model_load_first_s"), "page_load_s": b.get("page_load_s"),
-            "page_load_first_s": b.get("page_load_first_s"),
+            "page_load_first_s": b.get("page_load_first_s"), "page_load_floor_s": b.get("page_load_floor_s"),
             "sensitivity_s": (sens or {}).get("first_s"), "sensitivity_cached_s": (sens or {}).get("cached_s"),
             "estimate_median_abs_error": (q or {}).get("median_abs_error"), "inside_band": (q or {}).get("inside_band")}
 
@@ -523,7 +560,7 @@ def run(model: str = "minilm-topics", moves: int = 20, compare_with: str | None 
 
 def _text(r: dict) -> str:
     rows = []
-    for k in KEYS + ("size_ms", "model_load_first_s", "page_load_first_s"):
+    for k in KEYS + ("size_ms", "model_load_first_s", "page_load_first_s", "page_load_floor_s"):
         goal = GOALS.get(k)
         v = r.get(k)
         prev = (r.get("previous") or {}).get(k)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import live
 
 
@@ -63,3 +65,42 @@ def test_cost_growth_times_the_pages_move_work_on_a_blocked_model():
     assert c["last_over_first"] == c["last_block_s"] / c["first_block_s"]
     assert c["recorded_mib"] > 0  # the evaluator really recorded block outputs to replay
     assert live.cost_growth("digits-mlp")["why"]  # no repeated blocks: says so instead of a ratio
+
+
+@pytest.mark.slow
+def test_the_page_load_floor_serves_a_minimal_page_and_takes_the_warm_median(monkeypatch):
+    """``page_load_floor`` starts a real minimal Streamlit server (it must answer its health check) and returns the
+    median of the loads after the first; the browser here is a stand-in whose page loads take known times."""
+    import urllib.request
+
+    times = iter([5.0, 1.0, 3.0, 2.0])
+    clock = [0.0]
+    served = []
+
+    class Page:
+        def goto(self, url):
+            with urllib.request.urlopen(url, timeout=30) as r:  # the minimal app's page, really served
+                served.append(r.status)
+            clock[0] += next(times)
+
+        def locator(self, css):
+            assert css == ".js-plotly-plot"
+            return self
+
+        @property
+        def first(self):
+            return self
+
+        def wait_for(self, timeout):
+            pass
+
+        def close(self):
+            pass
+
+    class Browser:
+        def new_page(self, viewport):
+            return Page()
+
+    monkeypatch.setattr(live.time, "perf_counter", lambda: clock[0])
+    assert live.page_load_floor(Browser()) == 2.0
+    assert served == [200] * 4
