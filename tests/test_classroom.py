@@ -222,6 +222,7 @@ def test_two_browsers_student_submits_teacher_sees_it_reload_keeps_work(tmp_path
 
             teacher.goto(url + "/classroom")
             teacher.get_by_text("No challenge yet").wait_for(timeout=120_000)
+            _idle(teacher)  # the page's first run finished: a later delta cannot redraw the form under the typing
             teacher.get_by_text("Teacher", exact=True).click()
             teacher.get_by_label("Teacher passcode").fill(CODE)
             teacher.get_by_role("button", name="Enter teacher mode").click()
