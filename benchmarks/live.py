@@ -56,7 +56,7 @@ from compression_core.recipe import apply_recipe, parse_recipe
 from compression_core.workload import resolve_workload
 
 from .common import emit, environment, parser, progress, table
-from .local_app import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_app, stop, streamlit_argv, wait_healthy
+from .local_app import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_app, stop
 
 GOALS = {"estimate_ms": 300, "preview_ms": 1000, "full_ms": 5000, "model_load_s": 3.0, "page_load_s": 1.5,
          "sensitivity_s": 60.0, "sensitivity_cached_s": 0.0, "estimate_median_abs_error": 2.0, "inside_band": 0.8}
@@ -205,10 +205,9 @@ def page_load_floor(b, loads: int = 4) -> float | None:
     folder = Path(tempfile.mkdtemp(prefix="live-minimal-"))
     (folder / "app.py").write_text(MINIMAL_APP)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, folder / "app.py")], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = None
     try:
-        wait_healthy(port, proc, 120)
+        proc = start_app(port, timeout=120, root=folder, script=folder / "app.py")
         times = []
         for _ in range(loads):
             pg = b.new_page(viewport={"width": 1400, "height": 900})
@@ -223,7 +222,8 @@ def page_load_floor(b, loads: int = 4) -> float | None:
         _log(f"minimal page not measured ({type(e).__name__}: {str(e)[:200]})")
         return None
     finally:
-        stop(proc)
+        if proc is not None:
+            stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
 
 

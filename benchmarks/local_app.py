@@ -55,15 +55,16 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60) -> None
     raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s")
 
 
-def start_app(port: int, timeout: float = 60, root: Path | str = ROOT, app_args: list[str] | None = None
-              ) -> subprocess.Popen:
+def start_app(port: int, timeout: float = 60, root: Path | str = ROOT, app_args: list[str] | None = None,
+              script: Path | str | None = None) -> subprocess.Popen:
     """`streamlit run dashboard/server.py` on 127.0.0.1:port, returned once it is healthy. ``root``: another checkout
     (its own dashboard, library and .streamlit/config.toml, e.g. an older commit to compare with); ``app_args``:
-    the app's own arguments (``--workload REF`` ...), passed after ``--``."""
+    the app's own arguments (``--workload REF`` ...), passed after ``--``; ``script``: another Streamlit script to
+    serve instead of the checkout's dashboard (run from ``root``)."""
     root = Path(root)
     extra = ["--", *app_args] if app_args else []
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, entry(root)), *extra], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", *streamlit_argv(port, script or entry(root)), *extra],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_healthy(port, proc, timeout)
     return proc
 
