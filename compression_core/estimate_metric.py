@@ -120,12 +120,13 @@ def _split_data(wl, split: str | int):
 def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | list[str] = FAMILIES,
                   levels: dict[str, tuple] | None = None, split: str | int = "calib", check: int = BAND_CHECKS["small"],
                   seed: int = 0, progress=None, threads: int | None = 1,
-                  targets: list[str] | None = None) -> MetricCurves:
+                  targets: list[str] | None = None, workers: int = 1) -> MetricCurves:
     """Sensitivity curves of every layer (classifier included) for each family, on ``split`` ("calib", or an int n:
     the first n test items), then ``check`` random configurations (other than ``estimate_quality``'s) measured on
     the whole test split against their estimate, giving the band the page states: the 80th percentile of the
     absolute errors (the estimate predicts the test metric, so that is where its error is measured). ``targets``:
-    only these layers (a big model's curves are computed in parts, one job each, and merged)."""
+    only these layers (a big model's curves are computed in parts, one job each, and merged). ``workers``: the
+    sweeps' evaluation threads (``sensitivity``: the same points, faster where cores are free)."""
     wl = as_workload(workload, model)
     data, where = _split_data(wl, split)
     t0 = time.perf_counter()
@@ -145,7 +146,7 @@ def metric_curves(model: nn.Module, workload: Any, families: tuple[str, ...] | l
                 if not mine:
                     continue
             s = sensitivity(model, data, fam, levels=lv, include_classifier=True, heads=False, name=wl.name,
-                            progress=prog, threads=threads, targets=mine)
+                            progress=prog, threads=threads, targets=mine, workers=workers)
         except CompressionError:  # e.g. no layer lowrank can factorise: that family is not estimated
             continue
         base = s.baseline_accuracy

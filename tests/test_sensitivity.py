@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -105,3 +106,47 @@ def test_cli_json(capsys):
     assert "8b" in capsys.readouterr().out
     assert main(["sensitivity", "--model", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: model:")
+
+
+# ------------------------------------------------------------------------------------------ on several threads
+@pytest.mark.parametrize("name", ["digits-cnn", "zoo:resnet", "zoo:token_transformer",
+                                  pytest.param("zoo:gpt2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("technique", ["prune", "quantize"])
+def test_sweep_on_two_threads_gives_the_same_points(name, technique):
+    """A sweep spread over two evaluation threads (each with its own working copy) gives the one-thread sweep's
+    layers in the same order and exactly its points: a Sequential's cached inputs, replayed blocks, length groups
+    (padded tokens) and a lower-is-better metric (perplexity)."""
+    from tests import zoo
+
+    wl = zoo.ZOO[name[4:]]() if name.startswith("zoo:") else sample_models.load(name)
+    before = {k: v.clone() for k, v in wl.model.state_dict().items()}
+    seen: list[float] = []
+    one = sensitivity(wl.model, wl, technique, levels=(0.3, 0.9) if technique == "prune" else (8, 3),
+                      include_classifier=True, heads=False)
+    two = sensitivity(wl.model, wl, technique, levels=(0.3, 0.9) if technique == "prune" else (8, 3),
+                      include_classifier=True, heads=False, workers=2, progress=lambda f, m: seen.append(f))
+    assert [c.name for c in two.layers] == [c.name for c in one.layers]
+    assert [c.points for c in two.layers] == [c.points for c in one.layers]  # exact, not approximate
+    assert two.baseline_accuracy == one.baseline_accuracy
+    assert seen == sorted(seen) and len(seen) == len(one.layers) and seen[-1] == 1.0
+    assert all(torch.equal(v, wl.model.state_dict()[k]) for k, v in before.items())  # the input untouched
+
+
+def test_an_error_in_a_sweep_thread_reaches_the_caller(cnn):
+    calls = []
+
+    def progress(f, m):
+        calls.append(f)
+        if len(calls) == 2:
+            raise RuntimeError("cancelled")
+
+    with pytest.raises(RuntimeError, match="cancelled"):
+        sensitivity(cnn.model, cnn, "prune", levels=(0.5,), workers=2, progress=progress)
+
+
+def test_a_big_model_sweeps_on_one_thread(cnn, monkeypatch):
+    S = importlib.import_module("compression_core.sensitivity")  # the module (the package exports the function)
+
+    assert S.sweep_workers(cnn.model, 2) == 2
+    monkeypatch.setattr(S, "PARALLEL_MAX_BYTES", 1000)  # each thread holds a copy: over the bound, one thread
+    assert S.sweep_workers(cnn.model, 2) == 1

@@ -35,6 +35,14 @@ def _threads() -> None:
     torch.set_num_threads(1)
 
 
+def _sweep_workers() -> int:
+    """Evaluation threads for a sensitivity sweep in this worker: the machine's cores shared by the pool's workers
+    (2 on a 2-core server with its one worker: the page server's core is idle between reruns, and workers run at a
+    lower priority than the page). A sweep's points do not depend on it (``compression_core.sensitivity``)."""
+    pool = max(1, int(os.environ.get("COMPRESSION_LAB_POOL_WORKERS", "1") or 1))
+    return max(1, min(4, (os.cpu_count() or 1) // pool))
+
+
 def run_recipe(payload: dict, progress) -> dict:
     """Apply a recipe (any steps, training included) and return its measured numbers and the model as a bundle."""
     _threads()
@@ -84,7 +92,7 @@ def run_sensitivity(payload: dict, progress) -> dict:
     kw = {k: payload[k] for k in ("levels", "include_classifier", "heads") if k in payload}
     progress(0.0, "loading the model and looking for a stored result")
     res, hit = cached_sensitivity(wl.model, wl, payload.get("technique", "prune"), name=wl.name, progress=progress,
-                                  **kw)
+                                  workers=_sweep_workers(), **kw)
     return {**res.to_json_dict(), "cached": hit}
 
 
@@ -258,7 +266,7 @@ def run_curves(payload: dict, progress) -> dict:
         fam = payload["family"]
         levels = {fam: tuple(payload["levels"])} if payload.get("levels") else None
         c = metric_curves(wl.model, wl, [fam], levels=levels, check=0, progress=progress,
-                          targets=payload.get("layers"))
+                          targets=payload.get("layers"), workers=_sweep_workers())
     return {"curves": c.model_dump(mode="json")}
 
 

@@ -41,7 +41,8 @@ class _Worker:
                 [sys.executable, "-c", code, json.dumps(paths), __name__, str(theirs.fileno()),
                  "1" if limits.warm else "0", str(limits.nice)],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1", "COMPRESSION_LAB_JOB_WORKER": str(index)})
+                env={**os.environ, "OMP_NUM_THREADS": "1", "COMPRESSION_LAB_JOB_WORKER": str(index),
+                     "COMPRESSION_LAB_POOL_WORKERS": str(limits.workers)})
         finally:
             theirs.close()
         self.conn = connection.Connection(ours.detach())
