@@ -19,8 +19,8 @@ the page stamps every change of the stage line and of the metrics' values (``per
 the first choice after a server start (disk caches as they are). ``page_load_s``: navigation -> first chart, warm
 (median of 3 after a first visit); ``page_load_floor_s``: the same for a minimal Streamlit page holding one plotly
 chart, served and loaded the same way (what Streamlit and chromium alone cost here). ``sensitivity_s``: a sweep of every Linear at 5 levels, pruning then
-quantization, run as ``sensitivity`` jobs in the dashboard's worker pool (a real worker process, 1 thread) with an
-empty disk cache; ``sensitivity_cached_s``: the same two jobs again (read from the disk cache).
+quantization, run as ``sensitivity`` jobs in the dashboard's worker pool (a real worker process of a one-worker pool, its layers
+swept on the machine's cores, 1 intra-op thread each, as the dashboard runs it) with an empty disk cache; ``sensitivity_cached_s``: the same two jobs again (read from the disk cache).
 ``estimate_median_abs_error`` (points, or the metric's units when it is not a percentage) and ``inside_band``:
 ``compression_core.estimate_quality`` over ``--quality-n`` random configurations measured on the whole test set.
 ``cost_growth``: server time of a move (apply + preview subset + whole test set, the page's work) changing only the
@@ -428,16 +428,17 @@ def quality(model: str, n: int) -> dict:
         from compression_core import estimate_quality  # lazy: helper H3's, absent from older checkouts
     except ImportError:
         return {"median_abs_error": None, "inside_band": None, "why": "compression_core.estimate_quality is missing"}
-    from compression_core.estimate_metric import BAND_CHECKS, BIG_CURVE_LEVELS  # lazy: as above
+    from compression_core.estimate_metric import BAND_CHECKS, big_curve_levels  # lazy: as above
 
     t0 = time.perf_counter()
-    big = extra_metrics.preview_items(resolve_workload(model)) is not None
-    # the curves Explore computes for this model: a big model's 3 levels and its band checks
-    q = estimate_quality(model, n=n, seed=0, levels=BIG_CURVE_LEVELS if big else None,
+    wl = resolve_workload(model)
+    big = extra_metrics.preview_items(wl) is not None
+    # the curves Explore computes for this model: a big model's levels and its band checks
+    q = estimate_quality(wl, n=n, seed=0, levels=big_curve_levels(wl.model) if big else None,
                          check=BAND_CHECKS["big" if big else "small"])
     scale = 100.0 if q.get("percent", True) else 1.0
     return {"median_abs_error": q["median_abs_error"] * scale, "inside_band": q["inside_band"],
-            "band": (q.get("band") or 0) * scale, "band_slope": q.get("band_slope"),
+            "band": (q.get("band") or 0) * scale, "band_slope": q.get("band_slope"), "scale": q.get("scale"),
             "median_band": (q.get("median_band") or 0) * scale, "band_80": (q.get("band_80") or 0) * scale,
             "n": q.get("n"),
             "units": "points" if scale == 100 else "metric units", "seconds": time.perf_counter() - t0}

@@ -46,12 +46,24 @@ from .workload import _with, as_workload, resolve_workload, workload_names
 FAMILIES: tuple[str, ...] = ("prune", "lowrank", "quantize")  # the order steps are applied in
 CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.5, 0.7, 0.9), "quantize": (8, 6, 4, 3, 2),
                                   "lowrank": (0.5, 0.25, 0.1, 0.05)}
-# a big model's curves (one Explore previews first: over ``extra_metrics.PREVIEW_PARAMS``): 3 levels each, so its
-# curves take minutes, not an hour; the dashboard and benchmarks.live use the same levels
+# a big model's curves (one Explore previews first: over ``extra_metrics.PREVIEW_PARAMS``), up to HUGE_PARAMS: low
+# sparsities and bit widths where the curves bend (on minilm-topics, against 50 random configurations measured on the
+# test set: (0.3, 0.6, 0.9) x (8, 4, 2) erred 4.3 points at the median, these 1.2; linear interpolation from 0 to 0.3
+# sparsity spread one layer's calibration noise over the range most moves use); over HUGE_PARAMS 3 levels each, so
+# the curves take minutes, not an hour. The dashboard and benchmarks.live use the same levels (``big_curve_levels``)
+MID_CURVE_LEVELS: dict[str, tuple] = {"prune": (0.2, 0.4, 0.6, 0.8, 0.9, 0.95), "quantize": (6, 5, 4, 3, 2),
+                                      "lowrank": (0.5, 0.25, 0.1)}
 BIG_CURVE_LEVELS: dict[str, tuple] = {"prune": (0.3, 0.6, 0.9), "quantize": (8, 4, 2), "lowrank": (0.5, 0.25, 0.1)}
+HUGE_PARAMS = 64_000_000
 # random configurations a band is fitted on (each measured on the whole test split): a small model's are cheap
 BAND_CHECKS = {"small": 24, "big": 10}
-VERSION = 2  # of the curves' meaning (2: the band grows with the estimated change): part of every cache key built from them (with ``curves_code()``)
+VERSION = 3  # of the curves' meaning (2: the band grows with the estimated change; 3: a fitted scale): part of every cache key built from them (with ``curves_code()``)
+
+
+def big_curve_levels(model: nn.Module) -> dict[str, tuple]:
+    """The curves' levels for a model Explore previews first: MID_CURVE_LEVELS up to HUGE_PARAMS parameters,
+    BIG_CURVE_LEVELS over it."""
+    return BIG_CURVE_LEVELS if sum(p.numel() for p in model.parameters()) > HUGE_PARAMS else MID_CURVE_LEVELS
 
 
 @lru_cache(maxsize=1)
@@ -71,7 +83,9 @@ ESTIMATED_KINDS = frozenset(_PRUNES | _QUANTS | {"lowrank"})
 class MetricCurves(BaseModel):
     """Per-layer curves of one model, per family (``sensitivity`` results), on one split, with the band measured on
     random configurations of the test split: a configuration's band is ``band + band_slope * |estimated change|``
-    (an estimate of a large change errs more than one of a small change), and it held ``band_share`` of them."""
+    (an estimate of a large change errs more than one of a small change), and it held ``band_share`` of them.
+    ``scale``: the summed per-layer change is multiplied by it, a factor fitted on those configurations (least
+    squares through the origin of the measured change on the summed one; 1 before the band is measured)."""
 
     def band_for(self, change: float | None) -> float | None:
         """The band's half-width for an estimated change (metric units; log-ratio for a lower-is-better one)."""
@@ -89,6 +103,7 @@ class MetricCurves(BaseModel):
     curves: dict[str, list[LayerCurve]]
     band: float | None = None  # the band's half-width at no change (metric units)
     band_slope: float = 0.0  # ... plus this much per unit of estimated change: the error grows with the change
+    scale: float = 1.0  # the summed change's calibration factor (fitted with the band)
     band_share: float | None = None
     band_checks: int = 0
     median_abs_error: float | None = None
@@ -171,12 +186,51 @@ def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int =
     errors (the estimate predicts the test metric, so that is where its error is measured)."""
     wl = as_workload(workload, model)
     with intra_op_threads(threads):
-        q = _quality(model, wl, curves, n, seed + 1000, on="test")
-    c, k = fit_band(q["rows"])
-    share = (sum(abs(r["estimate"] - r["measured"]) <= c + k * abs(r["change"]) + 1e-12 for r in q["rows"]) /
-             len(q["rows"])) if q["rows"] else None
+        q = _quality(model, wl, curves.model_copy(update={"scale": 1.0}), n, seed + 1000, on="test")
+    ratio = not curves.higher_is_better and curves.baseline > 0
+    rows = q["rows"]
+    scale = fit_scale(rows, ratio)
+    # the band from each configuration's error with the scale fitted on the OTHER ones (leave one out), so it is
+    # not fitted on what it is then measured on
+    loo = [_scaled(r, fit_scale(rows[:i] + rows[i + 1:], ratio), ratio) for i, r in enumerate(rows)]
+    c, k = fit_band(loo)
+    share = (sum(abs(r["estimate"] - r["measured"]) <= c + k * abs(r["change"]) + 1e-12 for r in loo) /
+             len(loo)) if loo else None
+    errors = sorted(abs(r["estimate"] - r["measured"]) for r in loo)
+    med = (errors[(len(errors) - 1) // 2] + errors[len(errors) // 2]) / 2 if errors else None
     return curves.model_copy(update={"band": c, "band_slope": k, "band_share": share, "band_checks": q["n"],
-                                     "median_abs_error": q["median_abs_error"]})
+                                     "median_abs_error": med, "scale": scale})
+
+
+SCALE_RANGE = (0.2, 2.0)  # a scale fitted on ~10 configurations is trusted within this range, clamped to it
+
+
+def _log_change(r: dict) -> tuple[float, float]:
+    base = r["estimate"] - r["change"]
+    return (math.log(max(r["estimate"], 1e-12) / base), math.log(max(r["measured"], 1e-12) / base))
+
+
+def fit_scale(rows: list[dict], ratio: bool = False) -> float:
+    """The factor ``a`` that best maps the summed change of ``rows`` (each with ``estimate``, ``measured`` and
+    ``change``, the estimate's change from the baseline) to the measured one: least squares through the origin, in
+    the log for a ratio-combined metric (perplexity); 1 when no row changes anything; clamped to SCALE_RANGE.
+
+    Why: the per-layer changes, each measured on a small split, carry noise that the monotone fit turns into a
+    bias (a layer is never better than the baseline), and their sum adds it up over dozens of layers; layers also
+    interact. On minilm-topics the fitted factor is ~0.7: the additive sum overstates the drop."""
+    pairs = [_log_change(r) if ratio else (r["change"], r["measured"] - (r["estimate"] - r["change"])) for r in rows]
+    den = sum(t * t for t, _ in pairs)
+    if den <= 0:
+        return 1.0
+    a = sum(t * m for t, m in pairs) / den
+    return min(max(a, SCALE_RANGE[0]), SCALE_RANGE[1])
+
+
+def _scaled(r: dict, a: float, ratio: bool) -> dict:
+    """Row ``r`` with its estimate's change multiplied by ``a`` (in the log when ``ratio``)."""
+    base = r["estimate"] - r["change"]
+    value = base * math.exp(a * _log_change(r)[0]) if ratio else base + a * r["change"]
+    return {**r, "estimate": value, "change": value - base}
 
 
 def fit_band(rows: list[dict], share: float = 0.8) -> tuple[float | None, float]:
@@ -329,11 +383,12 @@ def estimate_metric(curves: MetricCurves, model: nn.Module, steps: Any, workload
     total = sum(changes.values())
     floor = min((float(m) for cs in curves.curves.values() for c in cs for _, m in c.points), default=None)
     if ratio:
-        value = baseline * math.exp(total)
+        value = baseline * math.exp(curves.scale * total)
     else:
         value = baseline + total
         if curves.higher_is_better and floor is not None:
             value = max(value, min(floor, baseline))  # no worse than a layer alone at its worst (chance level)
+        value = baseline + curves.scale * (value - baseline)  # the fitted calibration of the sum (see fit_scale)
         if curves.percent:
             value = min(max(value, 0.0), 1.0)
     return MetricEstimate(value=value, band=curves.band_for(value - baseline) if band is None else band,
@@ -438,10 +493,12 @@ def estimate_quality(workload: Any, n: int = 50, seed: int = 0, curves: MetricCu
     widths = sorted(stated) if stated and None not in stated else []
     return {"model": curves.model, "n": q["n"], "median_abs_error": q["median_abs_error"],
             "band": curves.band if band is None else band, "band_slope": curves.band_slope if band is None else 0.0,
+            "scale": curves.scale,
             "median_band": widths[len(widths) // 2] if widths else None,
             "inside_band": inside, "band_80": q["band"], "higher_is_better": curves.higher_is_better,
             "percent": curves.percent, "curves_split": curves.split, "rows": q["rows"]}
 
 
-__all__ = ["BAND_CHECKS", "BIG_CURVE_LEVELS", "CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "MetricCurves", "MetricEstimate", "curves_code",
-           "estimate_metric", "estimate_quality", "measure_band", "merge_curves", "metric_curves", "random_configs"]
+__all__ = ["BAND_CHECKS", "BIG_CURVE_LEVELS", "CURVE_LEVELS", "ESTIMATED_KINDS", "FAMILIES", "HUGE_PARAMS",
+           "MID_CURVE_LEVELS", "MetricCurves", "MetricEstimate", "big_curve_levels", "curves_code", "estimate_metric",
+           "estimate_quality", "fit_scale", "measure_band", "merge_curves", "metric_curves", "random_configs"]

@@ -112,3 +112,37 @@ def test_quality_runs_on_an_in_memory_workload_that_is_not_registered():
     q = estimate_quality(wl, n=6, check=6)
     assert q["model"] == "my-own-mlp" and q["n"] >= 4  # configurations were applied and measured
     assert q["median_band"] is not None and 0 <= q["inside_band"] <= 1
+
+
+# ------------------------------------------------------------------------------------------ the fitted scale
+def _row(base: float, change: float, measured_change: float) -> dict:
+    return {"estimate": base + change, "measured": base + measured_change, "change": change}
+
+
+def test_fit_scale_recovers_a_known_factor_and_stays_in_range():
+    from compression_core.estimate_metric import SCALE_RANGE, fit_scale
+
+    rows = [_row(0.8, c, 0.7 * c) for c in (-0.01, -0.05, -0.2, -0.4)]
+    assert fit_scale(rows) == pytest.approx(0.7)
+    assert fit_scale([_row(0.8, 0.0, -0.1)]) == 1.0  # nothing estimated to change: nothing to fit
+    assert fit_scale([_row(0.8, -0.01, -0.5)]) == SCALE_RANGE[1]  # clamped: ten rows cannot justify more
+    ppl = [{"estimate": 10 * r, "measured": 10 * r ** 0.5, "change": 10 * r - 10} for r in (1.2, 2.0, 3.0)]
+    assert fit_scale(ppl, ratio=True) == pytest.approx(0.5)  # a ratio metric: fitted in the log
+
+
+def test_the_estimate_applies_the_scale_to_the_summed_change(mlp, curves):
+    steps = [{"kind": "prune_unstructured", "amount": 0.7, "targets": ["fc1", "fc2"]}]
+    plain = estimate_metric(curves, mlp.model, steps, mlp)
+    half = estimate_metric(curves.model_copy(update={"scale": 0.5}), mlp.model, steps, mlp)
+    assert plain.change < 0 and half.change == pytest.approx(0.5 * plain.change)
+    assert half.band is None  # no band measured yet
+
+
+def test_measured_band_fits_a_scale_and_states_errors_left_out_of_its_fit(mlp, curves):
+    """measure_band fits the scale on its configurations and measures the band on each one's error with the scale
+    fitted on the others: a scale from the same rows would make the band look tighter than it is."""
+    from compression_core.estimate_metric import SCALE_RANGE, measure_band
+
+    banded = measure_band(mlp.model, mlp, curves, n=8, seed=2)
+    assert SCALE_RANGE[0] <= banded.scale <= SCALE_RANGE[1] and banded.band is not None
+    assert banded.band_checks >= 6 and 0 <= banded.band_share <= 1 and banded.median_abs_error >= 0

@@ -19,8 +19,8 @@ from typing import Any
 import streamlit as st
 
 from compression_core import CompressionError, disk_cache, estimate_cost, extra_metrics
-from compression_core.estimate_metric import (BAND_CHECKS, BIG_CURVE_LEVELS, CURVE_LEVELS, FAMILIES, VERSION,
-                                              MetricCurves, curves_code, estimate_metric, merge_curves)
+from compression_core.estimate_metric import (BAND_CHECKS, CURVE_LEVELS, FAMILIES, VERSION, MetricCurves,
+                                              big_curve_levels, curves_code, estimate_metric, merge_curves)
 from compression_core.cost import Cost
 from compression_core.recipe import parse_recipe
 from compression_core.sensitivity import layer_names
@@ -30,7 +30,6 @@ import jobs  # dashboard/jobs: the curves are computed in worker processes
 from .lru import LRU
 from .workloads import baseline, one_line
 
-BIG_LEVELS = BIG_CURVE_LEVELS  # big models: 3 levels per family
 CHUNK = 8  # a big model's layers per curves job (each job stays well inside the job time limit on a busy machine)
 JOB_SESSION = "explore-curves"  # the jobs' session: a model's curves are everyone's
 CACHE = disk_cache.DiskCache("metric-curves")
@@ -50,8 +49,10 @@ def model_key(ref: str) -> str:
     return disk_cache.model_digest(baseline(ref).model)
 
 
+@functools.lru_cache(maxsize=256)
 def levels(ref: str) -> dict[str, tuple]:
-    return BIG_LEVELS if _big(ref) else CURVE_LEVELS
+    """The curves' levels: a big model's (``big_curve_levels``: fewer over 64 M parameters), else a small one's."""
+    return big_curve_levels(baseline(ref).model) if _big(ref) else CURVE_LEVELS
 
 
 @functools.lru_cache(maxsize=4096)
@@ -218,7 +219,7 @@ def estimate_view(key: str, base_metric: float) -> dict:
         return {"value": None, "band": None, "split": None, "reason": one_line(e), "status": ""}
     if c is None:
         return {"value": None, "band": None, "split": None, "reason": "", "status": status}
-    k = json.dumps([key, c.band, sorted(c.curves)])
+    k = json.dumps([key, c.band, c.scale, sorted(c.curves)])
     hit = _estimates().get(k)
     if hit is None:
         recipe = parse_recipe(json.loads(key))
@@ -274,5 +275,5 @@ def with_cost(stats: dict, cost: dict, bstats: dict) -> dict:
     return out
 
 
-__all__ = ["BIG_LEVELS", "CACHE", "JOB_SESSION", "cost_view", "curves", "curves_status", "estimate_view",
+__all__ = ["CACHE", "JOB_SESSION", "cost_view", "curves", "curves_status", "estimate_view",
            "estimated_stats", "layer_rows", "levels", "model_key", "with_cost"]
