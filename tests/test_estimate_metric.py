@@ -125,7 +125,8 @@ def test_fit_scale_recovers_a_known_factor_and_stays_in_range():
     rows = [_row(0.8, c, 0.7 * c) for c in (-0.01, -0.05, -0.2, -0.4)]
     assert fit_scale(rows) == pytest.approx(0.7)
     assert fit_scale([_row(0.8, 0.0, -0.1)]) == 1.0  # nothing estimated to change: nothing to fit
-    assert fit_scale([_row(0.8, -0.01, -0.5)]) == SCALE_RANGE[1]  # clamped: ten rows cannot justify more
+    assert fit_scale([_row(0.8, -0.01, -0.5)]) == SCALE_RANGE[1] == 1.0  # clamped: the sum is never enlarged
+    assert fit_scale([_row(0.8, -0.5, -0.01)]) == SCALE_RANGE[0]
     ppl = [{"estimate": 10 * r, "measured": 10 * r ** 0.5, "change": 10 * r - 10} for r in (1.2, 2.0, 3.0)]
     assert fit_scale(ppl, ratio=True) == pytest.approx(0.5)  # a ratio metric: fitted in the log
 
