@@ -33,6 +33,11 @@ from .prefix_cache import MAX_BYTES
 from .workload import Workload
 
 
+class Interrupted(Exception):
+    """A measurement given up because its ``stop()`` said so (a newer move's preview is due first): nothing was
+    measured, nothing is kept."""
+
+
 class MoveEvaluator:
     """Preview and whole-test-set scores of variants of ``wl.model`` (see the module docstring). ``wl.model`` is
     only read: the recording runs on a private copy of its module tree, and every variant is scored on a private
@@ -56,10 +61,17 @@ class MoveEvaluator:
         """Bytes of recorded block outputs held now."""
         return sum(ev.prefix.bytes for ev in self._evs.values())
 
-    def _score(self, model: nn.Module, which: str) -> tuple[float, dict[str, float], torch.Tensor]:
+    def _score(self, model: nn.Module, which: str, stop=None) -> tuple[float, dict[str, float], torch.Tensor]:
         with self._lock:
             ev = self._ev(which)
             m = private_copy(model)
+            if stop is not None:  # asked before each module of the private copy runs (no other model is touched)
+                def check(_module, _args):
+                    if stop():
+                        raise Interrupted(f"the {which} measurement gave way to a newer move")
+
+                for sub in m.modules():
+                    sub.register_forward_pre_hook(check)
             n = None if which == "full" else self.n
             y = self.wl.test.y if n is None else I.take(self.wl.test.y, slice(0, n))
             out = ev.predict(m, keep=True)
@@ -74,9 +86,10 @@ class MoveEvaluator:
         metric, extra, _ = self._score(model, "preview")
         return metric, extra
 
-    def full(self, model: nn.Module) -> tuple[float, dict[str, float], torch.Tensor]:
-        """(metric, extra metrics, outputs) of ``model`` on the whole test split."""
-        return self._score(model, "full")
+    def full(self, model: nn.Module, stop=None) -> tuple[float, dict[str, float], torch.Tensor]:
+        """(metric, extra metrics, outputs) of ``model`` on the whole test split. ``stop``: a callable asked before
+        each module runs; when it returns True the pass ends with ``Interrupted`` (a live page's newer move)."""
+        return self._score(model, "full", stop)
 
 
-__all__ = ["MoveEvaluator"]
+__all__ = ["Interrupted", "MoveEvaluator"]

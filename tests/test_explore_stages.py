@@ -123,3 +123,44 @@ def test_minilm_move_stages_arrive_in_order_and_every_number_shows_the_same_stag
     assert log == ["estimate", "preview", "full"], log  # the server's log, in order, once each
     times = [e.t for e in state.stages.entries(move=key)]
     assert times == sorted(times)
+
+
+def test_a_due_preview_interrupts_a_running_whole_test_set_pass(monkeypatch):
+    """A move whose preview is due makes the running whole-test-set pass of an earlier move give way: the new
+    move's preview comes first, then its whole test set (the newest first), then the earlier move's pass again."""
+    import threading
+
+    previews = dashboard_module("state.previews")
+    from compression_core.live_eval import Interrupted
+
+    log: list[tuple[str, str]] = []
+    a_running = threading.Event()
+
+    def preview_now(key, ctx):
+        log.append(("preview", key))
+        return {"key": key}
+
+    def full_now(key, ctx, stop=None):
+        if key == "A" and ("gave way", "A") not in log:
+            a_running.set()
+            deadline = time.monotonic() + 60  # a guard only: the pass below waits for B's arrival
+            while time.monotonic() < deadline:
+                if stop():
+                    log.append(("gave way", key))
+                    raise Interrupted("a newer move")
+                time.sleep(0.005)
+        log.append(("full", key))
+        return {"key": key}
+
+    monkeypatch.setattr(previews, "_preview_now", preview_now)
+    monkeypatch.setattr(previews, "_full_now", full_now)
+    p = previews._Pipeline()
+    p.want("A", {})
+    assert a_running.wait(30)
+    p.want("A", {})  # the page asking again for a move whose preview is shown: nothing gives way
+    p.want("B", {})
+    deadline = time.monotonic() + 60
+    while not ("A" in p.fulls and "B" in p.fulls) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log == [("preview", "A"), ("gave way", "A"), ("preview", "B"), ("full", "B"), ("full", "A")]
+    assert p.interrupted == 1 and not p.pending

@@ -110,3 +110,20 @@ def test_the_extra_metrics_pass_replays_the_variants_own_blocks(vit, monkeypatch
     # block outputs: 0 runs; reversed_max (other inputs) runs both blocks as written
     assert len(calls) == 4
     assert (metric, extra) == ((r := measure(early, vit, with_latency=False)).accuracy, r.extra)
+
+
+def test_a_stopped_full_pass_raises_and_leaves_the_evaluator_exact(vit):
+    """``full(model, stop=...)``: a stop that says yes ends the pass with Interrupted before anything is scored; the
+    next passes (with a stop that says no, and without one) are still exactly a from-scratch measurement."""
+    from compression_core.live_eval import Interrupted
+
+    ev = MoveEvaluator(vit, preview_n=100)
+    late = _variant(vit, ["blocks.1.mlp.fc1"])
+    asked = []
+    with pytest.raises(Interrupted):
+        ev.full(late, stop=lambda: asked.append(1) or len(asked) > 3)  # gives way after a few modules
+    assert _no_patches(late)
+    metric, extra, out = ev.full(late, stop=lambda: False)
+    ref = measure(late, vit, with_latency=False)
+    assert metric == ref.accuracy and extra == ref.extra
+    assert ev.full(late)[0] == metric

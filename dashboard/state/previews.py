@@ -25,7 +25,7 @@ import torch
 
 from compression_core import CompressionError, extra_metrics, measure
 
-from compression_core.live_eval import MoveEvaluator
+from compression_core.live_eval import Interrupted, MoveEvaluator
 from compression_core.measure import ModelStats, confusion_from_outputs, layer_stats
 from compression_core.recipe import apply_recipe, parse_recipe
 
@@ -69,8 +69,11 @@ def baseline_preview_metric(ref: str) -> float:
 class _Pipeline:
     """Measurements of moves on big models in ONE background thread per process: the newest move first, its preview
     subset, then its whole test set; moves not started yet beyond ``MAX_PENDING`` newer ones are dropped (the
-    student has moved on; coming back starts them again). No Streamlit calls in the thread: what it needs is
-    resolved in the page's thread and passed in ``ctx``."""
+    student has moved on; coming back starts them again). A whole-test-set pass (seconds on a 20 M parameter model)
+    gives way when a move whose preview is due arrives: it ends at once (``Interrupted``), the new move's preview
+    is measured first, and the pass starts again later (a slider dragged through five values shows each one's
+    preview within a second, not after the previous values' whole test sets). No Streamlit calls in the thread:
+    what it needs is resolved in the page's thread and passed in ``ctx``."""
 
     MAX_PENDING = 3
     KEEP = 128
@@ -86,11 +89,15 @@ class _Pipeline:
         self.previews: OrderedDict[str, Any] = OrderedDict()
         self.fulls: OrderedDict[str, Any] = OrderedDict()
         self.thread: threading.Thread | None = None
+        self.preview_due = False  # a move waits for its preview: a running whole-test-set pass gives way
+        self.interrupted = 0  # whole-test-set passes that gave way (for tests and benchmarks)
 
     def want(self, key: str, ctx: dict) -> None:
         with self.cond:
             if key in self.fulls:
                 return
+            if key not in self.previews:
+                self.preview_due = True
             self.pending[key] = ctx
             self.pending.move_to_end(key)
             while len(self.pending) > self.MAX_PENDING:
@@ -115,8 +122,14 @@ class _Pipeline:
                     return
                 key, ctx = next(reversed(self.pending.items()))
                 first = key not in self.previews
+                self.preview_due = False
             try:
-                out: Any = _preview_now(key, ctx) if first else _full_now(key, ctx)
+                out: Any = _preview_now(key, ctx) if first else _full_now(key, ctx, stop=lambda: self.preview_due)
+            except Interrupted:  # a newer move's preview first; this pass starts again after it (still pending)
+                with self.cond:
+                    self.interrupted += 1
+                _give_back_freed_memory()
+                continue
             except Exception as e:  # shown as one line by the page
                 out = CompressionError(one_line(e))
             _give_back_freed_memory()
@@ -221,15 +234,15 @@ def _stats_from_cost(ctx: dict, model: torch.nn.Module, metric: float, extra: di
         nonzero_flops=cost["nonzero_flops"], layers=layer_stats(model))
 
 
-def _full_now(key: str, ctx: dict) -> dict:
+def _full_now(key: str, ctx: dict, stop=None) -> dict:
     """The whole test set's view of a move: ONE evaluator pass gives the metric and the confusion matrix, the extra
     metrics replay the same unchanged blocks; the rest of the stats as ``measure`` gives them (no forward on the
-    test set). The measured result goes into the per-process store."""
+    test set). The measured result goes into the per-process store. ``stop``: see ``MoveEvaluator.full``."""
     pre = _applied_now(key, ctx)
     result, seconds = pre
     wl, f = ctx["wl"], ctx["facts"]
     t0 = time.perf_counter()
-    metric, extra, out = _evaluator(ctx).full(result.model)
+    metric, extra, out = _evaluator(ctx).full(result.model, stop=stop)
     computed = _computed(ctx) and not ctx["cost"].get("unknown")
     stats = _stats_from_cost(ctx, result.model, metric, extra) if computed else \
         measure(result.model, wl, name=f"{wl.name} (recipe)", with_latency=False, scores=(metric, extra))
