@@ -23,7 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from .cost_layout import Entry, Layout, Unknowable
 from .errors import CompressionError
-from .prune.magnitude_cut import CutL1Unstructured
+from .prune.magnitude_cut import CutL1Unstructured, shared_sorted
 from .graph import out_dim
 from .prune.common import check_overrides, mask_count
 from .targets import classifier_name
@@ -147,12 +147,15 @@ def _default_mask(e: Entry, v: torch.Tensor) -> torch.Tensor:
 
 def sorted_magnitudes(info, e: Entry) -> np.ndarray | None:
     """``|values|`` of a base-model weight, sorted ascending (float32, cached per model: one sort per weight, then
-    any pruning amount's threshold and zero count is a lookup); None for a derived tensor, another dtype or NaN."""
+    any pruning amount's threshold and zero count is a lookup); None for a derived tensor, another dtype or NaN.
+    The array is a view of the tensor magnitude pruning's masks reuse (``magnitude_cut.shared_sorted``): one copy
+    per process for both."""
     if not sorted_magnitudes_kept(info, e):
         return None
 
     def build():
-        s = np.sort(e.values().detach().cpu().abs().reshape(-1).numpy())
+        a = e.values().detach().cpu().abs().reshape(-1).contiguous()
+        s = shared_sorted(a, torch.sort(a).values).numpy()
         return None if s.size and np.isnan(s[-1]) else s
 
     return info.cached(("sorted_magnitudes",) + e.ckey, build)

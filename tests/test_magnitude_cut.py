@@ -114,3 +114,26 @@ def test_kept_sorted_magnitudes_stay_within_their_bound(monkeypatch):
             assert torch.equal(CutL1Unstructured(amount).compute_mask(w, torch.ones_like(w)),
                                torch_prune.L1Unstructured(amount).compute_mask(w, torch.ones_like(w)))
     assert len(M._SORTED.items) == 3 and M._SORTED.bytes == 3 * 4 * 1000  # recently used ones are not evicted
+
+
+def test_the_cost_estimate_and_the_masks_share_one_sorted_copy(monkeypatch):
+    """The cost estimate sorts each base weight's magnitudes once (its lookups); the pruning masks then reuse that
+    very tensor from their store (one copy per process), and a stored tensor is never taken unchecked."""
+    import sample_models
+    from compression_core import estimate_cost
+
+    monkeypatch.setattr(M, "_SORTED", M._Sorted())
+    wl = sample_models.load("digits-mlp")
+    model = copy.deepcopy(wl.model)  # a model no estimate has seen in this process (its facts are cached per model)
+    # pruning then fake quant: the quantized zeros are counted from the pruning's cut (the sorted magnitudes)
+    estimate_cost(model, [{"kind": "prune_unstructured", "amount": 0.5}, {"kind": "fake_quant", "bits": 4}], wl)
+    w = model.get_submodule("fc1").weight.detach()
+    a = w.abs().reshape(-1).contiguous()
+    held = M._SORTED.get(M._key(a))
+    assert held is not None and torch.equal(held, torch.sort(a).values)
+    fresh = torch.sort(a).values
+    assert M.shared_sorted(a, fresh) is held  # an equal sort already kept: the kept one, no second copy
+    wrong = fresh.flip(0)
+    assert M.shared_sorted(a, wrong) is wrong  # a different tensor under the same fingerprint is never swapped in
+    mask = CutL1Unstructured(amount=0.5).compute_mask(w, torch.ones_like(w))
+    assert torch.equal(mask, torch_prune.L1Unstructured(amount=0.5).compute_mask(w, torch.ones_like(w)))

@@ -11,7 +11,8 @@ tie at the cut (torch's top-k would pick among equal values) or NaN, it falls ba
 Sorted magnitudes are kept per process by the tensor's content (a cheap fingerprint; a collision only costs a miss,
 never a wrong mask, since every cut is checked on the tensor itself) from the SECOND time the same values are pruned:
 a one-off pruning (the CLI) pays only the selection, a live page that prunes the same baseline at many amounts pays
-one sort per weight. Memory is bounded: ``MAX_BYTES`` (256 MiB, 4 bytes per weight; MiniLM's 36 Linear weights take
+one sort per weight; the cost estimate's sorted magnitudes of a base weight are the same tensors
+(``shared_sorted``: one copy per process). Memory is bounded: ``MAX_BYTES`` (256 MiB, 4 bytes per weight; MiniLM's 36 Linear weights take
 42 MB, 84 MB with the global-scope concatenation); entries unused for ``STALE_S`` make room, else a new one is not
 kept.
 """
@@ -107,6 +108,22 @@ def smallest_k(a: torch.Tensor, k: int) -> torch.Tensor | None:
         if int(below.sum()) != k:
             return None
     return below
+
+
+def shared_sorted(a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``s`` (``a`` sorted, computed by the caller) kept in this store for the masks of later prunings of ``a``, or
+    the equal tensor the store already holds: one copy of a weight's sorted magnitudes per process, whoever sorted
+    it first (the cost estimate sorts every base weight of a model it is asked about). Nothing is ever read from the
+    store unchecked here: a stored tensor is used only when it equals ``s``."""
+    if a.dtype != torch.float32 or a.device.type != "cpu" or not a.is_contiguous():
+        return s
+    key = _key(a)
+    held = _SORTED.get(key)
+    if held is not None and held.shape == s.shape and torch.equal(held, s):
+        return held
+    if held is None:
+        _SORTED.put(key, s)
+    return s
 
 
 class CutL1Unstructured(torch_prune.L1Unstructured):
