@@ -380,8 +380,10 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
             raise CompressionError("--levels: only with the local executor")
         res = sweep_from_args(args)
     else:
+        if args.workers < 1:
+            raise CompressionError(f"--workers: at least 1, got {args.workers}")
         res = workload_sensitivity(args.model, args.technique, include_classifier=args.include_classifier,
-                                   **({"levels": levels} if levels is not None else {}))
+                                   workers=args.workers, **({"levels": levels} if levels is not None else {}))
     if args.json:
         print(json.dumps(res.to_json_dict(), indent=2))
         return 0
@@ -409,6 +411,8 @@ def _add_sensitivity_command(sub) -> None:
     s.add_argument("--include-classifier", action="store_true", help="also sweep the classifier (left alone by default)")
     s.add_argument("--levels", default=None, help="comma-separated levels instead of the defaults, e.g. "
                    "0.3,0.5,0.7,0.9,0.95 (sparsities) or 8,6,4,3,2 (bits)")
+    s.add_argument("--workers", type=int, default=1, help="layers swept at once on this many threads, each with its "
+                   "own copy of the model (the same numbers; e.g. 2 on a 2-core machine; default 1)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     add_executor_arguments(s)  # --executor local|ray, --ray-address ADDR
     s.set_defaults(func=_cmd_sensitivity)

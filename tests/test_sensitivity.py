@@ -108,6 +108,16 @@ def test_cli_json(capsys):
     assert capsys.readouterr().err.startswith("error: model:")
 
 
+def test_cli_workers_give_the_same_json_and_refuse_zero(capsys):
+    main(["sensitivity", "--model", "digits-cnn", "--json"])
+    one = json.loads(capsys.readouterr().out)
+    assert main(["sensitivity", "--model", "digits-cnn", "--json", "--workers", "2"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert [c["points"] for c in two["layers"]] == [c["points"] for c in one["layers"]]
+    assert main(["sensitivity", "--model", "digits-cnn", "--workers", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --workers")
+
+
 # ------------------------------------------------------------------------------------------ on several threads
 @pytest.mark.parametrize("name", ["digits-cnn", "zoo:resnet", "zoo:token_transformer",
                                   pytest.param("zoo:gpt2", marks=pytest.mark.slow)])
