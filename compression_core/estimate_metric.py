@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import time
 from functools import lru_cache
 from typing import Any
@@ -86,6 +87,11 @@ class MetricCurves(BaseModel):
     (an estimate of a large change errs more than one of a small change), and it held ``band_share`` of them.
     ``scale``: the summed per-layer change is multiplied by it, a factor fitted on those configurations (least
     squares through the origin of the measured change on the summed one; 1 before the band is measured)."""
+
+    @property
+    def ratio(self) -> bool:
+        """Whether changes combine as ratios (additive in the log): a positive lower-is-better metric (perplexity)."""
+        return not self.higher_is_better and self.baseline > 0
 
     def band_for(self, change: float | None) -> float | None:
         """The band's half-width for an estimated change (metric units; log-ratio for a lower-is-better one)."""
@@ -187,7 +193,7 @@ def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int =
     wl = as_workload(workload, model)
     with intra_op_threads(threads):
         q = _quality(model, wl, curves.model_copy(update={"scale": 1.0}), n, seed + 1000, on="test")
-    ratio = not curves.higher_is_better and curves.baseline > 0
+    ratio = curves.ratio
     rows = q["rows"]
     scale = fit_scale(rows, ratio)
     # the band from each configuration's error with the scale fitted on the OTHER ones (leave one out), so it is
@@ -196,8 +202,7 @@ def measure_band(model: nn.Module, workload: Any, curves: MetricCurves, n: int =
     c, k = fit_band(loo)
     share = (sum(abs(r["estimate"] - r["measured"]) <= c + k * abs(r["change"]) + 1e-12 for r in loo) /
              len(loo)) if loo else None
-    errors = sorted(abs(r["estimate"] - r["measured"]) for r in loo)
-    med = (errors[(len(errors) - 1) // 2] + errors[len(errors) // 2]) / 2 if errors else None
+    med = statistics.median(abs(r["estimate"] - r["measured"]) for r in loo) if loo else None
     return curves.model_copy(update={"band": c, "band_slope": k, "band_share": share, "band_checks": q["n"],
                                      "median_abs_error": med, "scale": scale})
 
@@ -338,7 +343,7 @@ def estimate_metric(curves: MetricCurves, model: nn.Module, steps: Any, workload
         return MetricEstimate(value=None, reason=next(iter(cost.unknown.values()), "per-layer settings unknown"))
     base_rows = base_rows if base_rows is not None else _base_rows(model, wl)
     rows = {r.name: r for r in cost.layers}
-    ratio = not curves.higher_is_better and curves.baseline > 0
+    ratio = curves.ratio
     b0 = curves.baseline
     changes: dict[str, float] = {}
 
@@ -467,7 +472,7 @@ def _quality(model, data, curves: MetricCurves, n: int, seed: int, on: str) -> d
     if not errors:
         return {"n": 0, "median_abs_error": None, "band": None, "inside_band": None, "rows": rows}
     e = sorted(errors)
-    med = e[len(e) // 2] if len(e) % 2 else (e[len(e) // 2 - 1] + e[len(e) // 2]) / 2
+    med = statistics.median(e)
     band = e[min(len(e) - 1, math.ceil(0.8 * len(e)) - 1)]  # the half-width that held 80 % of them
     return {"n": len(e), "median_abs_error": med, "band": band,
             "inside_band": sum(x <= band + 1e-12 for x in e) / len(e), "rows": rows}

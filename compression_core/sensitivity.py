@@ -341,11 +341,6 @@ def _curves(model, work, ev, names, technique, levels, base, workers, threads, d
             if progress is not None:
                 progress(done[0] / len(names), f"{lname}: {len(levels)} levels")
 
-    if n <= 1:
-        for i, lname in enumerate(names):
-            out[i] = _layer_curve(work, ev, lname, technique, levels, base)
-            report(lname)
-        return out  # type: ignore[return-value]
     calib = data.calib
     pairs = [(work, ev)]
     for _ in range(n - 1):  # one more private working copy (and its recorded inputs) per extra thread
@@ -367,10 +362,10 @@ def _curves(model, work, ev, names, technique, levels, base, workers, threads, d
                 except BaseException as exc:  # noqa: BLE001  (re-raised in the calling thread)
                     errors.append(exc)
 
-    pool = [threading.Thread(target=run, args=pair, daemon=True) for pair in pairs[1:]]
+    pool = [threading.Thread(target=run, args=pair, daemon=True) for pair in pairs[1:]]  # none for one worker
     for t in pool:
         t.start()
-    run(*pairs[0])
+    run(*pairs[0])  # the calling thread sweeps too
     for t in pool:
         t.join()
     if errors:
