@@ -38,7 +38,7 @@ if [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && { [ "$(id -u)" != "0" ] || id 
   pg_dir=$(mktemp -d /tmp/compression-lab-pg.XXXXXX)
   [ "$(id -u)" = "0" ] && chown postgres "$pg_dir"
   trap stop_postgres EXIT
-  if as_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres --no-sync >"$pg_dir/initdb.log" 2>&1 \
+  if as_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres -E UTF8 --locale=C --no-sync >"$pg_dir/initdb.log" 2>&1 \
      && as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -w -l "$pg_dir/server.log" \
           -o "-k $pg_dir -p 54329 -c listen_addresses= -c fsync=off" start >/dev/null; then
     export COMPRESSION_LAB_TEST_PG="postgresql+psycopg://postgres@/postgres?host=$pg_dir&port=54329"

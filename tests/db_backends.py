@@ -4,7 +4,7 @@ on the cluster named by COMPRESSION_LAB_TEST_PG, dropped afterwards; skipped wit
 ``scripts/test.sh`` starts a throw-away cluster on a private socket and sets COMPRESSION_LAB_TEST_PG; by hand::
 
     D=$(mktemp -d); chown postgres $D    # as root; otherwise leave out runuser and chown
-    runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D $D/data -A trust -U postgres --no-sync
+    runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D $D/data -A trust -U postgres -E UTF8 --locale=C --no-sync
     runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D $D/data -w -o "-k $D -p 54329 -c listen_addresses=" \
         start
     export COMPRESSION_LAB_TEST_PG="postgresql+psycopg://postgres@/postgres?host=$D&port=54329"
