@@ -164,3 +164,43 @@ def test_a_due_preview_interrupts_a_running_whole_test_set_pass(monkeypatch):
         time.sleep(0.01)
     assert log == [("preview", "A"), ("gave way", "A"), ("preview", "B"), ("full", "B"), ("full", "A")]
     assert p.interrupted == 1 and not p.pending
+
+
+def test_a_page_waiting_for_a_stage_wakes_when_it_is_stored_and_gives_way_to_a_new_request(monkeypatch):
+    """Explore's slider move waits for its next stage in its own run (``wait_for_stage``): it returns READY the
+    moment the pipeline stores the preview (woken, not polled: well inside one check interval of a long one),
+    INTERRUPTED as soon as the session asks for another run (the student's next move), TIMED_OUT otherwise; and a
+    stage already shown is not waited for again."""
+    import threading
+
+    previews = dashboard_module("state.previews")
+    release = threading.Event()
+
+    def preview_now(key, ctx):
+        release.wait(30)
+        return {"key": key}
+
+    def full_now(key, ctx, stop=None):
+        release.wait(30)
+        return {"key": key}
+
+    monkeypatch.setattr(previews, "_preview_now", preview_now)
+    monkeypatch.setattr(previews, "_full_now", full_now)
+    p = previews._Pipeline()
+    monkeypatch.setattr(previews, "_pipeline", lambda: p)
+    p.want("A", {})
+    asked = threading.Event()
+    assert previews.wait_for_stage("A", "estimate", asked.is_set, timeout_s=0.2) == previews.TIMED_OUT
+    threading.Timer(0.1, asked.set).start()
+    assert previews.wait_for_stage("A", "estimate", asked.is_set, timeout_s=30) == previews.INTERRUPTED
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(
+        previews.wait_for_stage("A", "estimate", lambda: False, timeout_s=30, check_s=30)))
+    waiter.start()
+    time.sleep(0.1)
+    assert not got  # still waiting: nothing measured
+    release.set()  # the preview (and then the whole test set) is stored: the waiter wakes although check_s is 30 s
+    waiter.join(10)
+    assert got == [previews.READY]
+    assert previews.wait_for_stage("A", "preview", lambda: False, timeout_s=10) == previews.READY  # the full set
+    assert previews.wait_for_stage("A", "full", lambda: False, timeout_s=0.1) == previews.TIMED_OUT  # nothing later

@@ -22,6 +22,7 @@ from compression_core.budget import FIT_PRUNE_LEVELS  # the per-layer grid the b
 from compression_core.graph import build_graph
 from compression_core import inputs as I
 from streamlit.runtime.scriptrunner import get_script_run_ctx
+from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
 
 NONE = "none"
 FAST = {"displayModeBar": False}  # no plotly toolbar to build on every redraw (Streamlit's own toolbar stays)
@@ -182,6 +183,21 @@ def fragment_run() -> bool:
     return bool(ctx is not None and ctx.fragment_ids_this_run)
 
 
+def request_pending() -> bool:
+    """Whether this session asked for another run (the student's next move, a poll) or a stop since this run began.
+    Streamlit (1.67) keeps the request in ``ScriptRequests._state`` until the run reaches a yield point; where that
+    internal is missing the answer is True, so a wait below ends at once and the poller takes over (as before)."""
+    ctx = get_script_run_ctx()
+    requests = getattr(ctx, "script_requests", None)
+    return getattr(requests, "_state", None) is not ScriptRequestType.CONTINUE
+
+
+# A slider move's run waits for its next stage here (the run is a fragment run: everything is on screen already, the
+# header shows "running"), then reruns the workbench alone: the preview is on screen the moment it is measured, with
+# no poll interval and no run of the whole page. A new move or a stop of this session ends the wait at once.
+STAGE_WAIT_S = 120  # BERT-base's whole test set takes ~50 s; past this the poller takes over
+
+
 @st.fragment
 def workbench() -> None:
     """Controls and results: a slider move reruns only this fragment (not the router, the model list, the
@@ -270,9 +286,9 @@ def workbench() -> None:
             except Exception as e:  # CompressionError, pydantic errors, anything unexpected: one line
                 st.error(state.one_line(e))
                 stage, after = None, None
-        # a later stage to wait for: the poller (below the workbench) watches this move; a slider move that starts
-        # one while the poller is off reruns the page once, which starts it (at the end of this run: the estimate
-        # is on screen first, not after a second run of the whole page)
+        # a later stage to wait for: a slider move's run waits for it at its end and reruns the workbench (see
+        # STAGE_WAIT_S); on a full run of the page, or while the poller runs anyway, the poller (below the workbench)
+        # watches this move, and a move whose wait ends without it reruns the page once, which starts the poller
         st.session_state[POLLED] = (move, stage) if stage in ("estimate", "preview") else None
         base_shown = result.get("baseline_accuracy", bstats["accuracy"]) if result else bstats["accuracy"]
         bview = {**bstats, "accuracy": base_shown}  # the baseline on the subset the numbers shown are measured on
@@ -450,6 +466,13 @@ def workbench() -> None:
                 st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
             take_home.offer(current, "take_x", after if stage == "full" else None)
+    pending = st.session_state.get(POLLED)
+    if pending and fragment_run() and not st.session_state.get(ARMED) and not jobs_watched():
+        waited = state.wait_for_stage(*pending, interrupted=request_pending, timeout_s=STAGE_WAIT_S)
+        if waited == state.READY:
+            st.rerun(scope="fragment")  # the workbench alone, showing the next stage
+        if waited == state.INTERRUPTED:
+            return  # the next move (or a stop) runs now; its own run waits for its stages
     if (st.session_state.get(POLLED) or jobs_watched()) and not st.session_state.get(ARMED) and fragment_run():
         st.rerun()  # a later stage or a job started by this slider move or button: the page once, starting the poller
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import os
 import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 import torch
@@ -139,6 +140,7 @@ class _Pipeline:
                 if not first or isinstance(out, Exception):
                     self._keep(self.fulls, key, out)
                     self.pending.pop(key, None)
+                self.cond.notify_all()  # a page waiting for this stage (``wait_for_stage``) shows it at once
 
 
 def _give_back_freed_memory() -> None:
@@ -201,12 +203,25 @@ def _computed(ctx: dict) -> bool:
         bool(cost.get("layers"))
 
 
+# The preview's forward runs on both cores (``PREVIEW_THREADS`` intra-op threads; MiniLM's 60 sentences 0.50 ->
+# 0.28 s): the student is waiting for it. The whole-test-set pass stays on one thread, as the CLI measures, so its
+# sums are the CLI's bit for bit (the forwards checked here gave the same bits on 1 and 2 threads: their matrix
+# products and row-wise norms split rows between threads, not sums; a reduction split between threads need not).
+# The intra-op thread count is process-wide: it is set back the moment the preview's forward ends.
+PREVIEW_THREADS = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
 def _preview_now(key: str, ctx: dict) -> dict:
     """The preview subset's view of a move: its metric and extra metrics from the move evaluator; sizes,
     parameters, FLOPs and per-layer rows computed (``estimate_cost``), or measured when they cannot be computed."""
     result, seconds = _applied_now(key, ctx)
     wl, n, total = ctx["wl"], ctx["n"], ctx["total"]
-    metric, extra = _evaluator(ctx).preview(result.model)
+    old = torch.get_num_threads()
+    torch.set_num_threads(PREVIEW_THREADS)
+    try:
+        metric, extra = _evaluator(ctx).preview(result.model)
+    finally:
+        torch.set_num_threads(old)
     if _computed(ctx):
         stats = {"accuracy": metric, "layers": layer_rows(ctx["cost"], ctx["bstats"]), "metric": wl.metric_name,
                  "model": wl.name}
@@ -286,6 +301,33 @@ def newer_stage(key: str, stage: str) -> bool:
     poller reruns then."""
     p = _pipeline()
     with p.cond:
-        if key in p.fulls:
-            return stage != FULL
-        return stage == ESTIMATE and key in p.previews
+        return _newer(p, key, stage)
+
+
+def _newer(p: _Pipeline, key: str, stage: str) -> bool:
+    if key in p.fulls:
+        return stage != FULL
+    return stage == ESTIMATE and key in p.previews
+
+
+READY, INTERRUPTED, TIMED_OUT = "ready", "interrupted", "timed out"
+
+
+def wait_for_stage(key: str, stage: str, interrupted: Callable[[], bool], timeout_s: float,
+                   check_s: float = 0.02) -> str:
+    """Block until a later stage than ``stage`` of the move ``key`` is measured (``READY``: woken by the pipeline
+    the moment it stores it, no polling delay), ``interrupted()`` is true (``INTERRUPTED``: checked every
+    ``check_s``; the page passes "a rerun or stop of this session is pending", e.g. the student's next move), or
+    ``timeout_s`` passes (``TIMED_OUT``). Holds no lock while it sleeps (a condition wait)."""
+    p = _pipeline()
+    deadline = time.monotonic() + timeout_s
+    with p.cond:
+        while True:
+            if _newer(p, key, stage):
+                return READY
+            if interrupted():
+                return INTERRUPTED
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return TIMED_OUT
+            p.cond.wait(min(check_s, left))
