@@ -67,14 +67,19 @@ FAKE_LABEL = "simulated n-bit (fake quant)"
 PREFIXES = {"estimate": "Stage: estimate", "preview": "Stage: preview", "full": "Stage: full test set"}
 SWEEP_LEVELS = {"prune": [0.3, 0.5, 0.7, 0.9, 0.95], "quantize": [8, 6, 4, 3, 2]}
 
-# what the page shows now: the stage line (new contract, or the old preview caption), the metrics' values, busy
+# what the page shows now: the stage line (new contract, or the old preview caption), the metrics' values, busy.
+# Visible elements only: while a run is in progress Streamlit keeps an element it replaced as a hidden copy
+# (display: none) until the run ends, and Explore's slider-move run lasts until its next stage is shown.
 READ_JS = """() => {
-    const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.innerText.trim());
+    const shown = e => e.checkVisibility();
+    const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].filter(shown)
+        .map(e => e.innerText.trim());
     const stage = caps.filter(t => t.startsWith('Stage: '));
     const old = caps.find(t => /preview on \\d+ of \\d+ test/.test(t));
-    const metrics = [...document.querySelectorAll('[data-testid="stMetric"]')].map(m => m.innerText.trim()).join(' | ');
+    const metrics = [...document.querySelectorAll('[data-testid="stMetric"]')].filter(shown)
+        .map(m => m.innerText.trim()).join(' | ');
     const busy = !!document.querySelector('[data-testid="stStatusWidget"]');
-    const charts = document.querySelectorAll('.js-plotly-plot, [data-testid=stVegaLiteChart]').length;
+    const charts = [...document.querySelectorAll('.js-plotly-plot, [data-testid=stVegaLiteChart]')].filter(shown).length;
     return {stage: stage.length ? stage[0] : (old ? 'OLD preview: ' + old : ''), n_stage: stage.length,
             contract: stage.length > 0, metrics, busy, charts};
 }"""

@@ -167,16 +167,18 @@ def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(serv
     (tests/test_explore_stages.py's contract, in a new session on this module's server: the move, unstructured
     pruning, is one no session before made.)"""
 
+    # what a student sees: visible elements only (while a run is in progress Streamlit keeps the elements it
+    # replaced as hidden copies, display: none, until the run ends; a slider move's run lasts until its next stage)
     read = """() => {
-        const lines = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        const all = sel => [...document.querySelectorAll(sel)].filter(e => e.checkVisibility());
+        const lines = all('[data-testid="stCaptionContainer"]')
             .map(e => e.innerText.trim()).filter(t => t.startsWith('Stage: '));
-        const box = [...document.querySelectorAll('[data-testid="stMetric"]')]
-            .find(m => m.innerText.trim().startsWith('Accuracy'));
+        const box = all('[data-testid="stMetric"]').find(m => m.innerText.trim().startsWith('Accuracy'));
         const metric = box ? box.querySelector('[data-testid="stMetricValue"]').innerText.trim() : null;
-        const plot = [...document.querySelectorAll('.js-plotly-plot')]
+        const plot = all('.js-plotly-plot')
             .find(g => g.layout && String((g.layout.title || {}).text || '').includes('Test accuracy'));
         const bars = plot && plot.data && plot.data[0] ? plot.data[0].text : null;
-        const titles = [...document.querySelectorAll('.js-plotly-plot')].map(g => JSON.stringify(g.layout ? g.layout.title : null));
+        const titles = all('.js-plotly-plot').map(g => JSON.stringify(g.layout ? g.layout.title : null));
         const busy = !!document.querySelector('[data-testid="stStatusWidget"]');
         return {lines, metric, bars, busy, titles};
     }"""
