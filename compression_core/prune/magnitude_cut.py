@@ -100,12 +100,12 @@ def smallest_k(a: torch.Tensor, k: int) -> torch.Tensor | None:
         _SORTED.put(key, s)
     cut = s[k - 1] if s is not None else torch.kthvalue(a, k).values
     below = a <= cut
-    if int(below.sum()) != k:
+    if int(torch.count_nonzero(below)) != k:
         if s is None:
             return None
         cut = torch.kthvalue(a, k).values  # a fingerprint collision: select on the tensor itself
         below = a <= cut
-        if int(below.sum()) != k:
+        if int(torch.count_nonzero(below)) != k:
             return None
     return below
 
@@ -140,4 +140,6 @@ class CutL1Unstructured(torch_prune.L1Unstructured):
         below = smallest_k(torch.abs(t.detach()).reshape(-1).contiguous(), k)
         if below is None:
             return super().compute_mask(t, default_mask)
-        return default_mask.contiguous().masked_fill(below.view(default_mask.shape), 0)
+        # the same values as masked_fill(below, 0) on a 0/1 mask, ~5x faster (masked_fill with a bool mask: ~4 ns a
+        # value; 40 ms of every MiniLM move)
+        return default_mask.contiguous() * below.view(default_mask.shape).logical_not()
