@@ -107,6 +107,9 @@ def test_controls_come_from_the_config_fields():
 def test_per_layer_override_and_layer_selection_reach_the_recipe():
     at = app()
     at.radio(key=PRUNE).set_value(UNSTRUCTURED).run()
+    assert not at.select_slider  # the per-layer sliders are drawn only while their expander is open
+    at.session_state["x_prune_unstructured_ovr_open_digits-cnn"] = True  # (the student opens it)
+    at.run()
     at.select_slider(key="x_prune_unstructured_ovr_digits-cnn_conv1").set_value(0.0).run()
     at.multiselect(key="x_layers_digits-cnn").set_value(["conv1", "conv2"]).run()
     no_problems(at)
@@ -114,6 +117,17 @@ def test_per_layer_override_and_layer_selection_reach_the_recipe():
     assert step["targets"] == ["conv1", "conv2"]
     assert step["overrides"] == {"conv1": 0.0}
     assert step["include_classifier"] is False
+    at.session_state["x_prune_unstructured_ovr_open_digits-cnn"] = False  # closed: its sliders are not drawn
+    at.run()
+    at.slider(key="x_prune_unstructured_amount").set_value(0.6).run()  # moves while it is closed
+    at.slider(key="x_prune_unstructured_amount").set_value(0.7).run()
+    no_problems(at)
+    assert not at.select_slider
+    step = at.session_state["current_recipe"]["steps"][0]
+    assert step["amount"] == 0.7 and step["overrides"] == {"conv1": 0.0}  # the per-layer value is kept
+    at.session_state["x_prune_unstructured_ovr_open_digits-cnn"] = True
+    at.run()
+    assert at.select_slider(key="x_prune_unstructured_ovr_digits-cnn_conv1").value == 0.0  # shown again as set
 
 
 def test_structured_pruning_with_shrink_says_shrunk():
@@ -178,6 +192,8 @@ def test_fake_quant_bits_and_mixed_precision():
     assert two["simulated"] and two["theoretical_size_bytes"] < two["size_bytes"]
     assert two["accuracy"] < eight["accuracy"]  # 2 bits costs accuracy; 8 bits does not
     assert any("simulated" in m.label for m in at.metric)
+    at.session_state["x_fake_quant_ovr_open_digits-cnn"] = True  # the per-layer values opened
+    at.run()
     at.select_slider(key="x_fake_quant_ovr_digits-cnn_fc1").set_value(8).run()  # mixed precision: fc1 at 8 bits
     no_problems(at)
     mixed = last_row(at)

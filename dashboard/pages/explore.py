@@ -46,22 +46,35 @@ def model_units(ref: str) -> set[str]:
 
 
 def overrides_form(t: T.Technique, layers: list[str], ref: str) -> dict:
-    """One slider per chosen layer for a technique with per-layer ``overrides`` ("global" = the main setting)."""
+    """One slider per chosen layer for a technique with per-layer ``overrides`` ("global" = the main setting),
+    drawn only while their expander is open: on every move the browser redrew every slider, open or not (MiniLM's
+    36 layers x 2 techniques: ~0.15-0.2 s of each move's redraw). While it is closed the values stay in session state
+    under the sliders' keys (``x_{kind}_ovr_{ref}_{layer}``, the keys Search and Sensitivity set): a slider not drawn
+    loses its widget state at the end of the run, so its value is put back as plain session state."""
     levels = T.override_levels(t, FIT_PRUNE_LEVELS)
     if levels is None or not layers:
         return {}
-    out = {}
-    loaded = st.session_state.get(f"x_{t.kind}_ovr_loaded_{ref}")  # per-layer values Search loaded: in view
+    ss = st.session_state
+    keys = {layer: f"x_{t.kind}_ovr_{ref}_{layer}" for layer in layers}
+    loaded = ss.get(f"x_{t.kind}_ovr_loaded_{ref}")  # per-layer values Search loaded: in view
+    is_open = f"x_{t.kind}_ovr_open_{ref}"
+    if loaded and ss.get(f"{is_open}_for") != loaded:  # newly loaded: the expander opens once, to show them
+        ss[is_open], ss[f"{is_open}_for"] = True, loaded
     note = st.empty()
-    with st.expander("Per-layer values", expanded=bool(loaded)):
-        for layer in layers:
-            v = st.select_slider(layer, ["global"] + levels, key=default(f"x_{t.kind}_ovr_{ref}_{layer}", "global"))
-            if v != "global":
-                out[layer] = v
+    box = st.expander("Per-layer values", expanded=bool(loaded), key=is_open, on_change="rerun")
+    if box.open:
+        with box:
+            for layer, k in keys.items():
+                st.select_slider(layer, ["global"] + levels, key=default(k, "global"))
+    else:
+        for k in keys.values():
+            if k in ss:
+                ss[k] = ss[k]  # kept while its slider is not drawn
+    out = {layer: ss[k] for layer, k in keys.items() if ss.get(k, "global") != "global"}
     if loaded and out:
         note.info(f"Per-layer values loaded ({loaded}); the main slider applies to the layers set to 'global'.")
     elif loaded:  # every layer back on 'global': nothing loaded is left
-        st.session_state.pop(f"x_{t.kind}_ovr_loaded_{ref}", None)
+        ss.pop(f"x_{t.kind}_ovr_loaded_{ref}", None)
     return out
 
 
