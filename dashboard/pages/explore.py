@@ -474,9 +474,11 @@ def workbench() -> None:
             st.plotly_chart(state.figure("confusion", (ref, rk), lambda: charts.confusion_chart(
                 after_cm if after_cm is not None else base["confusion"], f["class_names"],
                 "Confusion matrix, " + ("after" if result else "baseline") + " (counts)")), key="cm_chart", config=FAST)
-        if result and result.get("steps"):
-            with st.expander("What each step did"):
-                st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
+        if result and result.get("steps"):  # the table drawn only while open (a data grid the browser redrew per stage)
+            steps_box = st.expander("What each step did", key="x_steps_open", on_change="rerun")
+            if steps_box.open:
+                with steps_box:
+                    st.dataframe(pd.DataFrame(result["steps"]), hide_index=True, width="stretch")
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
             take_home.offer(current, "take_x", after if stage == "full" else None)
     pending = st.session_state.get(POLLED)
