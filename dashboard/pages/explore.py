@@ -307,52 +307,59 @@ def workbench() -> None:
         bview = {**bstats, "accuracy": base_shown}  # the baseline on the subset the numbers shown are measured on
         st.session_state["current_stats"] = after if stage in ("preview", "full") else None
         state.record(ref, "baseline", None, bstats)
-        if after is not None and stage == "full":  # trained ones kept; a measured move replaces the current row
-            applied = full_steps != preview_steps and state.recipe_key(full) in trained
-            state.record(ref, state.describe(current["steps"]), current, after, how="applied" if applied else "preview")
-            if st.button("Save to history", key="b_save", help="keep this configuration in your history (Experiments)"):
-                saved = state.record(ref, state.describe(current["steps"]), current, after, how="saved")
-                st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
+        # one slot for the numbers, the stage line and the buttons: what they hold varies by stage (the extra
+        # metrics' row, the save button), and the charts below keep their places, so the browser updates them
+        # instead of drawing them anew (plotly redraws a chart whose place in the page changed)
+        with st.container():
+            if after is not None and stage == "full":  # trained ones kept; a measured move replaces the current row
+                applied = full_steps != preview_steps and state.recipe_key(full) in trained
+                state.record(ref, state.describe(current["steps"]), current, after,
+                             how="applied" if applied else "preview")
+                if st.button("Save to history", key="b_save",
+                             help="keep this configuration in your history (Experiments)"):
+                    saved = state.record(ref, state.describe(current["steps"]), current, after, how="saved")
+                    st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
 
-        if after is not None:
-            (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
-            title = (state.metric_title(f) + (" (simulated)" if after["simulated"] else "")
-                     + {"estimate": " (estimate)", "preview": " (preview)"}.get(stage, ""))
-            if after["accuracy"] is None:  # the estimate is being prepared (or cannot be made): the preview follows
-                m1.metric(title, "…", help=est.get("reason") or est.get("status") or None)
-            else:
-                m1.metric(title, state.metric_text(after["accuracy"], f),
-                          state.metric_delta(after["accuracy"], base_shown, f),
-                          delta_color=state.delta_color(f))
-
-            def counted(col, label: str, k: str, text) -> None:
-                if after.get(k) is None:
-                    col.metric(label, "…", help="known after applying")
+            if after is not None:
+                (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
+                title = (state.metric_title(f) + (" (simulated)" if after["simulated"] else "")
+                         + {"estimate": " (estimate)", "preview": " (preview)"}.get(stage, ""))
+                if after["accuracy"] is None:  # the estimate is being prepared (or cannot be made): the preview follows
+                    m1.metric(title, "…", help=est.get("reason") or est.get("status") or None)
                 else:
-                    col.metric(label, text(after[k]), f"{after[k] / max(bstats[k], 1):.2f}x of before",
-                               delta_color="off", delta_arrow="off")
+                    m1.metric(title, state.metric_text(after["accuracy"], f),
+                              state.metric_delta(after["accuracy"], base_shown, f),
+                              delta_color=state.delta_color(f))
 
-            counted(m2, "File size (dense)", "size_bytes", lambda v: f"{v / 1024:,.1f} KB")
-            counted(m3, "Non-zero parameters", "nonzero_params", lambda v: f"{v:,}")
-            counted(m4, "FLOPs if zeros skipped", "nonzero_flops", lambda v: f"{v:,}")
-            if after.get("peak_ram_bytes_b1") and bstats.get("peak_ram_bytes_b1"):
-                m5, _ = st.columns(2)
-                m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
-                          f"{after['peak_ram_bytes_b1'] / bstats['peak_ram_bytes_b1']:.2f}x of before",
-                          delta_color="off", delta_arrow="off",
-                          help="weights as held in memory + one input + the intermediate tensors alive at once, "
-                               "in torch (compression_core.peak_ram)")
-            collapsed = collapse(base_shown, after["accuracy"], wl) if after["accuracy"] is not None else None
-            if collapsed:
-                st.warning(collapsed)
-            if result and result.get("extra"):  # the workload's extra metrics (e.g. a transformer's embedding fidelity)
-                for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
-                    col.metric(name.capitalize(), f"{value:.4f}", help=f"{name} of the compressed model (workload metric)")
-            if stage is not None:
-                state.stages.record(session_id(), move, stage)
-                st.caption(stage_caption(stage, ref, f, result, est))
-        else:
-            st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
+                def counted(col, label: str, k: str, text) -> None:
+                    if after.get(k) is None:
+                        col.metric(label, "…", help="known after applying")
+                    else:
+                        col.metric(label, text(after[k]), f"{after[k] / max(bstats[k], 1):.2f}x of before",
+                                   delta_color="off", delta_arrow="off")
+
+                counted(m2, "File size (dense)", "size_bytes", lambda v: f"{v / 1024:,.1f} KB")
+                counted(m3, "Non-zero parameters", "nonzero_params", lambda v: f"{v:,}")
+                counted(m4, "FLOPs if zeros skipped", "nonzero_flops", lambda v: f"{v:,}")
+                if after.get("peak_ram_bytes_b1") and bstats.get("peak_ram_bytes_b1"):
+                    m5, _ = st.columns(2)
+                    m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
+                              f"{after['peak_ram_bytes_b1'] / bstats['peak_ram_bytes_b1']:.2f}x of before",
+                              delta_color="off", delta_arrow="off",
+                              help="weights as held in memory + one input + the intermediate tensors alive at once, "
+                                   "in torch (compression_core.peak_ram)")
+                collapsed = collapse(base_shown, after["accuracy"], wl) if after["accuracy"] is not None else None
+                if collapsed:
+                    st.warning(collapsed)
+                if result and result.get("extra"):  # the workload's extra metrics (a transformer's embedding fidelity)
+                    for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
+                        col.metric(name.capitalize(), f"{value:.4f}",
+                                   help=f"{name} of the compressed model (workload metric)")
+                if stage is not None:
+                    state.stages.record(session_id(), move, stage)
+                    st.caption(stage_caption(stage, ref, f, result, est))
+            else:
+                st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
         c1, c2 = st.columns(2)
         rk = f"{move}|{stage}" if after is not None else ""  # names the result (and its stage) every chart shows
