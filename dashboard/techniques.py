@@ -10,8 +10,10 @@ page's models; ``unit`` choices are the units the library's graph finds in the m
 
 from __future__ import annotations
 
+import threading
 import types
 import typing
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,11 +78,25 @@ def type_names(module: nn.Module) -> set[str]:
     return {c.__name__ for c in type(module).__mro__}
 
 
+# (module name, its class names) per model, in module order: Explore asks layers_of ~20 times per run, and walking
+# a 100-module transformer's tree each time was ~20 ms of every slider move. Kept per model object while it lives:
+# the pages ask about workloads' baseline models, which nothing changes (techniques never mutate their input).
+_SCANS: "weakref.WeakKeyDictionary[nn.Module, list[tuple[str, set[str]]]]" = weakref.WeakKeyDictionary()
+_SCANS_LOCK = threading.Lock()
+
+
+def _scan(model: nn.Module) -> list[tuple[str, set[str]]]:
+    with _SCANS_LOCK:
+        rows = _SCANS.get(model)
+        if rows is None:
+            rows = _SCANS[model] = [(n, type_names(m)) for n, m in model.named_modules() if n]
+        return rows
+
+
 def layers_of(model: nn.Module, layer_types: tuple[str, ...], classifier: str | None, include_classifier: bool) -> list[str]:
     """Module names whose type is one of ``layer_types`` (the classifier left out unless included)."""
     wanted = set(layer_types)
-    return [n for n, m in model.named_modules() if n and type_names(m) & wanted
-            and (include_classifier or n != classifier)]
+    return [n for n, names in _scan(model) if names & wanted and (include_classifier or n != classifier)]
 
 
 def selectable_layers(model: nn.Module, classifier: str | None, include_classifier: bool) -> list[str]:
