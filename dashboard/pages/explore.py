@@ -196,13 +196,15 @@ def fragment_run() -> bool:
     return bool(ctx is not None and ctx.fragment_ids_this_run)
 
 
-def request_pending() -> bool:
-    """Whether this session asked for another run (the student's next move, a poll) or a stop since this run began.
-    Streamlit (1.67) keeps the request in ``ScriptRequests._state`` until the run reaches a yield point; where that
-    internal is missing the answer is True, so a wait below ends at once and the poller takes over (as before)."""
+def request_pending() -> bool | None:
+    """Whether this session asked for another run (the student's next move, a poll) or a stop since this run began;
+    None when that cannot be told (Streamlit (1.67) keeps the request in ``ScriptRequests._state`` until the run
+    reaches a yield point; without that internal a move does not wait in its run: the poller shows its stages)."""
     ctx = get_script_run_ctx()
-    requests = getattr(ctx, "script_requests", None)
-    return getattr(requests, "_state", None) is not ScriptRequestType.CONTINUE
+    state_now = getattr(getattr(ctx, "script_requests", None), "_state", None)
+    if not isinstance(state_now, ScriptRequestType):
+        return None
+    return state_now is not ScriptRequestType.CONTINUE
 
 
 # A slider move's run waits for its next stage here (the run is a fragment run: everything is on screen already, the
@@ -489,8 +491,10 @@ def workbench() -> None:
         if after is not None:  # the compressed model as a bundle and as ONNX (a preview records no numbers)
             take_home.offer(current, "take_x", after if stage == "full" else None)
     pending = st.session_state.get(POLLED)
-    if pending and fragment_run() and not st.session_state.get(ARMED) and not jobs_watched():
-        waited = state.wait_for_stage(*pending, interrupted=request_pending, timeout_s=STAGE_WAIT_S)
+    if pending and fragment_run() and not st.session_state.get(ARMED) and not jobs_watched() \
+            and request_pending() is False:
+        waited = state.wait_for_stage(*pending, interrupted=lambda: request_pending() is not False,
+                                      timeout_s=STAGE_WAIT_S)
         if waited == state.READY:
             st.rerun(scope="fragment")  # the workbench alone, showing the next stage
         if waited == state.INTERRUPTED:
