@@ -7,7 +7,8 @@ it is done.
 (``estimate``: the page shows the computed size and the estimated metric, ``estimates.py``), the preview subset
 measured (``preview``), the whole test set measured (``full``). A big model's measurements run in one background
 thread per process (``_Pipeline``), the newest move first, so the page never waits for them; small models are
-measured at once and go straight to ``full``."""
+measured at once and go straight to ``full``. ``wait_for_stage`` lets a slider move's run wait for its next stage
+(woken the moment the thread stores it) instead of polling for it."""
 
 from __future__ import annotations
 
