@@ -286,6 +286,64 @@ def test_browser_head_pruning_slider_on_minilm(server, browser, tmp_path):
 
 @pytest.mark.browser
 @needs_chromium
+def test_browser_two_students_moving_at_once_each_see_their_own_full_numbers(server, browser, tmp_path):
+    """In chromium, two sessions on minilm-topics move at the same moment (each move waits for its next stages in its
+    own run, both measured by the server's one stage thread): each reaches 'Stage: full test set' showing the numbers
+    of its OWN setting, and the one that moves again while its first move still waits (the wait gives way) ends on
+    its last setting. (Sparsities lowered from the default, which no session of this module set before.)"""
+    visible_stage = """() => ([...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+        .filter(e => e.checkVisibility()).map(e => e.innerText).find(t => t.startsWith('Stage: ')) || '')"""
+
+    def idle(page):
+        wait_idle(page, 300, timeout_ms=300_000)
+
+    def shown(page, label):
+        box = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+        return next(box.nth(i).inner_text() for i in range(box.count()) if box.nth(i).is_visible())
+
+    pages = []
+    for _ in range(2):
+        page = open_page(browser, server, idle=idle)
+        pick_model(page, MODEL)
+        page.get_by_text("Baseline test accuracy 82", exact=False).wait_for(timeout=300_000)
+        idle(page)
+        page.get_by_text("unstructured (weights)", exact=True).click()
+        page.wait_for_function(f"() => ({visible_stage})().startsWith('Stage: full test set')", timeout=300_000)
+        idle(page)
+        pages.append(page)
+    a, b = pages
+    for page, steps in ((a, 2), (b, 4)):
+        page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first.focus()
+        for _ in range(steps):
+            page.keyboard.press("ArrowLeft")
+    a.wait_for_timeout(300)  # a's first move is waiting for its stages: a moves once more
+    a.keyboard.press("ArrowLeft")
+    for page in pages:
+        page.wait_for_function(f"() => ({visible_stage})().startsWith('Stage: full test set')", timeout=300_000)
+        idle(page)
+        page.wait_for_function(f"() => ({visible_stage})().startsWith('Stage: full test set')", timeout=300_000)
+    values = [p.evaluate("() => document.querySelector('[data-testid=stSlider] input[type=range]').value")
+              for p in pages]
+    nonzero = [_number([line for line in shown(p, "Non-zero parameters").splitlines() if line.strip()][1])
+               for p in pages]
+    for i, page in enumerate(pages):
+        page.screenshot(path=str(tmp_path / f"student-{i}.png"))
+        assert not page.locator('[data-testid="stException"]').count()
+    assert float(values[0]) > float(values[1]), values  # a lowered its sparsity 3 steps, b 4
+    # each shows the numbers of its own LAST setting (a's second move gave way to its third), from the library
+    from compression_core import estimate_cost
+    from compression_core.workload import resolve_workload
+
+    wl = resolve_workload(MODEL)
+    want = [estimate_cost(wl.model, [{"kind": "prune_unstructured", "amount": float(v)}], wl).nonzero_params
+            for v in values]
+    assert nonzero == want, (values, nonzero, want)
+    for page in pages:
+        page.close()
+
+
+@pytest.mark.browser
+@needs_chromium
 def test_browser_pruning_harder_raises_perplexity_shown_as_worse(server, browser, tmp_path):
     """In chromium, Explore on the language-model sample (tiny-lm, perplexity: lower is better): pruning harder makes
     perplexity RISE, the delta under it is drawn as worse (red: st.metric's inverse colours) and the page shows no
