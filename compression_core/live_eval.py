@@ -79,6 +79,15 @@ class MoveEvaluator:
                 extra = extra_metrics.compute(m, self.wl, n=n)
             return float(self.wl.metric(out, y)), extra, out
 
+    def prepare(self, which: str = "preview") -> None:
+        """Record the baseline's block outputs on the ``which`` input set ("preview" or "full") now, what the first
+        measurement on it would otherwise do first (a live page calls it when a model is opened, so the first move
+        costs what later ones do)."""
+        if which == "preview" and self.n is None:
+            raise ValueError("this evaluator has no preview subset (preview_n=None)")
+        with self._lock:
+            self._ev(which)
+
     def preview(self, model: nn.Module) -> tuple[float, dict[str, float]]:
         """(metric, extra metrics) of ``model`` on the preview subset (the first ``preview_n`` test items)."""
         if self.n is None:

@@ -52,7 +52,7 @@ def _join_background_measurements():
     import threading
 
     for t in threading.enumerate():
-        if t.name in ("full-measure", "explore-stages"):
+        if t.name in ("full-measure", "explore-stages", "explore-prepare"):
             pipeline = getattr(getattr(t, "_target", None), "__self__", None)  # the _Pipeline whose _run it runs
             if pipeline is not None and hasattr(pipeline, "pending") and hasattr(pipeline, "cond"):
                 with pipeline.cond:

@@ -204,3 +204,28 @@ def test_a_page_waiting_for_a_stage_wakes_when_it_is_stored_and_gives_way_to_a_n
     assert got == [previews.READY]
     assert previews.wait_for_stage("A", "preview", lambda: False, timeout_s=10) == previews.READY  # the full set
     assert previews.wait_for_stage("A", "full", lambda: False, timeout_s=0.1) == previews.TIMED_OUT  # nothing later
+
+
+def test_opening_a_big_model_records_its_preview_inputs_once_in_the_background(monkeypatch):
+    """Explore opening a model with a preview stage starts ONE background recording of its preview inputs per
+    process (``prepare_moves``); the first move's stage thread then finds the evaluator ready. A model without a
+    preview stage starts nothing."""
+    import sample_models  # noqa: F401
+    from compression_core.workload import resolve_workload
+
+    previews = dashboard_module("state.previews")
+    wl = resolve_workload("digits-mlp")
+    monkeypatch.setattr(previews, "_PREPARED", set())
+    monkeypatch.setattr(previews, "preview_size", lambda ref: (40, len(wl.test)) if ref == "big" else None)
+    monkeypatch.setattr(previews, "baseline", lambda ref: wl)
+    evs = previews.LRU(size=2)
+    monkeypatch.setattr(previews, "_evaluators", lambda: evs)
+    assert previews.prepare_moves("small") is False and evs.get("small") is None
+    assert previews.prepare_moves("big") is True
+    assert previews.prepare_moves("big") is False  # once per process and model
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (evs.get("big") is not None and "preview" in evs.get("big")._evs):
+        time.sleep(0.01)
+    ev = evs.get("big")
+    assert ev is not None and "preview" in ev._evs and ev.n == 40
+    assert previews._evaluator({"ref": "big", "evaluators": evs, "wl": wl, "n": 40}) is ev  # the one the moves use

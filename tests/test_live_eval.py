@@ -127,3 +127,15 @@ def test_a_stopped_full_pass_raises_and_leaves_the_evaluator_exact(vit):
     ref = measure(late, vit, with_latency=False)
     assert metric == ref.accuracy and extra == ref.extra
     assert ev.full(late)[0] == metric
+
+
+def test_prepare_records_the_preview_inputs_and_changes_no_number(vit):
+    """``prepare("preview")`` (a page opening a model) records the baseline's block outputs on the preview subset
+    ahead of the first move; that move's preview is then the same as without it."""
+    ev = MoveEvaluator(vit, preview_n=50)
+    ev.prepare("preview")
+    assert "preview" in ev._evs and "full" not in ev._evs and ev.bytes > 0
+    variant = _variant(vit, ["blocks.1.mlp.fc2"], amount=0.7)
+    assert ev.preview(variant) == MoveEvaluator(vit, preview_n=50).preview(variant)
+    with pytest.raises(ValueError, match="no preview subset"):
+        MoveEvaluator(vit, preview_n=None).prepare("preview")

@@ -167,6 +167,7 @@ except Exception as e:  # a workload whose data or metric cannot be measured: on
     st.stop()
 bstats = base["stats"]
 state.curves_status(ref)  # the estimate's sensitivity curves: started in a background job the first time, on disk after
+state.prepare_moves(ref)  # a big model's preview inputs recorded in the background: the first move is not the slow one
 st.caption(f"{f['architecture']}{' - ' + f['task'] if f['task'] else ''}. Baseline test {f['metric']} "
            f"{state.metric_text(bstats['accuracy'], f)}, {bstats['params']:,} parameters, "
            f"{bstats['size_bytes'] / 1024:,.1f} KB file"

@@ -46,7 +46,8 @@ __all__ = [
 
 from . import stages  # noqa: E402  (the stage log: Explore writes it, tests and benchmarks read it)
 from .estimates import cost_view, curves_status, estimate_view, estimated_stats, with_cost  # noqa: E402
-from .previews import READY, INTERRUPTED, TIMED_OUT, live_view, newer_stage, wait_for_stage  # noqa: E402
+from .previews import (READY, INTERRUPTED, TIMED_OUT, live_view, newer_stage, prepare_moves,  # noqa: E402
+                       wait_for_stage)
 
 __all__ += ["INTERRUPTED", "READY", "TIMED_OUT", "cost_view", "curves_status", "estimate_view", "estimated_stats",
-            "live_view", "newer_stage", "stages", "wait_for_stage", "with_cost"]
+            "live_view", "newer_stage", "prepare_moves", "stages", "wait_for_stage", "with_cost"]
