@@ -206,9 +206,11 @@ _PREPARED: set[str] = set()
 
 def prepare_moves(ref: str) -> bool:
     """Once per process and model, when Explore opens a big model: its move evaluator made and the baseline's block
-    outputs on the preview subset recorded, in a background thread, so the first move's preview costs what later
-    ones do (minilm-topics: the first move's preview was ~2.3 s in the browser, later ones ~1 s). True when this
-    call started it. A failure is left to the first move, which records them itself and says what failed."""
+    outputs on the preview subset recorded, in a background thread, instead of inside the first move's preview
+    (minilm-topics: ~0.3 s of work). The first move still pays the other first-use costs (the size arithmetic sorts
+    each weight's magnitudes once: its preview came 2.9 s after the move in the benchmark, later ones ~0.95 s).
+    True when this call started it. A failure is left to the first move, which records them itself and says what
+    failed."""
     pv = preview_size(ref)
     if pv is None:
         return False
