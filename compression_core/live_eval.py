@@ -81,8 +81,8 @@ class MoveEvaluator:
 
     def prepare(self, which: str = "preview") -> None:
         """Record the baseline's block outputs on the ``which`` input set ("preview" or "full") now, what the first
-        measurement on it would otherwise do first (a live page calls it when a model is opened, so the first move
-        costs what later ones do)."""
+        measurement on it would otherwise do first (a live page calls it when a model is opened, so the first move's
+        measurement does not do it)."""
         if which == "preview" and self.n is None:
             raise ValueError("this evaluator has no preview subset (preview_n=None)")
         with self._lock:

@@ -30,6 +30,7 @@ from compression_core import CompressionError, extra_metrics, measure
 from compression_core.live_eval import Interrupted, MoveEvaluator
 from compression_core.measure import ModelStats, confusion_from_outputs, layer_stats
 from compression_core.recipe import apply_recipe, parse_recipe
+from compression_core.sensitivity import intra_op_threads
 
 from .lru import LRU
 from .recipes import recipe_key
@@ -222,14 +223,11 @@ def prepare_moves(ref: str) -> bool:
     ctx = {"ref": ref, "wl": baseline(ref), "n": pv[0], "evaluators": _evaluators()}
 
     def warm() -> None:
-        old = torch.get_num_threads()
-        torch.set_num_threads(PREVIEW_THREADS)  # as the preview's own forwards run (see PREVIEW_THREADS)
         try:
-            _evaluator(ctx).prepare("preview")
+            with intra_op_threads(PREVIEW_THREADS):  # as the preview's own forwards run (see PREVIEW_THREADS)
+                _evaluator(ctx).prepare("preview")
         except Exception:  # the first move's measurement records them and reports what failed, in one line
             pass
-        finally:
-            torch.set_num_threads(old)
 
     threading.Thread(target=warm, daemon=True, name="explore-prepare").start()
     return True
@@ -255,12 +253,8 @@ def _preview_now(key: str, ctx: dict) -> dict:
     parameters, FLOPs and per-layer rows computed (``estimate_cost``), or measured when they cannot be computed."""
     result, seconds = _applied_now(key, ctx)
     wl, n, total = ctx["wl"], ctx["n"], ctx["total"]
-    old = torch.get_num_threads()
-    torch.set_num_threads(PREVIEW_THREADS)
-    try:
+    with intra_op_threads(PREVIEW_THREADS):
         metric, extra = _evaluator(ctx).preview(result.model)
-    finally:
-        torch.set_num_threads(old)
     if _computed(ctx):
         stats = {"accuracy": metric, "layers": layer_rows(ctx["cost"], ctx["bstats"]), "metric": wl.metric_name,
                  "model": wl.name}
