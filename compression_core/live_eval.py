@@ -13,7 +13,8 @@ them) runs as written. The results are exactly a from-scratch evaluation's
 
 Memory, bounded: each set's recorded outputs are at most ``max_bytes`` (``prefix_cache.MAX_BYTES``, 512 MiB; over
 it, blocks only, then no replay); both are held while the evaluator lives (the dashboard keeps one per model, two
-models per process). The baseline's parameters are shared, not copied.
+models per process). The baseline's parameters are shared, not copied. ``layers``: the model's compressed-layer
+cache (``layer_cache``, at most its own 512 MiB), which a caller passes to ``apply_recipe`` to build the variants.
 
 >>> ev = MoveEvaluator(wl, preview_n=60)
 >>> ev.preview(variant)          # (metric on the first 60 test items, {"fidelity": ...} on them)
@@ -29,6 +30,7 @@ from torch import nn
 from . import extra_metrics
 from . import inputs as I
 from .incremental import IncrementalEvaluator, private_copy
+from .layer_cache import LayerCache
 from .prefix_cache import MAX_BYTES
 from .workload import Workload
 
@@ -46,6 +48,7 @@ class MoveEvaluator:
     def __init__(self, wl: Workload, preview_n: int | None, max_bytes: int = MAX_BYTES) -> None:
         self.wl, self.n, self.max_bytes = wl, preview_n, max_bytes
         self._base = private_copy(wl.model)
+        self.layers = LayerCache(wl.model)  # compressed layers of ``wl.model``'s variants (``apply_recipe(layers=)``)
         self._evs: dict[str, IncrementalEvaluator] = {}
         self._lock = threading.Lock()
 

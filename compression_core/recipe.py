@@ -34,6 +34,7 @@ from .errors import CompressionError
 from .linear_like import say, tied_partners
 from .measure import ModelStats, measure, size_bytes
 from .technique import ProgressFn, StepConfig, StepContext, apply_step, registered_configs
+from .layer_cache import LayerCache
 from .workload import Workload, is_reference, resolve_workload, workload_names
 
 RECIPE_VERSION = 1
@@ -441,7 +442,7 @@ def _own_states(model: nn.Module) -> dict[str, tuple[str, list]]:
     out: dict[str, tuple[str, list]] = {}
     for name, module in model.named_modules():
         own: dict = {}
-        module._save_to_state_dict(own, "", False)
+        module._save_to_state_dict(own, "", True)  # the tensors themselves: an unchanged one compares by identity
         if not own:
             continue
         if name == "":  # tensors owned by the root (a ViT's position embedding): report them by tensor name
@@ -506,9 +507,11 @@ def _prefix_error(msg: str, index: int, cfg: StepConfig) -> str:
 
 
 def _run_steps(
-    recipe: RecipeBase, model: nn.Module, wl: Workload, replay: bool, progress: ProgressFn | None, reports: list | None
+    recipe: RecipeBase, model: nn.Module, wl: Workload, replay: bool, progress: ProgressFn | None, reports: list | None,
+    layers: LayerCache | None = None,
 ) -> nn.Module:
     steps = list(recipe.steps)  # type: ignore[attr-defined]
+    run = layers.run() if layers is not None else None
     n = max(len(steps), 1)
     size = None  # bytes of the model's file before the next step (reports: a step whose file grows says so)
     for i, cfg in enumerate(steps):
@@ -526,7 +529,7 @@ def _run_steps(
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         try:
-            model = apply_step(model, cfg, ctx)
+            model = run.step(model, cfg, ctx) if run is not None else apply_step(model, cfg, ctx)
         except CompressionError as e:
             raise CompressionError(_prefix_error(str(e), i, cfg)) from None
         except (KeyboardInterrupt, MemoryError):
@@ -582,6 +585,7 @@ def apply_recipe(
     replay: bool = False,
     train_threads: int | None = 1,
     workload: Workload | None = None,
+    layers: LayerCache | None = None,
 ) -> RecipeResult:
     """Apply ``recipe`` to a copy of its workload's model and measure it before and after (``workload`` overrides
     the recipe's reference, e.g. one the caller already built).
@@ -591,7 +595,8 @@ def apply_recipe(
     caller does not show (the dashboard's previews); before-stats without latency are cached per process.
     Steps run with ``train_threads`` intra-op threads (default 1): float sums depend on the thread count, so a
     fixed count makes results identical between processes and machines (and 1 thread is fastest on these tiny
-    models); None leaves torch's setting alone.
+    models); None leaves torch's setting alone. ``layers``: a ``LayerCache`` of the workload's model: per-layer steps
+    take the layers they change from it (the same result, built without copying the whole model; ``layer_cache``).
     """
     recipe = load_recipe(recipe) if not isinstance(recipe, RecipeBase) else recipe
     wl = workload if workload is not None else recipe.workload()
@@ -606,7 +611,7 @@ def apply_recipe(
     if train_threads is not None:
         torch.set_num_threads(train_threads)
     try:
-        model = _run_steps(recipe, wl.model, wl, replay=replay, progress=progress, reports=reports)
+        model = _run_steps(recipe, wl.model, wl, replay=replay, progress=progress, reports=reports, layers=layers)
     finally:
         torch.set_num_threads(old_threads)
     after = None

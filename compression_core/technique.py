@@ -49,6 +49,18 @@ class StepConfig(BaseModel):
     kind: str
     ui: ClassVar[TechniqueUI | None] = None
 
+    def per_layer(self, model: nn.Module, ctx: "StepContext") -> "dict[str, StepConfig] | None":
+        """How a layer cache (``layer_cache.LayerCache``) may apply this step one layer at a time.
+
+        A technique whose result on each layer depends only on that layer's own module and its own setting (not on
+        other layers, data, or a random stream that runs through several layers) returns {layer name: a config of
+        the same class that, applied to a model holding that layer alone at that name, changes it exactly as this
+        step changes it in ``model``}; every layer not named must be left as it is by the step. Selection messages
+        (layers left dense or float) are said to ``ctx`` here, as the handler would. None, the default: the step
+        depends on more than one layer (calibration, global thresholds, coupled channels, reconstruction), and the
+        cache runs it on the whole model."""
+        return None
+
 
 ProgressFn = Callable[[float, str], None]
 

@@ -41,6 +41,17 @@ class UnstructuredPruneConfig(StepConfig):
     overrides: dict[str, float] = Field(default_factory=dict)
     include_classifier: bool = False
 
+    def per_layer(self, model: nn.Module, ctx: StepContext) -> dict[str, "UnstructuredPruneConfig"] | None:
+        """Per layer (see ``StepConfig.per_layer``) with scope "layer" and l1 importance: each layer's mask is its
+        own weights' smallest ``amount``. Global scope ranks all layers together and random importance draws one
+        random stream through the layers: both are whole-model steps."""
+        if self.scope != "layer" or self.importance != "l1":
+            return None
+        chosen = select_layers(model, self, ctx)
+        check_overrides(self.overrides, chosen)
+        return {n: self.model_copy(update={"targets": [n], "ignore": [], "overrides": {}, "include_classifier": True,
+                                           "amount": self.overrides.get(n, self.amount)}) for n in chosen}
+
 
 def select_layers(model: nn.Module, cfg, ctx: StepContext | None) -> list[str]:
     """The Linear/Conv1D/Conv2d layers a magnitude-pruning config selects (classifier excluded unless asked); a layer

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import CompressionError
 from ..technique import StepConfig, StepContext, register, TechniqueUI
 from .. import inputs as I
-from ..io import fold_masks
+from ..io import fold_masks, has_mask
 from ..linear_like import is_conv1d
 from ._common import (affine_params, dequantize_values, fake_quantize_weight, qrange, quantize_values,
                       require_split, resolve_overrides, select_layers)
@@ -141,6 +141,22 @@ class FakeQuantConfig(StepConfig):
     include_classifier: bool = False
     overrides: dict[str, Bits] = Field(default_factory=dict)  # layer name or re: pattern -> bits
 
+    def per_layer(self, model: nn.Module, ctx: StepContext) -> dict[str, "FakeQuantConfig"] | None:
+        """Per layer (see ``StepConfig.per_layer``) for weights only: each layer's codes come from its own weight.
+        Activation bits calibrate on data through the whole model, an LSTM/GRU is rounded in place, and a pruned
+        layer the step does not select is still folded by it: those are whole-model steps."""
+        if self.activation_bits is not None:
+            return None
+        bits = _bits_per_layer(model, self, ctx)
+        chosen = [model.get_submodule(n) for n in bits]
+        if any(isinstance(m, nn.RNNBase) for m in chosen):
+            return None
+        if any(has_mask(m, h._tensor_name) for m in model.modules() if all(m is not c for c in chosen)
+               for h in m._forward_pre_hooks.values() if getattr(h, "_tensor_name", None)):
+            return None
+        return {n: self.model_copy(update={"bits": b, "targets": (n,), "ignore": (), "overrides": {},
+                                           "include_classifier": True}) for n, b in bits.items()}
+
 
 @torch.no_grad()
 def _calibrate_inputs(model: nn.Module, names: list[str], x) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -168,14 +184,20 @@ def _calibrate_inputs(model: nn.Module, names: list[str], x) -> dict[str, tuple[
     return ranges
 
 
-@register(FakeQuantConfig)
-def _fake_quant(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> nn.Module:
-    fold_masks(model)  # a pruned model: simulate its effective (zeroed) weights
+def _bits_per_layer(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> dict[str, int]:
+    """Layer name -> bits: the selected layers at ``cfg.bits``, then ``cfg.overrides`` (which may add layers)."""
     names = select_layers(model, cfg, ctx, FAKE_TYPES, "fake_quant")
     bits = {n: cfg.bits for n in names}
     bits.update(resolve_overrides(model, cfg.overrides, FAKE_TYPES, "fake_quant"))
     if not bits:
         raise CompressionError("targets: fake_quant selected no Linear/Conv1D/Conv2d layer; name some in targets")
+    return bits
+
+
+@register(FakeQuantConfig)
+def _fake_quant(model: nn.Module, cfg: FakeQuantConfig, ctx: StepContext) -> nn.Module:
+    fold_masks(model)  # a pruned model: simulate its effective (zeroed) weights
+    bits = _bits_per_layer(model, cfg, ctx)
     ranges = {}
     if cfg.activation_bits is not None and not ctx.replay:
         calib = require_split(ctx, "calib", "activation_bits", "fake_quant with activation_bits")

@@ -181,7 +181,7 @@ def _applied_now(key: str, ctx: dict) -> tuple[Any, float]:
         return hit
     t0 = time.perf_counter()
     result = apply_recipe(parse_recipe(json.loads(key)), with_latency=False, measure_before=False,
-                          measure_after=False, workload=ctx["wl"])
+                          measure_after=False, workload=ctx["wl"], layers=_evaluator(ctx).layers)
     value = (result, time.perf_counter() - t0)
     ctx["unmeasured"].put(key, value)
     return value
