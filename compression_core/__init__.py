@@ -117,6 +117,9 @@ __all__ += [
 from .cost import Cost, estimate_cost  # size, parameters and FLOPs of a configuration, computed without applying it
 
 __all__ += ["Cost", "estimate_cost"]
+from .layer_cache import LayerCache  # compressed layers kept per (layer, setting): apply_recipe(..., layers=cache)
+
+__all__ += ["LayerCache"]
 from .faster import FasterPath, PathTiming, faster_path  # slower than fp32? what is faster here, timed in one run
 
 __all__ += ["FasterPath", "PathTiming", "faster_path"]
