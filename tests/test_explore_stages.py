@@ -229,3 +229,31 @@ def test_opening_a_big_model_records_its_preview_inputs_once_in_the_background(m
     ev = evs.get("big")
     assert ev is not None and "preview" in ev._evs and ev.n == 40
     assert previews._evaluator({"ref": "big", "evaluators": evs, "wl": wl, "n": 40}) is ev  # the one the moves use
+
+
+def test_a_move_is_built_from_the_models_layer_cache_and_equals_the_recipe_applied_whole():
+    """The stage thread applies a move with its model's compressed-layer cache (``MoveEvaluator.layers``): a
+    bit-width move after a first move finds the pruned layers there, and the model built equals ``apply_recipe``'s
+    without the cache (tests/test_layer_cache.py checks the cache itself on the zoo)."""
+    import sample_models
+    import torch
+    from compression_core import apply_recipe
+    from compression_core import inputs as I
+
+    previews = dashboard_module("state.previews")
+    lru = dashboard_module("state.lru")
+    wl = sample_models.load("digits-vit")
+    ctx = {"ref": "digits-vit", "wl": wl, "n": 100, "evaluators": lru.LRU(size=2), "results": lru.LRU(size=4),
+           "unmeasured": lru.LRU(size=4)}
+    x = I.take(wl.test.x, slice(0, 32))
+    for bits in (4, 5):
+        recipe = {"version": 1, "model": "digits-vit", "steps": [
+            {"kind": "prune_unstructured", "amount": 0.6}, {"kind": "fake_quant", "bits": bits}]}
+        result, _ = previews._applied_now(previews.recipe_key(recipe), ctx)
+        whole = apply_recipe(recipe, workload=wl, with_latency=False, measure_before=False, measure_after=False)
+        with torch.no_grad():
+            assert torch.equal(I.call(result.model.eval(), x), I.call(whole.model.eval(), x))
+        assert [s.touched for s in result.steps] == [s.touched for s in whole.steps]
+    cache = ctx["evaluators"].get("digits-vit").layers
+    pruned = len(whole.steps[0].touched)
+    assert cache.hits == pruned and cache.misses == 3 * pruned  # pruned once, quantized at 4 and at 5 bits
