@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import streamlit as st
@@ -233,8 +234,20 @@ def prepare_moves(ref: str) -> bool:
     return True
 
 
-def _computed(ctx: dict) -> bool:
+def _cost(ctx: dict) -> dict:
+    """The move's ``estimate_cost`` view: the page computes it just after handing the move to the stage thread
+    (a Future), so the thread starts applying ~0.1 s earlier; {} where it failed (the stats are measured then)."""
     cost = ctx["cost"]
+    if isinstance(cost, Future):
+        try:
+            return cost.result(timeout=60)
+        except Exception:
+            return {}
+    return cost
+
+
+def _computed(ctx: dict) -> bool:
+    cost = _cost(ctx)
     return all(cost.get(k) is not None for k in ("size_bytes", "params", "nonzero_params", "flops", "nonzero_flops")) \
         and \
         bool(cost.get("layers"))
@@ -256,7 +269,7 @@ def _preview_now(key: str, ctx: dict) -> dict:
     with intra_op_threads(PREVIEW_THREADS):
         metric, extra = _evaluator(ctx).preview(result.model)
     if _computed(ctx):
-        stats = {"accuracy": metric, "layers": layer_rows(ctx["cost"], ctx["bstats"]), "metric": wl.metric_name,
+        stats = {"accuracy": metric, "layers": layer_rows(_cost(ctx), ctx["bstats"]), "metric": wl.metric_name,
                  "model": wl.name}
     else:
         stats = measure(result.model, extra_metrics.preview_workload(wl, n), name=wl.name, with_latency=False,
@@ -271,7 +284,7 @@ def _stats_from_cost(ctx: dict, model: torch.nn.Module, metric: float, extra: di
     count computed (``estimate_cost``: exact, the same numbers the estimate stage showed; no sparse encoding or FLOP
     counting forward), the layer rows read from the model (their types and dtypes), latency and peak RAM not
     measured here (timed on request)."""
-    wl, cost = ctx["wl"], ctx["cost"]
+    wl, cost = ctx["wl"], _cost(ctx)
     return ModelStats(
         model=f"{wl.name} (recipe)", params=cost["params"], nonzero_params=cost["nonzero_params"],
         size_bytes=cost["size_bytes"], sparse_size_bytes=cost.get("sparse_size_bytes"),
@@ -291,7 +304,7 @@ def _full_now(key: str, ctx: dict, stop=None) -> dict:
     wl, f = ctx["wl"], ctx["facts"]
     t0 = time.perf_counter()
     metric, extra, out = _evaluator(ctx).full(result.model, stop=stop)
-    computed = _computed(ctx) and not ctx["cost"].get("unknown")
+    computed = _computed(ctx) and not _cost(ctx).get("unknown")
     stats = _stats_from_cost(ctx, result.model, metric, extra) if computed else \
         measure(result.model, wl, name=f"{wl.name} (recipe)", with_latency=False, scores=(metric, extra))
     cm = confusion_from_outputs(out, wl.test.y, f["num_classes"]).numpy() if f["classification"] else None
@@ -321,9 +334,15 @@ def live_view(recipe: dict) -> dict:
         view = dict(run_recipe(recipe))
         view.setdefault("extra", extra_view(key, ref))
         return {"stage": FULL, "view": view}
+    cost: Future = Future()  # computed below, while the stage thread already applies the recipe
     p.want(key, {"ref": ref, "wl": baseline(ref), "facts": facts(ref), "n": pv[0], "total": pv[1],
                  "base_preview": baseline_preview_metric(ref), "results": _store(), "unmeasured": _unmeasured(),
-                 "cost": cost_view(key), "bstats": baseline_view(ref)["stats"], "evaluators": _evaluators()})
+                 "cost": cost, "bstats": baseline_view(ref)["stats"], "evaluators": _evaluators()})
+    try:
+        cost.set_result(cost_view(key))
+    except BaseException as e:
+        cost.set_exception(e)
+        raise
     if prev is not None:
         return {"stage": PREVIEW, "view": prev}
     return {"stage": ESTIMATE, "view": None}
