@@ -114,9 +114,9 @@ __all__ += [
     "distillation_loss", "load_bundle", "load_recipe", "recipe_schema", "recipe_to_yaml", "save_bundle",
     "validate_recipe",
 ]
-from .cost import Cost, estimate_cost  # size, parameters and FLOPs of a configuration, computed without applying it
+from .cost import Cost, estimate_cost, prepare_estimates  # size, parameters and FLOPs, computed without applying
 
-__all__ += ["Cost", "estimate_cost"]
+__all__ += ["Cost", "estimate_cost", "prepare_estimates"]
 from .layer_cache import LayerCache  # compressed layers kept per (layer, setting): apply_recipe(..., layers=cache)
 
 __all__ += ["LayerCache"]

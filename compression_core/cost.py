@@ -452,4 +452,25 @@ def estimate_cost(model: nn.Module, recipe_or_steps: Any = (), workload: Any = N
                 unknown=unknown, layers=rows, seconds=time.perf_counter() - t0)
 
 
-__all__ = ["Cost", "LayerCost", "estimate_cost"]
+def prepare_estimates(model: nn.Module, workload: Any = None) -> bool:
+    """Do now what the first estimate of a pruned configuration of ``model`` would do first (a live page calls it in
+    the background when a model is opened, so a student's first move does not wait for it): the layout read, the
+    FLOPs traced, and each prunable weight's magnitudes sorted (one sort per weight per process, shared with
+    magnitude pruning's masks; on minilm-topics ~0.9 s of a first estimate's 1.2 s). Changes no number. True when
+    the model's sizes can be estimated at all."""
+    from .prune.unstructured import UnstructuredPruneConfig, select_layers
+
+    cfg = UnstructuredPruneConfig(amount=0.5, include_classifier=True)
+    cost = estimate_cost(model, [cfg], workload)  # the layout and the FLOPs' trace, kept per model
+    if "all" in cost.unknown or cost.refused is not None:
+        return False
+    wl = as_workload(workload, model)
+    info = _info(model, wl)
+    for name in select_layers(model, cfg, StepContext(data=wl)):
+        e = info.base.entries.get(name + ".weight")
+        if e is not None:
+            S.sorted_magnitudes(info, e)
+    return True
+
+
+__all__ = ["Cost", "LayerCost", "estimate_cost", "prepare_estimates"]

@@ -313,3 +313,23 @@ def test_block_removal_and_a_recipe_seeded_as_apply_recipe():
     after = apply_recipe(recipe, with_latency=False, measure_before=False).after
     assert (cost.size_bytes, cost.sparse_size_bytes, cost.params, cost.nonzero_params) == (
         after.size_bytes, after.sparse_size_bytes, after.params, after.nonzero_params)
+
+
+def test_prepare_estimates_sorts_the_magnitudes_once_and_changes_no_number():
+    """``prepare_estimates`` (a live page calls it when a model is opened) does the first estimate's sorting ahead:
+    afterwards every unstructured layer's sorted magnitudes are cached for the model, and each estimate equals the
+    one made on an unprepared copy of the same model."""
+    import copy
+
+    from compression_core import cost as C
+    from compression_core import prepare_estimates
+
+    wl = workload("digits-cnn")
+    warm, cold = copy.deepcopy(wl.model), copy.deepcopy(wl.model)
+    assert prepare_estimates(warm, wl) is True
+    kept = {k[1] for k in C._info(warm, wl)._cache if isinstance(k, tuple) and k[0] == "sorted_magnitudes"}
+    weights = {f"{n}.weight" for n, m in warm.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    assert weights <= kept, weights - kept
+    for case in ("unstructured-50", "unstructured+fake-quant", "unstructured-global+fake-quant"):
+        assert estimate_cost(warm, CASES[case], wl).model_dump(exclude={"seconds"}) == \
+            estimate_cost(cold, CASES[case], wl).model_dump(exclude={"seconds"}), case

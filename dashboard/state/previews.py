@@ -27,6 +27,7 @@ import streamlit as st
 import torch
 
 from compression_core import CompressionError, extra_metrics, measure
+from compression_core.cost import prepare_estimates
 
 from compression_core.live_eval import Interrupted, MoveEvaluator
 from compression_core.measure import ModelStats, confusion_from_outputs, layer_stats
@@ -209,9 +210,8 @@ _PREPARED: set[str] = set()
 def prepare_moves(ref: str) -> bool:
     """Once per process and model, when Explore opens a big model: its move evaluator made and the baseline's block
     outputs on the preview subset recorded, in a background thread, instead of inside the first move's preview
-    (minilm-topics: ~0.3 s of work). The first move still pays other first-use costs (e.g. the size arithmetic sorts
-    each weight's magnitudes once; in the benchmark its estimate came after 0.83 s and its preview after 2.9 s,
-    later moves' after ~0.18 and ~0.95 s).
+    (minilm-topics: ~0.3 s of work), then the size arithmetic's first-use work (``prepare_estimates``: each
+    prunable weight's magnitudes sorted, ~0.9 s, which the first move's estimate used to wait for).
     True when this call started it. A failure is left to the first move, which records them itself and says what
     failed."""
     pv = preview_size(ref)
@@ -227,6 +227,7 @@ def prepare_moves(ref: str) -> bool:
         try:
             with intra_op_threads(PREVIEW_THREADS):  # as the preview's own forwards run (see PREVIEW_THREADS)
                 _evaluator(ctx).prepare("preview")
+            prepare_estimates(ctx["wl"].model, ctx["wl"])  # the size arithmetic's first-use work (magnitudes sorted)
         except Exception:  # the first move's measurement records them and reports what failed, in one line
             pass
 
