@@ -166,3 +166,22 @@ def test_variants_never_share_module_objects_and_the_cache_keeps_its_bound():
     assert_same(b.model, a.model, x)
     shared = {id(m) for m in a.model.modules()} & {id(m) for m in b.model.modules()}
     assert not shared
+
+
+def test_a_model_in_training_mode_gives_the_same_result():
+    """``fake_quant`` puts the whole model in eval mode: on a model in training mode it is a whole-model step, and
+    the cached build still equals the uncached one, training flags included."""
+    import copy
+
+    from compression_core.workload import _with
+
+    wl = _workload("resnet")
+    train = _with(wl, model=copy.deepcopy(wl.model).train())
+    x = I.take(wl.test.x, slice(0, 8))
+    cache = LayerCache(train.model)
+    steps = [{"kind": "prune_unstructured", "amount": 0.6}, {"kind": "fake_quant", "bits": 4}]
+    plain = _apply(train, steps)
+    for _ in range(2):
+        cached = _apply(train, steps, cache)
+        assert_same(cached.model, plain.model, x)
+    assert train.model.training  # the baseline is left as it was

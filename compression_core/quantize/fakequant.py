@@ -143,10 +143,11 @@ class FakeQuantConfig(StepConfig):
 
     def per_layer(self, model: nn.Module, ctx: StepContext) -> dict[str, "FakeQuantConfig"] | None:
         """Per layer (see ``StepConfig.per_layer``) for weights only: each layer's codes come from its own weight.
-        Activation bits calibrate on data through the whole model, an LSTM/GRU is rounded in place, and a pruned
-        layer the step does not select is still folded by it: those are whole-model steps."""
-        if self.activation_bits is not None:
-            return None
+        Activation bits calibrate on data through the whole model, an LSTM/GRU is rounded in place, a pruned layer
+        the step does not select is still folded by it, and a model in training mode is put in eval mode by it:
+        those are whole-model steps."""
+        if self.activation_bits is not None or any(m.training for m in model.modules()):
+            return None  # (the step also puts the whole model in eval mode)
         bits = _bits_per_layer(model, self, ctx)
         chosen = [model.get_submodule(n) for n in bits]
         if any(isinstance(m, nn.RNNBase) for m in chosen):
