@@ -41,6 +41,7 @@ from .measure import _DTYPE_BITS, _formula_flops, _is_recurrent, _recurrent_flop
 from .technique import StepConfig, StepContext, technique_ui
 from .recipe import RecipeBase, load_recipe, step_kinds, step_seed
 from .recipe import _prefix_error
+from .prune.unstructured import UnstructuredPruneConfig, select_layers
 from .workload import as_workload
 from .graph import example_inputs
 import dataclasses
@@ -458,8 +459,6 @@ def prepare_estimates(model: nn.Module, workload: Any = None) -> bool:
     FLOPs traced, and each prunable weight's magnitudes sorted (one sort per weight per process, shared with
     magnitude pruning's masks; on minilm-topics ~0.9 s of a first estimate's 1.2 s). Changes no number. True when
     the model's sizes can be estimated at all."""
-    from .prune.unstructured import UnstructuredPruneConfig, select_layers
-
     cfg = UnstructuredPruneConfig(amount=0.5, include_classifier=True)
     cost = estimate_cost(model, [cfg], workload)  # the layout and the FLOPs' trace, kept per model
     if "all" in cost.unknown or cost.refused is not None:
