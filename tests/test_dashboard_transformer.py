@@ -312,7 +312,7 @@ def test_browser_two_students_moving_at_once_each_see_their_own_full_numbers(ser
         idle(page)
         pages.append(page)
     a, b = pages
-    for page, steps in ((a, 2), (b, 4)):
+    for page, steps in ((a, 2), (b, 6)):
         page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first.focus()
         for _ in range(steps):
             page.keyboard.press("ArrowLeft")
@@ -329,7 +329,9 @@ def test_browser_two_students_moving_at_once_each_see_their_own_full_numbers(ser
     for i, page in enumerate(pages):
         page.screenshot(path=str(tmp_path / f"student-{i}.png"))
         assert not page.locator('[data-testid="stException"]').count()
-    assert float(values[0]) > float(values[1]), values  # a lowered its sparsity 3 steps, b 4
+    # a lowered its sparsity 3 steps, b 6 (6, not 4: once, under the full suite's load, one of b's key presses was
+    # lost in the browser and both ended on 0.35; the check below is on each page's own final value either way)
+    assert float(values[0]) > float(values[1]), values
     # each shows the numbers of its own LAST setting (a's second move gave way to its third), from the library
     from compression_core import estimate_cost
     from compression_core.workload import resolve_workload
