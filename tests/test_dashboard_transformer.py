@@ -211,7 +211,17 @@ def test_browser_each_stage_shows_one_label_and_the_chart_equals_the_metric(serv
             break
     page.screenshot(path=str(tmp_path / "stages.png"))
     (tmp_path / "readings.json").write_text(json.dumps(readings, indent=1))
+    # a second move, from a page showing the whole test set's line: while it waits for its preview (its run stays
+    # open), the first move's "Stage: full test set" line must not stay on screen beside the new estimate line
+    page.locator("[data-testid=stSlider] input[type=range], [data-testid=stSlider] [role=slider]").first.focus()
+    page.keyboard.press("ArrowRight")
+    counts = []
+    for _ in range(40):
+        counts.append(len(page.evaluate(read)["lines"]))
+        page.wait_for_timeout(100)
     page.close()
+    doubled = [i for i in range(1, len(counts)) if counts[i] > 1 and counts[i - 1] > 1]
+    assert not doubled, counts  # two stage lines for 0.1 s or more
     assert {"Stage: preview", "Stage: full test set"} <= set(stages), stages
     for kind, s in stages.items():
         if s["metric"] == "…":  # the estimate is being prepared: the chart has the baseline's bar only

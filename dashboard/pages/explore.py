@@ -312,16 +312,22 @@ def workbench() -> None:
         state.record(ref, "baseline", None, bstats)
         # one slot for the numbers, the stage line and the buttons: what they hold varies by stage (the extra
         # metrics' row, the save button), and the charts below keep their places, so the browser updates them
-        # instead of drawing them anew (plotly redraws a chart whose place in the page changed)
+        # instead of drawing them anew (plotly redraws a chart whose place in the page changed). Inside it every
+        # optional part has its own fixed slot (``st.empty``), drawn empty when absent: a move's run that waits
+        # for its next stage keeps the run open, and an element of the previous run that this run did not
+        # overwrite (e.g. the last move's "Stage: full test set" line one place further down) would stay on screen
+        # beside the new stage line until the run ends
         with st.container():
+            save_slot = st.empty()
             if after is not None and stage == "full":  # trained ones kept; a measured move replaces the current row
                 applied = full_steps != preview_steps and state.recipe_key(full) in trained
                 state.record(ref, state.describe(current["steps"]), current, after,
                              how="applied" if applied else "preview")
-                if st.button("Save to history", key="b_save",
-                             help="keep this configuration in your history (Experiments)"):
-                    saved = state.record(ref, state.describe(current["steps"]), current, after, how="saved")
-                    st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
+                with save_slot.container():
+                    if st.button("Save to history", key="b_save",
+                                 help="keep this configuration in your history (Experiments)"):
+                        saved = state.record(ref, state.describe(current["steps"]), current, after, how="saved")
+                        st.caption(f"Saved as row {saved['id']} of your history (Experiments page).")
 
             if after is not None:
                 (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # 2 x 2: four across cut values off at 1280 px
@@ -344,23 +350,26 @@ def workbench() -> None:
                 counted(m2, "File size (dense)", "size_bytes", lambda v: f"{v / 1024:,.1f} KB")
                 counted(m3, "Non-zero parameters", "nonzero_params", lambda v: f"{v:,}")
                 counted(m4, "FLOPs if zeros skipped", "nonzero_flops", lambda v: f"{v:,}")
+                ram_slot, warn_slot, extra_slot, stage_slot = st.empty(), st.empty(), st.empty(), st.empty()
                 if after.get("peak_ram_bytes_b1") and bstats.get("peak_ram_bytes_b1"):
-                    m5, _ = st.columns(2)
-                    m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
-                              f"{after['peak_ram_bytes_b1'] / bstats['peak_ram_bytes_b1']:.2f}x of before",
-                              delta_color="off", delta_arrow="off",
-                              help="weights as held in memory + one input + the intermediate tensors alive at once, "
-                                   "in torch (compression_core.peak_ram)")
+                    with ram_slot.container():
+                        m5, _ = st.columns(2)
+                        m5.metric("Peak RAM (batch 1)", ram_text(after["peak_ram_bytes_b1"]),
+                                  f"{after['peak_ram_bytes_b1'] / bstats['peak_ram_bytes_b1']:.2f}x of before",
+                                  delta_color="off", delta_arrow="off",
+                                  help="weights as held in memory + one input + the intermediate tensors alive at "
+                                       "once, in torch (compression_core.peak_ram)")
                 collapsed = collapse(base_shown, after["accuracy"], wl) if after["accuracy"] is not None else None
                 if collapsed:
-                    st.warning(collapsed)
+                    warn_slot.warning(collapsed)
                 if result and result.get("extra"):  # the workload's extra metrics (a transformer's embedding fidelity)
-                    for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
-                        col.metric(name.capitalize(), f"{value:.4f}",
-                                   help=f"{name} of the compressed model (workload metric)")
+                    with extra_slot.container():
+                        for col, (name, value) in zip(st.columns(len(result["extra"])), result["extra"].items()):
+                            col.metric(name.capitalize(), f"{value:.4f}",
+                                       help=f"{name} of the compressed model (workload metric)")
                 if stage is not None:
                     state.stages.record(session_id(), move, stage)
-                    st.caption(stage_caption(stage, ref, f, result, est))
+                    stage_slot.caption(stage_caption(stage, ref, f, result, est))
             else:
                 st.info("Move a control on the left: the charts compare the compressed model with the baseline.")
 
