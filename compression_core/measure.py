@@ -7,6 +7,7 @@ A module may describe itself by defining ``layer_stats() -> dict`` with keys ``p
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -199,6 +200,30 @@ def _recurrent_flops(module: nn.Module, inp: tuple, out) -> int:
     return 2 * steps * total
 
 
+def module_flop_hooks(model: nn.Module, counter: list, out: dict[str, int]) -> list:
+    """Forward hooks on every module of ``model`` adding to ``out[name]`` the FLOPs that ``counter[0]`` (a
+    ``FlopCounterMode``, set once it is entered) counted while that module ran in THIS thread (its children included;
+    "" is the whole model). FlopCounterMode's own per-module table is filled by process-wide module hooks, so a
+    forward another thread runs at the same time (a live server's stage thread, a warm-up) is attributed to it too;
+    its op counts are this thread's alone, and so are these."""
+    me = threading.get_ident()
+    hooks = []
+    for name, module in model.named_modules():
+        starts: list[int] = []
+
+        def pre(mod, args, starts=starts):
+            if threading.get_ident() == me and counter:
+                starts.append(counter[0].get_total_flops())
+
+        def post(mod, args, output, name=name, starts=starts):
+            if threading.get_ident() == me and counter and starts:
+                out[name] = out.get(name, 0) + counter[0].get_total_flops() - starts.pop()
+
+        hooks.append(module.register_forward_pre_hook(pre))
+        hooks.append(module.register_forward_hook(post))
+    return hooks
+
+
 @torch.no_grad()
 def flops(model: nn.Module, example: Any) -> tuple[int, int]:
     """(FLOPs as executed, FLOPs if zero weights were skipped) for one forward pass on ``example``.
@@ -210,11 +235,16 @@ def flops(model: nn.Module, example: Any) -> tuple[int, int]:
     model.eval()
     args, kwargs = I.example_args(I.cast_floats(example, _input_dtype(model)))
     per_layer: dict[str, tuple[int, float]] = {}
-    hooks = []
+    me = threading.get_ident()  # the hooks count this thread's forward only (another may run the same modules)
+    counter: list = []
+    counted: dict[str, int] = {}
+    hooks = module_flop_hooks(model, counter, counted)
     for name, module in model.named_modules():
         own = effective_weight(module) is not None
         if own and not any(effective_weight(c) is not None for c in module.children()):
             def hook(mod, inp, out, name=name):
+                if threading.get_ident() != me:
+                    return
                 w = effective_weight(mod)
                 density = float((w != 0).sum()) / max(w.numel(), 1)
                 f, _ = per_layer.get(name, (0, density))
@@ -222,23 +252,24 @@ def flops(model: nn.Module, example: Any) -> tuple[int, int]:
             hooks.append(module.register_forward_hook(hook))
         elif _is_recurrent(module):  # torch.utils.flop_counter does not count aten.lstm
             def rhook(mod, inp, out, name=name):
+                if threading.get_ident() != me:
+                    return
                 tensors = [t for n, t in mod.named_parameters() if n.startswith("weight")] if hasattr(mod, "weight_ih_l0") else []
                 density = (sum(float((t != 0).sum()) for t in tensors) / max(sum(t.numel() for t in tensors), 1)
                            if tensors else 1.0)
                 per_layer[name] = (per_layer.get(name, (0, density))[0] + _recurrent_flops(mod, inp, out), density)
             hooks.append(module.register_forward_hook(rhook))
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as mode:
+            counter.append(mode)
             model(*args, **kwargs)
     finally:
         for h in hooks:
             h.remove()
-    counted = counter.get_flop_counts()
-    total = int(counter.get_total_flops())
+    total = int(mode.get_total_flops())
     nonzero = total
-    root = type(model).__name__
     for name, (f, density) in per_layer.items():
-        seen = sum(int(v) for v in counted.get(f"{root}.{name}", {}).values())
+        seen = counted.get(name, 0)
         if seen == 0:
             total += f
             nonzero += f
