@@ -37,6 +37,7 @@ from . import cost_steps as S
 from . import inputs as I
 from .cost_layout import Entry, Layout, layout_of
 from .errors import CompressionError
+from .incremental import private_copy
 from .measure import _DTYPE_BITS, _formula_flops, _is_recurrent, _recurrent_flops, effective_weight, module_flop_hooks
 from .technique import StepConfig, StepContext, technique_ui
 from .recipe import RecipeBase, load_recipe, step_kinds, step_seed
@@ -220,7 +221,10 @@ def _info(model: nn.Module, wl: Any) -> _Info:
 
 @torch.no_grad()
 def _layer_flops(model: nn.Module, example: Any) -> _Flops:
-    """``measure.flops``'s count, kept per layer (the same hooks, the same counter)."""
+    """``measure.flops``'s count, kept per layer (the same hooks, the same counter), traced on a copy of the module
+    tree (its tensors shared): the hooks and the eval switch never touch ``model``, which other threads of a live
+    server may be running or tracing at the same time (a page's layer graph, the warm-up, a stage's forward)."""
+    model = private_copy(model)
     was = model.training
     model.eval()
     args, kwargs = I.example_args(I.cast_floats(example, I.input_dtype(model)))
