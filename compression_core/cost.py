@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import cost_quant as Q
 from . import cost_steps as S
@@ -38,7 +37,7 @@ from . import inputs as I
 from .cost_layout import Entry, Layout, layout_of
 from .errors import CompressionError
 from .incremental import private_copy
-from .measure import _DTYPE_BITS, _formula_flops, _is_recurrent, _recurrent_flops, effective_weight, module_flop_hooks
+from .measure import _DTYPE_BITS, _formula_flops, _is_recurrent, _recurrent_flops, effective_weight, counting_flops
 from .technique import StepConfig, StepContext, technique_ui
 from .recipe import RecipeBase, load_recipe, step_kinds, step_seed
 from .recipe import _prefix_error
@@ -231,16 +230,11 @@ def _layer_flops(model: nn.Module, example: Any) -> _Flops:
     layers: dict[str, int] = {}
     recurrent: dict[str, int] = {}
     inputs: dict[str, int] = {}  # 2 x the positions of each layer's input (a conv's input resolution)
-    me = threading.get_ident()  # the hooks count this thread's forward only (another may run the same modules)
-    counter: list = []
-    modules: dict[str, int] = {}
-    hooks = module_flop_hooks(model, counter, modules)
+    hooks = []  # on the private copy: only this thread runs them
     for name, module in model.named_modules():
         if effective_weight(module) is not None and not any(effective_weight(c) is not None
                                                             for c in module.children()):
             def hook(mod, inp, out, name=name):
-                if threading.get_ident() != me:
-                    return
                 layers[name] = layers.get(name, 0) + _formula_flops(mod, out)
                 x = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
                 if x is not None and x.dim() == 4:
@@ -248,13 +242,10 @@ def _layer_flops(model: nn.Module, example: Any) -> _Flops:
             hooks.append(module.register_forward_hook(hook))
         elif _is_recurrent(module):
             def rhook(mod, inp, out, name=name):
-                if threading.get_ident() != me:
-                    return
                 recurrent[name] = recurrent.get(name, 0) + _recurrent_flops(mod, inp, out)
             hooks.append(module.register_forward_hook(rhook))
     try:
-        with FlopCounterMode(display=False) as mode:
-            counter.append(mode)
+        with counting_flops(model) as (mode, modules):
             model(*args, **kwargs)
     finally:
         for h in hooks:

@@ -8,7 +8,8 @@ A module may describe itself by defining ``layer_stats() -> dict`` with keys ``p
 from __future__ import annotations
 
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -200,28 +201,35 @@ def _recurrent_flops(module: nn.Module, inp: tuple, out) -> int:
     return 2 * steps * total
 
 
-def module_flop_hooks(model: nn.Module, counter: list, out: dict[str, int]) -> list:
-    """Forward hooks on every module of ``model`` adding to ``out[name]`` the FLOPs that ``counter[0]`` (a
-    ``FlopCounterMode``, set once it is entered) counted while that module ran in THIS thread (its children included;
-    "" is the whole model). FlopCounterMode's own per-module table is filled by process-wide module hooks, so a
-    forward another thread runs at the same time (a live server's stage thread, a warm-up) is attributed to it too;
-    its op counts are this thread's alone, and so are these."""
+@contextmanager
+def counting_flops(model: nn.Module) -> Iterator[tuple[FlopCounterMode, dict[str, int]]]:
+    """``FlopCounterMode`` around the caller's forward of ``model``, with {module name: the FLOPs it counted while
+    that module ran in THIS thread} (its children included; "" is the whole model). FlopCounterMode's own per-module
+    table is filled by process-wide module hooks that name modules by class, so a forward another thread runs at the
+    same time (a live server's stage thread, a warm-up) is attributed to it too; its op counts are this thread's
+    alone, and so are these."""
     me = threading.get_ident()
+    counted: dict[str, int] = {}
     hooks = []
-    for name, module in model.named_modules():
-        starts: list[int] = []
+    with FlopCounterMode(display=False) as mode:
+        for name, module in model.named_modules():
+            starts: list[int] = []
 
-        def pre(mod, args, starts=starts):
-            if threading.get_ident() == me and counter:
-                starts.append(counter[0].get_total_flops())
+            def pre(mod, args, starts=starts):
+                if threading.get_ident() == me:
+                    starts.append(mode.get_total_flops())
 
-        def post(mod, args, output, name=name, starts=starts):
-            if threading.get_ident() == me and counter and starts:
-                out[name] = out.get(name, 0) + counter[0].get_total_flops() - starts.pop()
+            def post(mod, args, output, name=name, starts=starts):
+                if threading.get_ident() == me and starts:
+                    counted[name] = counted.get(name, 0) + mode.get_total_flops() - starts.pop()
 
-        hooks.append(module.register_forward_pre_hook(pre))
-        hooks.append(module.register_forward_hook(post))
-    return hooks
+            hooks.append(module.register_forward_pre_hook(pre))
+            hooks.append(module.register_forward_hook(post))
+        try:
+            yield mode, counted
+        finally:
+            for h in hooks:
+                h.remove()
 
 
 @torch.no_grad()
@@ -236,9 +244,7 @@ def flops(model: nn.Module, example: Any) -> tuple[int, int]:
     args, kwargs = I.example_args(I.cast_floats(example, _input_dtype(model)))
     per_layer: dict[str, tuple[int, float]] = {}
     me = threading.get_ident()  # the hooks count this thread's forward only (another may run the same modules)
-    counter: list = []
-    counted: dict[str, int] = {}
-    hooks = module_flop_hooks(model, counter, counted)
+    hooks = []
     for name, module in model.named_modules():
         own = effective_weight(module) is not None
         if own and not any(effective_weight(c) is not None for c in module.children()):
@@ -260,8 +266,7 @@ def flops(model: nn.Module, example: Any) -> tuple[int, int]:
                 per_layer[name] = (per_layer.get(name, (0, density))[0] + _recurrent_flops(mod, inp, out), density)
             hooks.append(module.register_forward_hook(rhook))
     try:
-        with FlopCounterMode(display=False) as mode:
-            counter.append(mode)
+        with counting_flops(model) as (mode, counted):
             model(*args, **kwargs)
     finally:
         for h in hooks:
