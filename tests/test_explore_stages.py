@@ -257,3 +257,43 @@ def test_a_move_is_built_from_the_models_layer_cache_and_equals_the_recipe_appli
     cache = ctx["evaluators"].get("digits-vit").layers
     pruned = len(whole.steps[0].touched)
     assert cache.hits == pruned and cache.misses == 3 * pruned  # pruned once, quantized at 4 and at 5 bits
+
+
+def test_an_estimate_whose_band_job_failed_says_why_instead_of_being_measured(monkeypatch):
+    """On a 110 M model the band's job (random configurations measured on the whole test set) can hit the per-job
+    memory or time limit; the estimate then stands without a band and the stage line says why (it said "being
+    measured" forever)."""
+    from streamlit.testing.v1 import AppTest
+
+    from compression_core.estimate_metric import MetricCurves
+    from compression_core.sensitivity import LayerCurve, layer_names
+    from compression_core.workload import resolve_workload
+
+    est = dashboard_module("state.estimates")
+    model = resolve_workload(MODEL).model
+    layers = [LayerCurve(name=n, type="Linear", params=model.get_submodule(n).weight.numel(),
+                         points=[(0.0, 0.8), (0.9, 0.7)]) for n in layer_names(model, "prune", None,
+                                                                                include_classifier=True)]
+    unbanded = MetricCurves(model=MODEL, split="the calibration split (74 items)", samples=74, metric="accuracy",
+                            baseline=0.8, curves={"prune": layers})
+    monkeypatch.setattr(est, "curves", lambda ref: (unbanded, ""))
+    reason = ("curves job stopped: it needed more than the per-job memory limit (2,048 MB); start the server with "
+              "`-- --job-memory-limit MB` (or COMPRESSION_LAB_JOB_MEMORY_MB) to change it")
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    key = est._key(MODEL, "band")
+    est._state().failed[key] = reason
+    try:
+        at.selectbox(key="x_model").set_value(MODEL).run()
+        at.radio(key=f"x_prune_{MODEL}").set_value("unstructured (weights)").run()
+        assert not at.exception, at.exception
+        lines = _stage_lines(at)
+        assert len(lines) == 1 and lines[0].startswith("Stage: estimate"), lines
+        assert f"with no error band ({reason})" in lines[0] and "being measured" not in lines[0].split(";")[1], lines
+        # without the failure, the same estimate says its band is being measured
+        est._state().failed.pop(key)
+        at.slider(key="x_prune_unstructured_amount").set_value(0.55).run()
+        lines = _stage_lines(at)
+        assert lines[0].startswith("Stage: estimate") and "its error band being measured" in lines[0], lines
+    finally:
+        est._state().failed.pop(key, None)

@@ -133,7 +133,9 @@ def stage_caption(stage: str, ref: str, f: dict, result: dict | None, est: dict)
     if stage == "estimate":
         if est.get("value") is not None:
             band = est.get("band")
-            if band is None:
+            if band is None and est.get("band_error"):  # its job failed: the estimate stands without a band, and why
+                bt = f", with no error band ({est['band_error']})"
+            elif band is None:
                 bt = ", its error band being measured"
             else:
                 bt = (f", ±{band * 100:.1f} points" if f["percent"] else f", ±{band:.4g}") + \

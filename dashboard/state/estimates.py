@@ -177,6 +177,14 @@ def curves(ref: str) -> tuple[MetricCurves | None, str]:
     return merged, ("the error band is being measured: " + status) if not ready else status
 
 
+def band_error(ref: str) -> str | None:
+    """Why the error band of ``ref``'s curves could not be measured (its job failed: e.g. a 110 M model's random
+    configurations need more than the per-job memory or time limit), or None (measured, or still being measured)."""
+    s = _state()
+    with s.lock:
+        return None if ref in s.final else s.failed.get(_key(ref, "band"))
+
+
 def curves_status(ref: str) -> str:
     """Start (or poll) the curves of ``ref`` now (Explore calls this when a model is opened); a status line. Only
     for a model measured on a preview subset first: a small model's moves are measured at once (no estimate
@@ -211,7 +219,8 @@ def _estimates() -> LRU:
 
 
 def estimate_view(key: str, base_metric: float) -> dict:
-    """{"value": predicted test metric or None, "band", "split", "reason", "status"} for the recipe ``key``."""
+    """{"value": predicted test metric or None, "band", "split", "reason", "status", "band_error" (why the band
+    could not be measured, or None)} for the recipe ``key``."""
     ref = json.loads(key)["model"]
     try:
         c, status = curves(ref)
@@ -233,7 +242,8 @@ def estimate_view(key: str, base_metric: float) -> dict:
         except Exception as e:  # noqa: BLE001 - the estimate is a bonus: one line, the measurement follows
             hit = {"value": None, "band": None, "split": c.split, "reason": one_line(e), "status": status}
         _estimates().put(k, hit)
-    return hit
+    # the value is kept per configuration; how far the curves' jobs are (and whether the band's failed) is now
+    return {**hit, "status": status, "band_error": band_error(ref) if c.band is None else None}
 
 
 def estimated_stats(key: str, bstats: dict, base_metric: float) -> tuple[dict, dict]:
