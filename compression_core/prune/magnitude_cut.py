@@ -14,7 +14,8 @@ a one-off pruning (the CLI) pays only the selection, a live page that prunes the
 one sort per weight; the cost estimate's sorted magnitudes of a base weight are the same tensors
 (``shared_sorted``: one copy per process). Memory is bounded: ``MAX_BYTES`` (256 MiB, 4 bytes per weight; MiniLM's 36 Linear weights take
 42 MB, 84 MB with the global-scope concatenation); entries unused for ``STALE_S`` make room, else a new one is not
-kept.
+sorted at all (a BERT-base's 72 Linear weights need 340 MB: the ones left out get the selection on every pruning,
+not a sort, ~4x slower, that could not be kept).
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ class _Sorted:
                 self.seen.popitem(last=False)
             return False
 
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more bytes could be kept now (free room, or entries unused for ``STALE_S`` to make room):
+        sorting pays only then; a weight the store cannot keep is served by the selection."""
+        with self.lock:
+            if n > MAX_BYTES:
+                return False
+            if self.bytes + n <= MAX_BYTES:
+                return True
+            now = time.monotonic()
+            return self.bytes + n - sum(t.numel() * t.element_size() for t, used in self.items.values()
+                                        if now - used > STALE_S) <= MAX_BYTES
+
     def put(self, key: tuple, s: torch.Tensor) -> None:
         n = s.numel() * s.element_size()
         with self.lock:
@@ -95,7 +108,7 @@ def smallest_k(a: torch.Tensor, k: int) -> torch.Tensor | None:
         return None
     key = _key(a)
     s = _SORTED.get(key)
-    if s is None and _SORTED.second_time(key):
+    if s is None and _SORTED.second_time(key) and _SORTED.has_room(a.numel() * a.element_size()):
         s = torch.sort(a).values
         _SORTED.put(key, s)
     cut = s[k - 1] if s is not None else torch.kthvalue(a, k).values
