@@ -14,8 +14,8 @@ a one-off pruning (the CLI) pays only the selection, a live page that prunes the
 one sort per weight; the cost estimate's sorted magnitudes of a base weight are the same tensors
 (``shared_sorted``: one copy per process). Memory is bounded: ``MAX_BYTES`` (256 MiB, 4 bytes per weight; MiniLM's 36 Linear weights take
 42 MB, 84 MB with the global-scope concatenation); entries unused for ``STALE_S`` make room, else a new one is not
-sorted at all (a BERT-base's 72 Linear weights need 340 MB: the ones left out get the selection on every pruning,
-not a sort, ~4x slower, that could not be kept).
+sorted at all (a BERT-base's 72 Linear weights need 340 MB: the ones left out get the selection on every pruning
+instead of a sort that could not be kept and costs ~4x the selection).
 """
 
 from __future__ import annotations
