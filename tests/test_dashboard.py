@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from compression_core.technique import registered_configs, technique_ui
-from dashboard_modules import dashboard_module, time_latency
+from dashboard_modules import DASHBOARD, dashboard_module, time_latency
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -265,9 +265,20 @@ def test_latency_is_timed_in_a_worker_job_with_progress_and_cancel(monkeypatch):
     assert len(last_row(at)["latency"]) == 1 and "lat_chart" in [c.key for c in at.get("plotly_chart")]
     assert in_page == []  # nothing was timed in this process
 
-    at.button(key="b_latency").click().run()  # again: a new job (never the old result), then cancelled
-    assert at.session_state["_jobs"][job_key] != job.id
-    next(b for b in at.button if b.key.startswith("b_cancel_")).click().run()
+    # again: a new job (never the old result), then cancelled. Other students' jobs hold every worker meanwhile, so
+    # the timing is still queued when Cancel is pressed (else, on a loaded machine, it could end first: a race)
+    runner = jobs.runner()
+    monkeypatch.syspath_prepend(DASHBOARD)  # a worker started meanwhile imports the job modules as the page does
+    fillers = [runner.submit("sleep", {"seconds": 120 + i}, f"another-student-{i}")
+               for i in range(runner.limits.workers)]
+    try:
+        at.button(key="b_latency").click().run()
+        assert at.session_state["_jobs"][job_key] != job.id
+        assert runner.status(at.session_state["_jobs"][job_key])["state"] == "queued"
+        next(b for b in at.button if b.key.startswith("b_cancel_")).click().run()
+    finally:
+        for f in fillers:
+            runner.cancel(f)
     (cancelled,) = [e.value for e in at.error]
     assert "cancelled" in cancelled and "\n" not in cancelled
     assert job_key not in at.session_state["_jobs"] and len(last_row(at)["latency"]) == 1

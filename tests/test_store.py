@@ -159,6 +159,39 @@ def test_passcode_backoff_is_per_client_shared_by_processes_and_doubles(db_url):
     assert a.passcode_wait(me) == 0 and b.passcode_attempt(me) == 0
 
 
+def test_servers_opening_a_new_database_at_once_all_keep_history_there(db_url):
+    """Several server processes started together on one empty database (a workshop behind a proxy): each creates the
+    tables if missing, and none fails (Postgres's CREATE TABLE is not safe against a concurrent one: the loser got an
+    IntegrityError and kept its history in memory, so a reload on it lost the student's settings); the schema version
+    is written once."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    go = threading.Barrier(6)
+    opened: list = []
+
+    def open_store() -> None:
+        go.wait()
+        opened.append(store.Store(db_url))
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(s.problem, s.persistent) for s in opened] == [(None, True)] * 6
+    opened[0].save_settings("b1", {"x_amount": 0.5})
+    opened[0].flush()
+    assert all(s.load_settings("b1") == {"x_amount": 0.5} for s in opened)
+    engine = create_engine(db_url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM schema_version")).scalar() == 1
+    engine.dispose()
+    for s in opened:
+        s.engine.dispose()
+
+
 def test_parallel_passcode_tries_cannot_slip_past_the_count(db_url):
     """Many tabs guessing at the same moment: each try is counted before it is checked, so exactly MAX_TRIES get
     through before the pause, whatever the interleaving (row lock on Postgres, BEGIN IMMEDIATE on SQLite)."""

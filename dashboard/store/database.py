@@ -103,6 +103,11 @@ class Store:
                                      f"{str(check)[:120]}); history is kept in memory for this server run only: "
                                      "move the file away or start with `-- --db OTHER_FILE`")
         with self._write() as c:
+            if self.engine.dialect.name == "postgresql":
+                # servers started together on one fresh database: Postgres's CREATE TABLE is not safe against a
+                # concurrent one (the loser fails on a unique index of its catalogue and would keep history in
+                # memory); one at a time, until this transaction ends (SQLite: BEGIN IMMEDIATE does the same)
+                c.exec_driver_sql("SELECT pg_advisory_xact_lock(7212301)")
             metadata.create_all(c)
             found = c.execute(select(schema_version.c.version)).scalars().all()
             if not found:
