@@ -14,7 +14,7 @@ them) runs as written. The results are exactly a from-scratch evaluation's
 Memory, bounded: each set's recorded outputs are at most ``max_bytes`` (``prefix_cache.MAX_BYTES``, 512 MiB; over
 it, blocks only, then no replay); both are held while the evaluator lives (the dashboard keeps one per model, two
 models per process). The baseline's parameters are shared, not copied. ``layers``: the model's compressed-layer
-cache (``layer_cache``, at most its own 512 MiB), which a caller passes to ``apply_recipe`` to build the variants.
+cache (``layer_cache``, at most 3x the model's bytes, at least 512 MiB), which a caller passes to ``apply_recipe`` to build the variants.
 
 >>> ev = MoveEvaluator(wl, preview_n=60)
 >>> ev.preview(variant)          # (metric on the first 60 test items, {"fidelity": ...} on them)

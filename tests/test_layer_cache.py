@@ -168,6 +168,46 @@ def test_variants_never_share_module_objects_and_the_cache_keeps_its_bound():
     assert not shared
 
 
+def test_a_pruned_layer_keeps_the_baselines_weight_not_a_copy_and_that_costs_the_cache_nothing():
+    """A pruned layer's original weight IS the baseline's tensor (BERT-base: a copy of every pruned weight would add
+    340 MB to each configuration); the cache counts only what the layers add (mask, masked weight)."""
+    wl = _workload("resnet")
+    names = _layers(wl)
+    cache = LayerCache(wl.model)
+    prune = [{"kind": "prune_unstructured", "amount": 0.6, "targets": names, "include_classifier": True}]
+    r = _apply(wl, prune, cache)
+    base = {n: m.weight for n, m in wl.model.named_modules() if n in names}
+    for n in names:
+        orig = r.model.get_submodule(n).weight_orig
+        assert orig.untyped_storage().data_ptr() == base[n].untyped_storage().data_ptr(), n
+    added = sum(b.numel() * b.element_size() + r.model.get_submodule(n).weight.numel() * 4
+                for n in names for b in [r.model.get_submodule(n).weight_mask])
+    assert cache.bytes <= added + sum(m.bias.numel() * 4 for n, m in wl.model.named_modules()
+                                      if n in names and getattr(m, "bias", None) is not None)
+    assert_same(r.model, _apply(wl, prune).model, I.take(wl.test.x, slice(0, 8)))
+
+
+def test_a_configuration_larger_than_the_cache_does_not_wash_it_out():
+    """A recipe whose layers do not all fit: the cache keeps the ones that fitted (not, as least-recently-used order
+    would, each one evicted just before the next move asks for it), so a move that changes one layer finds the
+    others; the bound holds throughout."""
+    wl = _workload("resnet")
+    names = _layers(wl)
+    per_layer = {n: wl.model.get_submodule(n).weight.numel() * 4 * 2 for n in names}  # mask + masked weight
+    cache = LayerCache(wl.model, max_bytes=sum(per_layer.values()) // 2)
+
+    def move(targets):
+        hits = cache.hits
+        _apply(wl, [{"kind": "prune_unstructured", "amount": 0.6, "targets": targets, "include_classifier": True}],
+               cache)
+        assert cache.bytes <= cache.max_bytes
+        return cache.hits - hits
+
+    move(names)
+    assert 0 < len(cache) < len(names)
+    assert move(names[:-1]) >= len(cache) - 1  # all it kept but (perhaps) the layer left out
+
+
 def test_a_model_in_training_mode_gives_the_same_result():
     """``fake_quant`` puts the whole model in eval mode: on a model in training mode it is a whole-model step, and
     the cached build still equals the uncached one, training flags included."""
