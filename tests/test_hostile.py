@@ -295,9 +295,11 @@ def test_browser_hostile_uploads_one_line_each_and_another_students_slider_keeps
             t.goto(url)
             _idle(t)
             t.get_by_role("link", name="Class").click()
+            _idle(t)
             t.get_by_text("Teacher", exact=True).first.click()
+            _idle(t)  # (under the full suite's load a passcode typed while the page still redrew was lost)
             t.get_by_label("Teacher passcode").fill("tea-time-42")
-            t.get_by_text("Enter teacher mode").click()
+            t.get_by_role("button", name="Enter teacher mode").click()
             t.get_by_text("Download all submissions (CSV)").wait_for(timeout=60_000)
             _idle(t)
             for i in range(3):
