@@ -351,11 +351,8 @@ class Session:
                 _, els = await self.run_script(ws)
                 got = {k: els["_metrics"].get(k) for k in want}
                 while got != want and self.auto and time.monotonic() - t0 < patience_s:
-                    frag, every = next(iter(self.auto.items()))
-                    await asyncio.sleep(every)
-                    self.auto.pop(frag, None)
-                    _, polled = await self.run_script(ws, fragment=frag, auto=True)
-                    if polled["_metrics"]:  # a poll that found the next stage reran the page (st.rerun)
+                    polled = await self._poll(ws)
+                    if polled is not None:
                         els = polled
                         got = {k: els["_metrics"].get(k) for k in want}
             if got == want or time.monotonic() - t0 > patience_s:
@@ -367,6 +364,16 @@ class Session:
             self.reload_mismatch = (f"session {self.idx} reloaded on {self.reload_url} for {self.reload_s:.0f} s: "
                                     f"saw {got}, expected its last configuration {(self.model, self.last_amount)} "
                                     f"{want}")
+
+    async def _poll(self, ws) -> dict | None:
+        """The next poll the server scheduled, as the browser runs it (its fragment, after its interval): the page's
+        elements when the poll reran the page (a fragment run draws only itself; the full rerun follows its
+        st.rerun), else None."""
+        frag, every = next(iter(self.auto.items()))
+        await asyncio.sleep(every)
+        self.auto.pop(frag, None)
+        _, els = await self.run_script(ws, fragment=frag, auto=True)
+        return els if els["_metrics"] else None
 
     async def _train_loop(self, ws, els: dict, deadline: float, think: float, expected: dict) -> None:
         self.stage = "ticking fine-tune"
@@ -391,12 +398,10 @@ class Session:
                 if self.errors:
                     break
                 if self.auto:
-                    frag, every = next(iter(self.auto.items()))
-                    await asyncio.sleep(every)
-                    self.auto.pop(frag, None)
-                    _, els = await self.run_script(ws, fragment=frag, auto=True)
-                    if not els["_metrics"]:  # a fragment run draws only itself; the full rerun follows st.rerun
+                    polled = await self._poll(ws)
+                    if polled is None:
                         continue
+                    els = polled
                 else:  # no fragment scheduled: a full rerun (e.g. the job had finished before this run)
                     await asyncio.sleep(1.0)
                     _, els = await self.run_script(ws)

@@ -97,7 +97,7 @@ def _share_unchanged(layer: nn.Module, source: nn.Module) -> None:
             pool.setdefault((tuple(t.shape), t.dtype, t.stride()), []).append(t)
     if not pool:
         return
-    shared = _storages(source)
+    shared = {t.untyped_storage().data_ptr() for ts in pool.values() for t in ts}
     for m, kind, n, t in list(_slots(layer)):
         if t.is_meta or t.untyped_storage().data_ptr() in shared:
             continue
@@ -180,7 +180,7 @@ class CachedRun:
     """The steps of one recipe applied to the cache's base model: ``step`` is ``apply_step`` with per-layer steps
     built from cached layers while every step so far was per-layer and started from this run's own last result."""
 
-    def __init__(self, cache: LayerCache, run: int = 0) -> None:
+    def __init__(self, cache: LayerCache, run: int) -> None:
         self.cache, self.id = cache, run
         self.current: nn.Module | None = cache.base
         self.chain: dict[str, tuple] = {}  # layer name -> the per-layer settings of the steps that changed it
