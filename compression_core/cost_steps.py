@@ -161,7 +161,7 @@ def sorted_magnitudes(info, e: Entry) -> np.ndarray | None:
     return info.cached(("sorted_magnitudes",) + e.ckey, build)
 
 
-SORTED_MAX_PARAMS = 64_000_000  # a bigger model keeps no sorted magnitudes (they take 4 bytes per weight)
+SORTED_MAX_PARAMS = 128_000_000  # a bigger model keeps no sorted magnitudes (4 bytes per weight; BERT-base's: 340 MB)
 
 
 def sorted_magnitudes_kept(info, e: Entry) -> bool:

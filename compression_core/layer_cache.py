@@ -37,7 +37,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .incremental import private_copy
+from .incremental import LAYER_KEY, private_copy
 from .technique import StepConfig, StepContext, apply_step
 
 MAX_BYTES = 512 * 2**20
@@ -111,6 +111,10 @@ def _share_unchanged(layer: nn.Module, source: nn.Module) -> None:
             m._buffers[n] = same.detach()
         else:
             m.__dict__[n] = same.detach()
+    for m in layer.modules():  # a hook that keeps what it computed from a tensor swapped here for an equal one
+        for h in list(m._forward_pre_hooks.values()):
+            if callable(getattr(h, "rebind", None)):
+                h.rebind(m)
 
 
 def _holder(name: str, layer: nn.Module) -> nn.Module:
@@ -189,7 +193,10 @@ class CachedRun:
         per = cfg.per_layer(model, ctx) if model is self.current else None
         if per is None:  # a whole-model step: as apply_step, and every later step too
             self.current = None
-            return apply_step(model, cfg, ctx)
+            out = apply_step(model, cfg, ctx)
+            for m in out.modules():  # it may have changed any layer: none is what its key says any more
+                m.__dict__.pop(LAYER_KEY, None)
+            return out
         out = private_copy(model)  # the module tree; every tensor shared (the layers below are swapped, not changed)
         for i, (name, one) in enumerate(per.items()):
             key = (name, *self.chain.get(name, ()), one.model_dump_json())
@@ -200,7 +207,9 @@ class CachedRun:
                 layer = apply_step(_holder(name, source), one, alone).get_submodule(name)
                 _share_unchanged(layer, source)
                 self.cache._put(key, layer, self.id)
-            out.set_submodule(name, private_copy(layer))  # this variant's own module objects over the kept tensors
+            own = private_copy(layer)  # this variant's own module objects over the kept tensors
+            own.__dict__[LAYER_KEY] = key  # what built it (a move evaluator replays blocks of variants sharing it)
+            out.set_submodule(name, own)
             self.chain[name] = key[1:]
             ctx.report((i + 1) / len(per), name)
         self.current = out

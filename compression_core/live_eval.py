@@ -12,9 +12,11 @@ them) runs as written. The results are exactly a from-scratch evaluation's
 (tests/test_live_eval.py checks equal predictions and metrics).
 
 Memory, bounded: each set's recorded outputs are at most ``max_bytes`` (``prefix_cache.MAX_BYTES``, 512 MiB; over
-it, blocks only, then no replay); both are held while the evaluator lives (the dashboard keeps one per model, two
-models per process). The baseline's parameters are shared, not copied. ``layers``: the model's compressed-layer
-cache (``layer_cache``, at most 3x the model's bytes, at least 512 MiB), which a caller passes to ``apply_recipe`` to build the variants.
+it, blocks only, then no replay), and as much again for the blocks of the last few variants scored (a move that
+shares its first layers with an earlier move replays those: ``incremental``); all are held while the evaluator
+lives (the dashboard keeps one per model, two models per process). The baseline's parameters are shared, not
+copied. ``layers``: the model's compressed-layer cache (``layer_cache``, at most 3x the model's bytes, at least
+512 MiB), which a caller passes to ``apply_recipe`` to build the variants.
 
 >>> ev = MoveEvaluator(wl, preview_n=60)
 >>> ev.preview(variant)          # (metric on the first 60 test items, {"fidelity": ...} on them)
@@ -61,8 +63,8 @@ class MoveEvaluator:
 
     @property
     def bytes(self) -> int:
-        """Bytes of recorded block outputs held now."""
-        return sum(ev.prefix.bytes for ev in self._evs.values())
+        """Bytes of recorded block outputs held now (the baseline's and the kept variants')."""
+        return sum(ev.prefix.bytes + sum(v[2] for v in ev.variants) for ev in self._evs.values())
 
     def _score(self, model: nn.Module, which: str, stop=None) -> tuple[float, dict[str, float], torch.Tensor]:
         with self._lock:

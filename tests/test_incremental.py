@@ -70,3 +70,60 @@ def test_minilm_last_block_move_replays_five_blocks_and_predicts_the_same():
     assert {f"encoder.encoder.layer.{i}" for i in range(5)} <= set(replayed)
     assert torch.equal(ev.predict(v).argmax(-1), _scratch(v, x).argmax(-1))
     assert torch.allclose(ev.predict(v), _scratch(v, x), atol=1e-5)
+
+
+def _cached(wl, ref: str, steps: list[dict], layers):
+    return apply_recipe({"version": 1, "model": ref, "steps": steps}, workload=wl, with_latency=False,
+                        measure_before=False, measure_after=False, layers=layers).model
+
+
+def _page_move(targets: list[str], bits: int = 6) -> list[dict]:
+    """What Explore applies: every chosen layer pruned, then the same layers simulated-quantized."""
+    return [{"kind": "prune_unstructured", "amount": 0.5, "targets": targets},
+            {"kind": "fake_quant", "bits": bits, "targets": targets}]
+
+
+def test_a_move_sharing_layers_with_the_previous_one_replays_its_blocks_and_predicts_the_same(vit):
+    """Every layer differs from the baseline (nothing of the baseline's recording replays), but dropping the last
+    chosen layer leaves the previous move's earlier blocks as they were: those are replayed, bit for bit."""
+    from compression_core.layer_cache import LayerCache
+
+    x = I.take(vit.test.x, slice(0, 120))
+    ev = IncrementalEvaluator(vit.model, x)
+    cache = LayerCache(vit.model)
+    names = [n for n, m in vit.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    first = _cached(vit, "digits-vit", _page_move(names), cache)
+    assert torch.equal(ev.predict(first), _scratch(first, x))
+    assert ev.variant_replays == 0 and ev.replayed(first) == []
+    fewer = _cached(vit, "digits-vit", _page_move(names[:-3]), cache)  # the last block's MLP and the head left out
+    assert ev.replayed(fewer) == []  # the baseline's recording: nothing (the first layer differs)
+    assert torch.equal(ev.predict(fewer), _scratch(fewer, x))
+    assert ev.variant_replays == 1
+    other_bits = _cached(vit, "digits-vit", _page_move(names[:-3], bits=5), cache)  # every layer differs again
+    assert torch.equal(ev.predict(other_bits), _scratch(other_bits, x))
+    assert ev.variant_replays == 1
+
+
+def test_a_layer_changed_after_the_cache_built_it_is_not_replayed_from_an_earlier_variant(vit):
+    """A cache-built layer changed in place, or a whole-model step after the cached ones (its layers' keys
+    dropped), ends the match with earlier variants: the predictions stay a from-scratch forward's."""
+    from compression_core.layer_cache import LayerCache
+
+    x = I.take(vit.test.x, slice(0, 64))
+    ev = IncrementalEvaluator(vit.model, x)
+    cache = LayerCache(vit.model)
+    names = [n for n, m in vit.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    a = _cached(vit, "digits-vit", _page_move(names), cache)
+    ev.predict(a)
+    b = _cached(vit, "digits-vit", _page_move(names), cache)  # the same configuration, its own module objects
+    w = b.get_submodule(names[0]).weight_orig
+    assert all(w is not p for p in vit.model.parameters())  # the cache's own tensor, not the baseline's
+    with torch.no_grad():
+        w.mul_(0.5)  # ... one of them changed in place (same key, new values)
+    assert torch.equal(ev.predict(b), _scratch(b, x))
+    assert ev.variant_replays == 0
+    steps = _page_move(names) + [{"kind": "finetune", "epochs": 1, "lr": 1e-3}]
+    c = _cached(vit, "digits-vit", steps, cache)
+    assert ev.signature(c) is None
+    assert torch.equal(ev.predict(c), _scratch(c, x))
+    assert ev.variant_replays == 0

@@ -139,3 +139,24 @@ def test_prepare_records_the_preview_inputs_and_changes_no_number(vit):
     assert ev.preview(variant) == MoveEvaluator(vit, preview_n=50).preview(variant)
     with pytest.raises(ValueError, match="no preview subset"):
         MoveEvaluator(vit, preview_n=None).prepare("preview")
+
+
+def test_layer_choice_moves_built_from_the_layer_cache_replay_the_previous_move_and_equal_measure(vit):
+    """Explore's moves on a big model: every chosen layer pruned and simulated-quantized, built from the move
+    evaluator's layer cache; each move drops the last chosen layer. Every layer differs from the baseline, so only
+    the previous move's kept blocks can be replayed: they are, on both input sets, and every number equals
+    ``measure``'s from scratch."""
+    ev = MoveEvaluator(vit, preview_n=100)
+    names = [n for n, m in vit.model.named_modules() if isinstance(m, torch.nn.Linear)]
+    head = _with(vit, test=type(vit.test)(I.head(vit.test.x, 100), vit.test.y[:100]))
+    for k in (len(names), len(names) - 1, len(names) - 2):
+        steps = [{"kind": "prune_unstructured", "amount": 0.5, "targets": names[:k]},
+                 {"kind": "fake_quant", "bits": 5, "targets": names[:k]}]
+        v = apply_recipe({"version": 1, "model": "digits-vit", "steps": steps}, workload=vit, with_latency=False,
+                         measure_before=False, measure_after=False, layers=ev.layers).model
+        pm, pextra = ev.preview(v)
+        metric, extra, _ = ev.full(v)
+        ref, pref = measure(v, vit, with_latency=False), measure(v, head, with_latency=False)
+        assert (metric, extra) == (ref.accuracy, ref.extra) and (pm, pextra) == (pref.accuracy, pref.extra), k
+        assert _no_patches(v) and _no_patches(vit.model)
+    assert ev._evs["preview"].variant_replays == 2 and ev._evs["full"].variant_replays == 2

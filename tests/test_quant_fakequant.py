@@ -125,3 +125,34 @@ def test_same_padding_conv_subclass_keeps_its_output_shape_and_accuracy(cfg):
         with torch.no_grad():
             assert q.conv2(q.bn1(q.conv1(x[:4]))).shape == feats.shape
     assert accuracy(q, x, wl.test.y) >= accuracy(wl.model, x, wl.test.y) - 0.015
+
+
+def test_rounded_weight_is_reused_between_forwards_and_follows_every_change_of_the_original():
+    """Without a gradient the rounded weight computed before a forward is kept while the float original is unchanged
+    (the same tensor, same version); an in-place change, a loaded state_dict or a training forward rounds again."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    FakeQuantWeight.wrap(layer, "weight", bits=4, per_channel=True)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        layer(x)
+        first = layer.weight
+        layer(x)
+        assert layer.weight is first  # reused, not rounded again
+        layer.weight_orig.mul_(2.0)  # in place: the version counter moves
+        out = layer(x)
+    assert layer.weight is not first
+    assert torch.equal(layer.weight, fake_quantize_weight(layer.weight_orig.detach(), 4, True)[0])
+    assert torch.allclose(out, x @ layer.weight.t() + layer.bias)
+    state = {k: v * -1 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    assert torch.equal(layer.weight, fake_quantize_weight(state["weight_orig"], 4, True)[0])
+    copied = copy.deepcopy(layer).eval()
+    with torch.no_grad():
+        copied.weight_orig.add_(1.0)
+        copied(x)
+    assert torch.equal(copied.weight, fake_quantize_weight(copied.weight_orig.detach(), 4, True)[0])
+    layer.train()
+    y = layer(x)  # a training forward: the straight-through weight, its gradient reaching the original
+    y.sum().backward()
+    assert layer.weight_orig.grad is not None and layer.weight_orig.grad.abs().sum() > 0
