@@ -217,9 +217,12 @@ class IncrementalEvaluator:
                 self._own = None  # the kept outputs served their one second pass
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, keep: bool = False) -> torch.Tensor:
+    def predict(self, model: nn.Module, keep: bool = False, before_each=None) -> torch.Tensor:
         """``model``'s output on the input (eval mode), as a from-scratch forward gives it. ``keep``: also keep
-        ``model``'s own outputs of the top-level blocks (until the next ``predict``) for ``replaying(own=True)``."""
+        ``model``'s own outputs of the top-level blocks (until the next ``predict``) for ``replaying(own=True)``.
+        ``before_each``: a forward pre-hook put on every module of ``model`` for this forward only, once what is
+        replayed is decided (a hook there beforehand is a change: a module with one is not the baseline's, and
+        nothing before it would be replayed)."""
         was = model.training
         model.eval()
         own: dict[str, Any] = {}
@@ -234,6 +237,8 @@ class IncrementalEvaluator:
                         for b in (b for b in self.blocks if b in mods):
                             handles.append(mods[b].register_forward_hook(
                                 lambda _m, _a, o, _b=b: own.__setitem__(_b, _copy(o))))
+                    if before_each is not None:
+                        handles += [m.register_forward_pre_hook(before_each) for m in model.modules()]
                     try:
                         out = I.call(model, self.x).float()
                     finally:

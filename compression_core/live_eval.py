@@ -70,16 +70,15 @@ class MoveEvaluator:
         with self._lock:
             ev = self._ev(which)
             m = private_copy(model)
+            check = None
             if stop is not None:  # asked before each module of the private copy runs (no other model is touched)
                 def check(_module, _args):
                     if stop():
                         raise Interrupted(f"the {which} measurement gave way to a newer move")
 
-                for sub in m.modules():
-                    sub.register_forward_pre_hook(check)
             n = None if which == "full" else self.n
             y = self.wl.test.y if n is None else I.take(self.wl.test.y, slice(0, n))
-            out = ev.predict(m, keep=True)
+            out = ev.predict(m, keep=True, before_each=check)
             with ev.lock, ev.replaying(m, own=True):  # the extra metrics' pass replays this variant's own blocks
                 extra = extra_metrics.compute(m, self.wl, n=n)
             return float(self.wl.metric(out, y)), extra, out

@@ -119,14 +119,18 @@ def test_a_stopped_full_pass_raises_and_leaves_the_evaluator_exact(vit):
 
     ev = MoveEvaluator(vit, preview_n=100)
     late = _variant(vit, ["blocks.1.mlp.fc1"])
+    hooks = [len(m._forward_pre_hooks) for m in late.modules()]
     asked = []
     with pytest.raises(Interrupted):
         ev.full(late, stop=lambda: asked.append(1) or len(asked) > 3)  # gives way after a few modules
     assert _no_patches(late)
+    replays = ev._evs["full"].replays
     metric, extra, out = ev.full(late, stop=lambda: False)
     ref = measure(late, vit, with_latency=False)
     assert metric == ref.accuracy and extra == ref.extra
+    assert ev._evs["full"].replays == replays + 1  # a pass that may be stopped still replays the first block
     assert ev.full(late)[0] == metric
+    assert [len(m._forward_pre_hooks) for m in late.modules()] == hooks  # the checks were on a private copy only
 
 
 def test_prepare_records_the_preview_inputs_and_changes_no_number(vit):
