@@ -85,7 +85,6 @@ class IncrementalEvaluator:
         self.replays = 0  # forwards that replayed at least one block (for tests and benchmarks)
         self.lock = threading.RLock()  # one variant patched at a time
         self._own: tuple[nn.Module, dict[str, Any]] | None = None  # the last kept variant's block outputs
-        self.root = baseline
         # blocks a variant's outputs are kept of: those that ran once in the recording, outermost first
         self.blocks = [b for b in self.order if b in self.prefix.blocks and self.prefix.calls.get(b) == 1]
         self.variants: list[tuple[list, dict[str, Any], int]] = []  # (signature, block outputs, bytes), newest first
@@ -117,7 +116,7 @@ class IncrementalEvaluator:
         baseline has not outside such layers."""
         mods = dict(model.named_modules())
         tagged = {n: m.__dict__[LAYER_KEY] for n, m in mods.items() if LAYER_KEY in m.__dict__}
-        if not tagged or not _same(model, self.root):
+        if not tagged or not _same(model, self.modules[""]):
             return None
         if any(_tagged_owner(n, tagged) is None for n in set(mods) - set(self.modules)):
             return None
@@ -143,8 +142,9 @@ class IncrementalEvaluator:
             i = next((i for i, (a, b) in enumerate(zip(sig, vsig)) if a is None or a != b), len(sig))
             limit = self.prefix.start.get(self.order[i], -1) if i < len(self.order) else float("inf")
             names = [b for b in outs if self.prefix.end.get(b, limit) < limit]
-            if names and self._end(names) > reach:
-                best, reach = (names, outs), self._end(names)
+            end = self._end(names)
+            if names and end > reach:
+                best, reach = (names, outs), end
         return best
 
     def _keep_variant(self, sig: list, outs: dict[str, Any]) -> None:
@@ -246,7 +246,7 @@ class IncrementalEvaluator:
                             h.remove()
                 self._own = (model, own) if keep else None
                 if sig is not None:
-                    self._keep_variant(sig, {b: o for b, o in own.items() if self.prefix.calls.get(b) == 1})
+                    self._keep_variant(sig, own)
                 return out
         finally:
             model.train(was)

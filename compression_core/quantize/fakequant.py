@@ -65,8 +65,8 @@ class FakeQuantWeight:
         w = getattr(module, self._tensor_name + "_orig")
         cur = module.__dict__.get(self._tensor_name)
         src = getattr(self, "_source", None)
-        if (cur is not None and src is not None and src[0] is w and src[1] == (w._version, w.data_ptr())
-                and src[2] is cur and not (torch.is_grad_enabled() and w.requires_grad)):
+        if (src is not None and src[0] is w and src[1] == (w._version, w.data_ptr()) and src[2] is cur
+                and not (torch.is_grad_enabled() and w.requires_grad)):
             return
         out = self.compute(module)
         setattr(module, self._tensor_name, out)
